@@ -1,0 +1,174 @@
+"""Write the kept rows of each input shard, in its own format, as one or more manifests decide."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dedupkit.errors import ManifestError, OutputError
+from dedupkit.io.read import _open_text_stream
+from dedupkit.io.shards import Shard, discover, fingerprint
+from dedupkit.manifest import load_summary, output_root, read_manifest
+
+APPLY_SUMMARY = "_dedupkit_apply.json"
+
+
+@dataclass
+class ApplyResult:
+    out: Path
+    summary: dict
+
+
+def _out_names(shards: Sequence[Shard]) -> list[str]:
+    """Output paths relative to the clean folder: shard names less their common parent folder."""
+    names = [os.path.normpath(s.name) for s in shards]
+    parents = [os.path.dirname(n) for n in names]
+    common = os.path.commonpath(parents) if all(parents) and len({os.path.isabs(p) for p in parents}) == 1 else ""
+    out = []
+    for n in names:
+        rel = os.path.relpath(n, common) if common else n
+        parts = [p for p in PurePosixPath(rel.replace(os.sep, "/")).parts if p not in ("/", "..", ".")]
+        out.append(os.path.join(*parts))
+    return out
+
+
+def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str) -> np.ndarray:
+    entries = {s["name"]: s for s in summary.get("inputs", [])}
+    entry = entries.get(shard.name)
+    if entry is None:
+        by_fp = [s for s in summary.get("inputs", []) if s.get("fingerprint") == fp]
+        if not by_fp:
+            raise ManifestError(
+                f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "
+                "run the stage over this input first, or name the input as it was named then"
+            )
+        entry = by_fp[0]
+    if entry.get("fingerprint") != fp:
+        raise ManifestError(
+            f"{shard.name} changed since manifest {manifest_dir} was made (fingerprint "
+            f"{entry.get('fingerprint')} recorded, {fp} now); rerun the stage on the current data"
+        )
+    t = read_manifest(manifest_dir, columns=["row", "keep"], shard=entry["name"])
+    n = int(entry["rows"])
+    rows = t.column("row").to_numpy()
+    if len(rows) != n or len(np.unique(rows)) != n:
+        raise ManifestError(f"manifest {manifest_dir} holds {len(rows)} rows for {shard.name}, "
+                            f"which has {n}; rerun the stage with --overwrite")
+    mask = np.zeros(n, dtype=bool)
+    mask[rows] = t.column("keep").to_numpy(zero_copy_only=False)
+    return mask
+
+
+def _open_out(path: Path, compression: str | None) -> IO[bytes]:
+    raw = open(path, "wb")
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)  # type: ignore[return-value]
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor().stream_writer(raw, closefd=True)  # type: ignore[return-value]
+    return raw
+
+
+def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int) -> int:
+    pf = pq.ParquetFile(shard.path)
+    schema = pf.schema_arrow
+    written = 0
+    offset = 0
+    with pq.ParquetWriter(dest, schema, compression="zstd") as writer:
+        for rb in pf.iter_batches(batch_size=batch_size):
+            m = mask[offset: offset + rb.num_rows]
+            offset += rb.num_rows
+            if m.all():
+                writer.write_batch(rb)
+            elif m.any():
+                writer.write_batch(rb.filter(pa.array(m)))
+            written += int(m.sum())
+    if offset != len(mask):
+        raise ManifestError(f"{shard.name} has {offset} rows, the manifest {len(mask)}; rerun the stage")
+    return written
+
+
+def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path) -> int:
+    written = 0
+    row = -1
+    with _open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
+        for line in src:
+            row += 1
+            if row < len(mask) and mask[row]:
+                dst.write(line if line.endswith(b"\n") else line + b"\n")
+                written += 1
+    if row + 1 != len(mask):
+        raise ManifestError(f"{shard.name} has {row + 1} lines, the manifest {len(mask)}; rerun the stage")
+    return written
+
+
+def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | os.PathLike,
+                    overwrite: bool = False, batch_size: int = 8192) -> ApplyResult:
+    """Write the rows that every manifest keeps, one output shard per input shard.
+
+    A row is dropped if any manifest drops it. Parquet keeps its schema and every column; JSONL
+    lines are copied byte for byte (and recompressed the same way). The output folder appears only
+    when every shard is written.
+
+    Args:
+        inputs: the shards the manifests were made from (files, folders, globs).
+        manifests: stage output folders (``OUT`` or ``OUT/manifest``).
+        out: the clean corpus folder.
+        overwrite: replace an existing ``out``.
+
+    Raises:
+        ManifestError: a manifest is unfinished, does not cover a shard, or a shard changed.
+        OutputError: ``out`` exists and ``overwrite`` is false.
+    """
+    if not manifests:
+        raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
+    summaries = [(str(output_root(m)), load_summary(m)) for m in manifests]
+    shards = discover(inputs, exclude=[str(out)] + [d for d, _ in summaries])
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    report = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
+    try:
+        for shard, name in zip(shards, _out_names(shards)):
+            fp = fingerprint(shard.path)
+            mask = None
+            for d, summary in summaries:
+                m = _keep_mask(d, summary, shard, fp)
+                mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
+            dest = tmp / name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if shard.format == "parquet":
+                kept = _write_parquet(shard, mask, dest, batch_size)
+            else:
+                kept = _write_jsonl(shard, mask, dest)
+            report["shards"].append({"name": shard.name, "output": str(dest.relative_to(tmp)),
+                                     "rows": int(len(mask)), "kept": kept})
+            report["rows"] += int(len(mask))
+            report["kept"] += kept
+        (tmp / APPLY_SUMMARY).write_text(json.dumps(report, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ApplyResult(out=out, summary=report)
+
+
+def _mismatch(shard: Shard):
+    raise ManifestError(f"the manifests disagree on the number of rows of {shard.name}; rerun the stages")

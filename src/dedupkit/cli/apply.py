@@ -1,0 +1,34 @@
+"""``dedupkit apply``."""
+
+from __future__ import annotations
+
+import click
+
+from dedupkit.cli.options import handle_errors
+
+
+@click.command(epilog="""\b
+Example:
+  dedupkit apply data/ --manifest out/exact --manifest out/fuzzy -o out/clean
+""")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-m", "--manifest", "manifests", multiple=True, required=True, metavar="OUT",
+              help="A stage's output folder (repeatable); a row is dropped if any manifest drops it.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Folder for the clean shards (same names and formats as the input).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-shard counts as JSON.")
+@handle_errors
+def apply(inputs, manifests, output, overwrite, as_json):
+    """Write the kept rows of INPUT shards, one output shard per input shard.
+
+    Every column and the schema are kept; JSONL lines are copied byte for byte. A shard that
+    changed since the manifest was made (its fingerprint differs) is refused.
+    """
+    import json
+
+    from dedupkit import api
+
+    res = api.apply(inputs, manifests, output, overwrite=overwrite)
+    click.echo(json.dumps(res.summary, indent=2) if as_json else str(res.out))
+    click.echo(f"apply: {res.summary['rows']} rows, wrote {res.summary['kept']}", err=True)

@@ -1,0 +1,43 @@
+"""``dedupkit exact``."""
+
+from __future__ import annotations
+
+import click
+
+from dedupkit.cli.options import (
+    emit_result, guard_options, handle_errors, keep_options, output_options, progress_factory,
+    read_options, resolve_skip, skip_option,
+)
+
+
+@click.command(epilog="""\b
+Example:
+  dedupkit exact data/ -o out/exact --normalize nfkc,whitespace --keep longest
+""")
+@read_options
+@output_options
+@keep_options
+@skip_option
+@guard_options
+@click.option("--normalize", default="whitespace", show_default=True, envvar="DEDUPKIT_NORMALIZE",
+              help="Comma-separated steps before hashing: nfkc, lower, punctuation, digits, "
+                   "whitespace; or none. The default collapses whitespace runs and trims, which "
+                   "catches re-serialised copies without merging texts whose words differ.")
+@handle_errors
+def exact(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
+          as_json, keep, keep_by, keep_order, skip, max_drop_rate, normalize):
+    """Drop exact duplicates: documents whose normalized text has the same xxh3-128 hash.
+
+    INPUT is files, folders (recursive) or globs of .parquet, .jsonl, .jsonl.gz and .jsonl.zst
+    shards. Writes OUTPUT/manifest/ (one row per input row) and OUTPUT/summary.json, and prints
+    OUTPUT on stdout.
+    """
+    from dedupkit import api
+
+    result = api.exact(
+        inputs, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
+        on_bad_record=on_bad_record, normalize=normalize, keep=keep, keep_by=keep_by,
+        keep_order=keep_order, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),
+        max_drop_rate=max_drop_rate, progress=progress_factory(quiet),
+    )
+    emit_result(output, result.summary, as_json)

@@ -1,0 +1,74 @@
+"""``dedupkit`` entry point. Subcommands load lazily so that ``dedupkit --help`` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+
+import click
+
+from dedupkit import __version__
+
+# name -> (module, attribute, one-line help). Modules are imported only when the command runs.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "exact": ("dedupkit.cli.exact", "exact", "Drop exact duplicates (xxh3-128 of normalized text)."),
+    "fuzzy": ("dedupkit.cli.fuzzy", "fuzzy", "Drop near-duplicates (MinHash signatures + LSH)."),
+    "semantic": ("dedupkit.cli.semantic", "semantic", "Drop semantic duplicates (embeddings + SemDeDup)."),
+    "apply": ("dedupkit.cli.apply", "apply", "Write the kept rows of INPUT shards, as manifests say."),
+    "run": ("dedupkit.cli.run", "run", "Run several stages in order and combine their manifests."),
+    "stats": ("dedupkit.cli.run", "stats", "Print per-stage counts of a finished run."),
+    "index": ("dedupkit.cli.index", "index", "Create and grow an index of a corpus you already hold."),
+    "check": ("dedupkit.cli.index", "check", "Deduplicate a new data drop against an index (CI gate)."),
+    "report": ("dedupkit.cli.report", "report", "Write a self-contained HTML report of a run."),
+    "inspect": ("dedupkit.cli.report", "inspect", "Show duplicate clusters in the terminal."),
+}
+
+EPILOG = """\b
+Exit codes: 0 done, 1 failure, 2 usage error, 3 check failed (duplicate rate above
+--max-dup-rate), 4 guardrail (a stage would drop more than --max-drop-rate).
+
+\b
+Example:
+  dedupkit exact examples/corpus -o out/exact --id-column id
+  dedupkit apply examples/corpus --manifest out/exact -o out/clean
+"""
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name, (mod, _, _) in COMMANDS.items() if importlib.util.find_spec(mod)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        mod, attr, _ = COMMANDS[name]
+        if importlib.util.find_spec(mod) is None:
+            return None
+        return getattr(importlib.import_module(mod), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, COMMANDS[n][2]) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dedupkit")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Remove duplicate documents from Parquet/JSONL text corpora.
+
+    Each stage writes a keep/drop manifest (OUT/manifest/*.parquet, one row per input row) and
+    OUT/summary.json; `apply` writes the kept rows. Stages chain with --skip.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    cli(prog_name="dedupkit")

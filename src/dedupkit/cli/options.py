@@ -1,0 +1,132 @@
+"""Option bundles shared by the stage commands, and turning library errors into Click errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from dedupkit.errors import DedupkitError
+
+
+def read_options(f: Callable) -> Callable:
+    """INPUT..., --text-column, --id-column, --batch-size, --on-bad-record."""
+    f = click.option("--on-bad-record", type=click.Choice(["fail", "skip"]), default="fail",
+                     show_default=True, envvar="DEDUPKIT_ON_BAD_RECORD",
+                     help="fail on the first bad record, or skip it (it is counted in the summary "
+                          "and kept out of the clean corpus).")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True,
+                     help="Records per read batch (bounds memory; the manifest does not depend on it).")(f)
+    f = click.option("--id-column", default=None, envvar="DEDUPKIT_ID_COLUMN",
+                     help='Unique id column; default doc_id is "{shard}:{row}".')(f)
+    f = click.option("--text-column", default="text", show_default=True, envvar="DEDUPKIT_TEXT_COLUMN",
+                     help="Column (JSON key) holding the text.")(f)
+    f = click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")(f)
+    return f
+
+
+def output_options(f: Callable) -> Callable:
+    """-o/--output, --overwrite, --workers, --quiet, --json."""
+    f = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
+    f = click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     envvar="DEDUPKIT_WORKERS",
+                     help="Worker processes; the manifest is identical for any number.")(f)
+    f = click.option("--overwrite", is_flag=True, help="Replace a finished run in the output folder.")(f)
+    f = click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+                     help="Output folder (manifest/ and summary.json).")(f)
+    return f
+
+
+def keep_options(f: Callable) -> Callable:
+    """--keep, --keep-by, --keep-order."""
+    f = click.option("--keep-order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True,
+                     help="With --keep-by: desc keeps the largest value, asc the smallest.")(f)
+    f = click.option("--keep-by", default=None, metavar="COLUMN",
+                     help="Keep the duplicate with the best value of COLUMN (ties: --keep).")(f)
+    f = click.option("--keep", type=click.Choice(["first", "last", "longest", "shortest"]), default="first",
+                     show_default=True,
+                     help="Which copy survives; ties go to the lowest (shard, row).")(f)
+    return f
+
+
+def skip_option(f: Callable) -> Callable:
+    return click.option(
+        "--skip", "skip", multiple=True, metavar="MANIFEST_DIR",
+        help="Leave out rows that this earlier stage's manifest dropped (repeatable); '-' reads the "
+             "folder from stdin, so `dedupkit exact ... | dedupkit fuzzy ... --skip -` chains.")(f)
+
+
+def guard_options(f: Callable) -> Callable:
+    return click.option("--max-drop-rate", type=click.FloatRange(0, 1), default=None,
+                        help="Abort with exit code 4, writing nothing final, if the stage would drop "
+                             "more than this share of its input.")(f)
+
+
+def resolve_skip(skip: tuple[str, ...]) -> tuple[str, ...]:
+    """Replace '-' by the folder read from stdin (the previous stage's stdout)."""
+    out = []
+    for s in skip:
+        if s == "-":
+            data = sys.stdin.read().strip().splitlines()
+            if not data:
+                raise click.UsageError("--skip - expects a manifest folder on stdin, but stdin was empty")
+            out.append(data[-1].strip())
+        else:
+            out.append(s)
+    return tuple(out)
+
+
+def progress_factory(quiet: bool):
+    """tqdm bars on stderr, hidden when stderr is not a terminal or with --quiet."""
+    if quiet or not sys.stderr.isatty():
+        from dedupkit.engine.local import no_progress
+
+        return no_progress
+    from tqdm import tqdm
+
+    def make(total: int, desc: str):
+        return tqdm(total=total, desc=desc, file=sys.stderr, unit="task", leave=False)
+
+    return make
+
+
+def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
+    """stdout carries only the output path, or the summary as JSON."""
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        click.echo(str(out))
+    c = summary.get("counts", {})
+    if c:
+        click.echo(
+            f"{summary.get('stage', 'run')}: {c.get('rows', 0)} rows, kept {c.get('kept', 0)}, "
+            f"dropped {c.get('dropped', 0)} ({c.get('clusters', 0)} clusters"
+            f"{', ' + str(c['bad_records']) + ' bad records' if c.get('bad_records') else ''})",
+            err=True,
+        )
+
+
+def handle_errors(f: Callable) -> Callable:
+    """Turn DedupkitError into a clean message on stderr and its exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except DedupkitError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # pragma: no cover
+            click.echo("Interrupted; rerun the same command to resume.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

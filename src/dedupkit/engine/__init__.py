@@ -1,0 +1,5 @@
+"""Executors that run per-shard stage functions: local processes, or Ray (``dedupkit[ray]``)."""
+
+from dedupkit.engine.local import LocalEngine, get_engine
+
+__all__ = ["LocalEngine", "get_engine"]

@@ -1,0 +1,91 @@
+"""The local engine: per-shard tasks in worker processes, results in task order."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Protocol, Sequence
+
+from dedupkit.errors import ConfigError
+
+
+class Progress(Protocol):
+    def update(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+ProgressFactory = Callable[[int, str], Progress]
+
+
+def no_progress(total: int, desc: str) -> Progress:
+    return _NoProgress()
+
+
+class LocalEngine:
+    """Run ``fn(task)`` for every task on this machine.
+
+    ``workers=1`` runs in the calling process (no pickling, easiest to debug); more workers use a
+    spawn-context process pool (fork after pyarrow has started threads can deadlock). Results come
+    back in task order whatever order the tasks finish in, so output never depends on ``workers``.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress) -> None:
+        if workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.progress = progress
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "") -> list[Any]:
+        bar = self.progress(len(tasks), desc)
+        try:
+            if self.workers == 1 or len(tasks) <= 1:
+                out = []
+                for t in tasks:
+                    out.append(fn(t))
+                    bar.update()
+                return out
+            results: list[Any] = [None] * len(tasks)
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
+                pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i = pending.pop(fut)
+                        try:
+                            results[i] = fut.result()
+                        except BaseException:
+                            for other in pending:
+                                other.cancel()
+                            raise
+                        bar.update()
+            return results
+        finally:
+            bar.close()
+
+
+def get_engine(name: str = "local", workers: int = 1, progress: ProgressFactory = no_progress,
+               ray_address: str | None = None):
+    """Build the engine named by ``--engine``."""
+    if name == "local":
+        return LocalEngine(workers=workers, progress=progress)
+    if name == "ray":
+        from dedupkit.engine.ray import RayEngine  # imported only when used
+
+        return RayEngine(workers=workers, progress=progress, address=ray_address)
+    raise ConfigError(f"unknown engine {name!r}; choose local or ray")
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 1))

@@ -1,0 +1,388 @@
+"""Streaming readers: record batches of (row, text, id, extra columns) from one shard.
+
+Memory stays bounded by ``batch_size`` records (and ``max_record_bytes`` for one JSON line),
+whatever the size of the shard.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from typing import IO, Iterator
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dedupkit.errors import ConfigError, InputError
+from dedupkit.io.shards import Shard
+
+BAD_RECORD_MODES = ("fail", "skip")
+_FIX = "fix the record or pass --on-bad-record skip to skip and count such records"
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """What to read from every shard.
+
+    Attributes:
+        text_column: the column (JSON key) holding the text.
+        id_column: optional unique id column; when None, ``doc_id = "{shard}:{row}"``.
+        extra_columns: more columns to carry along (e.g. the ``--keep-by`` column).
+        batch_size: records per batch.
+        on_bad_record: ``"fail"`` raises on the first bad record; ``"skip"`` records and skips it.
+        max_record_bytes: a JSON line longer than this is a bad record (bounds memory).
+    """
+
+    text_column: str = "text"
+    id_column: str | None = None
+    extra_columns: tuple[str, ...] = ()
+    batch_size: int = 8192
+    on_bad_record: str = "fail"
+    max_record_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not self.text_column:
+            raise ConfigError("text_column must not be empty; pass --text-column NAME")
+        if self.on_bad_record not in BAD_RECORD_MODES:
+            raise ConfigError(
+                f"on_bad_record must be one of {', '.join(BAD_RECORD_MODES)}, got {self.on_bad_record!r}"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_record_bytes < 1024:
+            raise ConfigError("max_record_bytes must be at least 1024")
+
+    @property
+    def columns(self) -> list[str]:
+        cols = [self.text_column]
+        for c in (self.id_column, *self.extra_columns):
+            if c and c not in cols:
+                cols.append(c)
+        return cols
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record that could not be used: its shard, 0-based row (line) and why."""
+
+    shard: str
+    row: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return {"shard": self.shard, "row": self.row, "line": self.row + 1, "reason": self.reason}
+
+
+@dataclass
+class Batch:
+    """Good records of one shard: ``rows`` are 0-based row/line numbers, aligned with the arrays."""
+
+    rows: np.ndarray
+    text: pa.Array
+    ids: pa.Array | None = None
+    extra: dict[str, pa.Array] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _open_text_stream(shard: Shard) -> IO[bytes]:
+    raw = open(shard.path, "rb")
+    if shard.compression == "gzip":
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    if shard.compression == "zstd":
+        import zstandard
+
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return raw
+
+
+class ShardReader:
+    """Iterate one shard as :class:`Batch` objects, validating every record.
+
+    After iteration, ``n_rows`` holds the number of rows (lines) seen and ``bad`` the bad records
+    skipped (only with ``on_bad_record="skip"``; with ``"fail"`` the first one raises InputError).
+
+    Args:
+        shard: the shard to read.
+        spec: columns and bad-record policy.
+        skip_rows: rows to leave out silently (dropped by an earlier stage); they are neither
+            yielded nor validated.
+        row_groups: for Parquet, a ``(first, stop)`` range of row groups to read (row numbers stay
+            those of the whole file).
+    """
+
+    def __init__(
+        self,
+        shard: Shard,
+        spec: ReadSpec,
+        skip_rows: np.ndarray | None = None,
+        row_groups: tuple[int, int] | None = None,
+    ) -> None:
+        self.shard = shard
+        self.spec = spec
+        self.skip_rows = None if skip_rows is None or len(skip_rows) == 0 else np.asarray(skip_rows, np.int64)
+        self.row_groups = row_groups
+        self.n_rows = 0
+        self.bad: list[BadRecord] = []
+
+    # -- shared helpers -------------------------------------------------------------------------
+    def _bad(self, row: int, reason: str) -> None:
+        where = f"line {row + 1}" if self.shard.format == "jsonl" else f"row {row}"
+        if self.spec.on_bad_record == "fail":
+            raise InputError(f"{self.shard.name}: {where}: {reason}; {_FIX}")
+        self.bad.append(BadRecord(self.shard.name, row, reason))
+
+    def _active(self, rows: np.ndarray) -> np.ndarray:
+        if self.skip_rows is None:
+            return np.ones(len(rows), dtype=bool)
+        return ~np.isin(rows, self.skip_rows, assume_unique=False)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.shard.format == "parquet":
+            return self._parquet()
+        return self._jsonl()
+
+    # -- Parquet ------------------------------------------------------------------------------
+    def _open_parquet(self) -> pq.ParquetFile:
+        try:
+            if self.shard.size == 0:
+                raise InputError(
+                    f"{self.shard.name}: the file is empty (0 bytes), not a Parquet file; remove it "
+                    "from the input or regenerate it"
+                )
+            return pq.ParquetFile(self.shard.path)
+        except InputError:
+            raise
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(
+                f"{self.shard.name}: not a readable Parquet file ({exc}); the file may be truncated "
+                "or corrupt: regenerate it or remove it from the input"
+            ) from exc
+
+    def _check_schema(self, schema: pa.Schema) -> None:
+        names = schema.names
+        for col in self.spec.columns:
+            if col not in names:
+                flag = "--text-column" if col == self.spec.text_column else (
+                    "--id-column" if col == self.spec.id_column else "--keep-by")
+                raise InputError(
+                    f"column {col!r} not found in {self.shard.name}; columns are: {', '.join(names)}; "
+                    f"pass {flag} with one of them"
+                )
+        ttype = schema.field(self.spec.text_column).type
+        if pa.types.is_dictionary(ttype):
+            ttype = ttype.value_type
+        if not (pa.types.is_string(ttype) or pa.types.is_large_string(ttype)):
+            raise InputError(
+                f"column {self.spec.text_column!r} in {self.shard.name} has type {ttype}, not a string; "
+                "pass --text-column naming a string column"
+            )
+
+    def _parquet(self) -> Iterator[Batch]:
+        pf = self._open_parquet()
+        schema = pf.schema_arrow
+        self._check_schema(schema)
+        md = pf.metadata
+        first, stop = self.row_groups if self.row_groups else (0, md.num_row_groups)
+        offset = sum(md.row_group(i).num_rows for i in range(first))
+        groups = list(range(first, stop))
+        self.n_rows = offset
+        if not groups:
+            return
+        try:
+            batches = pf.iter_batches(
+                batch_size=self.spec.batch_size, row_groups=groups, columns=self.spec.columns,
+                use_threads=True,
+            )
+            for rb in batches:
+                n = rb.num_rows
+                rows = np.arange(offset, offset + n, dtype=np.int64)
+                offset += n
+                self.n_rows = offset
+                out = self._parquet_batch(rb, rows)
+                if out is not None:
+                    yield out
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(
+                f"{self.shard.name}: Parquet data unreadable near row {offset} ({exc}); the file may be "
+                "truncated or corrupt: regenerate it"
+            ) from exc
+
+    def _parquet_batch(self, rb: pa.RecordBatch, rows: np.ndarray) -> Batch | None:
+        spec = self.spec
+        text = rb.column(spec.text_column)
+        if pa.types.is_dictionary(text.type):
+            text = text.dictionary_decode()
+        keep = self._active(rows)
+        if text.null_count:
+            nulls = np.asarray(text.is_null(), dtype=bool) & keep
+            for r in rows[nulls]:
+                self._bad(int(r), f"null text in column {spec.text_column!r}")
+            keep &= ~np.asarray(text.is_null(), dtype=bool)
+        try:
+            text.validate(full=True)
+        except pa.ArrowInvalid:
+            for i, v in enumerate(text):
+                if keep[i] and v.is_valid:
+                    try:
+                        v.as_py()
+                    except UnicodeDecodeError:
+                        self._bad(int(rows[i]), "text is not valid UTF-8")
+                        keep[i] = False
+        ids = None
+        if spec.id_column:
+            ids = rb.column(spec.id_column)
+            if ids.null_count:
+                nulls = np.asarray(ids.is_null(), dtype=bool) & keep
+                for r in rows[nulls]:
+                    self._bad(int(r), f"null id in column {spec.id_column!r}")
+                keep &= ~np.asarray(ids.is_null(), dtype=bool)
+            if not pa.types.is_string(ids.type):
+                ids = ids.cast(pa.string())
+        extra = {c: rb.column(c) for c in spec.extra_columns}
+        if not keep.all():
+            if not keep.any():
+                return None
+            mask = pa.array(keep)
+            rows = rows[keep]
+            text = text.filter(mask)
+            ids = ids.filter(mask) if ids is not None else None
+            extra = {c: a.filter(mask) for c, a in extra.items()}
+        return Batch(rows=rows, text=text, ids=ids, extra=extra)
+
+    # -- JSONL --------------------------------------------------------------------------------
+    def _jsonl(self) -> Iterator[Batch]:
+        spec = self.spec
+        if self.shard.size == 0:
+            raise InputError(
+                f"{self.shard.name}: the file is empty (0 bytes); remove it from the input"
+            )
+        text_col, id_col = spec.text_column, spec.id_column
+        extra_cols = spec.extra_columns
+        skip = set(self.skip_rows.tolist()) if self.skip_rows is not None else None
+        rows: list[int] = []
+        texts: list[str] = []
+        ids: list[str] = []
+        extra: dict[str, list] = {c: [] for c in extra_cols}
+        limit = spec.max_record_bytes
+        row = -1
+        try:
+            fh = _open_text_stream(self.shard)
+        except OSError as exc:
+            raise InputError(f"{self.shard.name}: cannot open ({exc})") from exc
+        with fh:
+            while True:
+                try:
+                    line = fh.readline(limit + 1)
+                except (OSError, EOFError, ValueError) as exc:
+                    raise InputError(
+                        f"{self.shard.name}: cannot decompress after line {row + 1} ({exc}); the file "
+                        "is truncated or corrupt: regenerate it"
+                    ) from exc
+                except Exception as exc:  # zstandard raises its own ZstdError
+                    raise InputError(
+                        f"{self.shard.name}: cannot decompress after line {row + 1} ({exc}); the file "
+                        "is truncated or corrupt: regenerate it"
+                    ) from exc
+                if not line:
+                    break
+                row += 1
+                if len(line) > limit and not line.endswith(b"\n"):
+                    # Drain the rest of an overlong line without holding it in memory.
+                    while True:
+                        more = fh.readline(1 << 20)
+                        if not more or more.endswith(b"\n"):
+                            break
+                    if skip is None or row not in skip:
+                        self._bad(row, f"record longer than {limit} bytes (max_record_bytes)")
+                    continue
+                if skip is not None and row in skip:
+                    continue
+                stripped = line.strip()
+                if not stripped:
+                    self._bad(row, "blank line")
+                    continue
+                try:
+                    obj = orjson.loads(stripped)
+                except orjson.JSONDecodeError as exc:
+                    try:
+                        stripped.decode("utf-8")
+                        reason = f"malformed JSON ({exc})"
+                    except UnicodeDecodeError:
+                        reason = "line is not valid UTF-8"
+                    self._bad(row, reason)
+                    continue
+                if not isinstance(obj, dict):
+                    self._bad(row, f"expected a JSON object, got {type(obj).__name__}")
+                    continue
+                t = obj.get(text_col)
+                if not isinstance(t, str):
+                    if text_col not in obj:
+                        reason = (f"no {text_col!r} field; fields are: {', '.join(map(str, obj)) or '(none)'}"
+                                  f"; pass --text-column with one of them")
+                    elif t is None:
+                        reason = f"null text in field {text_col!r}"
+                    else:
+                        reason = f"field {text_col!r} is a {type(t).__name__}, not a string"
+                    self._bad(row, reason)
+                    continue
+                if id_col:
+                    i = obj.get(id_col)
+                    if i is None or isinstance(i, (dict, list)):
+                        self._bad(row, f"missing or null id in field {id_col!r}" if i is None
+                                  else f"id field {id_col!r} is not a scalar")
+                        continue
+                    ids.append(i if isinstance(i, str) else str(i))
+                for c in extra_cols:
+                    extra[c].append(obj.get(c))
+                rows.append(row)
+                texts.append(t)
+                if len(rows) >= spec.batch_size:
+                    self.n_rows = row + 1
+                    yield self._jsonl_batch(rows, texts, ids, extra)
+                    rows, texts, ids = [], [], []
+                    extra = {c: [] for c in extra_cols}
+        self.n_rows = row + 1
+        if rows:
+            yield self._jsonl_batch(rows, texts, ids, extra)
+
+    def _jsonl_batch(self, rows, texts, ids, extra) -> Batch:
+        ex = {}
+        for c, vals in extra.items():
+            try:
+                ex[c] = pa.array(vals)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise InputError(
+                    f"{self.shard.name}: field {c!r} mixes value types near line {rows[0] + 1} ({exc}); "
+                    "use a column of one type"
+                ) from exc
+        return Batch(
+            rows=np.asarray(rows, dtype=np.int64),
+            text=pa.array(texts, type=pa.large_string()),
+            ids=pa.array(ids, type=pa.string()) if self.spec.id_column else None,
+            extra=ex,
+        )
+
+
+def count_rows(shard: Shard) -> int:
+    """Number of rows (Parquet) or lines (JSONL) in a shard, read cheaply."""
+    if shard.format == "parquet":
+        try:
+            return pq.ParquetFile(shard.path).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{shard.name}: not a readable Parquet file ({exc})") from exc
+    n = 0
+    last = b"\n"
+    with _open_text_stream(shard) as fh:
+        while True:
+            block = fh.read(1 << 22)
+            if not block:
+                break
+            n += block.count(b"\n")
+            last = block[-1:]
+    return n + (0 if last == b"\n" else 1)
+

@@ -1,0 +1,96 @@
+"""Text normalization before hashing, vectorized over whole Arrow arrays.
+
+Steps (applied in this fixed order, whatever order they are given in):
+
+==========  ===================================================================================
+nfkc        Unicode NFKC: full-width and compatibility forms fold (ｆｕｌｌ -> full, NBSP -> space)
+lower       Unicode lower case
+punctuation remove Unicode punctuation and symbols (\\p{P}, \\p{S})
+digits      replace every run of decimal digits with one ``0`` (dates, counters, prices)
+whitespace  collapse every run of whitespace to one space and trim both ends
+==========  ===================================================================================
+
+The exact stage's default is ``whitespace``: re-serialised copies of a page (CRLF vs LF, trailing
+newline, re-indented paragraphs) are the commonest "exact" duplicates that a raw byte hash misses,
+and collapsing whitespace never merges two texts whose words differ. ``lower`` and ``punctuation``
+merge texts that a reader would call different (code, tables, names), so they are opt-in.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedupkit.errors import ConfigError
+
+STEPS = ("nfkc", "lower", "punctuation", "digits", "whitespace")
+DEFAULT = ("whitespace",)
+
+
+def parse_steps(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Parse ``"nfkc,lower"`` (or a list) into the canonical ordered tuple; ``none`` means no step."""
+    if value is None:
+        return DEFAULT
+    items = value.split(",") if isinstance(value, str) else list(value)
+    items = [i.strip().lower() for i in items if i and i.strip()]
+    if items in ([], ["none"]):
+        return ()
+    unknown = [i for i in items if i not in STEPS]
+    if unknown:
+        raise ConfigError(
+            f"unknown normalization step {unknown[0]!r}; choose from {', '.join(STEPS)} (comma-separated) or none"
+        )
+    return tuple(s for s in STEPS if s in items)
+
+
+def _large(arr: pa.Array) -> pa.Array:
+    return arr if pa.types.is_large_string(arr.type) else arr.cast(pa.large_string())
+
+
+def collapse_whitespace(arr: pa.Array) -> pa.Array:
+    """Collapse ASCII whitespace runs to one space and trim, on the raw UTF-8 bytes with numpy.
+
+    About 10x faster than a regex replace, because it never materialises a match per run. Other
+    Unicode spaces are handled by ``nfkc`` (which maps them to U+0020) when that step is on.
+    """
+    arr = _large(arr)
+    if len(arr) == 0:
+        return arr
+    if arr.null_count:
+        raise ValueError("collapse_whitespace expects no nulls")
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    o0 = int(offsets[0])
+    data = np.frombuffer(bufs[2], dtype=np.uint8)[o0: int(offsets[-1])] if bufs[2] is not None \
+        else np.zeros(0, np.uint8)
+    ws = (data == 32) | ((data >= 9) & (data <= 13))
+    prev = np.empty_like(ws)
+    if len(ws):
+        prev[1:] = ws[:-1]
+        starts = offsets[:-1] - o0
+        prev[starts[starts < len(ws)]] = True  # a document start behaves like "after whitespace"
+    drop = ws & prev
+    out = np.where(ws, np.uint8(32), data)[~drop]
+    kept_pos = np.flatnonzero(~drop)
+    new_offsets = np.searchsorted(kept_pos, offsets - o0).astype(np.int64)
+    result = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out))
+    return pc.utf8_rtrim_whitespace(result)
+
+
+def normalize(arr: pa.Array, steps: tuple[str, ...]) -> pa.Array:
+    """Apply normalization steps to a string array without nulls; returns a large_string array."""
+    arr = _large(arr)
+    if "nfkc" in steps:
+        arr = pc.utf8_normalize(arr, "NFKC")
+    if "lower" in steps:
+        arr = pc.utf8_lower(arr)
+    if "punctuation" in steps:
+        arr = pc.replace_substring_regex(arr, r"[\p{P}\p{S}]+", "")
+    if "digits" in steps:
+        arr = pc.replace_substring_regex(arr, r"\d+", "0")
+    if "whitespace" in steps:
+        arr = collapse_whitespace(arr)
+    return arr

@@ -1,0 +1,218 @@
+"""Run one stage end to end: discover, scan, identify, guard, write the manifest and summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedupkit import __version__
+from dedupkit.engine.local import ProgressFactory, get_engine, no_progress
+from dedupkit.errors import ConfigError, GuardrailError
+from dedupkit.io.read import ReadSpec
+from dedupkit.io.shards import discover
+from dedupkit.manifest import (
+    check_prior_fingerprints,
+    load_prior,
+    shard_table,
+    write_summary,
+    write_table_atomic,
+)
+from dedupkit.outdir import OutputDir
+from dedupkit.policy import cluster_ids
+from dedupkit.scan import Corpus, plan_tasks, run_scan_task
+from dedupkit.stages.base import Stage
+
+MAX_LISTED_BAD = 1000
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a stage (not what it decides).
+
+    Attributes:
+        workers: worker processes for the per-shard work; the manifest is the same for any value.
+        engine: ``local`` or ``ray``.
+        ray_address: Ray cluster address (``None`` starts a local instance).
+        skip: manifest folders of earlier stages whose dropped rows this stage leaves out.
+        overwrite: replace a finished run in the output folder.
+        max_drop_rate: abort (exit code 4) when the stage would drop more than this share of the
+            rows it considered.
+        keep_work: keep per-shard intermediate files under ``OUT/.work`` after success.
+        split_rows: rows per scan task when splitting a big Parquet shard.
+    """
+
+    workers: int = 1
+    engine: str = "local"
+    ray_address: str | None = None
+    skip: tuple[str, ...] = ()
+    overwrite: bool = False
+    max_drop_rate: float | None = None
+    keep_work: bool = False
+    split_rows: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.max_drop_rate is not None and not 0.0 <= self.max_drop_rate <= 1.0:
+            raise ConfigError(f"max_drop_rate must be between 0 and 1, got {self.max_drop_rate}")
+
+
+@dataclass
+class RunResult:
+    """What a finished stage run produced."""
+
+    out: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    out = {"dedupkit": __version__, "python": platform.python_version()}
+    for pkg in ("pyarrow", "numpy", "xxhash", "datasketch", "sentence-transformers", "faiss-cpu", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_stage(
+    stage: Stage,
+    inputs: Sequence[str],
+    out: str | Path,
+    spec: ReadSpec,
+    options: RunOptions = RunOptions(),
+    progress: ProgressFactory = no_progress,
+) -> RunResult:
+    """Run ``stage`` over ``inputs`` and write ``out/manifest`` and ``out/summary.json``.
+
+    Args:
+        stage: the stage (e.g. :class:`dedupkit.stages.exact.ExactStage`).
+        inputs: files, folders and globs of shards.
+        out: the output folder.
+        spec: text and id columns, batch size, bad-record policy.
+        options: workers, skip manifests, overwrite, guardrails.
+        progress: a progress-bar factory (the CLI passes tqdm on stderr).
+
+    Returns:
+        The output folder and the summary written there.
+
+    Raises:
+        InputError, ManifestError, OutputError, GuardrailError: see their docs.
+
+    Example:
+        >>> from dedupkit.stages.exact import ExactStage  # doctest: +SKIP
+        >>> run_stage(ExactStage(), ["data/"], "out/exact", ReadSpec(text_column="text"))
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    shards = discover(inputs, exclude=[str(out)])
+    extra_cols = tuple(c for c in stage.read_columns() if c not in (spec.text_column, spec.id_column))
+    spec = ReadSpec(**{**asdict(spec), "extra_columns": tuple(dict.fromkeys(spec.extra_columns + extra_cols))})
+    with OutputDir(out, overwrite=options.overwrite) as od:
+        prior, prior_summaries = load_prior(options.skip, [s.name for s in shards])
+        skip_rows = {name: np.sort(t.column("row").to_numpy()) for name, t in prior.items()}
+        key_src = json.dumps({"stage": stage.key(), "spec": asdict(spec), "skip": {
+            k: hashlib.sha1(v.tobytes()).hexdigest() for k, v in skip_rows.items()}}, sort_keys=True)
+        key = hashlib.sha1(key_src.encode()).hexdigest()
+        scan_dir = od.work / f"{stage.name}-scan"
+        scan_dir.mkdir(parents=True, exist_ok=True)
+        tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows)
+        engine = get_engine(options.engine, options.workers, progress, options.ray_address)
+        results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+        t_scan = time.perf_counter()
+        corpus = Corpus(tasks, results, shards)
+        corpus.check_unique_ids()
+        shard_dicts = [s.to_dict() for s in corpus.shards]
+        check_prior_fingerprints(prior_summaries, shard_dicts)
+        stage_work = od.work / stage.name
+        stage_work.mkdir(parents=True, exist_ok=True)
+        decisions = stage.identify(corpus, str(stage_work))
+        t_ident = time.perf_counter()
+
+        n = len(corpus)
+        keep = decisions.keep_mask()
+        rep = decisions.representative
+        labels = decisions.labels
+        cid = cluster_ids(labels, corpus.global_rows)
+        dropped_here = int(n - keep.sum())
+        n_rows = int(sum(s.n_rows for s in corpus.shards))
+        n_bad = len(corpus.bad_records)
+        n_prior = int(sum(len(t) for t in prior.values()))
+        considered = n + n_bad
+        if options.max_drop_rate is not None and considered and dropped_here / considered > options.max_drop_rate:
+            raise GuardrailError(
+                f"{stage.name} would drop {dropped_here} of {considered} rows "
+                f"({dropped_here / considered:.1%}), more than --max-drop-rate {options.max_drop_rate:g}; "
+                "nothing was written. Check the settings (threshold, normalization) on a sample, "
+                "or raise --max-drop-rate if this is expected"
+            )
+
+        doc_ids = corpus.doc_ids()
+        dup_of = pc.if_else(pa.array(keep, pa.bool_()), pa.scalar(None, pa.string()),
+                            doc_ids.take(pa.array(rep, pa.int64())))
+        score = np.where(labels >= 0, decisions.score, np.nan).astype(np.float32)
+        extra_types = {c: a.type for c, a in decisions.extra.items()}
+        tmp = od.manifest_tmp()
+        bounds = np.searchsorted(corpus.shard_index, np.arange(len(shards) + 1), side="left")
+        for si, info in enumerate(corpus.shards):
+            a, b = int(bounds[si]), int(bounds[si + 1])
+            table = shard_table(
+                shard=info.shard.name, n_rows=info.n_rows, stage=stage.name,
+                active_rows=corpus.rows[a:b], doc_ids=doc_ids.slice(a, b - a),
+                keep=keep[a:b], cluster_id=cid[a:b], duplicate_of=dup_of.slice(a, b - a),
+                score=score[a:b], bad=info.bad, bad_doc_ids=None, prior=prior.get(info.shard.name),
+                extra={c: v.slice(a, b - a) for c, v in decisions.extra.items()}, extra_types=extra_types,
+            )
+            write_table_atomic(table, tmp / f"part-{si:05d}.parquet")
+        t_write = time.perf_counter()
+
+        sizes = np.bincount(np.unique(labels[labels >= 0], return_inverse=True)[1]) if (labels >= 0).any() \
+            else np.zeros(0, np.int64)
+        kept_total = int(keep.sum())
+        bad_list = corpus.bad_records
+        summary: dict[str, Any] = {
+            "dedupkit": __version__,
+            "complete": True,
+            "stage": stage.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(),
+            "config": {"stage": stage.config_dict(), "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
+                       "workers": options.workers, "engine": options.engine,
+                       "max_drop_rate": options.max_drop_rate},
+            "seed": stage.config_dict().get("seed"),
+            "skip": [e["path"] for e in prior_summaries],
+            "inputs": shard_dicts,
+            "counts": {
+                "rows": n_rows,
+                "considered": considered,
+                "kept": kept_total,
+                "dropped": n_rows - kept_total,
+                "dropped_by_stage": dropped_here,
+                "dropped_earlier": n_prior,
+                "bad_records": n_bad,
+                "clusters": int(len(sizes)),
+                "largest_cluster": int(sizes.max()) if len(sizes) else 0,
+                "drop_rate": (dropped_here / considered) if considered else 0.0,
+            },
+            "bad_records": bad_list[:MAX_LISTED_BAD],
+            "bad_records_listed": min(n_bad, MAX_LISTED_BAD),
+            "stats": decisions.stats,
+            "timings": {},
+        }
+        t_end = time.perf_counter()
+        summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
+                              "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
+                              "reused_scan_tasks": int(sum(r.reused for r in results))}
+        od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work)
+    return RunResult(out=out, summary=summary)

@@ -1,0 +1,295 @@
+"""The per-shard scan every stage starts with, and the corpus view the global step works on.
+
+A scan task reads one shard (or a range of a Parquet shard's row groups), validates its records,
+runs the stage's :class:`~dedupkit.stages.base.Mapper` on every batch, and writes what it computed to
+``WORK/scan/task-NNNNN.*`` files with a completion marker. A rerun finds the marker (same stage key,
+same shard fingerprint) and reuses the files, so a crashed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dedupkit.errors import InputError
+from dedupkit.io.read import BadRecord, ReadSpec, ShardReader
+from dedupkit.io.shards import Shard, fingerprint
+
+# A Parquet shard with more row groups than this many per task is split, so that --workers helps
+# even when the corpus is one big file.
+SPLIT_ROWS = 1_000_000
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    index: int
+    shard_index: int
+    shard: Shard
+    spec: ReadSpec
+    mapper: Any  # a picklable Mapper or None
+    workdir: str
+    key: str  # stage key: changes when anything that affects the scan output changes
+    skip_rows: Any = None  # np.ndarray of rows dropped by earlier stages
+    row_groups: tuple[int, int] | None = None
+    part: int = 0  # 0 for the first (or only) task of a shard: it also fingerprints the file
+
+
+@dataclass
+class ScanResult:
+    index: int
+    shard_index: int
+    n_rows: int  # rows of the shard up to the end of this task's range
+    n_good: int
+    bad: list[dict]
+    fingerprint: str | None
+    size: int
+    features: list[str] = field(default_factory=list)
+    reused: bool = False
+
+
+def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: str,
+               skip: dict[str, np.ndarray] | None = None, split_rows: int = SPLIT_ROWS) -> list[ScanTask]:
+    """One task per shard; big Parquet shards split by row groups into ~split_rows-row tasks."""
+    tasks: list[ScanTask] = []
+    for si, shard in enumerate(shards):
+        ranges: list[tuple[int, int] | None] = [None]
+        if shard.format == "parquet" and shard.size > 0:
+            try:
+                md = pq.ParquetFile(shard.path).metadata
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(
+                    f"{shard.name}: not a readable Parquet file ({exc}); the file may be truncated or "
+                    "corrupt: regenerate it or remove it from the input"
+                ) from exc
+            if md.num_rows > split_rows and md.num_row_groups > 1:
+                ranges, start, acc = [], 0, 0
+                for g in range(md.num_row_groups):
+                    acc += md.row_group(g).num_rows
+                    if acc >= split_rows:
+                        ranges.append((start, g + 1))
+                        start, acc = g + 1, 0
+                if start < md.num_row_groups:
+                    ranges.append((start, md.num_row_groups))
+        for part, rg in enumerate(ranges):
+            tasks.append(ScanTask(
+                index=len(tasks), shard_index=si, shard=shard, spec=spec, mapper=mapper,
+                workdir=workdir, key=key, skip_rows=(skip or {}).get(shard.name), row_groups=rg,
+                part=part,
+            ))
+    return tasks
+
+
+def _paths(task: ScanTask) -> tuple[Path, Path]:
+    base = Path(task.workdir) / f"task-{task.index:05d}"
+    return base.with_suffix(".done.json"), base.with_suffix(".arrow")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def run_scan_task(task: ScanTask) -> ScanResult:
+    """Worker entry point: scan one task's rows, write its artifacts, return a small result."""
+    done_path, table_path = _paths(task)
+    fp = fingerprint(task.shard.path) if task.part == 0 else None
+    size = task.shard.size
+    if done_path.exists():
+        try:
+            meta = json.loads(done_path.read_text())
+            if meta.get("key") == task.key and meta.get("size") == size and (
+                task.part != 0 or meta.get("fingerprint") == fp
+            ) and table_path.exists():
+                res = ScanResult(**meta["result"])
+                res.reused = True
+                return res
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged marker: redo the task
+    reader = ShardReader(task.shard, task.spec, skip_rows=task.skip_rows, row_groups=task.row_groups)
+    rows, lengths, ids, extras = [], [], [], {c: [] for c in task.spec.extra_columns}
+    feats: dict[str, list[np.ndarray]] = {}
+    for batch in reader:
+        rows.append(batch.rows)
+        lengths.append(np.asarray(pc.utf8_length(batch.text), dtype=np.int64))
+        if batch.ids is not None:
+            ids.append(batch.ids)
+        for c in extras:
+            extras[c].append(batch.extra[c])
+        if task.mapper is not None:
+            for name, arr in task.mapper.map_batch(batch).items():
+                feats.setdefault(name, []).append(arr)
+    cols: dict[str, pa.Array] = {
+        "row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64)),
+        "length": pa.array(np.concatenate(lengths) if lengths else np.zeros(0, np.int64)),
+    }
+    if task.spec.id_column:
+        cols["id"] = pa.concat_arrays(ids) if ids else pa.array([], pa.string())
+    for c, parts in extras.items():
+        cols["x_" + c] = pa.chunked_array(parts).combine_chunks() if parts else pa.array([])
+    table = pa.table(cols)
+    tmp = table_path.with_name(table_path.name + f".tmp{os.getpid()}")
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.replace(tmp, table_path)
+    names = []
+    for name, parts in feats.items():
+        arr = np.concatenate(parts) if parts else np.zeros(0)
+        fpath = Path(task.workdir) / f"task-{task.index:05d}.{name}.npy"
+        ftmp = fpath.with_name(fpath.name + f".tmp{os.getpid()}.npy")
+        np.save(ftmp, arr)
+        os.replace(ftmp, fpath)
+        names.append(name)
+    if task.mapper is not None and not feats:
+        # No good rows: still record empty features so the corpus knows their shape.
+        for name, arr in task.mapper.empty().items():
+            np.save(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy", arr)
+            names.append(name)
+    result = ScanResult(
+        index=task.index, shard_index=task.shard_index, n_rows=reader.n_rows,
+        n_good=int(len(table)), bad=[b.to_dict() for b in reader.bad], fingerprint=fp, size=size,
+        features=sorted(names),
+    )
+    meta = {"key": task.key, "size": size, "fingerprint": fp, "result": asdict(result)}
+    _atomic_write_bytes(done_path, json.dumps(meta).encode())
+    return result
+
+
+@dataclass
+class ShardInfo:
+    shard: Shard
+    n_rows: int
+    fingerprint: str
+    size: int
+    bad: list[dict]
+
+    def to_dict(self) -> dict:
+        return {"name": self.shard.name, "path": os.path.abspath(self.shard.path),
+                "format": self.shard.format, "compression": self.shard.compression,
+                "size": self.size, "fingerprint": self.fingerprint, "rows": self.n_rows}
+
+
+class Corpus:
+    """The scanned corpus as flat arrays over its *active* documents, in (shard, row) order.
+
+    Active documents are those that were read, are not bad records and were not dropped by an
+    earlier stage (``--skip``). Index ``i`` of every array is the document's global index.
+
+    Attributes:
+        shards: per-shard info (rows, fingerprint, bad records).
+        shard_index: int32 shard number of each active document.
+        rows: int64 row number in its shard.
+        global_rows: int64 row number across all shards (stable cluster ids use it).
+        lengths: int64 text length in characters.
+        ids: the ``--id-column`` values (pa.ChunkedArray of strings) or None.
+        extra: other columns read (``--keep-by``), as pa.ChunkedArray.
+    """
+
+    def __init__(self, tasks: list[ScanTask], results: list[ScanResult], shards: list[Shard]):
+        self.tasks = tasks
+        self.results = results
+        per_shard_rows = [0] * len(shards)
+        fps: list[str | None] = [None] * len(shards)
+        sizes = [s.size for s in shards]
+        bad: list[list[dict]] = [[] for _ in shards]
+        for t, r in zip(tasks, results):
+            per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
+            if t.part == 0:
+                fps[t.shard_index] = r.fingerprint
+                sizes[t.shard_index] = r.size
+            bad[t.shard_index].extend(r.bad)
+        self.shards = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i])
+                       for i, s in enumerate(shards)]
+        offsets = np.cumsum([0] + per_shard_rows)
+        self.shard_offsets = offsets
+        tables = [self._table(t) for t in tasks]
+        self.task_sizes = [len(tb) for tb in tables]
+        self.task_offsets = np.cumsum([0] + self.task_sizes)
+        self.shard_index = np.concatenate(
+            [np.full(len(tb), t.shard_index, np.int32) for t, tb in zip(tasks, tables)]
+        ) if tables else np.zeros(0, np.int32)
+        self.rows = np.concatenate([tb.column("row").to_numpy() for tb in tables]) if tables else np.zeros(0, np.int64)
+        self.rows = self.rows.astype(np.int64, copy=False)
+        self.global_rows = offsets[self.shard_index] + self.rows if len(self.rows) else np.zeros(0, np.int64)
+        self.lengths = np.concatenate([tb.column("length").to_numpy() for tb in tables]).astype(np.int64) \
+            if tables else np.zeros(0, np.int64)
+        spec = tasks[0].spec if tasks else None
+        self.ids = None
+        if spec is not None and spec.id_column:
+            self.ids = pa.chunked_array([c for tb in tables for c in tb.column("id").chunks], pa.string())
+        self.extra: dict[str, pa.ChunkedArray] = {}
+        if spec is not None:
+            for c in spec.extra_columns:
+                chunks = [ch for tb in tables for ch in tb.column("x_" + c).chunks if len(ch)]
+                if chunks:
+                    types = {ch.type for ch in chunks}
+                    if len(types) > 1:
+                        try:
+                            chunks = [ch.cast(chunks[0].type) for ch in chunks]
+                        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                            raise InputError(f"column {c!r} has different types in different shards "
+                                             f"({', '.join(map(str, types))}); use one type") from exc
+                    self.extra[c] = pa.chunked_array(chunks)
+                else:
+                    self.extra[c] = pa.chunked_array([], pa.null())
+
+    @staticmethod
+    def _table(task: ScanTask) -> pa.Table:
+        _, path = _paths(task)
+        with pa.memory_map(str(path), "r") as src:
+            return pa.ipc.open_file(src).read_all()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def feature_parts(self, name: str, mmap: bool = True) -> Iterable[np.ndarray]:
+        """Yield a mapper feature task by task (memory-mapped), in global order."""
+        for t in self.tasks:
+            path = Path(t.workdir) / f"task-{t.index:05d}.{name}.npy"
+            yield np.load(path, mmap_mode="r" if mmap else None)
+
+    def feature(self, name: str) -> np.ndarray:
+        """A mapper feature for all active documents, concatenated in global order."""
+        parts = list(self.feature_parts(name))
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def doc_ids(self, index: np.ndarray | None = None) -> pa.Array:
+        """doc_id strings of active documents (all, or those at ``index``)."""
+        idx = np.arange(len(self), dtype=np.int64) if index is None else np.asarray(index, np.int64)
+        if self.ids is not None:
+            return self.ids.take(pa.array(idx)).combine_chunks() if len(idx) else pa.array([], pa.string())
+        names = np.array([s.shard.name + ":" for s in self.shards], dtype=object)
+        prefixes = pa.array(names[self.shard_index[idx]], pa.string()) if len(idx) else pa.array([], pa.string())
+        return pc.binary_join_element_wise(prefixes, pc.cast(pa.array(self.rows[idx]), pa.string()), "")
+
+    def check_unique_ids(self) -> None:
+        """Raise InputError naming both places when an ``--id-column`` value occurs twice."""
+        if self.ids is None or len(self.ids) < 2:
+            return
+        counts = pc.value_counts(self.ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))
+        if len(dup) == 0:
+            return
+        value = dup.field("values")[0].as_py()
+        where = np.flatnonzero(np.asarray(pc.equal(self.ids, value).combine_chunks(), dtype=bool))[:2]
+        places = [f"{self.shards[self.shard_index[i]].shard.name} row {self.rows[i]}" for i in where]
+        raise InputError(
+            f"id {value!r} in column {self.tasks[0].spec.id_column!r} occurs more than once "
+            f"({' and '.join(places)}; {len(dup)} duplicated id value(s) in all); ids must be unique: "
+            "fix the data, or drop --id-column to use \"{shard}:{row}\" ids"
+        )
+
+    @property
+    def bad_records(self) -> list[dict]:
+        return [b for s in self.shards for b in s.bad]

@@ -1,0 +1,86 @@
+"""The Stage interface.
+
+A stage has one required method, :meth:`Stage.identify`, which takes the scanned corpus and returns
+exactly one decision per active document. Per-document features (hashes, signatures, embeddings)
+are computed shard by shard, in worker processes, by the stage's optional :class:`Mapper`; the
+runner (:func:`dedupkit.runner.run_stage`) handles reading, skipping, bad records, the manifest,
+the summary, locking and resuming, so a third-party stage only writes these two pieces.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from dedupkit.io.read import Batch
+
+
+class Mapper(abc.ABC):
+    """Per-batch feature computation; must be picklable (it runs in worker processes)."""
+
+    @abc.abstractmethod
+    def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Return arrays with one entry (row) per document of the batch."""
+
+    def empty(self) -> dict[str, np.ndarray]:
+        """Zero-length arrays of the right dtype and shape, for a shard with no good rows."""
+        return {}
+
+
+@dataclass
+class Decisions:
+    """One decision per active document, as arrays indexed by global index.
+
+    Attributes:
+        representative: global index of the document's kept representative; itself for a kept
+            document or one with no duplicate.
+        labels: cluster label (any int64, -1 = no duplicate); members of one cluster share it.
+        score: similarity to the representative (NaN = none).
+        extra: more manifest columns (pa.Array per column, one value per active document).
+    """
+
+    representative: np.ndarray
+    labels: np.ndarray
+    score: np.ndarray
+    extra: dict[str, pa.Array] = field(default_factory=dict)
+    keep: np.ndarray | None = None  # default: representative == index
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def keep_mask(self) -> np.ndarray:
+        if self.keep is not None:
+            return self.keep
+        return self.representative == np.arange(len(self.representative), dtype=np.int64)
+
+
+class Stage(abc.ABC):
+    """A deduplication stage.
+
+    Attributes:
+        name: written to the manifest's ``stage`` column.
+    """
+
+    name: str = "stage"
+
+    def mapper(self) -> Mapper | None:
+        """The per-shard feature computation, or None if the stage needs none."""
+        return None
+
+    def read_columns(self) -> tuple[str, ...]:
+        """Extra columns the stage needs besides text and id (e.g. the keep-by column)."""
+        return ()
+
+    def key(self) -> str:
+        """A string that changes whenever the mapper's output would change (for resuming)."""
+        return self.name
+
+    def config_dict(self) -> dict[str, Any]:
+        """The resolved settings, recorded in summary.json."""
+        return {}
+
+    @abc.abstractmethod
+    def identify(self, corpus, workdir: str) -> Decisions:
+        """Decide for every active document of ``corpus`` (a :class:`dedupkit.scan.Corpus`)."""

@@ -1,0 +1,112 @@
+"""Exact deduplication: xxh3-128 of the (optionally normalized) text, grouped by sorting."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import xxhash
+
+from dedupkit.io.read import Batch
+from dedupkit.normalize import DEFAULT, normalize, parse_steps
+from dedupkit.policy import KeepPolicy, choose_representatives
+from dedupkit.stages.base import Decisions, Mapper, Stage
+
+
+@dataclass(frozen=True)
+class ExactConfig:
+    """Settings of the exact stage.
+
+    Attributes:
+        normalize: normalization steps before hashing (see :mod:`dedupkit.normalize`).
+        policy: which copy survives.
+    """
+
+    normalize: tuple[str, ...] = DEFAULT
+    policy: KeepPolicy = KeepPolicy()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "normalize", parse_steps(self.normalize))
+
+
+def hash128(arr) -> np.ndarray:
+    """xxh3-128 of every string of an Arrow string array, as an (n, 2) uint64 array (hi, lo).
+
+    Hashes the UTF-8 bytes in place through a memoryview of the Arrow buffer: no Python str per
+    document, which makes this loop about 3x faster than hashing ``to_pylist()`` strings.
+    """
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, 2), np.uint64)
+    bufs = arr.buffers()
+    dtype = np.int64 if arr.type.id == 34 or str(arr.type) == "large_string" else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=dtype)[arr.offset: arr.offset + n + 1].tolist()
+    mv = memoryview(bufs[2]) if bufs[2] is not None else memoryview(b"")
+    digest = xxhash.xxh3_128_digest
+    raw = b"".join([digest(mv[a:b]) for a, b in zip(offsets[:-1], offsets[1:])])
+    # digest() is big-endian: the first 8 bytes are the high word.
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(n, 2)
+
+
+class ExactMapper(Mapper):
+    def __init__(self, steps: tuple[str, ...]):
+        self.steps = steps
+
+    def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
+        text = normalize(batch.text, self.steps) if self.steps else batch.text
+        return {"hash": hash128(text)}
+
+    def empty(self) -> dict[str, np.ndarray]:
+        return {"hash": np.zeros((0, 2), np.uint64)}
+
+
+def group_labels(keys: np.ndarray) -> np.ndarray:
+    """Label rows of equal keys ((n, k) uint64) with a shared int64 label; -1 for unique rows."""
+    n = len(keys)
+    labels = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return labels
+    order = np.lexsort(keys.T[::-1])
+    sk = keys[order]
+    same_as_prev = np.r_[False, np.all(sk[1:] == sk[:-1], axis=1)]
+    starts = ~same_as_prev
+    group = np.cumsum(starts) - 1
+    sizes = np.bincount(group)
+    dup = sizes[group] > 1
+    labels[order[dup]] = group[dup]
+    return labels
+
+
+class ExactStage(Stage):
+    """Drop documents whose normalized text has the same xxh3-128 hash as a kept one.
+
+    Example:
+        >>> from dedupkit.runner import run_stage  # doctest: +SKIP
+        >>> run_stage(ExactStage(ExactConfig(normalize=("nfkc", "whitespace"))), ["data"], "out")
+    """
+
+    name = "exact"
+
+    def __init__(self, config: ExactConfig = ExactConfig()):
+        self.config = config
+
+    def mapper(self) -> Mapper:
+        return ExactMapper(self.config.normalize)
+
+    def read_columns(self) -> tuple[str, ...]:
+        return (self.config.policy.keep_by,) if self.config.policy.keep_by else ()
+
+    def key(self) -> str:
+        return f"exact:xxh3_128:{','.join(self.config.normalize)}"
+
+    def config_dict(self) -> dict:
+        return {"normalize": list(self.config.normalize), "hash": "xxh3_128", **asdict(self.config.policy)}
+
+    def identify(self, corpus, workdir: str) -> Decisions:
+        hashes = corpus.feature("hash").reshape(-1, 2).astype(np.uint64, copy=False)
+        labels = group_labels(hashes)
+        pol = self.config.policy
+        keys = pol.priority(len(corpus), corpus.lengths, corpus.extra.get(pol.keep_by) if pol.keep_by else None)
+        rep = choose_representatives(labels, keys)
+        score = np.where(labels >= 0, 1.0, np.nan).astype(np.float32)
+        return Decisions(representative=rep, labels=labels, score=score)
