@@ -137,6 +137,7 @@ def run_stage(
         check_prior_fingerprints(prior_summaries, shard_dicts)
         stage_work = od.work / stage.name
         stage_work.mkdir(parents=True, exist_ok=True)
+        stage.engine = engine
         decisions = stage.identify(corpus, str(stage_work))
         t_ident = time.perf_counter()
 

@@ -64,6 +64,9 @@ class Stage(abc.ABC):
     """
 
     name: str = "stage"
+    #: Set by the runner before :meth:`identify`: the engine (local processes or Ray) whose
+    #: ``map(fn, tasks, desc)`` a stage uses to spread its global step over partitions.
+    engine: Any = None
 
     def mapper(self) -> Mapper | None:
         """The per-shard feature computation, or None if the stage needs none."""
