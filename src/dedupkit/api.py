@@ -41,3 +41,21 @@ def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
 def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: bool = False) -> ApplyResult:
     """Write the rows every manifest keeps. See :func:`dedupkit.apply.apply_manifests`."""
     return apply_manifests(inputs, manifests, out, overwrite=overwrite)
+
+
+def report(out: str, html_path: str, *, largest: int = 20, sample: int = 30, max_members: int = 8,
+           max_chars: int = 2000, seed: int = 0, title: str | None = None):
+    """Write the HTML report of a finished run. See :func:`dedupkit.report.html.build_report`."""
+    from dedupkit.report.html import ReportOptions, build_report
+
+    return build_report(out, html_path, ReportOptions(largest=largest, sample=sample, max_members=max_members,
+                                                      max_chars=max_chars, seed=seed, title=title))
+
+
+def inspect(out: str, *, cluster: int | None = None, doc: str | None = None, largest: int | None = None,
+            stage: str | None = None, max_members: int = 20, max_chars: int = 1500):
+    """Clusters of a finished run with texts and diffs. See :func:`dedupkit.report.inspect.inspect_run`."""
+    from dedupkit.report.inspect import inspect_run
+
+    return inspect_run(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
+                       max_members=max_members, max_chars=max_chars)

@@ -160,7 +160,10 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
             "index_complete": index_complete,
             "n_clustered_docs": n_clustered,
         })
-    combined = _counts(run.summary) if run.pipeline else None
+    if not run.complete:
+        notes.insert(0, f"{run.root} holds no summary.json: the run did not finish; this page shows its "
+                        f"{len(run.stages)} finished stage(s) only")
+    combined = _counts(run.summary) if run.pipeline and run.summary else None
     data = {
         "title": opts.title or f"dedupkit report: {run.root.name}",
         "root": str(run.root),

@@ -52,6 +52,7 @@ class RunInfo:
     summary: dict[str, Any]
     stages: list[StageRun]
     pipeline: bool
+    complete: bool = True
 
 
 def load_run(out: str | os.PathLike) -> RunInfo:
@@ -64,7 +65,8 @@ def load_run(out: str | os.PathLike) -> RunInfo:
         ManifestError: ``out`` is not a finished dedupkit output.
     """
     root = output_root(out)
-    summary = load_summary(root)
+    if not root.is_dir():
+        raise ManifestError(f"{root}: no such output folder; pass the -o folder of a finished run")
     stages: list[StageRun] = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in (MANIFEST_DIR,)
                       and not p.name.startswith(".")):
@@ -75,7 +77,12 @@ def load_run(out: str | os.PathLike) -> RunInfo:
         name = str(s.get("stage") or (m.group(2) if m else sub.name))
         stages.append(StageRun(name=name, label=sub.name, path=sub, summary=s))
     if stages:
-        return RunInfo(root=root, summary=summary, stages=stages, pipeline=True)
+        if (root / SUMMARY).is_file():
+            return RunInfo(root=root, summary=load_summary(root), stages=stages, pipeline=True)
+        # A pipeline that stopped part-way: its finished stages are still worth a look, and the
+        # page says the run is incomplete.
+        return RunInfo(root=root, summary={}, stages=stages, pipeline=True, complete=False)
+    summary = load_summary(root)
     name = str(summary.get("stage") or root.name)
     return RunInfo(root=root, summary=summary, stages=[StageRun(name, name, root, summary)], pipeline=False)
 

@@ -34,7 +34,10 @@
       options: { plugins: { title: { display: true, text: h.labels.length ? "Cluster size distribution" : "No duplicate clusters" },
                             legend: { display: false } },
                  scales: { x: { title: { display: true, text: "documents in cluster" } },
-                           y: { type: "logarithmic", title: { display: true, text: "clusters" } } } }
+                           y: { type: "logarithmic", min: 0.8, title: { display: true, text: "clusters" },
+                               ticks: { callback: function (v) {
+                                 var p = Math.pow(10, Math.floor(Math.log10(v))), m = Math.round(v / p * 1000) / 1000;
+                                 return (m === 1 || m === 2 || m === 5) && v >= 1 ? fmt(v) : ""; } } } } }
     });
   }
   function scorePlot(canvas, s) {
