@@ -34,7 +34,7 @@
       options: { plugins: { title: { display: true, text: h.labels.length ? "Cluster size distribution" : "No duplicate clusters" },
                             legend: { display: false } },
                  scales: { x: { title: { display: true, text: "documents in cluster" } },
-                           y: { type: "logarithmic", min: 0.8, title: { display: true, text: "clusters" },
+                           y: { type: Math.max.apply(null, h.clusters.concat([0])) > 20 ? "logarithmic" : "linear", min: Math.max.apply(null, h.clusters.concat([0])) > 20 ? 0.8 : 0, title: { display: true, text: "clusters" },
                                ticks: { callback: function (v) {
                                  var p = Math.pow(10, Math.floor(Math.log10(v))), m = Math.round(v / p * 1000) / 1000;
                                  return (m === 1 || m === 2 || m === 5) && v >= 1 ? fmt(v) : ""; } } } } }
@@ -77,10 +77,10 @@
   });
 
   // ---- clusters -------------------------------------------------------------------------------
-  function memberHead(kind, m, extra) {
+  function memberHead(kind, m, extra, isRep) {
     var parts = [el("b", { text: kind + " " }), el("span", { text: m.doc_id }),
                  " \u00b7 " + m.shard + " row " + m.row];
-    if (m.score !== null && m.score !== undefined) parts.push(" \u00b7 score " + m.score.toFixed(3));
+    if (!isRep && m.score !== null && m.score !== undefined) parts.push(" \u00b7 score " + m.score.toFixed(3));
     if (extra) parts.push(" \u00b7 " + extra);
     if (m.truncated) parts.push(" \u00b7 truncated");
     return el("div", { "class": "mhead" }, parts);
@@ -106,7 +106,7 @@
         el("span", { "class": "sub", text: minScore !== null ? "  lowest score " + minScore.toFixed(3) : "" })])
     ]);
     if (open) det.open = true;
-    var rep = el("div", { "class": "member rep" }, [memberHead(c.rep.keep ? "kept" : "representative", c.rep), textBox(c.rep)]);
+    var rep = el("div", { "class": "member rep" }, [memberHead(c.rep.keep ? "kept" : "representative", c.rep, "", true), textBox(c.rep)]);
     var dups = el("div", { "class": "dups" });
     c.dups.forEach(function (m) {
       var w = m.words ? (m.words.removed || m.words.added ? "\u2212" + m.words.removed + " +" + m.words.added + " words" : "same words") : "";
