@@ -295,21 +295,22 @@ def build_cluster(st: StageTable, cluster_id: int, max_members: int) -> Cluster 
         return Member(doc_id=st.doc_id[i].as_py(), shard=st.shard[i].as_py(), row=int(st.row[i]),
                       keep=bool(st.keep[i]), score=None if np.isnan(s) else float(s))
 
-    kept = [int(i) for i in pos if st.keep[i]]
-    dropped = [int(i) for i in pos if not st.keep[i]]
+    pos = np.sort(pos)  # manifest order = (shard, row) order
+    keep = st.keep[pos]
+    kept, dropped = pos[keep], pos[~keep]
     rep_i = None
-    if dropped:
-        target = st.dup_of[dropped[0]].as_py()
-        for i in kept:
+    if len(dropped):
+        target = st.dup_of[int(dropped[0])].as_py()
+        for i in kept[:1000].tolist():
             if st.doc_id[i].as_py() == target:
                 rep_i = i
                 break
     if rep_i is None:
-        rep_i = kept[0] if kept else int(pos[0])
-    others = [i for i in pos if int(i) != rep_i]
-    others.sort(key=lambda i: (bool(st.keep[i]), np.nan_to_num(st.score[i], nan=2.0), st.shard[i].as_py(),
-                               int(st.row[i])))
-    shown = others[:max_members]
+        rep_i = int(kept[0]) if len(kept) else int(pos[0])
+    others = pos[pos != rep_i]
+    # Dropped before kept, then ascending score (no score last), then (shard, row).
+    order = np.lexsort((others, np.nan_to_num(st.score[others], nan=2.0), st.keep[others]))
+    shown = others[order[:max_members]]
     rep = member(rep_i)
     return Cluster(stage=st.run.name, cluster_id=int(cluster_id), size=len(pos), representative=rep,
                    duplicates=[member(int(i)) for i in shown], hidden=len(others) - len(shown),
