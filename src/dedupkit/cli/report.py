@@ -159,6 +159,9 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
         if m.diff is not None:
             st = diff_stats(m.diff)
             h += f"  -{st['removed']} +{st['added']} words" if st["removed"] or st["added"] else "  same words"
+            if (st["removed"] or st["added"]) and r.text is not None and m.text is not None \
+                    and r.text.lower().split() == m.text.lower().split():
+                h += " (same words ignoring case)"
             lines.append(h + mark(m))
             lines.append(_indent(_diff_text(m.diff, color)))
         else:

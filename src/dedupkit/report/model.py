@@ -457,6 +457,8 @@ def attach_texts(clusters: list[Cluster], summary: dict, max_chars: int) -> list
 def cluster_dict(c: Cluster) -> dict[str, Any]:
     """A cluster as plain JSON data (what the page's script renders)."""
 
+    rep_text = c.representative.text
+
     def mem(m: Member, with_diff: bool) -> dict[str, Any]:
         d: dict[str, Any] = {"doc_id": m.doc_id, "shard": m.shard, "row": m.row, "keep": m.keep,
                              "score": None if m.score is None else round(m.score, 4),
@@ -464,6 +466,8 @@ def cluster_dict(c: Cluster) -> dict[str, Any]:
         if with_diff and m.diff is not None:
             d["diff"] = [[t, s] for t, s in m.diff]
             d["words"] = diff_stats(m.diff)
+            if (d["words"]["removed"] or d["words"]["added"]) and rep_text is not None and m.text is not None:
+                d["words"]["same_ignoring_case"] = rep_text.lower().split() == m.text.lower().split()
         return d
 
     return {"key": c.key, "stage": c.stage, "id": c.cluster_id, "size": c.size,

@@ -109,9 +109,12 @@
     var rep = el("div", { "class": "member rep" }, [memberHead(c.rep.keep ? "kept" : "representative", c.rep, "", true), textBox(c.rep)]);
     var dups = el("div", { "class": "dups" });
     c.dups.forEach(function (m) {
-      var w = m.words ? (m.words.removed || m.words.added ? "\u2212" + m.words.removed + " +" + m.words.added + " words" : "same words") : "";
+      var w = m.words ? (m.words.removed || m.words.added ? "\u2212" + m.words.removed + " +" + m.words.added + " words" + (m.words.same_ignoring_case ? " (same words ignoring case)" : "") : "same words") : "";
+      var same = m.words && !m.words.removed && !m.words.added;
+      var body = same ? el("details", { "class": "same" }, [el("summary", { text: "same words as the representative (show)" }), textBox(m)])
+                      : textBox(m);
       var box = el("div", { "class": "member dup" + (highlight === m.doc_id ? " hit" : "") },
-                   [memberHead(m.keep ? "also kept" : "dropped", m, w), textBox(m)]);
+                   [memberHead(m.keep ? "also kept" : "dropped", m, w), body]);
       dups.appendChild(box);
     });
     if (c.hidden) dups.appendChild(el("p", { "class": "more", text: "and " + fmt(c.hidden) + " more duplicates not listed (dedupkit inspect shows them all)" }));
