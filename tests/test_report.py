@@ -289,3 +289,18 @@ def test_threshold_read_defensively():
     assert stage_threshold({"config": {"stage": {"threshold": "high"}}}) is None
     assert stage_threshold({"config": "broken"}) is None
     assert lsh_curve(1, 1, points=3) == [[0.0, 0.0], [0.5, 0.5], [1.0, 1.0]]
+
+
+def test_case_only_differences_are_named(tmp_path):
+    texts = ["Rain Is Expected Tomorrow in the north", "rain is expected tomorrow in the north",
+             "Rain is expected tomorrow in the south"]
+    write_parquet(tmp_path / "d" / "a.parquet", make_rows(texts, prefix="c"))
+    out = tmp_path / "out"
+    api.exact([str(tmp_path / "d")], str(out), id_column="id", normalize="lower,whitespace")
+    page = tmp_path / "r.html"
+    build_report(out, page)
+    (c,) = page_data(page.read_text(encoding="utf-8"))["clusters"].values()
+    (d,) = c["dups"]
+    assert d["words"]["removed"] == 4 and d["words"]["same_ignoring_case"] is True
+    r = CliRunner().invoke(cli, ["inspect", str(out), "--doc", "c1"])
+    assert "(same words ignoring case)" in r.stdout
