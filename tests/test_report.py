@@ -304,3 +304,34 @@ def test_case_only_differences_are_named(tmp_path):
     assert d["words"]["removed"] == 4 and d["words"]["same_ignoring_case"] is True
     r = CliRunner().invoke(cli, ["inspect", str(out), "--doc", "c1"])
     assert "(same words ignoring case)" in r.stdout
+
+
+def test_gzipped_jsonl_shards_give_their_texts(tmp_path):
+    import gzip
+
+    texts = ["same text here", "other text", "same text here"]
+    path = tmp_path / "d" / "a.jsonl.gz"
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for r in make_rows(texts, prefix="g"):
+            fh.write(json.dumps(r) + "\n")
+    out = tmp_path / "out"
+    api.exact([str(path)], str(out), id_column="id")
+    page = tmp_path / "r.html"
+    res = build_report(out, page)
+    assert res.notes == []
+    (c,) = page_data(page.read_text(encoding="utf-8"))["clusters"].values()
+    assert c["rep"]["doc_id"] == "g0" and c["rep"]["text"] == "same text here"
+    assert c["dups"][0]["doc_id"] == "g2" and dup_text(c["dups"][0]["diff"]) == "same text here"
+
+
+def test_run_without_duplicates_says_so(tmp_path):
+    write_parquet(tmp_path / "d" / "a.parquet", make_rows(["one", "two", "three"], prefix="u"))
+    out = tmp_path / "out"
+    api.exact([str(tmp_path / "d")], str(out), id_column="id")
+    page = tmp_path / "r.html"
+    res = build_report(out, page)
+    data = page_data(page.read_text(encoding="utf-8"))
+    assert res.clusters_total == 0 and not res.sampled and data["clusters"] == {} and data["doc_index"] == {}
+    st = data["stages"][0]
+    assert st["size_hist"]["labels"] == [] and st["score_hist"]["counts"] == []

@@ -145,3 +145,18 @@ def test_detector_sees_errors(report_page, bad, needle):
     (errs,) = dom.find(id="js-errors")
     assert int(errs["data-count"]) >= 1
     assert needle in dom.text["js-errors"]
+
+
+def test_run_without_duplicates_renders_cleanly(tmp_path):
+    from conftest import make_rows, write_parquet
+
+    write_parquet(tmp_path / "d" / "a.parquet", make_rows(["one", "two", "three"], prefix="u"))
+    api.exact([str(tmp_path / "d")], str(tmp_path / "out"), id_column="id")
+    page = tmp_path / "r.html"
+    build_report(tmp_path / "out", page)
+    dom = render(page, tmp_path / "profile")
+    (errs,) = dom.find(id="js-errors")
+    assert errs["data-count"] == "0", dom.text.get("js-errors")
+    assert dom.find("body")[0]["data-ready"] == "1"
+    assert all(p.get("data-chart-ready") == "1" for p in dom.find("canvas", class_="plot"))
+    assert "No duplicate clusters" in dom.text["largest-0"]
