@@ -496,5 +496,4 @@ __all__ = [
     "Cluster", "Member", "RunInfo", "StageRun", "StageTable", "attach_texts", "build_cluster",
     "cluster_dict", "find_doc", "load_run", "load_texts", "lsh_curve", "lsh_params", "require_stage",
     "score_histogram", "select_clusters", "size_histogram", "stage_table", "stage_threshold",
-    "ManifestError",
 ]
