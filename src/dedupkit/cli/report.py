@@ -163,7 +163,10 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
                     and r.text.lower().split() == m.text.lower().split():
                 h += " (same words ignoring case)"
             lines.append(h + mark(m))
-            lines.append(_indent(_diff_text(m.diff, color)))
+            if st["removed"] or st["added"]:
+                lines.append(_indent(_diff_text(m.diff, color)))
+            else:
+                lines.append("    (the representative's words; spacing may differ)")
         else:
             lines.append(h + mark(m))
             lines.append(_indent(m.text if m.text is not None else "(text unavailable)"))
