@@ -111,3 +111,13 @@ def test_real_command_piped(run):
     p = run_subprocess("inspect", str(out / "02-minhash"), "--largest", "2")
     assert p.returncode == 0, p.stderr
     assert p.stdout.count(" cluster ") == 2 and "\x1b[" not in p.stdout and "{+" in p.stdout
+
+
+def test_identical_duplicate_is_not_printed_twice(run):
+    out, texts = run
+    r = invoke(out, "--largest", 1, "--stage", "01-exact")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    rep_id = lines[1].split()[1]
+    assert lines[2].strip() == texts[rep_id]
+    assert "same words" in lines[3] and lines[4].strip() == "(the representative's words; spacing may differ)"
