@@ -64,7 +64,9 @@ class ReportResult:
 
 
 def _counts(summary: dict) -> dict[str, Any]:
-    c = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
+    """The counts a summary records, numbers only (a combined run summary holds per-stage dicts)."""
+    raw = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
+    c = {k: v for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     t = summary.get("timings") if isinstance(summary.get("timings"), dict) else {}
     rows = c.get("rows")
     dropped = c.get("dropped_by_stage", c.get("dropped"))
