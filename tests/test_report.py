@@ -285,6 +285,8 @@ def test_lsh_params_read_defensively(summary, expected):
 def test_threshold_read_defensively():
     assert stage_threshold({"config": {"stage": {"threshold": 0.7}}}) == 0.7
     assert stage_threshold({"config": {"stage": {"eps": 0.1}}}) == pytest.approx(0.9)
+    assert stage_threshold({"config": {"stage": {"eps": [0.05]}}}) == pytest.approx(0.95)
+    assert stage_threshold({"config": {"stage": {"eps": [0.05, 0.1]}}}) is None
     assert stage_threshold({"config": {"stage": {"threshold": "high"}}}) is None
     assert stage_threshold({"config": "broken"}) is None
     assert lsh_curve(1, 1, points=3) == [[0.0, 0.0], [0.5, 0.5], [1.0, 1.0]]
@@ -334,3 +336,11 @@ def test_run_without_duplicates_says_so(tmp_path):
     assert res.clusters_total == 0 and not res.sampled and data["clusters"] == {} and data["doc_index"] == {}
     st = data["stages"][0]
     assert st["size_hist"]["labels"] == [] and st["score_hist"]["counts"] == []
+
+
+def test_combined_run_counts_keep_numbers_only():
+    from dedupkit.report.html import _counts
+
+    c = _counts({"counts": {"rows": 10, "kept": 7, "dropped": 3, "dropped_by_stage": {"exact": 1, "fuzzy": 2},
+                            "clusters": 2}, "timings": {"total_s": 1.5}})
+    assert c["rows"] == 10 and c["dropped"] == 3 and c["drop_rate"] == pytest.approx(0.3) and c["time_s"] == 1.5

@@ -101,6 +101,8 @@ def _dicts(summary: dict) -> list[dict]:
 
 
 def _num(v: Any) -> float | None:
+    if isinstance(v, (list, tuple)) and len(v) == 1:  # e.g. SemDeDup's eps list with one value
+        v = v[0]
     if isinstance(v, bool) or v is None:
         return None
     try:
