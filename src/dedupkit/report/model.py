@@ -269,7 +269,10 @@ def stage_table(run: StageRun) -> StageTable:
     t = read_manifest(run.path, columns=MANIFEST_COLUMNS)
     stages = t.column("stage")
     if pc.any(pc.not_equal(stages, run.name)).as_py():
-        t = t.filter(pc.equal(stages, run.name))
+        own = t.filter(pc.equal(stages, run.name))
+        # A summary whose stage name the manifest does not use: show every row rather than none.
+        if len(own):
+            t = own
     return StageTable(
         run=run,
         doc_id=t.column("doc_id").combine_chunks(),
