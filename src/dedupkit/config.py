@@ -61,19 +61,19 @@ class StageEntry:
         name: the stage name (config table name, ``--stages`` item, manifest ``stage`` value).
         command: ``"module:attr"`` of the stage's Click command; its options define the keys of the
             stage's config table, their types, ranges, defaults and environment variables.
-        build: ``"module:attr"`` of a callable taking the stage options as keyword arguments
-            (without ``max_drop_rate``) and returning a :class:`dedupkit.stages.base.Stage`.
+        build: a callable, or the ``"module:attr"`` of one, taking the stage options as keyword
+            arguments (without ``max_drop_rate``) and returning a :class:`dedupkit.stages.base.Stage`.
     """
 
     name: str
     command: str
-    build: str
+    build: Any
 
 
 _REGISTRY: dict[str, StageEntry] = {}
 
 
-def register_stage(name: str, command: str, build: str) -> None:
+def register_stage(name: str, command: str, build: Any) -> None:
     """Make a stage available to ``dedupkit run`` and config files.
 
     Modules are imported only when the stage is used, so registering costs nothing.
@@ -140,7 +140,8 @@ def stage_params(name: str) -> dict[str, Any]:
 
 def build_stage(name: str, options: Mapping[str, Any]):
     """Construct the stage object from resolved options (``max_drop_rate`` is left out)."""
-    builder = _load(stage_entry(name).build)
+    build = stage_entry(name).build
+    builder = build if callable(build) else _load(build)
     kwargs = {k: v for k, v in options.items() if k != "max_drop_rate"}
     return builder(**kwargs)
 
