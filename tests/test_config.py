@@ -179,7 +179,7 @@ def test_precedence_stage_settings(tmp_path):
     def opts(**kw):
         return dict(resolve(**kw).stages[0].options)
 
-    assert opts(config_path=None, flags={"stages": "exact"}, env={})["normalize"] == "whitespace"
+    assert opts(config_path=None, flags={"stages": "exact"}, env={})["normalize"] == "lower,whitespace"
     o = opts(config_path=p, env={})
     assert o["normalize"] == "nfkc,lower" and o["keep"] == "longest"
     # the stage option's own variable and the generic DEDUPKIT_<STAGE>_<KEY> both count as env

@@ -52,7 +52,7 @@ _OURS = {LOCK, STATE, SUMMARY, MANIFEST_DIR, ".manifest.tmp"}
 # Stage builders named by the registry in dedupkit.config
 
 
-def build_exact(normalize="whitespace", keep="first", keep_by=None, keep_order="desc", **unknown):
+def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_order="desc", **unknown):
     """The exact stage from its command's options."""
     from dedupkit.policy import KeepPolicy
     from dedupkit.stages.exact import ExactConfig, ExactStage
