@@ -234,3 +234,35 @@ def test_cli_bad_config_exit_1_and_message(tmp_path):
     assert r.exit_code == 1
     assert "cfg.toml: [exact] normalise" in r.output
     assert not (tmp_path / "out").exists()
+
+
+# ---- the same config file for single stage commands ------------------------------------------
+
+
+def _exact_normalize(tmp_path, args, env=None):
+    data = write_jsonl(tmp_path / "d.jsonl", make_rows(BASE_DOCS))
+    out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+    r = CliRunner().invoke(cli, [*args[:-1], "exact", str(data), "-o", str(out), *args[-1]], env=env or {})
+    assert r.exit_code == 0, r.output
+    import json
+
+    s = json.loads((out / "summary.json").read_text())
+    return s["config"]["stage"]["normalize"], s["config"]["read"]["id_column"]
+
+
+def test_stage_command_takes_config_with_precedence(tmp_path):
+    p = cfg(tmp_path, 'id_column = "id"\n[exact]\nnormalize = "nfkc"\n')
+    assert _exact_normalize(tmp_path, [[]]) == (["lower", "whitespace"], None)  # default
+    assert _exact_normalize(tmp_path, ["-c", str(p), []]) == (["nfkc"], "id")  # config
+    assert _exact_normalize(tmp_path, [[]], env={"DEDUPKIT_CONFIG": str(p)}) == (["nfkc"], "id")
+    assert _exact_normalize(tmp_path, ["-c", str(p), []], env={"DEDUPKIT_NORMALIZE": "digits"})[0] == ["digits"]
+    assert _exact_normalize(tmp_path, ["-c", str(p), ["--normalize", "none"]],
+                            env={"DEDUPKIT_NORMALIZE": "digits"})[0] == []  # flag
+
+
+def test_stage_command_bad_config_names_file_and_key(tmp_path):
+    p = cfg(tmp_path, '[exact]\nnormalize = "nfkc"\nkeep = "best"\n')
+    data = write_jsonl(tmp_path / "d.jsonl", make_rows(BASE_DOCS))
+    r = CliRunner().invoke(cli, ["-c", str(p), "exact", str(data), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "cfg.toml: [exact] keep = 'best'" in r.output
+    assert not (tmp_path / "o").exists()

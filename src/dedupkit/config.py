@@ -603,3 +603,40 @@ def apply_stage_checks(config: PipelineConfig) -> None:
             where = f"{config.source}: [{s.name}]" if config.source else f"[{s.name}]"
             raise ConfigError(f"{where}: {exc}") from None
 
+
+
+def command_defaults(config_path: str | os.PathLike, commands: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A Click ``default_map`` that gives single stage commands the settings of a config file.
+
+    ``dedupkit -c my.toml exact data -o out`` (or ``DEDUPKIT_CONFIG=my.toml``) then takes
+    ``[exact]`` and the top-level read settings from the file; Click's own order makes the result
+    flag > environment > config > default. ``dedupkit run`` gets the file as its ``--config``.
+
+    Raises:
+        ConfigError: as :func:`resolve`, naming the file and the key.
+    """
+    src = str(config_path)
+    data = load_toml(config_path)
+    top = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in _REGISTRY:
+                raise ConfigError(f"{src}: unknown table [{key}]{_did_you_mean(key, _REGISTRY)}; stage tables "
+                                  f"are: {', '.join('[' + n + ']' for n in _REGISTRY)}")
+        elif key in _TOP:
+            top[key] = _check_top(key, value, f"{src}: {key}")
+        else:
+            raise ConfigError(f"{src}: unknown key {key!r}{_did_you_mean(key, list(_TOP))}; top-level keys are: "
+                              f"{', '.join(_TOP)} (stage settings go in a [stage] table)")
+    out: dict[str, dict[str, Any]] = {"run": {"config_path": src}}
+    for name in commands:
+        if name not in _REGISTRY or not stage_available(name):
+            continue
+        params = stage_params(name)
+        cmd = _load(stage_entry(name).command)
+        names = {p.name for p in cmd.params}
+        d = {k: v for k, v in top.items() if k in names and k not in ("stages", "clean")}
+        for key, value in data.get(name, {}).items():
+            d[key] = _stage_value(name, params, key, value, src)
+        out[name] = d
+    return out
