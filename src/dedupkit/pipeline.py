@@ -61,25 +61,38 @@ def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_o
     return ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
 
 
-def build_fuzzy(**options):
-    """The fuzzy stage from its command's options (``dedupkit.stages.fuzzy.from_options``)."""
-    return _from_module("fuzzy", options)
+def build_fuzzy(shingle="word", ngram=5, num_perm=128, seed=1, threshold=0.8, bands=None, rows=None,
+                scheme="affine64", verify="signature", keep="first", keep_by=None, keep_order="desc", **unknown):
+    """The fuzzy (MinHash-LSH) stage from its command's options."""
+    from dedupkit.minhash import MinHashConfig
+    from dedupkit.policy import KeepPolicy
+    from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+
+    _no_unknown("fuzzy", unknown)
+    if (bands is None) != (rows is None):
+        raise ConfigError("give bands and rows together, or neither to derive them from threshold")
+    mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram, threshold=threshold,
+                       bands=bands, rows=rows, scheme=scheme)
+    return FuzzyStage(FuzzyConfig(minhash=mh, verify=verify, policy=KeepPolicy(keep, keep_by, keep_order)))
 
 
-def build_semantic(**options):
-    """The semantic stage from its command's options (``dedupkit.stages.semantic.from_options``)."""
-    return _from_module("semantic", options)
+def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, eps=0.07, clusters=None,
+                   fit_sample=None, niter=20, keep="hard", keep_by=None, keep_order="desc", seed=42,
+                   analyze=False, cache_dir=None, no_cache=False, **unknown):
+    """The semantic (SemDeDup) stage from its command's options."""
+    from dedupkit.embed import EmbedConfig
+    from dedupkit.stages.semantic import SemanticConfig, SemanticStage
 
-
-def _from_module(name: str, options: dict):
-    import importlib
-
-    mod = importlib.import_module(f"dedupkit.stages.{name}")
-    fn = getattr(mod, "from_options", None)
-    if fn is None:
-        raise ConfigError(f"the {name} stage cannot be built from config options in this version "
-                          f"(dedupkit.stages.{name}.from_options is missing)")
-    return fn(**options)
+    _no_unknown("semantic", unknown)
+    if analyze:
+        raise ConfigError("analyze = true drops nothing, so it has no place in a pipeline; run "
+                          "`dedupkit semantic --analyze --skip OUT/NN-stage` on the earlier stages' output")
+    cfg = SemanticConfig(
+        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens),
+        eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep, keep_by=keep_by,
+        order=keep_order, seed=seed, analyze=False, cache_dir=cache_dir, use_cache=not no_cache,
+    )
+    return SemanticStage(cfg)
 
 
 def _no_unknown(stage: str, unknown: dict) -> None:
