@@ -45,6 +45,36 @@ def score(score_py: str, suite: str, manifest: Path) -> dict:
     return json.loads(p.stdout)
 
 
+def lost_jaccard(suite: str, manifest: Path) -> dict:
+    """For every `unique_lost` doc (dropped, and no doc of its truth cluster kept): the exact Jaccard
+    of lower-cased word 5-gram shingles (the suite's convention) to the doc it was dropped for.
+    High values mean a real near-duplicate the truth does not label (see the suite's caveats)."""
+    import re
+
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    docs = pq.read_table(str(Path(suite) / "docs.parquet"), columns=["id", "text"]).to_pydict()
+    text = dict(zip(docs["id"], docs["text"]))
+    tr = pq.read_table(str(Path(suite) / "truth.parquet"), columns=["id", "cluster"]).to_pydict()
+    cluster = dict(zip(tr["id"], tr["cluster"]))
+    m = ds.dataset(str(manifest)).to_table(columns=["doc_id", "keep", "duplicate_of"]).to_pydict()
+    kept = {cluster[d] for d, k in zip(m["doc_id"], m["keep"]) if k}
+
+    def shingles(t: str) -> set:
+        w = re.findall(r"\w+", t.lower())
+        return {tuple(w[i:i + 5]) for i in range(max(1, len(w) - 4))}
+
+    js = []
+    for d, k, rep in zip(m["doc_id"], m["keep"], m["duplicate_of"]):
+        if not k and cluster[d] not in kept and rep is not None:
+            a, b = shingles(text[d]), shingles(text[rep])
+            js.append(len(a & b) / len(a | b) if a | b else 1.0)
+    js.sort()
+    return {"n": len(js), "min": js[0] if js else None, "median": statistics.median(js) if js else None,
+            "at_least_0.8": sum(j >= 0.8 for j in js), "at_least_0.5": sum(j >= 0.5 for j in js)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", required=True, help="an eval suite folder with docs.parquet and truth.parquet")
@@ -106,6 +136,11 @@ def main() -> None:
     print("per stage (pipeline): " + ", ".join(
         f"{s['name']} saw {s['counts']['considered']} rows, dropped {s['counts']['dropped_by_stage']}"
         for s in summary["stages"]))
+    lost = lost_jaccard(a.suite, out / "manifest")
+    if lost["n"]:
+        print(f"unique_lost docs of the pipeline: {lost['n']}; word-5-gram Jaccard to the kept doc they were "
+              f"dropped for: min {lost['min']:.3f}, median {lost['median']:.3f}, >= 0.8: {lost['at_least_0.8']}, "
+              f">= 0.5: {lost['at_least_0.5']}")
     if a.json_out:
         Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json_out).write_text(json.dumps({
@@ -114,6 +149,7 @@ def main() -> None:
                       "ari": r["score"]["ari"], "drops": r["score"]["drops"]} for r in rows],
             "first_run_s": firsts, "rerun_s": reruns, "rerun_ratio": med_rerun / med_first,
             "pipeline_stages": [{"name": s["name"], "counts": s["counts"]} for s in summary["stages"]],
+            "unique_lost_jaccard": lost,
         }, indent=2))
 
 
