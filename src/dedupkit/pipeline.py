@@ -22,26 +22,22 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from dedupkit import __version__
 from dedupkit.config import PipelineConfig, build_stage
-from dedupkit.engine.local import ProgressFactory, no_progress
 from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputError
-from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover, fingerprint
-from dedupkit.manifest import (
-    MANIFEST_DIR, SUMMARY, load_summary, output_root, read_manifest, write_summary, write_table_atomic,
-)
-from dedupkit.runner import RunOptions, run_stage, versions
 
+# numpy, pyarrow.compute/dataset, the runner and the stages are imported where they are used: a
+# rerun with nothing changed only reads summaries and fingerprints the inputs, and should cost
+# little more than starting Python.
+
+SUMMARY = "summary.json"  # = dedupkit.manifest.SUMMARY
+MANIFEST_DIR = "manifest"  # = dedupkit.manifest.MANIFEST_DIR
 STATE = "pipeline.json"
 LOCK = ".dedupkit.lock"
 _STAGE_DIR = re.compile(r"^\d{2}-[A-Za-z0-9_]+$")
@@ -143,11 +139,26 @@ def _sha_file(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def _stage_key(stage, spec: ReadSpec, inputs: list[tuple[str, str]], prev_sha: str | None) -> str:
-    src = json.dumps({"name": stage.name, "key": stage.key(), "config": stage.config_dict(),
-                      "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
-                      "inputs": inputs, "prev": prev_sha}, sort_keys=True, default=str)
+def _stage_key(settings, spec: dict, inputs: list[tuple[str, str]], prev_sha: str | None) -> str:
+    # Built from the resolved options (the builders are deterministic) and the dedupkit version,
+    # not from the stage object: checking that nothing changed must not import the stages'
+    # dependencies (scipy for the LSH parameters, torch for the embedder).
+    src = json.dumps({"name": settings.name, "options": dict(settings.options), "dedupkit": __version__,
+                      "read": spec, "inputs": inputs, "prev": prev_sha}, sort_keys=True, default=str)
     return hashlib.sha1(src.encode()).hexdigest()
+
+
+def _build_all(config: PipelineConfig, stages: list, start: int) -> None:
+    """Build the stages from ``start`` on (those that will run), so a bad setting fails before any
+    of them starts."""
+    for j in range(start, len(config.stages)):
+        if stages[j] is None:
+            s = config.stages[j]
+            try:
+                stages[j] = build_stage(s.name, s.options)
+            except ConfigError as exc:
+                where = f"{config.source}: [{s.name}]" if config.source else f"stage {s.name}"
+                raise ConfigError(f"{where}: {exc}") from None
 
 
 class _Lock:
@@ -204,6 +215,17 @@ def _write_state(root: Path, state: dict) -> None:
     os.replace(tmp, root / STATE)
 
 
+def _load_summary_light(d: Path) -> dict:
+    """A finished stage's summary, read without importing pyarrow (see load_summary)."""
+    try:
+        s = json.loads((d / SUMMARY).read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{d}: unreadable summary ({exc})") from None
+    if not (d / MANIFEST_DIR).is_dir() or not s.get("complete"):
+        raise ManifestError(f"{d} holds no finished run")
+    return s
+
+
 def _invalidate(root: Path) -> None:
     """Make the combined output look unfinished before anything it depends on changes."""
     p = root / SUMMARY
@@ -222,7 +244,7 @@ def run_pipeline(
     *,
     rerun: bool = False,
     dry_run: bool = False,
-    progress: ProgressFactory = no_progress,
+    progress=None,
     log: Callable[[str], None] = lambda msg: None,
 ) -> PipelineResult:
     """Run ``config.stages`` in order over ``inputs`` and write ``out/manifest`` (combined).
@@ -254,14 +276,9 @@ def run_pipeline(
     t0 = time.perf_counter()
     root = Path(out)
     clean = Path(config.clean) if config.clean else None
-    # Build every stage first: a bad setting fails before any work starts.
-    stages = []
-    for s in config.stages:
-        try:
-            stages.append(build_stage(s.name, s.options))
-        except ConfigError as exc:
-            where = f"{config.source}: [{s.name}]" if config.source else f"stage {s.name}"
-            raise ConfigError(f"{where}: {exc}") from None
+    stages: list = [None] * len(config.stages)
+    if rerun or not (root / STATE).exists():
+        _build_all(config, stages, 0)
     _check_out(root)
     exclude = [str(root)] + ([str(clean)] if clean else [])
     shards = discover(inputs, exclude=exclude)
@@ -269,53 +286,61 @@ def run_pipeline(
     # otherwise let a later stage read an earlier stage's manifest as data.
     shard_inputs = [s.name for s in shards]
     fps = [(s.name, fingerprint(s.path)) for s in shards]
-    spec = ReadSpec(text_column=config.text_column, id_column=config.id_column,
-                    batch_size=config.batch_size, on_bad_record=config.on_bad_record)
+    read = {"text_column": config.text_column, "id_column": config.id_column, "batch_size": config.batch_size,
+            "on_bad_record": config.on_bad_record}
     root.mkdir(parents=True, exist_ok=True)
     with _Lock(root):
         _check_out(root)
         state = {} if rerun else _read_state(root)
         new_state: dict[str, Any] = {"stages": {}, "combined": state.get("combined"), "clean": state.get("clean")}
-        wanted = {f"{i + 1:02d}-{s.name}" for i, s in enumerate(stages)}
+        wanted = {f"{i + 1:02d}-{s.name}" for i, s in enumerate(config.stages)}
         runs: list[StageRun] = []
         prev_dir: Path | None = None
         prev_sha: str | None = None
         changed = rerun
-        for i, (stage, settings) in enumerate(zip(stages, config.stages)):
-            name = f"{i + 1:02d}-{stage.name}"
+        for i, settings in enumerate(config.stages):
+            name = f"{i + 1:02d}-{settings.name}"
             sdir = root / name
-            key = _stage_key(stage, spec, fps, prev_sha)
+            key = _stage_key(settings, read, fps, prev_sha)
             reused = False
             if not changed:
                 rec = state.get("stages", {}).get(name)
                 if rec and rec.get("key") == key and (sdir / SUMMARY).exists():
                     try:
-                        summary = load_summary(sdir)
+                        summary = _load_summary_light(sdir)
                         sha = _sha_file(sdir / SUMMARY)
                         same_inputs = [(x["name"], x["fingerprint"]) for x in summary.get("inputs", [])] == fps
                         reused = rec.get("summary_sha") == sha and same_inputs
                     except ManifestError:
                         reused = False
+            if not reused:
+                _build_all(config, stages, i)
+            stage = stages[i]
             if reused:
                 rate = summary["counts"].get("drop_rate", 0.0)
                 if settings.max_drop_rate is not None and rate > settings.max_drop_rate:
                     _invalidate(root)
                     raise GuardrailError(
-                        f"{stage.name} drops {summary['counts'].get('dropped_by_stage')} of "
+                        f"{settings.name} drops {summary['counts'].get('dropped_by_stage')} of "
                         f"{summary['counts'].get('considered')} rows ({rate:.1%}), more than max_drop_rate "
                         f"{settings.max_drop_rate:g}; nothing was written. Check the settings on a sample, "
                         "or raise max_drop_rate if this is expected")
-                log(f"{stage.name}: up to date, reused {sdir}")
+                log(f"{settings.name}: up to date, reused {sdir}")
             else:
                 if not changed:
                     changed = True
                 _invalidate(root)
                 for stale in sorted(p for p in root.iterdir() if _STAGE_DIR.match(p.name) and p.name not in wanted):
                     shutil.rmtree(stale)
+                from dedupkit.engine.local import no_progress
+                from dedupkit.io.read import ReadSpec
+                from dedupkit.runner import RunOptions, run_stage
+
+                spec = ReadSpec(**read)
                 opts = RunOptions(workers=config.workers, engine=config.engine, ray_address=config.ray_address,
                                   skip=(str(prev_dir),) if prev_dir is not None else (), overwrite=True,
                                   max_drop_rate=settings.max_drop_rate)
-                res = run_stage(stage, shard_inputs, sdir, spec, opts, progress)
+                res = run_stage(stage, shard_inputs, sdir, spec, opts, progress or no_progress)
                 summary = res.summary
                 sha = _sha_file(sdir / SUMMARY)
                 c = summary["counts"]
@@ -323,7 +348,7 @@ def run_pipeline(
                     f"({c['drop_rate']:.1%}), {c['clusters']} clusters, {summary['timings']['total_s']:.1f}s")
             new_state["stages"][name] = {"key": key, "summary_sha": sha}
             _write_state(root, {**state, **new_state, "stages": {**new_state["stages"]}})
-            runs.append(StageRun(stage.name, name, reused, summary))
+            runs.append(StageRun(settings.name, name, reused, summary))
             prev_dir, prev_sha = sdir, sha
 
         stage_shas = [new_state["stages"][r.dir]["summary_sha"] for r in runs]
@@ -368,6 +393,9 @@ def run_pipeline(
 
 
 def _write_combined(root: Path, runs: list[StageRun], config: PipelineConfig, t0: float) -> dict:
+    from dedupkit.manifest import write_summary
+    from dedupkit.runner import versions
+
     t1 = time.perf_counter()
     tmp = root / ".manifest.tmp"
     if tmp.exists():
@@ -406,12 +434,17 @@ def _write_combined(root: Path, runs: list[StageRun], config: PipelineConfig, t0
 # Combining
 
 
-def _sorted_manifest(d: Path) -> pa.Table:
+def _sorted_manifest(d: Path):
+    from dedupkit.manifest import read_manifest
+
     t = read_manifest(d)
     return t.sort_by([("shard", "ascending"), ("row", "ascending")])
 
 
-def _np_int(col: pa.ChunkedArray | pa.Array, fill: int = -1) -> np.ndarray:
+def _np_int(col, fill: int = -1):
+    import numpy as np
+    import pyarrow.compute as pc
+
     return np.asarray(pc.fill_null(col, fill).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
@@ -437,6 +470,12 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
     Raises:
         ManifestError: a folder is unfinished, or the manifests do not cover the same rows.
     """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dedupkit.manifest import output_root, write_table_atomic
+
     dirs = [output_root(d) for d in stage_dirs]
     if not dirs:
         raise ManifestError("no stage output to combine")
@@ -555,6 +594,8 @@ def stats(path: str | os.PathLike) -> dict:
     Raises:
         ManifestError: the folder holds no finished run.
     """
+    from dedupkit.manifest import load_summary, output_root
+
     root = output_root(path)
     summary = load_summary(root)
     rows = []

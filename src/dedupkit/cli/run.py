@@ -77,16 +77,18 @@ def run(inputs, output, config_path, stages, sets, text_column, id_column, batch
     stage's output. Rerunning the same command reuses every stage that is up to date. Prints
     OUTPUT on stdout.
     """
-    from dedupkit import api
-    from dedupkit.pipeline import stats
+    # Not through dedupkit.api, which imports every stage's runtime: an up-to-date rerun should
+    # cost little more than starting Python.
+    from dedupkit.config import resolve
+    from dedupkit.pipeline import run_pipeline, stats
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
-    res = api.run(
-        inputs, output, config=config_path, stages=stages, sets=sets, text_column=text_column,
-        id_column=id_column, batch_size=batch_size, on_bad_record=on_bad_record, workers=workers,
-        engine=engine, ray_address=ray_address, max_drop_rate=max_drop_rate, clean=clean,
-        dry_run=dry_run, overwrite=overwrite, progress=progress_factory(quiet), log=log,
-    )
+    flags = {"stages": stages, "text_column": text_column, "id_column": id_column, "batch_size": batch_size,
+             "on_bad_record": on_bad_record, "workers": workers, "engine": engine, "ray_address": ray_address,
+             "max_drop_rate": max_drop_rate, "clean": clean}
+    cfg = resolve(config_path, flags=flags, sets=sets)
+    res = run_pipeline(inputs, output, cfg, rerun=overwrite, dry_run=dry_run, progress=progress_factory(quiet),
+                       log=log)
     if as_json:
         click.echo(json.dumps(res.summary, indent=2, default=str))
     else:
