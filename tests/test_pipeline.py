@@ -354,3 +354,42 @@ def test_shell_chain_gives_the_same_combined_result(tmp_path):
     for a, b in zip(shell, run):
         b = {**b, "stage": "exact" if b["stage"] == "exact2" else b["stage"]}
         assert a == b
+
+
+@pytest.mark.skipif(not __import__("dedupkit.config").config.stage_available("fuzzy"),
+                    reason="the fuzzy stage is not merged into this checkout yet")
+def test_shell_exact_fuzzy_pipe_equals_dedupkit_run(tmp_path):
+    """The issue's pipe, `dedupkit exact data -o a | dedupkit fuzzy data -o b --skip -`, run in a
+    real shell on the bundled corpus, gives the same combined result as `dedupkit run`."""
+    import subprocess
+    import sys
+
+    import pyarrow.dataset as ds
+
+    from conftest import SRC, run_subprocess
+
+    data = str(Path(__file__).resolve().parents[1] / "examples" / "corpus")
+    env = {**os.environ, "PYTHONPATH": SRC}
+    dk = f"{sys.executable} -m dedupkit"
+    cmd = (f"set -o pipefail; {dk} exact {data} -o {tmp_path}/a --id-column id -q "
+           f"| {dk} fuzzy {data} -o {tmp_path}/b --id-column id --skip - -q")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"{tmp_path}/b"
+    r = run_subprocess("run", data, "-o", str(tmp_path / "run"), "--stages", "exact,fuzzy", "--id-column", "id",
+                       "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "run")
+    (tmp_path / "combined").mkdir()
+    combine_manifests([tmp_path / "a", tmp_path / "b"], tmp_path / "combined")
+    shell = ds.dataset(str(tmp_path / "combined")).to_table().to_pylist()
+    run = read_manifest(tmp_path / "run")
+    assert len(shell) == len(run) == 305
+    assert shell == run
+    # the shell's last manifest already has the final keep decisions
+    last = read_manifest(tmp_path / "b")
+    assert [x["keep"] for x in last] == [x["keep"] for x in run]
+    assert {x["stage"] for x in run if not x["keep"]} == {"exact", "fuzzy"}
+    # and chains were resolved: no dropped row points to a dropped row
+    keep = {x["doc_id"]: x["keep"] for x in run}
+    assert all(keep[x["duplicate_of"]] for x in run if not x["keep"])
