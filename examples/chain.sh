@@ -26,8 +26,8 @@ last=$(
     | $DEDUPKIT semantic "$CORPUS" -o "$OUT/semantic" "${common[@]}" --skip -
 )
 
-$DEDUPKIT apply "$CORPUS" --manifest "$last" -o "$OUT/clean" --overwrite
 for stage in exact fuzzy semantic; do
   $DEDUPKIT stats "$OUT/$stage" >&2
 done
-echo "$OUT/clean"
+# apply prints the clean folder on stdout, like every command
+$DEDUPKIT apply "$CORPUS" --manifest "$last" -o "$OUT/clean" --overwrite
