@@ -65,6 +65,7 @@ def test_run_wide_key_in_stage_table(tmp_path):
     ('batch_size = "big"', "batch_size = 'big': expected an integer, got string"),
     ("workers = 1.5", "workers = 1.5: expected an integer, got number"),
     ("text_column = 3", "text_column = 3: expected a string, got integer"),
+    ("[exact]\nnormalize = [1, 2]", "[exact] normalize = [1, 2]: expected a single text, got an array"),
     ('stages = "exact"\nmax_drop_rate = "lots"', "max_drop_rate = 'lots': expected a number"),
     ("[exact]\nkeep = 3", "[exact] keep = 3: expected a string, got integer"),
     ("[exact]\nnormalize = true", "[exact] normalize = True: expected a string, got boolean"),

@@ -199,6 +199,8 @@ def convert_param(param, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {v!r}: expected a number, got a string (write it without quotes)")
         if kind in ("float", "float range") and isinstance(v, bool):
             raise ConfigError(f"{where} = {v!r}: expected a number, got {_type_name(v)}")
+        if kind == "text" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(v)  # free-text options that hold numbers (semantic's eps = 0.07) may be written bare
         if kind in ("text", "choice", "path", "directory", "file") and not isinstance(v, str):
             raise ConfigError(f"{where} = {v!r}: expected a string, got {_type_name(v)} (quote it)")
         if kind == "boolean" and not isinstance(v, bool):
@@ -539,10 +541,7 @@ def resolve(
             elif key in file_vals:
                 options[key] = file_vals[key]
             else:
-                default = param.default() if callable(param.default) else param.default
-                if getattr(param, "multiple", False):
-                    default = tuple(default or ())
-                options[key] = default
+                options[key] = _default(name, param)
         rate = options.pop("max_drop_rate", None)
         explicit_stage_rate = ("max_drop_rate" in set_vals or "max_drop_rate" in file_vals
                                or _stage_env(name, "max_drop_rate", params.get("max_drop_rate"), env)
@@ -567,6 +566,19 @@ def resolve(
 
 
 _MISSING = object()
+
+
+def _default(stage: str, param) -> Any:
+    """The option's default as Click itself computes it (flags: False, multiple: a tuple)."""
+    import click
+
+    ctx = click.Context(_load(stage_entry(stage).command))
+    value = param.get_default(ctx, call=True)
+    if getattr(param, "multiple", False):
+        return tuple(value or ())
+    if value is not None:
+        value = param.type_cast_value(ctx, value)
+    return value
 
 
 def _stage_value(stage: str, params: Mapping[str, Any], key: str, value: Any, src: str | None) -> Any:
