@@ -393,3 +393,31 @@ def test_shell_exact_fuzzy_pipe_equals_dedupkit_run(tmp_path):
     # and chains were resolved: no dropped row points to a dropped row
     keep = {x["doc_id"]: x["keep"] for x in run}
     assert all(keep[x["duplicate_of"]] for x in run if not x["keep"])
+
+
+def test_clean_folder_must_be_outside_the_output(tmp_path):
+    from dedupkit.errors import ConfigError
+
+    data = chain_corpus(tmp_path)
+    with pytest.raises(ConfigError, match="must be separate folders"):
+        run2(data, tmp_path / "out", clean=str(tmp_path / "out" / "clean"))
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    import fcntl
+
+    data = chain_corpus(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".dedupkit.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="being written by another dedupkit run"):
+            run2(data, out)
+    assert run2(data, out).summary["counts"]["rows"] == 7
+
+
+def test_combined_manifest_does_not_depend_on_workers(tmp_path):
+    data = chain_corpus(tmp_path, "parquet")
+    a = read_manifest(run2(data, tmp_path / "w1").out)
+    b = read_manifest(run2(data, tmp_path / "w2", workers=2).out)
+    assert a == b

@@ -280,6 +280,10 @@ def run_pipeline(
     if rerun or not (root / STATE).exists():
         _build_all(config, stages, 0)
     _check_out(root)
+    if clean is not None:
+        rc, rr = clean.resolve(), root.resolve()
+        if rc == rr or rr in rc.parents or rc in rr.parents:
+            raise ConfigError(f"--clean {clean} and -o {root} must be separate folders, neither inside the other")
     exclude = [str(root)] + ([str(clean)] if clean else [])
     shards = discover(inputs, exclude=exclude)
     # Stages get the discovered files, not the raw INPUTs: a folder INPUT that contains OUT would
