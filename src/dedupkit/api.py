@@ -59,3 +59,39 @@ def inspect(out: str, *, cluster: int | None = None, doc: str | None = None, lar
 
     return inspect_run(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
                        max_members=max_members, max_chars=max_chars)
+
+def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: str | Sequence[str] | None = None,
+        sets: Sequence[str] = (), text_column: str | None = None, id_column: str | None = None,
+        batch_size: int | None = None, on_bad_record: str | None = None, workers: int | None = None,
+        engine: str | None = None, ray_address: str | None = None, max_drop_rate: float | None = None,
+        clean: str | None = None, dry_run: bool = False, overwrite: bool = False, env=None,
+        progress=no_progress, log=lambda msg: None):
+    """Run several stages in order and combine their manifests (``dedupkit run``).
+
+    Arguments left as None come from the environment (``DEDUPKIT_*``), then ``config`` (a TOML
+    file), then the defaults; see :func:`dedupkit.config.resolve`. ``sets`` are ``STAGE.KEY=VALUE``
+    overrides of stage settings.
+
+    Returns:
+        :class:`dedupkit.pipeline.PipelineResult`.
+
+    Example:
+        >>> api.run(["data/"], "out/run", config="configs/default.toml", id_column="id")  # doctest: +SKIP
+    """
+    from dedupkit.config import resolve
+    from dedupkit.pipeline import run_pipeline
+
+    if isinstance(stages, (list, tuple)):
+        stages = ",".join(stages)
+    flags = {"stages": stages, "text_column": text_column, "id_column": id_column, "batch_size": batch_size,
+             "on_bad_record": on_bad_record, "workers": workers, "engine": engine, "ray_address": ray_address,
+             "max_drop_rate": max_drop_rate, "clean": clean}
+    cfg = resolve(config, flags=flags, sets=sets, env=env)
+    return run_pipeline(inputs, out, cfg, rerun=overwrite, dry_run=dry_run, progress=progress, log=log)
+
+
+def stats(out: str) -> dict:
+    """Per-stage counts of a finished run. See :func:`dedupkit.pipeline.stats`."""
+    from dedupkit.pipeline import stats as _stats
+
+    return _stats(out)
