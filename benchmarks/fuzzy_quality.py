@@ -225,6 +225,7 @@ def main() -> None:
     ap.add_argument("--peers", nargs="*", default=list(PEERS))
     ap.add_argument("--out", type=Path, default=Path("/tmp/fuzzy-quality"))
     ap.add_argument("--sweep", action="store_true", help="also sweep threshold/ngram/verify for dedupkit")
+    ap.add_argument("--peer-settings", action="store_true", help="also run dedupkit at each peer's settings")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--run-peer", choices=list(PEERS), help=argparse.SUPPRESS)
     ap.add_argument("--suite", type=Path, help=argparse.SUPPRESS)
@@ -242,11 +243,20 @@ def main() -> None:
     for suite in a.suites:
         suite = suite.resolve()
         configs = [("dedupkit (defaults)", {})]
+        if a.peer_settings:
+            # dedupkit at each peer's own settings: the same shingle size, permutations and
+            # threshold (or banding), so the difference is the implementation, not the knobs.
+            configs += [
+                ("dedupkit at datasketch's settings (1-grams, t=0.5)", dict(ngram=1, threshold=0.5)),
+                ("dedupkit at text-dedup's settings (5-grams, 250 perm, t=0.7)", dict(num_perm=250, threshold=0.7)),
+                ("dedupkit at datatrove's settings (5-grams, 14x8, verify none)",
+                 dict(num_perm=112, bands=14, rows=8, verify="none")),
+            ]
         if a.sweep:
-            configs += [(f"dedupkit t={t} n={g} verify={v}", dict(threshold=t, ngram=g, verify=v))
-                        for g in (3, 5) for t in (0.5, 0.6, 0.7, 0.8) for v in ("signature", "jaccard")]
-        for name, params in configs:
-            out = a.out / suite.name / ("dedupkit-" + str(abs(hash(name))))
+            configs += [(f"dedupkit {n}-grams t={t} verify={v}", dict(threshold=t, ngram=n, verify=v))
+                        for n in (1, 3, 5) for t in (0.5, 0.6, 0.7, 0.8) for v in ("signature", "jaccard")]
+        for k, (name, params) in enumerate(configs):
+            out = a.out / suite.name / f"dedupkit-{k:02d}"
             _, secs = run_dedupkit(suite, out, **params)
             rows.append({"suite": suite.name, "tool": name, "seconds": round(secs, 2),
                          **score(a.score, suite, out / "manifest")})

@@ -40,7 +40,7 @@ def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
 
 def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
           batch_size: int = 8192, on_bad_record: str = "fail", shingle: str = "word", ngram: int = 5,
-          num_perm: int = 128, seed: int = 1, threshold: float = 0.8, bands: int | None = None,
+          num_perm: int = 128, seed: int = 1, threshold: float = 0.65, bands: int | None = None,
           rows: int | None = None, scheme: str = "affine64", verify: str = "signature",
           keep: str = "first", keep_by: str | None = None, keep_order: str = "desc", workers: int = 1,
           overwrite: bool = False, skip: Sequence[str] = (), max_drop_rate: float | None = None,

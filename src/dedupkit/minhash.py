@@ -70,7 +70,7 @@ class MinHashConfig:
     seed: int = 1
     shingle: str = "word"
     ngram: int = 5
-    threshold: float = 0.8
+    threshold: float = 0.65
     bands: int | None = None
     rows: int | None = None
     scheme: str = "affine64"
