@@ -325,7 +325,7 @@ class FuzzyStage(Stage):
 
     def key(self) -> str:
         c = self.config.minhash
-        return (f"fuzzy:v1:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
+        return (f"fuzzy:v2:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
                 f"{self.bands}x{self.rows}")
 
     def config_dict(self) -> dict:
