@@ -226,6 +226,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/fuzzy-quality"))
     ap.add_argument("--sweep", action="store_true", help="also sweep threshold/ngram/verify for dedupkit")
     ap.add_argument("--peer-settings", action="store_true", help="also run dedupkit at each peer's settings")
+    ap.add_argument("--rerun-peers", action="store_true",
+                    help="run the peers again even if OUT/SUITE/PEER/info.json exists from an earlier run")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--run-peer", choices=list(PEERS), help=argparse.SUPPRESS)
     ap.add_argument("--suite", type=Path, help=argparse.SUPPRESS)
@@ -263,13 +265,18 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         for peer in (a.peers if a.peers_python else []):
             out = a.out / suite.name / peer
-            r = subprocess.run([a.peers_python, __file__, "--run-peer", peer, "--suite", str(suite),
-                                "--manifest-out", str(out / "manifest")], capture_output=True, text=True)
-            if r.returncode != 0:
-                rows.append({"suite": suite.name, "tool": peer, "error": r.stderr.strip().splitlines()[-1:]})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-                continue
-            info = json.loads(r.stdout.strip().splitlines()[-1])
+            cached = out / "info.json"
+            if cached.exists() and not a.rerun_peers:  # peers are slow and deterministic: reuse
+                info = json.loads(cached.read_text())
+            else:
+                r = subprocess.run([a.peers_python, __file__, "--run-peer", peer, "--suite", str(suite),
+                                    "--manifest-out", str(out / "manifest")], capture_output=True, text=True)
+                if r.returncode != 0:
+                    rows.append({"suite": suite.name, "tool": peer, "error": r.stderr.strip().splitlines()[-1:]})
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                    continue
+                info = json.loads(r.stdout.strip().splitlines()[-1])
+                cached.write_text(json.dumps(info))
             rows.append({"suite": suite.name, "tool": peer, "settings": info.get("settings"),
                          "seconds": info.get("seconds"), **score(a.score, suite, out / "manifest")})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
