@@ -255,8 +255,13 @@ def main() -> None:
                  dict(num_perm=112, bands=14, rows=8, verify="none")),
             ]
         if a.sweep:
-            configs += [(f"dedupkit {n}-grams t={t} verify={v}", dict(threshold=t, ngram=n, verify=v))
-                        for n in (1, 3, 5) for t in (0.5, 0.6, 0.7, 0.8) for v in ("signature", "jaccard")]
+            # what the defaults were chosen from (docs/fuzzy.md): n-gram size, threshold, verify, seed
+            grid = [(5, t, "signature", 1) for t in (0.5, 0.6, 0.65, 0.7, 0.8)]
+            grid += [(5, t, "signature", seed) for t in (0.6, 0.65) for seed in (2, 3)]
+            grid += [(5, 0.65, "jaccard", 1), (4, 0.65, "signature", 1), (3, 0.7, "signature", 1),
+                     (2, 0.7, "signature", 1), (1, 0.5, "signature", 1), (1, 0.4, "signature", 1)]
+            configs += [(f"dedupkit {n}-grams t={t} verify={v} seed={seed}",
+                         dict(ngram=n, threshold=t, verify=v, seed=seed)) for n, t, v, seed in grid]
         for k, (name, params) in enumerate(configs):
             out = a.out / suite.name / f"dedupkit-{k:02d}"
             _, secs = run_dedupkit(suite, out, **params)
