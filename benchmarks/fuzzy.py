@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -239,6 +240,7 @@ def main() -> None:
         for tool in a.tools:
             if tool == "dedupkit":
                 docs = n_total
+                shutil.rmtree(a.work / "out", ignore_errors=True)  # no scan task reused from an earlier run
                 cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *shards, "-o", str(a.work / "out"), "--overwrite",
                        "--workers", str(a.workers), "--ngram", "5", "--num-perm", "128", "--threshold", "0.8",
                        "--id-column", "id", "-q", "--json"]
