@@ -125,9 +125,8 @@ def kept(out) -> set[str]:
     return {r["doc_id"] for r in read_manifest(out) if r["keep"]}
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
-def test_keep_policies(tmp_path, fmt):
-    d = para_corpus(tmp_path, fmt)
+def test_keep_policies(tmp_path):
+    d = para_corpus(tmp_path, "jsonl")
     cache = str(tmp_path / "cache")
     common = dict(cache_dir=cache, eps=0.25, clusters=1)
     run(d, tmp_path / "first", keep="first", **common)
@@ -155,7 +154,7 @@ def test_random_policy_is_seeded(tmp_path):
     d = para_corpus(tmp_path)
     cache = str(tmp_path / "cache")
     picks = set()
-    for seed in range(6):
+    for seed in range(4):
         run(d, tmp_path / f"r{seed}", keep="random", seed=seed, eps=0.25, clusters=1, cache_dir=cache)
         picks.add(frozenset(kept(tmp_path / f"r{seed}")))
         check_invariants(read_manifest(tmp_path / f"r{seed}"))
@@ -170,20 +169,20 @@ def test_same_manifest_for_any_worker_count_and_batch_size(tmp_path):
     for s in range(3):
         write_parquet(d / f"p{s}.parquet", make_rows(texts[s * 20:(s + 1) * 20], prefix=f"p{s}-"))
     outs = []
-    for i, (workers, bs) in enumerate([(1, 8192), (2, 7), (3, 1)]):
+    for i, (workers, bs) in enumerate([(1, 8192), (3, 7)]):
         run(d, tmp_path / f"o{i}", workers=workers, batch_size=bs, eps=0.1, clusters=4,
             cache_dir=str(tmp_path / f"cache{i}"))
         t = ds.dataset(str(tmp_path / f"o{i}" / "manifest")).to_table().sort_by([("shard", "ascending"), ("row", "ascending")])
         outs.append(t)
         check_invariants(t.to_pylist())
-    assert outs[0].equals(outs[1]) and outs[0].equals(outs[2])
+    assert outs[0].equals(outs[1])
     assert not outs[0].column("keep").to_pylist() == [True] * 60
 
 
 def test_analyze_drops_nothing_and_matches_real_runs(tmp_path):
     d = para_corpus(tmp_path)
     cache = str(tmp_path / "cache")
-    res = run(d, tmp_path / "an", analyze=True, eps="0.01,0.1,0.25,0.6", clusters=1, keep="first", cache_dir=cache)
+    res = run(d, tmp_path / "an", analyze=True, eps="0.01,0.1,0.6", clusters=1, keep="first", cache_dir=cache)
     rows = read_manifest(tmp_path / "an")
     assert len(rows) == len(PARA) and all(r["keep"] for r in rows)
     analysis = json.loads((tmp_path / "an" / "analysis.json").read_text())

@@ -183,8 +183,7 @@ class SentenceTransformerEmbedder:
         self.batch_size = config.batch_size
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        ident = f"local:{_dir_key(local)}" if local.exists() else f"hub:{name_or_path}"
-        self.key = f"st:{Path(name_or_path).name}:{ident}:maxtok={config.max_tokens}"
+        self.key = _st_key(name_or_path, config)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not len(texts):
@@ -209,7 +208,7 @@ class StaticEmbedder:
         self.model = m2v.StaticModel.from_pretrained(str(local))
         self.dim = int(self.model.dim)
         self.batch_size = max(config.batch_size, 1024)
-        self.key = f"model2vec:{local.name}:{_dir_key(local)}"
+        self.key = _m2v_key(str(local))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not len(texts):
@@ -249,7 +248,7 @@ def distill_static(source: str = "minilm", out: str | os.PathLike | None = None,
     if not Path(src).exists():
         raise ConfigError(f"cannot distill a static embedder from {source!r}: not a local folder; pass "
                           "--model static (packaged MiniLM) or static:/path/to/sentence-transformers-model")
-    target = Path(out) if out else cache_root(None) / "static" / f"{Path(src).name}-{_dir_key(Path(src))}-pca{pca_dims}"
+    target = Path(out) if out else _static_target(source, pca_dims)
     with _DISTILL_LOCK:
         if (target / "config.json").exists():
             return target
@@ -268,6 +267,22 @@ def distill_static(source: str = "minilm", out: str | os.PathLike | None = None,
     return target
 
 
+def _st_key(name_or_path: str, config: EmbedConfig) -> str:
+    local = Path(name_or_path).expanduser()
+    ident = f"local:{_dir_key(local)}" if local.exists() else f"hub:{name_or_path}"
+    return f"st:{Path(name_or_path).name}:{ident}:maxtok={config.max_tokens}"
+
+
+def _m2v_key(path: str) -> str:
+    local = Path(path).expanduser()
+    return f"model2vec:{local.name}:{_dir_key(local)}"
+
+
+def _static_target(source: str, pca_dims: int = 256) -> Path:
+    src = packaged_model_path() if source in ("minilm", "default", "") else str(Path(source).expanduser())
+    return cache_root(None) / "static" / f"{Path(src).name}-{_dir_key(Path(src))}-pca{pca_dims}"
+
+
 def _st_factory(arg: str, config: EmbedConfig) -> Embedder:
     return SentenceTransformerEmbedder(arg, config)
 
@@ -279,6 +294,15 @@ def _model2vec_factory(arg: str, config: EmbedConfig) -> Embedder:
 def _static_factory(arg: str, config: EmbedConfig) -> Embedder:
     return StaticEmbedder(str(distill_static(arg or "minilm")), config)
 
+
+# Cheap cache keys (no model load), so a fully cached rerun never loads the model. A factory
+# without ``cache_key`` is loaded to learn its key.
+_st_factory.cache_key = _st_key  # type: ignore[attr-defined]
+_model2vec_factory.cache_key = (  # type: ignore[attr-defined]
+    lambda arg, config: _m2v_key(arg) if Path(arg).expanduser().exists() else None)
+_static_factory.cache_key = (  # type: ignore[attr-defined]
+    lambda arg, config: _m2v_key(str(t)) if (t := _static_target(arg or "minilm")).joinpath("config.json").exists()
+    else None)
 
 register_embedder("st", _st_factory)
 register_embedder("model2vec", _model2vec_factory)

@@ -180,13 +180,19 @@ def cache_key(emb, config: EmbedConfig) -> str:
 def run_embed_task(task: EmbedTask) -> EmbedResult:
     """Worker entry point: the embeddings of one shard's active rows, saved to ``task.out_path``."""
     t0 = time.perf_counter()
-    emb = get_embedder(task.config, task.factory, task.arg)
-    cache = EmbeddingCache(task.cache_dir, cache_key(emb, task.config)) if task.use_cache else None
+    key_fn = getattr(task.factory, "cache_key", None)
+    key = key_fn(task.arg, task.config) if key_fn else None
+    emb = None
+    if key is None:
+        emb = get_embedder(task.config, task.factory, task.arg)
+        key = cache_key(emb, task.config)
+    cache = EmbeddingCache(task.cache_dir, key) if task.use_cache else None
     cached = cache.load(task.fingerprint) if cache else None
     have_rows = cached[0] if cached else np.zeros(0, np.int64)
     missing = np.setdiff1d(task.rows, have_rows)
     computed = 0
     if len(missing):
+        emb = emb or get_embedder(task.config, task.factory, task.arg)
         rows, texts = _read_texts(task.shard, task.text_spec, task.n_rows, missing)
         if not np.array_equal(rows, missing):
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
@@ -206,10 +212,10 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
     else:
         all_rows, all_emb = cached  # type: ignore[misc]
     pos = np.searchsorted(all_rows, task.rows)
-    out = np.asarray(all_emb[pos], dtype=np.float32) if len(task.rows) else np.zeros((0, emb.dim), np.float32)
+    out = np.asarray(all_emb[pos], dtype=np.float32)
     np.save(task.out_path, out)
     return EmbedResult(path=task.out_path, n=len(task.rows), computed=computed,
-                       seconds=time.perf_counter() - t0, key=cache_key(emb, task.config), dim=int(out.shape[1]) if out.ndim == 2 else emb.dim)
+                       seconds=time.perf_counter() - t0, key=key, dim=int(out.shape[1]))
 
 
 def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_dir: str | None = None,
