@@ -59,6 +59,7 @@ def env() -> dict:
     e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
     e["HF_HUB_OFFLINE"] = "1"
     e["TOKENIZERS_PARALLELISM"] = "false"
+    e.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what dedupkit sets for itself; same for the bare run
     return e
 
 
@@ -142,6 +143,7 @@ def speed_bench(texts: list[str], runs: int, max_tokens: int, minilm_n: int) -> 
 
 
 def main() -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", required=True, help="Parquet/JSONL file with a text column")
     ap.add_argument("--n", type=int, default=20000, help="documents for the overhead measurement")

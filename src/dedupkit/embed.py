@@ -46,7 +46,7 @@ DEVICES = ("auto", "cpu", "cuda")
 #: Texts handed to one ``encode`` call. Embeddings are computed in fixed chunks of the shard's
 #: text stream, so they do not depend on the read batch size (sentence-transformers sorts each
 #: chunk by length, which keeps padding low).
-ENCODE_CHUNK = 4096
+ENCODE_CHUNK = 16384
 
 
 class Embedder(Protocol):
@@ -140,6 +140,17 @@ def _offline() -> None:
     # Never reach for the network: a model that is not local must fail fast, not hang.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    passive_openmp()
+
+
+def passive_openmp() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (read when torch/faiss load OpenMP).
+
+    On a shared or oversubscribed CPU, spinning threads of torch and FAISS steal the cores the
+    working threads need: measured here, FAISS k-means ran 3x faster with PASSIVE under load.
+    A value the user set wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def resolve_device(device: str) -> str:
@@ -167,6 +178,9 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model (name or local folder), truncated to ``max_tokens``."""
 
     def __init__(self, name_or_path: str, config: EmbedConfig):
+        if name_or_path.startswith(("/", "~", ".")) and not Path(name_or_path).expanduser().exists():
+            raise ConfigError(f"model folder {name_or_path!r} does not exist (models load offline); pass an "
+                              "existing sentence-transformers folder, or --model minilm (packaged)")
         _offline()
         st = require("sentence_transformers", "semantic")
         self.device = resolve_device(config.device)

@@ -33,7 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedupkit.embed import EmbedConfig, EmbeddingCache, ENCODE_CHUNK, get_embedder, resolve_model
+from dedupkit.embed import (
+    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, passive_openmp, resolve_model,
+)
 from dedupkit.errors import ConfigError, InputError, require
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Shard
@@ -269,6 +271,7 @@ def kmeans(x: np.ndarray, k: int, fit_sample: int | None, niter: int, seed: int)
         c = x.mean(axis=0, keepdims=True)
         nrm = np.linalg.norm(c)
         return np.zeros(n, np.int64), (c / nrm if nrm > 0 else c).astype(np.float32)
+    passive_openmp()
     faiss = require("faiss", "semantic")
     m = min(n, fit_sample or DEFAULT_FIT_SAMPLE)
     rng = np.random.default_rng(seed)
