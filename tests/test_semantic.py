@@ -354,3 +354,29 @@ def test_cli_subprocess_usage_errors(tmp_path):
     p = run_subprocess("semantic", str(d), "-o", str(tmp_path / "o"), "--keep", "median")
     assert p.returncode == 2 and "median" in p.stderr
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "market", "bread", "train"]
+
+
+@settings(max_examples=8, deadline=None)
+@given(docs=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join), min_size=1, max_size=25),
+       eps=st.sampled_from([0.01, 0.1, 0.3]), keep=st.sampled_from(["hard", "easy", "random", "first"]),
+       clusters=st.integers(1, 3))
+def test_manifest_invariants_property(tmp_path_factory, docs, eps, keep, clusters):
+    tmp = tmp_path_factory.mktemp("prop")
+    half = len(docs) // 2
+    write_parquet(tmp / "d" / "a.parquet", make_rows(docs[:half] or ["alpha"], prefix="a"))
+    write_jsonl(tmp / "d" / "b.jsonl", make_rows(docs[half:], prefix="b"))
+    n_in = (half or 1) + len(docs) - half
+    r = run(tmp / "d", tmp / "o", eps=eps, keep=keep, clusters=clusters, cache_dir=str(tmp / "c"))
+    rows = read_manifest(tmp / "o")
+    assert len(rows) == n_in == r.summary["counts"]["rows"]
+    assert sorted((x["shard"].rsplit("/", 1)[-1], x["row"]) for x in rows) == sorted(
+        [("a.parquet", i) for i in range(half or 1)] + [("b.jsonl", i) for i in range(len(docs) - half)])
+    check_invariants(rows)
+    for x in rows:
+        if x["keep"]:
+            assert x["duplicate_of"] is None
+        else:
+            assert x["nearest_sim"] >= 1 - eps - 1e-6

@@ -55,7 +55,7 @@ Example:
               help="k-means clusters [default: ceil(docs / 1000), so pairwise blocks stay ~1000^2].")
 @click.option("--fit-sample", type=click.IntRange(min=1), default=None,
               help="Fit k-means on a seeded sample of this many documents, then assign all "
-                   "[default: up to 100,000].")
+                   "[default: max(256 x clusters, 10,000)].")
 @click.option("--niter", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations.")
 @click.option("--keep", type=click.Choice(["hard", "easy", "random", "first", "last", "longest", "shortest"]),
               default="hard", show_default=True,

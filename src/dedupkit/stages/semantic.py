@@ -52,7 +52,8 @@ AUTO_CLUSTER_SIZE = 1000
 #: Floats in one pairwise similarity block (128 MiB): the block's row count shrinks as the
 #: cluster grows, so memory stays bounded whatever the cluster size.
 BLOCK_FLOATS = 1 << 25
-DEFAULT_FIT_SAMPLE = 100_000
+POINTS_PER_CENTROID = 256  # default fit sample: 256 documents per centroid ...
+MIN_FIT_SAMPLE = 10_000  # ... and at least 10,000
 SAMPLE_PAIRS = 3  # pairs shown on each side of each eps threshold
 
 
@@ -65,7 +66,8 @@ class SemanticConfig:
         eps: a document is a duplicate when its cosine to a higher-ranked member of its k-means
             cluster is at least ``1 - eps``. With ``analyze``, every value is evaluated.
         clusters: k-means centroids; None = ``ceil(n / 1000)``.
-        fit_sample: documents k-means is fitted on (a seeded sample); None = up to 100,000.
+        fit_sample: documents k-means is fitted on (a seeded sample); None = max(256 * clusters,
+            10,000), all documents when there are fewer.
         niter: k-means iterations.
         keep: hard | easy | random | first | last | longest | shortest.
         keep_by: rank by this column first (``order`` desc = largest kept).
@@ -273,7 +275,8 @@ def kmeans(x: np.ndarray, k: int, fit_sample: int | None, niter: int, seed: int)
         return np.zeros(n, np.int64), (c / nrm if nrm > 0 else c).astype(np.float32)
     passive_openmp()
     faiss = require("faiss", "semantic")
-    m = min(n, fit_sample or DEFAULT_FIT_SAMPLE)
+    # FAISS's own rule of thumb: 256 points per centroid fit k-means well; more only costs time.
+    m = min(n, fit_sample or max(POINTS_PER_CENTROID * k, MIN_FIT_SAMPLE))
     rng = np.random.default_rng(seed)
     sample = x if m >= n else x[np.sort(rng.choice(n, m, replace=False))]
     k = min(k, len(sample))
