@@ -43,13 +43,16 @@ def _minhash_opts(f: Callable) -> Callable:
     f = click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
                      help="Jaccard similarity that counts as a near duplicate.")(f)
     f = click.option("--ngram", type=click.IntRange(min=1), default=None, help="Shingle length.")(f)
+    f = click.option("--shingle", type=click.Choice(["word", "char"]), default=None,
+                     help="Shingles of words or of characters.")(f)
     f = click.option("--num-perm", type=click.IntRange(min=2), default=None, help="MinHash permutations.")(f)
     f = click.option("--seed", type=int, default=None, help="MinHash seed.")(f)
     return f
 
 
-def _minhash(seed, num_perm, ngram, threshold, bands, rows) -> dict:
-    return {k: v for k, v in {"seed": seed, "num_perm": num_perm, "ngram": ngram, "threshold": threshold,
+def _minhash(seed, num_perm, shingle, ngram, threshold, bands, rows) -> dict:
+    return {k: v for k, v in {"seed": seed, "num_perm": num_perm, "shingle": shingle, "ngram": ngram,
+                              "threshold": threshold,
                               "bands": bands, "rows": rows}.items() if v is not None}
 
 
@@ -98,13 +101,13 @@ Example:
 @_read_opts_no_inputs
 @_misc_opts
 @handle_errors
-def create(location, more_inputs, inputs, stages, normalize, seed, num_perm, ngram, threshold, bands, rows,
+def create(location, more_inputs, inputs, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands, rows,
            overwrite, text_column, id_column, batch_size, on_bad_record, workers, quiet, as_json):
     """Create an index at INDEX and add the documents of the --from inputs."""
     from dedupkit import api
 
     res = api.index_create(location, tuple(inputs) + tuple(more_inputs), stages=stages, normalize=normalize,
-                           minhash=_minhash(seed, num_perm, ngram, threshold, bands, rows), overwrite=overwrite,
+                           minhash=_minhash(seed, num_perm, shingle, ngram, threshold, bands, rows), overwrite=overwrite,
                            text_column=text_column, id_column=id_column, batch_size=batch_size,
                            on_bad_record=on_bad_record, workers=workers, progress=progress_factory(quiet))
     _emit_add(res, as_json, "created, indexed")
@@ -181,7 +184,7 @@ Example:
 @keep_options
 @handle_errors
 def check(inputs, text_column, id_column, batch_size, on_bad_record, against, max_dup_rate, update, stages,
-          normalize, seed, num_perm, ngram, threshold, bands, rows, output, overwrite, workers, quiet, as_json,
+          normalize, seed, num_perm, shingle, ngram, threshold, bands, rows, output, overwrite, workers, quiet, as_json,
           keep, keep_by, keep_order):
     """Deduplicate a new data drop against an index (a CI gate).
 
@@ -197,7 +200,7 @@ def check(inputs, text_column, id_column, batch_size, on_bad_record, against, ma
         res = api.check(inputs, output, against, max_dup_rate=max_dup_rate, update=update, text_column=text_column,
                         id_column=id_column, batch_size=batch_size, on_bad_record=on_bad_record, keep=keep,
                         keep_by=keep_by, keep_order=keep_order, stages=stages, normalize=normalize,
-                        minhash=_minhash(seed, num_perm, ngram, threshold, bands, rows), workers=workers,
+                        minhash=_minhash(seed, num_perm, shingle, ngram, threshold, bands, rows), workers=workers,
                         overwrite=overwrite, progress=progress_factory(quiet))
     except CheckFailed as exc:
         res = exc.result  # type: ignore[attr-defined]
