@@ -265,28 +265,35 @@ class RedisIndex(IndexStore):
             shard_no_arr = np.array(shard_no, "<u4")
             ids = segment.doc_ids.to_pylist()
             exact = np.asarray(segment.exact, np.uint64) if self.settings.exact else np.zeros((n, 2), np.uint64)
+            exact_b = exact.astype("<u8").tobytes()
+            shard_b = shard_no_arr[segment.shard_index].tobytes()
+            # Doc records: one HSET per 128-document chunk.
             pipe = self.r.pipeline(transaction=False)
-            for i in range(n):
-                k, f = self._dkey(base + i)
-                rec = shard_no_arr[segment.shard_index[i]].tobytes() + exact[i].astype("<u8").tobytes() \
-                    + ids[i].encode()
-                pipe.hset(k, f, rec)
-                if len(pipe) >= PIPE:
+            chunk = 1 << DOC_CHUNK_BITS
+            d = base
+            while d < base + n:
+                stop = min(base + n, (d // chunk + 1) * chunk)
+                mapping = {}
+                for doc in range(d, stop):
+                    i = doc - base
+                    mapping[str(doc & (chunk - 1))] = shard_b[4 * i: 4 * i + 4] + exact_b[16 * i: 16 * i + 16] \
+                        + ids[i].encode()
+                pipe.hset(f"{self.p}:d:{d >> DOC_CHUNK_BITS}", mapping=mapping)
+                if len(pipe) >= 500:
                     pipe.execute()
+                d = stop
             pipe.execute()
-            docb = (np.arange(base, base + n, dtype=np.int64)).astype("<i8")
+            docb = np.arange(base, base + n, dtype="<i8").tobytes()
+            mask = np.uint64(self.buckets - 1)
             if self.settings.exact:
-                self._append_entries(EXACT_CAP, [(*self._xkey(exact[i]), docb[i].tobytes()) for i in range(n)])
+                buckets = (exact[:, 0] & mask).tolist()
+                self._append_entries(EXACT_CAP, f"{self.p}:x:", buckets, exact_b, 16, docb)
             if self.settings.fuzzy:
                 bands = np.asarray(segment.bands, np.uint64)
-                mask = np.uint64(self.buckets - 1)
                 for j in range(bands.shape[1]):
                     col = bands[:, j]
-                    buckets = (col & mask).tolist()
-                    raw_keys = col.astype("<u8").tobytes()
-                    pre = f"{self.p}:b:{j}:"
-                    self._append_entries(BAND_CAP, [
-                        (pre + str(buckets[i]), raw_keys[8 * i: 8 * i + 8], docb[i].tobytes()) for i in range(n)])
+                    self._append_entries(BAND_CAP, f"{self.p}:b:{j}:", (col & mask).tolist(),
+                                         col.astype("<u8").tobytes(), 8, docb)
             # Commit: one list push makes the whole append visible.
             self.r.rpush(f"{self.p}:segments", json.dumps({"base": base, "n": n, "time": time.time()}))
         finally:
@@ -294,13 +301,16 @@ class RedisIndex(IndexStore):
         self._snapshot()
         return base
 
-    def _append_entries(self, cap: int, triples: list[tuple[str, bytes, bytes]]) -> None:
-        step = 3000
+    def _append_entries(self, cap: int, prefix: str, buckets: list[int], fields: bytes, width: int,
+                        docb: bytes) -> None:
+        """Append doc number i to field ``fields[i]`` of hash ``prefix + buckets[i]`` (server-side, capped)."""
+        n = len(buckets)
+        step = 4000
         pipe = self.r.pipeline(transaction=False)
-        for i in range(0, len(triples), step):
+        for s in range(0, n, step):
             args: list = [cap]
-            for t in triples[i:i + step]:
-                args.extend(t)
+            for i in range(s, min(n, s + step)):
+                args += (prefix + str(buckets[i]), fields[width * i: width * (i + 1)], docb[8 * i: 8 * i + 8])
             self._append(args=args, client=pipe)
             if len(pipe) >= 8:
                 pipe.execute()
