@@ -98,3 +98,43 @@ def test_real_command_exit_code_3(tmp_path):
     assert p.returncode == 3, p.stderr
     assert p.stdout.strip() == str(tmp_path / "o")
     assert len(read_manifest(tmp_path / "o")) == 4
+
+
+# -- property: the check equals a plain oracle for exact keys -----------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from dedupkit import api  # noqa: E402
+
+POOL = [f"text number {i} " + "word " * (i % 5) for i in range(8)]
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(held=st.lists(st.integers(0, 7), max_size=6), drop=st.lists(st.integers(0, 7), min_size=1, max_size=12),
+       batch=st.integers(1, 5))
+def test_check_matches_an_oracle(tmp_path_factory, held, drop, batch):
+    d = tmp_path_factory.mktemp("p")
+    idx = str(d / "i")
+    write_jsonl(d / "held.jsonl", [{"id": f"h{i}", "text": POOL[t]} for i, t in enumerate(held)])
+    api.index_create(idx, [str(d / "held.jsonl")] if held else [], id_column="id")
+    # Split the drop over two shards to cross shard boundaries.
+    half = len(drop) // 2
+    if half:
+        write_jsonl(d / "drop" / "a.jsonl", [{"id": f"d{i}", "text": POOL[t]} for i, t in enumerate(drop[:half])])
+    write_jsonl(d / "drop" / "b.jsonl", [{"id": f"d{i + half}", "text": POOL[t]} for i, t in enumerate(drop[half:])])
+    res = api.check([str(d / "drop")], str(d / "out"), idx, id_column="id", batch_size=batch)
+    rows = read_manifest(d / "out")
+    assert len(rows) == len(drop)
+    by_id = {r["doc_id"]: r for r in rows}
+    seen: dict[int, str] = {}
+    for i, t in enumerate(drop):
+        r = by_id[f"d{i}"]
+        if t in held:
+            assert not r["keep"] and r["matched_doc_id"] == f"h{held.index(t)}" == r["duplicate_of"]
+        elif t in seen:
+            assert not r["keep"] and r["duplicate_of"] == seen[t] and r["matched_doc_id"] is None
+            assert by_id[seen[t]]["keep"]
+        else:
+            assert r["keep"]
+            seen[t] = f"d{i}"
+    assert res.summary["stats"]["duplicates"] == sum(not r["keep"] for r in rows)
