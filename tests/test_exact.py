@@ -23,10 +23,10 @@ def test_exact_finds_copies_and_whitespace_variants(corpus, tmp_path):
     # docs 0, 2 and 4 (whitespace/case... 4 differs in case, so only 0 and 2 match by default)
     assert by_id["s0-0"]["keep"] and not by_id["s0-2"]["keep"]
     assert by_id["s0-2"]["duplicate_of"] == "s0-0"
-    assert by_id["s1-0"]["keep"], "a case variant is not an exact duplicate by default"
+    assert not by_id["s1-0"]["keep"], "a case/whitespace variant is an exact duplicate by default"
     assert not by_id["s1-1"]["keep"] and by_id["s1-1"]["duplicate_of"] == "s0-1"
     assert not by_id["s1-3"]["keep"] and by_id["s1-3"]["duplicate_of"] == "s0-3"
-    assert res.summary["counts"] == {**res.summary["counts"], "rows": 8, "kept": 5, "dropped": 3}
+    assert res.summary["counts"] == {**res.summary["counts"], "rows": 8, "kept": 4, "dropped": 4}
     for r in rows:
         assert r["stage"] == "exact"
         if not r["keep"]:
@@ -34,16 +34,19 @@ def test_exact_finds_copies_and_whitespace_variants(corpus, tmp_path):
             assert rep["keep"] and rep["cluster_id"] == r["cluster_id"]
 
 
-def test_lower_normalization_merges_case_variants(corpus, tmp_path):
+def test_whitespace_only_normalization_keeps_case_variants(corpus, tmp_path):
     out = tmp_path / "out"
-    api.exact([str(corpus)], str(out), id_column="id", normalize="lower,whitespace")
+    api.exact([str(corpus)], str(out), id_column="id", normalize="whitespace")
     by_id = {r["doc_id"]: r for r in read_manifest(out)}
-    assert by_id["s1-0"]["duplicate_of"] == "s0-0"
+    assert by_id["s1-0"]["keep"]
+    api.exact([str(corpus)], str(tmp_path / "none"), id_column="id", normalize="none")
+    by_id = {r["doc_id"]: r for r in read_manifest(tmp_path / "none")}
+    assert by_id["s0-2"]["duplicate_of"] == "s0-0" and by_id["s1-0"]["keep"]
 
 
 @pytest.mark.parametrize("keep,expected", [("first", "a"), ("last", "c"), ("longest", "b"), ("shortest", "a")])
 def test_keep_policies(tmp_path, keep, expected):
-    rows = [{"id": "a", "text": "same text", "q": 1}, {"id": "b", "text": "same   text", "q": 3},
+    rows = [{"id": "a", "text": "same text", "q": 1}, {"id": "b", "text": "Same   text", "q": 3},
             {"id": "c", "text": "same text", "q": 2}]
     write_parquet(tmp_path / "d.parquet", rows)
     out = tmp_path / "o"
