@@ -359,3 +359,22 @@ def test_index_add_uses_the_index_settings_and_skips_bad_records(tmp_path):
     api.check([str(tmp_path / "drop.jsonl")], str(tmp_path / "out"), loc)
     r = read_manifest(tmp_path / "out")[0]
     assert r["matched_doc_id"] == f"{tmp_path / 'a.jsonl'}:0"  # the first-indexed copy
+
+
+def test_failed_create_leaves_no_index(tmp_path, location):
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": 5}\n')
+    with pytest.raises(Exception, match="line 2"):
+        api.index_create(location, [str(tmp_path / "bad.jsonl")])
+    with pytest.raises(IndexStoreError, match="no such index|no index with prefix"):
+        open_index(location)
+    res = api.index_create(location, [str(tmp_path / "bad.jsonl")], on_bad_record="skip")
+    assert res.added == 1 and res.bad_records == 1
+
+
+def test_default_normalization_is_the_exact_stage_default(tmp_path):
+    from dedupkit.normalize import DEFAULT
+
+    write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}])
+    api.index_create(str(tmp_path / "i"), [str(tmp_path / "a.jsonl")])
+    with open_index(str(tmp_path / "i")) as idx:
+        assert idx.settings.normalize == DEFAULT

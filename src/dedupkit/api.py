@@ -44,7 +44,7 @@ def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: 
 
 
 def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = "exact",
-                 normalize: str | Sequence[str] = "whitespace", minhash: dict | None = None,
+                 normalize: str | Sequence[str] | None = None, minhash: dict | None = None,
                  overwrite: bool = False, text_column: str = "text", id_column: str | None = None,
                  batch_size: int = 8192, on_bad_record: str = "fail", workers: int = 1, progress=no_progress):
     """Create an index (a folder, or ``redis://HOST:PORT/DB``) and add ``inputs`` to it.
@@ -58,15 +58,19 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     from dedupkit.index import create_index
     from dedupkit.index.ops import AddResult, add_inputs, make_settings
 
-    settings = make_settings(stages, normalize, minhash)
+    settings = make_settings(stages, normalize, minhash)  # normalize None: the exact stage's default
     if inputs:
         discover_inputs_first(inputs)
     with create_index(location, settings, overwrite=overwrite) as store:
         if not inputs:
             return AddResult(location=store.location, added=0, first_doc=0, documents=0, bad_records=0,
                              shards=0, seconds=0.0)
-        return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
-                          workers=workers, progress=progress)
+        try:
+            return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
+                              workers=workers, progress=progress)
+        except BaseException:
+            store.discard()  # a failed create leaves no empty index behind
+            raise
 
 
 def discover_inputs_first(inputs: Sequence[str]) -> None:

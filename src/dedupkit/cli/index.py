@@ -12,6 +12,7 @@ from dedupkit.cli.options import (
     emit_result, handle_errors, keep_options, output_options, progress_factory, read_options,
 )
 from dedupkit.errors import CheckFailed
+from dedupkit.normalize import DEFAULT
 
 INDEX_HELP = "A local folder, or redis://HOST:PORT/DB[?prefix=NAME] for an index shared through Redis."
 
@@ -94,8 +95,8 @@ Example:
                    "index starts empty (grow it with `check --update` or `index add`).")
 @click.option("--stages", default="exact", show_default=True,
               help="Keys to keep: exact, fuzzy or exact,fuzzy.")
-@click.option("--normalize", default="whitespace", show_default=True,
-              help="Normalization before the exact hash, as in `dedupkit exact`.")
+@click.option("--normalize", default=",".join(DEFAULT), show_default=True,
+              help="Normalization before the exact hash, as in `dedupkit exact` (same default).")
 @_minhash_opts
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
 @_read_opts_no_inputs

@@ -196,6 +196,10 @@ class IndexStore(abc.ABC):
     def info(self) -> IndexInfo:
         """Counts, settings and size."""
 
+    def discard(self) -> None:
+        """Delete the whole index (used when ``index create --from`` fails half-way)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 

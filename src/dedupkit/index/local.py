@@ -237,6 +237,12 @@ class LocalIndex(IndexStore):
     def count(self) -> int:
         return int(self.meta["count"])
 
+    def discard(self) -> None:
+        with _Lock(self.root):
+            (self.root / GEN_FILE).unlink(missing_ok=True)  # unreadable first, then the rest
+            shutil.rmtree(self.root / SEG_DIR, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
     # -- appending ----------------------------------------------------------------------------
     def append(self, segment: Segment) -> int:
         segment.validate(self.settings)

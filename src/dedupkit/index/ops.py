@@ -47,7 +47,7 @@ def minhash_settings(options: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def make_settings(stages: str | Sequence[str] = "exact", normalize_steps: str | Sequence[str] = "whitespace",
+def make_settings(stages: str | Sequence[str] = "exact", normalize_steps: str | Sequence[str] | None = None,
                   minhash: dict[str, Any] | None = None) -> IndexSettings:
     """IndexSettings from command-line style values."""
     st = tuple(s.strip() for s in stages.split(",")) if isinstance(stages, str) else tuple(stages)

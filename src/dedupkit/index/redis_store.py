@@ -235,6 +235,9 @@ class RedisIndex(IndexStore):
     def _doc_records(self, docs: np.ndarray) -> list[bytes | None]:
         return self._hget_many([self._dkey(int(d)) for d in docs])
 
+    def discard(self) -> None:
+        self._drop_all(self.r, self.p)
+
     # -- appending ----------------------------------------------------------------------------
     def append(self, segment: Segment) -> int:
         segment.validate(self.settings)
