@@ -131,6 +131,41 @@ def score(manifest_dir: Path, truth_path: str | None) -> dict | None:
             "precision": tp / len(dropped) if dropped else None}
 
 
+def measured_jaccard(manifest_dir: Path, held: str, drop: str, sample: int, threshold: float) -> dict | None:
+    """Word-5-gram Jaccard (lower-cased \\w+ tokens, as make_corpus.py's truth) of sampled near matches."""
+    if sample <= 0:
+        return None
+    import random
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    m = ds.dataset(str(manifest_dir / "manifest")).to_table(columns=["doc_id", "match", "matched_doc_id"])
+    pairs = [(r["doc_id"], r["matched_doc_id"]) for r in m.to_pylist() if r["match"] == "index-fuzzy"]
+    if not pairs:
+        return None
+    pairs = random.Random(0).sample(pairs, min(sample, len(pairs)))
+    need = pa.array(sorted({x for p in pairs for x in p}))
+    texts = {}
+    for path in sorted(Path(held).glob("*.parquet")) + [Path(drop)]:
+        t = pq.read_table(path, columns=["id", "text"])
+        for r in t.filter(pc.is_in(t.column("id"), value_set=need)).to_pylist():
+            texts[r["id"]] = r["text"]
+
+    def grams(s: str) -> set:
+        w = re.findall(r"\w+", s.lower())
+        return {" ".join(w[i:i + 5]) for i in range(max(1, len(w) - 4))}
+
+    js = sorted(len(grams(texts[a]) & grams(texts[b])) / len(grams(texts[a]) | grams(texts[b])) for a, b in pairs)
+    q = lambda f: round(js[min(len(js) - 1, int(f * len(js)))], 3)  # noqa: E731
+    return {"sampled": len(js), "min": round(js[0], 3), "q25": q(0.25), "median": q(0.5),
+            f"share_ge_{threshold}": round(sum(j >= threshold for j in js) / len(js), 3),
+            "share_ge_0.5": round(sum(j >= 0.5 for j in js) / len(js), 3)}
+
+
 def run(a) -> None:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -194,6 +229,8 @@ def run(a) -> None:
             r["baseline_peak_rss_mb"] = round(max(brss) / 2**20)
             r["check_vs_empty_index"] = round(statistics.median(checks) / statistics.median(bases), 2)
             r["quality"] = score(manifests[-1], a.truth)
+            if "fuzzy" in a.stages:
+                r["near_match_jaccard"] = measured_jaccard(manifests[-1], a.held, a.drop, a.jaccard_sample, 0.8)
             results["stores"][store] = r
             if redis_proc is not None:
                 redis_proc.terminate()
@@ -226,7 +263,8 @@ def run(a) -> None:
     for store, r in results["stores"].items():
         s = r["check_summary"]
         print(f"{store}: check found {s['index_exact']} exact + {s['index_fuzzy']} near copies of indexed docs, "
-              f"{s['drop_exact']} + {s['drop_fuzzy']} within the drop; quality {r['quality']}")
+              f"{s['drop_exact']} + {s['drop_fuzzy']} within the drop; against the generator's truth "
+              f"{r['quality']}; measured Jaccard of sampled near matches {r.get('near_match_jaccard')}")
     if "local_and_redis_agree" in results:
         print(f"local and redis manifests agree: {results['local_and_redis_agree']}")
     if a.results:
@@ -253,6 +291,8 @@ def main() -> None:
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--redis-server", default=None, help="path of redis-server (default: from PATH)")
+    r.add_argument("--jaccard-sample", type=int, default=300,
+                   help="measure the real word-5-gram Jaccard of this many near matches (0: skip)")
     r.add_argument("--results", help="write the results as JSON here")
     a = ap.parse_args()
     prepare(a) if a.cmd == "prepare" else run(a)
