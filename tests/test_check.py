@@ -138,3 +138,24 @@ def test_check_matches_an_oracle(tmp_path_factory, held, drop, batch):
             assert r["keep"]
             seen[t] = f"d{i}"
     assert res.summary["stats"]["duplicates"] == sum(not r["keep"] for r in rows)
+
+
+def test_concurrent_appends_from_two_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import SRC
+
+    idx = tmp_path / "i"
+    assert CliRunner().invoke(cli, ["index", "create", str(idx), "-q"]).exit_code == 0
+    procs = []
+    for k in range(2):
+        write_jsonl(tmp_path / f"in{k}.jsonl", [{"text": f"doc {k} {i}"} for i in range(50)])
+        procs.append(subprocess.Popen([sys.executable, "-m", "dedupkit", "index", "add", str(idx),
+                                       str(tmp_path / f"in{k}.jsonl"), "-q"],
+                                      env={**__import__("os").environ, "PYTHONPATH": SRC},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    info = json.loads(CliRunner().invoke(cli, ["index", "info", str(idx), "--json"]).stdout)
+    assert info["documents"] == 100 and info["segments"] == 2 and info["shards"] == 2
