@@ -378,3 +378,25 @@ def test_default_normalization_is_the_exact_stage_default(tmp_path):
     api.index_create(str(tmp_path / "i"), [str(tmp_path / "a.jsonl")])
     with open_index(str(tmp_path / "i")) as idx:
         assert idx.settings.normalize == DEFAULT
+
+
+def test_fuzzy_only_index(tmp_path):
+    base = make_texts(20, seed=11)
+    write_jsonl(tmp_path / "held.jsonl", [{"id": f"h{i}", "text": t} for i, t in enumerate(base)])
+    loc = str(tmp_path / "i")
+    api.index_create(loc, [str(tmp_path / "held.jsonl")], stages="fuzzy", id_column="id")
+    with open_index(loc) as idx:
+        assert idx.settings.stages == ("fuzzy",) and idx.settings.bands * idx.settings.rows <= 128
+        with pytest.raises(ConfigError, match="no exact hashes"):
+            idx.lookup_exact(np.zeros((1, 2), np.uint64))
+    rows = [{"id": "same", "text": base[4]}, {"id": "near", "text": near_copy(base[7], 0)},
+            {"id": "new", "text": make_texts(1, 12)[0]}, {"id": "near2", "text": near_copy(near_copy(base[7], 0), 1)}]
+    write_jsonl(tmp_path / "drop.jsonl", rows)
+    api.check([str(tmp_path / "drop.jsonl")], str(tmp_path / "out"), loc, id_column="id")
+    m = {r["doc_id"]: r for r in read_manifest(tmp_path / "out")}
+    assert m["same"]["matched_doc_id"] == "h4" and m["same"]["score"] == 1.0 and m["same"]["match"] == "index-fuzzy"
+    assert m["near"]["matched_doc_id"] == "h7" and 0.8 <= m["near"]["score"] < 1.0
+    assert m["near2"]["matched_doc_id"] == "h7"
+    assert m["new"]["keep"]
+    with pytest.raises(ConfigError, match="threshold: index has 0.8, asked for 0.9"):
+        api.check([str(tmp_path / "drop.jsonl")], str(tmp_path / "out2"), loc, minhash={"threshold": 0.9})
