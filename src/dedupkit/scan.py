@@ -94,11 +94,27 @@ def _paths(task: ScanTask) -> tuple[Path, Path]:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    # The completion marker is written after every feature file, so a half-written .npy is never
+    # trusted; the temporary name keeps a failed write (disk full) from leaving a truncated file.
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_scan_task(task: ScanTask) -> ScanResult:
@@ -140,21 +156,22 @@ def run_scan_task(task: ScanTask) -> ScanResult:
         cols["x_" + c] = pa.chunked_array(parts).combine_chunks() if parts else pa.array([])
     table = pa.table(cols)
     tmp = table_path.with_name(table_path.name + f".tmp{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    os.replace(tmp, table_path)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, table_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     names = []
     for name, parts in feats.items():
-        arr = np.concatenate(parts) if parts else np.zeros(0)
-        fpath = Path(task.workdir) / f"task-{task.index:05d}.{name}.npy"
-        ftmp = fpath.with_name(fpath.name + f".tmp{os.getpid()}.npy")
-        np.save(ftmp, arr)
-        os.replace(ftmp, fpath)
+        _save_npy_atomic(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy",
+                         np.concatenate(parts) if parts else np.zeros(0))
         names.append(name)
     if task.mapper is not None and not feats:
         # No good rows: still record empty features so the corpus knows their shape.
         for name, arr in task.mapper.empty().items():
-            np.save(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy", arr)
+            _save_npy_atomic(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy", arr)
             names.append(name)
     result = ScanResult(
         index=task.index, shard_index=task.shard_index, n_rows=reader.n_rows,
