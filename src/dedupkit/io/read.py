@@ -302,6 +302,8 @@ class ShardReader:
                     continue
                 if skip is not None and row in skip:
                     continue
+                if row == 0 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]  # a UTF-8 byte order mark, as Windows tools write it
                 stripped = line.strip()
                 if not stripped:
                     self._bad(row, "blank line")
