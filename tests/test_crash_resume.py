@@ -63,7 +63,7 @@ def make_crash_corpus(folder: Path, rows_per_shard: int = 12_000, seed: int = 7)
             pq.write_table(pa.Table.from_pylist(rows), folder / f"part{s}.parquet", row_group_size=4000)
         else:
             lines = [json.dumps(r) + "\n" for r in rows]
-            for j in (17, 4242):  # two malformed records per JSONL shard
+            for j in (17, rows_per_shard // 3):  # two malformed records per JSONL shard
                 lines[j] = '{"id": "bad", "text": \n'
             data = "".join(lines).encode()
             if kind == 1:

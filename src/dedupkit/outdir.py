@@ -153,7 +153,7 @@ def write_error(exc: OSError, out: Path) -> OutputError:
     """Turn an OS error met while writing ``out`` into an OutputError that says what to do."""
     where = exc.filename or out
     text = str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower():
+    if _disk_full(exc, out):
         return OutputError(
             f"no space left on the device while writing {where}; nothing final was written "
             f"(no {SUMMARY}). Free space and rerun the same command to resume, or delete {out} "
@@ -165,6 +165,21 @@ def write_error(exc: OSError, out: Path) -> OutputError:
         f"I/O error while writing {where} ({exc.strerror or text}); nothing final was written; "
         "rerun the same command to resume"
     )
+
+
+def _disk_full(exc: OSError, out: Path) -> bool:
+    # Not every writer reports ENOSPC: numpy raises "N requested and M written" for a short
+    # write, and some pyarrow errors carry no errno. So also look at the free space left.
+    text = str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower():
+        return True
+    if "requested and" in text and "written" in text:
+        return True
+    try:
+        st = os.statvfs(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def _fsync_dir(path: Path) -> None:
