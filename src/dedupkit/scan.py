@@ -122,10 +122,14 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     done_path, table_path = _paths(task)
     fp = fingerprint(task.shard.path) if task.part == 0 else None
     size = task.shard.size
+    # Only part 0 of a split shard fingerprints the file (reading it once); the other parts check
+    # size and modification time, so a shard rewritten between a killed run and its rerun is
+    # rescanned rather than mixed with results from its old content.
+    mtime = os.stat(task.shard.path).st_mtime_ns
     if done_path.exists():
         try:
             meta = json.loads(done_path.read_text())
-            if meta.get("key") == task.key and meta.get("size") == size and (
+            if meta.get("key") == task.key and meta.get("size") == size and meta.get("mtime_ns") == mtime and (
                 task.part != 0 or meta.get("fingerprint") == fp
             ) and table_path.exists():
                 res = ScanResult(**meta["result"])
@@ -178,7 +182,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
         n_good=int(len(table)), bad=[b.to_dict() for b in reader.bad], fingerprint=fp, size=size,
         features=sorted(names),
     )
-    meta = {"key": task.key, "size": size, "fingerprint": fp, "result": asdict(result)}
+    meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "result": asdict(result)}
     _atomic_write_bytes(done_path, json.dumps(meta).encode())
     return result
 
