@@ -264,3 +264,59 @@ def test_cli_manifest_identical_for_folder_and_glob_order(tmp_path):
                 "--workers", "2", "--batch-size", "64")
     assert a.exit_code == 0 and b.exit_code == 0
     assert manifest_bytes(tmp_path / "x") == manifest_bytes(tmp_path / "y")
+
+
+# -- resume after the input changed -----------------------------------------------------------------
+def _fixed_width_parquet(path: Path, texts: list[str]) -> None:
+    # No compression, no dictionary: equal-length texts give a file of exactly the same size.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": texts}), path, compression="none", use_dictionary=False,
+                   row_group_size=100, write_statistics=False)
+
+
+def test_resume_rescans_a_shard_rewritten_since_the_killed_run(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    shard = d / "a.parquet"
+    old = [f"text {i:04d}" for i in range(400)]
+    new = old[:300] + [f"text {i:04d}" for i in range(100)]  # the last 100 rows now repeat the first
+    spec = ReadSpec(text_column="text")
+    opts = RunOptions(keep_work=True, split_rows=100)  # four scan tasks over one shard
+    _fixed_width_parquet(shard, old)
+    size = shard.stat().st_size
+    out = tmp_path / "out"
+    run_stage(ExactStage(), [str(d)], out, spec, opts)
+    (out / "summary.json").unlink()  # now it looks like a run killed just before finishing
+    _fixed_width_parquet(shard, new)
+    assert shard.stat().st_size == size
+    res = run_stage(ExactStage(), [str(d)], out, spec, opts)
+    assert res.summary["timings"]["reused_scan_tasks"] == 0
+    clean = tmp_path / "clean"
+    run_stage(ExactStage(), [str(d)], clean, spec, RunOptions(split_rows=100))
+    assert manifest_bytes(out) == manifest_bytes(clean)
+    assert res.summary["counts"]["dropped"] == 100
+
+
+def test_guardrail_writes_nothing_final(tmp_path):
+    d = tmp_path / "data"
+    write_parquet(d / "a.parquet", [{"text": "same"}] * 10)
+    out = tmp_path / "out"
+    res = _invoke("exact", str(d), "-o", str(out), "-q", "--max-drop-rate", "0.5")
+    assert res.exit_code == 4 and "would drop 9 of 10 rows" in res.output
+    assert not (out / "summary.json").exists() and not (out / "manifest").exists()
+    assert not (out / ".manifest.tmp").exists()
+    res = _invoke("apply", str(d), "--manifest", str(out), "-o", str(tmp_path / "clean"))
+    assert res.exit_code == 1 and "holds no finished run" in res.output
+
+
+def test_skip_manifest_of_changed_shard_is_refused(tmp_path):
+    d = small_corpus(tmp_path / "data")
+    first = tmp_path / "first"
+    assert _invoke("exact", str(d), "-o", str(first), "-q").exit_code == 0
+    with open(d / "a.jsonl", "a") as fh:
+        fh.write('{"id": "z", "text": "new row"}\n')
+    res = _invoke("exact", str(d), "-o", str(tmp_path / "second"), "-q", "--skip", str(first))
+    assert res.exit_code == 1 and "a.jsonl changed since that manifest was made" in res.output
+    assert not (tmp_path / "second" / "summary.json").exists()
