@@ -57,7 +57,8 @@ class LocalEngine:
                 return out
             results: list[Any] = [None] * len(tasks)
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx,
+                                     initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
                 pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -73,6 +74,25 @@ class LocalEngine:
             return results
         finally:
             bar.close()
+
+
+def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:
+    """Worker initializer: exit as soon as the main process is gone.
+
+    A pool worker blocks on a task queue whose write end it holds itself, so it never sees EOF:
+    without this, SIGKILL of the main process (the OOM killer, a cluster scheduler) leaves every
+    worker running forever, holding memory and possibly writing into an output folder that a
+    rerun is using.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="dedupkit-exit-with-parent", daemon=True).start()
 
 
 def get_engine(name: str = "local", workers: int = 1, progress: ProgressFactory = no_progress,
