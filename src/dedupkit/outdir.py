@@ -13,7 +13,8 @@ from dedupkit.manifest import MANIFEST_DIR, SUMMARY
 
 LOCK = ".dedupkit.lock"
 WORK = ".work"
-_OURS = {LOCK, WORK, SUMMARY, MANIFEST_DIR, ".manifest.tmp"}
+WORK_TRASH = ".work.trash"
+_OURS = {LOCK, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, ".manifest.tmp"}
 
 
 class OutputDir:
@@ -84,7 +85,7 @@ class OutputDir:
         for p in self.path.iterdir():
             if p.name.startswith(SUMMARY + ".tmp"):
                 p.unlink(missing_ok=True)
-            elif p.name == ".manifest.tmp":
+            elif p.name in (".manifest.tmp", WORK_TRASH):
                 shutil.rmtree(p, ignore_errors=True)
 
     def _check_contents(self) -> None:
@@ -144,7 +145,11 @@ class OutputDir:
         os.replace(tmp_manifest, final)
         _fsync_dir(self.path)
         if not keep_work and self.work.exists():
-            shutil.rmtree(self.work, ignore_errors=True)
+            # Rename first, in one step: a kill during the deletion must not leave a .work folder
+            # whose completion markers point to files already deleted.
+            trash = self.path / WORK_TRASH
+            os.replace(self.work, trash)
+            shutil.rmtree(trash, ignore_errors=True)
         write_summary(self.path)
         _fsync_dir(self.path)
 

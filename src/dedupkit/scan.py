@@ -131,7 +131,10 @@ def run_scan_task(task: ScanTask) -> ScanResult:
             meta = json.loads(done_path.read_text())
             if meta.get("key") == task.key and meta.get("size") == size and meta.get("mtime_ns") == mtime and (
                 task.part != 0 or meta.get("fingerprint") == fp
-            ) and table_path.exists():
+            ) and table_path.exists() and all(
+                (Path(task.workdir) / f"task-{task.index:05d}.{name}.npy").exists()
+                for name in meta["result"].get("features", [])
+            ):
                 res = ScanResult(**meta["result"])
                 res.reused = True
                 return res
