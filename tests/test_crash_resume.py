@@ -45,7 +45,7 @@ pytestmark = pytest.mark.slow
 
 
 # -- the corpus ---------------------------------------------------------------------------------
-def make_crash_corpus(folder: Path, rows_per_shard: int = 12_000, seed: int = 7) -> int:
+def make_crash_corpus(folder: Path, rows_per_shard: int = 6_000, seed: int = 7) -> int:
     """Six shards (Parquet with several row groups, JSONL, JSONL.gz), ~40% duplicates, a few bad
     JSONL lines (skipped and counted with --on-bad-record skip). Returns the number of rows."""
     rnd = random.Random(seed)
@@ -90,7 +90,9 @@ class Case:
     argv: Callable[[Path, Path, dict], list[str]]
     kind: str = "stage"
     needs: tuple[str, ...] = ()
-    group: bool = True  # kill the whole process group; False: only the main process (orphans workers)
+    victim: str = "group"  # "group": every process; "main": only the main one; "worker": one worker
+    sig: int = signal.SIGKILL  # SIGINT to the group is a Ctrl-C in a terminal
+    share: float = 1.0  # share of DEDUPKIT_CRASH_POINTS for this case (variants of one stage: less)
 
 
 def _stage(name: str, *extra: str) -> Case:
@@ -102,7 +104,12 @@ CASES: list[Case] = [
     _stage("exact", "--workers", "2"),
     # The OOM killer often picks the main process alone: its worker processes must notice, stop,
     # and whatever they still write must not spoil the rerun.
-    Case("exact-main-process-only", _stage("exact", "--workers", "2").argv, group=False),
+    Case("exact-main-process-only", _stage("exact", "--workers", "2").argv, victim="main", share=0.5),
+    # The OOM killer picks a worker: the run must stop with a clear error, not hang or trace back.
+    Case("exact-one-worker", _stage("exact", "--workers", "2").argv, victim="worker", share=0.5),
+    # Ctrl-C: SIGINT to the whole group; the run must exit (not hang in the worker pool) with
+    # code 130 and a one-line message, and leave a resumable folder.
+    Case("exact-ctrl-c", _stage("exact", "--workers", "2").argv, sig=signal.SIGINT, share=0.5),
     Case("apply", lambda data, out, ref: ["apply", str(data), "--manifest", str(ref["exact"]), "-o", str(out)],
          kind="apply", needs=("exact",)),
 ]
@@ -170,9 +177,17 @@ STAGE_PHASES = ("startup", "scan", "identify", "write", "finish", "summary")
 APPLY_PHASES = ("startup", "write", "rename")
 
 
-def phase_of(case: Case, out: Path) -> str:
-    """How far a run has got, judged from what it has written so far."""
+def phase_of(case: Case, out: Path, pid: int | None = None) -> str:
+    """How far a run has got, judged from what it has written so far.
+
+    With ``pid``, a stage run counts as started only once it holds the output folder's lock (the
+    lock file names its pid), so leftovers of an earlier killed run are not taken for progress.
+    """
     try:
+        if pid is not None and case.kind == "stage":
+            lock = out / ".dedupkit.lock"
+            if not lock.exists() or lock.read_text().strip() != f"pid {pid}":
+                return "startup"
         if case.kind == "apply":
             tmp = out.with_name(f".{out.name}.dedupkit-apply")
             if out.exists():
@@ -193,7 +208,22 @@ def phase_of(case: Case, out: Path) -> str:
             return "identify"
         return "scan"
     except FileNotFoundError:  # the run renamed or removed something while we looked
-        return phase_of(case, out)
+        return phase_of(case, out, pid)
+
+
+def _workers(pid: int) -> list[int]:
+    """Live worker processes (multiprocessing spawn children) of ``pid``."""
+    found = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmd:
+            found.append(int(d.name))
+    return sorted(found)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -217,16 +247,39 @@ def kill_at(case: Case, data: Path, out: Path, ref_outs: dict, target: str, extr
     proc = _start(case.argv(data, out, ref_outs))
     try:
         want = phases.index(target)
-        while proc.poll() is None and phases.index(phase_of(case, out)) < want:
+        while proc.poll() is None and phases.index(phase_of(case, out, proc.pid)) < want:
             time.sleep(0.002)
         time.sleep(extra_delay)
         if proc.poll() is not None:
             return "exited"
-        if case.group:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if case.victim == "worker":
+            while proc.poll() is None and not _workers(proc.pid):
+                time.sleep(0.002)
+            workers = _workers(proc.pid)
+            if not workers:
+                return "exited"
+            os.kill(workers[0], case.sig)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{case.name}: the run hung after a worker was killed") from None
+            err = proc.stderr.read().decode()
+            if proc.returncode != 0:  # 0: the worker had already finished its last task
+                assert proc.returncode == 1 and "a worker process died unexpectedly" in err, err
+                assert "Traceback" not in err, err
+        elif case.victim == "group":
+            os.killpg(proc.pid, case.sig)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{case.name}: the run did not exit within 120 s of the signal") from None
+            if case.sig == signal.SIGINT:
+                err = proc.stderr.read().decode()
+                assert proc.returncode in (130, 0), (proc.returncode, err)
+                if proc.returncode == 130:
+                    assert "Interrupted; rerun the same command to resume" in err and "Traceback" not in err, err
         else:
-            os.kill(proc.pid, signal.SIGKILL)
+            os.kill(proc.pid, case.sig)
             proc.wait()
             deadline = time.time() + 60
             while _group_alive(proc.pid):
@@ -253,8 +306,9 @@ def crash_case(case: Case, data: Path, tmp: Path, ref_outs: dict, rng: random.Ra
     assert ref, "the clean run wrote nothing"
     phases = STAGE_PHASES if case.kind == "stage" else APPLY_PHASES
     # Kills aimed at start-up teach little (nothing is written yet) and one aimed at the completion
-    # mark only tests an exited process; kills still land there when a phase is short.
-    targets = phases[1:-1]
+    # mark only tests an exited process; kills still land there when a phase is short. Workers
+    # only live during the scan.
+    targets = ("scan",) if case.victim == "worker" else phases[1:-1]
     outcome = Outcome()
     run_no = 0
     while outcome.kills < points:
@@ -309,7 +363,8 @@ def test_kill_and_resume(case: Case, crash_corpus, clean_outputs, tmp_path):
         if need not in clean_outputs:
             pytest.skip(f"needs the clean output of {need!r}, which did not run")
     rng = random.Random(f"{SEED}-{case.name}")
-    outcome, clean = crash_case(case, data, tmp_path, clean_outputs, rng, POINTS)
+    points = max(1, round(POINTS * case.share))
+    outcome, clean = crash_case(case, data, tmp_path, clean_outputs, rng, points)
     if case.kind == "stage":
         manifest = pq.read_table(clean / "manifest")
         assert manifest.num_rows == n_rows  # no row lost, none doubled
@@ -325,6 +380,6 @@ def test_kill_and_resume(case: Case, crash_corpus, clean_outputs, tmp_path):
     if os.environ.get("DEDUPKIT_CRASH_REPORT"):
         with open(os.environ["DEDUPKIT_CRASH_REPORT"], "a") as fh:
             fh.write(line + "\n")
-    assert outcome.kills >= POINTS
+    assert outcome.kills >= points
     in_work = sum(v for k, v in outcome.phases.items() if k not in ("startup", "exited", "summary"))
-    assert in_work >= POINTS // 2, f"too few kills landed in the work phases: {outcome.phases}"
+    assert in_work >= points // 2, f"too few kills landed in the work phases: {outcome.phases}"
