@@ -43,6 +43,10 @@ SEED = int(os.environ.get("DEDUPKIT_CRASH_SEED", "20261127"))
 
 pytestmark = pytest.mark.slow
 
+# The stages `dedupkit run` chains in its crash case: exact and, once this checkout has it, fuzzy
+# (semantic has its own case: loading the model makes each of its runs slow).
+RUN_STAGES = ",".join(s for s in ("exact", "fuzzy") if (Path(SRC) / "dedupkit" / "stages" / f"{s}.py").exists())
+
 
 # -- the corpus ---------------------------------------------------------------------------------
 def make_crash_corpus(folder: Path, rows_per_shard: int = 6_000, seed: int = 7) -> int:
@@ -82,7 +86,8 @@ class Case:
     Attributes:
         name: test id (the command is the first word of argv).
         argv: (data folder, output folder, clean outputs of earlier cases by name) -> CLI args.
-        kind: ``"stage"`` (OUT/manifest + OUT/summary.json) or ``"apply"`` (a clean-corpus folder).
+        kind: ``"stage"`` (OUT/manifest + OUT/summary.json), ``"run"`` (the same plus NN-stage/
+            folders, each compared too) or ``"apply"`` (a clean-corpus folder).
         needs: cases whose clean output this one reads (e.g. apply needs a manifest).
     """
 
@@ -112,6 +117,8 @@ CASES: list[Case] = [
     Case("exact-ctrl-c", _stage("exact", "--workers", "2").argv, sig=signal.SIGINT, share=0.5),
     Case("apply", lambda data, out, ref: ["apply", str(data), "--manifest", str(ref["exact"]), "-o", str(out)],
          kind="apply", needs=("exact",)),
+    Case("run", lambda data, out, ref: ["run", str(data), "-o", str(out), "--stages", RUN_STAGES, "--id-column", "id",
+                                        "--on-bad-record", "skip", "-q", "--workers", "2"], kind="run"),
 ]
 
 
@@ -149,31 +156,31 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def result_files(case: Case, out: Path) -> dict[str, bytes]:
     """The files that must be byte-identical to a clean run's."""
-    if case.kind == "stage":
-        return _files(out / "manifest")
+    if case.kind in ("stage", "run"):
+        files = _files(out / "manifest")
+        if case.kind == "run":  # and every stage's own manifest
+            for sub in sorted(p for p in out.iterdir() if p.is_dir() and p.name[:2].isdigit()):
+                files.update({f"{sub.name}/{k}": v for k, v in _files(sub / "manifest").items()})
+        return files
     return {k: v for k, v in _files(out).items()}
 
 
 def looks_complete(case: Case, out: Path) -> bool:
-    if case.kind == "stage":
+    if case.kind in ("stage", "run"):
         return (out / "summary.json").exists()
     return out.exists()
 
 
 def leftovers(case: Case, out: Path) -> list[str]:
     """Temporary files a finished run must not leave behind."""
-    bad = []
-    if case.kind == "stage":
-        for p in out.iterdir():
-            if p.name.startswith(("summary.json.tmp", ".manifest.tmp", ".work")):
-                bad.append(p.name)
-        bad += [str(p) for p in (out / "manifest").iterdir() if ".tmp" in p.name]
-    else:
-        bad += [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.dedupkit")]
-    return bad
+    if case.kind == "apply":
+        return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.dedupkit")]
+    return [str(p.relative_to(out)) for p in out.rglob("*")
+            if ".tmp" in p.name or p.name in (".work", ".work.trash")]
 
 
 STAGE_PHASES = ("startup", "scan", "identify", "write", "finish", "summary")
+RUN_PHASES = ("startup", "scan", "identify", "write", "finish", "combine", "summary")
 APPLY_PHASES = ("startup", "write", "rename")
 
 
@@ -184,6 +191,17 @@ def phase_of(case: Case, out: Path, pid: int | None = None) -> str:
     lock file names its pid), so leftovers of an earlier killed run are not taken for progress.
     """
     try:
+        if case.kind == "run":
+            if (out / "summary.json").exists():
+                return "summary"
+            subs = sorted(p for p in out.iterdir() if p.is_dir() and p.name[:2].isdigit()) if out.exists() else []
+            ours = [p for p in subs if pid is None or _lock_pid(p) == pid]
+            if not ours:
+                return "startup"
+            inner = phase_of(Case(case.name, case.argv), ours[-1], pid)
+            if inner in ("summary", "finish") and (out / ".manifest.tmp").exists():
+                return "combine"
+            return "finish" if inner == "summary" else inner
         if pid is not None and case.kind == "stage":
             lock = out / ".dedupkit.lock"
             if not lock.exists() or lock.read_text().strip() != f"pid {pid}":
@@ -209,6 +227,14 @@ def phase_of(case: Case, out: Path, pid: int | None = None) -> str:
         return "scan"
     except FileNotFoundError:  # the run renamed or removed something while we looked
         return phase_of(case, out, pid)
+
+
+def _lock_pid(folder: Path) -> int | None:
+    try:
+        text = (folder / ".dedupkit.lock").read_text().strip()
+    except OSError:
+        return None
+    return int(text[4:]) if text.startswith("pid ") and text[4:].isdigit() else None
 
 
 def _workers(pid: int) -> list[int]:
@@ -304,7 +330,7 @@ def crash_case(case: Case, data: Path, tmp: Path, ref_outs: dict, rng: random.Ra
     assert p.returncode == 0, p.stderr
     ref = result_files(case, clean)
     assert ref, "the clean run wrote nothing"
-    phases = STAGE_PHASES if case.kind == "stage" else APPLY_PHASES
+    phases = {"stage": STAGE_PHASES, "run": RUN_PHASES, "apply": APPLY_PHASES}[case.kind]
     # Kills aimed at start-up teach little (nothing is written yet) and one aimed at the completion
     # mark only tests an exited process; kills still land there when a phase is short. Workers
     # only live during the scan.
@@ -365,7 +391,7 @@ def test_kill_and_resume(case: Case, crash_corpus, clean_outputs, tmp_path):
     rng = random.Random(f"{SEED}-{case.name}")
     points = max(1, round(POINTS * case.share))
     outcome, clean = crash_case(case, data, tmp_path, clean_outputs, rng, points)
-    if case.kind == "stage":
+    if case.kind in ("stage", "run"):
         manifest = pq.read_table(clean / "manifest")
         assert manifest.num_rows == n_rows  # no row lost, none doubled
         pairs = set(zip(manifest.column("shard").to_pylist(), manifest.column("row").to_pylist()))
