@@ -180,16 +180,27 @@ def tiny_fs(tmp_path):
 
 
 def _no_partial_files(root: Path) -> list[str]:
-    return [str(p.relative_to(root)) for p in root.rglob("*") if ".tmp" in p.name or p.name == "summary.json"]
+    """Temporary files and finished-looking top-level output left on a full disk."""
+    return [str(p.relative_to(root)) for p in root.rglob("*")
+            if ".tmp" in p.name or p == root / "summary.json"]
 
 
-def test_disk_full_fails_cleanly_and_resumes(tmp_path, tiny_fs):
+DISK_FULL_COMMANDS = {"exact": ["exact"], "run": ["run", "--stages", "exact"]}
+
+
+@pytest.mark.parametrize("command", list(DISK_FULL_COMMANDS))
+def test_disk_full_fails_cleanly_and_resumes(tmp_path, tiny_fs, command):
     mnt, remount = tiny_fs
     d = tmp_path / "data"
     make_crash_corpus(d, rows_per_shard=3000)
+    cmd = DISK_FULL_COMMANDS[command]
+
+    def _invoke(*args):  # noqa: F811 - the command under test, same arguments
+        return CliRunner().invoke(cli, [cmd[0], args[1], *cmd[1:], *args[2:]], catch_exceptions=False)
+
     clean = tmp_path / "clean"
     assert _invoke("exact", str(d), "-o", str(clean), "-q", "--on-bad-record", "skip").exit_code == 0
-    need = sum(p.stat().st_size for p in (clean / "manifest").iterdir())
+    need = sum(p.stat().st_size for p in clean.rglob("*") if p.is_file())
     # Sizes from "nothing fits" to "the scan fits but not the manifest": each run either fails with
     # the disk-full error and leaves nothing complete, or (when it fits) equals the clean run.
     failures = 0
@@ -207,7 +218,7 @@ def test_disk_full_fails_cleanly_and_resumes(tmp_path, tiny_fs):
         assert "Traceback" not in res.output
         if out.exists():
             assert _no_partial_files(out) == [], _no_partial_files(out)
-            assert not (out / "manifest").exists() or not (out / "summary.json").exists()
+            assert not (out / "summary.json").exists()
         # free space: the same command resumes and finishes
         remount("64m")
         res = _invoke("exact", str(d), "-o", str(out), "-q", "--on-bad-record", "skip")
@@ -320,3 +331,39 @@ def test_skip_manifest_of_changed_shard_is_refused(tmp_path):
     res = _invoke("exact", str(d), "-o", str(tmp_path / "second"), "-q", "--skip", str(first))
     assert res.exit_code == 1 and "a.jsonl changed since that manifest was made" in res.output
     assert not (tmp_path / "second" / "summary.json").exists()
+
+
+def test_run_disk_full_while_combining(tmp_path, tiny_fs):
+    """The stages fit, the combined manifest does not: a clear error, nothing half-written."""
+    mnt, remount = tiny_fs
+    d = tmp_path / "data"
+    make_crash_corpus(d, rows_per_shard=3000)
+    remount("8m")
+    out = mnt / "out"
+    args = ["run", str(d), "--stages", "exact", "-o", str(out), "-q", "--on-bad-record", "skip"]
+    assert _invoke(*args).exit_code == 0
+    reference = manifest_bytes(out)
+    shutil.rmtree(out / "manifest")
+    (out / "summary.json").unlink()  # as if killed before combining; the stage is reused
+    st = os.statvfs(mnt)
+    filler = mnt / "filler"
+    filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 40_000))
+    res = _invoke(*args)
+    assert res.exit_code == 1 and "Error: no space left on the device while writing" in res.output, res.output
+    assert sorted(p.name for p in out.iterdir() if not p.name[:2].isdigit()) == [".dedupkit.lock", "pipeline.json"]
+    filler.unlink()
+    assert _invoke(*args).exit_code == 0
+    assert manifest_bytes(out) == reference
+
+
+def test_second_run_command_on_same_output_is_refused(tmp_path):
+    import fcntl
+
+    d = small_corpus(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".dedupkit.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        res = _invoke("run", str(d), "--stages", "exact", "-o", str(out), "-q")
+    assert res.exit_code == 1 and "is being written by another dedupkit run" in res.output
+    assert not (out / "summary.json").exists()
