@@ -1,0 +1,210 @@
+"""``--engine ray`` on a real local Ray instance (2 CPUs), compared with the local engine.
+
+One Ray instance serves the whole module (Ray starts slowly on a busy 2-core machine). Its workers
+get this checkout's ``src`` and ``tests`` on PYTHONPATH, so the test-only stage below (whose mapper
+kills its own worker once) can be unpickled there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, read_manifest, run_subprocess, write_jsonl, write_parquet
+from dedupkit import api
+from dedupkit.errors import InputError
+from dedupkit.io.read import ReadSpec
+from dedupkit.runner import RunOptions, run_stage
+from dedupkit.stages.exact import ExactConfig, ExactMapper, ExactStage
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.ray
+
+TESTS = str(Path(__file__).resolve().parent)
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+         "sigma tau upsilon phi chi psi omega river stone cloud forest harbor lantern meadow orbit "
+         "pepper quartz saddle timber velvet willow yonder zephyr anchor basket candle").split()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    from dedupkit.engine.ray import init_local
+
+    if ray.is_initialized():  # pragma: no cover - another module left one running
+        ray.shutdown()
+    init_local(2, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([SRC, TESTS])}})
+    yield
+    ray.shutdown()
+
+
+def _doc(rng: random.Random, n: int = 60) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _near(rng: random.Random, text: str, edits: int = 2) -> str:
+    w = text.split()
+    for _ in range(edits):
+        w[rng.randrange(len(w))] = rng.choice(WORDS)
+    return " ".join(w)
+
+
+@pytest.fixture(scope="module")
+def multi_shard(tmp_path_factory) -> Path:
+    """Six shards (Parquet and JSONL) with exact and near duplicates within and across shards."""
+    rng = random.Random(7)
+    d = tmp_path_factory.mktemp("ray") / "data"
+    originals = [_doc(rng) for _ in range(40)]
+    texts = list(originals)
+    for _ in range(25):
+        texts.append(rng.choice(originals))                      # exact copies
+    for _ in range(25):
+        texts.append(_near(rng, rng.choice(originals)))          # near copies
+    rng.shuffle(texts)
+    per = len(texts) // 6
+    for s in range(6):
+        chunk = texts[s * per:(s + 1) * per] if s < 5 else texts[5 * per:]
+        rows = [{"id": f"s{s}-{i}", "text": t} for i, t in enumerate(chunk)]
+        (write_parquet if s % 2 == 0 else write_jsonl)(d / f"part{s}.{'parquet' if s % 2 == 0 else 'jsonl'}", rows)
+    return d
+
+
+# --- the engine on its own -------------------------------------------------------------------
+
+def square_slowly(x: int) -> int:
+    import time
+
+    time.sleep(0.05 * (x % 3))
+    return x * x
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise InputError(f"bad record in shard {x}: fix it")
+    return x
+
+
+def test_map_keeps_task_order_and_passes_dedupkit_errors(ray_session):
+    from dedupkit.engine.ray import RayEngine
+
+    eng = RayEngine(workers=2)
+    assert eng.map(square_slowly, list(range(9)), desc="t") == [x * x for x in range(9)]
+    assert eng.map(square_slowly, [], desc="empty") == []
+    with pytest.raises(InputError, match="bad record in shard 3: fix it"):
+        eng.map(fail_on_three, list(range(6)), desc="t")
+
+
+def test_bad_settings_are_config_errors(ray_session, monkeypatch):
+    from dedupkit.engine.ray import RayEngine
+    from dedupkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="workers"):
+        RayEngine(workers=0)
+    monkeypatch.setenv("DEDUPKIT_RAY_MAX_RETRIES", "many")
+    with pytest.raises(ConfigError, match="DEDUPKIT_RAY_MAX_RETRIES"):
+        RayEngine(workers=1)
+
+
+# --- same manifest as the local engine -------------------------------------------------------
+
+def test_exact_manifest_equals_local(ray_session, multi_shard, tmp_path):
+    local = api.exact([str(multi_shard)], str(tmp_path / "local"), id_column="id", workers=1)
+    on_ray = api.exact([str(multi_shard)], str(tmp_path / "ray"), id_column="id", workers=2, engine="ray")
+    a, b = read_manifest(local.out), read_manifest(on_ray.out)
+    assert a == b
+    assert sum(not r["keep"] for r in a) >= 25  # the planted exact copies were found
+    assert on_ray.summary["config"]["engine"] == "ray"
+    assert len(a) == on_ray.summary["counts"]["rows"] == 90
+
+
+# --- a worker killed in the middle of a run --------------------------------------------------
+
+class KillOnceMapper(ExactMapper):
+    """Kills its own worker process once, after at least one scan task has finished."""
+
+    def __init__(self, steps, scan_glob: str, marker: str):
+        super().__init__(steps)
+        self.scan_glob = scan_glob
+        self.marker = marker
+
+    def map_batch(self, batch):
+        import glob
+
+        if glob.glob(self.scan_glob):
+            try:
+                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                os._exit(1)  # the worker dies mid-task, as on an OOM kill or a lost node
+        return super().map_batch(batch)
+
+
+class KillOnceExact(ExactStage):
+    def __init__(self, out: Path, marker: Path):
+        super().__init__(ExactConfig())
+        self._glob = str(out / ".work" / "*-scan" / "*.done.json")
+        self._marker = str(marker)
+
+    def mapper(self):
+        return KillOnceMapper(self.config.normalize, self._glob, self._marker)
+
+
+def test_killed_worker_is_retried_and_manifest_is_unchanged(ray_session, multi_shard, tmp_path):
+    local = api.exact([str(multi_shard)], str(tmp_path / "local"), id_column="id")
+    out, marker = tmp_path / "ray", tmp_path / "killed.pid"
+    res = run_stage(KillOnceExact(out, marker), [str(multi_shard)], out, ReadSpec(id_column="id"),
+                    RunOptions(workers=2, engine="ray"))
+    assert marker.exists(), "the test mapper never killed its worker"
+    assert int(marker.read_text()) != os.getpid()
+    assert read_manifest(res.out) == read_manifest(local.out)
+
+
+def test_killed_worker_without_retries_fails_clearly_and_resumes(ray_session, multi_shard, tmp_path,
+                                                                 monkeypatch):
+    from dedupkit.engine.ray import RayEngineError
+
+    local = api.exact([str(multi_shard)], str(tmp_path / "local"), id_column="id")
+    out, marker = tmp_path / "ray", tmp_path / "killed.pid"
+    stage = KillOnceExact(out, marker)
+    monkeypatch.setenv("DEDUPKIT_RAY_MAX_RETRIES", "0")
+    with pytest.raises(RayEngineError, match="rerun the same command to resume"):
+        run_stage(stage, [str(multi_shard)], out, ReadSpec(id_column="id"), RunOptions(workers=2, engine="ray"))
+    assert marker.exists()
+    assert not (out / "summary.json").exists() and not (out / "manifest").exists()
+    done_before = len(list((out / ".work").glob("*-scan/*.done.json")))
+    assert done_before >= 1
+    res = run_stage(stage, [str(multi_shard)], out, ReadSpec(id_column="id"), RunOptions(workers=2, engine="ray"))
+    assert res.summary["timings"]["reused_scan_tasks"] >= 1
+    assert read_manifest(res.out) == read_manifest(local.out)
+
+
+# --- the command line starts its own local Ray -----------------------------------------------
+
+def test_cli_engine_ray_starts_local_instance(multi_shard, tmp_path):
+    local = run_subprocess("exact", str(multi_shard), "-o", str(tmp_path / "local"), "--id-column", "id")
+    assert local.returncode == 0, local.stderr
+    r = run_subprocess("exact", str(multi_shard), "-o", str(tmp_path / "ray"), "--id-column", "id",
+                       "--engine", "ray", "--workers", "2", "--json",
+                       env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": ""})
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["config"]["engine"] == "ray"
+    assert read_manifest(tmp_path / "ray") == read_manifest(tmp_path / "local")
+
+
+def test_cli_unknown_engine_is_usage_error(multi_shard, tmp_path):
+    from click.testing import CliRunner
+
+    from dedupkit.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["exact", str(multi_shard), "-o", str(tmp_path / "o"), "--engine", "spark"])
+    assert r.exit_code == 2
+    assert "spark" in r.output
