@@ -208,3 +208,25 @@ def test_cli_unknown_engine_is_usage_error(multi_shard, tmp_path):
     r = CliRunner().invoke(cli, ["exact", str(multi_shard), "-o", str(tmp_path / "o"), "--engine", "spark"])
     assert r.exit_code == 2
     assert "spark" in r.output
+
+
+# --- partitioned components on Ray -----------------------------------------------------------
+
+def test_partitioned_components_on_ray_equal_local(ray_session, tmp_path):
+    import numpy as np
+
+    from dedupkit.engine.graph import connected_components
+    from dedupkit.engine.local import LocalEngine
+    from dedupkit.engine.ray import RayEngine
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    pairs = rng.integers(0, n, size=(2500, 2))
+    files = []
+    for i, chunk in enumerate(np.array_split(pairs, 4)):
+        np.save(tmp_path / f"p{i}.npy", chunk)
+        files.append(str(tmp_path / f"p{i}.npy"))
+    local, _ = connected_components(n, files, tmp_path / "wl", LocalEngine(), nparts=4)
+    on_ray, stats = connected_components(n, files, tmp_path / "wr", RayEngine(workers=2), nparts=4)
+    assert on_ray.tolist() == local.tolist()
+    assert (local <= np.arange(n)).all() and len(np.unique(local)) < n
