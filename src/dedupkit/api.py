@@ -24,7 +24,7 @@ def read_spec(text_column: str = "text", id_column: str | None = None, batch_siz
 
 
 def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
-          batch_size: int = 8192, on_bad_record: str = "fail", normalize: str | Sequence[str] = "whitespace",
+          batch_size: int = 8192, on_bad_record: str = "fail", normalize: str | Sequence[str] = "lower,whitespace",
           keep: str = "first", keep_by: str | None = None, keep_order: str = "desc", workers: int = 1,
           overwrite: bool = False, skip: Sequence[str] = (), max_drop_rate: float | None = None,
           engine: str = "local", ray_address: str | None = None, progress=no_progress) -> RunResult:

@@ -61,8 +61,8 @@ def _rank(values: pa.Array | pa.ChunkedArray, descending: bool) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks else pa.array([], values.type)
     try:
-        ranks = pc.rank(values, sort_keys="descending" if descending else "ascending",
-                        null_placement="at_end", tiebreaker="dense")
+        # rank's default null placement is at_end: nulls lose in both orders
+        ranks = pc.rank(values, sort_keys="descending" if descending else "ascending", tiebreaker="dense")
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
         raise ConfigError(f"cannot order by a column of type {values.type} ({exc}); "
                           "pass --keep-by naming a number, string or date column") from exc

@@ -21,10 +21,11 @@ Example:
 @keep_options
 @skip_option
 @guard_options
-@click.option("--normalize", default="whitespace", show_default=True, envvar="DEDUPKIT_NORMALIZE",
+@click.option("--normalize", default="lower,whitespace", show_default=True, envvar="DEDUPKIT_NORMALIZE",
               help="Comma-separated steps before hashing: nfkc, lower, punctuation, digits, "
-                   "whitespace; or none. The default collapses whitespace runs and trims, which "
-                   "catches re-serialised copies without merging texts whose words differ.")
+                   "whitespace; or none. The default lower-cases, collapses whitespace runs and "
+                   "trims: it catches re-serialised and re-cased copies without merging texts whose "
+                   "words differ (use whitespace or none for source code).")
 @handle_errors
 def exact(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
           as_json, engine, ray_address, keep, keep_by, keep_order, skip, max_drop_rate, normalize):

@@ -270,6 +270,7 @@ class ShardReader:
         extra: dict[str, list] = {c: [] for c in extra_cols}
         limit = spec.max_record_bytes
         row = -1
+        seen_text = False
         try:
             fh = _open_text_stream(self.shard)
         except OSError as exc:
@@ -321,6 +322,12 @@ class ShardReader:
                     continue
                 t = obj.get(text_col)
                 if not isinstance(t, str):
+                    if text_col not in obj and not seen_text:
+                        # The first object lacks the column: a wrong --text-column, not a bad record.
+                        raise InputError(
+                            f"column {text_col!r} not found in {self.shard.name} (line {row + 1}); "
+                            f"columns are: {', '.join(map(str, obj))}; pass --text-column with one of them"
+                        )
                     if text_col not in obj:
                         reason = (f"no {text_col!r} field; fields are: {', '.join(map(str, obj)) or '(none)'}"
                                   f"; pass --text-column with one of them")
@@ -330,6 +337,7 @@ class ShardReader:
                         reason = f"field {text_col!r} is a {type(t).__name__}, not a string"
                     self._bad(row, reason)
                     continue
+                seen_text = True
                 if id_col:
                     i = obj.get(id_col)
                     if i is None or isinstance(i, (dict, list)):
