@@ -38,7 +38,8 @@ def ray_session():
 
     if ray.is_initialized():  # pragma: no cover - another module left one running
         ray.shutdown()
-    init_local(2, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([SRC, TESTS])}})
+    # num_gpus=1 declares one (fake) GPU: enough to test that GPU tasks go to actors, one per GPU.
+    init_local(2, num_gpus=1, runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([SRC, TESTS])}})
     yield
     ray.shutdown()
 
@@ -184,6 +185,58 @@ def test_killed_worker_without_retries_fails_clearly_and_resumes(ray_session, mu
     res = run_stage(stage, [str(multi_shard)], out, ReadSpec(id_column="id"), RunOptions(workers=2, engine="ray"))
     assert res.summary["timings"]["reused_scan_tasks"] >= 1
     assert read_manifest(res.out) == read_manifest(local.out)
+
+
+# --- tasks that ask for a GPU run on actors ---------------------------------------------------
+
+class GpuRecordingMapper(ExactMapper):
+    """Asks Ray for a GPU and records which process and GPU ids ran each batch."""
+
+    ray_resources = {"num_gpus": 1}
+
+    def __init__(self, steps, log_dir: str):
+        super().__init__(steps)
+        self.log_dir = log_dir
+
+    def map_batch(self, batch):
+        import uuid
+
+        line = json.dumps({"pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()]})
+        Path(self.log_dir, f"{uuid.uuid4().hex}.json").write_text(line)
+        return super().map_batch(batch)
+
+
+class GpuExact(ExactStage):
+    def __init__(self, log_dir: Path):
+        super().__init__(ExactConfig())
+        self._log = str(log_dir)
+
+    def mapper(self):
+        return GpuRecordingMapper(self.config.normalize, self._log)
+
+
+def test_gpu_tasks_run_on_one_actor_per_gpu(ray_session, multi_shard, tmp_path):
+    local = api.exact([str(multi_shard)], str(tmp_path / "local"), id_column="id")
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    res = run_stage(GpuExact(log_dir), [str(multi_shard)], tmp_path / "ray", ReadSpec(id_column="id"),
+                    RunOptions(workers=2, engine="ray"))
+    seen = [json.loads(p.read_text()) for p in log_dir.glob("*.json")]
+    assert len(seen) == 6  # one batch per shard
+    assert {tuple(s["gpus"]) for s in seen} == {("0",)}
+    assert len({s["pid"] for s in seen}) == 1  # one GPU -> one actor ran every shard
+    assert read_manifest(res.out) == read_manifest(local.out)
+
+
+def test_gpu_tasks_without_gpus_fail_clearly(ray_session):
+    from dedupkit.engine.ray import RayEngine
+    from dedupkit.errors import ConfigError
+
+    class T:
+        ray_resources = {"num_gpus": 4}
+
+    with pytest.raises(ConfigError, match="ask for 4 GPU each but the Ray cluster has 1"):
+        RayEngine(workers=2).map(abs, [T(), T()], desc="embed")
 
 
 # --- the command line starts its own local Ray -----------------------------------------------

@@ -70,6 +70,24 @@ def _call(fn: Callable[[Any], Any], task: Any) -> Any:
     return fn(task)
 
 
+class _TaskActor:
+    """A long-lived worker for tasks that hold a costly resource (a model on a GPU)."""
+
+    def run(self, fn: Callable[[Any], Any], task: Any) -> Any:
+        return fn(task)
+
+
+def _task_resources(tasks: Sequence[Any]) -> dict[str, Any]:
+    """Ray resources the tasks ask for: ``task.ray_resources`` or ``task.mapper.ray_resources``."""
+    if not tasks:
+        return {}
+    t = tasks[0]
+    res = getattr(t, "ray_resources", None)
+    if res is None:
+        res = getattr(getattr(t, "mapper", None), "ray_resources", None)
+    return dict(res or {})
+
+
 class RayEngine:
     """Run ``fn(task)`` for every task as a Ray task; results come back in task order.
 
@@ -155,27 +173,78 @@ class RayEngine:
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "") -> list[Any]:
         """Run ``fn`` over ``tasks`` on Ray, at most ``workers`` at a time; results in task order.
 
+        A task (or its ``mapper``) with a ``ray_resources`` dict (e.g. ``{"num_gpus": 1}`` from an
+        embedding mapper on a GPU) gets those resources; tasks that ask for GPUs run on
+        long-lived actors, one per GPU slot, so a model loads once per actor, not once per shard.
+
         Raises:
             DedupkitError: the task's own dedupkit error (e.g. InputError), unchanged.
             RayEngineError: a task's worker died more than ``max_retries`` times, or Ray failed.
+            ConfigError: tasks ask for GPUs and the cluster has none.
         """
+        ray = self._ray
+        res = _task_resources(tasks)
+        fn_ref = ray.put(fn) if len(tasks) > 1 else fn
+        if res.get("num_gpus"):
+            return self._map_on_actors(fn_ref, tasks, desc, res)
+        remote = self._remote_fn()
+        if res:
+            remote = remote.options(**res)
+        return self._drive(tasks, desc, self.workers, lambda i: remote.remote(fn_ref, tasks[i]),
+                           lambda ref: None)
+
+    def _map_on_actors(self, fn_ref: Any, tasks: Sequence[Any], desc: str, res: dict) -> list[Any]:
+        ray = self._ray
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        per = float(res["num_gpus"])
+        if gpus < per:
+            raise ConfigError(
+                f"{desc or 'the tasks'} ask for {per:g} GPU each but the Ray cluster has {gpus:g}; "
+                "add GPU nodes, or run the stage on CPU (e.g. --device cpu)"
+            )
+        n_actors = max(1, min(self.workers, len(tasks), int(gpus // per)))
+        cls = ray.remote(max_restarts=self.max_retries, max_task_retries=self.max_retries)(_TaskActor)
+        actors = [cls.options(**res).remote() for _ in range(n_actors)]
+        idle = list(actors)
+        busy: dict[Any, Any] = {}
+
+        def submit(i: int):
+            actor = idle.pop()
+            ref = actor.run.remote(fn_ref, tasks[i])
+            busy[ref] = actor
+            return ref
+
+        def release(ref) -> None:
+            idle.append(busy.pop(ref))
+
+        try:
+            return self._drive(tasks, desc, n_actors, submit, release)
+        finally:
+            for a in actors:
+                try:
+                    ray.kill(a)
+                except Exception:  # pragma: no cover - best effort
+                    pass
+
+    def _drive(self, tasks: Sequence[Any], desc: str, slots: int, submit: Callable[[int], Any],
+               release: Callable[[Any], None]) -> list[Any]:
+        """Keep up to ``slots`` tasks in flight; gather results by task index."""
         ray = self._ray
         from ray import exceptions as rex
 
-        remote = self._remote_fn()
         bar = self.progress(len(tasks), desc)
         results: list[Any] = [None] * len(tasks)
         pending: dict[Any, int] = {}
-        fn_ref = ray.put(fn) if len(tasks) > 1 else fn
         next_i = 0
         try:
             while next_i < len(tasks) or pending:
-                while next_i < len(tasks) and len(pending) < self.workers:
-                    pending[remote.remote(fn_ref, tasks[next_i])] = next_i
+                while next_i < len(tasks) and len(pending) < slots:
+                    pending[submit(next_i)] = next_i
                     next_i += 1
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     i = pending.pop(ref)
+                    release(ref)
                     try:
                         results[i] = ray.get(ref)
                     except rex.RayTaskError as exc:
@@ -184,12 +253,12 @@ class RayEngine:
                             raise cause from None
                         raise RayEngineError(f"{desc or 'task'} {i} failed on a Ray worker: {exc}") from exc
                     except rex.RayError as exc:  # worker or node died (retries spent), OOM kill, ...
+                        first = str(exc).splitlines()[0] if str(exc) else ""
                         raise RayEngineError(
                             f"{desc or 'task'} {i} of {len(tasks)} could not finish on Ray: "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                            f"(after {self.max_retries} retries). Finished tasks are kept on disk: "
-                            "rerun the same command to resume; if workers run out of memory, lower "
-                            "--batch-size or --workers"
+                            f"{type(exc).__name__}: {first} (after {self.max_retries} retries). "
+                            "Finished tasks are kept on disk: rerun the same command to resume; if "
+                            "workers run out of memory, lower --batch-size or --workers"
                         ) from exc
                     bar.update()
             return results
