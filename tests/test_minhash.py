@@ -1,0 +1,133 @@
+"""Batch MinHash signatures equal datasketch's, shingling rules, LSH parameters and band keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xxhash
+from datasketch import MinHash, MinHashLSH
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dedupkit.errors import ConfigError
+from dedupkit.minhash import (
+    MinHashConfig, band_keys, batch_shingle_hashes, detection_probability, optimal_params,
+    shingle_hashes, shingles, signatures,
+)
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog near the river bank today, said the reporter.",
+    "Москва — столица России, крупнейший по численности населения город страны и Европы.",
+    "الذكاء الاصطناعي هو فرع من علوم الحاسوب يهتم بصنع آلات ذكية تعمل وتتفاعل مثل البشر",
+    "東京は日本の首都であり、世界最大級の都市圏を形成している。",
+    "ﬁne ＡＢＣ café naïve coöperate",  # NFKC folds the ligature and full-width letters
+    "short",
+    "",
+    "   \n\t ",
+    "one two three four",  # fewer tokens than a 5-gram
+    " ".join(f"w{i % 97}" for i in range(5000)),  # more shingles than one numpy block
+]
+
+
+def datasketch_signature(text: str, cfg: MinHashConfig) -> np.ndarray:
+    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=xxhash.xxh3_64_intdigest, scheme=cfg.scheme)
+    m.update_batch([s.encode("utf-8") for s in shingles(text, cfg)])
+    return np.asarray(m.hashvalues, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("scheme", ["affine64", "legacy"])
+@pytest.mark.parametrize("shingle,ngram", [("word", 5), ("word", 1), ("char", 5), ("char", 3)])
+def test_batch_signatures_equal_datasketch_update_batch(scheme, shingle, ngram):
+    cfg = MinHashConfig(num_perm=64, seed=7, shingle=shingle, ngram=ngram, scheme=scheme)
+    sigs = signatures(TEXTS, cfg)
+    assert sigs.shape == (len(TEXTS), 64) and sigs.dtype == np.uint64
+    for text, row in zip(TEXTS, sigs):
+        np.testing.assert_array_equal(row, datasketch_signature(text, cfg))
+
+
+def test_equal_to_datasketch_update_per_shingle_and_default_num_perm():
+    cfg = MinHashConfig()
+    text = TEXTS[0] * 3
+    m = MinHash(num_perm=128, seed=1, hashfunc=xxhash.xxh3_64_intdigest, scheme="affine64")
+    for s in shingles(text, cfg):
+        m.update(s.encode("utf-8"))
+    np.testing.assert_array_equal(signatures([text], cfg)[0], m.hashvalues)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from("ab cдж東\n.-"), max_size=60), min_size=1, max_size=6),
+       st.sampled_from(["word", "char"]), st.integers(1, 4))
+def test_property_batch_equals_datasketch_for_any_texts(texts, shingle, ngram):
+    cfg = MinHashConfig(num_perm=16, seed=3, shingle=shingle, ngram=ngram)
+    sigs = signatures(texts, cfg)
+    for t, row in zip(texts, sigs):
+        np.testing.assert_array_equal(row, datasketch_signature(t, cfg))
+
+
+def test_shingle_hashes_are_xxh3_of_each_shingle_and_batch_agrees():
+    cfg = MinHashConfig(ngram=3)
+    text = "Hello, World!  Hello world again; héllo wörld."
+    sh = shingles(text, cfg)
+    assert sh[0] == "hello world hello" and sh[-1] == "again héllo wörld"
+    expect = [xxhash.xxh3_64_intdigest(s.encode()) for s in sh]
+    np.testing.assert_array_equal(shingle_hashes(text, cfg), np.array(expect, np.uint64))
+    hashes, counts = batch_shingle_hashes(["", text, None, "a"], cfg)
+    assert counts.tolist() == [0, len(sh), 0, 1]
+    np.testing.assert_array_equal(hashes[: len(sh)], expect)
+
+
+def test_short_and_empty_documents():
+    cfg = MinHashConfig(ngram=5)
+    assert shingles("two words", cfg) == ["two words"]
+    assert shingles("  ...  ", cfg) == []
+    assert shingles("東京は日本", MinHashConfig(shingle="char", ngram=2)) == ["東京", "京は", "は日", "日本"]
+    sig = signatures(["", "  "], cfg)
+    assert (sig == np.iinfo(np.uint64).max).all()  # datasketch's empty MinHash
+
+
+def test_unicode_tokens_nfkc_lowercase():
+    cfg = MinHashConfig(ngram=1)
+    assert shingles("Москва СТОЛИЦА", cfg) == ["москва", "столица"]
+    assert shingles("ﬁne ＡＢＣ", cfg) == ["fine", "abc"]
+
+
+@pytest.mark.parametrize("threshold,num_perm", [(0.8, 128), (0.7, 128), (0.5, 64), (0.9, 256)])
+def test_optimal_params_match_datasketch(threshold, num_perm):
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    assert optimal_params(threshold, num_perm) == (lsh.b, lsh.r)
+    assert MinHashConfig(threshold=threshold, num_perm=num_perm).resolved() == (lsh.b, lsh.r)
+
+
+def test_detection_probability():
+    assert detection_probability(1.0, 9, 13) == 1.0
+    assert detection_probability(0.0, 9, 13) == 0.0
+    assert detection_probability(0.9, 9, 13) == pytest.approx(1 - (1 - 0.9**13) ** 9)
+
+
+def test_band_keys_collide_exactly_when_bands_agree():
+    rng = np.random.default_rng(0)
+    sigs = rng.integers(0, 2**63, size=(4, 12), dtype=np.uint64)
+    sigs[1, :4] = sigs[0, :4]  # band 0 equal
+    sigs[2, 4:8] = sigs[0, 4:8]  # band 1 equal
+    sigs[3, :3] = sigs[0, :3]  # band 0 differs in one value
+    keys = band_keys(sigs, 3, 4)
+    assert keys.shape == (4, 3)
+    assert keys[1, 0] == keys[0, 0] and keys[1, 1] != keys[0, 1]
+    assert keys[2, 1] == keys[0, 1] and keys[2, 0] != keys[0, 0]
+    assert keys[3, 0] != keys[0, 0]
+    # same multiset of pairs as datasketch's LSH buckets for real documents
+    cfg = MinHashConfig(num_perm=32, bands=8, rows=4)
+    texts = [TEXTS[0], TEXTS[0] + " extra words here", TEXTS[1], TEXTS[0].upper()]
+    k = band_keys(signatures(texts, cfg), 8, 4)
+    assert (k[0] == k[3]).all() and not (k[0] == k[2]).any()
+
+
+def test_config_validation_names_the_fix():
+    with pytest.raises(ConfigError, match="bands"):
+        MinHashConfig(bands=4)
+    with pytest.raises(ConfigError, match="exceeds num_perm"):
+        MinHashConfig(num_perm=16, bands=4, rows=5)
+    with pytest.raises(ConfigError, match="shingle"):
+        MinHashConfig(shingle="token")
+    with pytest.raises(ConfigError, match="threshold"):
+        MinHashConfig(threshold=1.5)
