@@ -179,29 +179,34 @@ def main() -> None:
     work = Path(args.work)
     files, n = reshard(Path(args.corpus), args.shards, work / "shards")
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.configs.split(",")]
+    runs: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
+    outs = {c: work / f"out-{args.stage}-{c[0]}-{c[1]}" for c in configs}
+    # Rounds over the configurations (A B C D, A B C D, ...) rather than all repeats of one in a
+    # row: on a shared machine the load drifts, and interleaving spreads it over every config.
+    for r in range(args.repeats):
+        for engine, workers in configs:
+            out = outs[(engine, workers)]
+            cmd = [sys.executable, "-m", "dedupkit", args.stage, *files, "-o", str(out), "--id-column", "id",
+                   "--workers", str(workers), "--engine", engine, "--quiet", "--json", "--overwrite"]
+            res = run_once(cmd, out)
+            runs[(engine, workers)].append(res)
+            print(f"round {r + 1}: {engine} x{workers}: {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
     results = []
     digests = {}
-    for engine, workers in configs:
-        out = work / f"out-{args.stage}-{engine}-{workers}"
-        cmd = [sys.executable, "-m", "dedupkit", args.stage, *files, "-o", str(out), "--id-column", "id",
-               "--workers", str(workers), "--engine", engine, "--quiet", "--json", "--overwrite"]
-        runs = []
-        for r in range(args.repeats):
-            res = run_once(cmd, out)
-            runs.append(res)
-            print(f"{engine} x{workers} run {r + 1}: {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    for (engine, workers), rs in runs.items():
+        out = outs[(engine, workers)]
         digests[(engine, workers)] = manifest_digest(out)
-        s = runs[-1]["summary"]
-        wall = statistics.median(r["wall_s"] for r in runs)
+        s = rs[-1]["summary"]
+        wall = statistics.median(x["wall_s"] for x in rs)
         results.append({
             "engine": engine, "workers": workers, "docs": n, "wall_s": wall,
-            "walls": [round(r["wall_s"], 2) for r in runs], "docs_per_s": n / wall,
-            "scan_s": statistics.median(r["summary"]["timings"]["scan_s"] for r in runs),
-            "identify_s": statistics.median(r["summary"]["timings"]["identify_s"] for r in runs),
-            "peak_tree_mib": max(r["peak_tree_mib"] for r in runs),
-            "peak_driver_mib": max(r["peak_driver_mib"] for r in runs),
-            "peak_worker_mib": max(r["peak_worker_mib"] for r in runs),
-            "peak_work_mib": max(r["peak_work_mib"] for r in runs),
+            "walls": [round(x["wall_s"], 1) for x in rs], "docs_per_s": n / wall,
+            "scan_s": statistics.median(x["summary"]["timings"]["scan_s"] for x in rs),
+            "identify_s": statistics.median(x["summary"]["timings"]["identify_s"] for x in rs),
+            "peak_tree_mib": max(x["peak_tree_mib"] for x in rs),
+            "peak_driver_mib": max(x["peak_driver_mib"] for x in rs),
+            "peak_worker_mib": max(x["peak_worker_mib"] for x in rs),
+            "peak_work_mib": max(x["peak_work_mib"] for x in rs),
             "dropped": s["counts"]["dropped"], "stats": s.get("stats", {}),
             "manifest": digests[(engine, workers)],
         })

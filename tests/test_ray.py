@@ -125,6 +125,22 @@ def test_exact_manifest_equals_local(ray_session, multi_shard, tmp_path):
 
 # --- a worker killed in the middle of a run --------------------------------------------------
 
+def _kill_once(scan_glob: str, marker: str) -> None:
+    """Kill this worker process once (the first caller that wins the marker file), after at least
+    one scan task has finished: the worker dies mid-task, as on an OOM kill or a lost node."""
+    import glob
+
+    if not glob.glob(scan_glob):
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os._exit(1)
+
+
 class KillOnceMapper(ExactMapper):
     """Kills its own worker process once, after at least one scan task has finished."""
 
@@ -134,17 +150,7 @@ class KillOnceMapper(ExactMapper):
         self.marker = marker
 
     def map_batch(self, batch):
-        import glob
-
-        if glob.glob(self.scan_glob):
-            try:
-                fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pass
-            else:
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
-                os._exit(1)  # the worker dies mid-task, as on an OOM kill or a lost node
+        _kill_once(self.scan_glob, self.marker)
         return super().map_batch(batch)
 
 

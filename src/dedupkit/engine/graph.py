@@ -33,9 +33,11 @@ MAX_ROUNDS = 64
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def partitions_for(n_edges: int, per_partition: int = EDGES_PER_PARTITION) -> int:
-    """How many hash partitions keep each task near ``per_partition`` edges."""
-    return max(1, -(-int(n_edges) // per_partition))
+def partitions_for(n_edges: int, per_partition: int | None = None) -> int:
+    """How many hash partitions keep each task near ``per_partition`` (default
+    ``EDGES_PER_PARTITION``) edges."""
+    per = per_partition or EDGES_PER_PARTITION
+    return max(1, -(-int(n_edges) // per))
 
 
 def part_of(nodes: np.ndarray, nparts: int) -> np.ndarray:
