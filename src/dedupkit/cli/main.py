@@ -60,7 +60,11 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dedupkit")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="DEDUPKIT_CONFIG",
+              help="TOML config whose [stage] tables (and top-level read settings) give defaults to "
+                   "every command; flags and DEDUPKIT_* variables still win. See configs/.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, config_path: str | None) -> None:
     """Remove duplicate documents from Parquet/JSONL text corpora.
 
     Each stage writes a keep/drop manifest (OUT/manifest/*.parquet, one row per input row) and
@@ -68,6 +72,15 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if config_path and ctx.invoked_subcommand:
+        from dedupkit.config import command_defaults
+        from dedupkit.errors import DedupkitError
+
+        try:
+            ctx.default_map = command_defaults(config_path, [ctx.invoked_subcommand])
+        except DedupkitError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
 
 
 def main() -> None:

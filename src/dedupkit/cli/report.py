@@ -1,0 +1,175 @@
+"""``dedupkit report`` (HTML page) and ``dedupkit inspect`` (terminal view) of a finished run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from dedupkit.cli.options import handle_errors
+
+_OUT_ARG = click.argument("out", metavar="OUT", type=click.Path(exists=True, file_okay=False))
+_STAGE_OPT = click.option("--stage", default=None, metavar="NAME",
+                          help="Only this stage of a `dedupkit run` folder (name or sub-folder, "
+                               "e.g. fuzzy or 02-fuzzy).")
+
+
+@click.command(epilog="""\b
+Example:
+  dedupkit report out/exact -o report.html
+  dedupkit report out/run -o run.html --largest 50 --sample 100
+""")
+@_OUT_ARG
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (replaced atomically).")
+@click.option("--largest", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Largest clusters listed per stage.")
+@click.option("--sample", type=click.IntRange(min=0), default=30, show_default=True,
+              help="Further clusters listed per stage, drawn at random (see --seed).")
+@click.option("--max-members", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Duplicates listed per cluster, least similar first.")
+@click.option("--max-chars", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Characters shown of each text.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster sample.")
+@click.option("--title", default=None, help="Page title (default: the folder name).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+@handle_errors
+def report(out, output, largest, sample, max_members, max_chars, seed, title, as_json):
+    """Write a self-contained HTML report of the finished run in OUT.
+
+    OUT is a stage's output folder or a `dedupkit run` folder. The page (no network needed) shows
+    per-stage counts and settings, the cluster size and score distributions (and the LSH curve of
+    a fuzzy stage), the largest clusters and a random sample with word-level diffs, and a doc_id
+    search. Texts come from the input shards named in OUT/summary.json. Its size is bounded: large
+    runs are sampled, and the page says so. Prints the page's path.
+    """
+    from dedupkit import api
+
+    res = api.report(out, output, largest=largest, sample=sample, max_members=max_members,
+                     max_chars=max_chars, seed=seed, title=title)
+    if as_json:
+        click.echo(json.dumps({"path": str(res.path), "bytes": res.bytes, "clusters_listed": res.clusters_listed,
+                               "clusters_total": res.clusters_total, "sampled": res.sampled,
+                               "notes": res.notes}, indent=2))
+    else:
+        click.echo(str(res.path))
+    for n in res.notes:
+        click.echo(f"note: {n}", err=True)
+    click.echo(f"report: {res.clusters_listed} of {res.clusters_total} clusters listed"
+               f"{' (sampled)' if res.sampled else ''}, {res.bytes / 1e6:.2f} MB", err=True)
+
+
+@click.command(epilog="""\b
+Example:
+  dedupkit inspect out/fuzzy --largest 3
+  dedupkit inspect out/run --doc doc-000123 | less -R
+""")
+@_OUT_ARG
+@click.option("--cluster", "cluster", type=int, default=None, metavar="ID", help="Show cluster ID.")
+@click.option("--doc", "doc", default=None, metavar="DOC_ID", help="Show the cluster of DOC_ID.")
+@click.option("--largest", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Show the N largest clusters of each stage.")
+@_STAGE_OPT
+@click.option("--max-members", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Duplicates shown per cluster, least similar first.")
+@click.option("--max-chars", type=click.IntRange(min=50), default=1500, show_default=True,
+              help="Characters shown of each text.")
+@click.option("--color/--no-color", default=None,
+              help="Highlight the diff with colors (default: when stdout is a terminal and NO_COLOR "
+                   "is unset). Without colors, removed words print as [-word-] and added as {+word+}.")
+@click.option("--json", "as_json", is_flag=True, help="Print the clusters as JSON.")
+@handle_errors
+def inspect(out, cluster, doc, largest, stage, max_members, max_chars, color, as_json):
+    """Show duplicate clusters of the finished run in OUT in the terminal.
+
+    Give one of --cluster ID, --doc DOC_ID or --largest N. Each cluster shows the kept
+    representative, then each duplicate with its score and a word-level diff against the
+    representative.
+    """
+    from dedupkit import api
+    from dedupkit.report.model import cluster_dict
+
+    if sum(x is not None for x in (cluster, doc, largest)) != 1:
+        raise click.UsageError("pass exactly one of --cluster ID, --doc DOC_ID, --largest N")
+    res = api.inspect(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
+                      max_members=max_members, max_chars=max_chars)
+    if as_json:
+        click.echo(json.dumps([
+            {"stage": f.stage.label, "note": f.note,
+             "cluster": cluster_dict(f.cluster) if f.cluster else None} for f in res.findings
+        ], indent=2, ensure_ascii=False))
+        return
+    if color is None:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    for n in res.notes:
+        click.echo(f"note: {n}", err=True)
+    first = True
+    for f in res.findings:
+        if not first:
+            click.echo("")
+        first = False
+        if f.cluster is None:
+            click.echo(f.note)
+            continue
+        click.echo(format_cluster(f.stage.label, f.cluster, color, f.highlight), color=color)
+
+
+def _indent(text: str, pad: str = "    ") -> str:
+    return "\n".join(pad + line for line in text.splitlines()) if text else pad
+
+
+def _diff_text(diff, color: bool) -> str:
+    from dedupkit.report.diff import plain
+
+    if not color:
+        return plain(diff)
+    parts = []
+    for tag, text in diff:
+        if tag == "=":
+            parts.append(text)
+        elif tag == "-":
+            parts.append(click.style(text, fg="red", strikethrough=True))
+        else:
+            parts.append(click.style(text, fg="green", bold=True))
+    return "".join(parts)
+
+
+def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> str:
+    """A cluster as terminal text (ANSI-styled when ``color``)."""
+    from dedupkit.report.diff import diff_stats
+
+    def b(s: str) -> str:
+        return click.style(s, bold=True) if color else s
+
+    def head(kind: str, m, rep: bool = False) -> str:
+        score = f" score {m.score:.3f}" if m.score is not None and not rep else ""
+        return f"  {b(kind)} {m.doc_id} ({m.shard} row {m.row}){score}{' [truncated]' if m.truncated else ''}"
+
+    def mark(m) -> str:
+        return "  <-- this document" if highlight is not None and m.doc_id == highlight else ""
+
+    lines = [b(f"{label} cluster {c.cluster_id}: {c.size} documents")]
+    r = c.representative
+    lines.append(head("KEPT" if r.keep else "REPRESENTATIVE", r, rep=True) + mark(r))
+    lines.append(_indent(r.text if r.text is not None else "(text unavailable)"))
+    for m in c.duplicates:
+        h = head("ALSO KEPT" if m.keep else "DROPPED", m)
+        if m.diff is not None:
+            st = diff_stats(m.diff)
+            h += f"  -{st['removed']} +{st['added']} words" if st["removed"] or st["added"] else "  same words"
+            if (st["removed"] or st["added"]) and r.text is not None and m.text is not None \
+                    and r.text.lower().split() == m.text.lower().split():
+                h += " (same words ignoring case)"
+            lines.append(h + mark(m))
+            if st["removed"] or st["added"]:
+                lines.append(_indent(_diff_text(m.diff, color)))
+            else:
+                lines.append("    (the representative's words; spacing may differ)")
+        else:
+            lines.append(h + mark(m))
+            lines.append(_indent(m.text if m.text is not None else "(text unavailable)"))
+    if c.hidden:
+        lines.append(f"  ... and {c.hidden} more (raise --max-members)")
+    return "\n".join(lines)

@@ -1,0 +1,273 @@
+"""``dedupkit report``: one self-contained HTML page (no CDN, no server) about a finished run.
+
+The page embeds its data as one JSON block, Chart.js (vendored, MIT) for the plots, and a small
+script that renders the cluster views and the doc_id search. Its size is bounded by the number
+of clusters it lists and the characters per text, not by the size of the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedupkit import __version__
+from dedupkit.errors import OutputError
+from dedupkit.report.model import (
+    RunInfo, attach_texts, build_cluster, cluster_dict, load_run, lsh_curve, lsh_params,
+    score_histogram, select_clusters, size_histogram, stage_table, stage_threshold,
+)
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How much the page shows.
+
+    Attributes:
+        largest: the largest clusters listed per stage.
+        sample: further clusters listed per stage, drawn at random (seeded).
+        max_members: duplicates listed per cluster (the least similar first).
+        max_chars: characters of each text shown (the diff is computed on up to ``diff_chars``).
+        diff_chars: characters of each text the diff looks at.
+        doc_index_limit: list every clustered doc_id for the search box when a stage has at most
+            this many; above it, the search covers only the listed clusters (the page says so).
+        seed: seed of the cluster sample.
+        title: page title (default: the output folder).
+    """
+
+    largest: int = 20
+    sample: int = 30
+    max_members: int = 8
+    max_chars: int = 2000
+    diff_chars: int = 20000
+    doc_index_limit: int = 20000
+    seed: int = 0
+    title: str | None = None
+
+
+@dataclass
+class ReportResult:
+    """The written page: its path, size in bytes and what it left out."""
+
+    path: Path
+    bytes: int
+    clusters_listed: int
+    clusters_total: int
+    sampled: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _counts(summary: dict) -> dict[str, Any]:
+    """The counts a summary records, numbers only (a combined run summary holds per-stage dicts)."""
+    raw = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
+    c = {k: v for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    t = summary.get("timings") if isinstance(summary.get("timings"), dict) else {}
+    rows = c.get("rows")
+    dropped = c.get("dropped_by_stage", c.get("dropped"))
+    considered = c.get("considered", rows)
+    rate = c.get("drop_rate")
+    if rate is None and dropped is not None and considered:
+        rate = dropped / considered
+    total_s = t.get("total_s")
+    if total_s is None and t:
+        nums = [v for v in t.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        total_s = sum(nums) if nums else None
+    return {"rows": rows, "considered": considered, "kept": c.get("kept"), "dropped": dropped,
+            "dropped_total": c.get("dropped"), "drop_rate": rate, "clusters": c.get("clusters"),
+            "largest_cluster": c.get("largest_cluster"), "bad_records": c.get("bad_records"),
+            "time_s": total_s}
+
+
+def _clip_diff(diff: list[list[str]], limit: int) -> tuple[list[list[str]], bool]:
+    """Keep the first ``limit`` characters of a diff (counting what is displayed)."""
+    out, used = [], 0
+    for tag, text in diff:
+        if used + len(text) > limit:
+            out.append([tag, text[: max(0, limit - used)]])
+            return out, True
+        out.append([tag, text])
+        used += len(text)
+    return out, False
+
+
+def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], ReportResult]:
+    """Everything the page shows, as JSON-ready data."""
+    stages_out: list[dict[str, Any]] = []
+    clusters_out: dict[str, Any] = {}
+    doc_index: dict[str, list] = {}
+    notes: list[str] = []
+    listed = total = 0
+    sampled = False
+    for si, sr in enumerate(run.stages):
+        st = stage_table(sr)
+        thr = stage_threshold(sr.summary)
+        lsh = lsh_params(sr.summary)
+        dropped_scores = st.score[(~st.keep) & (st.cid >= 0)]
+        largest, sample, complete = select_clusters(st, opts.largest, opts.sample, seed=opts.seed)
+        clusters = [c for c in (build_cluster(st, cid, opts.max_members) for cid in largest + sample) if c]
+        notes.extend(attach_texts(clusters, sr.summary, opts.diff_chars))
+        for c in clusters:
+            d = cluster_dict(c)
+            rep = d["rep"]
+            if rep["text"] is not None and len(rep["text"]) > opts.max_chars:
+                rep["text"], rep["truncated"] = rep["text"][: opts.max_chars], True
+            for m in d["dups"]:
+                if "diff" in m:
+                    m["diff"], cut = _clip_diff(m["diff"], opts.max_chars)
+                    m["truncated"] = m["truncated"] or cut
+                    m.pop("text")  # the diff spells the text out
+                elif m["text"] is not None and len(m["text"]) > opts.max_chars:
+                    m["text"], m["truncated"] = m["text"][: opts.max_chars], True
+            d["stage_index"] = si
+            clusters_out[c.key] = d
+        n_clusters = len(st.cluster_values)
+        listed += len(clusters)
+        total += n_clusters
+        clipped = any(c.hidden for c in clusters)
+        sampled = sampled or not complete or clipped
+        n_clustered = int(len(st.order))
+        index_complete = n_clustered <= opts.doc_index_limit
+        if index_complete:
+            ids = st.doc_id.take(st.order).to_pylist()
+            cids = st.cid[st.order]
+            size_of = dict(zip(st.cluster_values.tolist(), st.cluster_sizes.tolist()))
+            for doc, cid in zip(ids, cids.tolist()):
+                doc_index.setdefault(doc, []).append([si, cid, size_of[cid]])
+        else:
+            for c in clusters:
+                for m in [c.representative, *c.duplicates]:
+                    doc_index.setdefault(m.doc_id, []).append([si, c.cluster_id, c.size])
+        stages_out.append({
+            "index": si, "name": sr.name, "label": sr.label, "path": str(sr.path),
+            "counts": _counts(sr.summary),
+            "config": (sr.summary.get("config") or {}).get("stage", {}),
+            "read": (sr.summary.get("config") or {}).get("read", {}),
+            "stats": sr.summary.get("stats") or {},
+            "threshold": thr,
+            "lsh": ({"bands": lsh[0], "rows": lsh[1], "curve": lsh_curve(*lsh),
+                     "s_half": round((1.0 / lsh[0]) ** (1.0 / lsh[1]), 4)} if lsh else None),
+            "size_hist": size_histogram(st.cluster_sizes),
+            "score_hist": score_histogram(dropped_scores.astype(np.float64), thr),
+            "largest": [f"{sr.name}:{c}" for c in largest if f"{sr.name}:{c}" in clusters_out],
+            "sample": [f"{sr.name}:{c}" for c in sample if f"{sr.name}:{c}" in clusters_out],
+            "n_clusters": n_clusters,
+            "complete": complete,
+            "clipped_members": clipped,
+            "index_complete": index_complete,
+            "n_clustered_docs": n_clustered,
+        })
+    if not run.complete:
+        notes.insert(0, f"{run.root} holds no summary.json: the run did not finish; this page shows its "
+                        f"{len(run.stages)} finished stage(s) only")
+    combined = _counts(run.summary) if run.pipeline and run.summary else None
+    data = {
+        "title": opts.title or f"dedupkit report: {run.root.name}",
+        "root": str(run.root),
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dedupkit": __version__,
+        "run_created": run.summary.get("created"),
+        "pipeline": run.pipeline,
+        "combined": combined,
+        "stages": stages_out,
+        "clusters": clusters_out,
+        "doc_index": doc_index,
+        "options": {"largest": opts.largest, "sample": opts.sample, "max_members": opts.max_members,
+                    "max_chars": opts.max_chars, "seed": opts.seed},
+        "sampled": sampled,
+        "notes": notes,
+    }
+    return data, ReportResult(path=Path(), bytes=0, clusters_listed=listed, clusters_total=total,
+                              sampled=sampled, notes=notes)
+
+
+def _asset(name: str) -> str:
+    return resources.files("dedupkit.report").joinpath(name).read_text(encoding="utf-8")
+
+
+def _json_for_script(data: Any) -> str:
+    """JSON safe inside a <script> element: no '<', '>' or '&' that could end or confuse it."""
+    s = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
+        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def render_html(data: dict[str, Any]) -> str:
+    """The page for ``data`` (from :func:`build_data`)."""
+    from dedupkit.errors import require
+
+    jinja2 = require("jinja2", "report")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = _fmt_num
+    env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.2f}%"
+    env.filters["secs"] = lambda v: "" if v is None else f"{v:.2f} s"
+    tpl = env.from_string(_asset("report.html"))
+    return tpl.render(
+        d=data,
+        data_json=_markup(_json_for_script(data)),
+        css=_markup(_asset("report.css")),
+        chart_js=_markup(_asset("chart.umd.min.js")),
+        app_js=_markup(_asset("report.js")),
+        settings_json={s["label"]: json.dumps({"stage": s["config"], "read": s["read"], "stats": s["stats"]},
+                                              indent=2, sort_keys=True, default=str)
+                       for s in data["stages"]},
+    )
+
+
+def _markup(s: str):
+    from markupsafe import Markup
+
+    return Markup(s)
+
+
+def _fmt_num(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.3f}"
+    return f"{int(v):,}"
+
+
+def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
+                 options: ReportOptions = ReportOptions()) -> ReportResult:
+    """Write the HTML report of the finished run in ``out`` to ``html_path``.
+
+    Args:
+        out: a stage's output folder, or a ``dedupkit run`` folder with one sub-folder per stage.
+        html_path: the page to write (written to a temporary name, then renamed: an interrupted
+            call never leaves a partial page under that name).
+        options: how many clusters and characters the page shows.
+
+    Returns:
+        The path and size of the page, and how many clusters it lists.
+
+    Raises:
+        ManifestError: ``out`` is not a finished run.
+        OutputError: the page cannot be written.
+
+    Example:
+        >>> build_report("out/exact", "report.html")  # doctest: +SKIP
+    """
+    run = load_run(out)
+    data, result = build_data(run, options)
+    page = render_html(data).encode("utf-8")
+    path = Path(html_path)
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; pass -o with a file name such as {path / 'report.html'}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(page)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path} ({exc.strerror}); pass -o with a writable path") from exc
+    result.path = path
+    result.bytes = len(page)
+    return result
