@@ -344,3 +344,18 @@ def test_combined_run_counts_keep_numbers_only():
     c = _counts({"counts": {"rows": 10, "kept": 7, "dropped": 3, "dropped_by_stage": {"exact": 1, "fuzzy": 2},
                             "clusters": 2}, "timings": {"total_s": 1.5}})
     assert c["rows"] == 10 and c["dropped"] == 3 and c["drop_rate"] == pytest.approx(0.3) and c["time_s"] == 1.5
+
+
+def test_report_of_a_dedupkit_run_folder(tmp_path, corpus):
+    out = tmp_path / "run"
+    api.run([str(corpus)], str(out), stages="exact", id_column="id")
+    page = tmp_path / "r.html"
+    res = build_report(out, page)
+    html = page.read_text(encoding="utf-8")
+    data = page_data(html)
+    assert res.notes == [] and data["pipeline"] is True
+    assert [s["label"] for s in data["stages"]] == ["01-exact"]
+    combined = data["combined"]
+    truth = read_manifest(out)
+    assert combined["rows"] == len(truth) and combined["dropped_total"] == sum(not r["keep"] for r in truth)
+    assert '<tr class="total"><td>all stages</td>' in html
