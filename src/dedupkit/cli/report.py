@@ -157,10 +157,9 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
     for m in c.duplicates:
         h = head("ALSO KEPT" if m.keep else "DROPPED", m)
         if m.diff is not None:
-            st = diff_stats(m.diff)
+            st = m.words or diff_stats(m.diff)
             h += f"  -{st['removed']} +{st['added']} words" if st["removed"] or st["added"] else "  same words"
-            if (st["removed"] or st["added"]) and r.text is not None and m.text is not None \
-                    and r.text.lower().split() == m.text.lower().split():
+            if st.get("same_ignoring_case"):
                 h += " (same words ignoring case)"
             lines.append(h + mark(m))
             if st["removed"] or st["added"]:

@@ -84,18 +84,6 @@ def _counts(summary: dict) -> dict[str, Any]:
             "time_s": total_s}
 
 
-def _clip_diff(diff: list[list[str]], limit: int) -> tuple[list[list[str]], bool]:
-    """Keep the first ``limit`` characters of a diff (counting what is displayed)."""
-    out, used = [], 0
-    for tag, text in diff:
-        if used + len(text) > limit:
-            out.append([tag, text[: max(0, limit - used)]])
-            return out, True
-        out.append([tag, text])
-        used += len(text)
-    return out, False
-
-
 def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], ReportResult]:
     """Everything the page shows, as JSON-ready data."""
     stages_out: list[dict[str, Any]] = []
@@ -111,19 +99,12 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
         dropped_scores = st.score[(~st.keep) & (st.cid >= 0)]
         largest, sample, complete = select_clusters(st, opts.largest, opts.sample, seed=opts.seed)
         clusters = [c for c in (build_cluster(st, cid, opts.max_members) for cid in largest + sample) if c]
-        notes.extend(attach_texts(clusters, sr.summary, opts.diff_chars))
+        notes.extend(attach_texts(clusters, sr.summary, opts.max_chars, opts.diff_chars))
         for c in clusters:
             d = cluster_dict(c)
-            rep = d["rep"]
-            if rep["text"] is not None and len(rep["text"]) > opts.max_chars:
-                rep["text"], rep["truncated"] = rep["text"][: opts.max_chars], True
             for m in d["dups"]:
                 if "diff" in m:
-                    m["diff"], cut = _clip_diff(m["diff"], opts.max_chars)
-                    m["truncated"] = m["truncated"] or cut
                     m.pop("text")  # the diff spells the text out
-                elif m["text"] is not None and len(m["text"]) > opts.max_chars:
-                    m["text"], m["truncated"] = m["text"][: opts.max_chars], True
             d["stage_index"] = si
             clusters_out[c.key] = d
         n_clusters = len(st.cluster_values)
