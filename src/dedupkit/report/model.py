@@ -122,7 +122,7 @@ def stage_threshold(summary: dict) -> float | None:
     for d in _dicts(summary):
         v = _num(d.get("eps"))
         if v is not None and 0.0 <= v <= 1.0:
-            return 1.0 - v  # SemDeDup: drop pairs with cosine distance below eps
+            return round(1.0 - v, 6)  # SemDeDup: a duplicate has cosine >= 1 - eps
     return None
 
 
