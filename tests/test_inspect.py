@@ -121,3 +121,22 @@ def test_identical_duplicate_is_not_printed_twice(run):
     rep_id = lines[1].split()[1]
     assert lines[2].strip() == texts[rep_id]
     assert "same words" in lines[3] and lines[4].strip() == "(the representative's words; spacing may differ)"
+
+
+def test_cutting_the_display_does_not_invent_differences(tmp_path):
+    from conftest import make_rows, write_parquet
+
+    words = [f"word{i}" for i in range(1000)]
+    other = list(words)
+    other[900] = "WORD900"
+    write_parquet(tmp_path / "d" / "a.parquet", make_rows([" ".join(words), " ".join(other)], prefix="L"))
+    out = tmp_path / "out"
+    api.exact([str(tmp_path / "d")], str(out), id_column="id", normalize="lower,whitespace")
+    res = api.inspect(str(out), largest=1, max_chars=300)
+    (f,) = res.findings
+    (d,) = f.cluster.duplicates
+    assert d.words == {"same": 999, "removed": 1, "added": 1, "same_ignoring_case": True}
+    assert d.truncated and sum(len(t) for _, t in d.diff) == 300 and all(tag == "=" for tag, _ in d.diff)
+    assert len(f.cluster.representative.text) == 300
+    r = invoke(out, "--largest", 1, "--max-chars", 300)
+    assert "-1 +1 words (same words ignoring case)" in r.stdout

@@ -344,3 +344,39 @@ def test_combined_run_counts_keep_numbers_only():
     c = _counts({"counts": {"rows": 10, "kept": 7, "dropped": 3, "dropped_by_stage": {"exact": 1, "fuzzy": 2},
                             "clusters": 2}, "timings": {"total_s": 1.5}})
     assert c["rows"] == 10 and c["dropped"] == 3 and c["drop_rate"] == pytest.approx(0.3) and c["time_s"] == 1.5
+
+
+def test_report_of_a_dedupkit_run_folder(tmp_path, corpus):
+    out = tmp_path / "run"
+    api.run([str(corpus)], str(out), stages="exact", id_column="id")
+    page = tmp_path / "r.html"
+    res = build_report(out, page)
+    html = page.read_text(encoding="utf-8")
+    data = page_data(html)
+    assert res.notes == [] and data["pipeline"] is True
+    assert [s["label"] for s in data["stages"]] == ["01-exact"]
+    combined = data["combined"]
+    truth = read_manifest(out)
+    assert combined["rows"] == len(truth) and combined["dropped_total"] == sum(not r["keep"] for r in truth)
+    assert '<tr class="total"><td>all stages</td>' in html
+
+
+def test_byte_budget_cuts_texts_and_index_until_the_page_fits(tmp_path):
+    data = many_clusters_corpus(tmp_path / "d" / "docs.parquet", clusters=40, copies=2, length=3000)
+    out = tmp_path / "out"
+    api.exact([str(data)], str(out), id_column="id")
+    full = tmp_path / "full.html"
+    small = tmp_path / "small.html"
+    big = build_report(out, full, ReportOptions(max_chars=2000))
+    res = build_report(out, small, ReportOptions(max_chars=2000, max_bytes=40_000))
+    html = small.read_text(encoding="utf-8")
+    d = page_data(html)
+    block = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    assert len(block.encode()) <= 40_000 < big.bytes
+    assert res.sampled and any("cut to" in n for n in res.notes)
+    limit = d["options"]["max_chars"]
+    assert limit < 2000
+    for c in d["clusters"].values():
+        assert len(c["rep"]["text"]) <= limit and c["rep"]["truncated"]
+        assert len(dup_text(c["dups"][0]["diff"])) <= limit
+    assert f"{limit} characters per text" in html
