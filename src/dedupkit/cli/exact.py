@@ -5,17 +5,19 @@ from __future__ import annotations
 import click
 
 from dedupkit.cli.options import (
-    emit_result, guard_options, handle_errors, keep_options, output_options, progress_factory,
-    read_options, resolve_skip, skip_option,
+    emit_result, engine_options, guard_options, handle_errors, keep_options, output_options,
+    progress_factory, read_options, resolve_skip, skip_option,
 )
 
 
 @click.command(epilog="""\b
 Example:
   dedupkit exact data/ -o out/exact --normalize nfkc,whitespace --keep longest
+  dedupkit exact /mnt/shared/corpus -o /mnt/shared/out/exact --engine ray --ray-address auto --workers 64
 """)
 @read_options
 @output_options
+@engine_options
 @keep_options
 @skip_option
 @guard_options
@@ -26,7 +28,7 @@ Example:
                    "words differ (use whitespace or none for source code).")
 @handle_errors
 def exact(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
-          as_json, keep, keep_by, keep_order, skip, max_drop_rate, normalize):
+          as_json, engine, ray_address, keep, keep_by, keep_order, skip, max_drop_rate, normalize):
     """Drop exact duplicates: documents whose normalized text has the same xxh3-128 hash.
 
     INPUT is files, folders (recursive) or globs of .parquet, .jsonl, .jsonl.gz and .jsonl.zst
@@ -39,6 +41,7 @@ def exact(inputs, text_column, id_column, batch_size, on_bad_record, output, ove
         inputs, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
         on_bad_record=on_bad_record, normalize=normalize, keep=keep, keep_by=keep_by,
         keep_order=keep_order, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),
-        max_drop_rate=max_drop_rate, progress=progress_factory(quiet),
+        max_drop_rate=max_drop_rate, engine=engine, ray_address=ray_address,
+        progress=progress_factory(quiet),
     )
     emit_result(output, result.summary, as_json)

@@ -42,6 +42,20 @@ def output_options(f: Callable) -> Callable:
     return f
 
 
+def engine_options(f: Callable) -> Callable:
+    """--engine local|ray, --ray-address."""
+    f = click.option("--ray-address", default=None, envvar="DEDUPKIT_RAY_ADDRESS", metavar="ADDRESS",
+                     help="With --engine ray: the cluster to use ('auto' on a cluster node, "
+                          "ray://HEAD:10001, or 'local'). Default: RAY_ADDRESS if set, else start a "
+                          "local Ray instance with --workers CPUs.")(f)
+    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     envvar="DEDUPKIT_ENGINE",
+                     help="Where per-shard and per-partition work runs: local processes, or Ray "
+                          "(pip install 'dedupkit[ray]'); the manifest is the same. With ray, "
+                          "--workers is the most tasks running at once.")(f)
+    return f
+
+
 def keep_options(f: Callable) -> Callable:
     """--keep, --keep-by, --keep-order."""
     f = click.option("--keep-order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True,

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Ray engine vs the local engine on the same corpus: wall time, docs/s, peak memory, overhead.
+
+Each configuration runs the real command line in a fresh process (Ray's start-up included, as a
+user pays it), ``--repeats`` times; the table shows medians of the wall time and the highest peaks
+of memory, sampled every 50 ms from /proc over the whole process tree:
+
+- tree: RSS summed over the driver and every process below it (Ray's GCS, raylet and workers);
+- driver: the dedupkit process itself (where the global step's arrays live);
+- worker: the largest single Ray worker (or local pool worker) process.
+
+The corpus is first cut into ``--shards`` Parquet files (not timed) so that there are per-shard
+tasks to spread. Every configuration's manifest is compared with the first one's.
+
+Usage:
+    python /work/shared/bench/make_corpus.py --n 200000 --seed 42 --out /tmp/c200k
+    python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+CONFIGS = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out.extend(int(c) for c in fh.read().split())
+    except OSError:
+        pass
+    return out
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_worker(cmd: str) -> bool:
+    return "default_worker.py" in cmd or cmd.startswith("ray::") or "multiprocessing.spawn" in cmd \
+        or "spawn_main" in cmd
+
+
+def sample_tree(root: int, seen_cmd: dict[int, str]) -> tuple[int, int, int]:
+    """(tree, driver, largest worker) RSS in KiB."""
+    total, worker, stack = 0, 0, [root]
+    driver = _rss_kb(root)
+    while stack:
+        p = stack.pop()
+        rss = _rss_kb(p)
+        total += rss
+        if p != root:
+            cmd = seen_cmd.get(p)
+            if cmd is None:
+                cmd = seen_cmd[p] = _cmdline(p)
+            if _is_worker(cmd):
+                worker = max(worker, rss)
+        stack.extend(_children(p))
+    return total, driver, worker
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for dp, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dp, f))
+            except OSError:
+                pass
+    return total
+
+
+def run_once(cmd: list[str], out: Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("RAY_ADDRESS", None)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks = {"tree": 0, "driver": 0, "worker": 0, "work_bytes": 0}
+    stop = threading.Event()
+
+    def sample():
+        seen: dict[int, str] = {}
+        k = 0
+        while not stop.is_set():
+            t, d, w = sample_tree(proc.pid, seen)
+            peaks["tree"], peaks["driver"] = max(peaks["tree"], t), max(peaks["driver"], d)
+            peaks["worker"] = max(peaks["worker"], w)
+            if k % 20 == 0 and (out / ".work").exists():
+                peaks["work_bytes"] = max(peaks["work_bytes"], dir_bytes(out / ".work"))
+            k += 1
+            time.sleep(0.05)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-3000:]}")
+    summary = json.loads(stdout)
+    return {"wall_s": wall, **{f"peak_{k}_mib": v / 1024 for k, v in peaks.items() if k != "work_bytes"},
+            "peak_work_mib": peaks["work_bytes"] / 2**20, "summary": summary}
+
+
+def manifest_digest(out: Path) -> str:
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(str(out / "manifest"), format="parquet").to_table()
+    t = t.sort_by([("shard", "ascending"), ("row", "ascending")])
+    h = hashlib.sha256()
+    for col in ("shard", "row", "doc_id", "keep", "cluster_id", "duplicate_of", "score"):
+        h.update(str(t.column(col).to_pylist()).encode())
+    return h.hexdigest()[:16]
+
+
+def reshard(corpus: Path, shards: int, dest: Path) -> tuple[list[str], int]:
+    import pyarrow.parquet as pq
+
+    dest.mkdir(parents=True, exist_ok=True)
+    marker = dest / f"done-{shards}.json"
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        return meta["files"], meta["rows"]
+    table = pq.read_table(corpus, columns=["id", "text"])
+    n = table.num_rows
+    files = []
+    for i in range(shards):
+        a, b = i * n // shards, (i + 1) * n // shards
+        f = dest / f"part-{i:03d}.parquet"
+        pq.write_table(table.slice(a, b - a), f, row_group_size=8192)
+        files.append(str(f))
+    marker.write_text(json.dumps({"files": files, "rows": n}))
+    return files, n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", required=True, help="docs.parquet from make_corpus.py")
+    ap.add_argument("--work", required=True, help="scratch folder (shards and outputs)")
+    ap.add_argument("--stage", default="fuzzy", choices=["fuzzy", "exact"])
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--configs", default=",".join(f"{e}:{w}" for e, w in CONFIGS),
+                    help="engine:workers list, the first is the baseline of the overhead column")
+    ap.add_argument("--json-out", default=None, help="write the results here as JSON")
+    args = ap.parse_args()
+
+    work = Path(args.work)
+    files, n = reshard(Path(args.corpus), args.shards, work / "shards")
+    configs = [(c.split(":")[0], int(c.split(":")[1])) for c in args.configs.split(",")]
+    runs: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
+    outs = {c: work / f"out-{args.stage}-{c[0]}-{c[1]}" for c in configs}
+    # Rounds over the configurations (A B C D, A B C D, ...) rather than all repeats of one in a
+    # row: on a shared machine the load drifts, and interleaving spreads it over every config.
+    for r in range(args.repeats):
+        for engine, workers in configs:
+            out = outs[(engine, workers)]
+            cmd = [sys.executable, "-m", "dedupkit", args.stage, *files, "-o", str(out), "--id-column", "id",
+                   "--workers", str(workers), "--engine", engine, "--quiet", "--json", "--overwrite"]
+            res = run_once(cmd, out)
+            runs[(engine, workers)].append(res)
+            print(f"round {r + 1}: {engine} x{workers}: {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    results = []
+    digests = {}
+    for (engine, workers), rs in runs.items():
+        out = outs[(engine, workers)]
+        digests[(engine, workers)] = manifest_digest(out)
+        s = rs[-1]["summary"]
+        wall = statistics.median(x["wall_s"] for x in rs)
+        results.append({
+            "engine": engine, "workers": workers, "docs": n, "wall_s": wall,
+            "walls": [round(x["wall_s"], 1) for x in rs], "docs_per_s": n / wall,
+            "scan_s": statistics.median(x["summary"]["timings"]["scan_s"] for x in rs),
+            "identify_s": statistics.median(x["summary"]["timings"]["identify_s"] for x in rs),
+            "peak_tree_mib": max(x["peak_tree_mib"] for x in rs),
+            "peak_driver_mib": max(x["peak_driver_mib"] for x in rs),
+            "peak_worker_mib": max(x["peak_worker_mib"] for x in rs),
+            "peak_work_mib": max(x["peak_work_mib"] for x in rs),
+            "dropped": s["counts"]["dropped"], "stats": s.get("stats", {}),
+            "manifest": digests[(engine, workers)],
+        })
+        shutil.rmtree(out, ignore_errors=True)
+
+    by = {(r["engine"], r["workers"]): r for r in results}
+    lines = ["| engine | workers | wall s (median) | runs | docs/s | scan s | identify s | peak tree MiB | "
+             "peak driver MiB | peak worker MiB | vs local, same workers | manifest |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        base = by.get(("local", r["workers"]))
+        ratio = f"{r['wall_s'] / base['wall_s']:.2f}x" if base else "-"
+        lines.append(f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['walls']} | {r['docs_per_s']:,.0f} | "
+                     f"{r['scan_s']:.1f} | {r['identify_s']:.1f} | {r['peak_tree_mib']:,.0f} | "
+                     f"{r['peak_driver_mib']:,.0f} | {r['peak_worker_mib']:,.0f} | {ratio} | {r['manifest']} |")
+    print("\n".join(lines))
+    same = len(set(digests.values())) == 1
+    print(f"\nmanifests identical across configurations: {'yes' if same else 'NO'}")
+    print(f"docs: {n:,} in {len(files)} shards; peak work folder: "
+          f"{max(r['peak_work_mib'] for r in results):,.0f} MiB")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps({"stage": args.stage, "docs": n, "shards": len(files),
+                                                   "repeats": args.repeats, "results": results,
+                                                   "manifests_identical": same}, indent=2))
+    if not same:
+        raise SystemExit("manifests differ between engines")
+
+
+if __name__ == "__main__":
+    main()

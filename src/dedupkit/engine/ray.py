@@ -1,0 +1,278 @@
+"""The Ray engine: the same per-shard and per-partition stage functions, run as Ray tasks.
+
+``--engine ray`` runs exactly the functions the local engine runs (``run_scan_task``, a stage's
+per-partition steps); they read their inputs from and write their outputs to files under
+``OUT/.work``, and return only small results (counts, file names) to the driver. On one machine
+the Ray workers share the driver's filesystem; on a cluster ``OUT`` and the inputs must be on a
+filesystem every node mounts at the same path (NFS, Lustre, a FUSE-mounted bucket), see
+``docs/scaling.md``.
+
+Fault tolerance: a task whose worker process dies (killed, out of memory, node lost) is retried by
+Ray up to ``max_retries`` times; the task functions are idempotent (they write to temporary files
+and rename, and a finished task leaves a completion marker), so a retry gives the same result. An
+exception raised by the task itself (bad input, say) is not retried: the original dedupkit error
+comes back to the caller with its message and exit code.
+
+Ray is an optional extra (``pip install 'dedupkit[ray]'``), imported only when this engine is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from dedupkit.engine.local import ProgressFactory, no_progress
+from dedupkit.errors import ConfigError, DedupkitError, require
+
+log = logging.getLogger(__name__)
+
+# The folder that holds the ``dedupkit`` package this driver imported: workers of a Ray instance we
+# start ourselves get it on PYTHONPATH, so that a source checkout (not pip-installed) works too.
+_PKG_PARENT = str(Path(__file__).resolve().parents[2])
+
+
+class RayEngineError(DedupkitError):
+    """A Ray task could not be completed (its worker died more often than retries allow, or Ray
+    itself failed). The work finished so far stays on disk; rerunning the same command resumes."""
+
+
+def _worker_env() -> dict[str, Any]:
+    """runtime_env for a Ray instance started by dedupkit: the driver's dedupkit on the path."""
+    path = os.environ.get("PYTHONPATH", "")
+    parts = [_PKG_PARENT] + [p for p in path.split(os.pathsep) if p and p != _PKG_PARENT]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(parts)}}
+
+
+def init_local(num_cpus: int, **kwargs: Any) -> None:
+    """Start a local Ray instance the way ``--engine ray`` does without ``--ray-address``.
+
+    Args:
+        num_cpus: CPUs Ray may use (the number of tasks that run at once).
+        **kwargs: more ``ray.init`` arguments.
+
+    Raises:
+        MissingExtraError: Ray is not installed.
+
+    Example:
+        >>> init_local(2)  # doctest: +SKIP
+    """
+    ray = require("ray", "ray")
+    # address="local": a new instance even if `ray start` left one on this machine.
+    opts: dict[str, Any] = dict(address="local", num_cpus=num_cpus, include_dashboard=False,
+                                log_to_driver=False, runtime_env=_worker_env())
+    opts.update(kwargs)
+    ray.init(**opts)
+
+
+def _call(fn: Callable[[Any], Any], task: Any) -> Any:
+    return fn(task)
+
+
+class _TaskActor:
+    """A long-lived worker for tasks that hold a costly resource (a model on a GPU)."""
+
+    def run(self, fn: Callable[[Any], Any], task: Any) -> Any:
+        return fn(task)
+
+
+def _task_resources(tasks: Sequence[Any]) -> dict[str, Any]:
+    """Ray resources the tasks ask for: ``task.ray_resources`` or ``task.mapper.ray_resources``."""
+    if not tasks:
+        return {}
+    t = tasks[0]
+    res = getattr(t, "ray_resources", None)
+    if res is None:
+        res = getattr(getattr(t, "mapper", None), "ray_resources", None)
+    return dict(res or {})
+
+
+class RayEngine:
+    """Run ``fn(task)`` for every task as a Ray task; results come back in task order.
+
+    Args:
+        workers: the most tasks in flight at once (and, for a local instance that this engine
+            starts, its number of CPUs). The manifest does not depend on it.
+        progress: a progress-bar factory, as for :class:`~dedupkit.engine.local.LocalEngine`.
+        address: a Ray cluster address (``auto``, ``ray://head:10001``, ``host:6379``). ``None``
+            uses ``RAY_ADDRESS`` if set, an already initialised Ray in this process if any, and
+            otherwise starts a local instance with ``workers`` CPUs. ``local`` always starts one.
+        max_retries: how often Ray reruns a task whose worker process died (default: the
+            ``DEDUPKIT_RAY_MAX_RETRIES`` environment variable, else 3).
+
+    Raises:
+        MissingExtraError: Ray is not installed (``pip install 'dedupkit[ray]'``).
+        ConfigError: bad settings, or the cluster cannot be reached.
+
+    Example:
+        >>> eng = RayEngine(workers=2)  # doctest: +SKIP
+        >>> eng.map(abs, [-1, -2, 3])
+        [1, 2, 3]
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress,
+                 address: str | None = None, max_retries: int | None = None) -> None:
+        if max_retries is None:
+            env = os.environ.get("DEDUPKIT_RAY_MAX_RETRIES", "3")
+            try:
+                max_retries = int(env)
+            except ValueError:
+                raise ConfigError(f"DEDUPKIT_RAY_MAX_RETRIES must be a whole number, got {env!r}") from None
+        if workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {workers}")
+        if max_retries < 0:
+            raise ConfigError(f"max_retries must be 0 or more, got {max_retries}")
+        self.workers = workers
+        self.progress = progress
+        self.address = address
+        self.max_retries = max_retries
+        self._ray = require("ray", "ray")
+        self._remote = None
+        self._connect()
+
+    def _connect(self) -> None:
+        ray = self._ray
+        address = self.address or None
+        if address is None and ray.is_initialized():
+            return  # the caller's Ray (a notebook, a test fixture, a Ray job): use it as it is
+        if address is None:
+            address = os.environ.get("RAY_ADDRESS") or "local"
+        try:
+            if address == "local":
+                if ray.is_initialized():
+                    return
+                init_local(self.workers)
+                log.info("started a local Ray instance with %d CPUs", self.workers)
+            else:
+                if ray.is_initialized():
+                    return
+                # Workers of an existing cluster must have dedupkit installed (same version as
+                # here); the runtime_env only adds this driver's copy for nodes on this machine.
+                ray.init(address=address, log_to_driver=False)
+                total = int(ray.cluster_resources().get("CPU", 0))
+                log.info("connected to Ray at %s (%d CPUs); running up to %d tasks at once",
+                         address, total, self.workers)
+                if total > self.workers:
+                    log.warning("the Ray cluster has %d CPUs but --workers is %d: pass --workers %d "
+                                "to use them all", total, self.workers, total)
+        except ConnectionError as exc:
+            raise ConfigError(
+                f"cannot reach the Ray cluster at {address!r} ({exc}); check --ray-address (e.g. "
+                "'auto' on a cluster node, or ray://HEAD:10001), or leave it out to start a local "
+                "Ray instance"
+            ) from exc
+
+    def _remote_fn(self):
+        if self._remote is None:
+            self._remote = self._ray.remote(max_retries=self.max_retries)(_call)
+        return self._remote
+
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "") -> list[Any]:
+        """Run ``fn`` over ``tasks`` on Ray, at most ``workers`` at a time; results in task order.
+
+        A task (or its ``mapper``) with a ``ray_resources`` dict (e.g. ``{"num_gpus": 1}`` from an
+        embedding mapper on a GPU) gets those resources; tasks that ask for GPUs run on
+        long-lived actors, one per GPU slot, so a model loads once per actor, not once per shard.
+
+        Raises:
+            DedupkitError: the task's own dedupkit error (e.g. InputError), unchanged.
+            RayEngineError: a task's worker died more than ``max_retries`` times, or Ray failed.
+            ConfigError: tasks ask for GPUs and the cluster has none.
+        """
+        ray = self._ray
+        res = _task_resources(tasks)
+        fn_ref = ray.put(fn) if len(tasks) > 1 else fn
+        if res.get("num_gpus"):
+            return self._map_on_actors(fn_ref, tasks, desc, res)
+        remote = self._remote_fn()
+        if res:
+            remote = remote.options(**res)
+        return self._drive(tasks, desc, self.workers, lambda i: remote.remote(fn_ref, tasks[i]),
+                           lambda ref: None)
+
+    def _map_on_actors(self, fn_ref: Any, tasks: Sequence[Any], desc: str, res: dict) -> list[Any]:
+        ray = self._ray
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        per = float(res["num_gpus"])
+        if gpus < per:
+            raise ConfigError(
+                f"{desc or 'the tasks'} ask for {per:g} GPU each but the Ray cluster has {gpus:g}; "
+                "add GPU nodes, or run the stage on CPU (e.g. --device cpu)"
+            )
+        n_actors = max(1, min(self.workers, len(tasks), int(gpus // per)))
+        cls = ray.remote(max_restarts=self.max_retries, max_task_retries=self.max_retries)(_TaskActor)
+        actors = [cls.options(**res).remote() for _ in range(n_actors)]
+        idle = list(actors)
+        busy: dict[Any, Any] = {}
+
+        def submit(i: int):
+            actor = idle.pop()
+            ref = actor.run.remote(fn_ref, tasks[i])
+            busy[ref] = actor
+            return ref
+
+        def release(ref) -> None:
+            idle.append(busy.pop(ref))
+
+        try:
+            return self._drive(tasks, desc, n_actors, submit, release)
+        finally:
+            for a in actors:
+                try:
+                    ray.kill(a)
+                except Exception:  # pragma: no cover - best effort
+                    pass
+
+    def _drive(self, tasks: Sequence[Any], desc: str, slots: int, submit: Callable[[int], Any],
+               release: Callable[[Any], None]) -> list[Any]:
+        """Keep up to ``slots`` tasks in flight; gather results by task index."""
+        ray = self._ray
+        from ray import exceptions as rex
+
+        bar = self.progress(len(tasks), desc)
+        results: list[Any] = [None] * len(tasks)
+        pending: dict[Any, int] = {}
+        next_i = 0
+        try:
+            while next_i < len(tasks) or pending:
+                while next_i < len(tasks) and len(pending) < slots:
+                    pending[submit(next_i)] = next_i
+                    next_i += 1
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    i = pending.pop(ref)
+                    release(ref)
+                    try:
+                        results[i] = ray.get(ref)
+                    except rex.RayTaskError as exc:
+                        cause = exc.cause
+                        if isinstance(cause, BaseException):
+                            raise cause from None
+                        raise RayEngineError(f"{desc or 'task'} {i} failed on a Ray worker: {exc}") from exc
+                    except rex.RayError as exc:  # worker or node died (retries spent), OOM kill, ...
+                        first = str(exc).splitlines()[0] if str(exc) else ""
+                        raise RayEngineError(
+                            f"{desc or 'task'} {i} of {len(tasks)} could not finish on Ray: "
+                            f"{type(exc).__name__}: {first} (after {self.max_retries} retries). "
+                            "Finished tasks are kept on disk: rerun the same command to resume; if "
+                            "workers run out of memory, lower --batch-size or --workers"
+                        ) from exc
+                    bar.update()
+            return results
+        except BaseException:
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=False)
+                except Exception:  # pragma: no cover - best effort
+                    pass
+            raise
+        finally:
+            bar.close()
+
+    def shutdown(self) -> None:
+        """Disconnect from Ray (stops a local instance this process started)."""
+        if self._ray.is_initialized():
+            self._ray.shutdown()
