@@ -35,6 +35,11 @@ import xxhash
 
 from dedupkit.errors import ConfigError
 
+try:  # optional C kernel (setup.py); the numpy code in signatures_from_hashes is the fallback
+    from dedupkit import _speedups
+except ImportError:  # pragma: no cover - depends on the build
+    _speedups = None
+
 SHINGLES = ("word", "char")
 SCHEMES = ("affine64", "legacy")
 
@@ -424,18 +429,25 @@ def _permute(hv: np.ndarray, a: np.ndarray, b: np.ndarray, scheme: str, buf: np.
     return buf
 
 
-def signatures_from_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinHashConfig) -> np.ndarray:
+def signatures_from_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinHashConfig,
+                           use_c: bool = True) -> np.ndarray:
     """Signatures (uint64, (len(counts), num_perm)) from concatenated shingle hashes.
 
     A document without shingles gets datasketch's empty signature (every slot at the maximum).
+    Uses the C extension when it was built (``use_c=False`` forces the numpy path, for tests).
     """
     a, b = permutations(cfg.num_perm, cfg.seed, cfg.scheme)
     n, p = len(counts), cfg.num_perm
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    if _speedups is not None and use_c and n:
+        # The C kernel does the same uint64 arithmetic in one pass per document (no (m, p) buffer).
+        raw = _speedups.minhash(np.ascontiguousarray(hashes, dtype=np.uint64), offsets, n, a, b, p,
+                                cfg.scheme == "legacy")
+        return np.frombuffer(raw, dtype=np.uint64).reshape(n, p)
     sig = np.full((n, p), empty_value(cfg.scheme), dtype=np.uint64)
     if n == 0 or len(hashes) == 0:
         return sig
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
     buf = np.empty((_BLOCK, p), dtype=np.uint64)
     d = 0
     while d < n:
