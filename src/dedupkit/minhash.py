@@ -176,6 +176,9 @@ def normalize_array(texts) -> pa.Array:
         texts = pa.array(list(texts), pa.string())
     if len(texts) == 0:
         return texts
+    if pc.all(pc.string_is_ascii(texts)).as_py() is not False:
+        # NFKC leaves ASCII unchanged, and ASCII lower-casing is ~20x faster than the UTF-8 kernel.
+        return pc.ascii_lower(texts)
     return pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
 
 
