@@ -45,32 +45,44 @@ def tree_rss_kb(pid: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05) -> dict:
-    """Run a command; return wall seconds and the peak summed RSS of its process tree (MiB)."""
+def run_measured(cmd: list[str], env: dict | None = None, interval: float = 0.05, check: bool = True) -> dict:
+    """Run a command with this checkout's src on PYTHONPATH.
+
+    Returns wall seconds, CPU seconds (user + system of the process and every descendant it
+    waited for, from wait4), the peak summed RSS of its process tree (MiB), stdout and stderr.
+    """
+    import tempfile
+
     e = dict(os.environ)
     e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
     if env:
         e.update(env)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    stop = threading.Event()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=e, stdout=out, stderr=err, text=True)
+        peak = 0
+        stop = threading.Event()
 
-    def sample():
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, tree_rss_kb(proc.pid))
-            time.sleep(interval)
+        def sample():
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, tree_rss_kb(proc.pid))
+                stop.wait(interval)
 
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
-    stop.set()
-    th.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
-    return {"wall_s": wall, "peak_rss_mib": peak / 1024, "stdout": out, "stderr": err}
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        stop.set()
+        th.join()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if check and proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-3000:]}")
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mib": peak / 1024,
+            "stdout": stdout, "stderr": stderr, "returncode": proc.returncode}
 
 
 def median_runs(cmd: list[str], repeats: int, before=None, env: dict | None = None) -> dict:

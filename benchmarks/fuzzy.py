@@ -34,15 +34,15 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import unicodedata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
+sys.path.insert(0, str(HERE))
+from _util import run_measured  # noqa: E402
 
 
 def make_shards(corpus: Path, out: Path, shards: int) -> list[Path]:
@@ -85,67 +85,17 @@ def make_shards(corpus: Path, out: Path, shards: int) -> list[Path]:
     return sorted(out.glob("part-*.parquet"))
 
 
-def _tree_rss(root: int) -> int:
-    """Sum of VmRSS (bytes) of ``root`` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(p))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-    return total
-
-
 def measure(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd``; return wall seconds, CPU seconds (user + system of the process and every
-    descendant it waited for), peak tree RSS and its stdout parsed as JSON."""
-    import tempfile
-
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
-        peak = [0]
-        stop = threading.Event()
-
-        def poll():
-            while not stop.is_set():
-                peak[0] = max(peak[0], _tree_rss(proc.pid))
-                stop.wait(0.05)
-
-        th = threading.Thread(target=poll, daemon=True)
-        th.start()
-        _, status, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        stop.set()
-        th.join()
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
+    """Run ``cmd``; wall and CPU seconds, peak tree RSS (bytes) and its stdout parsed as JSON."""
+    m = run_measured(cmd, env=env)
+    stdout = m["stdout"]
     try:
         info = json.loads(stdout)  # dedupkit --json: the whole stdout
     except ValueError:
         last = stdout.strip().splitlines()[-1] if stdout.strip() else "{}"
         info = json.loads(last)
-    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss": peak[0], "info": info}
+    return {"wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "peak_rss": int(m["peak_rss_mib"] * 1024 * 1024),
+            "info": info}
 
 
 # --- baseline workers (run as subprocesses of this file) -------------------------------------
