@@ -123,6 +123,22 @@ def test_exact_manifest_equals_local(ray_session, multi_shard, tmp_path):
     assert len(a) == on_ray.summary["counts"]["rows"] == 90
 
 
+def test_run_pipeline_on_ray_equals_local(ray_session, multi_shard, tmp_path):
+    stages = "exact,fuzzy" if _has_fuzzy() else "exact"
+    local = api.run([str(multi_shard)], str(tmp_path / "local"), stages=stages, id_column="id", workers=1,
+                    engine="local", env={})
+    on_ray = api.run([str(multi_shard)], str(tmp_path / "ray"), stages=stages, id_column="id", workers=2,
+                     engine="ray", env={})
+    assert read_manifest(on_ray.out) == read_manifest(local.out)
+    assert on_ray.summary["counts"]["dropped"] >= 25
+
+
+def _has_fuzzy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dedupkit.stages.fuzzy") is not None
+
+
 # --- a worker killed in the middle of a run --------------------------------------------------
 
 def _kill_once(scan_glob: str, marker: str) -> None:
