@@ -38,6 +38,30 @@ def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
                      opts, progress)
 
 
+def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
+          batch_size: int = 8192, on_bad_record: str = "fail", shingle: str = "word", ngram: int = 5,
+          num_perm: int = 128, seed: int = 1, threshold: float = 0.65, bands: int | None = None,
+          rows: int | None = None, scheme: str = "affine64", verify: str = "signature",
+          keep: str = "first", keep_by: str | None = None, keep_order: str = "desc", workers: int = 1,
+          overwrite: bool = False, skip: Sequence[str] = (), max_drop_rate: float | None = None,
+          engine: str = "local", ray_address: str | None = None, progress=no_progress) -> RunResult:
+    """Run the fuzzy (MinHash-LSH) stage. See ``dedupkit fuzzy --help`` for each argument.
+
+    Example:
+        >>> api.fuzzy(["data/"], "out/fuzzy", id_column="id", threshold=0.8)  # doctest: +SKIP
+    """
+    from dedupkit.minhash import MinHashConfig
+    from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+
+    mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram, threshold=threshold,
+                       bands=bands, rows=rows, scheme=scheme)
+    stage = FuzzyStage(FuzzyConfig(minhash=mh, verify=verify, policy=KeepPolicy(keep, keep_by, keep_order)))
+    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
+                      overwrite=overwrite, max_drop_rate=max_drop_rate)
+    return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
+                     opts, progress)
+
+
 def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: bool = False) -> ApplyResult:
     """Write the rows every manifest keeps. See :func:`dedupkit.apply.apply_manifests`."""
     return apply_manifests(inputs, manifests, out, overwrite=overwrite)
@@ -95,3 +119,127 @@ def stats(out: str) -> dict:
     from dedupkit.pipeline import stats as _stats
 
     return _stats(out)
+
+def semantic(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
+             batch_size: int = 8192, on_bad_record: str = "fail", model: str = "minilm",
+             device: str = "auto", embed_batch_size: int = 64, max_tokens: int = 128,
+             eps: float | str | Sequence[float] = 0.07, clusters: int | None = None,
+             fit_sample: int | None = None, niter: int = 20, keep: str = "hard", keep_by: str | None = None,
+             keep_order: str = "desc", seed: int = 42, analyze: bool = False, cache_dir: str | None = None,
+             use_cache: bool = True, workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
+             max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
+             progress=no_progress) -> RunResult:
+    """Run the semantic (SemDeDup) stage. See ``dedupkit semantic --help`` for each argument.
+
+    With ``analyze=True`` nothing is dropped: the manifest keeps every row (with the
+    ``nearest_sim``/``nearest_doc`` columns) and ``OUT/analysis.json`` holds, per eps, the number of
+    documents that would be dropped and sample pairs just above and below each threshold.
+
+    Example:
+        >>> api.semantic(["data/"], "out/sem", eps="0.02,0.05,0.1", analyze=True)  # doctest: +SKIP
+    """
+    import json
+    import os
+
+    from dedupkit.embed import EmbedConfig
+    from dedupkit.stages.semantic import SemanticConfig, SemanticStage
+
+    cfg = SemanticConfig(
+        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens),
+        eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep, keep_by=keep_by,
+        order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir, use_cache=use_cache,
+    )
+    stage = SemanticStage(cfg)
+    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
+                      overwrite=overwrite, max_drop_rate=None if analyze else max_drop_rate)
+    result = run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
+                       opts, progress)
+    if analyze and stage.analysis is not None:
+        from pathlib import Path
+
+        path = Path(out) / "analysis.json"
+        tmp = path.with_name(f".analysis.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(stage.analysis, indent=2, ensure_ascii=False))
+        os.replace(tmp, path)
+    return result
+
+def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = "exact",
+                 normalize: str | Sequence[str] | None = None, minhash: dict | None = None,
+                 overwrite: bool = False, text_column: str = "text", id_column: str | None = None,
+                 batch_size: int = 8192, on_bad_record: str = "fail", workers: int = 1, progress=no_progress):
+    """Create an index (a folder, or ``redis://HOST:PORT/DB``) and add ``inputs`` to it.
+
+    Returns:
+        :class:`dedupkit.index.ops.AddResult`.
+
+    Example:
+        >>> api.index_create("corpus.idx", ["data/"], stages="exact,fuzzy", id_column="id")  # doctest: +SKIP
+    """
+    from dedupkit.index import create_index
+    from dedupkit.index.ops import AddResult, add_inputs, make_settings
+
+    settings = make_settings(stages, normalize, minhash)  # normalize None: the exact stage's default
+    if inputs:
+        discover_inputs_first(inputs)
+    with create_index(location, settings, overwrite=overwrite) as store:
+        if not inputs:
+            return AddResult(location=store.location, added=0, first_doc=0, documents=0, bad_records=0,
+                             shards=0, seconds=0.0)
+        try:
+            return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
+                              workers=workers, progress=progress)
+        except BaseException:
+            store.discard()  # a failed create leaves no empty index behind
+            raise
+
+
+def discover_inputs_first(inputs: Sequence[str]) -> None:
+    """Fail on missing inputs before touching an index."""
+    from dedupkit.io.shards import discover
+
+    discover(inputs)
+
+
+def index_add(location: str, inputs: Sequence[str], *, text_column: str = "text", id_column: str | None = None,
+              batch_size: int = 8192, on_bad_record: str = "fail", workers: int = 1, progress=no_progress):
+    """Add the documents of ``inputs`` to an existing index, with the index's own settings."""
+    from dedupkit.index import open_index
+    from dedupkit.index.ops import add_inputs
+
+    discover_inputs_first(inputs)
+    with open_index(location) as store:
+        return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
+                          workers=workers, progress=progress)
+
+
+def index_info(location: str) -> dict:
+    """Settings, document count, segments and size of an index (verifies it on the way)."""
+    from dedupkit.index import open_index
+
+    with open_index(location) as store:
+        return store.info().to_dict()
+
+
+def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float | None = None,
+          update: bool = False, text_column: str = "text", id_column: str | None = None,
+          batch_size: int = 8192, on_bad_record: str = "fail", keep: str = "first", keep_by: str | None = None,
+          keep_order: str = "desc", stages: str | None = None, normalize: str | None = None,
+          minhash: dict | None = None, workers: int = 1, overwrite: bool = False, engine: str = "local",
+          ray_address: str | None = None, progress=no_progress):
+    """Check a new drop against an index; see ``dedupkit check --help``.
+
+    ``stages``, ``normalize`` and ``minhash`` are optional: left out, the index's settings are used;
+    given, they must equal the index's (a mismatch raises ConfigError).
+
+    Raises:
+        CheckFailed: the duplicate rate is above ``max_dup_rate`` (the manifest is written first).
+    """
+    from dedupkit.index import open_index
+    from dedupkit.index.ops import run_check
+
+    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, overwrite=overwrite)
+    with open_index(against) as store:
+        return run_check(store, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
+                         policy=KeepPolicy(keep, keep_by, keep_order), max_dup_rate=max_dup_rate,
+                         update=update, options=opts, progress=progress,
+                         requested={"stages": stages, "normalize": normalize, "minhash": minhash})

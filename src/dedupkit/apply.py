@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import io
 import json
@@ -19,6 +20,7 @@ from dedupkit.errors import ManifestError, OutputError
 from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import load_summary, output_root, read_manifest
+from dedupkit.outdir import write_error
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 
@@ -99,18 +101,45 @@ def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int) 
     return written
 
 
-def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path) -> int:
+def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 20) -> int:
+    # Lines are copied in chunks of at most ``chunk`` bytes, so a huge line (say a 1 GB record
+    # that the stage skipped as too long) never has to fit in memory, kept or dropped.
     written = 0
     row = -1
+    at_line_start = True
+    keep = False
     with _open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
-        for line in src:
-            row += 1
-            if row < len(mask) and mask[row]:
-                dst.write(line if line.endswith(b"\n") else line + b"\n")
-                written += 1
+        while True:
+            piece = src.readline(chunk)
+            if not piece:
+                break
+            if at_line_start:
+                row += 1
+                keep = row < len(mask) and bool(mask[row])
+                if keep:
+                    written += 1
+            if keep:
+                dst.write(piece)
+            at_line_start = piece.endswith(b"\n")
+        if keep and not at_line_start:
+            dst.write(b"\n")  # the shard's last line had no newline
     if row + 1 != len(mask):
         raise ManifestError(f"{shard.name} has {row + 1} lines, the manifest {len(mask)}; rerun the stage")
     return written
+
+
+def _lock_dir(path: Path, out: Path) -> int:
+    """Create ``path`` and hold an exclusive flock on it; refuse if another apply holds it."""
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputError(
+            f"another dedupkit apply is writing {out} right now; wait for it to finish or choose another -o"
+        ) from None
+    return fd
 
 
 def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | os.PathLike,
@@ -138,12 +167,20 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
         raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
     summaries = [(str(output_root(m)), load_summary(m)) for m in manifests]
     shards = discover(inputs, exclude=[str(out)] + [d for d, _ in summaries])
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    # One fixed temporary folder next to OUT, locked while in use: a second apply to the same OUT
+    # is refused, and the leftovers of a killed apply are removed (not piled up) by the next one.
+    tmp = out.with_name(f".{out.name}.dedupkit-apply")
+    old = out.with_name(f".{out.name}.dedupkit-old")
     report = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
     try:
+        lock = _lock_dir(tmp, out)
+    except OSError as exc:
+        raise write_error(exc, out) from exc
+    try:
+        for stale in tmp.iterdir():
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+        if old.exists():
+            shutil.rmtree(old)
         for shard, name in zip(shards, _out_names(shards)):
             fp = fingerprint(shard.path)
             mask = None
@@ -162,11 +199,22 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
             report["kept"] += kept
         (tmp / APPLY_SUMMARY).write_text(json.dumps(report, indent=2))
         if out.exists():
-            shutil.rmtree(out)
+            if not overwrite:
+                raise OutputError(f"{out} appeared while apply was writing; pass --overwrite to replace "
+                                  "it, or choose another -o")
+            # Move the old folder aside in one step: OUT is always either the old or the new
+            # corpus, never a half-deleted one.
+            os.replace(out, old)
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(exc, out) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     return ApplyResult(out=out, summary=report)
 
 

@@ -173,11 +173,16 @@ def shard_table(
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a temporary name and rename it into place (never half a file)."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_prior(dirs: Sequence[str], shard_names: Sequence[str]) -> tuple[dict[str, pa.Table], list[dict]]:
@@ -231,11 +236,15 @@ def check_prior_fingerprints(summaries: list[dict], shards: list[dict]) -> None:
 def write_summary(root: Path, summary: dict) -> None:
     data = json.dumps(summary, indent=2, sort_keys=False, default=_json_default).encode()
     tmp = root / (SUMMARY + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, root / SUMMARY)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, root / SUMMARY)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _json_default(o):

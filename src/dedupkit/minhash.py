@@ -46,8 +46,9 @@ _MAX64 = np.uint64((1 << 64) - 1)
 TOKEN_RE = re.compile(r"\w+")
 _WS_RE = re.compile(r"\s+")
 
-# Shingles per numpy block: (block, num_perm) uint64 temporaries stay at a few MB (cache friendly).
-_BLOCK = 4096
+# Shingles per numpy block: a (512, 128) uint64 block is 512 KiB and stays in L2 cache across the
+# multiply, add and min passes; 4096-shingle blocks measured 2x slower (memory-bound).
+_BLOCK = 512
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class MinHashConfig:
     seed: int = 1
     shingle: str = "word"
     ngram: int = 5
-    threshold: float = 0.8
+    threshold: float = 0.65
     bands: int | None = None
     rows: int | None = None
     scheme: str = "affine64"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -12,7 +13,8 @@ from dedupkit.manifest import MANIFEST_DIR, SUMMARY
 
 LOCK = ".dedupkit.lock"
 WORK = ".work"
-_OURS = {LOCK, WORK, SUMMARY, MANIFEST_DIR, ".manifest.tmp"}
+WORK_TRASH = ".work.trash"
+_OURS = {LOCK, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, ".manifest.tmp"}
 
 
 class OutputDir:
@@ -42,7 +44,10 @@ class OutputDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.path} ({exc.strerror})") from exc
-        fh = open(self.path / LOCK, "a+")
+        try:
+            fh = open(self.path / LOCK, "a+")
+        except OSError as exc:
+            raise write_error(exc, self.path) from exc
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -60,11 +65,28 @@ class OutputDir:
         self._lock_fh = fh
         try:
             self._check_contents()
+            self._remove_stale_temporaries()
+            self.work.mkdir(exist_ok=True)
+        except OSError as exc:
+            self.release()
+            raise write_error(exc, self.path) from exc
         except BaseException:
             self.release()
             raise
-        self.work.mkdir(exist_ok=True)
         return self
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove what a killed run left half-written (we hold the lock, so nobody else writes).
+
+        ``summary.json.tmp<pid>`` and ``.manifest.tmp`` never look complete, but without this they
+        would stay in the folder forever after the rerun finishes. The scan files under ``.work``
+        are kept: the rerun reuses the finished ones and removes the folder when it succeeds.
+        """
+        for p in self.path.iterdir():
+            if p.name.startswith(SUMMARY + ".tmp"):
+                p.unlink(missing_ok=True)
+            elif p.name in (".manifest.tmp", WORK_TRASH):
+                shutil.rmtree(p, ignore_errors=True)
 
     def _check_contents(self) -> None:
         entries = {p.name for p in self.path.iterdir()}
@@ -92,8 +114,16 @@ class OutputDir:
             self._lock_fh.close()
             self._lock_fh = None
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc is not None:
+                # A failed run keeps its finished scan tasks (a rerun resumes from them) but never
+                # a half-written manifest.
+                shutil.rmtree(self.path / ".manifest.tmp", ignore_errors=True)
+        finally:
+            self.release()
+        if isinstance(exc, OSError):
+            raise write_error(exc, self.path) from exc
 
     def manifest_tmp(self) -> Path:
         tmp = self.path / ".manifest.tmp"
@@ -103,16 +133,58 @@ class OutputDir:
         return tmp
 
     def finish(self, tmp_manifest: Path, write_summary, keep_work: bool = False) -> None:
-        """Move the manifest into place, then write the summary (the completion mark)."""
+        """Move the manifest into place, remove the work files, then write the summary.
+
+        The summary is the completion mark, so it comes last: a run killed at any point before it
+        leaves a folder that every reader treats as unfinished and a rerun completes. Work files
+        go before it (not after) so that a finished folder never holds half-deleted leftovers.
+        """
         final = self.path / MANIFEST_DIR
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp_manifest, final)
         _fsync_dir(self.path)
+        if not keep_work and self.work.exists():
+            # Rename first, in one step: a kill during the deletion must not leave a .work folder
+            # whose completion markers point to files already deleted.
+            trash = self.path / WORK_TRASH
+            os.replace(self.work, trash)
+            shutil.rmtree(trash, ignore_errors=True)
         write_summary(self.path)
         _fsync_dir(self.path)
-        if not keep_work and self.work.exists():
-            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def write_error(exc: OSError, out: Path) -> OutputError:
+    """Turn an OS error met while writing ``out`` into an OutputError that says what to do."""
+    where = exc.filename or out
+    text = str(exc)
+    if _disk_full(exc, out):
+        return OutputError(
+            f"no space left on the device while writing {where}; nothing final was written "
+            f"(no {SUMMARY}). Free space and rerun the same command to resume, or delete {out} "
+            "and choose an -o on a larger disk"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {where} ({exc.strerror or text}); choose an -o you can write to")
+    return OutputError(
+        f"I/O error while writing {where} ({exc.strerror or text}); nothing final was written; "
+        "rerun the same command to resume"
+    )
+
+
+def _disk_full(exc: OSError, out: Path) -> bool:
+    # Not every writer reports ENOSPC: numpy raises "N requested and M written" for a short
+    # write, and some pyarrow errors carry no errno. So also look at the free space left.
+    text = str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower():
+        return True
+    if "requested and" in text and "written" in text:
+        return True
+    try:
+        st = os.statvfs(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -174,11 +174,23 @@ class _Lock:
             self.fh.close()
             raise OutputError(f"{self.root} is being written by another dedupkit run; wait for it to "
                               "finish or choose another -o") from None
+        # What a killed run left half-written (we hold the lock, nobody else writes here).
+        for p in self.root.iterdir():
+            if p.name.startswith((SUMMARY + ".tmp", STATE + ".tmp")):
+                p.unlink(missing_ok=True)
         return self
 
-    def __exit__(self, *exc):
-        fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
-        self.fh.close()
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc is not None:
+                shutil.rmtree(self.root / ".manifest.tmp", ignore_errors=True)
+        finally:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+        if isinstance(exc, OSError):  # disk full while combining: a clear error, not a traceback
+            from dedupkit.outdir import write_error
+
+            raise write_error(exc, self.root) from exc
 
 
 def _check_out(root: Path) -> None:

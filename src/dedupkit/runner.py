@@ -162,8 +162,13 @@ def run_stage(
         doc_ids = corpus.doc_ids()
         dup_of = pc.if_else(pa.array(keep, pa.bool_()), pa.scalar(None, pa.string()),
                             doc_ids.take(pa.array(rep, pa.int64())))
+        extra_cols = dict(decisions.extra)
+        override = extra_cols.pop("duplicate_of", None)
+        if override is not None:  # duplicates of documents outside this corpus (check: the index)
+            dup_of = pc.if_else(pa.array(keep, pa.bool_()), pa.scalar(None, pa.string()),
+                                pc.coalesce(override, dup_of))
         score = np.where(labels >= 0, decisions.score, np.nan).astype(np.float32)
-        extra_types = {c: a.type for c, a in decisions.extra.items()}
+        extra_types = {c: a.type for c, a in extra_cols.items()}
         tmp = od.manifest_tmp()
         bounds = np.searchsorted(corpus.shard_index, np.arange(len(shards) + 1), side="left")
         for si, info in enumerate(corpus.shards):
@@ -173,7 +178,7 @@ def run_stage(
                 active_rows=corpus.rows[a:b], doc_ids=doc_ids.slice(a, b - a),
                 keep=keep[a:b], cluster_id=cid[a:b], duplicate_of=dup_of.slice(a, b - a),
                 score=score[a:b], bad=info.bad, bad_doc_ids=None, prior=prior.get(info.shard.name),
-                extra={c: v.slice(a, b - a) for c, v in decisions.extra.items()}, extra_types=extra_types,
+                extra={c: v.slice(a, b - a) for c, v in extra_cols.items()}, extra_types=extra_types,
             )
             write_table_atomic(table, tmp / f"part-{si:05d}.parquet")
         t_write = time.perf_counter()

@@ -94,11 +94,27 @@ def _paths(task: ScanTask) -> tuple[Path, Path]:
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
+    # The completion marker is written after every feature file, so a half-written .npy is never
+    # trusted; the temporary name keeps a failed write (disk full) from leaving a truncated file.
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    try:
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_scan_task(task: ScanTask) -> ScanResult:
@@ -106,12 +122,19 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     done_path, table_path = _paths(task)
     fp = fingerprint(task.shard.path) if task.part == 0 else None
     size = task.shard.size
+    # Only part 0 of a split shard fingerprints the file (reading it once); the other parts check
+    # size and modification time, so a shard rewritten between a killed run and its rerun is
+    # rescanned rather than mixed with results from its old content.
+    mtime = os.stat(task.shard.path).st_mtime_ns
     if done_path.exists():
         try:
             meta = json.loads(done_path.read_text())
-            if meta.get("key") == task.key and meta.get("size") == size and (
+            if meta.get("key") == task.key and meta.get("size") == size and meta.get("mtime_ns") == mtime and (
                 task.part != 0 or meta.get("fingerprint") == fp
-            ) and table_path.exists():
+            ) and table_path.exists() and all(
+                (Path(task.workdir) / f"task-{task.index:05d}.{name}.npy").exists()
+                for name in meta["result"].get("features", [])
+            ):
                 res = ScanResult(**meta["result"])
                 res.reused = True
                 return res
@@ -140,28 +163,29 @@ def run_scan_task(task: ScanTask) -> ScanResult:
         cols["x_" + c] = pa.chunked_array(parts).combine_chunks() if parts else pa.array([])
     table = pa.table(cols)
     tmp = table_path.with_name(table_path.name + f".tmp{os.getpid()}")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    os.replace(tmp, table_path)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, table_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     names = []
     for name, parts in feats.items():
-        arr = np.concatenate(parts) if parts else np.zeros(0)
-        fpath = Path(task.workdir) / f"task-{task.index:05d}.{name}.npy"
-        ftmp = fpath.with_name(fpath.name + f".tmp{os.getpid()}.npy")
-        np.save(ftmp, arr)
-        os.replace(ftmp, fpath)
+        _save_npy_atomic(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy",
+                         np.concatenate(parts) if parts else np.zeros(0))
         names.append(name)
     if task.mapper is not None and not feats:
         # No good rows: still record empty features so the corpus knows their shape.
         for name, arr in task.mapper.empty().items():
-            np.save(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy", arr)
+            _save_npy_atomic(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy", arr)
             names.append(name)
     result = ScanResult(
         index=task.index, shard_index=task.shard_index, n_rows=reader.n_rows,
         n_good=int(len(table)), bad=[b.to_dict() for b in reader.bad], fingerprint=fp, size=size,
         features=sorted(names),
     )
-    meta = {"key": task.key, "size": size, "fingerprint": fp, "result": asdict(result)}
+    meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "result": asdict(result)}
     _atomic_write_bytes(done_path, json.dumps(meta).encode())
     return result
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Protocol, Sequence
 
-from dedupkit.errors import ConfigError
+from dedupkit.errors import ConfigError, DedupkitError
 
 
 class Progress(Protocol):
@@ -57,22 +59,64 @@ class LocalEngine:
                 return out
             results: list[Any] = [None] * len(tasks)
             ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx) as pool:
-                pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        i = pending.pop(fut)
-                        try:
+            with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx,
+                                     initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+                # Workers start (on submit) with SIGINT ignored, a disposition that survives exec:
+                # Ctrl-C reaches the whole process group, and only the main process should react
+                # (no worker tracebacks); the main process then stops the workers itself.
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
+                finally:
+                    signal.signal(signal.SIGINT, previous)
+                try:
+                    while pending:
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            i = pending.pop(fut)
                             results[i] = fut.result()
-                        except BaseException:
-                            for other in pending:
-                                other.cancel()
-                            raise
-                        bar.update()
+                            bar.update()
+                except BrokenProcessPool as exc:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise DedupkitError(
+                        "a worker process died unexpectedly (killed by a signal or the out-of-memory "
+                        "killer); finished tasks are kept: rerun the same command to resume, with fewer "
+                        "--workers or a smaller --batch-size if memory ran out"
+                    ) from exc
+                except BaseException:
+                    # An error in one task, or Ctrl-C: stop now. Stopped tasks leave no completion
+                    # marker, so a rerun redoes exactly them.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                        proc.terminate()
+                    raise
             return results
         finally:
             bar.close()
+
+
+def _init_worker(parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since exec; keep it so
+    exit_with_parent(parent_pid)
+
+
+def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:
+    """Worker initializer: exit as soon as the main process is gone.
+
+    A pool worker blocks on a task queue whose write end it holds itself, so it never sees EOF:
+    without this, SIGKILL of the main process (the OOM killer, a cluster scheduler) leaves every
+    worker running forever, holding memory and possibly writing into an output folder that a
+    rerun is using.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="dedupkit-exit-with-parent", daemon=True).start()
 
 
 def get_engine(name: str = "local", workers: int = 1, progress: ProgressFactory = no_progress,

@@ -89,6 +89,11 @@ class Batch:
         return len(self.rows)
 
 
+def _why(exc: BaseException) -> str:
+    """An exception's text on one line (pyarrow's carry newlines), for error messages."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _open_text_stream(shard: Shard) -> IO[bytes]:
     raw = open(shard.path, "rb")
     if shard.compression == "gzip":
@@ -159,7 +164,7 @@ class ShardReader:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(
-                f"{self.shard.name}: not a readable Parquet file ({exc}); the file may be truncated "
+                f"{self.shard.name}: not a readable Parquet file ({_why(exc)}); the file may be truncated "
                 "or corrupt: regenerate it or remove it from the input"
             ) from exc
 
@@ -208,7 +213,7 @@ class ShardReader:
                     yield out
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(
-                f"{self.shard.name}: Parquet data unreadable near row {offset} ({exc}); the file may be "
+                f"{self.shard.name}: Parquet data unreadable near row {offset} ({_why(exc)}); the file may be "
                 "truncated or corrupt: regenerate it"
             ) from exc
 
@@ -274,19 +279,19 @@ class ShardReader:
         try:
             fh = _open_text_stream(self.shard)
         except OSError as exc:
-            raise InputError(f"{self.shard.name}: cannot open ({exc})") from exc
+            raise InputError(f"{self.shard.name}: cannot open ({_why(exc)})") from exc
         with fh:
             while True:
                 try:
                     line = fh.readline(limit + 1)
                 except (OSError, EOFError, ValueError) as exc:
                     raise InputError(
-                        f"{self.shard.name}: cannot decompress after line {row + 1} ({exc}); the file "
+                        f"{self.shard.name}: cannot decompress after line {row + 1} ({_why(exc)}); the file "
                         "is truncated or corrupt: regenerate it"
                     ) from exc
                 except Exception as exc:  # zstandard raises its own ZstdError
                     raise InputError(
-                        f"{self.shard.name}: cannot decompress after line {row + 1} ({exc}); the file "
+                        f"{self.shard.name}: cannot decompress after line {row + 1} ({_why(exc)}); the file "
                         "is truncated or corrupt: regenerate it"
                     ) from exc
                 if not line:
@@ -303,6 +308,8 @@ class ShardReader:
                     continue
                 if skip is not None and row in skip:
                     continue
+                if row == 0 and line.startswith(b"\xef\xbb\xbf"):
+                    line = line[3:]  # a UTF-8 byte order mark, as Windows tools write it
                 stripped = line.strip()
                 if not stripped:
                     self._bad(row, "blank line")
@@ -312,7 +319,7 @@ class ShardReader:
                 except orjson.JSONDecodeError as exc:
                     try:
                         stripped.decode("utf-8")
-                        reason = f"malformed JSON ({exc})"
+                        reason = f"malformed JSON ({_why(exc)})"
                     except UnicodeDecodeError:
                         reason = "line is not valid UTF-8"
                     self._bad(row, reason)
@@ -365,7 +372,7 @@ class ShardReader:
                 ex[c] = pa.array(vals)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
                 raise InputError(
-                    f"{self.shard.name}: field {c!r} mixes value types near line {rows[0] + 1} ({exc}); "
+                    f"{self.shard.name}: field {c!r} mixes value types near line {rows[0] + 1} ({_why(exc)}); "
                     "use a column of one type"
                 ) from exc
         return Batch(
@@ -382,7 +389,7 @@ def count_rows(shard: Shard) -> int:
         try:
             return pq.ParquetFile(shard.path).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"{shard.name}: not a readable Parquet file ({exc})") from exc
+            raise InputError(f"{shard.name}: not a readable Parquet file ({_why(exc)})") from exc
     n = 0
     last = b"\n"
     with _open_text_stream(shard) as fh:

