@@ -9,12 +9,18 @@ of memory, sampled every 50 ms from /proc over the whole process tree:
 - driver: the dedupkit process itself (where the global step's arrays live);
 - worker: the largest single Ray worker (or local pool worker) process.
 
+It also sums the CPU seconds of every process of the tree (less sensitive than wall time to other
+load on a shared machine) and shows wall and CPU time against the local engine at the same
+number of workers.
+
 The corpus is first cut into ``--shards`` Parquet files (not timed) so that there are per-shard
 tasks to spread. Every configuration's manifest is compared with the first one's.
 
 Usage:
     python /work/shared/bench/make_corpus.py --n 200000 --seed 42 --out /tmp/c200k
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench --repeats 3
+    python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench \
+        --configs local:2,ray:2 --repeats 3 --json-out benchmarks/results/ray_fuzzy_2workers.json
 """
 
 from __future__ import annotations

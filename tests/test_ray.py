@@ -265,6 +265,7 @@ def test_gpu_tasks_without_gpus_fail_clearly(ray_session):
 
 # --- the command line starts its own local Ray -----------------------------------------------
 
+@pytest.mark.slow
 def test_cli_engine_ray_starts_local_instance(multi_shard, tmp_path):
     local = run_subprocess("exact", str(multi_shard), "-o", str(tmp_path / "local"), "--id-column", "id")
     assert local.returncode == 0, local.stderr
