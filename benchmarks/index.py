@@ -230,7 +230,9 @@ def run(a) -> None:
             r["check_vs_empty_index"] = round(statistics.median(checks) / statistics.median(bases), 2)
             r["quality"] = score(manifests[-1], a.truth)
             if "fuzzy" in a.stages:
-                r["near_match_jaccard"] = measured_jaccard(manifests[-1], a.held, a.drop, a.jaccard_sample, 0.8)
+                summ = json.loads((manifests[-1] / "summary.json").read_text())
+                thr = summ["config"]["stage"]["index_settings"]["minhash"]["threshold"]
+                r["near_match_jaccard"] = measured_jaccard(manifests[-1], a.held, a.drop, a.jaccard_sample, thr)
             results["stores"][store] = r
             if redis_proc is not None:
                 redis_proc.terminate()

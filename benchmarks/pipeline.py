@@ -83,20 +83,25 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "pipeline"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                    help="passed to every `dedupkit run` (repeatable)")
     ap.add_argument("--json-out", default=None)
     a = ap.parse_args()
 
     sys.path.insert(0, str(ROOT / "src"))
     from dedupkit.config import resolve
 
-    cfg = resolve(a.config)
+    cfg = resolve(a.config, sets=a.sets)
     stages = [s.name for s in cfg.stages]
     docs = str(Path(a.suite) / "docs.parquet")
     work = Path(a.work)
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    common = ["--id-column", "id", "-c", a.config, "--workers", str(a.workers), "-q"]
+    common = ["--id-column", "id", "-c", a.config, "--workers", str(a.workers)]
+    for item in a.sets:
+        common += ["--set", item]
+    common.append("-q")
 
     rows = []
     for st in stages:
@@ -118,7 +123,8 @@ def main() -> None:
     rows.append({"run": "pipeline " + "+".join(stages), "seconds": statistics.median(firsts),
                  "score": score(a.score, a.suite, out / "manifest")})
 
-    print(f"suite {a.suite}, config {a.config}, stages {','.join(stages)}, workers {a.workers}")
+    print(f"suite {a.suite}, config {a.config}{''.join(' --set ' + x for x in a.sets)}, stages "
+          f"{','.join(stages)}, workers {a.workers}")
     print(f"{'run':<26}{'precision':>10}{'recall':>8}{'F1':>8}{'ARI':>8}{'dropped':>9}{'ideal':>7}"
           f"{'redund.':>9}{'uniq_lost':>10}{'time s':>8}")
     for r in rows:
@@ -144,7 +150,7 @@ def main() -> None:
     if a.json_out:
         Path(a.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json_out).write_text(json.dumps({
-            "suite": a.suite, "config": a.config, "stages": stages, "workers": a.workers,
+            "suite": a.suite, "config": a.config, "sets": a.sets, "stages": stages, "workers": a.workers,
             "runs": [{"run": r["run"], "seconds": r["seconds"], "pairwise": r["score"]["pairwise"],
                       "ari": r["score"]["ari"], "drops": r["score"]["drops"]} for r in rows],
             "first_run_s": firsts, "rerun_s": reruns, "rerun_ratio": med_rerun / med_first,

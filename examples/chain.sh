@@ -9,7 +9,9 @@
 # `dedupkit run CORPUS -o OUT --stages exact,fuzzy,semantic` does the same in one command and
 # also writes a combined manifest with duplicate_of resolved through the chain.
 #
-# Exit codes: 0 done, 1 failure, 2 usage error, 4 a stage would drop more than --max-drop-rate.
+# Exits non-zero when any stage fails (pipefail). The status is that of the last stage that
+# failed: a stage after a failed one finds no folder on stdin and exits 2, so the first Error:
+# line on stderr names the cause (4 = a stage would drop more than MAX_DROP_RATE).
 set -euo pipefail
 
 CORPUS=${1:-examples/corpus}

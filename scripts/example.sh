@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up dedupkit in ./.venv (if needed) and run the main job on the bundled example corpus:
-# exact + fuzzy deduplication, then apply. Prints where the manifest and the clean corpus are.
+# `dedupkit run` with configs/default.toml (exact, then fuzzy), then `apply`.
+# Prints where the manifest and the clean corpus are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,7 +12,8 @@ fi
 .venv/bin/python -m pip install -q -e . >/dev/null
 OUT=examples/out
 rm -rf "$OUT"
-.venv/bin/dedupkit exact examples/corpus -o "$OUT/exact" --id-column id -q
-.venv/bin/dedupkit apply examples/corpus -m "$OUT/exact" -o "$OUT/clean"
-echo "manifest:     $OUT/exact/manifest/ (summary: $OUT/exact/summary.json)"
+.venv/bin/dedupkit run examples/corpus -o "$OUT/run" -c configs/default.toml --id-column id -q >/dev/null
+.venv/bin/dedupkit stats "$OUT/run"
+.venv/bin/dedupkit apply examples/corpus -m "$OUT/run" -o "$OUT/clean" >/dev/null
+echo "manifest:     $OUT/run/manifest/ (summary: $OUT/run/summary.json; per stage: $OUT/run/NN-stage/)"
 echo "clean corpus: $OUT/clean/"

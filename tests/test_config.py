@@ -103,6 +103,38 @@ def test_out_of_range_fuzzy_threshold(tmp_path):
     assert "cfg.toml" in msg and "[fuzzy] threshold = 1.5" in msg
 
 
+@pytest.mark.skipif(not stage_available("fuzzy"), reason="fuzzy stage not merged yet")
+@pytest.mark.parametrize("text, expect", [
+    ("[fuzzy]\nthreshold = 0", "[fuzzy] threshold = 0"),
+    ('[fuzzy]\nthreshold = "high"', "[fuzzy] threshold = 'high': expected a number, got a string"),
+    ("[fuzzy]\nnum_perm = 0", "[fuzzy] num_perm = 0"),
+    ("[fuzzy]\nnum_perm = 128.5", "[fuzzy] num_perm = 128.5: expected an integer"),
+    ('[fuzzy]\nshingle = "sentence"', "[fuzzy] shingle = 'sentence'"),
+    ("[fuzzy]\nthreshhold = 0.7", "did you mean 'threshold'"),
+])
+def test_bad_fuzzy_values(tmp_path, text, expect):
+    msg = err(tmp_path, 'stages = ["exact", "fuzzy"]\n' + text)
+    assert "cfg.toml" in msg and expect in msg
+
+
+@pytest.mark.skipif(not stage_available("fuzzy"), reason="fuzzy stage not merged yet")
+def test_fuzzy_bands_without_rows_fails_before_any_work(tmp_path, corpus):
+    from dedupkit import api
+
+    p = cfg(tmp_path, 'stages = ["exact", "fuzzy"]\n[fuzzy]\nbands = 16\n')
+    with pytest.raises(ConfigError, match="cfg.toml: \\[fuzzy\\]: give bands and rows together"):
+        api.run([str(corpus)], str(tmp_path / "out"), config=str(p), env={})
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not stage_available("semantic"), reason="semantic stage not merged yet")
+def test_bad_semantic_values(tmp_path):
+    msg = err(tmp_path, 'stages = ["exact", "semantic"]\n[semantic]\nmax_tokens = 4\n')
+    assert "cfg.toml: [semantic] max_tokens = 4" in msg
+    msg = err(tmp_path, 'stages = ["exact", "semantic"]\n[semantic]\nkeep = "best"\n')
+    assert "[semantic] keep = 'best'" in msg and "hard" in msg
+
+
 def test_bad_normalize_step_fails_before_any_work(tmp_path, corpus):
     """Ranges only the stage knows (a normalization step name) fail before any stage runs."""
     from dedupkit import api

@@ -117,6 +117,13 @@ CASES: list[Case] = [
     Case("exact-ctrl-c", _stage("exact", "--workers", "2").argv, sig=signal.SIGINT, share=0.5),
     Case("apply", lambda data, out, ref: ["apply", str(data), "--manifest", str(ref["exact"]), "-o", str(out)],
          kind="apply", needs=("exact",)),
+    _stage("fuzzy", "--workers", "2"),
+    # A small real model2vec model (random 32-d vectors over MiniLM's tokenizer, made by the
+    # fixture) keeps each run short; a fresh embedding cache per chain, so kills also land while
+    # embeddings are computed and cached.
+    Case("semantic", lambda data, out, ref: ["semantic", str(data), "-o", str(out), "--id-column", "id",
+                                             "--on-bad-record", "skip", "-q", "--model", f"model2vec:{ref['_m2v']}",
+                                             "--cache-dir", f"{out}.cache", "--eps", "0.01"]),
     Case("run", lambda data, out, ref: ["run", str(data), "-o", str(out), "--stages", RUN_STAGES, "--id-column", "id",
                                         "--on-bad-record", "skip", "-q", "--workers", "2"], kind="run"),
 ]
@@ -378,8 +385,25 @@ def crash_corpus(tmp_path_factory) -> tuple[Path, int]:
 
 
 @pytest.fixture(scope="module")
-def clean_outputs() -> dict:
-    return {}
+def clean_outputs(tmp_path_factory) -> dict:
+    outs: dict = {}
+    if (Path(SRC) / "dedupkit" / "stages" / "semantic.py").exists():
+        outs["_m2v"] = make_static_model(tmp_path_factory.mktemp("m2v") / "model")
+    return outs
+
+
+def make_static_model(path: Path) -> Path:
+    """A real model2vec model: random 32-d token vectors over the packaged MiniLM tokenizer."""
+    np = pytest.importorskip("numpy")
+    model2vec = pytest.importorskip("model2vec")
+    from tokenizers import Tokenizer
+
+    from dedupkit.embed import packaged_model_path
+
+    tok = Tokenizer.from_file(str(Path(packaged_model_path()) / "tokenizer.json"))
+    vectors = np.random.default_rng(0).standard_normal((tok.get_vocab_size(), 32)).astype("float32")
+    model2vec.StaticModel(vectors=vectors, tokenizer=tok, normalize=True).save_pretrained(str(path))
+    return path
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -388,6 +412,9 @@ def test_kill_and_resume(case: Case, crash_corpus, clean_outputs, tmp_path):
     for need in case.needs:
         if need not in clean_outputs:
             pytest.skip(f"needs the clean output of {need!r}, which did not run")
+    if case.argv is not None and case.kind == "stage" and not (
+            Path(SRC) / "dedupkit" / "stages" / f"{case.argv(Path('d'), Path('o'), {'_m2v': ''})[0]}.py").exists():
+        pytest.skip(f"{case.name}: this checkout has no such stage yet")
     rng = random.Random(f"{SEED}-{case.name}")
     points = max(1, round(POINTS * case.share))
     outcome, clean = crash_case(case, data, tmp_path, clean_outputs, rng, points)

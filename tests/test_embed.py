@@ -81,3 +81,44 @@ def test_cuda_without_gpu_is_a_clear_error():
     with pytest.raises(ConfigError, match="--device cpu"):
         embed.resolve_device("cuda")
     assert embed.resolve_device("auto") == "cpu"
+
+
+def tiny_model2vec(path: Path) -> Path:
+    """A real model2vec model folder with an 8-word vocabulary (no distillation needed)."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "[PAD]": 1, "cat": 2, "kitten": 3, "sat": 4, "mat": 5, "bank": 6, "money": 7}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    vec = np.random.default_rng(0).normal(size=(len(vocab), 16)).astype(np.float32)
+    vec[3] = vec[2] + 0.01  # kitten ~ cat
+    StaticModel(vectors=vec, tokenizer=tok, normalize=True).save_pretrained(str(path))
+    return path
+
+
+def test_model2vec_folder_runs_through_the_stage(tmp_path):
+    from conftest import make_rows, read_manifest, write_jsonl
+    from dedupkit import api
+
+    model = tiny_model2vec(tmp_path / "m2v")
+    write_jsonl(tmp_path / "d" / "a.jsonl", make_rows(["cat sat mat", "kitten sat mat", "bank money"]))
+    r = api.semantic([str(tmp_path / "d")], str(tmp_path / "o"), id_column="id", model=f"model2vec:{model}",
+                     eps=0.01, keep="first", cache_dir=str(tmp_path / "c"))
+    rows = read_manifest(tmp_path / "o")
+    assert [x["keep"] for x in rows] == [True, False, True] and rows[1]["duplicate_of"] == "d0"
+    assert r.summary["stats"]["dim"] == 16 and r.summary["stats"]["model_key"].startswith("model2vec:m2v:")
+    # model2vec reads whole texts: --max-tokens does not change its cache key.
+    r2 = api.semantic([str(tmp_path / "d")], str(tmp_path / "o2"), id_column="id", model=f"model2vec:{model}",
+                      eps=0.01, max_tokens=32, cache_dir=str(tmp_path / "c"))
+    assert r2.summary["stats"]["embedded_now"] == 0
+
+
+def test_missing_model2vec_folder(tmp_path):
+    from dedupkit import api
+    from conftest import make_rows, write_jsonl
+
+    write_jsonl(tmp_path / "d" / "a.jsonl", make_rows(["x"]))
+    with pytest.raises(ConfigError, match="does not exist"):
+        api.semantic([str(tmp_path / "d")], str(tmp_path / "o"), model=f"model2vec:{tmp_path / 'none'}",
+                     cache_dir=str(tmp_path / "c"))

@@ -367,3 +367,19 @@ def test_second_run_command_on_same_output_is_refused(tmp_path):
         res = _invoke("run", str(d), "--stages", "exact", "-o", str(out), "-q")
     assert res.exit_code == 1 and "is being written by another dedupkit run" in res.output
     assert not (out / "summary.json").exists()
+
+
+def test_write_error_messages_name_the_file_and_the_fix(tmp_path):
+    import errno
+
+    from dedupkit.outdir import write_error
+
+    out = tmp_path / "out"
+    full = write_error(OSError(errno.ENOSPC, "No space left on device", str(out / ".work" / "x")), out)
+    assert "no space left on the device while writing" in str(full) and "rerun the same command" in str(full)
+    short = write_error(OSError("6000 requested and 1520 written"), out)  # numpy's short write
+    assert "no space left on the device" in str(short)
+    gone = write_error(FileNotFoundError(errno.ENOENT, "No such file or directory", str(tmp_path / "a.parquet")), out)
+    assert str(gone).startswith(f"I/O error on {tmp_path / 'a.parquet'} (No such file or directory)")
+    ro = write_error(PermissionError(errno.EACCES, "Permission denied", str(out / "summary.json")), out)
+    assert "choose an -o you can write to" in str(ro)

@@ -16,7 +16,7 @@ from dedupkit.errors import ManifestError, OutputError
 from dedupkit.report.diff import diff_stats, plain, word_diff
 from dedupkit.report.html import ReportOptions, build_report
 from dedupkit.report.model import lsh_curve, lsh_params, score_histogram, size_histogram, stage_threshold
-from test_report_support import many_clusters_corpus, near_corpus, run_minhash
+from test_report_support import many_clusters_corpus, near_corpus, run_fuzzy
 
 
 def page_data(html: str) -> dict:
@@ -43,11 +43,11 @@ def rep_words(seg) -> list[str]:
 
 @pytest.fixture
 def pipeline_run(tmp_path):
-    """A run folder laid out as `dedupkit run` does: 01-exact, then 02-minhash chained with --skip."""
+    """A run folder laid out as `dedupkit run` does: 01-exact, then 02-fuzzy chained with --skip."""
     data, rows = near_corpus(tmp_path / "data")
     run = tmp_path / "run"
     api.exact([str(data)], str(run / "01-exact"), id_column="id")
-    run_minhash(data, run / "02-minhash", skip=(str(run / "01-exact"),))
+    run_fuzzy(data, run / "02-fuzzy", skip=(str(run / "01-exact"),))
     return run, {r["id"]: r["text"] for r in rows}
 
 
@@ -100,7 +100,7 @@ def test_pipeline_run_shows_each_stage_lsh_curve_and_threshold(pipeline_run):
     build_report(run, page)
     html = page.read_text(encoding="utf-8")
     data = page_data(html)
-    assert [s["label"] for s in data["stages"]] == ["01-exact", "02-minhash"]
+    assert [s["label"] for s in data["stages"]] == ["01-exact", "02-fuzzy"]
     assert "did not finish" in data["notes"][0]  # no combined summary.json in this hand-made layout
     mh = data["stages"][1]
     assert mh["lsh"]["bands"] == 16 and mh["lsh"]["rows"] == 4 and mh["threshold"] == 0.5
@@ -108,17 +108,17 @@ def test_pipeline_run_shows_each_stage_lsh_curve_and_threshold(pipeline_run):
     assert curve[0.5] == pytest.approx(1 - (1 - 0.5 ** 4) ** 16, abs=1e-4)
     assert curve[0.0] == 0.0 and curve[1.0] == 1.0
     assert 'id="lsh-1"' in html and 'id="lsh-0"' not in html
-    manifest = read_manifest(run / "02-minhash")
-    own = clusters_of(manifest, "minhash")
-    dropped_scores = [r["score"] for r in manifest if r["stage"] == "minhash" and not r["keep"]
+    manifest = read_manifest(run / "02-fuzzy")
+    own = clusters_of(manifest, "fuzzy")
+    dropped_scores = [r["score"] for r in manifest if r["stage"] == "fuzzy" and not r["keep"]
                       and r["cluster_id"] is not None]
     assert sum(mh["score_hist"]["counts"]) == len(dropped_scores) > 0
     assert mh["score_hist"]["edges"][0] <= min(dropped_scores) and mh["score_hist"]["edges"][0] <= 0.5
-    # The 02 manifest also carries the row exact dropped (stage "exact"): it is not a minhash cluster.
+    # The 02 manifest also carries the row exact dropped (stage "exact"): it is not a fuzzy cluster.
     assert any(r["stage"] == "exact" for r in manifest)
-    assert sorted(mh["largest"]) == sorted(f"minhash:{k}" for k in own)
+    assert sorted(mh["largest"]) == sorted(f"fuzzy:{k}" for k in own)
     for cid, members in own.items():
-        view = data["clusters"][f"minhash:{cid}"]
+        view = data["clusters"][f"fuzzy:{cid}"]
         assert view["size"] == len(members)
         rep = texts[view["rep"]["doc_id"]]
         dups = view["dups"]
@@ -175,7 +175,7 @@ def test_changed_or_missing_shard_gives_a_note_not_wrong_texts(tmp_path, pipelin
     write_parquet(data / "a.parquet", make_rows(["something else entirely"] * 10, prefix="x"))
     (data / "b.jsonl").unlink()
     page = tmp_path / "r.html"
-    res = build_report(run / "02-minhash", page)
+    res = build_report(run / "02-fuzzy", page)
     assert any("a.parquet" in n and "changed" in n for n in res.notes)
     assert any("b.jsonl" in n and "no longer exists" in n for n in res.notes)
     data_ = page_data(page.read_text(encoding="utf-8"))
@@ -344,3 +344,39 @@ def test_combined_run_counts_keep_numbers_only():
     c = _counts({"counts": {"rows": 10, "kept": 7, "dropped": 3, "dropped_by_stage": {"exact": 1, "fuzzy": 2},
                             "clusters": 2}, "timings": {"total_s": 1.5}})
     assert c["rows"] == 10 and c["dropped"] == 3 and c["drop_rate"] == pytest.approx(0.3) and c["time_s"] == 1.5
+
+
+def test_report_of_a_dedupkit_run_folder(tmp_path, corpus):
+    out = tmp_path / "run"
+    api.run([str(corpus)], str(out), stages="exact", id_column="id")
+    page = tmp_path / "r.html"
+    res = build_report(out, page)
+    html = page.read_text(encoding="utf-8")
+    data = page_data(html)
+    assert res.notes == [] and data["pipeline"] is True
+    assert [s["label"] for s in data["stages"]] == ["01-exact"]
+    combined = data["combined"]
+    truth = read_manifest(out)
+    assert combined["rows"] == len(truth) and combined["dropped_total"] == sum(not r["keep"] for r in truth)
+    assert '<tr class="total"><td>all stages</td>' in html
+
+
+def test_byte_budget_cuts_texts_and_index_until_the_page_fits(tmp_path):
+    data = many_clusters_corpus(tmp_path / "d" / "docs.parquet", clusters=40, copies=2, length=3000)
+    out = tmp_path / "out"
+    api.exact([str(data)], str(out), id_column="id")
+    full = tmp_path / "full.html"
+    small = tmp_path / "small.html"
+    big = build_report(out, full, ReportOptions(max_chars=2000))
+    res = build_report(out, small, ReportOptions(max_chars=2000, max_bytes=40_000))
+    html = small.read_text(encoding="utf-8")
+    d = page_data(html)
+    block = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', html, re.S).group(1)
+    assert len(block.encode()) <= 40_000 < big.bytes
+    assert res.sampled and any("cut to" in n for n in res.notes)
+    limit = d["options"]["max_chars"]
+    assert limit < 2000
+    for c in d["clusters"].values():
+        assert len(c["rep"]["text"]) <= limit and c["rep"]["truncated"]
+        assert len(dup_text(c["dups"][0]["diff"])) <= limit
+    assert f"{limit} characters per text" in html

@@ -18,7 +18,7 @@ import pytest
 
 from dedupkit import api
 from dedupkit.report.html import build_report
-from test_report_support import near_corpus, run_minhash
+from test_report_support import near_corpus
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 pytestmark = [
@@ -89,8 +89,8 @@ def report_page(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     data, rows = near_corpus(tmp / "data")
     run = tmp / "run"
-    api.exact([str(data)], str(run / "01-exact"), id_column="id")
-    run_minhash(data, run / "02-minhash", skip=(str(run / "01-exact"),))
+    # A real `dedupkit run`: exact, then fuzzy (MinHash-LSH) on what exact kept.
+    api.run([str(data)], str(run), stages="exact,fuzzy", sets=["fuzzy.threshold=0.5"], id_column="id")
     page = tmp / "report.html"
     res = build_report(run, page)
     return page, res, tmp
@@ -105,13 +105,14 @@ def test_report_renders_in_chromium_without_errors(report_page):
     assert errs["data-count"] == "0", dom.text.get("js-errors")
     assert dom.find("table", id="summary-table")
     rows = [a for t, a in dom.elements if t == "tr"]
-    assert len(rows) >= 3  # header + one row per stage
+    assert len(rows) == 4  # header, 01-exact, 02-fuzzy, all stages
+    assert dom.find("tr", class_="total")
     plots = dom.find("canvas", class_="plot")
-    assert len(plots) == 5  # size + score for both stages, LSH curve for the minhash stage
+    assert len(plots) == 5  # size + score for both stages, LSH curve for the fuzzy stage
     assert all(p.get("data-chart-ready") == "1" for p in plots)
     assert dom.find("canvas", id="lsh-1")
     clusters = dom.find("details", class_="cluster")
-    assert len(clusters) == res.clusters_listed == 5
+    assert len(clusters) == res.clusters_listed == res.clusters_total >= 4
     assert dom.find("del") and dom.find("ins")  # the diff is highlighted
     assert dom.find("input", id="search-input")
 
@@ -120,12 +121,12 @@ def test_search_shows_the_cluster_of_a_doc(report_page):
     page, res, tmp = report_page
     from conftest import read_manifest
 
-    manifest = read_manifest(page.parent / "run" / "02-minhash")
-    target = next(r for r in manifest if r["stage"] == "minhash" and not r["keep"])
+    manifest = read_manifest(page.parent / "run" / "02-fuzzy")
+    target = next(r for r in manifest if r["stage"] == "fuzzy" and not r["keep"])
     dom = render(page, tmp / "profile2", fragment=f"#doc={target['doc_id']}")
     (errs,) = dom.find(id="js-errors")
     assert errs["data-count"] == "0", dom.text.get("js-errors")
-    found = [a for t, a in dom.elements if t == "details" and a.get("data-key") == f"minhash:{target['cluster_id']}"]
+    found = [a for t, a in dom.elements if t == "details" and a.get("data-key") == f"fuzzy:{target['cluster_id']}"]
     assert len(found) == 2  # once in the cluster list, once in the search result
     assert "search-result" in dom.text and target["doc_id"] in dom.text["search-result"]
     dom = render(page, tmp / "profile3", fragment="#doc=no-such-doc")

@@ -164,6 +164,10 @@ def write_error(exc: OSError, out: Path) -> OutputError:
             f"(no {SUMMARY}). Free space and rerun the same command to resume, or delete {out} "
             "and choose an -o on a larger disk"
         )
+    if exc.filename and not os.path.abspath(str(exc.filename)).startswith(os.path.abspath(out) + os.sep):
+        # Not one of our output files: an input or cache file went missing or became unreadable.
+        return OutputError(f"I/O error on {exc.filename} ({exc.strerror or text}); nothing final was "
+                           "written; check the file and rerun the same command to resume")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"cannot write {where} ({exc.strerror or text}); choose an -o you can write to")
     return OutputError(

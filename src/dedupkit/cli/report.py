@@ -33,10 +33,12 @@ Example:
 @click.option("--max-chars", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Characters shown of each text.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster sample.")
+@click.option("--max-mb", type=click.FloatRange(min=0.1), default=4.0, show_default=True,
+              help="Budget for the page's data; texts are cut shorter until it fits (the page says so).")
 @click.option("--title", default=None, help="Page title (default: the folder name).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @handle_errors
-def report(out, output, largest, sample, max_members, max_chars, seed, title, as_json):
+def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
     """Write a self-contained HTML report of the finished run in OUT.
 
     OUT is a stage's output folder or a `dedupkit run` folder. The page (no network needed) shows
@@ -48,7 +50,7 @@ def report(out, output, largest, sample, max_members, max_chars, seed, title, as
     from dedupkit import api
 
     res = api.report(out, output, largest=largest, sample=sample, max_members=max_members,
-                     max_chars=max_chars, seed=seed, title=title)
+                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6))
     if as_json:
         click.echo(json.dumps({"path": str(res.path), "bytes": res.bytes, "clusters_listed": res.clusters_listed,
                                "clusters_total": res.clusters_total, "sampled": res.sampled,
@@ -157,10 +159,9 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
     for m in c.duplicates:
         h = head("ALSO KEPT" if m.keep else "DROPPED", m)
         if m.diff is not None:
-            st = diff_stats(m.diff)
+            st = m.words or diff_stats(m.diff)
             h += f"  -{st['removed']} +{st['added']} words" if st["removed"] or st["added"] else "  same words"
-            if (st["removed"] or st["added"]) and r.text is not None and m.text is not None \
-                    and r.text.lower().split() == m.text.lower().split():
+            if st.get("same_ignoring_case"):
                 h += " (same words ignoring case)"
             lines.append(h + mark(m))
             if st["removed"] or st["added"]:

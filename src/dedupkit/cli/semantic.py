@@ -41,7 +41,7 @@ Example:
 @guard_options
 @click.option("--model", default="minilm", show_default=True, envvar="DEDUPKIT_MODEL",
               help="Embedder: minilm (all-MiniLM-L6-v2, packaged, offline); static (a model2vec "
-                   "embedder distilled locally from minilm on first use, ~100x faster on CPU); "
+                   "embedder distilled locally from minilm on first use, 50-250x faster on a CPU); "
                    "model2vec:PATH; or any sentence-transformers name or local folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               envvar="DEDUPKIT_DEVICE", help="auto uses CUDA when torch sees a GPU.")

@@ -20,7 +20,7 @@ import numpy as np
 from dedupkit import __version__
 from dedupkit.errors import OutputError
 from dedupkit.report.model import (
-    RunInfo, attach_texts, build_cluster, cluster_dict, load_run, lsh_curve, lsh_params,
+    RunInfo, attach_texts, clip_diff, build_cluster, cluster_dict, load_run, lsh_curve, lsh_params,
     score_histogram, select_clusters, size_histogram, stage_table, stage_threshold,
 )
 
@@ -39,6 +39,9 @@ class ReportOptions:
             this many; above it, the search covers only the listed clusters (the page says so).
         seed: seed of the cluster sample.
         title: page title (default: the output folder).
+        max_bytes: budget for the page's embedded data; texts are cut shorter (and the search
+            index shrunk to the listed clusters) until it fits, and the page says so. Long
+            texts in several stages, or multi-byte scripts, could otherwise pass a few MB.
     """
 
     largest: int = 20
@@ -49,6 +52,7 @@ class ReportOptions:
     doc_index_limit: int = 20000
     seed: int = 0
     title: str | None = None
+    max_bytes: int = 4_000_000
 
 
 @dataclass
@@ -84,18 +88,6 @@ def _counts(summary: dict) -> dict[str, Any]:
             "time_s": total_s}
 
 
-def _clip_diff(diff: list[list[str]], limit: int) -> tuple[list[list[str]], bool]:
-    """Keep the first ``limit`` characters of a diff (counting what is displayed)."""
-    out, used = [], 0
-    for tag, text in diff:
-        if used + len(text) > limit:
-            out.append([tag, text[: max(0, limit - used)]])
-            return out, True
-        out.append([tag, text])
-        used += len(text)
-    return out, False
-
-
 def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], ReportResult]:
     """Everything the page shows, as JSON-ready data."""
     stages_out: list[dict[str, Any]] = []
@@ -111,19 +103,12 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
         dropped_scores = st.score[(~st.keep) & (st.cid >= 0)]
         largest, sample, complete = select_clusters(st, opts.largest, opts.sample, seed=opts.seed)
         clusters = [c for c in (build_cluster(st, cid, opts.max_members) for cid in largest + sample) if c]
-        notes.extend(attach_texts(clusters, sr.summary, opts.diff_chars))
+        notes.extend(attach_texts(clusters, sr.summary, opts.max_chars, opts.diff_chars))
         for c in clusters:
             d = cluster_dict(c)
-            rep = d["rep"]
-            if rep["text"] is not None and len(rep["text"]) > opts.max_chars:
-                rep["text"], rep["truncated"] = rep["text"][: opts.max_chars], True
             for m in d["dups"]:
                 if "diff" in m:
-                    m["diff"], cut = _clip_diff(m["diff"], opts.max_chars)
-                    m["truncated"] = m["truncated"] or cut
                     m.pop("text")  # the diff spells the text out
-                elif m["text"] is not None and len(m["text"]) > opts.max_chars:
-                    m["text"], m["truncated"] = m["text"][: opts.max_chars], True
             d["stage_index"] = si
             clusters_out[c.key] = d
         n_clusters = len(st.cluster_values)
@@ -182,8 +167,45 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
         "sampled": sampled,
         "notes": notes,
     }
+    _fit(data, opts.max_bytes)
     return data, ReportResult(path=Path(), bytes=0, clusters_listed=listed, clusters_total=total,
-                              sampled=sampled, notes=notes)
+                              sampled=data["sampled"], notes=data["notes"])
+
+
+def _data_bytes(data: dict[str, Any]) -> int:
+    return len(_json_for_script(data).encode("utf-8"))
+
+
+def _fit(data: dict[str, Any], budget: int) -> None:
+    """Cut texts (then the search index) until the embedded data is at most ``budget`` bytes."""
+    size = _data_bytes(data)
+    if size <= budget:
+        return
+    if data["doc_index"]:
+        listed = {m["doc_id"] for c in data["clusters"].values() for m in [c["rep"], *c["dups"]]}
+        if any(d not in listed for d in data["doc_index"]):
+            data["doc_index"] = {k: v for k, v in data["doc_index"].items() if k in listed}
+            for s in data["stages"]:
+                s["index_complete"] = False
+            data["notes"].append("the search covers only the listed clusters, to keep the page small")
+            size = _data_bytes(data)
+    limit = data["options"]["max_chars"]
+    while size > budget and limit > 100:
+        limit //= 2
+        for c in data["clusters"].values():
+            for m in [c["rep"], *c["dups"]]:
+                if m.get("text") is not None and len(m["text"]) > limit:
+                    m["text"], m["truncated"] = m["text"][:limit], True
+                if m.get("diff") is not None:
+                    clipped, cut = clip_diff([tuple(x) for x in m["diff"]], limit)
+                    m["diff"] = [list(x) for x in clipped]
+                    m["truncated"] = m["truncated"] or cut
+        size = _data_bytes(data)
+    if limit != data["options"]["max_chars"]:
+        data["options"]["max_chars"] = limit
+        data["notes"].append(f"texts are cut to {limit} characters to keep the page under "
+                             f"{budget / 1e6:.1f} MB")
+    data["sampled"] = True
 
 
 def _asset(name: str) -> str:

@@ -42,7 +42,7 @@ def inspect_run(out: str | os.PathLike, *, cluster: int | None = None, doc: str 
         largest: the N largest clusters of each stage.
         stage: only this stage (name, or sub-folder name of a pipeline run).
         max_members: duplicates listed per cluster (the least similar first).
-        max_chars: characters of each text loaded.
+        max_chars: characters of each text shown (the diff looks at up to 20,000 of each).
 
     Raises:
         ConfigError: not exactly one of cluster/doc/largest, or a bad number.

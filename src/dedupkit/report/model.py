@@ -122,7 +122,7 @@ def stage_threshold(summary: dict) -> float | None:
     for d in _dicts(summary):
         v = _num(d.get("eps"))
         if v is not None and 0.0 <= v <= 1.0:
-            return 1.0 - v  # SemDeDup: drop pairs with cosine distance below eps
+            return round(1.0 - v, 6)  # SemDeDup: a duplicate has cosine >= 1 - eps
     return None
 
 
@@ -208,6 +208,7 @@ class Member:
     text: str | None = None
     truncated: bool = False
     diff: list[tuple[str, str]] | None = None
+    words: dict[str, Any] | None = None  # diff_stats of the whole diff, before clipping
 
 
 @dataclass
@@ -440,13 +441,22 @@ def load_texts(summary: dict, wanted: Iterable[tuple[str, int]], max_chars: int,
     return texts, notes
 
 
-def attach_texts(clusters: list[Cluster], summary: dict, max_chars: int) -> list[str]:
-    """Load the texts of every listed member and diff each duplicate against its representative."""
+DIFF_CHARS = 20000
+
+
+def attach_texts(clusters: list[Cluster], summary: dict, max_chars: int,
+                 diff_chars: int = DIFF_CHARS) -> list[str]:
+    """Load the texts of every listed member, diff each duplicate against its representative, and
+    cut what is shown to ``max_chars``.
+
+    The diff looks at up to ``diff_chars`` characters of each text, so cutting the display does
+    not make two copies look different at the cut; word counts are those of the whole diff.
+    """
     wanted = []
     for c in clusters:
         for m in [c.representative, *c.duplicates]:
             wanted.append((m.shard, m.row))
-    texts, notes = load_texts(summary, wanted, max_chars)
+    texts, notes = load_texts(summary, wanted, max(max_chars, diff_chars))
     for c in clusters:
         for m in [c.representative, *c.duplicates]:
             got = texts.get((m.shard, m.row))
@@ -456,13 +466,33 @@ def attach_texts(clusters: list[Cluster], summary: dict, max_chars: int) -> list
         for m in c.duplicates:
             if rep is not None and m.text is not None:
                 m.diff = word_diff(rep, m.text)
+                m.words = dict(diff_stats(m.diff))
+                if m.words["removed"] or m.words["added"]:
+                    m.words["same_ignoring_case"] = rep.lower().split() == m.text.lower().split()
+        for m in [c.representative, *c.duplicates]:
+            if m.text is not None and len(m.text) > max_chars:
+                m.text, m.truncated = m.text[:max_chars], True
+            if m.diff is not None:
+                m.diff, cut = clip_diff(m.diff, max_chars)
+                m.truncated = m.truncated or cut
     return notes
+
+
+def clip_diff(diff: list[tuple[str, str]], limit: int) -> tuple[list[tuple[str, str]], bool]:
+    """Keep the first ``limit`` characters of a diff (counting every segment shown)."""
+    out, used = [], 0
+    for tag, text in diff:
+        if used + len(text) > limit:
+            if limit > used:
+                out.append((tag, text[: limit - used]))
+            return out, True
+        out.append((tag, text))
+        used += len(text)
+    return out, False
 
 
 def cluster_dict(c: Cluster) -> dict[str, Any]:
     """A cluster as plain JSON data (what the page's script renders)."""
-
-    rep_text = c.representative.text
 
     def mem(m: Member, with_diff: bool) -> dict[str, Any]:
         d: dict[str, Any] = {"doc_id": m.doc_id, "shard": m.shard, "row": m.row, "keep": m.keep,
@@ -470,9 +500,7 @@ def cluster_dict(c: Cluster) -> dict[str, Any]:
                              "text": m.text, "truncated": m.truncated}
         if with_diff and m.diff is not None:
             d["diff"] = [[t, s] for t, s in m.diff]
-            d["words"] = diff_stats(m.diff)
-            if (d["words"]["removed"] or d["words"]["added"]) and rep_text is not None and m.text is not None:
-                d["words"]["same_ignoring_case"] = rep_text.lower().split() == m.text.lower().split()
+            d["words"] = m.words
         return d
 
     return {"key": c.key, "stage": c.stage, "id": c.cluster_id, "size": c.size,

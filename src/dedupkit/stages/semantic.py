@@ -164,6 +164,8 @@ class EmbedResult:
     n: int
     computed: int  # rows embedded now (the rest came from the cache)
     seconds: float
+    encode_s: float  # inside the embedder's encode() only
+    load_s: float  # loading the model
     key: str
     dim: int
 
@@ -193,21 +195,28 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
     key_fn = getattr(task.factory, "cache_key", None)
     key = key_fn(task.arg, task.config) if key_fn else None
     emb = None
+    load_s = encode_s = 0.0
     if key is None:
         emb = get_embedder(task.config, task.factory, task.arg)
         key = cache_key(emb, task.config)
+        load_s = time.perf_counter() - t0
     cache = EmbeddingCache(task.cache_dir, key) if task.use_cache else None
     cached = cache.load(task.fingerprint) if cache else None
     have_rows = cached[0] if cached else np.zeros(0, np.int64)
     missing = np.setdiff1d(task.rows, have_rows)
     computed = 0
     if len(missing):
-        emb = emb or get_embedder(task.config, task.factory, task.arg)
+        if emb is None:
+            t_load = time.perf_counter()
+            emb = get_embedder(task.config, task.factory, task.arg)
+            load_s = time.perf_counter() - t_load
         rows, texts = _read_texts(task.shard, task.text_spec, task.n_rows, missing)
         if not np.array_equal(rows, missing):
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
                              f"rows, read {len(rows)}); rerun on a stable copy")
+        t_enc = time.perf_counter()
         parts = [emb.encode(texts[a:a + ENCODE_CHUNK]) for a in range(0, len(texts), ENCODE_CHUNK)]
+        encode_s = time.perf_counter() - t_enc
         new = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
         computed = len(rows)
         if cached:
@@ -225,7 +234,8 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
     out = np.asarray(all_emb[pos], dtype=np.float32)
     np.save(task.out_path, out)
     return EmbedResult(path=task.out_path, n=len(task.rows), computed=computed,
-                       seconds=time.perf_counter() - t0, key=key, dim=int(out.shape[1]))
+                       seconds=time.perf_counter() - t0, encode_s=encode_s, load_s=load_s, key=key,
+                       dim=int(out.shape[1]))
 
 
 def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_dir: str | None = None,
@@ -261,7 +271,9 @@ def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_d
     stats = {"model_key": results[0].key if results else None, "dim": int(x.shape[1]) if x.ndim == 2 else 0,
              "embedded_now": int(sum(r.computed for r in results)),
              "from_cache": int(sum(r.n - r.computed for r in results)),
-             "embed_s": round(time.perf_counter() - t0, 3)}
+             "embed_s": round(time.perf_counter() - t0, 3),
+             "encode_s": round(sum(r.encode_s for r in results), 3),
+             "model_load_s": round(sum(r.load_s for r in results), 3)}
     return x, stats
 
 
