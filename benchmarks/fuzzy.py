@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Speed of ``dedupkit fuzzy`` beside rensa and datasketch's documented usage, same settings.
 
-Settings for every tool: word 5-grams of NFKC-lower-cased ``\\w+`` tokens (dedupkit's shingles,
-so every tool hashes the same strings), 128 permutations, Jaccard threshold 0.8.
+Settings for every tool: word 5-grams of NFKC-lower-cased word tokens (the baselines get them from
+``py_shingles``: Python's ``re`` ``\\w+``; on this English corpus they are dedupkit's shingles),
+128 permutations, Jaccard threshold 0.8.
 
 - dedupkit: ``dedupkit fuzzy SHARDS -o OUT --workers W`` as a subprocess (the CLI a user runs).
 - rensa: ``RMinHash(num_perm=128, seed=42).update(shingles)`` per document, ``RMinHashLSH(threshold=0.8,
@@ -30,11 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -109,31 +113,39 @@ def _tree_rss(root: int) -> int:
 
 
 def measure(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd``; return wall seconds, peak tree RSS and its last stdout line (JSON)."""
+    """Run ``cmd``; return wall seconds, CPU seconds (user + system of the process and every
+    descendant it waited for), peak tree RSS and its stdout parsed as JSON."""
+    import tempfile
+
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = [0]
-    stop = threading.Event()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        peak = [0]
+        stop = threading.Event()
 
-    def poll():
-        while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
-            stop.wait(0.05)
+        def poll():
+            while not stop.is_set():
+                peak[0] = max(peak[0], _tree_rss(proc.pid))
+                stop.wait(0.05)
 
-    th = threading.Thread(target=poll, daemon=True)
-    th.start()
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
-    stop.set()
-    th.join()
+        th = threading.Thread(target=poll, daemon=True)
+        th.start()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        stop.set()
+        th.join()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stderr[-3000:]}")
     try:
-        info = json.loads(out)  # dedupkit --json: the whole stdout
+        info = json.loads(stdout)  # dedupkit --json: the whole stdout
     except ValueError:
-        last = out.strip().splitlines()[-1] if out.strip() else "{}"
+        last = stdout.strip().splitlines()[-1] if stdout.strip() else "{}"
         info = json.loads(last)
-    return {"wall_s": wall, "peak_rss": peak[0], "info": info}
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss": peak[0], "info": info}
 
 
 # --- baseline workers (run as subprocesses of this file) -------------------------------------
@@ -151,18 +163,26 @@ def _texts(shards: list[str], limit: int):
                 yield t
 
 
+_TOKEN = re.compile(r"\w+")
+
+
+def py_shingles(text: str, n: int = 5) -> list[str]:
+    """Word n-grams as a Python user writes them: NFKC, lower case, re's \\w+ tokens, joined by a space
+    (the same shingles as dedupkit's on this English corpus)."""
+    toks = _TOKEN.findall(unicodedata.normalize("NFKC", text).lower())
+    if len(toks) < n:
+        return [" ".join(toks)] if toks else []
+    return [" ".join(g) for g in zip(*[toks[i:] for i in range(n)])]
+
+
 def run_rensa(shards: list[str], limit: int) -> dict:
     from rensa import RMinHash, RMinHashLSH
 
-    sys.path.insert(0, str(SRC))
-    from dedupkit.minhash import MinHashConfig, shingles
-
-    cfg = MinHashConfig(ngram=5)
     lsh = RMinHashLSH(threshold=0.8, num_perm=128, num_bands=16)
     mhs = []
     for i, t in enumerate(_texts(shards, limit)):
         m = RMinHash(num_perm=128, seed=42)
-        m.update(shingles(t, cfg))
+        m.update(py_shingles(t))
         lsh.insert(i, m)
         mhs.append(m)
     pairs = sum(len([k for k in lsh.query(m) if k > i]) for i, m in enumerate(mhs))
@@ -172,15 +192,11 @@ def run_rensa(shards: list[str], limit: int) -> dict:
 def run_datasketch(shards: list[str], limit: int) -> dict:
     from datasketch import MinHash, MinHashLSH
 
-    sys.path.insert(0, str(SRC))
-    from dedupkit.minhash import MinHashConfig, shingles
-
-    cfg = MinHashConfig(ngram=5)
     lsh = MinHashLSH(threshold=0.8, num_perm=128)
     mhs = []
     for i, t in enumerate(_texts(shards, limit)):
         m = MinHash(num_perm=128)
-        for s in shingles(t, cfg):
+        for s in py_shingles(t):
             m.update(s.encode("utf8"))
         lsh.insert(i, m)
         mhs.append(m)
@@ -224,6 +240,7 @@ def main() -> None:
         for tool in a.tools:
             if tool == "dedupkit":
                 docs = n_total
+                shutil.rmtree(a.work / "out", ignore_errors=True)  # no scan task reused from an earlier run
                 cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *shards, "-o", str(a.work / "out"), "--overwrite",
                        "--workers", str(a.workers), "--ngram", "5", "--num-perm", "128", "--threshold", "0.8",
                        "--id-column", "id", "-q", "--json"]
@@ -237,23 +254,31 @@ def main() -> None:
                 info = {"docs": info["counts"]["rows"], "dropped": info["counts"]["dropped"],
                         "pairs": info["stats"]["verified_pairs"], "timings": info["timings"],
                         "fuzzy": info["stats"]["timings"]}
-            runs[tool].append({"wall_s": m["wall_s"], "peak_rss": m["peak_rss"], "docs": docs, **info})
+            runs[tool].append({"wall_s": m["wall_s"], "cpu_s": m["cpu_s"], "peak_rss": m["peak_rss"], "docs": docs,
+                               **info})
             print(f"{tool} run {r + 1}: {docs:,} docs in {m['wall_s']:.1f} s ({docs / m['wall_s']:,.0f} docs/s), "
+                  f"{m['cpu_s']:.1f} CPU s, "
                   f"peak RSS {fmt_bytes(m['peak_rss'])}, {json.dumps(info)}", file=sys.stderr, flush=True)
     results = []
     for tool, rs in runs.items():
         wall = statistics.median(x["wall_s"] for x in rs)
-        results.append({"tool": tool, "docs": rs[0]["docs"], "median_wall_s": wall,
-                        "docs_per_s": rs[0]["docs"] / wall, "peak_rss": max(x["peak_rss"] for x in rs), "runs": rs})
+        cpu = statistics.median(x["cpu_s"] for x in rs)
+        results.append({"tool": tool, "docs": rs[0]["docs"], "median_wall_s": wall, "median_cpu_s": cpu,
+                        "docs_per_s": rs[0]["docs"] / wall, "docs_per_cpu_s": rs[0]["docs"] / cpu,
+                        "peak_rss": max(x["peak_rss"] for x in rs), "runs": rs})
     base = {r["tool"]: r["docs_per_s"] for r in results}
     ours = base.get("dedupkit")
     print(f"\nworkers={a.workers}, repeat={a.repeat} (median), word 5-grams, 128 permutations, threshold 0.8")
-    print("| tool | docs | median wall s | docs/s | peak RSS | dedupkit speed-up |")
-    print("|---|---|---|---|---|---|")
+    ours_cpu = next((r["docs_per_cpu_s"] for r in results if r["tool"] == "dedupkit"), None)
+    print("| tool | docs | median wall s | docs/s | dedupkit speed-up (wall) | CPU s | docs per CPU s | "
+          "dedupkit per-CPU ratio | peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        ratio = f"{ours / r['docs_per_s']:.1f}x" if ours and r["tool"] != "dedupkit" else "-"
-        print(f"| {r['tool']} | {r['docs']:,} | {r['median_wall_s']:.1f} | {r['docs_per_s']:,.0f} | "
-              f"{fmt_bytes(r['peak_rss'])} | {ratio} |")
+        mine = r["tool"] == "dedupkit"
+        ratio = f"{ours / r['docs_per_s']:.2f}x" if ours and not mine else "-"
+        cratio = f"{ours_cpu / r['docs_per_cpu_s']:.2f}x" if ours_cpu and not mine else "-"
+        print(f"| {r['tool']} | {r['docs']:,} | {r['median_wall_s']:.1f} | {r['docs_per_s']:,.0f} | {ratio} | "
+              f"{r['median_cpu_s']:.1f} | {r['docs_per_cpu_s']:,.0f} | {cratio} | {fmt_bytes(r['peak_rss'])} |")
     if a.json_out:
         a.json_out.write_text(json.dumps(results, indent=1))
 

@@ -226,6 +226,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/fuzzy-quality"))
     ap.add_argument("--sweep", action="store_true", help="also sweep threshold/ngram/verify for dedupkit")
     ap.add_argument("--peer-settings", action="store_true", help="also run dedupkit at each peer's settings")
+    ap.add_argument("--rerun-peers", action="store_true",
+                    help="run the peers again even if OUT/SUITE/PEER/info.json exists from an earlier run")
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--run-peer", choices=list(PEERS), help=argparse.SUPPRESS)
     ap.add_argument("--suite", type=Path, help=argparse.SUPPRESS)
@@ -253,8 +255,13 @@ def main() -> None:
                  dict(num_perm=112, bands=14, rows=8, verify="none")),
             ]
         if a.sweep:
-            configs += [(f"dedupkit {n}-grams t={t} verify={v}", dict(threshold=t, ngram=n, verify=v))
-                        for n in (1, 3, 5) for t in (0.5, 0.6, 0.7, 0.8) for v in ("signature", "jaccard")]
+            # what the defaults were chosen from (docs/fuzzy.md): n-gram size, threshold, verify, seed
+            grid = [(5, t, "signature", 1) for t in (0.5, 0.6, 0.65, 0.7, 0.8)]
+            grid += [(5, t, "signature", seed) for t in (0.6, 0.65) for seed in (2, 3)]
+            grid += [(5, 0.65, "jaccard", 1), (4, 0.65, "signature", 1), (3, 0.7, "signature", 1),
+                     (2, 0.7, "signature", 1), (1, 0.5, "signature", 1), (1, 0.4, "signature", 1)]
+            configs += [(f"dedupkit {n}-grams t={t} verify={v} seed={seed}",
+                         dict(ngram=n, threshold=t, verify=v, seed=seed)) for n, t, v, seed in grid]
         for k, (name, params) in enumerate(configs):
             out = a.out / suite.name / f"dedupkit-{k:02d}"
             _, secs = run_dedupkit(suite, out, **params)
@@ -263,13 +270,18 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         for peer in (a.peers if a.peers_python else []):
             out = a.out / suite.name / peer
-            r = subprocess.run([a.peers_python, __file__, "--run-peer", peer, "--suite", str(suite),
-                                "--manifest-out", str(out / "manifest")], capture_output=True, text=True)
-            if r.returncode != 0:
-                rows.append({"suite": suite.name, "tool": peer, "error": r.stderr.strip().splitlines()[-1:]})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-                continue
-            info = json.loads(r.stdout.strip().splitlines()[-1])
+            cached = out / "info.json"
+            if cached.exists() and not a.rerun_peers:  # peers are slow and deterministic: reuse
+                info = json.loads(cached.read_text())
+            else:
+                r = subprocess.run([a.peers_python, __file__, "--run-peer", peer, "--suite", str(suite),
+                                    "--manifest-out", str(out / "manifest")], capture_output=True, text=True)
+                if r.returncode != 0:
+                    rows.append({"suite": suite.name, "tool": peer, "error": r.stderr.strip().splitlines()[-1:]})
+                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+                    continue
+                info = json.loads(r.stdout.strip().splitlines()[-1])
+                cached.write_text(json.dumps(info))
             rows.append({"suite": suite.name, "tool": peer, "settings": info.get("settings"),
                          "seconds": info.get("seconds"), **score(a.score, suite, out / "manifest")})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

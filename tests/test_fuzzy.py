@@ -274,3 +274,20 @@ def test_cli_subprocess_chain_with_exact(tmp_path):
     summary = json.loads(fu.stdout)
     assert summary["counts"]["rows"] == len(texts) + 1
     assert summary["counts"]["dropped"] == 5
+
+
+def test_mapper_slices_give_the_same_features(monkeypatch):
+    import pyarrow as pa
+
+    from dedupkit.io.read import Batch
+    from dedupkit.minhash import MinHashConfig
+
+    texts, _ = near_dup_texts()
+    batch = Batch(np.arange(len(texts)), pa.array(texts + [None])[: len(texts)])
+    mapper = fz.FuzzyMapper(MinHashConfig())
+    whole = mapper.map_batch(batch)
+    monkeypatch.setattr(fz, "SLICE_BYTES", 100)  # about one document per slice
+    sliced = mapper.map_batch(batch)
+    for k in whole:
+        np.testing.assert_array_equal(whole[k], sliced[k])
+    assert whole["sig"].shape == (len(texts), 128)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dedupkit.errors import ConfigError
 from dedupkit.minhash import (
     MinHashConfig, band_keys, batch_shingle_hashes, detection_probability, optimal_params,
-    shingle_hashes, shingles, signatures,
+    shingle_hash, shingle_hashes, shingles, signatures,
 )
 
 TEXTS = [
@@ -30,7 +30,7 @@ TEXTS = [
 
 
 def datasketch_signature(text: str, cfg: MinHashConfig) -> np.ndarray:
-    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=xxhash.xxh3_64_intdigest, scheme=cfg.scheme)
+    m = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=lambda b: shingle_hash(b, cfg), scheme=cfg.scheme)
     m.update_batch([s.encode("utf-8") for s in shingles(text, cfg)])
     return np.asarray(m.hashvalues, dtype=np.uint64)
 
@@ -48,7 +48,7 @@ def test_batch_signatures_equal_datasketch_update_batch(scheme, shingle, ngram):
 def test_equal_to_datasketch_update_per_shingle_and_default_num_perm():
     cfg = MinHashConfig()
     text = TEXTS[0] * 3
-    m = MinHash(num_perm=128, seed=1, hashfunc=xxhash.xxh3_64_intdigest, scheme="affine64")
+    m = MinHash(num_perm=128, seed=1, hashfunc=lambda b: shingle_hash(b, cfg), scheme="affine64")
     for s in shingles(text, cfg):
         m.update(s.encode("utf-8"))
     np.testing.assert_array_equal(signatures([text], cfg)[0], m.hashvalues)
@@ -64,16 +64,21 @@ def test_property_batch_equals_datasketch_for_any_texts(texts, shingle, ngram):
         np.testing.assert_array_equal(row, datasketch_signature(t, cfg))
 
 
-def test_shingle_hashes_are_xxh3_of_each_shingle_and_batch_agrees():
+def test_shingle_hashes_come_from_xxh3_token_hashes_and_batch_agrees():
     cfg = MinHashConfig(ngram=3)
     text = "Hello, World!  Hello world again; héllo wörld."
     sh = shingles(text, cfg)
     assert sh[0] == "hello world hello" and sh[-1] == "again héllo wörld"
-    expect = [xxhash.xxh3_64_intdigest(s.encode()) for s in sh]
+    expect = [shingle_hash(s.encode(), cfg) for s in sh]
     np.testing.assert_array_equal(shingle_hashes(text, cfg), np.array(expect, np.uint64))
     hashes, counts = batch_shingle_hashes(["", text, None, "a"], cfg)
     assert counts.tolist() == [0, len(sh), 0, 1]
     np.testing.assert_array_equal(hashes[: len(sh)], expect)
+    # a word shingle's hash depends on every token and on their order
+    assert len(set(expect)) == len(expect)
+    assert shingle_hash(b"a b c", cfg) != shingle_hash(b"c b a", cfg) != shingle_hash(b"a b", cfg)
+    char = MinHashConfig(shingle="char", ngram=3)
+    assert shingle_hash("héllo".encode(), char) == xxhash.xxh3_64_intdigest("héllo".encode())
 
 
 def test_short_and_empty_documents():
@@ -89,6 +94,9 @@ def test_unicode_tokens_nfkc_lowercase():
     cfg = MinHashConfig(ngram=1)
     assert shingles("Москва СТОЛИЦА", cfg) == ["москва", "столица"]
     assert shingles("ﬁne ＡＢＣ", cfg) == ["fine", "abc"]
+    # combining vowel signs stay inside Devanagari words (Python's \w+ would split them)
+    assert shingles("नमस्ते दुनिया", cfg) == ["नमस्ते", "दुनिया"]
+    assert shingles("snake_case x2, 3.14", cfg) == ["snake_case", "x2", "3", "14"]
 
 
 @pytest.mark.parametrize("threshold,num_perm", [(0.8, 128), (0.7, 128), (0.5, 64), (0.9, 256)])
@@ -131,3 +139,42 @@ def test_config_validation_names_the_fix():
         MinHashConfig(shingle="token")
     with pytest.raises(ConfigError, match="threshold"):
         MinHashConfig(threshold=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from("ab_1 ,.\n-éд東\u0301"), max_size=30)),
+                max_size=8))
+def test_ascii_fast_path_tokens_equal_the_re2_split(texts):
+    import pyarrow as pa
+
+    from dedupkit.minhash import _re2_tokens, _tokens, normalize_array
+
+    norm = normalize_array(pa.array(texts, pa.string()))
+    flat, counts = _tokens(norm)
+    ref_flat, ref_counts = _re2_tokens(pc_fill(norm))
+    assert flat.to_pylist() == ref_flat.to_pylist()
+    assert counts.tolist() == ref_counts.tolist()
+
+
+def pc_fill(arr):
+    import pyarrow.compute as pc
+
+    return pc.fill_null(arr, "")
+
+
+def test_c_kernel_equals_numpy_path_for_both_schemes():
+    """The optional C kernel and the numpy fallback give identical signatures."""
+    from dedupkit import minhash as mh
+
+    if mh._speedups is None:
+        pytest.skip("the C extension is not built in this checkout (pip install -e . builds it)")
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 300, 300)
+    counts[:3] = 0
+    h = rng.integers(0, 2**63, int(counts.sum()), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    for scheme in mh.SCHEMES:
+        cfg = mh.MinHashConfig(scheme=scheme, num_perm=64)
+        c = mh.signatures_from_hashes(h, counts, cfg)
+        f = mh.signatures_from_hashes(h, counts, cfg, use_c=False)
+        assert c.shape == (300, 64) and np.array_equal(c, f)
+        assert (c[:3] == mh.empty_value(scheme)).all()

@@ -78,7 +78,88 @@ static PyObject *collapse_ws(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", out, newo);
 }
 
+static inline uint64_t fmix64(uint64_t h) {
+    h ^= h >> 33; h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33; h *= 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 33);
+}
+
+/* The per-shingle update of one signature row, compiled for AVX-512, AVX2 and plain x86-64 and
+ * picked at load time (GCC function multi-versioning), so one build runs anywhere. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DEDUPKIT_CLONES __attribute__((target_clones("avx512f,avx512dq", "avx2", "default")))
+#else
+#define DEDUPKIT_CLONES
+#endif
+
+DEDUPKIT_CLONES
+static void affine_update(uint64_t *restrict row, const uint64_t *restrict a, const uint64_t *restrict b,
+                          Py_ssize_t p, uint64_t x) {
+    for (Py_ssize_t k = 0; k < p; k++) {
+        uint64_t v = a[k] * x + b[k];
+        row[k] = v < row[k] ? v : row[k];
+    }
+}
+
+DEDUPKIT_CLONES
+static void legacy_update(uint64_t *restrict row, const uint64_t *restrict a, const uint64_t *restrict b,
+                          Py_ssize_t p, uint64_t x) {
+    const uint64_t M = (1ULL << 61) - 1, MAX32 = 0xFFFFFFFFULL;
+    for (Py_ssize_t k = 0; k < p; k++) {
+        uint64_t v = a[k] * x + b[k];
+        v = (v & M) + (v >> 61);
+        v = v >= M ? v - M : v;
+        v &= MAX32;
+        row[k] = v < row[k] ? v : row[k];
+    }
+}
+
+/* minhash(hashes, offsets, n, a, b, p, legacy) -> bytearray of n*p uint64
+ *   hashes: m uint64 shingle hashes, documents concatenated; offsets: n+1 int64 into hashes.
+ *   a, b: p uint64 permutation parameters. Same arithmetic as dedupkit.minhash._permute
+ *   (uint64 wrap-around, as numpy does it), so signatures equal datasketch's:
+ *   legacy=0 (affine64): min over shingles of a * fmix64(h) + b;
+ *   legacy=1: min of (((a * h + b) mod 2**64) mod (2**61 - 1)) & (2**32 - 1).
+ *   A document without shingles keeps the empty value (2**64-1, or 2**32-1 for legacy). */
+static PyObject *minhash(PyObject *self, PyObject *args) {
+    Py_buffer hs, offs, ab, bb;
+    Py_ssize_t n, p;
+    int legacy;
+    if (!PyArg_ParseTuple(args, "y*y*ny*y*np", &hs, &offs, &n, &ab, &bb, &p, &legacy)) return NULL;
+    PyObject *out = NULL;
+    Py_ssize_t m = hs.len / 8;
+    const int64_t *o = (const int64_t *)offs.buf;
+    if (offs.len < (Py_ssize_t)((n + 1) * 8) || ab.len < p * 8 || bb.len < p * 8 || p <= 0 ||
+        (n > 0 && (o[0] < 0 || o[n] > m))) {
+        PyErr_SetString(PyExc_ValueError, "minhash: inconsistent buffer sizes");
+        goto done;
+    }
+    out = PyByteArray_FromStringAndSize(NULL, n * p * 8);
+    if (!out) goto done;
+    {
+        uint64_t *sig = (uint64_t *)PyByteArray_AS_STRING(out);
+        const uint64_t *h = (const uint64_t *)hs.buf;
+        const uint64_t *a = (const uint64_t *)ab.buf;
+        const uint64_t *b = (const uint64_t *)bb.buf;
+        const uint64_t MAX32 = 0xFFFFFFFFULL;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t d = 0; d < n; d++) {
+            uint64_t *row = sig + d * p;
+            for (Py_ssize_t k = 0; k < p; k++) row[k] = legacy ? MAX32 : UINT64_MAX;
+            for (int64_t j = o[d]; j < o[d + 1]; j++) {
+                if (legacy) legacy_update(row, a, b, p, h[j]);
+                else affine_update(row, a, b, p, fmix64(h[j]));
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyBuffer_Release(&hs); PyBuffer_Release(&offs); PyBuffer_Release(&ab); PyBuffer_Release(&bb);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"minhash", minhash, METH_VARARGS, "MinHash signatures of concatenated shingle hashes."},
     {"collapse_ws", collapse_ws, METH_VARARGS, "Collapse ASCII whitespace runs, trim, optionally ASCII-lower."},
     {NULL, NULL, 0, NULL},
 };

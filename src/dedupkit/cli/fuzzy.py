@@ -14,7 +14,7 @@ from dedupkit.cli.options import (
 @click.command(epilog="""\b
 Defaults, measured with ../shared/eval/score.py (docs/fuzzy.md, benchmarks/RESULTS.md):
 word 5-grams, 128 permutations, threshold 0.65 (16 bands x 8 rows by datasketch's rule),
---verify signature. On reuters-nd they give pairwise F1 0.76 with 257-270 unique docs lost
+--verify signature. On reuters-nd they give pairwise F1 0.75-0.76 with 261-270 unique docs lost
 (seeds 1-3); 0.6 gains F1 but loses more unique docs, 0.8 finds only 37% of the pairs.
 
 \b
@@ -30,8 +30,9 @@ Example:
 @guard_options
 @click.option("--shingle", type=click.Choice(["word", "char"]), default="word", show_default=True,
               envvar="DEDUPKIT_SHINGLE",
-              help="word: n-grams of Unicode \\w+ tokens after NFKC and lower case; char: character "
-                   "n-grams, for scripts written without spaces (Chinese, Japanese, Thai).")
+              help="word: n-grams of tokens (runs of letters, marks, digits, _ of any script) after NFKC "
+                   "and lower case; char: character n-grams, for scripts written without spaces "
+                   "(Chinese, Japanese, Thai).")
 @click.option("--ngram", type=click.IntRange(1, 64), default=5, show_default=True, envvar="DEDUPKIT_NGRAM",
               help="Shingle length in tokens (word) or characters (char). A document shorter than "
                    "one n-gram is one shingle; one without any token is never a fuzzy duplicate.")

@@ -41,6 +41,8 @@ VERIFY_MODES = ("none", "signature", "jaccard")
 ALL_PAIRS_MAX = 16
 # Documents per bucket task: more documents split a band by key hash into partitions.
 DOCS_PER_PARTITION = 4_000_000
+# Text bytes shingled at once by a scan worker (whole documents; one longer document is one slice).
+SLICE_BYTES = 4 * 2**20
 # Candidate pairs per verification task and per in-memory block inside it.
 PAIRS_PER_TASK = 500_000
 PAIRS_PER_BLOCK = 32_768
@@ -75,7 +77,26 @@ class FuzzyMapper(Mapper):
         self.bands, self.rows = cfg.resolved()
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
-        hashes, counts = batch_shingle_hashes(batch.text, self.cfg)
+        import pyarrow.compute as pc
+
+        # Token and shingle arrays take about 60 bytes per token, ~10x the text: work through the
+        # batch in slices of at most SLICE_BYTES of text (whole documents) to bound that.
+        text = batch.text
+        nbytes = np.asarray(pc.fill_null(pc.binary_length(text), 0), dtype=np.int64) if len(text) else \
+            np.zeros(0, np.int64)
+        ends = np.cumsum(nbytes)
+        parts, start = [], 0
+        while start < len(text):
+            base = ends[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, base + SLICE_BYTES, side="right")))
+            parts.append(self._map(text.slice(start, stop - start)))
+            start = stop
+        if not parts:
+            return self.empty()
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _map(self, text) -> dict[str, np.ndarray]:
+        hashes, counts = batch_shingle_hashes(text, self.cfg)
         sig = signatures_from_hashes(hashes, counts, self.cfg)
         keys = band_keys(sig, self.bands, self.rows)
         # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of two
@@ -325,7 +346,7 @@ class FuzzyStage(Stage):
 
     def key(self) -> str:
         c = self.config.minhash
-        return (f"fuzzy:v1:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
+        return (f"fuzzy:v2:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
                 f"{self.bands}x{self.rows}")
 
     def config_dict(self) -> dict:
