@@ -20,7 +20,7 @@ Usage:
     python /work/shared/bench/make_corpus.py --n 200000 --seed 42 --out /tmp/c200k
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench --repeats 3
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench \
-        --configs local:2,ray:2 --repeats 3 --json-out benchmarks/results/ray_fuzzy_2workers.json
+        --configs local:2,ray:2 --repeats 3 --json-out benchmarks/results/ray_fuzzy_2workers_only.json
 """
 
 from __future__ import annotations
