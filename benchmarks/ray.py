@@ -9,12 +9,18 @@ of memory, sampled every 50 ms from /proc over the whole process tree:
 - driver: the dedupkit process itself (where the global step's arrays live);
 - worker: the largest single Ray worker (or local pool worker) process.
 
+It also sums the CPU seconds of every process of the tree (less sensitive than wall time to other
+load on a shared machine) and shows wall and CPU time against the local engine at the same
+number of workers.
+
 The corpus is first cut into ``--shards`` Parquet files (not timed) so that there are per-shard
 tasks to spread. Every configuration's manifest is compared with the first one's.
 
 Usage:
     python /work/shared/bench/make_corpus.py --n 200000 --seed 42 --out /tmp/c200k
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench --repeats 3
+    python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench \
+        --configs local:2,ray:2 --repeats 3 --json-out benchmarks/results/ray_fuzzy_2workers_only.json
 """
 
 from __future__ import annotations
@@ -70,12 +76,27 @@ def _is_worker(cmd: str) -> bool:
         or "spawn_main" in cmd
 
 
-def sample_tree(root: int, seen_cmd: dict[int, str]) -> tuple[int, int, int]:
-    """(tree, driver, largest worker) RSS in KiB."""
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def sample_tree(root: int, seen_cmd: dict[int, str], cpu: dict[int, float] | None = None) -> tuple[int, int, int]:
+    """(tree, driver, largest worker) RSS in KiB; records each process's CPU seconds in ``cpu``."""
     total, worker, stack = 0, 0, [root]
     driver = _rss_kb(root)
     while stack:
         p = stack.pop()
+        if cpu is not None:
+            cpu[p] = max(cpu.get(p, 0.0), _cpu_s(p))
         rss = _rss_kb(p)
         total += rss
         if p != root:
@@ -106,13 +127,14 @@ def run_once(cmd: list[str], out: Path) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks = {"tree": 0, "driver": 0, "worker": 0, "work_bytes": 0}
+    cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample():
         seen: dict[int, str] = {}
         k = 0
         while not stop.is_set():
-            t, d, w = sample_tree(proc.pid, seen)
+            t, d, w = sample_tree(proc.pid, seen, cpu)
             peaks["tree"], peaks["driver"] = max(peaks["tree"], t), max(peaks["driver"], d)
             peaks["worker"] = max(peaks["worker"], w)
             if k % 20 == 0 and (out / ".work").exists():
@@ -129,7 +151,9 @@ def run_once(cmd: list[str], out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-3000:]}")
     summary = json.loads(stdout)
-    return {"wall_s": wall, **{f"peak_{k}_mib": v / 1024 for k, v in peaks.items() if k != "work_bytes"},
+    # CPU seconds of every process of the tree, as last sampled (a process that ended between two
+    # samples loses at most 50 ms): less sensitive to other load on the machine than wall time.
+    return {"wall_s": wall, "cpu_s": sum(cpu.values()), **{f"peak_{k}_mib": v / 1024 for k, v in peaks.items() if k != "work_bytes"},
             "peak_work_mib": peaks["work_bytes"] / 2**20, "summary": summary}
 
 
@@ -201,6 +225,7 @@ def main() -> None:
         results.append({
             "engine": engine, "workers": workers, "docs": n, "wall_s": wall,
             "walls": [round(x["wall_s"], 1) for x in rs], "docs_per_s": n / wall,
+            "cpu_s": statistics.median(x["cpu_s"] for x in rs),
             "scan_s": statistics.median(x["summary"]["timings"]["scan_s"] for x in rs),
             "identify_s": statistics.median(x["summary"]["timings"]["identify_s"] for x in rs),
             "peak_tree_mib": max(x["peak_tree_mib"] for x in rs),
@@ -213,15 +238,17 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
 
     by = {(r["engine"], r["workers"]): r for r in results}
-    lines = ["| engine | workers | wall s (median) | runs | docs/s | scan s | identify s | peak tree MiB | "
-             "peak driver MiB | peak worker MiB | vs local, same workers | manifest |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| engine | workers | wall s (median) | runs | docs/s | scan s | identify s | CPU s | "
+             "peak tree MiB | peak driver MiB | peak worker MiB | wall vs local | CPU vs local | manifest |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         base = by.get(("local", r["workers"]))
         ratio = f"{r['wall_s'] / base['wall_s']:.2f}x" if base else "-"
+        cratio = f"{r['cpu_s'] / base['cpu_s']:.2f}x" if base and base["cpu_s"] else "-"
         lines.append(f"| {r['engine']} | {r['workers']} | {r['wall_s']:.1f} | {r['walls']} | {r['docs_per_s']:,.0f} | "
-                     f"{r['scan_s']:.1f} | {r['identify_s']:.1f} | {r['peak_tree_mib']:,.0f} | "
-                     f"{r['peak_driver_mib']:,.0f} | {r['peak_worker_mib']:,.0f} | {ratio} | {r['manifest']} |")
+                     f"{r['scan_s']:.1f} | {r['identify_s']:.1f} | {r['cpu_s']:.0f} | {r['peak_tree_mib']:,.0f} | "
+                     f"{r['peak_driver_mib']:,.0f} | {r['peak_worker_mib']:,.0f} | {ratio} | {cratio} | "
+                     f"{r['manifest']} |")
     print("\n".join(lines))
     same = len(set(digests.values())) == 1
     print(f"\nmanifests identical across configurations: {'yes' if same else 'NO'}")

@@ -12,6 +12,7 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import SRC, read_manifest, run_subprocess, write_jsonl, write_parquet
@@ -20,6 +21,7 @@ from dedupkit.errors import InputError
 from dedupkit.io.read import ReadSpec
 from dedupkit.runner import RunOptions, run_stage
 from dedupkit.stages.exact import ExactConfig, ExactMapper, ExactStage
+from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyMapper, FuzzyStage
 
 ray = pytest.importorskip("ray")
 
@@ -121,6 +123,22 @@ def test_exact_manifest_equals_local(ray_session, multi_shard, tmp_path):
     assert sum(not r["keep"] for r in a) >= 25  # the planted exact copies were found
     assert on_ray.summary["config"]["engine"] == "ray"
     assert len(a) == on_ray.summary["counts"]["rows"] == 90
+
+
+def test_run_pipeline_on_ray_equals_local(ray_session, multi_shard, tmp_path):
+    stages = "exact,fuzzy" if _has_fuzzy() else "exact"
+    local = api.run([str(multi_shard)], str(tmp_path / "local"), stages=stages, id_column="id", workers=1,
+                    engine="local", env={})
+    on_ray = api.run([str(multi_shard)], str(tmp_path / "ray"), stages=stages, id_column="id", workers=2,
+                     engine="ray", env={})
+    assert read_manifest(on_ray.out) == read_manifest(local.out)
+    assert on_ray.summary["counts"]["dropped"] >= 25
+
+
+def _has_fuzzy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dedupkit.stages.fuzzy") is not None
 
 
 # --- a worker killed in the middle of a run --------------------------------------------------
@@ -247,6 +265,7 @@ def test_gpu_tasks_without_gpus_fail_clearly(ray_session):
 
 # --- the command line starts its own local Ray -----------------------------------------------
 
+@pytest.mark.slow
 def test_cli_engine_ray_starts_local_instance(multi_shard, tmp_path):
     local = run_subprocess("exact", str(multi_shard), "-o", str(tmp_path / "local"), "--id-column", "id")
     assert local.returncode == 0, local.stderr
@@ -289,3 +308,73 @@ def test_partitioned_components_on_ray_equal_local(ray_session, tmp_path):
     on_ray, stats = connected_components(n, files, tmp_path / "wr", RayEngine(workers=2), nparts=4)
     assert on_ray.tolist() == local.tolist()
     assert (local <= np.arange(n)).all() and len(np.unique(local)) < n
+
+
+def test_cuda_embedding_tasks_ask_ray_for_a_gpu(tmp_path):
+    from dedupkit.embed import EmbedConfig
+    from dedupkit.engine.ray import _task_resources
+    from dedupkit.io.shards import discover
+    from dedupkit.stages.semantic import EmbedTask
+
+    shard = discover([str(write_jsonl(tmp_path / "a.jsonl", [{"text": "x"}]))])[0]
+
+    def task(device):
+        return EmbedTask(index=0, shard=shard, text_spec=ReadSpec(), n_rows=1, rows=np.zeros(1, np.int64),
+                         fingerprint="", config=EmbedConfig(device=device), factory=None, arg="",
+                         cache_dir=None, use_cache=False, out_path=str(tmp_path / "e.npy"))
+
+    assert _task_resources([task("cuda")]) == {"num_gpus": 1}
+    assert _task_resources([task("cpu")]) == {}
+
+
+# --- fuzzy: same manifest as the local engine, partitioned global step -----------------------
+
+@pytest.mark.parametrize("verify", ["signature", "jaccard"])
+def test_fuzzy_manifest_equals_local(ray_session, multi_shard, tmp_path, monkeypatch, verify):
+    from dedupkit.engine import graph
+    from dedupkit.stages import fuzzy_partitioned
+
+    # Small partitions, so that the pair shuffle and the components really span several tasks.
+    monkeypatch.setattr(fuzzy_partitioned, "PAIRS_PER_PARTITION", 8)
+    monkeypatch.setattr(graph, "EDGES_PER_PARTITION", 16)
+    kw = dict(id_column="id", verify=verify, threshold=0.7)
+    local = api.fuzzy([str(multi_shard)], str(tmp_path / "local"), workers=1, **kw)
+    on_ray = api.fuzzy([str(multi_shard)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    a, b = read_manifest(local.out), read_manifest(on_ray.out)
+    assert a == b
+    assert sum(not r["keep"] for r in a) >= 30  # the 25 exact copies and near copies
+    g = on_ray.summary["stats"]["global_step"]
+    assert g["mode"] == "partitioned" and g["pair_partitions"] > 1 and g["component_partitions"] > 1
+    assert on_ray.summary["stats"]["verified_pairs"] == local.summary["stats"]["verified_pairs"]
+
+
+class KillOnceFuzzyMapper(FuzzyMapper):
+    """FuzzyMapper that kills its own worker once, after at least one scan task has finished."""
+
+    def __init__(self, cfg, scan_glob: str, marker: str):
+        super().__init__(cfg)
+        self.scan_glob = scan_glob
+        self.marker = marker
+
+    def map_batch(self, batch):
+        _kill_once(self.scan_glob, self.marker)
+        return super().map_batch(batch)
+
+
+class KillOnceFuzzy(FuzzyStage):
+    def __init__(self, out: Path, marker: Path):
+        super().__init__(FuzzyConfig())
+        self._glob = str(out / ".work" / "*-scan" / "*.done.json")
+        self._marker = str(marker)
+
+    def mapper(self):
+        return KillOnceFuzzyMapper(self.config.minhash, self._glob, self._marker)
+
+
+def test_fuzzy_worker_killed_mid_run_gives_same_manifest(ray_session, multi_shard, tmp_path):
+    local = api.fuzzy([str(multi_shard)], str(tmp_path / "local"), id_column="id")
+    out, marker = tmp_path / "ray", tmp_path / "killed.pid"
+    res = run_stage(KillOnceFuzzy(out, marker), [str(multi_shard)], out, ReadSpec(id_column="id"),
+                    RunOptions(workers=2, engine="ray"))
+    assert marker.exists(), "the test mapper never killed its worker"
+    assert read_manifest(res.out) == read_manifest(local.out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dedupkit.cli.options import (
+    engine_options,
     emit_result, guard_options, handle_errors, keep_options, output_options, progress_factory,
     read_options, resolve_skip, skip_option,
 )
@@ -23,6 +24,7 @@ Example:
 """)
 @read_options
 @output_options
+@engine_options
 @keep_options
 @skip_option
 @guard_options
@@ -54,7 +56,7 @@ Example:
 @handle_errors
 def fuzzy(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
           as_json, keep, keep_by, keep_order, skip, max_drop_rate, shingle, ngram, num_perm, seed,
-          threshold, bands, rows, verify, scheme):
+          threshold, bands, rows, verify, scheme, engine, ray_address):
     """Drop near-duplicates: MinHash signatures of shingle sets, LSH band buckets, verified pairs.
 
     INPUT is files, folders (recursive) or globs of .parquet, .jsonl, .jsonl.gz and .jsonl.zst
@@ -72,5 +74,6 @@ def fuzzy(inputs, text_column, id_column, batch_size, on_bad_record, output, ove
         threshold=threshold, bands=bands, rows=rows, scheme=scheme, verify=verify, keep=keep,
         keep_by=keep_by, keep_order=keep_order, workers=workers, overwrite=overwrite,
         skip=resolve_skip(skip), max_drop_rate=max_drop_rate, progress=progress_factory(quiet),
+        engine=engine, ray_address=ray_address,
     )
     emit_result(output, result.summary, as_json)

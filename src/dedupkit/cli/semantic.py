@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from dedupkit.cli.options import (
+    engine_options,
     emit_result, guard_options, handle_errors, output_options, progress_factory, read_options,
     resolve_skip, skip_option,
 )
@@ -35,6 +36,7 @@ Example:
 """)
 @read_options
 @output_options
+@engine_options
 @skip_option
 @guard_options
 @click.option("--model", default="minilm", show_default=True, envvar="DEDUPKIT_MODEL",
@@ -76,7 +78,8 @@ Example:
 @handle_errors
 def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
              as_json, skip, max_drop_rate, model, device, embed_batch_size, max_tokens, eps, clusters,
-             fit_sample, niter, keep, keep_by, keep_order, seed, analyze, cache_dir, no_cache):
+             fit_sample, niter, keep, keep_by, keep_order, seed, analyze, cache_dir, no_cache, engine,
+             ray_address):
     """Drop semantic duplicates with SemDeDup: sentence embeddings, spherical k-means, and
     pairwise cosine inside each cluster.
 
@@ -95,6 +98,7 @@ def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, 
         keep_by=keep_by, keep_order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir,
         use_cache=not no_cache, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),
         max_drop_rate=max_drop_rate, progress=progress_factory(quiet),
+        engine=engine, ray_address=ray_address,
     )
     emit_result(output, result.summary, as_json)
     analysis = result.summary.get("stats", {}).get("analysis")

@@ -358,6 +358,11 @@ class FuzzyStage(Stage):
         from dedupkit.engine.local import LocalEngine
 
         engine = self.engine or LocalEngine()
+        if getattr(engine, "name", "local") != "local":
+            # A distributed engine (Ray): pairs and components stay partitioned, off the driver.
+            from dedupkit.stages.fuzzy_partitioned import identify_partitioned
+
+            return identify_partitioned(self, corpus, workdir, engine)
         cfg = self.config.minhash
         work = Path(workdir)
         work.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,12 @@ class EmbedTask:
     use_cache: bool
     out_path: str
 
+    @property
+    def ray_resources(self) -> dict:
+        """On ``--engine ray``, ``--device cuda`` embedding tasks ask for a GPU each, and run on
+        one long-lived actor per GPU (the model loads once per actor); see engine/ray.py."""
+        return {"num_gpus": 1} if self.config.device == "cuda" else {}
+
 
 @dataclass
 class EmbedResult:
