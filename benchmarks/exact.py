@@ -111,19 +111,23 @@ def main() -> None:
     rows.append(["baseline (pyarrow + xxh3_128 + set)", n_docs / base["wall_s"], nbytes / 1e6 / base["wall_s"],
                  base["peak_rss_mib"], 1.0, str(base["walls"])])
     results["runs"]["baseline"] = base | {"last": None}
-    for w in (1, 2):
-        r = median_runs([PY, "-m", "dedupkit", "exact", str(corpus), "-o", str(out), "-q", "--workers", str(w)],
-                        args.repeats, before=clean)
-        summary = json.loads((out / "summary.json").read_text())
-        assert summary["counts"]["rows"] == n_docs
-        ratio = base["wall_s"] / r["wall_s"]
-        rows.append([f"dedupkit exact --workers {w}", n_docs / r["wall_s"], nbytes / 1e6 / r["wall_s"],
-                     r["peak_rss_mib"], ratio, str(r["walls"])])
-        results["runs"][f"workers_{w}"] = r | {"last": None, "ratio_to_baseline": ratio,
-                                               "dropped": summary["counts"]["dropped"]}
+    for norm in ("lower,whitespace", "none"):
+        for w in (1, 2):
+            r = median_runs([PY, "-m", "dedupkit", "exact", str(corpus), "-o", str(out), "-q", "--workers", str(w),
+                             "--normalize", norm], args.repeats, before=clean)
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["counts"]["rows"] == n_docs
+            ratio = base["wall_s"] / r["wall_s"]
+            label = f"dedupkit exact --workers {w} --normalize {norm}" + (" (default)" if norm != "none" else "")
+            rows.append([label, n_docs / r["wall_s"], nbytes / 1e6 / r["wall_s"], r["peak_rss_mib"], ratio,
+                         str(r["walls"])])
+            results["runs"][f"workers_{w}_{norm}"] = r | {"last": None, "ratio_to_baseline": ratio,
+                                                          "dropped": summary["counts"]["dropped"],
+                                                          "timings": summary["timings"]}
     print(table(["run", "docs/s", "MB/s", "peak RSS MiB", "throughput vs baseline", "wall s (runs)"], rows))
-    print(f"\nbaseline found {dups:,} byte-identical duplicates; dedupkit (whitespace-normalized) dropped "
-          f"{results['runs']['workers_1']['dropped']:,}")
+    print(f"\nbaseline found {dups:,} byte-identical duplicates; dedupkit dropped "
+          f"{results['runs']['workers_1_none']['dropped']:,} with --normalize none and "
+          f"{results['runs']['workers_1_lower,whitespace']['dropped']:,} with the default lower,whitespace")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2, default=str))
     clean()

@@ -6,7 +6,6 @@ The Ray run of the same functions is in test_ray.py; here a plain union-find is 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -11,7 +11,6 @@ import re
 import zlib
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner

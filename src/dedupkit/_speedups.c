@@ -53,22 +53,21 @@ static PyObject *collapse_ws(PyObject *self, PyObject *args) {
     int64_t w = 0;
     Py_BEGIN_ALLOW_THREADS
     no[0] = 0;
+    const unsigned char *map = lower ? LOWER : IDENT;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t j = o[i], b = o[i + 1];
-        while (j < b && WS[src[j]]) j++;             /* leading whitespace */
-        while (j < b) {
-            int64_t k = j;
-            const unsigned char *map = lower ? LOWER : IDENT;
-            while (k < b) {                          /* a run of text, copied (and lowered) */
-                unsigned char c = src[k];
-                if (WS[c]) break;
-                dst[w++] = map[c];
-                k++;
-            }
-            j = k;
-            while (j < b && WS[src[j]]) j++;         /* a run of whitespace */
-            if (j < b) dst[w++] = ' ';               /* ...becomes one space unless trailing */
+        /* Branch-free: every byte is written, and the write position only advances unless the byte
+         * is whitespace following a space (or the document start, which drops leading space). */
+        int64_t start = w;
+        unsigned char prev = ' ';
+        for (int64_t j = o[i], b = o[i + 1]; j < b; j++) {
+            unsigned char c = src[j];
+            unsigned char ws = WS[c];
+            c = ws ? (unsigned char)' ' : map[c];
+            dst[w] = c;
+            w += !(ws & (prev == ' '));
+            prev = ws ? (unsigned char)' ' : c;
         }
+        if (w > start && dst[w - 1] == ' ') w--;    /* a trailing space */
         no[i + 1] = w;
     }
     Py_END_ALLOW_THREADS

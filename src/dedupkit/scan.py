@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedupkit.errors import InputError
-from dedupkit.io.read import BadRecord, ReadSpec, ShardReader
+from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Shard, fingerprint
 
 # A Parquet shard with more row groups than this many per task is split, so that --workers helps

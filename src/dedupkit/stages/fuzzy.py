@@ -354,6 +354,22 @@ class FuzzyStage(Stage):
         return {**asdict(c), "bands": self.bands, "rows": self.rows, "hash": "xxh3_64",
                 "verify": self.config.verify, **asdict(self.config.policy)}
 
+    def bucket_tasks(self, corpus, work: Path):
+        """Feature-file paths, task offsets, document partitions and one BucketTask per (band, partition).
+
+        Shared by the local global step and the partitioned one (``fuzzy_partitioned``).
+        """
+
+        def paths(name: str) -> tuple[str, ...]:
+            return tuple(str(Path(t.workdir) / f"task-{t.index:05d}.{name}.npy") for t in corpus.tasks)
+
+        offsets = tuple(int(x) for x in corpus.task_offsets[:-1])
+        nparts = max(1, -(-len(corpus) // DOCS_PER_PARTITION))
+        btasks = [BucketTask(b, p, nparts, paths("band"), paths("nsh"), offsets,
+                             str(work / f"pairs-b{b:03d}-p{p:03d}.npy"))
+                  for b in range(self.bands) for p in range(nparts)]
+        return paths, offsets, nparts, btasks
+
     def identify(self, corpus, workdir: str) -> Decisions:
         from dedupkit.engine.local import LocalEngine
 
@@ -368,16 +384,8 @@ class FuzzyStage(Stage):
         work.mkdir(parents=True, exist_ok=True)
         n = len(corpus)
         t0 = time.perf_counter()
-
-        def paths(name: str) -> tuple[str, ...]:
-            return tuple(str(Path(t.workdir) / f"task-{t.index:05d}.{name}.npy") for t in corpus.tasks)
-
-        offsets = tuple(int(x) for x in corpus.task_offsets[:-1])
+        paths, offsets, nparts, btasks = self.bucket_tasks(corpus, work)
         nsh = np.concatenate([np.load(p) for p in paths("nsh")]) if n else np.zeros(0, np.int32)
-        nparts = max(1, -(-n // DOCS_PER_PARTITION))
-        btasks = [BucketTask(b, p, nparts, paths("band"), paths("nsh"), offsets,
-                             str(work / f"pairs-b{b:03d}-p{p:03d}.npy"))
-                  for b in range(self.bands) for p in range(nparts)]
         pairs = np.zeros((0, 2), np.int64)
         if n:
             engine.map(bucket_task, btasks, desc="fuzzy: buckets")

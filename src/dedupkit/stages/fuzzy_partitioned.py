@@ -50,15 +50,8 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     n = len(corpus)
     t0 = time.perf_counter()
 
-    def paths(name: str) -> tuple[str, ...]:
-        return tuple(str(Path(t.workdir) / f"task-{t.index:05d}.{name}.npy") for t in corpus.tasks)
-
-    offsets = tuple(int(x) for x in corpus.task_offsets[:-1])
+    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work)
     n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
-    nparts = max(1, -(-n // fz.DOCS_PER_PARTITION))
-    btasks = [fz.BucketTask(b, p, nparts, paths("band"), paths("nsh"), offsets,
-                            str(work / f"pairs-b{b:03d}-p{p:03d}.npy"))
-              for b in range(stage.bands) for p in range(nparts)]
     cand: list[str] = []
     if n:
         counts = engine.map(fz.bucket_task, btasks, desc="fuzzy: buckets")
