@@ -23,4 +23,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -c "import dedupkit._speedups" 2>/dev/null \
+  || echo "warning: the optional C speed-ups did not build (pip install -e . -v shows why); using numpy" >&2
 exec .venv/bin/python -m pytest -q "$@"

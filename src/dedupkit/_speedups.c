@@ -86,7 +86,7 @@ static inline uint64_t fmix64(uint64_t h) {
 /* The per-shingle update of one signature row, compiled for AVX-512, AVX2 and plain x86-64 and
  * picked at load time (GCC function multi-versioning), so one build runs anywhere. */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define DEDUPKIT_CLONES __attribute__((target_clones("avx512f,avx512dq", "avx2", "default")))
+#define DEDUPKIT_CLONES __attribute__((target_clones("arch=skylake-avx512", "avx2", "default")))
 #else
 #define DEDUPKIT_CLONES
 #endif
