@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedupkit import __version__
-from dedupkit.engine.local import ProgressFactory, get_engine, no_progress
+from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
@@ -129,17 +129,21 @@ def run_stage(
         scan_dir.mkdir(parents=True, exist_ok=True)
         tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows)
         engine = get_engine(options.engine, options.workers, progress, options.ray_address)
-        results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
-        t_scan = time.perf_counter()
-        corpus = Corpus(tasks, results, shards)
-        corpus.check_unique_ids()
-        shard_dicts = [s.to_dict() for s in corpus.shards]
-        check_prior_fingerprints(prior_summaries, shard_dicts)
-        stage_work = od.work / stage.name
-        stage_work.mkdir(parents=True, exist_ok=True)
-        stage.engine = engine
-        decisions = stage.identify(corpus, str(stage_work))
-        t_ident = time.perf_counter()
+        try:
+            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+            t_scan = time.perf_counter()
+            corpus = Corpus(tasks, results, shards)
+            corpus.check_unique_ids()
+            shard_dicts = [s.to_dict() for s in corpus.shards]
+            check_prior_fingerprints(prior_summaries, shard_dicts)
+            stage_work = od.work / stage.name
+            stage_work.mkdir(parents=True, exist_ok=True)
+            stage.engine = engine
+            decisions = stage.identify(corpus, str(stage_work))
+            t_ident = time.perf_counter()
+        finally:
+            if isinstance(engine, LocalEngine):
+                engine.close()  # stop the worker pool reused by the scan and the global steps
 
         n = len(corpus)
         keep = decisions.keep_mask()

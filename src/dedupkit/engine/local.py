@@ -38,6 +38,10 @@ class LocalEngine:
     ``workers=1`` runs in the calling process (no pickling, easiest to debug); more workers use a
     spawn-context process pool (fork after pyarrow has started threads can deadlock). Results come
     back in task order whatever order the tasks finish in, so output never depends on ``workers``.
+
+    The pool is started on the first parallel ``map`` and reused by later ones (a stage's scan,
+    then its global steps), because each spawn re-imports numpy and pyarrow in every worker; call
+    :meth:`close` (the runner does) when the run is over.
     """
 
     name = "local"
@@ -47,6 +51,26 @@ class LocalEngine:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self.progress = progress
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(os.getpid(),))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes (a later ``map`` starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _abort(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "") -> list[Any]:
         bar = self.progress(len(tasks), desc)
@@ -58,38 +82,34 @@ class LocalEngine:
                     bar.update()
                 return out
             results: list[Any] = [None] * len(tasks)
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(self.workers, len(tasks)), mp_context=ctx,
-                                     initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-                # Workers start (on submit) with SIGINT ignored, a disposition that survives exec:
-                # Ctrl-C reaches the whole process group, and only the main process should react
-                # (no worker tracebacks); the main process then stops the workers itself.
-                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-                try:
-                    pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
-                finally:
-                    signal.signal(signal.SIGINT, previous)
-                try:
-                    while pending:
-                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            i = pending.pop(fut)
-                            results[i] = fut.result()
-                            bar.update()
-                except BrokenProcessPool as exc:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise DedupkitError(
-                        "a worker process died unexpectedly (killed by a signal or the out-of-memory "
-                        "killer); finished tasks are kept: rerun the same command to resume, with fewer "
-                        "--workers or a smaller --batch-size if memory ran out"
-                    ) from exc
-                except BaseException:
-                    # An error in one task, or Ctrl-C: stop now. Stopped tasks leave no completion
-                    # marker, so a rerun redoes exactly them.
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                        proc.terminate()
-                    raise
+            pool = self._get_pool()
+            # Workers start (on submit) with SIGINT ignored, a disposition that survives exec:
+            # Ctrl-C reaches the whole process group, and only the main process should react
+            # (no worker tracebacks); the main process then stops the workers itself.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        i = pending.pop(fut)
+                        results[i] = fut.result()
+                        bar.update()
+            except BrokenProcessPool as exc:
+                self._abort()
+                raise DedupkitError(
+                    "a worker process died unexpectedly (killed by a signal or the out-of-memory "
+                    "killer); finished tasks are kept: rerun the same command to resume, with fewer "
+                    "--workers or a smaller --batch-size if memory ran out"
+                ) from exc
+            except BaseException:
+                # An error in one task, or Ctrl-C: stop now. Stopped tasks leave no completion
+                # marker, so a rerun redoes exactly them.
+                self._abort()
+                raise
             return results
         finally:
             bar.close()
