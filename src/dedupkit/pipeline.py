@@ -57,7 +57,7 @@ def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_o
     return ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
 
 
-def build_fuzzy(shingle="word", ngram=5, num_perm=128, seed=1, threshold=0.8, bands=None, rows=None,
+def build_fuzzy(shingle="word", ngram=5, num_perm=128, seed=1, threshold=0.65, bands=None, rows=None,
                 scheme="affine64", verify="signature", keep="first", keep_by=None, keep_order="desc", **unknown):
     """The fuzzy (MinHash-LSH) stage from its command's options."""
     from dedupkit.minhash import MinHashConfig
