@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from dedupkit.cli.options import (
-    emit_result, engine_options, guard_options, handle_errors, keep_options, output_options,
-    progress_factory, read_options, resolve_skip, skip_option,
+    emit_result, handle_errors, progress_factory, resolve_skip, stage_options,
 )
 
 
@@ -15,12 +14,7 @@ Example:
   dedupkit exact data/ -o out/exact --normalize nfkc,whitespace --keep longest
   dedupkit exact /mnt/shared/corpus -o /mnt/shared/out/exact --engine ray --ray-address auto --workers 64
 """)
-@read_options
-@output_options
-@engine_options
-@keep_options
-@skip_option
-@guard_options
+@stage_options()
 @click.option("--normalize", default="lower,whitespace", show_default=True, envvar="DEDUPKIT_NORMALIZE",
               help="Comma-separated steps before hashing: nfkc, lower, punctuation, digits, "
                    "whitespace; or none. The default lower-cases, collapses whitespace runs and "

@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from dedupkit.cli.options import (
-    engine_options,
-    emit_result, guard_options, handle_errors, keep_options, output_options, progress_factory,
-    read_options, resolve_skip, skip_option,
+    emit_result, handle_errors, progress_factory, resolve_skip, stage_options,
 )
 
 
@@ -22,12 +20,7 @@ Example:
   dedupkit fuzzy data/ -o out/fuzzy --workers 4
   dedupkit exact data/ -o out/exact | dedupkit fuzzy data/ -o out/fuzzy --skip -
 """)
-@read_options
-@output_options
-@engine_options
-@keep_options
-@skip_option
-@guard_options
+@stage_options()
 @click.option("--shingle", type=click.Choice(["word", "char"]), default="word", show_default=True,
               envvar="DEDUPKIT_SHINGLE",
               help="word: n-grams of tokens (runs of letters, marks, digits, _ of any script) after NFKC "

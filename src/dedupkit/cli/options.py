@@ -81,6 +81,19 @@ def guard_options(f: Callable) -> Callable:
                              "more than this share of its input.")(f)
 
 
+def stage_options(keep: bool = True) -> Callable[[Callable], Callable]:
+    """Every stage command's shared options: read, output, engine, keep policy (unless the stage
+    has its own), --skip and the guardrail, in that order in --help."""
+
+    def decorate(f: Callable) -> Callable:
+        bundles = [read_options, output_options, engine_options] + ([keep_options] if keep else [])
+        for bundle in reversed(bundles + [skip_option, guard_options]):
+            f = bundle(f)
+        return f
+
+    return decorate
+
+
 def resolve_skip(skip: tuple[str, ...]) -> tuple[str, ...]:
     """Replace '-' by the folder read from stdin (the previous stage's stdout)."""
     out = []

@@ -5,9 +5,7 @@ from __future__ import annotations
 import click
 
 from dedupkit.cli.options import (
-    engine_options,
-    emit_result, guard_options, handle_errors, output_options, progress_factory, read_options,
-    resolve_skip, skip_option,
+    emit_result, handle_errors, progress_factory, resolve_skip, stage_options,
 )
 
 
@@ -34,11 +32,7 @@ Example:
   dedupkit semantic data/ -o out/sem-analysis --analyze --eps 0.01,0.05,0.1,0.2
   dedupkit semantic data/ -o out/sem --eps 0.05 --model static --skip out/fuzzy
 """)
-@read_options
-@output_options
-@engine_options
-@skip_option
-@guard_options
+@stage_options(keep=False)
 @click.option("--model", default="minilm", show_default=True, envvar="DEDUPKIT_MODEL",
               help="Embedder: minilm (all-MiniLM-L6-v2, packaged, offline); static (a model2vec "
                    "embedder distilled locally from minilm on first use, 50-250x faster on a CPU); "
