@@ -354,6 +354,25 @@ class FuzzyStage(Stage):
         return {**asdict(c), "bands": self.bands, "rows": self.rows, "hash": "xxh3_64",
                 "verify": self.config.verify, **asdict(self.config.policy)}
 
+    def clusters(self, corpus, root: np.ndarray, paths, offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cluster labels (-1 for singletons), representatives by the keep policy, and each
+        member's signature agreement with its representative, from component roots.
+
+        Shared by the local global step and the partitioned one (``fuzzy_partitioned``).
+        """
+        n = len(corpus)
+        sizes = np.bincount(root, minlength=n) if n else np.zeros(0, np.int64)
+        labels = np.where(sizes[root] > 1, root, -1).astype(np.int64)
+        pol = self.config.policy
+        keys = pol.priority(n, corpus.lengths, corpus.extra.get(pol.keep_by) if pol.keep_by else None)
+        rep = choose_representatives(labels, keys)
+        score = np.full(n, np.nan, dtype=np.float32)
+        member = np.flatnonzero(labels >= 0)
+        if len(member):
+            score[member] = signature_agreement(_Gather(paths("sig"), offsets),
+                                                np.stack([member, rep[member]], 1))
+        return labels, rep, score
+
     def bucket_tasks(self, corpus, work: Path):
         """Feature-file paths, task offsets, document partitions and one BucketTask per (band, partition).
 
@@ -409,16 +428,7 @@ class FuzzyStage(Stage):
         t2 = time.perf_counter()
 
         root = connected_components(n, pairs)
-        sizes = np.bincount(root, minlength=n) if n else np.zeros(0, np.int64)
-        labels = np.where(sizes[root] > 1, root, -1).astype(np.int64)
-        pol = self.config.policy
-        keys = pol.priority(n, corpus.lengths, corpus.extra.get(pol.keep_by) if pol.keep_by else None)
-        rep = choose_representatives(labels, keys)
-        score = np.full(n, np.nan, dtype=np.float32)
-        member = np.flatnonzero(labels >= 0)
-        if len(member):
-            score[member] = signature_agreement(_Gather(paths("sig"), offsets),
-                                                np.stack([member, rep[member]], 1))
+        labels, rep, score = self.clusters(corpus, root, paths, offsets)
         t3 = time.perf_counter()
         stats = {
             "bands": self.bands, "rows": self.rows,

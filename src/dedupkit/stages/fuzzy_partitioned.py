@@ -28,7 +28,6 @@ import numpy as np
 
 from dedupkit.engine import graph
 from dedupkit.minhash import detection_probability
-from dedupkit.policy import choose_representatives
 from dedupkit.stages.base import Decisions
 
 # Candidate pairs per partition of the pair shuffle (16 bytes each, a few copies while sorting).
@@ -76,16 +75,7 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     t2 = time.perf_counter()
 
     root, cc = graph.connected_components(n, verified, work / "components", engine)
-    sizes = np.bincount(root, minlength=n) if n else np.zeros(0, np.int64)
-    labels = np.where(sizes[root] > 1, root, -1).astype(np.int64)
-    pol = stage.config.policy
-    keys = pol.priority(n, corpus.lengths, corpus.extra.get(pol.keep_by) if pol.keep_by else None)
-    rep = choose_representatives(labels, keys)
-    score = np.full(n, np.nan, dtype=np.float32)
-    member = np.flatnonzero(labels >= 0)
-    if len(member):
-        score[member] = fz.signature_agreement(fz._Gather(paths("sig"), offsets),
-                                               np.stack([member, rep[member]], 1))
+    labels, rep, score = stage.clusters(corpus, root, paths, offsets)
     t3 = time.perf_counter()
     stats = {
         "bands": stage.bands, "rows": stage.rows,
