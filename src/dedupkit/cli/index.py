@@ -9,24 +9,12 @@ from typing import Callable
 import click
 
 from dedupkit.cli.options import (
-    emit_result, handle_errors, keep_options, output_options, progress_factory, read_options,
+    emit_result, handle_errors, keep_options, output_options, progress_factory, read_column_options, read_options,
 )
 from dedupkit.errors import CheckFailed
 from dedupkit.normalize import DEFAULT
 
 INDEX_HELP = "A local folder, or redis://HOST:PORT/DB[?prefix=NAME] for an index shared through Redis."
-
-
-def _read_opts_no_inputs(f: Callable) -> Callable:
-    f = click.option("--on-bad-record", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-                     envvar="DEDUPKIT_ON_BAD_RECORD", help="fail on the first bad record, or skip (and count) it.")(f)
-    f = click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True,
-                     help="Records per read batch.")(f)
-    f = click.option("--id-column", default=None, envvar="DEDUPKIT_ID_COLUMN",
-                     help='Unique id column; default doc_id is "{shard}:{row}".')(f)
-    f = click.option("--text-column", default="text", show_default=True, envvar="DEDUPKIT_TEXT_COLUMN",
-                     help="Column (JSON key) holding the text.")(f)
-    return f
 
 
 def _misc_opts(f: Callable) -> Callable:
@@ -99,7 +87,7 @@ Example:
               help="Normalization before the exact hash, as in `dedupkit exact` (same default).")
 @_minhash_opts
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
-@_read_opts_no_inputs
+@read_column_options
 @_misc_opts
 @handle_errors
 def create(location, more_inputs, inputs, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands, rows,
@@ -120,7 +108,7 @@ Example:
 """)
 @click.argument("location", metavar="INDEX")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@_read_opts_no_inputs
+@read_column_options
 @_misc_opts
 @handle_errors
 def add(location, inputs, text_column, id_column, batch_size, on_bad_record, workers, quiet, as_json):

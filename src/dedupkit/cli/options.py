@@ -13,20 +13,26 @@ import click
 from dedupkit.errors import DedupkitError
 
 
-def read_options(f: Callable) -> Callable:
-    """INPUT..., --text-column, --id-column, --batch-size, --on-bad-record."""
+def read_column_options(f: Callable) -> Callable:
+    """--text-column, --id-column, --batch-size, --on-bad-record (for commands whose inputs are
+    named another way, e.g. `index create --from`)."""
     f = click.option("--on-bad-record", type=click.Choice(["fail", "skip"]), default="fail",
                      show_default=True, envvar="DEDUPKIT_ON_BAD_RECORD",
                      help="fail on the first bad record, or skip it (it is counted in the summary "
-                          "and kept out of the clean corpus).")(f)
+                          "and is never kept or indexed).")(f)
     f = click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True,
                      help="Records per read batch (bounds memory; the manifest does not depend on it).")(f)
     f = click.option("--id-column", default=None, envvar="DEDUPKIT_ID_COLUMN",
                      help='Unique id column; default doc_id is "{shard}:{row}".')(f)
     f = click.option("--text-column", default="text", show_default=True, envvar="DEDUPKIT_TEXT_COLUMN",
                      help="Column (JSON key) holding the text.")(f)
-    f = click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")(f)
     return f
+
+
+def read_options(f: Callable) -> Callable:
+    """INPUT..., --text-column, --id-column, --batch-size, --on-bad-record."""
+    f = read_column_options(f)
+    return click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")(f)
 
 
 def output_options(f: Callable) -> Callable:
