@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sys
 from typing import Any, Callable
 
@@ -159,7 +158,3 @@ def handle_errors(f: Callable) -> Callable:
             sys.exit(130)
 
     return wrapper
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -149,7 +149,3 @@ def get_engine(name: str = "local", workers: int = 1, progress: ProgressFactory 
 
         return RayEngine(workers=workers, progress=progress, address=ray_address)
     raise ConfigError(f"unknown engine {name!r}; choose local or ray")
-
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 1))
