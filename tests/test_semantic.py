@@ -1,7 +1,8 @@
 """The semantic stage: SemDeDup decisions, keep policies, analysis, cache, chaining, CLI.
 
 Fast tests use a small hashing embedder registered through the real registry
-(``register_embedder``); ``test_real_packaged_model`` runs the packaged all-MiniLM-L6-v2.
+(``register_embedder``); ``test_real_packaged_model`` runs the packaged all-MiniLM-L6-v2, and
+``test_real_model_on_cuda_matches_cpu`` runs it on a GPU where torch sees one (skipped elsewhere).
 """
 
 from __future__ import annotations
@@ -338,12 +339,61 @@ def test_real_packaged_model(tmp_path):
     assert [x["keep"] for x in rows] == [True, False, True, True]
     assert rows[1]["duplicate_of"] == "d0" and 0.7 <= rows[1]["score"] < 1.0
     assert r.summary["stats"]["dim"] == 384
+    assert r.summary["stats"]["device"] == "cpu"
     emb = np.load(next(cache.rglob("*.emb.npy")))
     assert emb.shape == (4, 384)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
     assert emb[0] @ emb[1] > 0.7 > max(emb[0] @ emb[2], emb[0] @ emb[3])
     r2 = api.semantic([str(d)], str(tmp_path / "out2"), id_column="id", eps=0.01, cache_dir=str(cache))
     assert r2.summary["stats"]["embedded_now"] == 0 and r2.summary["counts"]["dropped"] == 0
+    assert r2.summary["stats"]["device"] == "cache"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.model
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU that torch can see")
+def test_real_model_on_cuda_matches_cpu(tmp_path):
+    """--device cuda embeds on the GPU and decides exactly what --device cpu decides."""
+    from dedupkit.embed import get_embedder
+
+    topics = ["learn to program in Python", "the capital city of France", "fix a flat bicycle tire",
+              "bake sourdough bread at home", "train for a marathon", "the price of gold today",
+              "grow tomatoes on a balcony", "renew a passport quickly"]
+    texts = []
+    for t in topics:
+        texts += [f"How do I {t}?" if not t.startswith("the") else f"What is {t}?",
+                  f"What is the best way to {t}?" if not t.startswith("the") else f"Tell me {t}.",
+                  f"Unrelated note number {len(texts)}: the meeting moved to Thursday afternoon."]
+    d = tmp_path / "q"
+    write_parquet(d / "q.parquet", make_rows(texts))
+    cpu = get_embedder(EmbedConfig(device="cpu")).encode(texts)
+    gpu_emb = get_embedder(EmbedConfig(device="cuda"))
+    assert gpu_emb.device == "cuda"
+    gpu = gpu_emb.encode(texts)
+    assert gpu.shape == cpu.shape == (len(texts), 384)
+    assert np.min(np.einsum("ij,ij->i", cpu, gpu)) > 0.9999
+    runs = {}
+    for device in ("cpu", "cuda", "auto"):
+        r = api.semantic([str(d)], str(tmp_path / f"o-{device}"), id_column="id", eps=0.2, keep="first",
+                         cache_dir=str(tmp_path / f"c-{device}"), device=device)
+        assert r.summary["stats"]["device"] == ("cpu" if device == "cpu" else "cuda")
+        runs[device] = read_manifest(tmp_path / f"o-{device}")
+    for device in ("cuda", "auto"):
+        for a, b in zip(runs["cpu"], runs[device]):
+            assert (a["doc_id"], a["keep"], a["duplicate_of"], a["cluster_id"]) == \
+                (b["doc_id"], b["keep"], b["duplicate_of"], b["cluster_id"])
+            assert (a["score"] is None) == (b["score"] is None)
+            if a["score"] is not None:
+                assert abs(a["score"] - b["score"]) < 1e-4
+    assert sum(not x["keep"] for x in runs["cpu"]) >= 3
 
 
 def test_cli_subprocess_usage_errors(tmp_path):

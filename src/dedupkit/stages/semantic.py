@@ -168,6 +168,7 @@ class EmbedResult:
     load_s: float  # loading the model
     key: str
     dim: int
+    device: str | None = None  # where encode() ran; None when every row came from the cache
 
 
 def _read_texts(shard: Shard, spec: ReadSpec, n_rows: int, want: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -235,7 +236,7 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
     np.save(task.out_path, out)
     return EmbedResult(path=task.out_path, n=len(task.rows), computed=computed,
                        seconds=time.perf_counter() - t0, encode_s=encode_s, load_s=load_s, key=key,
-                       dim=int(out.shape[1]))
+                       dim=int(out.shape[1]), device=getattr(emb, "device", "cpu") if computed else None)
 
 
 def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_dir: str | None = None,
@@ -273,7 +274,9 @@ def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_d
              "from_cache": int(sum(r.n - r.computed for r in results)),
              "embed_s": round(time.perf_counter() - t0, 3),
              "encode_s": round(sum(r.encode_s for r in results), 3),
-             "model_load_s": round(sum(r.load_s for r in results), 3)}
+             "model_load_s": round(sum(r.load_s for r in results), 3),
+             # where the encoding ran ("cuda", "cpu"); "cache" when nothing was embedded now
+             "device": ",".join(sorted({r.device for r in results if r.device})) or "cache"}
     return x, stats
 
 
