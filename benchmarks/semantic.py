@@ -58,7 +58,7 @@ def env() -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
     e["HF_HUB_OFFLINE"] = "1"
-    e["TOKENIZERS_PARALLELISM"] = "false"
+    e.setdefault("TOKENIZERS_PARALLELISM", "false")
     e.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what dedupkit sets for itself; same for the bare run
     return e
 
