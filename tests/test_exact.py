@@ -122,3 +122,34 @@ def test_split_parquet_shard_gives_same_manifest(tmp_path):
                   RunOptions(split_rows=120, workers=2))
     assert read_manifest(a.out) == read_manifest(b.out)
     assert pq.ParquetFile(tmp_path / "big.parquet").metadata.num_row_groups == 10
+
+
+def _reference_groups(keys) -> list[set[int]]:
+    groups: dict[tuple, set[int]] = {}
+    for i, k in enumerate(map(tuple, keys.tolist())):
+        groups.setdefault(k, set()).add(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=min)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_labels_equal_a_dictionary_even_when_first_words_collide(seed):
+    """Rows sharing the first hash word but not the second are interleaved by the one-word sort;
+    grouping must still follow the whole key."""
+    import numpy as np
+
+    from dedupkit.stages.exact import group_labels
+
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 4, size=(300, 2)).astype(np.uint64)  # many first-word collisions
+    if seed == 0:
+        keys[:, 1] = np.arange(300)  # first words collide, no full duplicate at all
+    labels = group_labels(keys)
+    got: dict[int, set[int]] = {}
+    for i, lab in enumerate(labels.tolist()):
+        if lab >= 0:
+            got.setdefault(lab, set()).add(i)
+    assert sorted(got.values(), key=min) == _reference_groups(keys)
+    wide = rng.integers(0, 2**63, size=(5000, 2), dtype=np.uint64)
+    wide[4000:] = wide[:1000]
+    labels = group_labels(wide)
+    assert (labels[:1000] == labels[4000:]).all() and (labels[1000:4000] == -1).all()

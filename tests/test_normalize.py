@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dedupkit.errors import ConfigError
-from dedupkit.normalize import collapse_whitespace, normalize, parse_steps
+from dedupkit.normalize import _speedups, collapse_whitespace, normalize, parse_steps
+from dedupkit.stages.exact import hash128, normalized_hash128
 
 
 def test_parse_steps_orders_and_validates():
@@ -40,3 +41,74 @@ def test_collapse_whitespace_matches_python_and_fallback(texts):
     assert collapse_whitespace(a2, ascii_lower=True).to_pylist() == lowered
     assert collapse_whitespace(a2, ascii_lower=True, use_c=False).to_pylist() == lowered
     assert normalize(arr, ("lower", "whitespace")).to_pylist() == [e.lower() for e in expected]
+
+
+def _expected(texts: list[str]) -> list[str]:
+    ws = " \t\n\r\x0b\x0c"
+    return [" ".join(p for p in "".join(" " if c in ws else c for c in t).split(" ") if p) for t in texts]
+
+
+# Long documents reach the 16- and 32-byte SIMD blocks: runs of whitespace across block edges,
+# leading and trailing runs, upper case next to non-ASCII bytes.
+LONG = st.lists(st.text(alphabet=st.sampled_from(list("  \t\n\r\x0bAaZzQq@[`{é€İK\u00a0.0")),
+                        max_size=150), max_size=12)
+
+
+@pytest.mark.skipif(_speedups is None, reason="the C extension was not built")
+@settings(max_examples=300, deadline=None)
+@given(LONG, st.booleans())
+def test_simd_paths_equal_scalar_and_python(texts, lower):
+    import numpy as np
+
+    arr = pa.array(texts, pa.large_string())
+    data = arr.buffers()[2] or b""
+    offs = np.frombuffer(arr.buffers()[1], np.int64)[: len(arr) + 1].tobytes()
+    results = [_speedups.collapse_ws(data, offs, len(texts), lower, level) for level in (0, 1, 2)]
+    assert results[0] == results[1] == results[2]
+    out, new_offs, flags = results[0]
+    o = np.frombuffer(new_offs, np.int64)
+    got = [out[o[i]:o[i + 1]].decode() for i in range(len(texts))]
+    lowered = "".maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+    assert got == [e.translate(lowered) if lower else e for e in _expected(texts)]
+    assert list(flags) == [int(not t.isascii()) for t in texts]
+
+
+@settings(max_examples=200, deadline=None)
+@given(LONG)
+def test_normalize_lower_whitespace_mixed_ascii_and_unicode(texts):
+    """The fast pass plus utf8_lower on the flagged rows equals lower-then-collapse everywhere."""
+    import pyarrow.compute as pc
+
+    arr = pa.array(texts, pa.large_string())
+    expected = _expected(pc.utf8_lower(arr).to_pylist())  # Arrow's Unicode lower case, then collapse
+    assert normalize(arr, ("lower", "whitespace")).to_pylist() == expected
+    want = hash128(pa.array(expected, pa.large_string())) if texts else hash128(pa.array([], pa.large_string()))
+    assert (normalized_hash128(arr, ("lower", "whitespace")) == want).all()
+
+
+def test_mostly_unicode_batch_and_single_unicode_row():
+    texts = ["ÀB  Ç\n", "İSTANBUL  Kelvin \u212a", "plain  ASCII\tText"]
+    assert normalize(pa.array(texts), ("lower", "whitespace")).to_pylist() == [
+        "àb ç", "istanbul kelvin k", "plain ascii text"]
+    one = ["plain  ONE", "ÉCOLE  Été", "plain two"]
+    assert normalize(pa.array(one), ("lower", "whitespace")).to_pylist() == ["plain one", "école été", "plain two"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=120), max_size=12), st.integers(0, 3))
+def test_char_lengths_equal_arrow(texts, start):
+    """Code points per document, from the C kernel (each SIMD level) and the fallback, on slices too."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from dedupkit.normalize import char_lengths
+
+    arr = pa.array(texts, pa.string()).slice(min(start, len(texts)))
+    want = np.asarray(pc.utf8_length(arr), dtype=np.int64)
+    assert (char_lengths(arr) == want).all() and (char_lengths(arr, use_c=False) == want).all()
+    if _speedups is not None and len(arr):
+        big = arr.cast(pa.large_string())
+        offs = np.frombuffer(big.buffers()[1], np.int64)[big.offset: big.offset + len(big) + 1].tobytes()
+        for level in (0, 2):
+            got = np.frombuffer(_speedups.utf8_lengths(big.buffers()[2] or b"", offs, len(big), level), np.int64)
+            assert (got == want).all()

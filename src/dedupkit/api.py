@@ -8,13 +8,15 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from dedupkit.apply import ApplyResult, apply_manifests
 from dedupkit.engine.local import no_progress
 from dedupkit.io.read import ReadSpec
 from dedupkit.policy import KeepPolicy
 from dedupkit.runner import RunOptions, RunResult, run_stage
+
+if TYPE_CHECKING:  # apply pulls in pyarrow.dataset; stage runs do not need it
+    from dedupkit.apply import ApplyResult
 
 
 def read_spec(text_column: str = "text", id_column: str | None = None, batch_size: int = 8192,
@@ -64,6 +66,8 @@ def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
 
 def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: bool = False) -> ApplyResult:
     """Write the rows every manifest keeps. See :func:`dedupkit.apply.apply_manifests`."""
+    from dedupkit.apply import apply_manifests
+
     return apply_manifests(inputs, manifests, out, overwrite=overwrite)
 
 

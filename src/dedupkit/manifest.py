@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -123,14 +124,14 @@ def shard_table(
     n_act = len(active_rows)
     parts: list[pa.Table] = []
     act = {
-        "shard": pa.array([shard] * n_act, pa.string()),
+        "shard": _repeat(shard, n_act),
         "row": pa.array(active_rows, pa.int64()),
         "doc_id": doc_ids,
         "keep": pa.array(keep, pa.bool_()),
         "cluster_id": pa.array(cluster_id, pa.int64(), mask=cluster_id < 0),
         "duplicate_of": duplicate_of,
         "score": pa.array(score.astype(np.float32), pa.float32(), mask=np.isnan(score)),
-        "stage": pa.array([stage] * n_act, pa.string()),
+        "stage": _repeat(stage, n_act),
         "reason": pa.nulls(n_act, pa.string()),
     }
     for c, t in extra_types.items():
@@ -162,7 +163,8 @@ def shard_table(
                 cols[f.name] = pa.nulls(len(prior), f.type)
         parts.append(pa.table(cols))
     table = pa.concat_tables([p.cast(parts[0].schema) for p in parts])
-    table = table.sort_by("row")
+    if len(parts) > 1 or (n_act > 1 and not bool(np.all(active_rows[1:] > active_rows[:-1]))):
+        table = table.sort_by("row")
     rows = table.column("row").to_numpy()
     if len(rows) != n_rows or (n_rows and (rows[0] != 0 or rows[-1] != n_rows - 1 or np.any(np.diff(rows) != 1))):
         raise ManifestError(
@@ -172,11 +174,22 @@ def shard_table(
     return table
 
 
+def _repeat(value: str, n: int) -> pa.Array:
+    """``n`` copies of one string, without a Python list of ``n`` items."""
+    return pa.array([value], pa.string()).take(pa.array(np.zeros(n, np.int32)))
+
+
+# Columns with a handful of distinct values; dictionary-encoding the unique ones (doc_id,
+# duplicate_of) only costs time and space.
+LOW_CARDINALITY = ("shard", "stage", "reason")
+
+
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a temporary name and rename it into place (never half a file)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
+    dictionary = [c for c in LOW_CARDINALITY if c in table.column_names] or False
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -59,28 +59,19 @@ def _large(arr: pa.Array) -> pa.Array:
     return arr if pa.types.is_large_string(arr.type) else arr.cast(pa.large_string())
 
 
-def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False, use_c: bool = True) -> pa.Array:
-    """Collapse ASCII whitespace runs to one space and trim, on the raw UTF-8 bytes.
-
-    Uses the C extension when it was built (one pass, ~1 GB/s), else numpy (several passes, still
-    several times faster than a regex replace, which materialises a match per run). Other Unicode
-    spaces are handled by ``nfkc`` (which maps them to U+0020) when that step is on.
-
-    Args:
-        arr: strings without nulls.
-        ascii_lower: also lower-case ASCII letters (only correct for all-ASCII input).
-        use_c: allow the C extension (tests compare both paths).
-    """
+def _collapse(arr: pa.Array, ascii_lower: bool, use_c: bool) -> tuple[pa.Array, np.ndarray | None]:
+    """collapse_whitespace, plus (C path only) a bool per document: holds a non-ASCII byte."""
     arr = _large(arr)
     if len(arr) == 0:
-        return arr
+        return arr, np.zeros(0, bool)
     if arr.null_count:
         raise ValueError("collapse_whitespace expects no nulls")
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
     if _speedups is not None and use_c and bufs[2] is not None:
-        out, new_offsets = _speedups.collapse_ws(bufs[2], offsets.tobytes(), len(arr), ascii_lower)
-        return pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out))
+        out, new_offsets, flags = _speedups.collapse_ws(bufs[2], offsets.tobytes(), len(arr), ascii_lower)
+        result = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out))
+        return result, np.frombuffer(flags, dtype=np.uint8).astype(bool)
     if ascii_lower:
         arr = pc.ascii_lower(arr)
         bufs = arr.buffers()
@@ -106,16 +97,61 @@ def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False, use_c: bool = 
         counts[nonempty] = np.add.reduceat(keep.view(np.uint8), (offsets[:-1] - o0)[nonempty], dtype=np.int64)
     new_offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(counts)])
     result = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out))
-    return pc.ascii_rtrim_whitespace(result)  # at most one trailing ASCII space is left
+    return pc.ascii_rtrim_whitespace(result), None  # at most one trailing ASCII space is left
 
 
-def normalize(arr: pa.Array, steps: tuple[str, ...]) -> pa.Array:
-    """Apply normalization steps to a string array without nulls; returns a large_string array."""
+def char_lengths(arr: pa.Array, use_c: bool = True) -> np.ndarray:
+    """Length in characters (code points) of every string of a string array without nulls."""
+    if _speedups is None or not use_c or len(arr) == 0:
+        return np.asarray(pc.utf8_length(arr), dtype=np.int64)
+    arr = _large(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    out = _speedups.utf8_lengths(bufs[2] if bufs[2] is not None else b"", offsets.tobytes(), len(arr))
+    return np.frombuffer(out, dtype=np.int64)
+
+
+def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False, use_c: bool = True) -> pa.Array:
+    """Collapse ASCII whitespace runs to one space and trim, on the raw UTF-8 bytes.
+
+    Uses the C extension when it was built (one pass, several GB/s with AVX2), else numpy (several
+    passes, still several times faster than a regex replace, which materialises a match per run).
+    Other Unicode spaces are handled by ``nfkc`` (which maps them to U+0020) when that step is on.
+
+    Args:
+        arr: strings without nulls.
+        ascii_lower: also lower-case ASCII letters (leaves other letters as they are).
+        use_c: allow the C extension (tests compare both paths).
+    """
+    return _collapse(arr, ascii_lower, use_c)[0]
+
+
+def normalize_split(arr: pa.Array, steps: tuple[str, ...]) -> tuple[pa.Array, np.ndarray | None, pa.Array | None]:
+    """Normalize, leaving the rare rows that need more work as a separate small array.
+
+    Returns ``(out, idx, fixed)``: ``out`` holds every row normalized, except that the rows ``idx``
+    (when not None) are normalized as ``fixed`` instead. This lets the exact stage hash ``out`` and
+    re-hash only ``fixed``, instead of copying the whole batch to splice a few rows in.
+
+    With ``lower`` and ``whitespace`` (the default) and the C extension, one pass collapses
+    whitespace, lower-cases ASCII letters and flags documents with non-ASCII bytes; only those get
+    Unicode lower-casing (``utf8_lower``) afterwards, on their collapsed text. Lower-casing never
+    creates or removes ASCII whitespace, so the two orders give the same text.
+    """
     arr = _large(arr)
     if "nfkc" in steps:
         arr = pc.utf8_normalize(arr, "NFKC")
+    fusable = "lower" in steps and "whitespace" in steps and "punctuation" not in steps and "digits" not in steps
+    if fusable and _speedups is not None:
+        out, flags = _collapse(arr, True, True)
+        if flags is None or not flags.any():
+            return out, None, None
+        if flags.mean() > 0.5:  # mostly non-ASCII text: one pass over everything is cheaper
+            return pc.utf8_lower(out), None, None
+        idx = np.flatnonzero(flags)
+        return out, idx, pc.utf8_lower(out.take(pa.array(idx)))
     # ASCII text is lower-cased inside the whitespace pass (one pass instead of two).
-    fused_lower = "lower" in steps and "whitespace" in steps and bool(pc.all(pc.string_is_ascii(arr)).as_py())
+    fused_lower = fusable and bool(pc.all(pc.string_is_ascii(arr)).as_py())
     if "lower" in steps and not fused_lower:
         arr = pc.utf8_lower(arr)
     if "punctuation" in steps:
@@ -124,4 +160,14 @@ def normalize(arr: pa.Array, steps: tuple[str, ...]) -> pa.Array:
         arr = pc.replace_substring_regex(arr, r"\d+", "0")
     if "whitespace" in steps:
         arr = collapse_whitespace(arr, ascii_lower=fused_lower)
-    return arr
+    return arr, None, None
+
+
+def normalize(arr: pa.Array, steps: tuple[str, ...]) -> pa.Array:
+    """Apply normalization steps to a string array without nulls; returns a large_string array."""
+    out, idx, fixed = normalize_split(arr, steps)
+    if idx is None:
+        return out
+    index = np.arange(len(out), dtype=np.int64)
+    index[idx] = len(out) + np.arange(len(idx), dtype=np.int64)
+    return pa.concat_arrays([out, fixed.cast(out.type)]).take(pa.array(index))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -175,7 +176,9 @@ def run_stage(
         extra_types = {c: a.type for c, a in extra_cols.items()}
         tmp = od.manifest_tmp()
         bounds = np.searchsorted(corpus.shard_index, np.arange(len(shards) + 1), side="left")
-        for si, info in enumerate(corpus.shards):
+
+        def write_shard(si: int) -> None:
+            info = corpus.shards[si]
             a, b = int(bounds[si]), int(bounds[si + 1])
             table = shard_table(
                 shard=info.shard.name, n_rows=info.n_rows, stage=stage.name,
@@ -185,6 +188,17 @@ def run_stage(
                 extra={c: v.slice(a, b - a) for c, v in extra_cols.items()}, extra_types=extra_types,
             )
             write_table_atomic(table, tmp / f"part-{si:05d}.parquet")
+
+        # Arrow builds and encodes outside the GIL, so threads (as many as --workers) overlap the
+        # per-shard manifest writes.
+        threads = max(1, min(options.workers, len(corpus.shards)))
+        if threads == 1:
+            for si in range(len(corpus.shards)):
+                write_shard(si)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                for f in [pool.submit(write_shard, si) for si in range(len(corpus.shards))]:
+                    f.result()
         t_write = time.perf_counter()
 
         sizes = np.bincount(np.unique(labels[labels >= 0], return_inverse=True)[1]) if (labels >= 0).any() \

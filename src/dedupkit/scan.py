@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from dedupkit.errors import InputError
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Shard, fingerprint
+from dedupkit.normalize import char_lengths
 
 # A Parquet shard with more row groups than this many per task is split, so that --workers helps
 # even when the corpus is one big file.
@@ -145,7 +146,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     feats: dict[str, list[np.ndarray]] = {}
     for batch in reader:
         rows.append(batch.rows)
-        lengths.append(np.asarray(pc.utf8_length(batch.text), dtype=np.int64))
+        lengths.append(char_lengths(batch.text))
         if batch.ids is not None:
             ids.append(batch.ids)
         for c in extras:

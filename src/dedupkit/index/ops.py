@@ -22,11 +22,10 @@ from dedupkit.errors import ConfigError, MissingExtraError
 from dedupkit.index.base import IndexSettings, IndexStore, Segment
 from dedupkit.io.read import Batch, ReadSpec
 from dedupkit.io.shards import discover
-from dedupkit.normalize import normalize
 from dedupkit.policy import KeepPolicy, choose_representatives
 from dedupkit.scan import Corpus, plan_tasks, run_scan_task
 from dedupkit.stages.base import Decisions, Mapper, Stage
-from dedupkit.stages.exact import group_labels, hash128
+from dedupkit.stages.exact import group_labels, normalized_hash128
 
 
 def _minhash_module():
@@ -65,8 +64,7 @@ class IndexMapper(Mapper):
         out: dict[str, np.ndarray] = {}
         s = self.settings
         if s.exact:
-            text = normalize(batch.text, s.normalize) if s.normalize else batch.text
-            out["hash"] = hash128(text)
+            out["hash"] = normalized_hash128(batch.text, s.normalize)
         if s.fuzzy:
             mh = _minhash_module()
             cfg = mh.MinHashConfig(**{k: v for k, v in s.minhash.items()})
