@@ -112,3 +112,19 @@ def test_char_lengths_equal_arrow(texts, start):
         for level in (0, 2):
             got = np.frombuffer(_speedups.utf8_lengths(big.buffers()[2] or b"", offs, len(big), level), np.int64)
             assert (got == want).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(LONG, st.sampled_from([(), ("whitespace",), ("lower", "whitespace"), ("nfkc", "lower", "whitespace")]))
+def test_fused_hashing_equals_normalize_then_hash(texts, steps):
+    """The C kernel that normalizes and hashes in one pass gives the hashes of normalize() + xxh3."""
+    import numpy as np
+    import xxhash
+
+    arr = pa.array(texts, pa.string())
+    want = np.array([[int.from_bytes(xxhash.xxh3_128_digest(t.encode())[:8], "big"),
+                      int.from_bytes(xxhash.xxh3_128_digest(t.encode())[8:], "big")]
+                     for t in (normalize(arr, steps).to_pylist() if steps else texts)], dtype=np.uint64).reshape(-1, 2)
+    assert (normalized_hash128(arr, steps) == want).all()
+    assert (normalized_hash128(arr, steps, use_c=False) == want).all()
+    assert (hash128(arr, use_c=False) == hash128(arr)).all()

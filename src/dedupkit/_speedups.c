@@ -18,6 +18,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#define XXH_INLINE_ALL
+#include "_vendor/xxhash/xxhash.h"  /* xxHash 0.8.2, BSD-2-Clause: see _vendor/xxhash/LICENSE */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define DEDUPKIT_X86 1
@@ -149,23 +151,28 @@ static int64_t collapse_sse2(const unsigned char *src, int64_t j, int64_t b, uns
 #endif
 
 /* simd: 2 = AVX2, 1 = SSE2, 0 = scalar only (tests force each path through collapse_ws). */
+/* One document, bytes [j, b) of src, written at dst + w; returns the new write position and sets
+ * *nonascii. simd: 2 = AVX2, 1 = SSE2, 0 = scalar only (tests force each path). */
+static inline int64_t collapse_one(const unsigned char *src, int64_t j, int64_t b, unsigned char *dst,
+                                   int64_t w, int lower, int simd, unsigned char *nonascii) {
+    ws_state st = {w, 1, 0};
+#ifdef DEDUPKIT_X86
+    if (simd == 2) j = collapse_avx2(src, j, b, dst, lower, &st);
+    else if (simd == 1) j = collapse_sse2(src, j, b, dst, lower, &st);
+#endif
+    collapse_scalar(src, j, b, dst, lower ? LOWER : IDENT, &st);
+    if (st.w > w && dst[st.w - 1] == ' ') st.w--;    /* a trailing space */
+    *nonascii = (unsigned char)(st.nonascii != 0);
+    return st.w;
+}
+
 static void collapse_all(const unsigned char *src, const int64_t *o, Py_ssize_t n, unsigned char *dst,
                          int64_t *no, unsigned char *flags, int lower, int simd) {
-    const unsigned char *map = lower ? LOWER : IDENT;
     int64_t w = 0;
     no[0] = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        ws_state st = {w, 1, 0};
-        int64_t j = o[i], b = o[i + 1];
-#ifdef DEDUPKIT_X86
-        if (simd == 2) j = collapse_avx2(src, j, b, dst, lower, &st);
-        else if (simd == 1) j = collapse_sse2(src, j, b, dst, lower, &st);
-#endif
-        collapse_scalar(src, j, b, dst, map, &st);
-        if (st.w > w && dst[st.w - 1] == ' ') st.w--;    /* a trailing space */
-        w = st.w;
+        w = collapse_one(src, o[i], o[i + 1], dst, w, lower, simd, &flags[i]);
         no[i + 1] = w;
-        flags[i] = (unsigned char)(st.nonascii != 0);
     }
 }
 
@@ -272,6 +279,63 @@ static PyObject *utf8_lengths(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* hash_texts(data, offsets, n, mode[, simd]) -> (bytes hashes, bytes nonascii)
+ *   xxh3-128 of every document: mode 0 over its bytes as they are; mode 1 after collapse_ws;
+ *   mode 2 after collapse_ws with ASCII lower-casing. Each document is normalized into a scratch
+ *   buffer that stays in cache and hashed from there, so no normalized copy of the batch is made.
+ *   hashes: n pairs of uint64 (high word, low word), what the big-endian digest of Python's
+ *   xxhash.xxh3_128 reads as. nonascii: one byte per document (modes 1 and 2; 0 in mode 0). */
+static PyObject *hash_texts(PyObject *self, PyObject *args) {
+    Py_buffer data, offs;
+    Py_ssize_t n;
+    int mode, simd = -1;
+    if (!PyArg_ParseTuple(args, "y*y*ni|i", &data, &offs, &n, &mode, &simd)) return NULL;
+    int best = best_simd();
+    if (simd < 0 || simd > best) simd = best;
+    const int64_t *o = (const int64_t *)offs.buf;
+    int bad = n < 0 || mode < 0 || mode > 2 || offs.len < (Py_ssize_t)((n + 1) * sizeof(int64_t));
+    if (!bad) bad = o[0] < 0 || o[n] > data.len;
+    int64_t longest = 0;
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        bad = o[i + 1] < o[i];
+        if (o[i + 1] - o[i] > longest) longest = o[i + 1] - o[i];
+    }
+    if (bad) {
+        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        PyErr_SetString(PyExc_ValueError, "hash_texts: bad mode or offsets out of range");
+        return NULL;
+    }
+    PyObject *hashes = PyBytes_FromStringAndSize(NULL, n * 2 * sizeof(uint64_t));
+    PyObject *flags = PyBytes_FromStringAndSize(NULL, n);
+    unsigned char *scratch = mode ? (unsigned char *)PyMem_RawMalloc((size_t)longest + 1) : NULL;
+    if (!hashes || !flags || (mode && !scratch)) {
+        Py_XDECREF(hashes); Py_XDECREF(flags); PyMem_RawFree(scratch);
+        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        return PyErr_NoMemory();
+    }
+    uint64_t *h = (uint64_t *)PyBytes_AS_STRING(hashes);
+    unsigned char *fl = (unsigned char *)PyBytes_AS_STRING(flags);
+    const unsigned char *src = (const unsigned char *)data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        XXH128_hash_t d;
+        if (mode == 0) {
+            d = XXH3_128bits(src + o[i], (size_t)(o[i + 1] - o[i]));
+            fl[i] = 0;
+        } else {
+            int64_t w = collapse_one(src, o[i], o[i + 1], scratch, 0, mode == 2, simd, &fl[i]);
+            d = XXH3_128bits(scratch, (size_t)w);
+        }
+        h[2 * i] = d.high64;
+        h[2 * i + 1] = d.low64;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return Py_BuildValue("(NN)", hashes, flags);
+}
+
 static PyObject *simd_level(PyObject *self, PyObject *args) {
     return PyLong_FromLong(best_simd());
 }
@@ -360,6 +424,7 @@ static PyMethodDef methods[] = {
     {"minhash", minhash, METH_VARARGS, "MinHash signatures of concatenated shingle hashes."},
     {"collapse_ws", collapse_ws, METH_VARARGS,
      "Collapse ASCII whitespace runs, trim, optionally ASCII-lower; flags documents with non-ASCII bytes."},
+    {"hash_texts", hash_texts, METH_VARARGS, "xxh3-128 of each document, raw or after collapse_ws."},
     {"utf8_lengths", utf8_lengths, METH_VARARGS, "Characters per document of UTF-8 text (int64 bytes)."},
     {"simd_level", simd_level, METH_NOARGS, "2: AVX2, 1: SSE2, 0: scalar (what collapse_ws uses)."},
     {NULL, NULL, 0, NULL},
