@@ -294,8 +294,10 @@ class Corpus:
         idx = np.arange(len(self), dtype=np.int64) if index is None else np.asarray(index, np.int64)
         if self.ids is not None:
             return self.ids.take(pa.array(idx)).combine_chunks() if len(idx) else pa.array([], pa.string())
-        names = np.array([s.shard.name + ":" for s in self.shards], dtype=object)
-        prefixes = pa.array(names[self.shard_index[idx]], pa.string()) if len(idx) else pa.array([], pa.string())
+        if not len(idx):
+            return pa.array([], pa.string())
+        names = pa.array([s.shard.name + ":" for s in self.shards], pa.string())
+        prefixes = names.take(pa.array(self.shard_index[idx]))
         return pc.binary_join_element_wise(prefixes, pc.cast(pa.array(self.rows[idx]), pa.string()), "")
 
     def check_unique_ids(self) -> None:
