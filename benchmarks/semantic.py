@@ -63,9 +63,9 @@ def env() -> dict:
     return e
 
 
-def timed(cmd: list[str], **kw) -> tuple[float, str]:
+def timed(cmd: list[str], extra_env: dict | None = None, **kw) -> tuple[float, str]:
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env(), **kw)
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**env(), **(extra_env or {})}, **kw)
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stderr[-3000:]}")

@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from semantic import BARE, env, make_subset, timed  # noqa: E402  (same bare script and process helpers)
+from semantic import BARE, make_subset, timed  # noqa: E402  (same bare script and process helpers)
 
 from dedupkit.stages.semantic import DEFAULT_EPS  # noqa: E402  (semantic.py put src on sys.path)
 
@@ -119,18 +119,10 @@ def main() -> None:
                           "stats": st, "timings": s1["timings"]}
             print(json.dumps(res["e2e"], indent=1, default=float), file=sys.stderr)
             save()
-            e = env()
-            e["CUDA_VISIBLE_DEVICES"] = ""
             cmd = ["taskset", "-c", args.cpus, sys.executable, "-m", "dedupkit", "semantic", str(docs), "-o",
                    str(work / "r"), "--eps", str(DEFAULT_EPS * 2), "--max-tokens", str(args.max_tokens),
                    "--device", "cpu", "--cache-dir", str(cache), "-q"]
-            t0 = time.perf_counter()
-            import subprocess
-
-            p = subprocess.run(cmd, capture_output=True, text=True, env=e)
-            dr = time.perf_counter() - t0
-            if p.returncode != 0:
-                raise SystemExit(f"cached rerun failed: {p.stderr[-3000:]}")
+            dr, _ = timed(cmd, extra_env={"CUDA_VISIBLE_DEVICES": ""})
             s2 = json.loads((work / "r" / "summary.json").read_text())
             res["rerun_2cpu"] = {"cpus": args.cpus, "wall_s": dr, "share_of_first": dr / de,
                                  "stats": {k: v for k, v in s2["stats"].items() if k != "per_eps"},

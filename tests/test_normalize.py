@@ -63,8 +63,8 @@ def test_simd_paths_equal_scalar_and_python(texts, lower):
     arr = pa.array(texts, pa.large_string())
     data = arr.buffers()[2] or b""
     offs = np.frombuffer(arr.buffers()[1], np.int64)[: len(arr) + 1].tobytes()
-    results = [_speedups.collapse_ws(data, offs, len(texts), lower, level) for level in (0, 1, 2)]
-    assert results[0] == results[1] == results[2]
+    results = [_speedups.collapse_ws(data, offs, len(texts), lower, level) for level in (0, 2)]
+    assert results[0] == results[1]
     out, new_offs, flags = results[0]
     o = np.frombuffer(new_offs, np.int64)
     got = [out[o[i]:o[i + 1]].decode() for i in range(len(texts))]

@@ -9,10 +9,10 @@
  *   with full Unicode rules; lower-casing never creates or removes ASCII whitespace, so the two
  *   steps commute).
  *
- *   On x86-64 the body runs 32 bytes at a time with AVX2 where the CPU has it (else 16 with
- *   SSE2): a block without a removable whitespace byte is classified, lower-cased and stored with
- *   a handful of vector instructions; only blocks holding a whitespace run (or a leading space)
- *   are compacted byte by byte. The scalar loop handles tails and other CPUs, with the same result.
+ *   On x86-64 CPUs with AVX2 the body runs 32 bytes at a time: a block without a removable
+ *   whitespace byte is classified, lower-cased and stored with a handful of vector instructions;
+ *   only blocks holding a whitespace run (or a leading space) are compacted byte by byte. The
+ *   scalar loop handles tails and other CPUs, with the same result.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -112,53 +112,15 @@ static int64_t collapse_avx2(const unsigned char *src, int64_t j, int64_t b, uns
     st->nonascii |= hi != 0;
     return j;
 }
-
-static int64_t collapse_sse2(const unsigned char *src, int64_t j, int64_t b, unsigned char *dst, int lower,
-                             ws_state *st) {
-    const __m128i space = _mm_set1_epi8(' '), nine = _mm_set1_epi8(9), four = _mm_set1_epi8(4);
-    const __m128i bigA = _mm_set1_epi8('A'), twentyfive = _mm_set1_epi8(25);
-    const __m128i case_bit = _mm_set1_epi8(lower ? 0x20 : 0);
-    int64_t w = st->w;
-    uint32_t prev = (uint32_t)st->prev_ws;
-    uint32_t hi = 0;
-    for (; j + 16 <= b; j += 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(src + j));
-        __m128i sp = _mm_cmpeq_epi8(v, space);
-        __m128i t = _mm_sub_epi8(v, nine);
-        __m128i ctl = _mm_cmpeq_epi8(_mm_min_epu8(t, four), t);
-        __m128i u = _mm_sub_epi8(v, bigA);
-        __m128i up = _mm_cmpeq_epi8(_mm_min_epu8(u, twentyfive), u);
-        v = _mm_add_epi8(v, _mm_and_si128(up, case_bit));
-        v = _mm_or_si128(_mm_andnot_si128(ctl, v), _mm_and_si128(ctl, space));
-        uint32_t wsm = (uint32_t)_mm_movemask_epi8(_mm_or_si128(sp, ctl));
-        hi |= (uint32_t)_mm_movemask_epi8(v);
-        uint32_t drop = wsm & ((wsm << 1) | prev) & 0xFFFF;
-        if (!drop) {
-            _mm_storeu_si128((__m128i *)(dst + w), v);
-            w += 16;
-        } else {
-            unsigned char tmp[16];
-            _mm_storeu_si128((__m128i *)tmp, v);
-            w = compact_block(tmp, 16, drop, dst, w);
-        }
-        prev = (wsm >> 15) & 1;
-    }
-    st->w = w;
-    st->prev_ws = (int)prev;
-    st->nonascii |= hi != 0;
-    return j;
-}
 #endif
 
-/* simd: 2 = AVX2, 1 = SSE2, 0 = scalar only (tests force each path through collapse_ws). */
 /* One document, bytes [j, b) of src, written at dst + w; returns the new write position and sets
- * *nonascii. simd: 2 = AVX2, 1 = SSE2, 0 = scalar only (tests force each path). */
+ * *nonascii. simd: 2 = AVX2, 0 = scalar only (tests force each path). */
 static inline int64_t collapse_one(const unsigned char *src, int64_t j, int64_t b, unsigned char *dst,
                                    int64_t w, int lower, int simd, unsigned char *nonascii) {
     ws_state st = {w, 1, 0};
 #ifdef DEDUPKIT_X86
     if (simd == 2) j = collapse_avx2(src, j, b, dst, lower, &st);
-    else if (simd == 1) j = collapse_sse2(src, j, b, dst, lower, &st);
 #endif
     collapse_scalar(src, j, b, dst, lower ? LOWER : IDENT, &st);
     if (st.w > w && dst[st.w - 1] == ' ') st.w--;    /* a trailing space */
@@ -179,7 +141,7 @@ static void collapse_all(const unsigned char *src, const int64_t *o, Py_ssize_t 
 static int best_simd(void) {
 #ifdef DEDUPKIT_X86
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? 2 : 1;
+    return __builtin_cpu_supports("avx2") ? 2 : 0;
 #else
     return 0;
 #endif
@@ -426,7 +388,7 @@ static PyMethodDef methods[] = {
      "Collapse ASCII whitespace runs, trim, optionally ASCII-lower; flags documents with non-ASCII bytes."},
     {"hash_texts", hash_texts, METH_VARARGS, "xxh3-128 of each document, raw or after collapse_ws."},
     {"utf8_lengths", utf8_lengths, METH_VARARGS, "Characters per document of UTF-8 text (int64 bytes)."},
-    {"simd_level", simd_level, METH_NOARGS, "2: AVX2, 1: SSE2, 0: scalar (what collapse_ws uses)."},
+    {"simd_level", simd_level, METH_NOARGS, "2: AVX2, 0: scalar (what collapse_ws and hash_texts use)."},
     {NULL, NULL, 0, NULL},
 };
 
