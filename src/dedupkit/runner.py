@@ -132,6 +132,8 @@ def run_stage(
         engine = get_engine(options.engine, options.workers, progress, options.ray_address)
         try:
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+            if not stage.uses_engine and isinstance(engine, LocalEngine):
+                engine.close(wait=False)  # idle workers exit while the driver groups
             t_scan = time.perf_counter()
             corpus = Corpus(tasks, results, shards)
             corpus.check_unique_ids()
@@ -165,8 +167,11 @@ def run_stage(
             )
 
         doc_ids = corpus.doc_ids()
-        dup_of = pc.if_else(pa.array(keep, pa.bool_()), pa.scalar(None, pa.string()),
-                            doc_ids.take(pa.array(rep, pa.int64())))
+        # take() with a null index gives a null, so only dropped rows copy their representative's
+        # id (3x faster than if_else over a take of every row)
+        rep_or_null = pa.Array.from_buffers(pa.int64(), n, [pa.py_buffer(np.packbits(~keep, bitorder="little")),
+                                                           pa.py_buffer(np.ascontiguousarray(rep, np.int64))])
+        dup_of = doc_ids.take(rep_or_null)
         extra_cols = dict(decisions.extra)
         override = extra_cols.pop("duplicate_of", None)
         if override is not None:  # duplicates of documents outside this corpus (check: the index)

@@ -59,10 +59,14 @@ class LocalEngine:
                                              initializer=_init_worker, initargs=(os.getpid(),))
         return self._pool
 
-    def close(self) -> None:
-        """Stop the worker processes (a later ``map`` starts new ones)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker processes (a later ``map`` starts new ones).
+
+        ``wait=False`` returns at once while idle workers exit in the background (the executor's
+        threads still join them before the interpreter exits).
+        """
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
 
     def _abort(self) -> None:

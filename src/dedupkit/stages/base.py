@@ -67,6 +67,10 @@ class Stage(abc.ABC):
     #: Set by the runner before :meth:`identify`: the engine (local processes or Ray) whose
     #: ``map(fn, tasks, desc)`` a stage uses to spread its global step over partitions.
     engine: Any = None
+    #: False for a stage whose :meth:`identify` never uses :attr:`engine`: the runner then stops
+    #: the local worker pool right after the scan, so idle workers (and the memory their
+    #: allocators keep from reading shards) are gone before the global step.
+    uses_engine: bool = True
 
     def mapper(self) -> Mapper | None:
         """The per-shard feature computation, or None if the stage needs none."""

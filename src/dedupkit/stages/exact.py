@@ -136,6 +136,7 @@ class ExactStage(Stage):
     """
 
     name = "exact"
+    uses_engine = False  # grouping 128-bit hashes is one sort in the driver
 
     def __init__(self, config: ExactConfig = ExactConfig()):
         self.config = config
