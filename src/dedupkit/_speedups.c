@@ -28,12 +28,14 @@
 static unsigned char WS[256];
 static unsigned char LOWER[256];
 static unsigned char IDENT[256];
+static unsigned char WORD[256];  /* [0-9A-Za-z_]: a token byte of ASCII text */
 
 static void init_tables(void) {
     for (int c = 0; c < 256; c++) {
         WS[c] = (c == 32 || (c >= 9 && c <= 13));
         IDENT[c] = (unsigned char)c;
         LOWER[c] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : (unsigned char)c;
+        WORD[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
     }
 }
 
@@ -382,10 +384,98 @@ done:
     return out;
 }
 
+/* word_shingles(data, offsets, n, ngram) -> (bytes hashes, bytes counts, bytes nonascii)
+ *   The 64-bit word-shingle hashes of dedupkit.minhash for every ASCII document: lower-case, tokens
+ *   are maximal runs of [0-9A-Za-z_], each token hashed with xxh3-64 (seed 0), and each run of
+ *   ngram consecutive tokens (or all of a document's tokens, when it has fewer) combined exactly as
+ *   dedupkit.minhash._combine does. hashes: uint64 values of all documents, concatenated in order;
+ *   counts: int64 shingles per document. A document holding a byte >= 0x80 gets count 0 and
+ *   nonascii 1: the caller shingles it with the Unicode (NFKC, RE2) path. */
+static const uint64_t K0 = 0x9E3779B97F4A7C15ULL, K1 = 0xBF58476D1CE4E5B9ULL;
+
+static inline uint64_t combine(const uint64_t *t, int64_t k) {
+    uint64_t h = K0;
+    for (int64_t j = 0; j < k; j++) {
+        h = (h ^ t[j]) * K1;
+        h ^= h >> 31;
+    }
+    h ^= (uint64_t)k;
+    return fmix64(h);
+}
+
+static PyObject *word_shingles(PyObject *self, PyObject *args) {
+    Py_buffer data, offs;
+    Py_ssize_t n, ngram;
+    if (!PyArg_ParseTuple(args, "y*y*nn", &data, &offs, &n, &ngram)) return NULL;
+    const int64_t *o = (const int64_t *)offs.buf;
+    int bad = n < 0 || ngram < 1 || ngram > 64 || offs.len < (Py_ssize_t)((n + 1) * sizeof(int64_t));
+    if (!bad) bad = o[0] < 0 || o[n] > data.len;
+    int64_t longest = 0;
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        bad = o[i + 1] < o[i];
+        if (o[i + 1] - o[i] > longest) longest = o[i + 1] - o[i];
+    }
+    if (bad) {
+        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        PyErr_SetString(PyExc_ValueError, "word_shingles: bad ngram or offsets out of range");
+        return NULL;
+    }
+    const unsigned char *src = (const unsigned char *)data.buf;
+    /* At most one token per two bytes (plus one), so that many shingles per document at most. */
+    size_t cap = (size_t)((o[n] - o[0]) / 2 + n + 1);
+    uint64_t *out = (uint64_t *)PyMem_RawMalloc(cap * sizeof(uint64_t));
+    uint64_t *toks = (uint64_t *)PyMem_RawMalloc((size_t)(longest / 2 + 2) * sizeof(uint64_t));
+    unsigned char *tok = (unsigned char *)PyMem_RawMalloc((size_t)longest + 1);
+    PyObject *counts = PyBytes_FromStringAndSize(NULL, n * sizeof(int64_t));
+    PyObject *flags = PyBytes_FromStringAndSize(NULL, n);
+    if (!out || !toks || !tok || !counts || !flags) {
+        PyMem_RawFree(out); PyMem_RawFree(toks); PyMem_RawFree(tok);
+        Py_XDECREF(counts); Py_XDECREF(flags);
+        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        return PyErr_NoMemory();
+    }
+    int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
+    unsigned char *fl = (unsigned char *)PyBytes_AS_STRING(flags);
+    size_t w = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t a = o[i], b = o[i + 1];
+        unsigned hi = 0;
+        for (int64_t j = a; j < b; j++) hi |= src[j];
+        cnt[i] = 0;
+        fl[i] = (unsigned char)(hi >> 7);
+        if (fl[i]) continue;
+        int64_t nt = 0;
+        for (int64_t j = a; j < b;) {
+            if (!WORD[src[j]]) { j++; continue; }
+            int64_t len = 0;
+            for (; j < b && WORD[src[j]]; j++) tok[len++] = LOWER[src[j]];
+            toks[nt++] = XXH3_64bits(tok, (size_t)len);
+        }
+        if (nt == 0) continue;
+        if (nt < ngram) {
+            out[w++] = combine(toks, nt);
+            cnt[i] = 1;
+        } else {
+            for (int64_t s = 0; s + ngram <= nt; s++) out[w++] = combine(toks + s, ngram);
+            cnt[i] = nt - ngram + 1;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(toks); PyMem_RawFree(tok);
+    PyObject *hashes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(w * sizeof(uint64_t)));
+    PyMem_RawFree(out);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    if (!hashes) { Py_DECREF(counts); Py_DECREF(flags); return NULL; }
+    return Py_BuildValue("(NNN)", hashes, counts, flags);
+}
+
 static PyMethodDef methods[] = {
     {"minhash", minhash, METH_VARARGS, "MinHash signatures of concatenated shingle hashes."},
     {"collapse_ws", collapse_ws, METH_VARARGS,
      "Collapse ASCII whitespace runs, trim, optionally ASCII-lower; flags documents with non-ASCII bytes."},
+    {"word_shingles", word_shingles, METH_VARARGS, "Word-shingle hashes of ASCII documents (dedupkit.minhash)."},
     {"hash_texts", hash_texts, METH_VARARGS, "xxh3-128 of each document, raw or after collapse_ws."},
     {"utf8_lengths", utf8_lengths, METH_VARARGS, "Characters per document of UTF-8 text (int64 bytes)."},
     {"simd_level", simd_level, METH_NOARGS, "2: AVX2, 0: scalar (what collapse_ws and hash_texts use)."},

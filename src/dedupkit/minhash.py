@@ -244,14 +244,26 @@ def _tokens(norm: pa.Array) -> tuple[pa.Array, np.ndarray]:
     fb, cb = _re2_tokens(norm.take(pa.array(ib)))
     if fa.type != fb.type:
         fa = fa.cast(fb.type)
+    idx, counts = _interleave(n, ia, len(fa), ca, ib, cb)
+    return pa.concat_arrays([fa, fb]).take(pa.array(idx)), counts
+
+
+def _interleave(n: int, ia: np.ndarray, len_a: int, ca: np.ndarray, ib: np.ndarray,
+                cb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Put per-document runs of two flat arrays back in document order.
+
+    Documents ``ia`` own runs of ``ca`` items in flat array A (``len_a`` items), documents ``ib``
+    runs of ``cb`` items in flat array B. Returns the positions, in A followed by B, that list
+    every document's items in document order, and the item count of every document.
+    """
     counts = np.zeros(n, np.int64)
     counts[ia], counts[ib] = ca, cb
     src = np.zeros(n, np.int64)
     src[ia] = np.cumsum(ca) - ca
-    src[ib] = len(fa) + np.cumsum(cb) - cb
+    src[ib] = len_a + np.cumsum(cb) - cb
     total = int(counts.sum())
     idx = np.repeat(src, counts) + (np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts))
-    return pa.concat_arrays([fa, fb]).take(pa.array(idx)), counts
+    return idx, counts
 
 
 def _hash_strings(arr: pa.Array) -> np.ndarray:
@@ -336,11 +348,42 @@ def _char_shingle_list(s: str, n: int) -> list[str]:
     return [s[i:i + n] for i in range(len(s) - n + 1)]
 
 
-def batch_shingle_hashes(texts, cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+def _c_word_shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word-shingle hashes from the C kernel for ASCII texts, the Arrow path for the others."""
+    arr = pc.fill_null(texts, "") if texts.null_count else texts
+    if not pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.large_string())
+    n = len(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
+    raw, cnt, flags = _speedups.word_shingles(bufs[2] if bufs[2] is not None else b"", offsets.tobytes(), n, ngram)
+    h = np.frombuffer(raw, dtype=np.uint64)
+    counts = np.frombuffer(cnt, dtype=np.int64)
+    other = np.frombuffer(flags, dtype=np.uint8).astype(bool)
+    if not other.any():
+        return h, counts
+    ia, ib = np.flatnonzero(~other), np.flatnonzero(other)
+    flat, cb = _tokens(normalize_array(arr.take(pa.array(ib))))
+    hb, cb = _word_shingle_hashes(flat, cb, ngram)
+    idx, counts = _interleave(n, ia, len(h), counts[ia], ib, cb)
+    return np.concatenate([h, hb])[idx], counts
+
+
+def batch_shingle_hashes(texts, cfg: MinHashConfig, use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of many texts: (all hashes concatenated in text order, count per text).
 
-    ``texts`` is a pyarrow string array or a sequence of str (None = no text).
+    ``texts`` is a pyarrow string array or a sequence of str (None = no text). With the C
+    extension, word shingles of ASCII texts come from one C pass (lower case, tokens, xxh3-64,
+    n-gram combination: the same values as the Arrow + numpy path, which tests compare).
     """
+    if cfg.shingle == "word" and _speedups is not None and use_c:
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
+        elif not isinstance(texts, pa.Array):
+            texts = pa.array(list(texts), pa.string())
+        if len(texts) == 0:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+        return _c_word_shingle_hashes(texts, cfg.ngram)
     norm = normalize_array(texts)
     if len(norm) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
