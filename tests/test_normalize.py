@@ -128,3 +128,20 @@ def test_fused_hashing_equals_normalize_then_hash(texts, steps):
     assert (normalized_hash128(arr, steps) == want).all()
     assert (normalized_hash128(arr, steps, use_c=False) == want).all()
     assert (hash128(arr, use_c=False) == hash128(arr)).all()
+
+
+@pytest.mark.skipif(_speedups is None, reason="the C extension was not built")
+def test_c_kernels_refuse_offsets_outside_the_buffer():
+    import numpy as np
+
+    bad = np.array([0, 3, 99], np.int64).tobytes()  # past the end of 5 bytes
+    backwards = np.array([0, 4, 2], np.int64).tobytes()
+    for offs in (bad, backwards):
+        for name, call in [("collapse_ws", lambda o: _speedups.collapse_ws(b"abcde", o, 2, True)),
+                           ("utf8_lengths", lambda o: _speedups.utf8_lengths(b"abcde", o, 2)),
+                           ("hash_texts", lambda o: _speedups.hash_texts(b"abcde", o, 2, 2)),
+                           ("word_shingles", lambda o: _speedups.word_shingles(b"abcde", o, 2, 5))]:
+            with pytest.raises(ValueError, match=f"{name}: offsets out of range"):
+                call(offs)
+    with pytest.raises(ValueError, match="mode"):
+        _speedups.hash_texts(b"ab", np.array([0, 2], np.int64).tobytes(), 1, 7)

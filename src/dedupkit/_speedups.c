@@ -149,6 +149,27 @@ static int best_simd(void) {
 #endif
 }
 
+/* Check n+1 int64 offsets into data (non-decreasing, inside the buffer) and find the longest
+ * document. On failure releases both buffers, raises ValueError and returns -1. */
+static int check_offsets(Py_buffer *data, Py_buffer *offs, Py_ssize_t n, const char *fn, int64_t *longest) {
+    const int64_t *o = (const int64_t *)offs->buf;
+    int bad = n < 0 || offs->len < (Py_ssize_t)((n + 1) * sizeof(int64_t));
+    if (!bad) bad = o[0] < 0 || o[n] > data->len;
+    int64_t top = 0;
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        bad = o[i + 1] < o[i];
+        if (o[i + 1] - o[i] > top) top = o[i + 1] - o[i];
+    }
+    if (bad) {
+        PyBuffer_Release(data);
+        PyBuffer_Release(offs);
+        PyErr_Format(PyExc_ValueError, "%s: offsets out of range (need n+1 non-decreasing int64 offsets)", fn);
+        return -1;
+    }
+    if (longest) *longest = top;
+    return 0;
+}
+
 static PyObject *collapse_ws(PyObject *self, PyObject *args) {
     Py_buffer data, offs;
     Py_ssize_t n;
@@ -156,21 +177,10 @@ static PyObject *collapse_ws(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*np|i", &data, &offs, &n, &lower, &simd)) return NULL;
     int best = best_simd();
     if (simd < 0 || simd > best) simd = best;
-    if (n < 0 || offs.len < (Py_ssize_t)((n + 1) * sizeof(int64_t))) {
-        PyBuffer_Release(&data); PyBuffer_Release(&offs);
-        PyErr_SetString(PyExc_ValueError, "offsets buffer too short");
-        return NULL;
-    }
+    if (check_offsets(&data, &offs, n, "collapse_ws", NULL) < 0) return NULL;
     const unsigned char *src = (const unsigned char *)data.buf;
     const int64_t *o = (const int64_t *)offs.buf;
     int64_t base = o[0], end = o[n];
-    int bad = base < 0 || end > data.len || end < base;
-    for (Py_ssize_t i = 0; !bad && i < n; i++) bad = o[i + 1] < o[i];
-    if (bad) {
-        PyBuffer_Release(&data); PyBuffer_Release(&offs);
-        PyErr_SetString(PyExc_ValueError, "offsets out of range");
-        return NULL;
-    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, end - base);
     PyObject *newo = PyBytes_FromStringAndSize(NULL, (n + 1) * sizeof(int64_t));
     PyObject *flags = PyBytes_FromStringAndSize(NULL, n);
@@ -215,15 +225,8 @@ static PyObject *utf8_lengths(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*n|i", &data, &offs, &n, &simd)) return NULL;
     int best = best_simd();
     if (simd < 0 || simd > best) simd = best;
+    if (check_offsets(&data, &offs, n, "utf8_lengths", NULL) < 0) return NULL;
     const int64_t *o = (const int64_t *)offs.buf;
-    int bad = n < 0 || offs.len < (Py_ssize_t)((n + 1) * sizeof(int64_t));
-    if (!bad) bad = o[0] < 0 || o[n] > data.len;
-    for (Py_ssize_t i = 0; !bad && i < n; i++) bad = o[i + 1] < o[i];
-    if (bad) {
-        PyBuffer_Release(&data); PyBuffer_Release(&offs);
-        PyErr_SetString(PyExc_ValueError, "offsets out of range");
-        return NULL;
-    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * sizeof(int64_t));
     if (!out) { PyBuffer_Release(&data); PyBuffer_Release(&offs); return NULL; }
     int64_t *len = (int64_t *)PyBytes_AS_STRING(out);
@@ -256,19 +259,14 @@ static PyObject *hash_texts(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*y*ni|i", &data, &offs, &n, &mode, &simd)) return NULL;
     int best = best_simd();
     if (simd < 0 || simd > best) simd = best;
-    const int64_t *o = (const int64_t *)offs.buf;
-    int bad = n < 0 || mode < 0 || mode > 2 || offs.len < (Py_ssize_t)((n + 1) * sizeof(int64_t));
-    if (!bad) bad = o[0] < 0 || o[n] > data.len;
-    int64_t longest = 0;
-    for (Py_ssize_t i = 0; !bad && i < n; i++) {
-        bad = o[i + 1] < o[i];
-        if (o[i + 1] - o[i] > longest) longest = o[i + 1] - o[i];
-    }
-    if (bad) {
+    if (mode < 0 || mode > 2) {
         PyBuffer_Release(&data); PyBuffer_Release(&offs);
-        PyErr_SetString(PyExc_ValueError, "hash_texts: bad mode or offsets out of range");
+        PyErr_SetString(PyExc_ValueError, "hash_texts: mode must be 0, 1 or 2");
         return NULL;
     }
+    int64_t longest = 0;
+    if (check_offsets(&data, &offs, n, "hash_texts", &longest) < 0) return NULL;
+    const int64_t *o = (const int64_t *)offs.buf;
     PyObject *hashes = PyBytes_FromStringAndSize(NULL, n * 2 * sizeof(uint64_t));
     PyObject *flags = PyBytes_FromStringAndSize(NULL, n);
     unsigned char *scratch = mode ? (unsigned char *)PyMem_RawMalloc((size_t)longest + 1) : NULL;
@@ -407,19 +405,14 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
     Py_buffer data, offs;
     Py_ssize_t n, ngram;
     if (!PyArg_ParseTuple(args, "y*y*nn", &data, &offs, &n, &ngram)) return NULL;
-    const int64_t *o = (const int64_t *)offs.buf;
-    int bad = n < 0 || ngram < 1 || ngram > 64 || offs.len < (Py_ssize_t)((n + 1) * sizeof(int64_t));
-    if (!bad) bad = o[0] < 0 || o[n] > data.len;
-    int64_t longest = 0;
-    for (Py_ssize_t i = 0; !bad && i < n; i++) {
-        bad = o[i + 1] < o[i];
-        if (o[i + 1] - o[i] > longest) longest = o[i + 1] - o[i];
-    }
-    if (bad) {
+    if (ngram < 1) {
         PyBuffer_Release(&data); PyBuffer_Release(&offs);
-        PyErr_SetString(PyExc_ValueError, "word_shingles: bad ngram or offsets out of range");
+        PyErr_SetString(PyExc_ValueError, "word_shingles: ngram must be at least 1");
         return NULL;
     }
+    int64_t longest = 0;
+    if (check_offsets(&data, &offs, n, "word_shingles", &longest) < 0) return NULL;
+    const int64_t *o = (const int64_t *)offs.buf;
     const unsigned char *src = (const unsigned char *)data.buf;
     /* At most one token per two bytes (plus one), so that many shingles per document at most. */
     size_t cap = (size_t)((o[n] - o[0]) / 2 + n + 1);
