@@ -202,7 +202,10 @@ def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
     rh, rc = batch_shingle_hashes(arr, cfg, use_c=False)
     assert c.tolist() == rc.tolist()
     assert h.tolist() == rh.tolist()
-    big = [" ".join(f"Tok{i % 13}_x" for i in range(300)), "ÀÉ " * 50 + "tail words here"] * 3
+    # long documents; a token longer than the kernel's first token buffer; more shingles than its
+    # first guess (one per two bytes), so both buffers grow
+    big = [" ".join(f"Tok{i % 13}_x" for i in range(300)), "ÀÉ " * 50 + "tail words here",
+           "Q" * 1000 + " after the long token", "a " * 3000] * 3
     h, c = batch_shingle_hashes(big, cfg)
     rh, rc = batch_shingle_hashes(big, cfg, use_c=False)
     assert c.tolist() == rc.tolist() and h.tolist() == rh.tolist()

@@ -410,19 +410,21 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "word_shingles: ngram must be at least 1");
         return NULL;
     }
-    int64_t longest = 0;
-    if (check_offsets(&data, &offs, n, "word_shingles", &longest) < 0) return NULL;
+    if (check_offsets(&data, &offs, n, "word_shingles", NULL) < 0) return NULL;
     const int64_t *o = (const int64_t *)offs.buf;
     const unsigned char *src = (const unsigned char *)data.buf;
-    /* At most one token per two bytes (plus one), so that many shingles per document at most. */
-    size_t cap = (size_t)((o[n] - o[0]) / 2 + n + 1);
+    /* Memory stays proportional to the output, not to the longest document: the shingle buffer
+     * grows as needed (starting near one shingle per five bytes), the last ngram token hashes sit
+     * in a window written twice (at k and k + ngram, so any ngram of them are contiguous), and the
+     * token buffer grows to the longest token. */
+    size_t cap = (size_t)((o[n] - o[0]) / 5 + n + 16), tokcap = 256;
     uint64_t *out = (uint64_t *)PyMem_RawMalloc(cap * sizeof(uint64_t));
-    uint64_t *toks = (uint64_t *)PyMem_RawMalloc((size_t)(longest / 2 + 2) * sizeof(uint64_t));
-    unsigned char *tok = (unsigned char *)PyMem_RawMalloc((size_t)longest + 1);
+    uint64_t *win = (uint64_t *)PyMem_RawMalloc((size_t)(2 * ngram) * sizeof(uint64_t));
+    unsigned char *tok = (unsigned char *)PyMem_RawMalloc(tokcap);
     PyObject *counts = PyBytes_FromStringAndSize(NULL, n * sizeof(int64_t));
     PyObject *flags = PyBytes_FromStringAndSize(NULL, n);
-    if (!out || !toks || !tok || !counts || !flags) {
-        PyMem_RawFree(out); PyMem_RawFree(toks); PyMem_RawFree(tok);
+    if (!out || !win || !tok || !counts || !flags) {
+        PyMem_RawFree(out); PyMem_RawFree(win); PyMem_RawFree(tok);
         Py_XDECREF(counts); Py_XDECREF(flags);
         PyBuffer_Release(&data); PyBuffer_Release(&offs);
         return PyErr_NoMemory();
@@ -430,32 +432,65 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
     int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
     unsigned char *fl = (unsigned char *)PyBytes_AS_STRING(flags);
     size_t w = 0;
+    int oom = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n && !oom; i++) {
         int64_t a = o[i], b = o[i + 1];
         unsigned hi = 0;
         for (int64_t j = a; j < b; j++) hi |= src[j];
         cnt[i] = 0;
         fl[i] = (unsigned char)(hi >> 7);
         if (fl[i]) continue;
-        int64_t nt = 0;
-        for (int64_t j = a; j < b;) {
+        int64_t nt = 0, slot = 0;
+        for (int64_t j = a; j < b && !oom;) {
             if (!WORD[src[j]]) { j++; continue; }
-            int64_t len = 0;
-            for (; j < b && WORD[src[j]]; j++) tok[len++] = LOWER[src[j]];
-            toks[nt++] = XXH3_64bits(tok, (size_t)len);
+            size_t len = 0;
+            for (; j < b && WORD[src[j]]; j++) {
+                if (len == tokcap) {
+                    unsigned char *t2 = (unsigned char *)PyMem_RawRealloc(tok, tokcap * 2);
+                    if (!t2) { oom = 1; break; }
+                    tok = t2;
+                    tokcap *= 2;
+                }
+                tok[len++] = LOWER[src[j]];
+            }
+            if (oom) break;
+            uint64_t th = XXH3_64bits(tok, len);
+            win[slot] = win[slot + ngram] = th;   /* after this, the oldest of the last ngram is at slot + 1 */
+            slot = slot + 1 == ngram ? 0 : slot + 1;
+            nt++;
+            if (nt >= ngram) {
+                if (w == cap) {
+                    uint64_t *o2 = (uint64_t *)PyMem_RawRealloc(out, cap * 2 * sizeof(uint64_t));
+                    if (!o2) { oom = 1; break; }
+                    out = o2;
+                    cap *= 2;
+                }
+                out[w++] = combine(win + slot, ngram);
+            }
         }
-        if (nt == 0) continue;
-        if (nt < ngram) {
-            out[w++] = combine(toks, nt);
+        if (oom || nt == 0) continue;
+        if (nt < ngram) {  /* fewer tokens than one n-gram: one shingle of them all */
+            if (w == cap) {
+                uint64_t *o2 = (uint64_t *)PyMem_RawRealloc(out, cap * 2 * sizeof(uint64_t));
+                if (!o2) { oom = 1; continue; }
+                out = o2;
+                cap *= 2;
+            }
+            out[w++] = combine(win, nt);
             cnt[i] = 1;
         } else {
-            for (int64_t s = 0; s + ngram <= nt; s++) out[w++] = combine(toks + s, ngram);
             cnt[i] = nt - ngram + 1;
         }
     }
     Py_END_ALLOW_THREADS
-    PyMem_RawFree(toks); PyMem_RawFree(tok);
+    PyMem_RawFree(win); PyMem_RawFree(tok);
+    if (oom) {
+        PyMem_RawFree(out);
+        Py_DECREF(counts); Py_DECREF(flags);
+        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        return PyErr_NoMemory();
+    }
     PyObject *hashes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(w * sizeof(uint64_t)));
     PyMem_RawFree(out);
     PyBuffer_Release(&data);
