@@ -121,25 +121,22 @@ def cluster_bench(n: int, runs: int, eps: float) -> dict:
 def speed_bench(texts: list[str], runs: int, max_tokens: int, minilm_n: int) -> dict:
     from dedupkit.embed import EmbedConfig, get_embedder
 
-    static = get_embedder(EmbedConfig(model="static", max_tokens=max_tokens))
-    static.encode(texts[:100])
-    st_times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        static.encode(texts)
-        st_times.append(time.perf_counter() - t0)
+    def timed_runs(embedder, docs: list[str]) -> list[float]:
+        embedder.encode(docs[:16])  # warm-up
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            embedder.encode(docs)
+            times.append(time.perf_counter() - t0)
+        return times
+
+    st_times = timed_runs(get_embedder(EmbedConfig(model="static", max_tokens=max_tokens)), texts)
     s_dps = len(texts) / statistics.median(st_times)
     out = {"static_docs": len(texts), "static_docs_per_s": s_dps, "static_runs_s": st_times}
     if minilm_n <= 0:
         return out
-    mini = get_embedder(EmbedConfig(model="minilm", device="cpu", max_tokens=max_tokens))
     sub = texts[:minilm_n]
-    mini.encode(sub[:16])
-    mt = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        mini.encode(sub)
-        mt.append(time.perf_counter() - t0)
+    mt = timed_runs(get_embedder(EmbedConfig(model="minilm", device="cpu", max_tokens=max_tokens)), sub)
     m_dps = len(sub) / statistics.median(mt)
     return {**out, "minilm_docs": len(sub), "minilm_docs_per_s": m_dps, "speedup": s_dps / m_dps}
 

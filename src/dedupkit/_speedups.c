@@ -140,13 +140,20 @@ static void collapse_all(const unsigned char *src, const int64_t *o, Py_ssize_t 
     }
 }
 
-static int best_simd(void) {
+static int SIMD_BEST;  /* set once at import: 2 = the CPU has AVX2, 0 = scalar */
+
+static int detect_simd(void) {
 #ifdef DEDUPKIT_X86
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") ? 2 : 0;
 #else
     return 0;
 #endif
+}
+
+/* The SIMD level a kernel runs at: what the caller asked for (tests force 0), at most the CPU's. */
+static int pick_simd(int asked) {
+    return asked < 0 || asked > SIMD_BEST ? SIMD_BEST : asked;
 }
 
 /* Check n+1 int64 offsets into data (non-decreasing, inside the buffer) and find the longest
@@ -175,8 +182,7 @@ static PyObject *collapse_ws(PyObject *self, PyObject *args) {
     Py_ssize_t n;
     int lower, simd = -1;
     if (!PyArg_ParseTuple(args, "y*y*np|i", &data, &offs, &n, &lower, &simd)) return NULL;
-    int best = best_simd();
-    if (simd < 0 || simd > best) simd = best;
+    simd = pick_simd(simd);
     if (check_offsets(&data, &offs, n, "collapse_ws", NULL) < 0) return NULL;
     const unsigned char *src = (const unsigned char *)data.buf;
     const int64_t *o = (const int64_t *)offs.buf;
@@ -223,8 +229,7 @@ static PyObject *utf8_lengths(PyObject *self, PyObject *args) {
     Py_ssize_t n;
     int simd = -1;
     if (!PyArg_ParseTuple(args, "y*y*n|i", &data, &offs, &n, &simd)) return NULL;
-    int best = best_simd();
-    if (simd < 0 || simd > best) simd = best;
+    simd = pick_simd(simd);
     if (check_offsets(&data, &offs, n, "utf8_lengths", NULL) < 0) return NULL;
     const int64_t *o = (const int64_t *)offs.buf;
     PyObject *out = PyBytes_FromStringAndSize(NULL, n * sizeof(int64_t));
@@ -257,8 +262,7 @@ static PyObject *hash_texts(PyObject *self, PyObject *args) {
     Py_ssize_t n;
     int mode, simd = -1;
     if (!PyArg_ParseTuple(args, "y*y*ni|i", &data, &offs, &n, &mode, &simd)) return NULL;
-    int best = best_simd();
-    if (simd < 0 || simd > best) simd = best;
+    simd = pick_simd(simd);
     if (mode < 0 || mode > 2) {
         PyBuffer_Release(&data); PyBuffer_Release(&offs);
         PyErr_SetString(PyExc_ValueError, "hash_texts: mode must be 0, 1 or 2");
@@ -299,7 +303,7 @@ static PyObject *hash_texts(PyObject *self, PyObject *args) {
 }
 
 static PyObject *simd_level(PyObject *self, PyObject *args) {
-    return PyLong_FromLong(best_simd());
+    return PyLong_FromLong(SIMD_BEST);
 }
 
 static inline uint64_t fmix64(uint64_t h) {
@@ -401,6 +405,18 @@ static inline uint64_t combine(const uint64_t *t, int64_t k) {
     return fmix64(h);
 }
 
+/* Append v to a growing uint64 buffer; 0 when it cannot grow (out of memory). No GIL needed. */
+static int push_u64(uint64_t **buf, size_t *cap, size_t *len, uint64_t v) {
+    if (*len == *cap) {
+        uint64_t *grown = (uint64_t *)PyMem_RawRealloc(*buf, *cap * 2 * sizeof(uint64_t));
+        if (!grown) return 0;
+        *buf = grown;
+        *cap *= 2;
+    }
+    (*buf)[(*len)++] = v;
+    return 1;
+}
+
 static PyObject *word_shingles(PyObject *self, PyObject *args) {
     Py_buffer data, offs;
     Py_ssize_t n, ngram;
@@ -459,25 +475,11 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
             win[slot] = win[slot + ngram] = th;   /* after this, the oldest of the last ngram is at slot + 1 */
             slot = slot + 1 == ngram ? 0 : slot + 1;
             nt++;
-            if (nt >= ngram) {
-                if (w == cap) {
-                    uint64_t *o2 = (uint64_t *)PyMem_RawRealloc(out, cap * 2 * sizeof(uint64_t));
-                    if (!o2) { oom = 1; break; }
-                    out = o2;
-                    cap *= 2;
-                }
-                out[w++] = combine(win + slot, ngram);
-            }
+            if (nt >= ngram && !push_u64(&out, &cap, &w, combine(win + slot, ngram))) oom = 1;
         }
         if (oom || nt == 0) continue;
         if (nt < ngram) {  /* fewer tokens than one n-gram: one shingle of them all */
-            if (w == cap) {
-                uint64_t *o2 = (uint64_t *)PyMem_RawRealloc(out, cap * 2 * sizeof(uint64_t));
-                if (!o2) { oom = 1; continue; }
-                out = o2;
-                cap *= 2;
-            }
-            out[w++] = combine(win, nt);
+            if (!push_u64(&out, &cap, &w, combine(win, nt))) oom = 1;
             cnt[i] = 1;
         } else {
             cnt[i] = nt - ngram + 1;
@@ -514,5 +516,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     init_tables();
+    SIMD_BEST = detect_simd();
     return PyModule_Create(&module);
 }

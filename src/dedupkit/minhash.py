@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from dedupkit.errors import ConfigError
+from dedupkit.normalize import text_buffers
 
 try:  # optional C kernel (setup.py); the numpy code in signatures_from_hashes is the fallback
     from dedupkit import _speedups
@@ -350,13 +351,9 @@ def _char_shingle_list(s: str, n: int) -> list[str]:
 
 def _c_word_shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """Word-shingle hashes from the C kernel for ASCII texts, the Arrow path for the others."""
-    arr = pc.fill_null(texts, "") if texts.null_count else texts
-    if not pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.large_string())
+    arr, buf, offsets = text_buffers(pc.fill_null(texts, "") if texts.null_count else texts)
     n = len(arr)
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
-    raw, cnt, flags = _speedups.word_shingles(bufs[2] if bufs[2] is not None else b"", offsets.tobytes(), n, ngram)
+    raw, cnt, flags = _speedups.word_shingles(buf, offsets.tobytes(), n, ngram)
     h = np.frombuffer(raw, dtype=np.uint64)
     counts = np.frombuffer(cnt, dtype=np.int64)
     other = np.frombuffer(flags, dtype=np.uint8).astype(bool)

@@ -59,6 +59,15 @@ def _large(arr: pa.Array) -> pa.Array:
     return arr if pa.types.is_large_string(arr.type) else arr.cast(pa.large_string())
 
 
+def text_buffers(arr: pa.Array) -> tuple[pa.Array, object, np.ndarray]:
+    """What the C kernels take: ``arr`` as large_string, its data buffer (``b""`` when it has
+    none) and its ``len(arr) + 1`` int64 offsets (a view, slice offset applied)."""
+    arr = _large(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    return arr, (bufs[2] if bufs[2] is not None else b""), offsets
+
+
 def _collapse(arr: pa.Array, ascii_lower: bool, use_c: bool) -> tuple[pa.Array, np.ndarray | None]:
     """collapse_whitespace, plus (C path only) a bool per document: holds a non-ASCII byte."""
     arr = _large(arr)
@@ -66,19 +75,15 @@ def _collapse(arr: pa.Array, ascii_lower: bool, use_c: bool) -> tuple[pa.Array, 
         return arr, np.zeros(0, bool)
     if arr.null_count:
         raise ValueError("collapse_whitespace expects no nulls")
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
-    if _speedups is not None and use_c and bufs[2] is not None:
-        out, new_offsets, flags = _speedups.collapse_ws(bufs[2], offsets.tobytes(), len(arr), ascii_lower)
+    arr, buf, offsets = text_buffers(arr)
+    if _speedups is not None and use_c:
+        out, new_offsets, flags = _speedups.collapse_ws(buf, offsets.tobytes(), len(arr), ascii_lower)
         result = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out))
         return result, np.frombuffer(flags, dtype=np.uint8).astype(bool)
     if ascii_lower:
-        arr = pc.ascii_lower(arr)
-        bufs = arr.buffers()
-        offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+        arr, buf, offsets = text_buffers(pc.ascii_lower(arr))
     o0 = int(offsets[0])
-    data = np.frombuffer(bufs[2], dtype=np.uint8)[o0: int(offsets[-1])] if bufs[2] is not None \
-        else np.zeros(0, np.uint8)
+    data = np.frombuffer(buf, dtype=np.uint8)[o0: int(offsets[-1])]
     ws = (data == 32) | ((data >= 9) & (data <= 13))
     prev = np.empty_like(ws)
     if len(ws):
@@ -104,11 +109,8 @@ def char_lengths(arr: pa.Array, use_c: bool = True) -> np.ndarray:
     """Length in characters (code points) of every string of a string array without nulls."""
     if _speedups is None or not use_c or len(arr) == 0:
         return np.asarray(pc.utf8_length(arr), dtype=np.int64)
-    arr = _large(arr)
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
-    out = _speedups.utf8_lengths(bufs[2] if bufs[2] is not None else b"", offsets.tobytes(), len(arr))
-    return np.frombuffer(out, dtype=np.int64)
+    arr, buf, offsets = text_buffers(arr)
+    return np.frombuffer(_speedups.utf8_lengths(buf, offsets.tobytes(), len(arr)), dtype=np.int64)
 
 
 def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False, use_c: bool = True) -> pa.Array:

@@ -195,15 +195,9 @@ def run_stage(
             write_table_atomic(table, tmp / f"part-{si:05d}.parquet")
 
         # Arrow builds and encodes outside the GIL, so threads (as many as --workers) overlap the
-        # per-shard manifest writes.
-        threads = max(1, min(options.workers, len(corpus.shards)))
-        if threads == 1:
-            for si in range(len(corpus.shards)):
-                write_shard(si)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                for f in [pool.submit(write_shard, si) for si in range(len(corpus.shards))]:
-                    f.result()
+        # per-shard manifest writes; map() re-raises the first failure.
+        with ThreadPoolExecutor(max(1, min(options.workers, len(corpus.shards)))) as pool:
+            list(pool.map(write_shard, range(len(corpus.shards))))
         t_write = time.perf_counter()
 
         sizes = np.bincount(np.unique(labels[labels >= 0], return_inverse=True)[1]) if (labels >= 0).any() \

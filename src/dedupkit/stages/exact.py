@@ -9,7 +9,7 @@ import pyarrow as pa
 import xxhash
 
 from dedupkit.io.read import Batch
-from dedupkit.normalize import DEFAULT, _large, _speedups, normalize, normalize_split, parse_steps
+from dedupkit.normalize import DEFAULT, _speedups, normalize, normalize_split, parse_steps, text_buffers
 from dedupkit.policy import KeepPolicy, choose_representatives
 from dedupkit.stages.base import Decisions, Mapper, Stage
 
@@ -32,11 +32,9 @@ class ExactConfig:
 
 def _c_hashes(arr, mode: int) -> tuple[np.ndarray, np.ndarray]:
     """The C kernel's (n, 2) hashes and per-row non-ASCII flags of a string array (no nulls)."""
-    arr = _large(arr)
+    arr, buf, offsets = text_buffers(arr)
     n = len(arr)
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
-    raw, flags = _speedups.hash_texts(bufs[2] if bufs[2] is not None else b"", offsets.tobytes(), n, mode)
+    raw, flags = _speedups.hash_texts(buf, offsets.tobytes(), n, mode)
     return np.frombuffer(raw, dtype=np.uint64).reshape(n, 2).copy(), np.frombuffer(flags, np.uint8).astype(bool)
 
 
