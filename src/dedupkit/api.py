@@ -64,6 +64,63 @@ def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
                      opts, progress)
 
 
+def substring(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
+              batch_size: int = 8192, on_bad_record: str = "fail", unit: str = "span",
+              min_tokens: int | None = None, keep: str = "first", min_length: int = 0, min_docs: int = 2,
+              protect: float = 0.8, partitions: int = 0, keep_by: str | None = None, keep_order: str = "desc",
+              workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
+              max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
+              progress=no_progress) -> RunResult:
+    """Cut repeated passages (``unit="span"``), lines or paragraphs out of documents.
+
+    Writes ``out/manifest`` (documents dropped when cut below ``min_length``), ``out/spans`` (the cut
+    spans) and ``out/summary.json`` (with the audit figures for spans). See ``dedupkit substring --help``.
+
+    Example:
+        >>> api.substring(["data/"], "out/substring", min_tokens=50)  # doctest: +SKIP
+        >>> api.apply(["data/"], ["out/substring"], "out/clean")  # doctest: +SKIP
+    """
+    from dedupkit.stages.substring import SubstringConfig, SubstringStage
+
+    cfg = SubstringConfig(unit=unit, min_tokens=min_tokens, keep=keep, min_length=min_length, min_docs=min_docs,
+                          protect=protect, partitions=partitions, policy=KeepPolicy("first", keep_by, keep_order))
+    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
+                      overwrite=overwrite, max_drop_rate=max_drop_rate)
+    return run_stage(SubstringStage(cfg), inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
+                     opts, progress)
+
+
+def audit(inputs: Sequence[str], *, text_column: str = "text", id_column: str | None = None,
+          batch_size: int = 8192, on_bad_record: str = "fail", min_tokens: int = 50, partitions: int = 0,
+          workers: int = 1, skip: Sequence[str] = (), engine: str = "local", ray_address: str | None = None,
+          work_dir: str | None = None, progress=no_progress) -> dict:
+    """The memorisation-risk profile of a corpus (see ``dedupkit audit --help``).
+
+    Returns:
+        A dict: ``tokens``, ``share`` of tokens inside passages of at least ``min_tokens`` tokens
+        repeated at least 2, 10 and 100 times, the same per shard, and the ``top_spans``.
+
+    Example:
+        >>> api.audit(["data/"], min_tokens=50)["share"]["repeated_2x"]  # doctest: +SKIP
+        0.031
+    """
+    import shutil
+    import tempfile
+
+    from dedupkit.stages.substring import SubstringConfig, SubstringStage
+
+    tmp = tempfile.mkdtemp(prefix="dedupkit-audit-", dir=work_dir)
+    try:
+        stage = SubstringStage(SubstringConfig(unit="span", min_tokens=min_tokens, partitions=partitions),
+                               write_spans=False)
+        opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip))
+        res = run_stage(stage, inputs, tmp, read_spec(text_column, id_column, batch_size, on_bad_record), opts,
+                        progress)
+        return {"inputs": [s["name"] for s in res.summary["inputs"]], **res.summary["stats"]["audit"]}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: bool = False) -> ApplyResult:
     """Write the rows every manifest keeps. See :func:`dedupkit.apply.apply_manifests`."""
     from dedupkit.apply import apply_manifests
