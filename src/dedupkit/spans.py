@@ -203,9 +203,7 @@ def merge_spans(row, start, end) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     big = (end.max() + 1) if len(end) else 1
     reach = np.maximum.accumulate(end + seg * big) - seg * big
     new = np.r_[True, ~same[1:] | (start[1:] > reach[:-1])]
-    gid = np.cumsum(new) - 1
-    out_end = np.zeros(int(gid[-1]) + 1, np.int64)
-    np.maximum.at(out_end, gid, end)
+    out_end = np.maximum.reduceat(end, np.flatnonzero(new))
     return row[new], start[new], out_end
 
 
@@ -362,9 +360,7 @@ def cut_array(text: pa.Array, index, start, end, where: str = "text") -> pa.Arra
     base = rel[index]
     lengths = rel[index + 1] - base
     _check_boundaries(data, lengths, base, start, end, where, index)
-    delta = np.zeros(len(data) + 1, np.int64)
-    np.add.at(delta, base + start, 1)
-    np.add.at(delta, base + end, -1)
+    delta = np.bincount(base + start, minlength=len(data) + 1) - np.bincount(base + end, minlength=len(data) + 1)
     removed = np.cumsum(delta[:-1]) > 0
     kept = data[~removed]
     removed_before = np.concatenate([[0], np.cumsum(removed, dtype=np.int64)])

@@ -252,6 +252,7 @@ def group_task(task: GroupTask) -> dict:
     n = len(rec)
     if n < 2:
         np.save(task.out, np.zeros(0, DUP_REC))
+        np.save(_doc_path(task.out), np.zeros(0, np.uint32))
         return {"windows": n, "repeated_windows": 0, "groups": 0}
     if task.rank is not None:
         rank = np.load(task.rank, mmap_mode="r")
@@ -286,6 +287,7 @@ def group_task(task: GroupTask) -> dict:
     key = (out["doc"].astype(np.uint64) << np.uint64(32)) | out["start"].astype(np.uint64)
     out = out[np.argsort(key, kind="stable")]
     np.save(task.out, out)
+    np.save(_doc_path(task.out), np.ascontiguousarray(out["doc"]))  # contiguous, for searchsorted on a memmap
     return {"windows": int(n), "repeated_windows": int(len(out)), "groups": int((sizes > 1).sum())}
 
 
@@ -301,15 +303,20 @@ class CutTask:
     out: str  # .npz of the task's spans and figures
 
 
+def _doc_path(path: str) -> str:
+    return path[:-4] + ".doc.npy"
+
+
 def _load_dups(files, g0: int, g1: int) -> np.ndarray:
+    """The repeated-window occurrences in documents [g0, g1), from every partition, by (doc, start)."""
     parts = []
     for f in files:
-        d = np.load(f, mmap_mode="r")
-        if not len(d):
+        docs = np.load(_doc_path(f), mmap_mode="r")
+        if not len(docs):
             continue
-        a, b = np.searchsorted(d["doc"], [g0, g1])
+        a, b = np.searchsorted(docs, [g0, g1])
         if b > a:
-            parts.append(np.array(d[a:b]))
+            parts.append(np.array(np.load(f, mmap_mode="r")[a:b]))
     if not parts:
         return np.zeros(0, DUP_REC)
     out = np.concatenate(parts)
@@ -319,8 +326,6 @@ def _load_dups(files, g0: int, g1: int) -> np.ndarray:
 
 def cut_task(task: CutTask) -> dict:
     """Turn the task's repeated windows into merged spans, and count the audit figures."""
-    dups = _load_dups(task.dups, task.first_doc, task.first_doc + task.n_docs)
-    ddoc = dups["doc"].astype(np.int64)
     k = task.k
     span_parts: dict[str, list[np.ndarray]] = {n: [] for n in ("doc", "start", "end", "ref_doc", "ref_start")}
     cut_bytes = np.zeros(task.n_docs, np.int64)
@@ -331,11 +336,10 @@ def cut_task(task: CutTask) -> dict:
         nb = len(batch)
         ts, te, cnt, base = _tokens(batch.text)
         tokens += int(cnt.sum())
-        a, b = np.searchsorted(ddoc, [g0, g0 + nb])
-        if b == a:
+        d = _load_dups(task.dups, g0, g0 + nb)  # a batch at a time: memory stays bounded
+        if not len(d):
             continue
-        d = dups[a:b]
-        local = ddoc[a:b] - g0
+        local = d["doc"].astype(np.int64) - g0
         _, buf, offsets = text_buffers(batch.text)
         doc_base = offsets[:-1].astype(np.int64)
         pos = doc_base[local] + d["start"].astype(np.int64)
@@ -361,16 +365,14 @@ def cut_task(task: CutTask) -> dict:
             else:
                 span_parts["ref_doc"].append(np.full(len(r), -1, np.int64))
                 span_parts["ref_start"].append(np.full(len(r), -1, np.int64))
-            np.add.at(cut_bytes, r + g0 - task.first_doc, e - s)
+            cut_bytes += np.bincount(r + g0 - task.first_doc, weights=e - s, minlength=task.n_docs).astype(np.int64)
         # audit: tokens inside windows repeated at least c times
         ntok = len(ts)
         for ci, c in enumerate(THRESHOLDS):
             m = d["count"] >= c
             if not m.any():
                 continue
-            delta = np.zeros(ntok + 1, np.int64)
-            np.add.at(delta, tok[m], 1)
-            np.add.at(delta, tok[m] + k, -1)
+            delta = np.bincount(tok[m], minlength=ntok + 1) - np.bincount(tok[m] + k, minlength=ntok + 1)
             covered[ci] += int((np.cumsum(delta[:-1]) > 0).sum())
         top += _top_spans(d, local, tok, ts, te, k, buf, doc_base, g0)
         top = sorted(top, key=lambda x: (-x["count"], -(x["end"] - x["start"])))[:TOP_SPANS]
