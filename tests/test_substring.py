@@ -232,3 +232,56 @@ def test_cli_substring_audit_and_inspect(tmp_path):
     assert prof["top_spans"][0]["count"] == 12 and prof["top_spans"][0]["text"] == boiler + " end"
     r = CliRunner().invoke(cli, ["substring", str(d), "-o", str(tmp_path / "x"), "--keep", "last"])
     assert r.exit_code == 2
+
+
+def _boiler_corpus(tmp_path, n=12):
+    boiler = " ".join(f"w{i}" for i in range(12))
+    d = tmp_path / "data"
+    write_jsonl(d / "a.jsonl", [{"id": f"d{i}", "text": f"doc {i} {boiler} end {i}"} for i in range(n)])
+    return d, boiler
+
+
+def test_run_pipeline_clean_inspect_and_report(tmp_path):
+    d, boiler = _boiler_corpus(tmp_path)
+    r = CliRunner().invoke(cli, ["run", str(d), "-o", str(tmp_path / "run"), "--stages", "exact,substring",
+                                 "--set", "substring.min_tokens=10", "--id-column", "id",
+                                 "--clean", str(tmp_path / "clean")])
+    assert r.exit_code == 0, r.output
+    out = [json.loads(x)["text"] for x in (tmp_path / "clean" / "a.jsonl").read_text().splitlines()]
+    assert out[0] == f"doc 0 {boiler} end 0" and out[5] == "doc 5  5"
+    r = CliRunner().invoke(cli, ["inspect", str(tmp_path / "run" / "02-substring"), "--doc", "d3", "--no-color"])
+    assert r.exit_code == 0, r.output
+    assert "bytes cut" in r.stdout and f"[-{boiler} end-]" in r.stdout and "kept in d0 at byte 6" in r.stdout
+    r = CliRunner().invoke(cli, ["inspect", str(tmp_path / "run" / "02-substring"), "--largest", "2", "--json"])
+    docs = json.loads(r.stdout)
+    assert len(docs) == 2 and docs[0]["diff"][1] == ["-", f"{boiler} end"]
+    r = CliRunner().invoke(cli, ["report", str(tmp_path / "run"), "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output
+    page = (tmp_path / "r.html").read_text()
+    assert "Most repeated passages" in page and f"<del>{boiler} end</del>" in page
+
+
+@pytest.mark.ray
+def test_ray_engine_gives_the_same_spans(tmp_path):
+    pytest.importorskip("ray")
+    import os
+
+    from conftest import SRC
+
+    from dedupkit.engine.ray import init_local
+    import ray
+
+    d, _ = _boiler_corpus(tmp_path, 40)
+    write_jsonl(d / "b.jsonl", [{"id": f"b{i}", "text": f"other {i} w3 w4 w5 w6 w7 w8 w9 w10 w11 x"} for i in range(9)])
+    a = api.substring([str(d)], str(tmp_path / "local"), min_tokens=5, partitions=4, id_column="id")
+    if ray.is_initialized():  # pragma: no cover
+        ray.shutdown()
+    init_local(2, runtime_env={"env_vars": {"PYTHONPATH": SRC}})
+    try:
+        b = api.substring([str(d)], str(tmp_path / "ray"), min_tokens=5, partitions=4, id_column="id",
+                          engine="ray", workers=2)
+    finally:
+        ray.shutdown()
+    assert read_spans(tmp_path / "local").equals(read_spans(tmp_path / "ray"))
+    assert a.summary["stats"]["audit"] == b.summary["stats"]["audit"]
+    assert os.path.isdir(tmp_path / "ray" / "spans")

@@ -20,7 +20,7 @@ from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import load_summary, output_root, read_manifest
 from dedupkit.outdir import write_error
-from dedupkit.spans import cut_array, has_spans, merge_spans, read_spans
+from dedupkit.spans import cut_array, merge_spans, read_spans, span_dirs
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 
@@ -72,18 +72,26 @@ def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str) -> np.nd
 
 
 def _shard_spans(manifest_dir: str, summary: dict, shard: Shard, fp: str):
-    """(row, start, end) of the spans a span manifest cuts from ``shard``, or None if it has none."""
-    if not has_spans(manifest_dir):
+    """(row, start, end) of the spans a span manifest (or a run's span stages) cuts from ``shard``,
+    or None if it has none."""
+    dirs = span_dirs(manifest_dir, summary)
+    if not dirs:
         return None
     entries = {s["name"]: s for s in summary.get("inputs", [])}
     entry = entries.get(shard.name) or next(s for s in summary.get("inputs", []) if s.get("fingerprint") == fp)
-    t = read_spans(manifest_dir, shard=entry["name"], columns=["row", "start", "end"])
-    return (t.column("row").to_numpy(), t.column("start").to_numpy(), t.column("end").to_numpy())
+    tables = [read_spans(d, shard=entry["name"], columns=["row", "start", "end"]) for d in dirs]
+    return tuple(np.concatenate([t.column(c).to_numpy() for t in tables]) for c in ("row", "start", "end"))
+
+
+def _read_config(summary: dict) -> dict:
+    config = summary.get("config") or {}
+    read = config.get("read", config)  # a pipeline run records the read settings at the top
+    return read if isinstance(read, dict) else {}
 
 
 def _text_column(summaries) -> str | None:
     """The text column the span manifests were made on (they must agree)."""
-    cols = {s.get("config", {}).get("read", {}).get("text_column") for d, s in summaries if has_spans(d)}
+    cols = {_read_config(s).get("text_column") for d, s in summaries if span_dirs(d, s)}
     cols.discard(None)
     if len(cols) > 1:
         raise ManifestError(f"the span manifests were made on different text columns ({', '.join(sorted(cols))}); "

@@ -250,6 +250,29 @@ def has_spans(path: str | os.PathLike) -> bool:
     return spans_dir(path).is_dir()
 
 
+def span_dirs(path: str | os.PathLike, summary: dict | None = None) -> list[Path]:
+    """The stage output folders holding spans: ``path`` itself, or the stages of a ``dedupkit run``.
+
+    Example:
+        >>> span_dirs("out/run")  # doctest: +SKIP
+        [PosixPath('out/run/03-substring')]
+    """
+    from dedupkit.manifest import output_root
+
+    root = output_root(path)
+    if has_spans(root):
+        return [root]
+    if summary is None:
+        import json
+
+        try:
+            summary = json.loads((root / "summary.json").read_text())
+        except (OSError, ValueError):
+            return []
+    return [root / st["dir"] for st in summary.get("stages", []) or []
+            if isinstance(st, dict) and st.get("dir") and has_spans(root / st["dir"])]
+
+
 def read_spans(path: str | os.PathLike, shard: str | None = None, validate: bool = True,
                columns: Sequence[str] | None = None) -> pa.Table:
     """Read a span manifest (``OUT``, ``OUT/manifest`` or the spans folder itself) as one table.

@@ -95,6 +95,8 @@ def inspect(out, cluster, doc, largest, stage, max_members, max_chars, color, as
 
     if sum(x is not None for x in (cluster, doc, largest)) != 1:
         raise click.UsageError("pass exactly one of --cluster ID, --doc DOC_ID, --largest N")
+    if cluster is None and _inspect_spans(out, doc, largest, stage, max_chars, color, as_json):
+        return  # every stage shown cut spans (substring, decontaminate --mode cut): shown as cuts
     res = api.inspect(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
                       max_members=max_members, max_chars=max_chars)
     if as_json:
@@ -174,3 +176,37 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
     if c.hidden:
         lines.append(f"  ... and {c.hidden} more (raise --max-members)")
     return "\n".join(lines)
+
+
+def _inspect_spans(out, doc, largest, stage, max_chars, color, as_json) -> bool:
+    """Show what span stages cut (a diff of each document against its cut text); True when the
+    run holds only span stages, so that nothing else is left to show."""
+    from dedupkit.report.spans_view import cut_doc_dict, cut_documents
+
+    view = cut_documents(out, doc=doc, largest=largest, stage=stage, max_chars=max_chars)
+    if not view.span_stages:
+        return False
+    if color is None:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if as_json:
+        click.echo(json.dumps([cut_doc_dict(d) for d in view.docs], indent=2, ensure_ascii=False))
+    else:
+        for n in view.notes:
+            click.echo(n if doc is not None and n.startswith(doc) else f"note: {n}", err=not n.startswith(str(doc)))
+        for i, d in enumerate(view.docs):
+            if i:
+                click.echo("")
+            head = (f"{d.stage}: {d.doc_id} ({d.shard} row {d.row}): {len(d.spans)} span(s), {d.bytes_cut} bytes cut"
+                    f"{'' if d.keep else ', document DROPPED (too short after cutting)'}")
+            click.echo(click.style(head, bold=True) if color else head, color=color)
+            for sp in d.spans[:10]:
+                src = (f"kept in {sp['duplicate_of']} at byte {sp['duplicate_start']}" if sp["duplicate_of"]
+                       else (sp["source"] or "every copy cut"))
+                click.echo(f"  bytes {sp['start']}..{sp['end']}: {src}")
+            if len(d.spans) > 10:
+                click.echo(f"  ... and {len(d.spans) - 10} more spans")
+            if d.diff is None:
+                click.echo("    (text unavailable)")
+            else:
+                click.echo(_indent(_diff_text(d.diff, color) + (" [truncated]" if d.truncated else "")), color=color)
+    return not view.other_stages

@@ -146,6 +146,7 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
             "clipped_members": clipped,
             "index_complete": index_complete,
             "n_clustered_docs": n_clustered,
+            "spans": _spans_section(sr, opts, notes),
         })
     if not run.complete:
         notes.insert(0, f"{run.root} holds no summary.json: the run did not finish; this page shows its "
@@ -170,6 +171,21 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
     _fit(data, opts.max_bytes)
     return data, ReportResult(path=Path(), bytes=0, clusters_listed=listed, clusters_total=total,
                               sampled=data["sampled"], notes=data["notes"])
+
+
+def _spans_section(sr, opts: ReportOptions, notes: list[str]) -> dict[str, Any] | None:
+    """For a stage that cut spans: its counts, its audit profile and the most-cut documents."""
+    from dedupkit.report.spans_view import cut_doc_dict, cut_documents
+    from dedupkit.spans import has_spans
+
+    if not has_spans(sr.path):
+        return None
+    view = cut_documents(sr.path, largest=min(opts.largest, 10), max_chars=opts.max_chars)
+    notes.extend(view.notes)
+    c = sr.summary.get("counts") or {}
+    return {"spans": c.get("spans"), "bytes_cut": c.get("bytes_cut"), "documents_cut": c.get("documents_cut"),
+            "audit": (sr.summary.get("stats") or {}).get("audit"),
+            "docs": [cut_doc_dict(d) for d in view.docs]}
 
 
 def _data_bytes(data: dict[str, Any]) -> int:

@@ -489,6 +489,16 @@ def _auto_pbits(corpus, partitions: int) -> int:
     return max(0, min(12, math.ceil(math.log2(max(1, size / (48 << 20))))))
 
 
+def build_substring(unit="span", min_tokens=None, keep="first", keep_by=None, keep_order="desc", min_length=0,
+                    min_docs=2, protect=0.8, partitions=0, **unknown) -> "SubstringStage":
+    """The substring stage from its command's options (for ``dedupkit run`` and config files)."""
+    if unknown:
+        raise ConfigError(f"the substring stage has no setting {', '.join(sorted(unknown))}")
+    return SubstringStage(SubstringConfig(unit=unit, min_tokens=min_tokens, keep=keep, min_length=min_length,
+                                          min_docs=min_docs, protect=protect, partitions=partitions,
+                                          policy=KeepPolicy("first", keep_by, keep_order)))
+
+
 class SubstringStage(Stage):
     """Cut repeated passages (or lines, paragraphs) out of documents; write ``OUT/spans``.
 
