@@ -108,8 +108,8 @@ class SubstringConfig:
             raise ConfigError(f"min_docs must be at least 2, got {self.min_docs}")
         if not 0.0 < self.protect <= 1.0:
             raise ConfigError(f"protect must be in (0, 1], got {self.protect}")
-        if self.partitions < 0 or self.partitions > 65536:
-            raise ConfigError(f"partitions must be between 0 (auto) and 65536, got {self.partitions}")
+        if self.partitions < 0 or self.partitions > 4096:
+            raise ConfigError(f"partitions must be between 0 (auto) and 4096, got {self.partitions}")
 
 
 # --- tokens and windows ----------------------------------------------------------------------------
@@ -223,9 +223,10 @@ def hash_task(task: HashTask) -> int:
             rec["hi"], rec["lo"] = h[:, 0], h[:, 1]
             rec["doc"] = doc + g0
             rec["start"] = ts[tok] - base[tok]
-            part = (h[:, 0] >> np.uint64(64 - task.pbits)).astype(np.int64) if task.pbits else np.zeros(len(h), np.int64)
+            # uint16 partition numbers: numpy's stable sort of 16-bit keys is a radix sort
+            part = (h[:, 0] >> np.uint64(64 - task.pbits)).astype(np.uint16) if task.pbits else np.zeros(len(h), np.uint16)
             order = np.argsort(part, kind="stable")
-            bounds = np.searchsorted(part[order], np.arange(nparts + 1))
+            bounds = np.searchsorted(part[order], np.arange(nparts + 1, dtype=np.int64))
             rec = rec[order]
             for p in range(nparts):
                 if bounds[p + 1] > bounds[p]:
