@@ -210,31 +210,30 @@ def _read(scan, first_doc: int, n_docs: int):
 def hash_task(task: HashTask) -> int:
     """Write the (hash, document, start) record of every window to its partition file."""
     nparts = 1 << task.pbits
-    files = [open(f"{task.out}.p{p:05d}.bin", "wb") for p in range(nparts)]
+    paths = [f"{task.out}.p{p:05d}.bin" for p in range(nparts)]
+    for path in paths:  # start empty (a killed run may have left some); appended batch by batch
+        open(path, "wb").close()
     n = 0
-    try:
-        for g0, batch in _read(task.scan, task.first_doc, task.n_docs):
-            ts, te, cnt, base = _tokens(batch.text)
-            h = _window_hashes(batch.text, ts, te, cnt, task.k)
-            if not len(h):
-                continue
-            doc, tok = _window_index(cnt, task.k)
-            rec = np.empty(len(h), HASH_REC)
-            rec["hi"], rec["lo"] = h[:, 0], h[:, 1]
-            rec["doc"] = doc + g0
-            rec["start"] = ts[tok] - base[tok]
-            # uint16 partition numbers: numpy's stable sort of 16-bit keys is a radix sort
-            part = (h[:, 0] >> np.uint64(64 - task.pbits)).astype(np.uint16) if task.pbits else np.zeros(len(h), np.uint16)
-            order = np.argsort(part, kind="stable")
-            bounds = np.searchsorted(part[order], np.arange(nparts + 1, dtype=np.int64))
-            rec = rec[order]
-            for p in range(nparts):
-                if bounds[p + 1] > bounds[p]:
-                    rec[bounds[p]:bounds[p + 1]].tofile(files[p])
-            n += len(h)
-    finally:
-        for f in files:
-            f.close()
+    # files are opened per batch, so thousands of partitions never exhaust the file handles
+    for g0, batch in _read(task.scan, task.first_doc, task.n_docs):
+        ts, te, cnt, base = _tokens(batch.text)
+        h = _window_hashes(batch.text, ts, te, cnt, task.k)
+        if not len(h):
+            continue
+        doc, tok = _window_index(cnt, task.k)
+        rec = np.empty(len(h), HASH_REC)
+        rec["hi"], rec["lo"] = h[:, 0], h[:, 1]
+        rec["doc"] = doc + g0
+        rec["start"] = ts[tok] - base[tok]
+        # uint16 partition numbers: numpy's stable sort of 16-bit keys is a radix sort
+        part = (h[:, 0] >> np.uint64(64 - task.pbits)).astype(np.uint16) if task.pbits else np.zeros(len(h), np.uint16)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(nparts + 1, dtype=np.int64))
+        rec = rec[order]
+        for p in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+            with open(paths[p], "ab") as fh:
+                rec[bounds[p]:bounds[p + 1]].tofile(fh)
+        n += len(h)
     return n
 
 
