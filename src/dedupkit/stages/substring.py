@@ -24,7 +24,7 @@ this, and passages that do not start on a token, are the limits (see docs/substr
 case) and hashed; a unit found in at least ``min_docs`` documents is cut from every document but the
 first. ``protect`` leaves a document whole when the cuts would remove more than that share of it.
 
-Documents with cuts that are left with fewer than ``min_length`` bytes (after stripping whitespace)
+Documents with cuts that are left with fewer than ``min_length`` bytes (whitespace counted)
 are dropped.
 """
 
