@@ -86,12 +86,6 @@ def _write(tmp_path, docs, nshards=1, fmt="jsonl"):
     return d
 
 
-def _global_spans(out, docs_per_shard):
-    t = read_spans(out)
-    base = {f: i * docs_per_shard for i, f in enumerate(sorted(set(t.column("shard").to_pylist())))}
-    return t, base
-
-
 texts = st.lists(st.sampled_from(PIECES), max_size=14).map("".join)
 
 
