@@ -708,8 +708,8 @@ class DecontaminateStage(Stage):
 
     Every hit names its eval set, item id, overlap and matched text in extra manifest columns
     (``eval_set``, ``eval_item``, ``overlap``, ``matched_text``, ``eval_hits``, ``eval_matches``);
-    ``cluster_id`` groups the documents whose best match is the same item; ``duplicate_of`` is null
-    (the match is outside the corpus). In cut mode, kept documents with spans are listed in
+    ``cluster_id`` groups the documents whose best match is the same item; ``duplicate_of`` of a dropped row is
+    ``EVAL_SET/ITEM_ID`` (the match is outside the corpus). In cut mode, kept documents with spans are listed in
     :attr:`spans` (one row per cut span) for ``OUT/spans``.
 
     Example:
@@ -819,7 +819,9 @@ class DecontaminateStage(Stage):
             "eval_hits": pa.array(hits, pa.int32()),
             "eval_matches": pa.array(cols["eval_matches"], pa.string()),
             "decon_action": pa.array(action, pa.string()),
-            "duplicate_of": pa.nulls(n, pa.string()),
+            # the match lies outside the corpus: dropped rows name the item (as spans' `source`)
+            "duplicate_of": pa.array([f"{a}/{b}" if a is not None else None
+                                      for a, b in zip(cols["eval_set"], cols["eval_item"])], pa.string()),
         }
         per_set = {s: 0 for s in items.sets}
         per_item: dict[int, int] = {}

@@ -1,0 +1,285 @@
+"""``dedupkit decontaminate``: matching rules, the C kernel against its Python twin, the CLI, the
+manifest contract, guardrails and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from conftest import read_manifest, run_subprocess, write_jsonl, write_parquet
+from dedupkit import api
+from dedupkit.cli.main import cli
+from dedupkit.decontaminate import (
+    DecontaminateConfig, EvalIndex, _decon, find_matches, load_eval_sets, ngram_scan, parse_against,
+)
+from dedupkit.errors import ConfigError, GuardrailError, InputError
+
+LONG_Q = ("Which amendment to the constitution of the united states guarantees the freedom of speech, "
+          "of the press and of peaceful assembly to every citizen of the country?")
+ITEMS = [
+    {"id": "long", "question": LONG_Q, "choices": ["First", "Second", "Fifth", "Tenth"], "answer": "First"},
+    {"id": "short", "question": "What is the supreme law of the land?", "choices": [], "answer": "the Constitution"},
+    {"id": "tiny", "question": "Who vetoes bills?", "choices": [], "answer": "the President"},
+    {"id": "ru", "question": "Какая река самая длинная в Европе и сколько у неё притоков?", "choices": [],
+     "answer": "Волга"},
+    {"id": "none", "question": "Ok?", "choices": [], "answer": "no"},
+]
+FILLER = ("Tax forms for the coming season were mailed to every household in the county last week, and "
+          "officials said the deadline for filing will not move this year. ")
+
+
+def eval_file(tmp_path: Path, fmt: str = "jsonl") -> Path:
+    if fmt == "parquet":
+        return write_parquet(tmp_path / "evals" / "quiz.parquet", ITEMS)
+    return write_jsonl(tmp_path / "evals" / "quiz.jsonl", ITEMS)
+
+
+@pytest.fixture
+def index(tmp_path):
+    items = load_eval_sets([str(eval_file(tmp_path))], ("question", "choices", "answer"), "id")
+    return items, EvalIndex.build(items, DecontaminateConfig())
+
+
+def ids_found(text: str, items, ix, min_overlap: float = 0.5) -> list[str]:
+    return [items.ids[m.item] for m in find_matches(text, ix, min_overlap)]
+
+
+# --- matching ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["verbatim", "rewrapped", "recased", "answer_changed", "question_only",
+                                  "inside_long", "punctuation"])
+def test_planted_items_are_found(index, kind):
+    items, ix = index
+    q = LONG_Q
+    text = {
+        "verbatim": f"{q} First, Second, Fifth, Tenth. Answer: First",
+        "rewrapped": textwrap.fill(q + " First", 40),
+        "recased": q.upper(),
+        "answer_changed": f"{q} Answer: the Fourth",
+        "question_only": q,
+        "inside_long": FILLER * 200 + q + " " + FILLER * 200,
+        "punctuation": q.replace(" ", " -- ").replace(",", ";;"),
+    }[kind]
+    assert ids_found(text, items, ix) == ["long"]
+
+
+def test_short_prompt_is_matched_whole_and_extended_when_tiny(index):
+    items, ix = index
+    assert ids_found("Quiz night! WHAT is the supreme law\nof the land?", items, ix) == ["short"]
+    # A look-alike statement on the same topic is not the question.
+    assert ids_found("The Constitution is the supreme law of the land, the court said.", items, ix) == []
+    # 'Who vetoes bills?' has 3 tokens: its window runs on into the answer (min_tokens 5).
+    assert ids_found("Who vetoes bills? The President.", items, ix) == ["tiny"]
+    assert ids_found("Who vetoes bills? Congress does not.", items, ix) == []
+    assert ix.meta["too_short"] == 1  # 'Ok? no' has 2 tokens: not indexed
+
+
+def test_unicode_items_match_across_case_and_punctuation(index):
+    items, ix = index
+    assert ids_found("Вопрос: КАКАЯ река самая длинная в Европе, и сколько у неё притоков?!", items, ix) == ["ru"]
+
+
+def test_a_shared_idiom_is_not_a_hit(index):
+    items, ix = index
+    # 13 tokens of a 27-token prompt: overlap 0.48 < 0.5.
+    idiom = "the constitution of the united states guarantees the freedom of speech of the"
+    ms = find_matches(f"As everyone knows, {idiom} people.", ix, 0.5)
+    assert ms == []
+    ms = find_matches(f"As everyone knows, {idiom} people.", ix, 0.4)
+    assert [items.ids[m.item] for m in ms] == ["long"] and 0.4 < ms[0].overlap < 0.5
+
+
+def test_match_offsets_point_at_the_matched_text(index):
+    items, ix = index
+    text = "Ünïcode “quotes”: what is the supreme law of the land — the Constitution"
+    (m,) = find_matches(text, ix, 0.5)
+    b = text.encode("utf-8")
+    assert b[m.start:m.end].decode() == "what is the supreme law of the land"
+
+
+@pytest.mark.skipif(_decon is None, reason="C extension not built")
+def test_c_kernel_equals_python_twin():
+    rng = random.Random(3)
+    vocab = ["alpha", "Beta", "GAMMA", "délta", "ЖУК", "川", "x_1", "42", "naïve", "Ωmega"]
+    seps = [" ", ", ", "\n", " — ", "!? ", "\t", "“", "\u00a0"]
+    texts = ["".join(rng.choice(vocab) + rng.choice(seps) for _ in range(rng.randrange(0, 40))) for _ in range(60)]
+    texts += ["", "   ", "ﬁne ligature", "ＦＵＬＬ width"]
+    sizes = [3, 5, 8]
+    all_c = ngram_scan(texts, sizes, emit_all=True, k0=3)
+    all_py = ngram_scan(texts, sizes, emit_all=True, k0=3, use_c=False)
+    for a, b in zip(all_c, all_py):
+        assert np.array_equal(a, b)
+    assert len(all_c[0]) > 100
+    # Filtered scans: bitmaps built from half of the keys give the same candidates on both paths.
+    from dedupkit.decontaminate import _bitmap
+
+    keys = np.unique(all_c[3][::2])
+    pre, pl = _bitmap(np.unique(all_c[4][::2]), min_log2=10)
+    full, fl = _bitmap(keys, min_log2=10)
+    c = ngram_scan(texts, sizes, pre, pl, full, fl, k0=3)
+    py = ngram_scan(texts, sizes, pre, pl, full, fl, k0=3, use_c=False)
+    for a, b in zip(c, py):
+        assert np.array_equal(a, b)
+    assert np.isin(keys, c[3]).all()  # no false negatives
+
+
+def test_c_kernel_rejects_bad_offsets():
+    if _decon is None:
+        pytest.skip("C extension not built")
+    off = np.array([0, 10], np.int64).tobytes()
+    with pytest.raises(ValueError, match="ngram_scan: offsets"):
+        _decon.ngram_scan(b"abc", off, 1, bytes(65), 1, np.zeros(1, np.uint8), 3, np.zeros(1, np.uint8), 3, True)
+
+
+# --- eval sets --------------------------------------------------------------------------------
+
+def test_eval_sets_by_name_text_files_and_folders(tmp_path):
+    (tmp_path / "lines.txt").write_text("first item here\n\nsecond item line\n")
+    write_jsonl(tmp_path / "folder" / "a.jsonl", [{"prompt": "p one"}, {"prompt": "p two"}])
+    write_parquet(tmp_path / "folder" / "b.parquet", [{"prompt": "p three"}])
+    items = load_eval_sets([f"mine={tmp_path / 'lines.txt'}", str(tmp_path / "folder")])
+    assert items.sets == ["mine", "folder"]
+    assert items.ids == ["1", "3", "a.jsonl:0", "a.jsonl:1", "b.parquet:0"]
+    assert items.prompts == ["first item here", "second item line", "p one", "p two", "p three"]
+    assert [s["items"] for s in items.sources] == [2, 3]
+
+
+def test_eval_set_errors_name_the_file_and_fix(tmp_path):
+    f = write_jsonl(tmp_path / "e.jsonl", [{"q": "x"}])
+    with pytest.raises(InputError, match=r"e.jsonl: none of question.*pass --eval-fields"):
+        load_eval_sets([str(f)])
+    with pytest.raises(InputError, match=r"no column 'answer'.*fix --eval-fields"):
+        load_eval_sets([str(f)], ["q", "answer"])
+    with pytest.raises(InputError, match=r"no id column 'uid'"):
+        load_eval_sets([str(f)], ["q"], "uid")
+    with pytest.raises(InputError, match="does not exist"):
+        load_eval_sets([str(tmp_path / "missing.jsonl")])
+    with pytest.raises(ConfigError, match="two eval sets are named 'e'"):
+        parse_against([str(f), str(f)])
+    (tmp_path / "bad.jsonl").write_text('{"question": "ok"}\nnot json\n')
+    with pytest.raises(InputError, match=r"bad.jsonl line 2: not valid JSON"):
+        load_eval_sets([str(tmp_path / "bad.jsonl")])
+
+
+def test_config_is_validated():
+    with pytest.raises(ConfigError, match="min_tokens"):
+        DecontaminateConfig(ngram=5, min_tokens=8)
+    with pytest.raises(ConfigError, match="mode"):
+        DecontaminateConfig(mode="erase")
+    with pytest.raises(ConfigError, match="min_overlap"):
+        DecontaminateConfig(min_overlap=0)
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+DOCS = [
+    "Harvest notes from the valley: apples were late this year and pears were early.",
+    f"Practice test. {LONG_Q} (a) First (b) Second. Answer: First",
+    "The Constitution is the supreme law of the land, and every other law must yield to it.",
+    "quiz: what is THE supreme law of the land?\nanswer: the constitution",
+    FILLER * 5,
+    "Вопрос: какая река самая длинная в Европе и сколько у неё притоков? Ответ: Волга.",
+]
+
+
+def corpus(tmp_path: Path, fmt: str) -> Path:
+    d = tmp_path / "data"
+    rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(DOCS)]
+    if fmt == "parquet":
+        write_parquet(d / "p0.parquet", rows[:3])
+        write_parquet(d / "p1.parquet", rows[3:])
+    else:
+        write_jsonl(d / "p0.jsonl", rows[:3])
+        write_jsonl(d / "p1.jsonl", rows[3:])
+    return d
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_cli_drop_names_set_item_overlap_and_text(tmp_path, fmt):
+    data = corpus(tmp_path, fmt)
+    ev = eval_file(tmp_path, fmt)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["decontaminate", str(data), "--against", f"quiz={ev}", "--eval-fields",
+                                   "question,choices,answer", "--eval-id", "id", "-o", str(out), "--id-column", "id"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.strip() == str(out)
+    rows = {r["doc_id"]: r for r in read_manifest(out)}
+    assert len(rows) == len(DOCS)
+    dropped = sorted(d for d, r in rows.items() if not r["keep"])
+    assert dropped == ["d1", "d3", "d5"]
+    assert rows["d1"]["eval_set"] == "quiz" and rows["d1"]["eval_item"] == "long"
+    assert rows["d1"]["overlap"] == pytest.approx(1.0) and rows["d1"]["score"] == pytest.approx(1.0)
+    assert rows["d1"]["matched_text"].startswith("Which amendment")
+    assert rows["d3"]["eval_item"] == "short" and rows["d3"]["matched_text"] == "what is THE supreme law of the land"
+    assert json.loads(rows["d3"]["eval_matches"])[0]["item"] == "short"
+    assert rows["d2"]["keep"] and rows["d2"]["eval_item"] is None and rows["d2"]["cluster_id"] is None
+    assert all(r["stage"] == "decontaminate" for r in rows.values())
+    assert [rows[d]["duplicate_of"] for d in ("d1", "d2", "d3")] == ["quiz/long", None, "quiz/short"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stats"]["contaminated_docs"] == 3
+    assert summary["stats"]["per_eval_set"] == {"quiz": 3}
+    assert "quiz/long: 1 documents" in res.stderr
+
+
+def test_workers_and_batch_size_do_not_change_the_manifest(tmp_path):
+    data = corpus(tmp_path, "jsonl")
+    ev = str(eval_file(tmp_path))
+    a = api.decontaminate([str(data)], str(tmp_path / "a"), [ev], eval_fields="question,answer", workers=1)
+    b = api.decontaminate([str(data)], str(tmp_path / "b"), [ev], eval_fields="question,answer", workers=2,
+                          batch_size=2)
+    assert read_manifest(a.out) == read_manifest(b.out)
+
+
+def test_max_drop_rate_writes_nothing_final(tmp_path):
+    data = corpus(tmp_path, "jsonl")
+    out = tmp_path / "out"
+    with pytest.raises(GuardrailError, match="max-drop-rate"):
+        api.decontaminate([str(data)], str(out), [str(eval_file(tmp_path))], eval_fields="question,answer",
+                          max_drop_rate=0.1)
+    assert not (out / "summary.json").exists()
+    res = CliRunner().invoke(cli, ["decontaminate", str(data), "--against", str(eval_file(tmp_path)),
+                                   "--eval-fields", "question,answer", "-o", str(out), "--max-drop-rate", "0.1"])
+    assert res.exit_code == 4
+
+
+def test_bad_records_are_skipped_and_counted(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "x.jsonl").write_text(json.dumps({"text": DOCS[3]}) + "\n{broken\n" + json.dumps({"text": DOCS[0]}) + "\n")
+    ev = str(eval_file(tmp_path))
+    with pytest.raises(InputError, match="x.jsonl"):
+        api.decontaminate([str(d)], str(tmp_path / "fail"), [ev], eval_fields="question,answer")
+    res = api.decontaminate([str(d)], str(tmp_path / "ok"), [ev], eval_fields="question,answer",
+                            on_bad_record="skip")
+    rows = read_manifest(res.out)
+    assert [r["row"] for r in rows] == [0, 1, 2]
+    assert [r["keep"] for r in rows] == [False, False, True]  # the bad row is never kept
+    assert res.summary["counts"]["bad_records"] == 1
+
+
+def test_cli_usage_errors(tmp_path):
+    data = corpus(tmp_path, "jsonl")
+    res = CliRunner().invoke(cli, ["decontaminate", str(data), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "--against" in res.output
+    res = CliRunner().invoke(cli, ["decontaminate", str(data), "--against", str(eval_file(tmp_path)), "-o",
+                                   str(tmp_path / "o"), "--ngram", "4", "--min-tokens", "6"])
+    assert res.exit_code == 2 and "--min-tokens" in res.output
+    res = CliRunner().invoke(cli, ["decontaminate", str(data), "--against", str(tmp_path / "nope.jsonl"), "-o",
+                                   str(tmp_path / "o")])
+    assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_installed_command_runs(tmp_path):
+    data = corpus(tmp_path, "jsonl")
+    (tmp_path / "q.txt").write_text("what is the supreme law of the land\n")
+    p = run_subprocess("decontaminate", str(data), "--against", str(tmp_path / "q.txt"), "-o", str(tmp_path / "o"),
+                       "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["stats"]["contaminated_docs"] == 1
