@@ -283,3 +283,43 @@ def test_installed_command_runs(tmp_path):
                        "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["stats"]["contaminated_docs"] == 1
+
+
+# --- check --against EVAL ---------------------------------------------------------------------
+
+def test_check_against_eval_sets_fails_naming_each_item(tmp_path):
+    data = corpus(tmp_path, "jsonl")
+    ev = str(eval_file(tmp_path))
+    out = tmp_path / "gate"
+    r = CliRunner().invoke(cli, ["check", str(data), "--against", ev, "--eval-fields", "question,answer",
+                                 "--eval-id", "id", "-o", str(out), "--id-column", "id"])
+    assert r.exit_code == 3, r.output
+    assert "d1: quiz/long (overlap 1.00)" in r.stderr and "d3: quiz/short" in r.stderr
+    assert r.stdout.strip() == str(out)
+    assert len(read_manifest(out)) == len(DOCS)
+    clean = tmp_path / "clean"
+    write_jsonl(clean / "c.jsonl", [{"id": "c0", "text": DOCS[0]}, {"id": "c1", "text": DOCS[2]}])
+    r = CliRunner().invoke(cli, ["check", str(clean), "--against", ev, "--eval-fields", "question,answer",
+                                 "-o", str(tmp_path / "gate2")])
+    assert r.exit_code == 0, r.output
+    assert "no eval item found" in r.stderr
+
+
+def test_check_against_index_and_eval_sets(tmp_path):
+    data = corpus(tmp_path, "jsonl")
+    held = tmp_path / "held"
+    write_jsonl(held / "h.jsonl", [{"id": "h0", "text": DOCS[0]}])
+    idx = tmp_path / "corpus.idx"
+    r = CliRunner().invoke(cli, ["index", "create", str(idx), "--from", str(held), "--id-column", "id", "-q"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "gate"
+    r = CliRunner().invoke(cli, ["check", str(data), "--against", str(idx), "--against", f"quiz={eval_file(tmp_path)}",
+                                 "--eval-fields", "question,answer", "--eval-id", "id", "-o", str(out),
+                                 "--id-column", "id"])
+    assert r.exit_code == 3, r.output  # no --max-dup-rate: only the eval items fail it
+    assert "d5: quiz/ru" in r.stderr and "check: 1 duplicates" in r.stderr
+    assert {x["doc_id"] for x in read_manifest(out) if not x["keep"]} == {"d0"}
+    assert {x["doc_id"] for x in read_manifest(out / "decontaminate") if not x["keep"]} == {"d1", "d3", "d5"}
+    r = CliRunner().invoke(cli, ["check", str(data), "--against", str(idx), "--against", str(tmp_path / "idx2"),
+                                 "-o", str(tmp_path / "o3")])
+    assert r.exit_code == 2 and "one index" in r.output

@@ -279,3 +279,24 @@ def decontaminate(inputs: Sequence[str], out: str, against: Sequence[str], *, ev
     opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
                       overwrite=overwrite, max_drop_rate=max_drop_rate)
     return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record), opts, progress)
+
+
+def check_evals(inputs: Sequence[str], out: str, evals: Sequence[str], **kwargs):
+    """The eval-set part of ``dedupkit check --against``: decontaminate ``inputs`` into ``out`` and
+    raise CheckFailed (exit code 3), naming each document and item, when any eval item is found.
+
+    ``kwargs`` are those of :func:`decontaminate` (mode is always drop).
+
+    Raises:
+        CheckFailed: some document holds an eval item; its ``result`` attribute holds the RunResult.
+    """
+    from dedupkit.decontaminate import contamination_failure
+    from dedupkit.errors import CheckFailed
+
+    res = decontaminate(inputs, out, evals, mode="drop", **kwargs)
+    msg = contamination_failure(res.summary, out)
+    if msg:
+        exc = CheckFailed(msg)
+        exc.result = res  # type: ignore[attr-defined]
+        raise exc
+    return res

@@ -635,19 +635,6 @@ def _snippet(text: str, m: Match) -> str:
     return raw if len(raw) <= _MAX_MATCHED_CHARS else raw[:_MAX_MATCHED_CHARS - 3] + "..."
 
 
-def cut_spans(text_bytes: int, matches: list[Match], margin_bytes: int) -> list[tuple[int, int]]:
-    """Merged byte ranges to remove: every matched span widened by ``margin_bytes`` each side,
-    clipped to the document (the caller snaps them to character boundaries)."""
-    raw = sorted((max(0, s - margin_bytes), min(text_bytes, e + margin_bytes)) for m in matches for s, e in m.spans)
-    merged: list[tuple[int, int]] = []
-    for s, e in raw:
-        if merged and s <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
-        else:
-            merged.append((s, e))
-    return merged
-
-
 def _snap(text: str, spans: list[tuple[int, int]], margin: int) -> list[tuple[int, int]]:
     """Widen matched byte spans by ``margin`` characters and return byte ranges on character
     boundaries (merged, sorted)."""
@@ -725,6 +712,9 @@ class DecontaminateStage(Stage):
         self.index_dir = str(index_dir)
         self.index_meta: dict = {}
         self.spans: list[dict] = []  # cut mode: {g, start, end, source}
+        if config.mode == "cut" and "spans" not in getattr(Decisions, "__dataclass_fields__", {}):
+            raise ConfigError("--mode cut needs the span manifest (dedupkit.spans), which this build lacks; "
+                              "use --mode drop")
 
     def _ensure_index(self) -> None:
         fp = hashlib.sha1(json.dumps([self.items.fingerprint(), asdict(self.config)]).encode()).hexdigest()
@@ -770,7 +760,17 @@ class DecontaminateStage(Stage):
         if tasks:
             for part in self.engine.map(detail_task, tasks, desc="decontaminate: details"):
                 details.extend(part)
-        return self.decide(n, details)
+        decisions = self.decide(n, details)
+        if self.config.mode == "cut":
+            from dedupkit.spans import SpanWriter, corpus_span_table
+
+            sp = sorted(self.spans, key=lambda s: (s["g"], s["start"]))
+            table = corpus_span_table(corpus, [s["g"] for s in sp], [s["start"] for s in sp], [s["end"] for s in sp],
+                                      self.name, source=[s["source"] for s in sp])
+            folder = Path(workdir) / "spans"
+            SpanWriter(folder).write(table, part=0)
+            decisions.spans = str(folder)
+        return decisions
 
     def decide(self, n: int, details: list[dict]) -> Decisions:
         """Decisions and extra columns from the per-document details of the hit documents."""
@@ -837,3 +837,47 @@ class DecontaminateStage(Stage):
                  "index": {k: v for k, v in self.index_meta.items() if k not in ("config",)}}
         return Decisions(representative=np.arange(n, dtype=np.int64), labels=labels, score=score, extra=extra,
                          keep=keep, stats=stats)
+
+
+# --- `dedupkit check --against EVAL` ----------------------------------------------------------
+
+_EVAL_SUFFIXES = _TABLE_SUFFIXES + (".txt",)
+
+
+def split_against(values: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Tell ``check --against`` values apart: (index locations, eval sets).
+
+    An index is a ``redis://`` URL or a folder holding ``index.json``; a JSONL/Parquet/text file, a
+    folder of them, or ``NAME=PATH`` is an eval set. A missing path is an index unless its suffix
+    is an eval file's (so a mistyped index still says "no such index").
+    """
+    from dedupkit.index.redis_store import is_redis_url
+
+    indexes, evals = [], []
+    for v in values:
+        if is_redis_url(v) or (os.path.isdir(v) and os.path.exists(os.path.join(v, "index.json"))):
+            indexes.append(v)
+        elif os.path.exists(v) or v.endswith(_EVAL_SUFFIXES):
+            evals.append(v)
+        elif "=" in v and os.path.exists(v.split("=", 1)[1]):
+            evals.append(v)
+        else:
+            indexes.append(v)
+    return indexes, evals
+
+
+def contamination_failure(summary: dict, out: str, limit: int = 20) -> str | None:
+    """The ``check`` failure message naming each contaminated document, or None when clean."""
+    st = summary.get("stats", {})
+    n = st.get("contaminated_docs", 0)
+    if not n:
+        return None
+    import pyarrow.dataset as ds
+
+    t = ds.dataset(str(Path(out) / "manifest"), format="parquet").to_table(
+        columns=["doc_id", "eval_set", "eval_item", "overlap"], filter=pc.field("eval_item").is_valid())
+    rows = t.slice(0, limit).to_pylist()
+    named = "; ".join(f"{r['doc_id']}: {r['eval_set']}/{r['eval_item']} (overlap {r['overlap']:.2f})" for r in rows)
+    more = f"; and {n - len(rows)} more" if n > len(rows) else ""
+    return (f"the drop holds eval items in {n} documents: {named}{more}; the manifest in {out} names each "
+            "(eval_set, eval_item, matched_text)")
