@@ -323,3 +323,35 @@ def test_check_against_index_and_eval_sets(tmp_path):
     r = CliRunner().invoke(cli, ["check", str(data), "--against", str(idx), "--against", str(tmp_path / "idx2"),
                                  "-o", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "one index" in r.output
+
+
+# --- Ray --------------------------------------------------------------------------------------
+
+@pytest.mark.ray
+def test_ray_engine_gives_the_local_manifest(tmp_path):
+    ray = pytest.importorskip("ray")
+    import os
+
+    from conftest import SRC
+    from dedupkit.engine.ray import init_local
+
+    rng = random.Random(5)
+    d = tmp_path / "data"
+    for s in range(4):
+        rows = [{"id": f"s{s}-{i}", "text": rng.choice(DOCS) + " " + FILLER * rng.randrange(3)} for i in range(15)]
+        (write_parquet if s % 2 else write_jsonl)(d / f"p{s}.{'parquet' if s % 2 else 'jsonl'}", rows)
+    ev = str(eval_file(tmp_path))
+    local = api.decontaminate([str(d)], str(tmp_path / "local"), [ev], eval_fields="question,answer", eval_id="id",
+                              id_column="id", workers=1)
+    if ray.is_initialized():  # pragma: no cover - another module left one running
+        ray.shutdown()
+    init_local(2, runtime_env={"env_vars": {"PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}})
+    try:
+        on_ray = api.decontaminate([str(d)], str(tmp_path / "ray"), [ev], eval_fields="question,answer",
+                                   eval_id="id", id_column="id", workers=2, engine="ray")
+    finally:
+        ray.shutdown()
+    a, b = read_manifest(local.out), read_manifest(on_ray.out)
+    assert a == b
+    assert sum(not r["keep"] for r in a) > 10
+    assert on_ray.summary["config"]["engine"] == "ray"
