@@ -319,7 +319,7 @@ def test_check_against_index_and_eval_sets(tmp_path):
     assert r.exit_code == 3, r.output  # no --max-dup-rate: only the eval items fail it
     assert "d5: quiz/ru" in r.stderr and "check: 1 duplicates" in r.stderr
     assert {x["doc_id"] for x in read_manifest(out) if not x["keep"]} == {"d0"}
-    assert {x["doc_id"] for x in read_manifest(out / "decontaminate") if not x["keep"]} == {"d1", "d3", "d5"}
+    assert {x["doc_id"] for x in read_manifest(tmp_path / "gate-decontaminate") if not x["keep"]} == {"d1", "d3", "d5"}
     r = CliRunner().invoke(cli, ["check", str(data), "--against", str(idx), "--against", str(tmp_path / "idx2"),
                                  "-o", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "one index" in r.output
@@ -355,3 +355,20 @@ def test_ray_engine_gives_the_local_manifest(tmp_path):
     assert a == b
     assert sum(not r["keep"] for r in a) > 10
     assert on_ray.summary["config"]["engine"] == "ray"
+
+
+def test_inspect_names_set_item_overlap_and_text(tmp_path):
+    data = corpus(tmp_path, "jsonl")
+    out = tmp_path / "out"
+    api.decontaminate([str(data)], str(out), [f"quiz={eval_file(tmp_path)}"], eval_fields="question,answer",
+                      eval_id="id", id_column="id")
+    r = CliRunner().invoke(cli, ["inspect", str(out), "--doc", "d3"])
+    assert r.exit_code == 0, r.output
+    assert "p1.jsonl row 0): dropped, holds 1 eval item(s)" in r.stdout
+    assert "quiz/short  overlap 1.00" in r.stdout and "what is THE supreme law of the land" in r.stdout
+    r = CliRunner().invoke(cli, ["inspect", str(out), "--largest", "2"])
+    assert r.exit_code == 0 and "quiz/long found in 1 documents" in r.stdout and "DROP d1" in r.stdout
+    r = CliRunner().invoke(cli, ["inspect", str(out), "--doc", "d0", "--json"])
+    assert json.loads(r.stdout)[0]["doc"]["matches"] == []
+    r = CliRunner().invoke(cli, ["inspect", str(out), "--doc", "nope"])
+    assert r.exit_code == 1 and "not in" in r.stderr

@@ -881,3 +881,62 @@ def contamination_failure(summary: dict, out: str, limit: int = 20) -> str | Non
     more = f"; and {n - len(rows)} more" if n > len(rows) else ""
     return (f"the drop holds eval items in {n} documents: {named}{more}; the manifest in {out} names each "
             "(eval_set, eval_item, matched_text)")
+
+
+# --- `dedupkit inspect` of a decontamination run ----------------------------------------------
+
+_INSPECT_COLUMNS = ["doc_id", "shard", "row", "keep", "cluster_id", "eval_set", "eval_item", "overlap",
+                    "matched_text", "eval_matches", "decon_action"]
+
+
+def is_decontamination_run(out: str | os.PathLike) -> bool:
+    """True when ``out`` is the output of a finished ``dedupkit decontaminate`` (or ``check`` eval) run."""
+    try:
+        return json.loads((Path(out) / "summary.json").read_text()).get("stage") == DecontaminateStage.name
+    except (OSError, ValueError):
+        return False
+
+
+def inspect_decontamination(out: str | os.PathLike, *, doc: str | None = None, cluster: int | None = None,
+                            largest: int | None = None, max_members: int = 20) -> list[dict]:
+    """Findings of a decontamination run: per item (``largest`` items found in most documents, or
+    ``cluster``, whose id groups the documents holding one item) its documents with the overlap and
+    the matched text; or (``doc``) one document's decision and every item it holds.
+
+    Raises:
+        ConfigError: not exactly one of doc, cluster, largest.
+        InputError: the document or cluster is not in the run.
+    """
+    import pyarrow.dataset as ds
+
+    if sum(x is not None for x in (doc, cluster, largest)) != 1:
+        raise ConfigError("pass exactly one of --cluster ID, --doc DOC_ID, --largest N")
+    t = ds.dataset(str(Path(out) / "manifest"), format="parquet").to_table(columns=_INSPECT_COLUMNS)
+    if doc is not None:
+        rows = t.filter(pc.equal(t.column("doc_id"), doc)).to_pylist()
+        if not rows:
+            raise InputError(f"doc_id {doc!r} is not in {out}; doc_ids are the --id-column values "
+                             "(or 'shard:row' when the run had no --id-column)")
+        r = rows[0]
+        r["matches"] = json.loads(r.pop("eval_matches")) if r["eval_matches"] else []
+        return [{"doc": r}]
+    hit = t.filter(pc.is_valid(t.column("cluster_id")))
+    cids = hit.column("cluster_id").to_numpy()
+    if cluster is not None:
+        wanted = [int(cluster)]
+        if cluster not in set(cids.tolist()):
+            raise InputError(f"no cluster {cluster} in {out}; list them with --largest 10")
+    else:
+        vals, counts = np.unique(cids, return_counts=True)
+        order = np.lexsort((vals, -counts))[:largest]
+        wanted = vals[order].tolist()
+    found = []
+    for c in wanted:
+        members = hit.filter(pc.equal(hit.column("cluster_id"), c)).to_pylist()
+        members.sort(key=lambda m: (m["shard"], m["row"]))
+        first = members[0]
+        found.append({"cluster_id": int(c), "eval_set": first["eval_set"], "eval_item": first["eval_item"],
+                      "documents": len(members),
+                      "members": [{k: m[k] for k in ("doc_id", "shard", "row", "keep", "overlap", "matched_text",
+                                                     "decon_action")} for m in members[:max_members]]})
+    return found

@@ -86,3 +86,47 @@ def print_hits(summary: dict, limit: int = 10) -> None:
                f"{st['items_found']} items found; dropped {st['dropped_docs']}, cut {st['cut_docs']}", err=True)
     for t in st.get("top_items", [])[:limit]:
         click.echo(f"  {t['eval_set']}/{t['item']}: {t['docs']} documents", err=True)
+
+
+def print_inspection(out, *, doc, cluster, largest, max_members: int, max_chars: int, as_json: bool) -> None:
+    """`dedupkit inspect` of a decontamination run: items with the documents holding them, or one
+    document's decision with every item it holds (eval set, item id, overlap, matched text)."""
+    import json
+
+    from dedupkit.decontaminate import inspect_decontamination
+
+    found = inspect_decontamination(out, doc=doc, cluster=cluster, largest=largest, max_members=max_members)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+
+    def clip(t):
+        t = t or ""
+        return t if len(t) <= max_chars else t[: max_chars - 3] + "..."
+
+    blocks = []
+    for f in found:
+        if "doc" in f:
+            r = f["doc"]
+            if not r["matches"]:
+                blocks.append(f"{r['doc_id']} ({r['shard']} row {r['row']}): kept, no eval item found")
+                continue
+            done = {"cut": "spans cut", "drop": "dropped"}.get(r["decon_action"], "dropped")
+            lines = [f"{r['doc_id']} ({r['shard']} row {r['row']}): {done}, holds "
+                     f"{len(r['matches'])} eval item(s)"]
+            for m in r["matches"]:
+                lines.append(f"  {m['eval_set']}/{m['item']}  overlap {m['overlap']:.2f}  bytes {m['start']}-{m['end']}")
+            lines.append("  matched text (best item):")
+            lines.append("    " + clip(r["matched_text"]).replace("\n", "\n    "))
+            blocks.append("\n".join(lines))
+            continue
+        lines = [f"decontaminate cluster {f['cluster_id']}: {f['eval_set']}/{f['eval_item']} found in "
+                 f"{f['documents']} documents"]
+        for m in f["members"]:
+            lines.append(f"  {(m['decon_action'] or 'drop').upper()} {m['doc_id']} ({m['shard']} row {m['row']}) "
+                         f"overlap {m['overlap']:.2f}")
+            lines.append("    " + clip(m["matched_text"]).replace("\n", "\n    "))
+        if f["documents"] > len(f["members"]):
+            lines.append(f"  ... and {f['documents'] - len(f['members'])} more (raise --max-members)")
+        blocks.append("\n".join(lines))
+    click.echo("\n\n".join(blocks))

@@ -172,6 +172,9 @@ Example:
               help="With eval sets: `dedupkit decontaminate --ngram`.")
 @click.option("--eval-min-overlap", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="With eval sets: `dedupkit decontaminate --min-overlap`.")
+@click.option("--eval-output", default=None, type=click.Path(file_okay=False),
+              help="With eval sets and an index: where the eval check's manifest goes (default: "
+                   "OUTPUT-decontaminate, beside OUTPUT; without an index it is OUTPUT).")
 @click.option("--max-dup-rate", type=click.FloatRange(0, 1), default=None,
               help="Fail (exit code 3) when more than this share of the drop's rows are duplicates of the "
                    "index or of each other.")
@@ -184,7 +187,7 @@ Example:
 @keep_options
 @handle_errors
 def check(inputs, text_column, id_column, batch_size, on_bad_record, against, eval_fields, eval_id, eval_ngram,
-          eval_min_overlap, max_dup_rate, update, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands,
+          eval_min_overlap, eval_output, max_dup_rate, update, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands,
           rows, output, overwrite, workers, quiet, as_json, keep, keep_by, keep_order):
     """Deduplicate a new data drop against an index (a CI gate).
 
@@ -194,7 +197,7 @@ def check(inputs, text_column, id_column, batch_size, on_bad_record, against, ev
     other within the drop are grouped as by `dedupkit exact`/`fuzzy` (match: drop-exact,
     drop-fuzzy). The keys are computed with the index's settings.
 
-    With eval sets in --against, the drop is also decontaminated (OUTPUT/decontaminate/, or
+    With eval sets in --against, the drop is also decontaminated (into OUTPUT-decontaminate, or
     OUTPUT itself without an index) and the check fails when any document holds an eval item.
     """
     from dedupkit import api
@@ -209,11 +212,9 @@ def check(inputs, text_column, id_column, batch_size, on_bad_record, against, ev
                               update, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands, rows,
                               output, overwrite, workers, quiet, as_json, keep, keep_by, keep_order)
     if evals:
-        import os
-
         from dedupkit.cli.decontaminate import print_hits
 
-        dout = os.path.join(output, "decontaminate") if indexes else output
+        dout = (eval_output or output.rstrip("/") + "-decontaminate") if indexes else output
         try:
             res = api.check_evals(inputs, dout, evals, eval_fields=eval_fields, eval_id=eval_id, ngram=eval_ngram,
                                   min_overlap=eval_min_overlap, text_column=text_column, id_column=id_column,
