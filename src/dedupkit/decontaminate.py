@@ -393,7 +393,8 @@ def ngram_scan(texts, sizes: Sequence[int], pre: np.ndarray | None = None, pre_l
 
 def token_counts(texts, use_c: bool = True) -> np.ndarray:
     """Tokens of every text (as decontamination counts them)."""
-    return ngram_scan(texts, [64], emit_all=False, use_c=use_c)[5]
+    # k0 = 1 and an empty prefix bitmap: every chain stops after its first token.
+    return ngram_scan(texts, [64], emit_all=False, use_c=use_c, k0=1)[5]
 
 
 # --- the index --------------------------------------------------------------------------------
@@ -405,8 +406,11 @@ def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16) -> tup
     lg = min(lg, 36)
     bm = np.zeros(1 << (lg - 3), np.uint8)
     if len(keys):
-        i = keys >> np.uint64(64 - lg)
-        np.bitwise_or.at(bm, (i >> np.uint64(3)).astype(np.int64), (np.uint8(1) << (i & np.uint64(7)).astype(np.uint8)))
+        i = np.sort(keys >> np.uint64(64 - lg))
+        byte = (i >> np.uint64(3)).astype(np.int64)
+        bits = np.left_shift(np.uint8(1), (i & np.uint64(7)).astype(np.uint8))
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
+        bm[byte[starts]] = np.bitwise_or.reduceat(bits, starts)
     return bm, lg
 
 
@@ -459,10 +463,10 @@ class EvalIndex:
         item_a = np.concatenate(item).astype(np.int32) if item else np.zeros(0, np.int32)
         ipos_a = np.concatenate(ipos).astype(np.int32) if ipos else np.zeros(0, np.int32)
         pre_a = np.concatenate(pres) if pres else np.zeros(0, np.uint64)
-        order = np.lexsort((ipos_a, item_a, keys_a))
+        order = np.argsort(keys_a, kind="stable")  # (the order within one key does not matter)
         keys_a, item_a, ipos_a = keys_a[order], item_a[order], ipos_a[order]
-        pre_bm, pre_lg = _bitmap(np.unique(pre_a))
-        full_bm, full_lg = _bitmap(np.unique(keys_a))
+        pre_bm, pre_lg = _bitmap(pre_a)
+        full_bm, full_lg = _bitmap(keys_a)
         meta = {"sizes": sizes, "pre_log2": pre_lg, "full_log2": full_lg, "items": n,
                 "indexed": int((width > 0).sum()), "too_short": int((width == 0).sum()),
                 "windows": int(len(keys_a)), "config": asdict(cfg)}
@@ -728,8 +732,12 @@ class DecontaminateStage(Stage):
             except ValueError:
                 pass
             meta_path.unlink()
+        import time
+
+        t0 = time.perf_counter()
         ix = EvalIndex.build(self.items, self.config)
         ix.meta["fingerprint"] = fp
+        ix.meta["build_s"] = round(time.perf_counter() - t0, 3)
         ix.save(self.index_dir)
         self.index_meta = ix.meta
         _load_index.cache_clear()

@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 EPILOG = """\b
 Exit codes: 0 done, 1 failure, 2 usage error, 3 check failed (duplicate rate above
---max-dup-rate), 4 guardrail (a stage would drop more than --max-drop-rate).
+--max-dup-rate, or eval items found), 4 guardrail (a stage would drop more than --max-drop-rate).
 
 \b
 Example:
