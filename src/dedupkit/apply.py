@@ -20,6 +20,7 @@ from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import load_summary, output_root, read_manifest
 from dedupkit.outdir import write_error
+from dedupkit.spans import cut_array, has_spans, merge_spans, read_spans
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 
@@ -70,6 +71,26 @@ def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str) -> np.nd
     return mask
 
 
+def _shard_spans(manifest_dir: str, summary: dict, shard: Shard, fp: str):
+    """(row, start, end) of the spans a span manifest cuts from ``shard``, or None if it has none."""
+    if not has_spans(manifest_dir):
+        return None
+    entries = {s["name"]: s for s in summary.get("inputs", [])}
+    entry = entries.get(shard.name) or next(s for s in summary.get("inputs", []) if s.get("fingerprint") == fp)
+    t = read_spans(manifest_dir, shard=entry["name"], columns=["row", "start", "end"])
+    return (t.column("row").to_numpy(), t.column("start").to_numpy(), t.column("end").to_numpy())
+
+
+def _text_column(summaries) -> str | None:
+    """The text column the span manifests were made on (they must agree)."""
+    cols = {s.get("config", {}).get("read", {}).get("text_column") for d, s in summaries if has_spans(d)}
+    cols.discard(None)
+    if len(cols) > 1:
+        raise ManifestError(f"the span manifests were made on different text columns ({', '.join(sorted(cols))}); "
+                            "apply them one at a time")
+    return cols.pop() if cols else None
+
+
 def _open_out(path: Path, compression: str | None) -> IO[bytes]:
     raw = open(path, "wb")
     if compression == "gzip":
@@ -81,14 +102,26 @@ def _open_out(path: Path, compression: str | None) -> IO[bytes]:
     return raw
 
 
-def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int) -> int:
+def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int, spans=None,
+                   text_column: str | None = None) -> int:
     pf = pq.ParquetFile(shard.path)
     schema = pf.schema_arrow
     written = 0
     offset = 0
+    if spans is not None and text_column not in schema.names:
+        raise ManifestError(f"{shard.name} has no column {text_column!r}, which the span manifest cuts; "
+                            "rerun the stage on the current data")
     with pq.ParquetWriter(dest, schema, compression="zstd") as writer:
         for rb in pf.iter_batches(batch_size=batch_size):
             m = mask[offset: offset + rb.num_rows]
+            if spans is not None:
+                lo, hi = np.searchsorted(spans[0], [offset, offset + rb.num_rows])
+                if hi > lo:  # cut the text of this batch's rows that have spans
+                    ci = rb.schema.get_field_index(text_column)
+                    col = cut_array(rb.column(ci), spans[0][lo:hi] - offset, spans[1][lo:hi], spans[2][lo:hi],
+                                    where=shard.name)
+                    rb = pa.RecordBatch.from_arrays([col if i == ci else rb.column(i) for i in range(rb.num_columns)],
+                                                    schema=rb.schema)
             offset += rb.num_rows
             if m.all():
                 writer.write_batch(rb)
@@ -100,7 +133,20 @@ def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int) 
     return written
 
 
-def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 20) -> int:
+def _cut_json_line(line: bytes, text_column: str, start: np.ndarray, end: np.ndarray, where: str) -> bytes:
+    """One JSONL record with its text cut: the other fields keep their values and order."""
+    rec = json.loads(line)
+    text = rec.get(text_column) if isinstance(rec, dict) else None
+    if not isinstance(text, str):
+        raise ManifestError(f"{where}: a span points to a record without a string {text_column!r}; "
+                            "rerun the stage on the current data")
+    rec[text_column] = cut_array(pa.array([text], pa.large_string()), np.zeros(len(start), np.int64),
+                                 start, end, where=where)[0].as_py()
+    return json.dumps(rec, ensure_ascii=False).encode("utf-8") + (b"\n" if line.endswith(b"\n") else b"")
+
+
+def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 20, spans=None,
+                 text_column: str | None = None) -> int:
     # Lines are copied in chunks of at most ``chunk`` bytes, so a huge line (say a 1 GB record
     # that the stage skipped as too long) never has to fit in memory, kept or dropped.
     written = 0
@@ -117,6 +163,18 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
                 keep = row < len(mask) and bool(mask[row])
                 if keep:
                     written += 1
+                if keep and spans is not None:
+                    lo, hi = np.searchsorted(spans[0], [row, row + 1])
+                    if hi > lo:  # a record with spans is read whole (it was read whole to find them)
+                        while not piece.endswith(b"\n"):
+                            more = src.readline(chunk)
+                            if not more:
+                                break
+                            piece += more
+                        dst.write(_cut_json_line(piece, text_column, spans[1][lo:hi], spans[2][lo:hi],
+                                                 f"{shard.name} line {row + 1}"))
+                        at_line_start = piece.endswith(b"\n")
+                        continue
             if keep:
                 dst.write(piece)
             at_line_start = piece.endswith(b"\n")
@@ -145,7 +203,9 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
                     overwrite: bool = False, batch_size: int = 8192) -> ApplyResult:
     """Write the rows that every manifest keeps, one output shard per input shard.
 
-    A row is dropped if any manifest drops it. Parquet keeps its schema and every column; JSONL
+    A row is dropped if any manifest drops it. Span manifests (``OUT/spans``, see
+    :mod:`dedupkit.spans`) cut their spans out of the text column of the kept rows; every other
+    column (and the Parquet schema) stays as it was, and the spans of several manifests are merged. Parquet keeps its schema and every column; JSONL
     lines are copied byte for byte (and recompressed the same way). The output folder appears only
     when every shard is written.
 
@@ -166,6 +226,7 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
         raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
     summaries = [(str(output_root(m)), load_summary(m)) for m in manifests]
     shards = discover(inputs, exclude=[str(out)] + [d for d, _ in summaries])
+    text_column = _text_column(summaries)
     # One fixed temporary folder next to OUT, locked while in use: a second apply to the same OUT
     # is refused, and the leftovers of a killed apply are removed (not piled up) by the next one.
     tmp = out.with_name(f".{out.name}.dedupkit-apply")
@@ -183,15 +244,23 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
         for shard, name in zip(shards, _out_names(shards)):
             fp = fingerprint(shard.path)
             mask = None
+            cuts = []
             for d, summary in summaries:
                 m = _keep_mask(d, summary, shard, fp)
                 mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
+                c = _shard_spans(d, summary, shard, fp)
+                if c is not None:
+                    cuts.append(c)
+            spans = None
+            if cuts:  # spans of several manifests: cut their union
+                spans = merge_spans(*(np.concatenate([c[i] for c in cuts]) for i in range(3)))
+                report["spans"] = report.get("spans", 0) + int(len(spans[0]))
             dest = tmp / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             if shard.format == "parquet":
-                kept = _write_parquet(shard, mask, dest, batch_size)
+                kept = _write_parquet(shard, mask, dest, batch_size, spans, text_column)
             else:
-                kept = _write_jsonl(shard, mask, dest)
+                kept = _write_jsonl(shard, mask, dest, spans=spans, text_column=text_column)
             report["shards"].append({"name": shard.name, "output": str(dest.relative_to(tmp)),
                                      "rows": int(len(mask)), "kept": kept})
             report["rows"] += int(len(mask))

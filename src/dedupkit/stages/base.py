@@ -41,6 +41,7 @@ class Decisions:
         labels: cluster label (any int64, -1 = no duplicate); members of one cluster share it.
         score: similarity to the representative (NaN = none).
         extra: more manifest columns (pa.Array per column, one value per active document).
+        spans: folder of span parts written by the stage, or None (see :mod:`dedupkit.spans`).
     """
 
     representative: np.ndarray
@@ -49,6 +50,9 @@ class Decisions:
     extra: dict[str, pa.Array] = field(default_factory=dict)
     keep: np.ndarray | None = None  # default: representative == index
     stats: dict[str, Any] = field(default_factory=dict)
+    #: A folder of span Parquet parts (:class:`dedupkit.spans.SpanWriter`) for a stage that cuts
+    #: passages out of documents; the runner validates it and moves it to ``OUT/spans``.
+    spans: str | None = None
 
     def keep_mask(self) -> np.ndarray:
         if self.keep is not None:
