@@ -121,7 +121,7 @@ def test_c_kernel_equals_python_twin():
     from dedupkit.decontaminate import _bitmap
 
     keys = np.unique(all_c[3][::2])
-    pre, pl = _bitmap(np.unique(all_c[4][::2]), min_log2=10)
+    pre, pl = _bitmap(all_c[4][::2], min_log2=10)
     full, fl = _bitmap(keys, min_log2=10)
     c = ngram_scan(texts, sizes, pre, pl, full, fl, k0=3)
     py = ngram_scan(texts, sizes, pre, pl, full, fl, k0=3, use_c=False)
@@ -372,3 +372,41 @@ def test_inspect_names_set_item_overlap_and_text(tmp_path):
     assert json.loads(r.stdout)[0]["doc"]["matches"] == []
     r = CliRunner().invoke(cli, ["inspect", str(out), "--doc", "nope"])
     assert r.exit_code == 1 and "not in" in r.stderr
+
+
+# --- cut mode ---------------------------------------------------------------------------------
+
+def test_cut_mode_writes_spans_and_apply_removes_them(tmp_path):
+    d = tmp_path / "data"
+    head = "Ünïcode “notes” on taxes. " + FILLER * 3
+    rows = [
+        {"id": "a", "text": head + "Quiz: what is the supreme law of the land? The Constitution. " + FILLER * 3},
+        {"id": "b", "text": "Who vetoes bills? The President."},  # all of it would go: dropped
+        {"id": "c", "text": FILLER},
+        # eleven copies, each between long filler: more than --max-pieces pieces
+        {"id": "e", "text": (FILLER * 3 + "What is the supreme law of the land? ") * 11},
+    ]
+    write_jsonl(d / "x.jsonl", rows)
+    out = tmp_path / "cut"
+    res = api.decontaminate([str(d)], str(out), [f"quiz={eval_file(tmp_path)}"], eval_fields="question,answer",
+                            eval_id="id", id_column="id", mode="cut", margin=10)
+    m = {r["doc_id"]: r for r in read_manifest(out)}
+    assert [m[k]["keep"] for k in "abce"] == [True, False, True, False]
+    assert m["a"]["decon_action"] == "cut" and m["b"]["decon_action"] == "drop" and m["e"]["decon_action"] == "drop"
+    from dedupkit.spans import read_spans
+
+    spans = read_spans(out).to_pylist()
+    assert [(s["doc_id"], s["source"], s["stage"]) for s in spans] == [("a", "quiz/short", "decontaminate")]
+    text_a = rows[0]["text"].encode("utf-8")
+    s = spans[0]
+    cut_piece = text_a[s["start"]:s["end"]].decode("utf-8")  # on character boundaries
+    assert "what is the supreme law of the land" in cut_piece and len(cut_piece) <= len(
+        "what is the supreme law of the land") + 2 * 10 + 2
+    assert res.summary["stats"]["cut_docs"] == 1 and res.summary["counts"]["spans"] == 1
+    api.apply([str(d)], [str(out)], str(tmp_path / "clean"))
+    import pyarrow.dataset as ds
+
+    kept = ds.dataset(str(tmp_path / "clean"), format="json").to_table().to_pylist()
+    assert [r["id"] for r in kept] == ["a", "c"]
+    assert "supreme law" not in kept[0]["text"] and kept[0]["text"].startswith("Ünïcode “notes” on taxes.")
+    assert len(kept[0]["text"].encode("utf-8")) == len(text_a) - (s["end"] - s["start"])
