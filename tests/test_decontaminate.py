@@ -48,7 +48,7 @@ def index(tmp_path):
 
 
 def ids_found(text: str, items, ix, min_overlap: float = 0.5) -> list[str]:
-    return [items.ids[m.item] for m in find_matches(text, ix, min_overlap)]
+    return [items.item_id(m.item) for m in find_matches(text, ix, min_overlap)]
 
 
 # --- matching ---------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def test_a_shared_idiom_is_not_a_hit(index):
     ms = find_matches(f"As everyone knows, {idiom} people.", ix, 0.5)
     assert ms == []
     ms = find_matches(f"As everyone knows, {idiom} people.", ix, 0.4)
-    assert [items.ids[m.item] for m in ms] == ["long"] and 0.4 < ms[0].overlap < 0.5
+    assert [items.item_id(m.item) for m in ms] == ["long"] and 0.4 < ms[0].overlap < 0.5
 
 
 def test_match_offsets_point_at_the_matched_text(index):
@@ -144,11 +144,15 @@ def test_eval_sets_by_name_text_files_and_folders(tmp_path):
     (tmp_path / "lines.txt").write_text("first item here\n\nsecond item line\n")
     write_jsonl(tmp_path / "folder" / "a.jsonl", [{"prompt": "p one"}, {"prompt": "p two"}])
     write_parquet(tmp_path / "folder" / "b.parquet", [{"prompt": "p three"}])
+    import gzip
+
+    with gzip.open(tmp_path / "folder" / "c.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps({"prompt": "p four"}) + "\n")
     items = load_eval_sets([f"mine={tmp_path / 'lines.txt'}", str(tmp_path / "folder")])
     assert items.sets == ["mine", "folder"]
-    assert items.ids == ["1", "3", "a.jsonl:0", "a.jsonl:1", "b.parquet:0"]
-    assert items.prompts == ["first item here", "second item line", "p one", "p two", "p three"]
-    assert [s["items"] for s in items.sources] == [2, 3]
+    assert items.ids.to_pylist() == ["1", "3", "a.jsonl:0", "a.jsonl:1", "b.parquet:0", "c.jsonl.gz:0"]
+    assert items.prompts.to_pylist() == ["first item here", "second item line", "p one", "p two", "p three", "p four"]
+    assert [s["items"] for s in items.sources] == [2, 4]
 
 
 def test_eval_set_errors_name_the_file_and_fix(tmp_path):
@@ -163,6 +167,9 @@ def test_eval_set_errors_name_the_file_and_fix(tmp_path):
         load_eval_sets([str(tmp_path / "missing.jsonl")])
     with pytest.raises(ConfigError, match="two eval sets are named 'e'"):
         parse_against([str(f), str(f)])
+    (tmp_path / "mixed.jsonl").write_text('{"question": "ok", "id": 1}\n{"question": ["a", "b"], "id": "x"}\n')
+    items = load_eval_sets([str(tmp_path / "mixed.jsonl")], id_field="id")  # mixed types: the Python reader
+    assert items.prompts.to_pylist() == ["ok", "a\nb"] and items.ids.to_pylist() == ["1", "x"]
     (tmp_path / "bad.jsonl").write_text('{"question": "ok"}\nnot json\n')
     with pytest.raises(InputError, match=r"bad.jsonl line 2: not valid JSON"):
         load_eval_sets([str(tmp_path / "bad.jsonl")])

@@ -139,7 +139,7 @@ def parse_against(values: Sequence[str]) -> list[EvalSource]:
 
 @dataclass
 class EvalItems:
-    """Items of one or more eval sets, flat.
+    """Items of one or more eval sets, flat (Arrow string arrays: a million items stay cheap).
 
     Attributes:
         sets: eval set names; ``set_index[i]`` is item i's set.
@@ -150,20 +150,35 @@ class EvalItems:
     """
 
     sets: list[str] = field(default_factory=list)
-    set_index: list[int] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    prompts: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
+    set_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    ids: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    prompts: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    texts: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
     sources: list[dict] = field(default_factory=list)
+    _fp: str | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def item_id(self, i: int) -> str:
+        return self.ids[int(i)].as_py()
+
+    def set_name(self, i: int) -> str:
+        return self.sets[int(self.set_index[int(i)])]
+
     def fingerprint(self) -> str:
-        h = hashlib.sha1()
-        for s, i, t, p in zip(self.set_index, self.ids, self.texts, self.prompts):
-            h.update(f"{self.sets[s]}\x00{i}\x00{len(p)}\x00{t}\x01".encode())
-        return h.hexdigest()
+        """A hash of every set name, item id, prompt and text (what the index depends on)."""
+        if self._fp is None:
+            h = xxhash.xxh3_128()
+            h.update(json.dumps(self.sets).encode())
+            h.update(np.ascontiguousarray(self.set_index, np.int32).tobytes())
+            for arr in (self.ids, self.prompts, self.texts):
+                arr = arr.cast(pa.large_string())
+                for b in arr.buffers()[1:]:
+                    if b is not None:
+                        h.update(memoryview(b))
+            self._fp = h.hexdigest()
+        return self._fp
 
 
 def _value_text(v: Any) -> str:
@@ -194,32 +209,16 @@ def _eval_files(path: str) -> list[str]:
     return [path]
 
 
-def _read_records(path: str) -> tuple[list[dict], list[str]]:
-    """Records and column names of a JSONL or Parquet file."""
-    if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
+def _compression(path: str) -> str | None:
+    return "gzip" if path.endswith(".gz") else "zstd" if path.endswith(".zst") else None
 
-        try:
-            t = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(f"eval set {path}: not a readable Parquet file ({exc})") from exc
-        return t.to_pylist(), t.column_names
-    opener: Any = open
-    if path.endswith(".gz"):
-        import gzip
 
-        opener = gzip.open
-    elif path.endswith(".zst"):
-        import io
-
-        import zstandard
-
-        def opener(p, mode):  # noqa: E731 - a small adapter
-            return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(p, "rb")), encoding="utf-8")
+def _read_jsonl_python(path: str) -> pa.Table:
+    """The slow reader: any JSON objects (mixed types), with the line of a malformed record."""
     recs: list[dict] = []
     cols: dict[str, None] = {}
-    with opener(path, "rt") as fh:
-        for ln, line in enumerate(fh, 1):
+    with pa.input_stream(path, compression=_compression(path)) as raw:
+        for ln, line in enumerate(raw.read().decode("utf-8", "replace").splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -231,7 +230,44 @@ def _read_records(path: str) -> tuple[list[dict], list[str]]:
             recs.append(r)
             for k in r:
                 cols.setdefault(k, None)
-    return recs, list(cols)
+    # every value as text already, so mixed types never stop the table
+    return pa.table({c: pa.array([_value_text(r.get(c)) if c in r else None for r in recs], pa.string())
+                     for c in cols})
+
+
+def _read_table(path: str) -> pa.Table:
+    """A JSONL or Parquet eval file as a table (Arrow's JSON reader first, Python's on failure)."""
+    if path.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"eval set {path}: not a readable Parquet file ({exc})") from exc
+    import pyarrow.json as pj
+
+    try:
+        with pa.input_stream(path, compression=_compression(path)) as fh:
+            return pj.read_json(fh)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _read_jsonl_python(path)
+
+
+def _column_text(col) -> pa.Array:
+    """A column as one string per row: strings as they are, lists (choices) joined by newlines."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return pc.fill_null(col, "").cast(pa.string())
+    if (pa.types.is_list(t) or pa.types.is_large_list(t)) and (
+            pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+        return pc.fill_null(pc.binary_join(col, "\n"), "").cast(pa.string())
+    return pa.array([_value_text(v) for v in col.to_pylist()], pa.string())
+
+
+def _row_ids(n: int, prefix: str, start: int = 0) -> pa.Array:
+    rows = pc.cast(pa.array(np.arange(start, start + n, dtype=np.int64)), pa.string())
+    return pc.binary_join_element_wise(prefix, rows, "") if prefix else rows
 
 
 def load_eval_sets(against: Sequence[str], fields: Sequence[str] | None = None,
@@ -247,14 +283,16 @@ def load_eval_sets(against: Sequence[str], fields: Sequence[str] | None = None,
         InputError: a missing file, a field or id column the file lacks, a malformed record.
         ConfigError: see :func:`parse_against`.
     """
-    items = EvalItems()
+    sets, set_index, ids, prompts, texts, sources = [], [], [], [], [], []
     for si, src in enumerate(parse_against(against)):
-        items.sets.append(src.name)
+        sets.append(src.name)
         files = []
-        for path in _eval_files(src.path):
-            before = len(items)
+        paths = _eval_files(src.path)
+        for path in paths:
+            prefix = f"{os.path.basename(path)}:" if len(paths) > 1 or src.path != path else ""
             if path.endswith(_TABLE_SUFFIXES):
-                recs, cols = _read_records(path)
+                t = _read_table(path)
+                cols = t.column_names
                 use = list(fields) if fields else [next((c for c in GUESS_FIELDS if c in cols), "")]
                 if not use[0]:
                     raise InputError(f"eval set {path}: none of {', '.join(GUESS_FIELDS)} is a column (columns: "
@@ -267,30 +305,36 @@ def load_eval_sets(against: Sequence[str], fields: Sequence[str] | None = None,
                 if id_field and id_field not in cols:
                     raise InputError(f"eval set {path}: no id column {id_field!r} (columns: {', '.join(cols[:12])}); "
                                      "fix --eval-id or leave it out to use row numbers")
-                for row, r in enumerate(recs):
-                    parts = [_value_text(r.get(f)) for f in use]
-                    items.set_index.append(si)
-                    items.ids.append(str(r.get(id_field)) if id_field else
-                                     (f"{os.path.basename(path)}:{row}" if len(files) or src.path != path
-                                      else str(row)))
-                    items.prompts.append(parts[0])
-                    items.texts.append("\n".join(parts))
+                parts = [_column_text(t.column(f)) for f in use]
+                prompt = parts[0]
+                text = pc.binary_join_element_wise(*parts, "\n") if len(parts) > 1 else prompt
+                if id_field:
+                    col = t.column(id_field).combine_chunks()
+                    idv = col.cast(pa.string()) if not pa.types.is_string(col.type) else col
+                    idv = pc.if_else(pc.is_valid(idv), idv, _row_ids(len(t), prefix))
+                else:
+                    idv = _row_ids(len(t), prefix)
             else:
                 try:
                     with open(path, encoding="utf-8") as fh:
                         lines = fh.read().splitlines()
                 except UnicodeDecodeError as exc:
                     raise InputError(f"eval set {path} is not UTF-8 text ({exc}); convert it, or use JSONL") from exc
-                for ln, line in enumerate(lines, 1):
-                    if line.strip():
-                        items.set_index.append(si)
-                        items.ids.append(f"{os.path.basename(path)}:{ln}" if src.path != path else str(ln))
-                        items.prompts.append(line)
-                        items.texts.append(line)
-            files.append({"path": os.path.abspath(path), "items": len(items) - before})
-        items.sources.append({"name": src.name, "path": src.path, "files": files,
-                              "items": sum(f["items"] for f in files)})
-    return items
+                keep = [(ln, line) for ln, line in enumerate(lines, 1) if line.strip()]
+                prompt = text = pa.array([line for _, line in keep], pa.string())
+                idv = pa.array([f"{prefix}{ln}" for ln, _ in keep], pa.string())
+            ids.append(idv.cast(pa.string()))
+            prompts.append(prompt.cast(pa.string()))
+            texts.append(text.cast(pa.string()))
+            set_index.append(np.full(len(idv), si, np.int32))
+            files.append({"path": os.path.abspath(path), "items": len(idv)})
+        sources.append({"name": src.name, "path": src.path, "files": files, "items": sum(f["items"] for f in files)})
+
+    def cat(arrs):
+        return pa.concat_arrays(arrs) if arrs else pa.array([], pa.string())
+
+    return EvalItems(sets=sets, set_index=np.concatenate(set_index) if set_index else np.zeros(0, np.int32),
+                     ids=cat(ids), prompts=cat(prompts), texts=cat(texts), sources=sources)
 
 
 # --- tokens and n-gram keys -------------------------------------------------------------------
@@ -399,14 +443,17 @@ def token_counts(texts, use_c: bool = True) -> np.ndarray:
 
 # --- the index --------------------------------------------------------------------------------
 
-def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16) -> tuple[np.ndarray, int]:
+def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16,
+            presorted: bool = False) -> tuple[np.ndarray, int]:
     """A bitmap of 2**lg bits with the bit of every key's top lg bits set (about 1/bits_per_key
-    false positives)."""
+    false positives). ``presorted``: the keys are sorted already."""
     lg = max(min_log2, int(np.ceil(np.log2(max(1, len(keys)) * bits_per_key))))
     lg = min(lg, 36)
     bm = np.zeros(1 << (lg - 3), np.uint8)
     if len(keys):
-        i = np.sort(keys >> np.uint64(64 - lg))
+        i = keys >> np.uint64(64 - lg)
+        if not presorted:
+            i.sort()
         byte = (i >> np.uint64(3)).astype(np.int64)
         bits = np.left_shift(np.uint8(1), (i & np.uint64(7)).astype(np.uint8))
         starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
@@ -445,12 +492,12 @@ class EvalIndex:
     def build(cls, items: EvalItems, cfg: DecontaminateConfig, use_c: bool = True) -> "EvalIndex":
         """Index ``items`` with the window rule of the module docstring."""
         n = len(items)
-        lq = token_counts(pa.array(items.prompts, pa.string()), use_c) if n else np.zeros(0, np.int64)
-        total = token_counts(pa.array(items.texts, pa.string()), use_c) if n else np.zeros(0, np.int64)
+        lq = token_counts(items.prompts, use_c) if n else np.zeros(0, np.int64)
+        total = token_counts(items.texts, use_c) if n else np.zeros(0, np.int64)
         width = np.where(lq >= cfg.ngram, cfg.ngram, np.minimum(np.maximum(lq, cfg.min_tokens), total))
         width = np.where(total < cfg.min_tokens, 0, width).astype(np.int64)
         keys, item, ipos, pres = [], [], [], []
-        texts = pa.array(items.texts, pa.string())
+        texts = items.texts
         sizes = sorted(set(width[width > 0].tolist()))
         for w in sizes:
             idx = np.flatnonzero(width == w)
@@ -466,7 +513,7 @@ class EvalIndex:
         order = np.argsort(keys_a, kind="stable")  # (the order within one key does not matter)
         keys_a, item_a, ipos_a = keys_a[order], item_a[order], ipos_a[order]
         pre_bm, pre_lg = _bitmap(pre_a)
-        full_bm, full_lg = _bitmap(keys_a)
+        full_bm, full_lg = _bitmap(keys_a, presorted=True)
         meta = {"sizes": sizes, "pre_log2": pre_lg, "full_log2": full_lg, "items": n,
                 "indexed": int((width > 0).sum()), "too_short": int((width == 0).sum()),
                 "windows": int(len(keys_a)), "config": asdict(cfg)}
@@ -798,11 +845,11 @@ class DecontaminateStage(Stage):
             b = ms[0]
             labels[g] = b["item"]
             score[g] = b["overlap"]
-            cols["eval_set"][g] = items.sets[items.set_index[b["item"]]]
-            cols["eval_item"][g] = items.ids[b["item"]]
+            cols["eval_set"][g] = items.set_name(b["item"])
+            cols["eval_item"][g] = items.item_id(b["item"])
             cols["matched_text"][g] = b["text"]
             cols["eval_matches"][g] = json.dumps([
-                {"eval_set": items.sets[items.set_index[m["item"]]], "item": items.ids[m["item"]],
+                {"eval_set": items.set_name(m["item"]), "item": items.item_id(m["item"]),
                  "overlap": round(m["overlap"], 4), "start": m["start"], "end": m["end"]} for m in ms])
             hits[g] = len(ms)
             drop = True
@@ -840,7 +887,7 @@ class DecontaminateStage(Stage):
         stats = {"contaminated_docs": int((labels >= 0).sum()), "dropped_docs": int((~keep).sum()),
                  "cut_docs": n_cut_docs, "spans": n_spans, "bytes_cut": int(bytes_cut), "per_eval_set": per_set,
                  "items_found": len(per_item),
-                 "top_items": [{"eval_set": items.sets[items.set_index[i]], "item": items.ids[i], "docs": c}
+                 "top_items": [{"eval_set": items.set_name(i), "item": items.item_id(i), "docs": c}
                                for i, c in top],
                  "index": {k: v for k, v in self.index_meta.items() if k not in ("config",)}}
         return Decisions(representative=np.arange(n, dtype=np.int64), labels=labels, score=score, extra=extra,
