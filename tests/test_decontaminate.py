@@ -417,3 +417,30 @@ def test_cut_mode_writes_spans_and_apply_removes_them(tmp_path):
     assert [r["id"] for r in kept] == ["a", "c"]
     assert "supreme law" not in kept[0]["text"] and kept[0]["text"].startswith("Ünïcode “notes” on taxes.")
     assert len(kept[0]["text"].encode("utf-8")) == len(text_a) - (s["end"] - s["start"])
+
+
+def test_nfkc_ranges_cover_every_code_point_nfkc_may_change():
+    import sys
+    import unicodedata
+
+    from dedupkit.decontaminate import _NFKC_RANGES, prepare
+
+    ranges = [tuple(int(x, 16) for x in r.split("-")) for r in _NFKC_RANGES.split()]
+    starts = np.array([a for a, _ in ranges])
+    ends = np.array([b for _, b in ranges])
+
+    def covered(cp: int) -> bool:
+        i = int(np.searchsorted(starts, cp, "right")) - 1
+        return i >= 0 and cp <= ends[i]
+
+    if unicodedata.unidata_version == "14.0.0":  # the version the ranges were computed with
+        for cp in range(0x80, sys.maxunicode + 1):
+            if 0xD800 <= cp <= 0xDFFF:
+                continue
+            c = chr(cp)
+            if unicodedata.category(c)[0] == "M" or unicodedata.normalize("NFKC", c) != c:
+                assert covered(cp), hex(cp)
+    assert not covered(ord("é")) and not covered(ord("ж"))
+    # only texts that need it are normalised, and the result is the NFKC form either way
+    texts = pa.array(["ﬁne ＡＢＣ ½", "café ok", "plain", "e\u0301 composed"])
+    assert prepare(texts).to_pylist() == ["fine abc 1 2", "café ok", "plain", "é composed"]
