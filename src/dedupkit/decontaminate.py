@@ -493,6 +493,7 @@ def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16,
     return bm, lg
 
 
+_BUILD_CHUNK = 65536
 _INDEX_FILES = ("keys", "item", "ipos", "width", "lq", "pre", "full")
 
 
@@ -529,15 +530,20 @@ class EvalIndex:
         width = np.where(lq >= cfg.ngram, cfg.ngram, np.minimum(np.maximum(lq, cfg.min_tokens), total))
         width = np.where(total < cfg.min_tokens, 0, width).astype(np.int64)
         keys, item, ipos, pres = [], [], [], []
-        texts = items.texts
         sizes = sorted(set(width[width > 0].tolist()))
         for w in sizes:
-            idx = np.flatnonzero(width == w)
-            d, p, s, k, x, _ = ngram_scan(texts.take(pa.array(idx)), [w], emit_all=True, use_c=use_c, k0=sizes[0])
-            it = idx[d]
-            # Windows that start inside the prompt (a short prompt: only its first window).
-            ok = (p < np.maximum(lq[it] - w + 1, 1)) if w == cfg.ngram else (p == 0)
-            keys.append(k[ok]); item.append(it[ok]); ipos.append(p[ok]); pres.append(x[ok])
+            # A long prompt: every window of the prompt alone (its tokens are the item's first
+            # ones). A short one: the first window of the whole item (it may run into the answer).
+            long_ = (width == w) & (lq >= w)
+            for idx, src in ((np.flatnonzero(long_), items.prompts), (np.flatnonzero((width == w) & ~long_), items.texts)):
+                for a in range(0, len(idx), _BUILD_CHUNK):  # bounded memory for a million items
+                    part = idx[a:a + _BUILD_CHUNK]
+                    d, p, _, k, x, _ = ngram_scan(src.take(pa.array(part)), [w], emit_all=True, use_c=use_c,
+                                                  k0=sizes[0])
+                    ok = slice(None) if src is items.prompts else (p == 0)
+                    keys.append(k[ok]); item.append(part[d[ok]].astype(np.int32)); ipos.append(p[ok].astype(np.int32))
+                    pres.append(x[ok])
+                    del d, p, k, x
         keys_a = np.concatenate(keys) if keys else np.zeros(0, np.uint64)
         item_a = np.concatenate(item).astype(np.int32) if item else np.zeros(0, np.int32)
         ipos_a = np.concatenate(ipos).astype(np.int32) if ipos else np.zeros(0, np.int32)
