@@ -444,3 +444,15 @@ def test_nfkc_ranges_cover_every_code_point_nfkc_may_change():
     # only texts that need it are normalised, and the result is the NFKC form either way
     texts = pa.array(["ﬁne ＡＢＣ ½", "café ok", "plain", "e\u0301 composed"])
     assert prepare(texts).to_pylist() == ["fine abc 1 2", "café ok", "plain", "é composed"]
+
+
+def test_both_bitmap_builds_agree():
+    from dedupkit.decontaminate import _bitmap
+
+    keys = np.random.default_rng(0).integers(0, 2**63, 50000, dtype=np.uint64) * np.uint64(2)
+    a, la = _bitmap(keys)  # bool-per-bit path
+    b, lb = _bitmap(np.sort(keys), presorted=True)  # sorted reduceat path
+    assert la == lb and np.array_equal(a, b)
+    i = (keys >> np.uint64(64 - la)).astype(np.int64)
+    assert ((a[i >> 3] >> (i & 7)) & 1).all()
+    assert a.sum() > 0 and np.unpackbits(a).sum() <= len(keys)

@@ -32,6 +32,8 @@
 #define XXH_INLINE_ALL
 #include "_vendor/xxhash/xxhash.h"  /* xxHash 0.8.2, BSD-2-Clause: see _vendor/xxhash/LICENSE */
 
+#define BLOCK 64  /* positions per prefetch block */
+
 static unsigned char WORDB[256];
 static unsigned char LOWERB[256];
 static const uint64_t K0 = 0x9E3779B97F4A7C15ULL, K1 = 0xBF58476D1CE4E5B9ULL;
@@ -152,6 +154,45 @@ static PyObject *ngram_scan(PyObject *self, PyObject *args) {
         int64_t nt = (int64_t)th.len;
         ntok[d] = nt;
         const uint64_t *t = (const uint64_t *)th.p;
+        if (!emit_all) {
+            /* Scanning: blocks of positions. First the k0-token prefix key of every position of
+             * the block, prefetching its bitmap byte; then the test, so the cache misses of one
+             * block overlap instead of stalling one position at a time. */
+            for (int64_t b0 = 0; b0 + k0 <= nt && !oom; b0 += BLOCK) {
+                int64_t b1 = b0 + BLOCK < nt - k0 + 1 ? b0 + BLOCK : nt - k0 + 1;
+                uint64_t st[BLOCK], pk[BLOCK];
+                for (int64_t i = b0; i < b1; i++) {
+                    uint64_t h = K0;
+                    for (int64_t j = 0; j < k0; j++) {
+                        h = (h ^ t[i + j]) * K1;
+                        h ^= h >> 31;
+                    }
+                    st[i - b0] = h;
+                    pk[i - b0] = fmix(h ^ (uint64_t)k0);
+                    __builtin_prefetch(pb + ((pk[i - b0] >> (64 - pre_log2)) >> 3));
+                }
+                for (int64_t i = b0; i < b1 && !oom; i++) {
+                    uint64_t prefix = pk[i - b0];
+                    if (!bit_set(pb, (int)pre_log2, prefix)) continue;
+                    uint64_t h = st[i - b0];
+                    int64_t lim = nt - i < maxw ? nt - i : maxw;
+                    for (int64_t w = k0; w <= lim; w++) {
+                        if (w > k0) {
+                            h = (h ^ t[i + w - 1]) * K1;
+                            h ^= h >> 31;
+                        }
+                        if (!want[w]) continue;
+                        uint64_t key = w == k0 ? prefix : fmix(h ^ (uint64_t)w);
+                        if (!bit_set(fb, (int)full_log2, key)) continue;
+                        int64_t *pd = (int64_t *)vec_push(&vd), *pp = (int64_t *)vec_push(&vp), *ps = (int64_t *)vec_push(&vs);
+                        uint64_t *pkk = (uint64_t *)vec_push(&vk), *px = (uint64_t *)vec_push(&vx);
+                        if (!pd || !pp || !ps || !pkk || !px) { oom = 1; break; }
+                        *pd = d; *pp = i; *ps = w; *pkk = key; *px = prefix;
+                    }
+                }
+            }
+            continue;
+        }
         for (int64_t i = 0; i < nt && !oom; i++) {
             uint64_t h = K0, prefix = 0;
             int64_t lim = nt - i < maxw ? nt - i : maxw;

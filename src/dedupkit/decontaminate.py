@@ -482,6 +482,10 @@ def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16,
     lg = max(min_log2, int(np.ceil(np.log2(max(1, len(keys)) * bits_per_key))))
     lg = min(lg, 36)
     bm = np.zeros(1 << (lg - 3), np.uint8)
+    if len(keys) and not presorted and lg <= 27:  # a bool per bit (at most 128 MiB): no sort needed
+        bits = np.zeros(1 << lg, bool)
+        bits[(keys >> np.uint64(64 - lg)).astype(np.int64)] = True
+        return np.packbits(bits, bitorder="little"), lg
     if len(keys):
         i = keys >> np.uint64(64 - lg)
         if not presorted:
@@ -548,7 +552,7 @@ class EvalIndex:
         item_a = np.concatenate(item).astype(np.int32) if item else np.zeros(0, np.int32)
         ipos_a = np.concatenate(ipos).astype(np.int32) if ipos else np.zeros(0, np.int32)
         pre_a = np.concatenate(pres) if pres else np.zeros(0, np.uint64)
-        order = np.argsort(keys_a, kind="stable")  # (the order within one key does not matter)
+        order = np.argsort(keys_a)  # the order within one key does not matter (matches are re-sorted)
         keys_a, item_a, ipos_a = keys_a[order], item_a[order], ipos_a[order]
         pre_bm, pre_lg = _bitmap(pre_a)
         full_bm, full_lg = _bitmap(keys_a, presorted=True)
