@@ -17,7 +17,7 @@ word 12- or 13-gram with an item's question + answer), run in this script on the
 speed: make_corpus documents (JSONL) against N synthetic items (word sequences of the corpus's own
 vocabulary, 6-60 tokens, i.e. many short prompts that take every window size from 5 to 13), of
 which 200 are planted into the documents so the detail pass runs; the documents are split into 8
-JSONL shards (one scan task each). One `dedupkit decontaminate` process per row; wall time, CPU
+Parquet (or --format jsonl) shards, one scan task each. One `dedupkit decontaminate` process per row; wall time, CPU
 time and the peak RSS of its process tree.
 
     python ../shared/bench/make_corpus.py --n 100000 --seed 42 --out /tmp/corpus100k
@@ -243,7 +243,8 @@ def speed(args) -> None:
             rng = random.Random(args.seed)
             where = dict((rng.randrange(n_docs), items[i]) for i, _ in plants)
             per = -(-n_docs // args.shards)
-            dsts = [open(docs / f"part-{s:03d}.jsonl", "w") for s in range(args.shards)]
+            where_jsonl = docs if args.format == "jsonl" else tmp
+            dsts = [open(where_jsonl / f"part-{s:03d}.jsonl", "w") for s in range(args.shards)]
             with open(args.docs) as src:
                 for k, line in enumerate(src):
                     if k >= n_docs:
@@ -255,13 +256,21 @@ def speed(args) -> None:
                     dsts[k // per].write(line)
             for f in dsts:
                 f.close()
+            if args.format == "parquet":  # the same documents as Parquet shards
+                import pyarrow.json as pj
+                import pyarrow.parquet as pq
+
+                for f in dsts:
+                    pq.write_table(pj.read_json(f.name), docs / (Path(f.name).stem + ".parquet"), row_group_size=4096)
+                    os.unlink(f.name)
             out = tmp / f"out{n_items}"
             cmd = [PY, "-m", "dedupkit", "decontaminate", str(docs), "--against", f"syn={ev}", "-o", str(out),
                    "--workers", str(args.workers), "--id-column", "id", "--json", "-q"]
             m = run_measured(cmd)
             summ = json.loads(m["stdout"])
             st = summ["stats"]
-            row = {"items": n_items, "docs": n_docs, "workers": args.workers, "wall_s": round(m["wall_s"], 2),
+            row = {"items": n_items, "docs": n_docs, "workers": args.workers, "format": args.format,
+                   "wall_s": round(m["wall_s"], 2),
                    "docs_per_s": round(n_docs / m["wall_s"], 1), "cpu_s": round(m["cpu_s"], 2),
                    "peak_rss_mib": round(m["peak_rss_mib"], 1), "timings": summ["timings"],
                    "contaminated_docs": st["contaminated_docs"], "planted_docs": len(where),
@@ -299,7 +308,8 @@ def main() -> None:
     s.add_argument("--items", type=int, action="append", required=True)
     s.add_argument("--planted", type=int, default=200)
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--shards", type=int, default=8, help="JSONL shards the documents are split into")
+    s.add_argument("--shards", type=int, default=8, help="shards the documents are split into")
+    s.add_argument("--format", choices=["parquet", "jsonl"], default="parquet", help="format of the shards")
     s.add_argument("--seed", type=int, default=42)
     s.add_argument("--tmp", default=None, help="folder for the temporary files (default: the system's)")
     args = ap.parse_args()

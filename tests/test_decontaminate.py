@@ -450,7 +450,7 @@ def test_both_bitmap_builds_agree():
     from dedupkit.decontaminate import _bitmap
 
     keys = np.random.default_rng(0).integers(0, 2**63, 50000, dtype=np.uint64) * np.uint64(2)
-    a, la = _bitmap(keys)  # bool-per-bit path
+    a, la = _bitmap(keys)  # bool-per-bit path (2**21 bits)
     b, lb = _bitmap(np.sort(keys), presorted=True)  # sorted reduceat path
     assert la == lb and np.array_equal(a, b)
     i = (keys >> np.uint64(64 - la)).astype(np.int64)

@@ -482,7 +482,7 @@ def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16,
     lg = max(min_log2, int(np.ceil(np.log2(max(1, len(keys)) * bits_per_key))))
     lg = min(lg, 36)
     bm = np.zeros(1 << (lg - 3), np.uint8)
-    if len(keys) and not presorted and lg <= 27:  # a bool per bit (at most 128 MiB): no sort needed
+    if len(keys) and not presorted and lg <= 24:  # a bool per bit (at most 16 MiB) beats a sort
         bits = np.zeros(1 << lg, bool)
         bits[(keys >> np.uint64(64 - lg)).astype(np.int64)] = True
         return np.packbits(bits, bitorder="little"), lg
