@@ -651,12 +651,10 @@ class DecontaminateMapper(Mapper):
         n = len(batch)
         d, _, w, it, ip = ix.scan(batch.text)
         gd, gi, _, ov = ix.coverage(d, it, ip, w)
-        best, best_ov, nhit = best_per_doc(n, gd, gi, ov, self.min_overlap)
-        return {"decon_item": best, "decon_overlap": best_ov, "decon_hits": nhit}
+        return {"decon_item": best_per_doc(n, gd, gi, ov, self.min_overlap)[0]}
 
     def empty(self) -> dict[str, np.ndarray]:
-        return {"decon_item": np.zeros(0, np.int64), "decon_overlap": np.zeros(0, np.float32),
-                "decon_hits": np.zeros(0, np.int32)}
+        return {"decon_item": np.zeros(0, np.int64)}
 
 
 # --- details of the hit documents -------------------------------------------------------------
