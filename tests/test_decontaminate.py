@@ -330,6 +330,9 @@ def test_check_against_index_and_eval_sets(tmp_path):
     r = CliRunner().invoke(cli, ["check", str(data), "--against", str(idx), "--against", str(tmp_path / "idx2"),
                                  "-o", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "one index" in r.output
+    r = CliRunner().invoke(cli, ["check", str(data), "--against", str(eval_file(tmp_path)), "--update",
+                                 "-o", str(tmp_path / "o4")])
+    assert r.exit_code == 2 and "need an index" in r.output
 
 
 # --- Ray --------------------------------------------------------------------------------------

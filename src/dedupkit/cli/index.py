@@ -206,6 +206,8 @@ def check(inputs, text_column, id_column, batch_size, on_bad_record, against, ev
     indexes, evals = split_against(against)
     if len(indexes) > 1:
         raise click.UsageError(f"give one index in --against, got {len(indexes)}: {', '.join(indexes)}")
+    if not indexes and (update or max_dup_rate is not None):
+        raise click.UsageError("--update and --max-dup-rate need an index in --against (only eval sets were given)")
     failed = None
     if indexes:
         failed = _check_index(inputs, text_column, id_column, batch_size, on_bad_record, indexes[0], max_dup_rate,
