@@ -459,3 +459,20 @@ def test_both_bitmap_builds_agree():
     i = (keys >> np.uint64(64 - la)).astype(np.int64)
     assert ((a[i >> 3] >> (i & 7)) & 1).all()
     assert a.sum() > 0 and np.unpackbits(a).sum() <= len(keys)
+
+
+def test_detail_pass_reads_only_row_groups_with_hits(tmp_path):
+    rows = [{"id": f"d{i}", "text": DOCS[i % len(DOCS)] + f" n{i}"} for i in range(40)]
+    write_parquet(tmp_path / "pq" / "x.parquet", rows, row_group_size=3)
+    write_jsonl(tmp_path / "js" / "x.jsonl", rows)
+    ev = [f"quiz={eval_file(tmp_path)}"]
+    a = api.decontaminate([str(tmp_path / "pq")], str(tmp_path / "a"), ev, eval_fields="question,answer",
+                          eval_id="id", id_column="id")
+    b = api.decontaminate([str(tmp_path / "js")], str(tmp_path / "b"), ev, eval_fields="question,answer",
+                          eval_id="id", id_column="id", batch_size=4)
+    cols = ("doc_id", "keep", "eval_item", "overlap", "matched_text", "eval_matches")
+    ma = [{c: r[c] for c in cols} for r in read_manifest(a.out)]
+    mb = [{c: r[c] for c in cols} for r in read_manifest(b.out)]
+    assert ma == mb
+    assert [r["doc_id"] for r in ma if not r["keep"]] == [f"d{i}" for i in range(40) if i % len(DOCS) in (1, 3, 5)]
+    assert all(r["matched_text"] for r in ma if not r["keep"])

@@ -747,37 +747,61 @@ class DetailTask:
     """Recompute the matches of the hit documents of one scan task, in a worker."""
 
     scan_task: Any
-    offset: int
-    wanted: tuple[int, ...]  # global indices (sorted) in this scan task
+    rows: tuple[int, ...]  # shard row numbers of the hit documents (sorted)
+    globals_: tuple[int, ...]  # their global indices
     index_dir: str
     cfg: DecontaminateConfig
 
 
-def detail_task(task: DetailTask) -> list[dict]:
-    """Matches, matched text and (cut mode) spans of the wanted documents of one scan task."""
+def _readers(task: DetailTask):
+    """Readers of just the row groups that hold the wanted rows (Parquet), or of the shard (JSONL,
+    read up to the last wanted line)."""
     from dedupkit.io.read import ShardReader
 
     st = task.scan_task
+    if st.shard.format != "parquet":
+        return [ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)]
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(st.shard.path).metadata
+    first, stop = st.row_groups if st.row_groups else (0, md.num_row_groups)
+    ends = np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])
+    groups = sorted(set(int(g) for g in np.searchsorted(ends, np.asarray(task.rows), side="right")))
+    groups = [g for g in groups if first <= g < stop]
+    ranges: list[list[int]] = []
+    for g in groups:  # consecutive groups make one reader
+        if ranges and ranges[-1][1] == g:
+            ranges[-1][1] = g + 1
+        else:
+            ranges.append([g, g + 1])
+    return [ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=(a, b)) for a, b in ranges]
+
+
+def detail_task(task: DetailTask) -> list[dict]:
+    """Matches, matched text and (cut mode) spans of the wanted documents of one scan task."""
     ix = _load_index(task.index_dir)
-    wanted = np.asarray(task.wanted, np.int64) - task.offset
-    reader = ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)
-    pos, out = 0, []
-    for batch in reader:
-        lo, hi = np.searchsorted(wanted, [pos, pos + len(batch)])
-        for k in wanted[lo:hi].tolist():
-            text = batch.text[k - pos].as_py() or ""
-            ms = find_matches(text, ix, task.cfg.min_overlap)
-            rec: dict[str, Any] = {"g": k + task.offset, "matches": [
-                {"item": m.item, "overlap": m.overlap, "start": m.start, "end": m.end, "text": _snippet(text, m)}
-                for m in ms]}
-            if task.cfg.mode == "cut" and ms:
-                if any(m.start is None for m in ms):
-                    rec["cut"] = None  # offsets unknown: drop the whole document
-                else:
-                    rec["cut"] = _snap(text, [sp for m in ms for sp in m.spans], task.cfg.margin)
-                    rec["bytes"] = len(text.encode("utf-8"))
-            out.append(rec)
-        pos += len(batch)
+    rows = np.asarray(task.rows, np.int64)
+    glob = dict(zip(task.rows, task.globals_))
+    out = []
+    last = int(rows[-1]) if len(rows) else -1
+    for reader in _readers(task):
+        for batch in reader:
+            hit = np.flatnonzero(np.isin(batch.rows, rows))
+            for k in hit.tolist():
+                text = batch.text[k].as_py() or ""
+                ms = find_matches(text, ix, task.cfg.min_overlap)
+                rec: dict[str, Any] = {"g": glob[int(batch.rows[k])], "matches": [
+                    {"item": m.item, "overlap": m.overlap, "start": m.start, "end": m.end, "text": _snippet(text, m)}
+                    for m in ms]}
+                if task.cfg.mode == "cut" and ms:
+                    if any(m.start is None for m in ms):
+                        rec["cut"] = None  # offsets unknown: drop the whole document
+                    else:
+                        rec["cut"] = _snap(text, [sp for m in ms for sp in m.spans], task.cfg.margin)
+                        rec["bytes"] = len(text.encode("utf-8"))
+                out.append(rec)
+            if len(batch.rows) and batch.rows[-1] >= last:
+                break  # past the last wanted row
     return out
 
 
@@ -849,8 +873,9 @@ class DecontaminateStage(Stage):
         for t, (a, b) in enumerate(zip(corpus.task_offsets[:-1], corpus.task_offsets[1:])):
             lo, hi = np.searchsorted(hit_idx, [a, b])
             if hi > lo:
-                tasks.append(DetailTask(corpus.tasks[t], int(a), tuple(hit_idx[lo:hi].tolist()), self.index_dir,
-                                        self.config))
+                g = hit_idx[lo:hi]
+                tasks.append(DetailTask(corpus.tasks[t], tuple(corpus.rows[g].tolist()), tuple(g.tolist()),
+                                        self.index_dir, self.config))
         details: list[dict] = []
         if tasks:
             for part in self.engine.map(detail_task, tasks, desc="decontaminate: details"):
