@@ -305,3 +305,55 @@ def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float 
                          policy=KeepPolicy(keep, keep_by, keep_order), max_dup_rate=max_dup_rate,
                          update=update, options=opts, progress=progress,
                          requested={"stages": stages, "normalize": normalize, "minhash": minhash})
+
+
+def decontaminate(inputs: Sequence[str], out: str, against: Sequence[str], *, eval_fields: str | Sequence[str] | None = None,
+                  eval_id: str | None = None, ngram: int = 13, min_tokens: int = 5, min_overlap: float = 0.5,
+                  mode: str = "drop", margin: int = 200, max_pieces: int = 8, max_cut_fraction: float = 0.5,
+                  text_column: str = "text", id_column: str | None = None, batch_size: int = 8192,
+                  on_bad_record: str = "fail", workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
+                  max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
+                  progress=no_progress) -> RunResult:
+    """Find eval-set items in ``inputs``; drop (or cut) the documents that hold them.
+
+    See ``dedupkit decontaminate --help`` and :mod:`dedupkit.decontaminate` for the method. In
+    ``cut`` mode, ``OUT/spans/`` lists the cut spans.
+
+    Example:
+        >>> api.decontaminate(["data/"], "out/decon", ["quiz=evals/quiz.jsonl"],
+        ...                   eval_fields="question,answer")  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from dedupkit.decontaminate import DecontaminateConfig, DecontaminateStage, load_eval_sets
+
+    if isinstance(eval_fields, str):
+        eval_fields = [f.strip() for f in eval_fields.split(",") if f.strip()] or None
+    cfg = DecontaminateConfig(ngram=ngram, min_tokens=min_tokens, min_overlap=min_overlap, mode=mode, margin=margin,
+                              max_pieces=max_pieces, max_cut_fraction=max_cut_fraction)
+    items = load_eval_sets(against, eval_fields, eval_id)
+    stage = DecontaminateStage(items, cfg, str(Path(out) / ".work" / "decontaminate-index"))
+    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
+                      overwrite=overwrite, max_drop_rate=max_drop_rate)
+    return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record), opts, progress)
+
+
+def check_evals(inputs: Sequence[str], out: str, evals: Sequence[str], **kwargs):
+    """The eval-set part of ``dedupkit check --against``: decontaminate ``inputs`` into ``out`` and
+    raise CheckFailed (exit code 3), naming each document and item, when any eval item is found.
+
+    ``kwargs`` are those of :func:`decontaminate` (mode is always drop).
+
+    Raises:
+        CheckFailed: some document holds an eval item; its ``result`` attribute holds the RunResult.
+    """
+    from dedupkit.decontaminate import contamination_failure
+    from dedupkit.errors import CheckFailed
+
+    res = decontaminate(inputs, out, evals, mode="drop", **kwargs)
+    msg = contamination_failure(res.summary, out)
+    if msg:
+        exc = CheckFailed(msg)
+        exc.result = res  # type: ignore[attr-defined]
+        raise exc
+    return res

@@ -95,6 +95,14 @@ def inspect(out, cluster, doc, largest, stage, max_members, max_chars, color, as
 
     if sum(x is not None for x in (cluster, doc, largest)) != 1:
         raise click.UsageError("pass exactly one of --cluster ID, --doc DOC_ID, --largest N")
+    from dedupkit.decontaminate import is_decontamination_run
+
+    if stage is None and is_decontamination_run(out):
+        from dedupkit.cli.decontaminate import print_inspection
+
+        print_inspection(out, doc=doc, cluster=cluster, largest=largest, max_members=max_members,
+                         max_chars=max_chars, as_json=as_json)
+        return
     if cluster is None and _inspect_spans(out, doc, largest, stage, max_chars, color, as_json):
         return  # every stage shown cut spans (substring, decontaminate --mode cut): shown as cuts
     res = api.inspect(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
