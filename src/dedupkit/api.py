@@ -72,13 +72,14 @@ def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: 
 
 
 def report(out: str, html_path: str, *, largest: int = 20, sample: int = 30, max_members: int = 8,
-           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000):
+           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000,
+           overwrite: bool = False):
     """Write the HTML report of a finished run. See :func:`dedupkit.report.html.build_report`."""
     from dedupkit.report.html import ReportOptions, build_report
 
     return build_report(out, html_path, ReportOptions(largest=largest, sample=sample, max_members=max_members,
                                                       max_chars=max_chars, seed=seed, title=title,
-                                                      max_bytes=max_bytes))
+                                                      max_bytes=max_bytes), overwrite=overwrite)
 
 
 def inspect(out: str, *, cluster: int | None = None, doc: str | None = None, largest: int | None = None,
