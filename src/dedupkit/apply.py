@@ -20,7 +20,7 @@ from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import load_summary, output_root, read_manifest
 from dedupkit.outdir import write_error
-from dedupkit.ownership import check_separate
+from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 
@@ -197,9 +197,7 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
     out = Path(out)
     roots = [str(output_root(m)) for m in manifests]
-    check_separate(out, [("--manifest", d) for d in roots])
-    check_separate(out, [("INPUT", i) for i in inputs if os.path.exists(i)], contain_ok=True)
-    replaced = _replaceable(out, overwrite)
+    replaced = check_output(out, inputs, roots, overwrite)
     summaries = [(d, load_summary(d)) for d in roots]
     used: dict[str, dict[str, str]] = {d: {} for d in roots}
     shards = discover(inputs, exclude=[str(out)] + roots)
@@ -208,10 +206,15 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     tmp = out.with_name(f".{out.name}.dedupkit-apply")
     old = out.with_name(f".{out.name}.dedupkit-old")
     report = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
+    made = made_dirs(out.parent) if not out.parent.exists() else []
     try:
         lock = _lock_dir(tmp, out)
     except OSError as exc:
+        remove_made_dirs(made)
         raise write_error(exc, out) from exc
+    except BaseException:
+        remove_made_dirs(made)
+        raise
     try:
         for stale in tmp.iterdir():
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
@@ -246,9 +249,11 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
             _remove_recorded(old)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made_dirs(made)
         raise write_error(exc, out) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made_dirs(made)
         raise
     finally:
         os.close(lock)
@@ -267,6 +272,26 @@ def _recorded(folder: Path) -> set[str] | None:
         if isinstance(s, dict) and isinstance(s.get("output"), str):
             files.add(os.path.normpath(s["output"]))
     return files
+
+
+def check_output(out: str | os.PathLike, inputs: Sequence[str], manifests: Sequence[str], overwrite: bool,
+                 manifest_option: str = "--manifest", out_option: str = "-o") -> frozenset[str] | None:
+    """Refuse an apply output folder that is not ours to write (creates and deletes nothing).
+
+    ``out`` must not be, hold or lie inside a manifest folder, nor be or hold an input; an existing
+    ``out`` is replaced only with ``overwrite`` and only when apply wrote every file in it.
+
+    Returns:
+        None for a new folder, else the files the earlier apply recorded there.
+
+    Raises:
+        OutputError: saying why and what to do.
+    """
+    out = Path(out)
+    check_separate(out, [(manifest_option, d) for d in manifests], out_option=out_option)
+    check_separate(out, [("INPUT", i) for i in inputs if os.path.exists(i)], contain_ok=True, out_option=out_option)
+    check_creatable(out, out_option)
+    return _replaceable(out, overwrite)
 
 
 def _replaceable(out: Path, overwrite: bool) -> frozenset[str] | None:

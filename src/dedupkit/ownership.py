@@ -93,7 +93,7 @@ def _within(path: Path, folder: Path) -> bool:
 
 
 def check_separate(out: str | os.PathLike, reads: Sequence[tuple[str, str | os.PathLike]],
-                   contain_ok: bool = False) -> None:
+                   contain_ok: bool = False, out_option: str = "-o") -> None:
     """Refuse an output that is, lies inside, or contains a path the run reads.
 
     Args:
@@ -101,6 +101,7 @@ def check_separate(out: str | os.PathLike, reads: Sequence[tuple[str, str | os.P
         reads: ``(option, path)`` pairs, e.g. ``("--skip", "out/exact")``.
         contain_ok: allow ``out`` inside a read folder (a stage's or apply's output inside the
             input folder is fine: folder walks skip it).
+        out_option: how the output was given, for the message (``-o``, ``--clean``).
 
     Raises:
         OutputError: naming the option and the fix.
@@ -110,8 +111,20 @@ def check_separate(out: str | os.PathLike, reads: Sequence[tuple[str, str | os.P
         r = Path(os.path.realpath(p))
         if o == r or _within(r, o) or (not contain_ok and _within(o, r)):
             how = "is" if o == r else ("contains" if _within(r, o) else "lies inside")
-            raise OutputError(f"-o {out} {how} {option} {p}, which this run reads; writing there could "
-                              "destroy it: choose another -o")
+            raise OutputError(f"{out_option} {out} {how} {option} {p}, which this run reads; writing there "
+                              f"could destroy it: choose another {out_option}")
+
+
+def check_creatable(path: str | os.PathLike, option: str = "-o") -> None:
+    """Refuse a path that cannot be created because an ancestor is a file (checked up front, so a
+    run does not do its work first and fail at the end)."""
+    p = Path(os.path.abspath(path)).parent
+    while not p.exists() and p != p.parent:
+        if p.is_symlink():
+            raise OutputError(f"{option} {path}: {p} is a dangling symbolic link; choose another {option}")
+        p = p.parent
+    if not p.is_dir():
+        raise OutputError(f"{option} {path}: {p} is a file, not a folder; choose another {option}")
 
 
 def made_dirs(path: Path) -> list[Path]:
@@ -241,6 +254,8 @@ class Claim:
         try:
             if self.path.exists():
                 self.check(self.entries(), locked=False)
+            else:
+                check_creatable(self.path)
             self._made = made_dirs(self.path)
             self._lock = FolderLock(self.path, self.busy.replace("{path}", str(self.path))).acquire()
             self.check(self.entries() - {LOCK}, locked=True)

@@ -305,6 +305,11 @@ def run_pipeline(
         rc, rr = clean.resolve(), root.resolve()
         if rc == rr or rr in rc.parents or rc in rr.parents:
             raise ConfigError(f"--clean {clean} and -o {root} must be separate folders, neither inside the other")
+        if not dry_run:  # refused before any stage runs: a refusal leaves everything as it was
+            from dedupkit.apply import check_output
+
+            check_output(clean, list(inputs), [str(root)], overwrite=True, manifest_option="-o",
+                         out_option="--clean")
     exclude = [str(root)] + ([str(clean)] if clean else [])
     shards = discover(inputs, exclude=exclude)
     # Stages get the discovered files, not the raw INPUTs: a folder INPUT that contains OUT would
@@ -385,9 +390,12 @@ def run_pipeline(
         if not up_to_date:
             _invalidate(root)
             _discard_stale_stages(root, wanted)
-            summary = _write_combined(root, runs, config, t0)
+            # The state first: written after the summary, a kill between its temporary file and
+            # the rename would leave that file in a complete-looking folder. Recorded early it is
+            # harmless: "up to date" also needs the summary, which comes last.
             new_state["combined"] = {"stages": stage_shas}
             _write_state(root, new_state)
+            summary = _write_combined(root, runs, config, t0)
         top_sha = _sha_file(top)
 
         clean_out = None
@@ -397,11 +405,8 @@ def run_pipeline(
                     and (clean / "_dedupkit_apply.json").exists()):
                 log(f"clean corpus: up to date, {clean}")
             else:
-                from dedupkit.apply import APPLY_SUMMARY, apply_manifests
+                from dedupkit.apply import apply_manifests
 
-                if clean.exists() and not (clean / APPLY_SUMMARY).exists():
-                    raise OutputError(f"clean folder {clean} exists and was not written by dedupkit; "
-                                      "choose another --clean folder")
                 res = apply_manifests(shard_inputs, [str(root)], clean, overwrite=True)
                 log(f"clean corpus: wrote {res.summary['kept']} of {res.summary['rows']} rows to {clean}")
                 new_state["clean"] = {"path": str(clean.resolve()), "summary_sha": top_sha}

@@ -140,6 +140,12 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
             real = os.path.realpath(path)
             if any(_inside(real, ex) for ex in exclude):
                 continue
+            if not os.path.isfile(path):
+                # A dangling link, a link loop, a pipe or a device: refused here, at the start,
+                # not half-way through the scan (and a pipe would block the reader for ever).
+                what = "a symbolic link to nothing" if os.path.islink(path) and not os.path.exists(path) \
+                    else "not a regular file"
+                raise InputError(f"{path} is {what}; remove it, or name the files to read")
             fmt, comp = shard_format(path)  # type: ignore[misc]
             if real not in found:
                 found[real] = Shard(name=name, path=path, format=fmt, compression=comp)

@@ -255,6 +255,13 @@ def _fmt_num(v: Any) -> str:
     return f"{int(v):,}"
 
 
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # e.g. a parent that is a file: there is nothing to remove
+        pass
+
+
 def _protected(run) -> list[str]:
     """What a report must never overwrite: the run's summaries and manifests, and its inputs."""
     paths: list[str] = []
@@ -288,11 +295,12 @@ def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
     Example:
         >>> build_report("out/exact", "report.html")  # doctest: +SKIP
     """
-    from dedupkit.ownership import check_replace_file, made_dirs, remove_made_dirs
+    from dedupkit.ownership import check_creatable, check_replace_file, made_dirs, remove_made_dirs
 
     run = load_run(out)
     path = Path(html_path)
     check_replace_file(path, overwrite, _protected(run))  # before the work, and again before the rename
+    check_creatable(path)
     data, result = build_data(run, options)
     page = render_html(data).encode("utf-8")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -304,12 +312,12 @@ def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
         try:
             check_replace_file(path, overwrite, _protected(run))
         except OutputError:
-            tmp.unlink(missing_ok=True)
+            _unlink_quietly(tmp)
             remove_made_dirs(made)
             raise
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
         remove_made_dirs(made)
         raise OutputError(f"cannot write {path} ({exc.strerror}); pass -o with a writable path") from exc
     result.path = path
