@@ -59,13 +59,15 @@ def read_json(path: Path) -> object:
         return None
 
 
-def is_output_folder(folder: str | os.PathLike, files: Iterable[str] | None = None) -> bool:
+def is_output_folder(folder: str | os.PathLike, files: Iterable[str] | None = None, kind: str | None = None) -> bool:
     """True when ``folder`` holds dedupkit output (a stage or ``run`` folder, or a clean corpus).
 
     The proof is a file dedupkit writes that parses as dedupkit's: the claim record, a finished
     run's ``summary.json`` or ``apply``'s record. A lock file alone is no proof (a killed or
     refused run of an older version could leave one in a data folder). ``files`` (the names in the
-    folder, when the caller already listed them) saves reading the folder again.
+    folder, when the caller already listed them) saves reading the folder again. ``kind``
+    (``"stage"`` or ``"run"``) asks for that kind of output only (a stage never writes into a
+    clean corpus or a ``run`` folder, nor ``run`` into a stage's folder).
     """
     folder = Path(folder)
     names = set(files) if files is not None else None
@@ -75,13 +77,14 @@ def is_output_folder(folder: str | os.PathLike, files: Iterable[str] | None = No
 
     if has(RECORD):
         rec = read_json(folder / RECORD)
-        if isinstance(rec, dict) and rec.get("dedupkit") == "output":
+        if isinstance(rec, dict) and rec.get("dedupkit") == "output" and kind in (None, rec.get("kind")):
             return True
     if has(SUMMARY):
         s = read_json(folder / SUMMARY)
-        if isinstance(s, dict) and "dedupkit" in s and "stage" in s:
+        if isinstance(s, dict) and "dedupkit" in s and "stage" in s and (
+                kind is None or (kind == "run") == bool(s.get("pipeline"))):
             return True
-    if has(APPLY_RECORD):
+    if kind is None and has(APPLY_RECORD):
         s = read_json(folder / APPLY_RECORD)
         if isinstance(s, dict) and "shards" in s and "manifests" in s:
             return True
@@ -155,9 +158,10 @@ class FolderLock:
     """An exclusive ``flock`` on ``folder/.dedupkit.lock``, removed again on release.
 
     The lock file names the holder's pid (another run's refusal message shows it). Removing the
-    file on release leaves no trace of a finished or refused run; the inode is checked after the
-    lock is taken, so a run that opened the file just before the holder removed it retries on the
-    new file instead of believing it holds the lock.
+    file on release leaves no trace of a finished or refused run (a stale lock file that was there
+    before gets its old content back instead); the inode is checked after the lock is taken, so a
+    run that opened the file just before the holder removed it retries on the new file instead of
+    believing it holds the lock.
     """
 
     def __init__(self, folder: Path, busy: str):
@@ -165,11 +169,19 @@ class FolderLock:
         self.busy = busy
         self.fh = None
         self.existed = False
+        self.old: str | None = None
 
     def acquire(self) -> "FolderLock":
         for _ in range(100):
             self.existed = self.path.exists()
-            fh = open(self.path, "a+")
+            try:  # never through a link: it could point at anybody's file
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as exc:
+                if self.path.is_symlink():
+                    raise OutputError(f"{self.path} is a symbolic link; remove it (dedupkit never writes "
+                                      "through links)") from None
+                raise exc
+            fh = open(fd, "r+")
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -183,6 +195,8 @@ class FolderLock:
                 same = False
             if same:
                 fh.seek(0)
+                self.old = fh.read() if self.existed else None
+                fh.seek(0)
                 fh.truncate()
                 fh.write(f"pid {os.getpid()}")
                 fh.flush()
@@ -195,7 +209,13 @@ class FolderLock:
         if self.fh is None:
             return
         try:
-            self.path.unlink(missing_ok=True)  # still under the lock: nobody else holds this inode
+            if self.old is None:
+                self.path.unlink(missing_ok=True)  # still under the lock: nobody else holds this inode
+            else:  # a stale lock file was there before: leave it as it was
+                self.fh.seek(0)
+                self.fh.truncate()
+                self.fh.write(self.old)
+                self.fh.flush()
         finally:
             fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
             self.fh.close()
@@ -229,6 +249,10 @@ class Claim:
 
     def check(self, entries: set[str], locked: bool) -> None:
         """Refuse (raise OutputError) a folder this run must not use. Deletes nothing."""
+        links = sorted(e for e in entries if self.ours(e) and (self.path / e).is_symlink())
+        if links:
+            raise OutputError(f"{self.path / links[0]} is a symbolic link where dedupkit keeps its own files; "
+                              "dedupkit never writes through links: remove it, or choose another -o")
         foreign = sorted(e for e in entries if not self.ours(e))
         if foreign and not self.is_dedupkit_folder(entries):
             raise OutputError(
@@ -241,7 +265,7 @@ class Claim:
                 "not written by this version of dedupkit: remove those files or choose another -o")
 
     def is_dedupkit_folder(self, entries: set[str]) -> bool:
-        return is_output_folder(self.path, entries)
+        return is_output_folder(self.path, entries, kind=self.kind)
 
     # -- entering and leaving --------------------------------------------------------------------
     def entries(self) -> set[str]:
@@ -292,7 +316,8 @@ class Claim:
                         p.unlink(missing_ok=True)
                 # The record goes only with the rest: a folder still holding dedupkit output (an
                 # earlier stage folder, resumable work) must stay recognisable as dedupkit's.
-                if self._record_made and self.path.is_dir() and self.entries() <= {RECORD, LOCK}:
+                if self._record_made and self.path.is_dir() and not any(
+                        self.ours(e) for e in self.entries() - {RECORD, LOCK}):
                     (self.path / RECORD).unlink(missing_ok=True)
         finally:
             if self._lock is not None:

@@ -173,20 +173,20 @@ class _RunDir(Claim):
     def ours(self, name: str) -> bool:
         if name in _OURS or name.startswith((SUMMARY + ".tmp", STATE + ".tmp")):
             return True
-        return bool(_STAGE_DIR.match(name)) and is_output_folder(self.path / name)
+        return bool(_STAGE_DIR.match(name)) and is_output_folder(self.path / name, kind="stage")
 
     def check(self, entries: set[str], locked: bool) -> None:
         foreign = sorted(e for e in entries if not self.ours(e))
         if foreign:
             raise OutputError(f"{self.path} already holds other files ({', '.join(foreign[:3])}); `dedupkit run` "
                               "only writes into a new folder or one it wrote before: choose another -o")
-        super().check(entries, locked)
         if SUMMARY in entries:
             s = read_json(self.path / SUMMARY)
             if not (isinstance(s, dict) and s.get("pipeline")):
                 stage = s.get("stage", "stage") if isinstance(s, dict) else "stage"
                 raise OutputError(f"{self.path} holds the output of a single `dedupkit {stage}` "
                                   "run, not of `dedupkit run`; choose another -o")
+        super().check(entries, locked)
 
     def prepare(self) -> None:
         # What a killed run left half-written (we hold the lock, nobody else writes here).
@@ -302,7 +302,7 @@ def run_pipeline(
         _build_all(config, stages, 0)
     _check_out(root)
     if clean is not None:
-        rc, rr = clean.resolve(), root.resolve()
+        rc, rr = Path(os.path.realpath(clean)), Path(os.path.realpath(root))
         if rc == rr or rr in rc.parents or rc in rr.parents:
             raise ConfigError(f"--clean {clean} and -o {root} must be separate folders, neither inside the other")
         if not dry_run:  # refused before any stage runs: a refusal leaves everything as it was
@@ -401,7 +401,7 @@ def run_pipeline(
         clean_out = None
         if clean is not None and not dry_run:
             rec = new_state.get("clean") or {}
-            if (up_to_date and rec.get("path") == str(clean.resolve()) and rec.get("summary_sha") == top_sha
+            if (up_to_date and rec.get("path") == os.path.realpath(clean) and rec.get("summary_sha") == top_sha
                     and (clean / "_dedupkit_apply.json").exists()):
                 log(f"clean corpus: up to date, {clean}")
             else:
@@ -409,7 +409,7 @@ def run_pipeline(
 
                 res = apply_manifests(shard_inputs, [str(root)], clean, overwrite=True)
                 log(f"clean corpus: wrote {res.summary['kept']} of {res.summary['rows']} rows to {clean}")
-                new_state["clean"] = {"path": str(clean.resolve()), "summary_sha": top_sha}
+                new_state["clean"] = {"path": os.path.realpath(clean), "summary_sha": top_sha}
                 _write_state(root, new_state)
             clean_out = clean
         elif clean is not None:
