@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 from typing import TYPE_CHECKING, Sequence
 
 from dedupkit.engine.local import no_progress
@@ -129,13 +131,14 @@ def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: 
 
 
 def report(out: str, html_path: str, *, largest: int = 20, sample: int = 30, max_members: int = 8,
-           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000):
+           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000,
+           overwrite: bool = False):
     """Write the HTML report of a finished run. See :func:`dedupkit.report.html.build_report`."""
     from dedupkit.report.html import ReportOptions, build_report
 
     return build_report(out, html_path, ReportOptions(largest=largest, sample=sample, max_members=max_members,
                                                       max_chars=max_chars, seed=seed, title=title,
-                                                      max_bytes=max_bytes))
+                                                      max_bytes=max_bytes), overwrite=overwrite)
 
 
 def inspect(out: str, *, cluster: int | None = None, doc: str | None = None, largest: int | None = None,
@@ -239,20 +242,102 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     """
     from dedupkit.index import create_index
     from dedupkit.index.ops import AddResult, add_inputs, make_settings
+    from dedupkit.index.redis_store import is_redis_url
 
     settings = make_settings(stages, normalize, minhash)  # normalize None: the exact stage's default
     if inputs:
         discover_inputs_first(inputs)
+    spec = read_spec(text_column, id_column, batch_size, on_bad_record)
+    if not is_redis_url(location):
+        return _create_local_index(location, settings, inputs, spec, overwrite, workers, progress)
     with create_index(location, settings, overwrite=overwrite) as store:
         if not inputs:
             return AddResult(location=store.location, added=0, first_doc=0, documents=0, bad_records=0,
                              shards=0, seconds=0.0)
         try:
-            return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
-                              workers=workers, progress=progress)
+            return add_inputs(store, inputs, spec, workers=workers, progress=progress)
         except BaseException:
             store.discard()  # a failed create leaves no empty index behind
             raise
+
+
+_INDEX_NAMES = {"index.json", "segments", ".lock"}  # what dedupkit.index.local writes in INDEX
+
+
+def _create_local_index(location, settings, inputs, spec, overwrite, workers, progress):
+    """Create a folder index; on --overwrite the new one is built beside the old and swapped in.
+
+    Nothing is deleted before the new index is complete, and only the index's own files are ever
+    deleted: an INDEX folder holding anything else is refused. A failed create leaves the tree as
+    it was (no index folder, no parent folders it made).
+    """
+    import dataclasses
+    import fcntl
+    import shutil
+    from pathlib import Path
+
+    from dedupkit.index import IndexStoreError, create_index
+    from dedupkit.index.ops import AddResult, add_inputs
+    from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
+
+    root = Path(location)
+    check_separate(root, [("--from", i) for i in inputs if os.path.exists(i)], contain_ok=True, out_option="INDEX")
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise IndexStoreError(f"{root} exists and is not a folder; choose another index path")
+    names = {p.name for p in root.iterdir()} if root.exists() else set()
+    build = root
+    if names:
+        if "index.json" not in names:
+            raise IndexStoreError(f"{root} holds other files and is not a dedupkit index; choose another path")
+        if not overwrite:
+            raise IndexStoreError(f"{root} already holds an index; use `dedupkit index add` to grow it, "
+                                  "or pass --overwrite to replace it")
+        foreign = sorted(names - _INDEX_NAMES)
+        if foreign:
+            raise IndexStoreError(f"{root} holds {', '.join(foreign[:3])}, which is not part of the index; "
+                                  "--overwrite never deletes it: move it away, or choose another path")
+        build = root.with_name(f".{root.name}.dedupkit-new")  # dedupkit's own name: a killed create's leftovers
+        if build.exists():
+            shutil.rmtree(build)
+    else:
+        check_creatable(root, "INDEX")
+    existed = root.exists()
+    made = made_dirs(root.parent)
+    try:
+        with create_index(str(build), settings) as store:
+            if not inputs:
+                result = AddResult(location=str(root), added=0, first_doc=0, documents=0, bad_records=0,
+                                   shards=0, seconds=0.0)
+            else:
+                try:
+                    result = add_inputs(store, inputs, spec, workers=workers, progress=progress)
+                except BaseException:
+                    store.discard()  # a failed create leaves no index behind
+                    raise
+    except BaseException:
+        if existed and not root.exists():
+            root.mkdir()  # it was an empty folder before
+        remove_made_dirs(made)
+        raise
+    if build != root:
+        old = root.with_name(f".{root.name}.dedupkit-old")
+        with open(root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                shutil.rmtree(build, ignore_errors=True)
+                raise IndexStoreError(f"{root} is being written by another process; retry when it has "
+                                      "finished") from None
+            os.replace(root, old)  # one step each: INDEX is always the old or the new index
+            os.replace(build, root)
+        (old / "index.json").unlink(missing_ok=True)
+        shutil.rmtree(old / "segments", ignore_errors=True)
+        (old / ".lock").unlink(missing_ok=True)
+        try:
+            old.rmdir()
+        except OSError:
+            pass
+    return dataclasses.replace(result, location=str(root))
 
 
 def discover_inputs_first(inputs: Sequence[str]) -> None:

@@ -26,11 +26,13 @@ from dedupkit.io.shards import discover
 from dedupkit.manifest import (
     check_prior_fingerprints,
     load_prior,
+    output_root,
     shard_table,
     write_summary,
     write_table_atomic,
 )
 from dedupkit.outdir import OutputDir
+from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
 from dedupkit.scan import Corpus, plan_tasks, run_scan_task
 from dedupkit.spans import SPANS_DIR, install_spans, read_spans, span_counts
@@ -119,6 +121,9 @@ def run_stage(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    # Before anything else: an -o that is (or holds, or lies in) a --skip manifest would destroy
+    # the manifest this run reads.
+    check_separate(out, [("--skip", output_root(s)) for s in options.skip])
     shards = discover(inputs, exclude=[str(out)])
     extra_cols = tuple(c for c in stage.read_columns() if c not in (spec.text_column, spec.id_column))
     spec = ReadSpec(**{**asdict(spec), "extra_columns": tuple(dict.fromkeys(spec.extra_columns + extra_cols))})

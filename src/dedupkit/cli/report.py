@@ -23,7 +23,9 @@ Example:
 """)
 @_OUT_ARG
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The HTML file to write (replaced atomically).")
+              help="The HTML file to write (written to a temporary name, then renamed).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing report page. Other files (an input, a summary) are never replaced.")
 @click.option("--largest", type=click.IntRange(min=0), default=20, show_default=True,
               help="Largest clusters listed per stage.")
 @click.option("--sample", type=click.IntRange(min=0), default=30, show_default=True,
@@ -38,7 +40,7 @@ Example:
 @click.option("--title", default=None, help="Page title (default: the folder name).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @handle_errors
-def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
+def report(out, output, overwrite, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
     """Write a self-contained HTML report of the finished run in OUT.
 
     OUT is a stage's output folder or a `dedupkit run` folder. The page (no network needed) shows
@@ -50,7 +52,8 @@ def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, t
     from dedupkit import api
 
     res = api.report(out, output, largest=largest, sample=sample, max_members=max_members,
-                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6))
+                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6),
+                     overwrite=overwrite)
     if as_json:
         click.echo(json.dumps({"path": str(res.path), "bytes": res.bytes, "clusters_listed": res.clusters_listed,
                                "clusters_total": res.clusters_total, "sampled": res.sampled,
