@@ -57,19 +57,13 @@ def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_o
     return ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
 
 
-def build_fuzzy(shingle="word", ngram=5, num_perm=128, seed=1, threshold=0.65, bands=None, rows=None,
-                scheme="affine64", verify="signature", keep="first", keep_by=None, keep_order="desc", **unknown):
+def build_fuzzy(keep="first", keep_by=None, keep_order="desc", **options):
     """The fuzzy (MinHash-LSH) stage from its command's options."""
-    from dedupkit.minhash import MinHashConfig
-    from dedupkit.policy import KeepPolicy
-    from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+    from dedupkit.stages.fuzzy import FUZZY_OPTIONS, FuzzyConfig, FuzzyStage
 
-    _no_unknown("fuzzy", unknown)
-    if (bands is None) != (rows is None):
-        raise ConfigError("give bands and rows together, or neither to derive them from threshold")
-    mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram, threshold=threshold,
-                       bands=bands, rows=rows, scheme=scheme)
-    return FuzzyStage(FuzzyConfig(minhash=mh, verify=verify, policy=KeepPolicy(keep, keep_by, keep_order)))
+    known = {k: v for k, v in options.items() if k in FUZZY_OPTIONS}
+    _no_unknown("fuzzy", {k: v for k, v in options.items() if k not in FUZZY_OPTIONS})
+    return FuzzyStage(FuzzyConfig.from_options(keep=keep, keep_by=keep_by, keep_order=keep_order, **known))
 
 
 def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, eps=0.07, clusters=None,
