@@ -201,3 +201,13 @@ def test_greedy_centres_c_equals_fallback_and_claims_are_direct(n, data):
     for a, b in adj:
         if a not in claimed and b not in claimed:
             pytest.fail(f"two adjacent centres {a}, {b}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 300)), max_size=200), max_size=8))
+def test_sorted_sets_c_equals_fallback(runs):
+    hashes = np.array([v for r in runs for v in r], np.uint64)
+    counts = np.array([len(r) for r in runs], np.int64)
+    c, p = fz.sorted_sets(hashes, counts), fz.sorted_sets(hashes, counts, use_c=False)
+    assert c[1].tolist() == p[1].tolist() and c[0].tolist() == p[0].tolist()
+    assert [c[0][c[1][i]:c[1][i + 1]].tolist() for i in range(len(runs))] == [sorted(set(r)) for r in runs]

@@ -689,6 +689,104 @@ done:
     return res;
 }
 
+/* sort_unique_runs(hashes, offsets, n) -> (bytes values, bytes counts)
+ *   For each of the n runs hashes[offsets[i]:offsets[i+1]] (uint64), its distinct values in
+ *   ascending order, concatenated; counts: int64 per run. Runs are sorted one at a time (each fits
+ *   in cache): insertion sort for short runs, else an LSD radix sort on bytes that skips a byte
+ *   position where every value has the same byte. */
+static inline void insertion_u64(uint64_t *a, int64_t n) {
+    for (int64_t i = 1; i < n; i++) {
+        uint64_t v = a[i];
+        int64_t j = i - 1;
+        while (j >= 0 && a[j] > v) { a[j + 1] = a[j]; j--; }
+        a[j + 1] = v;
+    }
+}
+
+static void lsd_radix_u64(uint64_t *a, uint64_t *tmp, int64_t n) {
+    uint64_t *src = a, *dst = tmp;
+    for (int shift = 0; shift < 64; shift += 8) {
+        int64_t cnt[256];
+        memset(cnt, 0, sizeof(cnt));
+        for (int64_t i = 0; i < n; i++) cnt[(src[i] >> shift) & 255]++;
+        if (cnt[(src[0] >> shift) & 255] == n) continue;  /* one bucket: this byte is already in order */
+        int64_t pos = 0;
+        for (int b = 0; b < 256; b++) { int64_t c = cnt[b]; cnt[b] = pos; pos += c; }
+        for (int64_t i = 0; i < n; i++) dst[cnt[(src[i] >> shift) & 255]++] = src[i];
+        uint64_t *t = src; src = dst; dst = t;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * sizeof(uint64_t));
+}
+
+/* Shingle hashes are uniform: one MSD pass on the top byte leaves buckets of a few values, each
+ * finished by insertion sort (an LSD radix sort for a bucket that is not small). */
+static void sort_run_u64(uint64_t *a, uint64_t *tmp, int64_t n) {
+    if (n < 48) { insertion_u64(a, n); return; }
+    int64_t cnt[257];
+    memset(cnt, 0, sizeof(cnt));
+    for (int64_t i = 0; i < n; i++) cnt[(a[i] >> 56) + 1]++;
+    for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
+    int64_t pos[256];
+    memcpy(pos, cnt, sizeof(pos));
+    for (int64_t i = 0; i < n; i++) tmp[pos[a[i] >> 56]++] = a[i];
+    for (int b = 0; b < 256; b++) {
+        int64_t s0 = cnt[b], len = cnt[b + 1] - cnt[b];
+        if (len < 48) insertion_u64(tmp + s0, len);
+        else lsd_radix_u64(tmp + s0, a + s0, len);
+    }
+    memcpy(a, tmp, (size_t)n * sizeof(uint64_t));
+}
+
+static PyObject *sort_unique_runs(PyObject *self, PyObject *args) {
+    Py_buffer hs, offs;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*y*n", &hs, &offs, &n)) return NULL;
+    const int64_t *o = (const int64_t *)offs.buf;
+    Py_ssize_t nh = hs.len / 8;
+    int64_t longest = 0;
+    int bad = n < 0 || offs.len < (n + 1) * 8 || (n >= 0 && (o[0] < 0 || o[n] > nh));
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        bad = o[i] > o[i + 1];
+        if (o[i + 1] - o[i] > longest) longest = o[i + 1] - o[i];
+    }
+    if (bad) {
+        PyBuffer_Release(&hs); PyBuffer_Release(&offs);
+        PyErr_SetString(PyExc_ValueError, "sort_unique_runs: offsets out of range");
+        return NULL;
+    }
+    int64_t total = n > 0 ? o[n] - o[0] : 0;
+    uint64_t *out = (uint64_t *)PyMem_RawMalloc(((size_t)total + 1) * sizeof(uint64_t));
+    uint64_t *tmp = (uint64_t *)PyMem_RawMalloc(((size_t)longest + 1) * sizeof(uint64_t));
+    PyObject *counts = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!out || !tmp || !counts) {
+        PyMem_RawFree(out); PyMem_RawFree(tmp); Py_XDECREF(counts);
+        PyBuffer_Release(&hs); PyBuffer_Release(&offs);
+        return PyErr_NoMemory();
+    }
+    int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
+    const uint64_t *h = (const uint64_t *)hs.buf;
+    int64_t w = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t len = o[i + 1] - o[i];
+        uint64_t *run = out + w;
+        memcpy(run, h + o[i], (size_t)len * sizeof(uint64_t));
+        sort_run_u64(run, tmp, len);
+        int64_t k = 0;
+        for (int64_t j = 0; j < len; j++)
+            if (k == 0 || run[j] != run[k - 1]) run[k++] = run[j];
+        cnt[i] = k;
+        w += k;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(tmp);
+    PyObject *vals = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(w * 8));
+    PyMem_RawFree(out);
+    PyBuffer_Release(&hs); PyBuffer_Release(&offs);
+    if (!vals) { Py_DECREF(counts); return NULL; }
+    return Py_BuildValue("(NN)", vals, counts);
+}
+
 static PyMethodDef methods[] = {
     {"minhash", minhash, METH_VARARGS, "MinHash signatures of concatenated shingle hashes."},
     {"collapse_ws", collapse_ws, METH_VARARGS,
@@ -699,6 +797,7 @@ static PyMethodDef methods[] = {
     {"char_shingles", char_shingles, METH_VARARGS, "Char-shingle hashes of NFKC-lower-cased documents."},
     {"set_intersections", set_intersections, METH_VARARGS, "Sizes of the intersections of pairs of sorted sets."},
     {"greedy_centres", greedy_centres, METH_VARARGS, "Greedy centre clustering of a CSR graph in a given order."},
+    {"sort_unique_runs", sort_unique_runs, METH_VARARGS, "Sorted distinct values of every run of a uint64 array."},
     {"simd_level", simd_level, METH_NOARGS, "2: AVX2, 0: scalar (what collapse_ws and hash_texts use)."},
     {NULL, NULL, 0, NULL},
 };
