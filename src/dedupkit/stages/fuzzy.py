@@ -5,6 +5,7 @@ files under the work folder; :meth:`FuzzyStage.identify` runs them through ``sel
 the local process pool and the Ray engine execute the same code:
 
 1. scan (runner): :class:`FuzzyMapper` writes per scan task ``sig`` (uint32 signature values),
+   with ``--verify sets`` also ``wset``/``wsetn`` (every document's distinct word-shingle hashes),
    ``band`` (one uint64 key per LSH band) and ``nsh`` (shingles per document).
 2. :func:`bucket_task` per (band, hash partition): sort the band keys, turn every bucket of two or
    more documents into candidate pairs, write them to ``pairs-*.npy``. The LSH banding comes from
@@ -172,11 +173,14 @@ class FuzzyConfig:
 
 
 class FuzzyMapper(Mapper):
-    """Signatures (uint32 values), band keys and shingle counts of a batch."""
+    """Signatures (uint32 values), band keys and shingle counts of a batch; with ``word_sets``, also
+    every document's distinct word-shingle hashes (top 32 bits, sorted: ``wset``, ``wsetn`` values
+    per document) for verification on the true sets without reading the text again."""
 
-    def __init__(self, cfg: MinHashConfig):
+    def __init__(self, cfg: MinHashConfig, word_sets: bool = False):
         self.cfg = cfg
         self.bands, self.rows = cfg.resolved()
+        self.word_sets = word_sets
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -204,11 +208,22 @@ class FuzzyMapper(Mapper):
         # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of two
         # different minima has probability 2**-32) and halve the disk space; legacy values are
         # 32-bit already.
-        return {"sig": sig.astype(np.uint32), "band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        out = {"sig": sig.astype(np.uint32), "band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        if self.word_sets:
+            # The top 32 bits of a 64-bit shingle hash: two different shingles agree by chance with
+            # probability 2**-32, about one spurious shared shingle in 10,000 pairs of 600-shingle
+            # documents (a similarity off by 1/600), for half the disk and memory of 64 bits.
+            vals, off = sorted_sets(hashes >> np.uint64(32), counts)
+            out["wset"] = vals.astype(np.uint32)
+            out["wsetn"] = np.diff(off).astype(np.int32)
+        return out
 
     def empty(self) -> dict[str, np.ndarray]:
-        return {"sig": np.zeros((0, self.cfg.num_perm), np.uint32), "band": np.zeros((0, self.bands), np.uint64),
-                "nsh": np.zeros(0, np.int32)}
+        out = {"sig": np.zeros((0, self.cfg.num_perm), np.uint32), "band": np.zeros((0, self.bands), np.uint64),
+               "nsh": np.zeros(0, np.int32)}
+        if self.word_sets:
+            out["wset"], out["wsetn"] = np.zeros(0, np.uint32), np.zeros(0, np.int32)
+        return out
 
 
 # --- step 2: buckets -> candidate pairs -------------------------------------------------------
@@ -414,6 +429,35 @@ class _Sets:
         return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), off
 
 
+class _ScanSets:
+    """The word-shingle sets the scan wrote (``wset``/``wsetn`` per scan task), same API as _Sets."""
+
+    def __init__(self, set_paths: tuple[str, ...], count_paths: tuple[str, ...], offsets: tuple[int, ...]):
+        self.hash = [np.load(p, mmap_mode="r") for p in set_paths]
+        self.off = []
+        for p in count_paths:
+            c = np.load(p)
+            o = np.zeros(len(c) + 1, np.int64)
+            np.cumsum(c, out=o[1:])
+            self.off.append(o)
+        self.first = np.asarray(offsets, np.int64)
+
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t_of = np.searchsorted(self.first, docs, side="right") - 1
+        hashes, lens = [], []
+        for t in np.unique(t_of).tolist():
+            k = docs[t_of == t] - self.first[t]
+            a, b = self.off[t][k], self.off[t][k + 1]
+            ln = b - a
+            pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
+            hashes.append(np.asarray(self.hash[t][pos]).astype(np.uint64))
+            lens.append(ln)
+        off = np.zeros(len(docs) + 1, np.int64)
+        if lens:
+            np.cumsum(np.concatenate(lens), out=off[1:])
+        return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), off
+
+
 def set_intersections(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, use_c: bool = True) -> np.ndarray:
     """|A & B| for every pair of set indices (sets: sorted distinct runs of ``hashes``), int64.
 
@@ -438,9 +482,11 @@ class VerifyTask:
     thresholds: tuple[tuple[str, float], ...]  # (measure, threshold), measures of MEASURES
     sig_paths: tuple[str, ...]
     offsets: tuple[int, ...]
-    set_prefixes: tuple[str, ...] = ()
+    set_prefixes: tuple[str, ...] = ()  # char sets (shingle_set_task)
     out: str = ""
     containment_min: int = 20
+    wset_paths: tuple[str, ...] = ()  # word sets written by the scan (FuzzyMapper word_sets)
+    wsetn_paths: tuple[str, ...] = ()
 
 
 # Pairs per block when whole shingle sets are gathered (bounds the sets held at once).
@@ -452,7 +498,8 @@ def _set_similarities(task: VerifyTask, pairs: np.ndarray) -> dict[str, np.ndarr
     thr = dict(task.thresholds)
     kinds = [k for k, ms in (("word", ("jaccard", "containment")), ("char", ("char",))) if any(m in thr for m in ms)]
     sims = {m: np.zeros(len(pairs)) for m in thr}
-    sets = {k: _Sets(task.set_prefixes, k) for k in kinds}
+    sets = {k: (_ScanSets(task.wset_paths, task.wsetn_paths, task.offsets) if k == "word"
+                else _Sets(task.set_prefixes, k)) for k in kinds}
     for s in range(0, len(pairs), SET_PAIRS_PER_BLOCK):
         blk = pairs[s:s + SET_PAIRS_PER_BLOCK]
         docs, inv = np.unique(blk, return_inverse=True)
@@ -595,7 +642,12 @@ class FuzzyStage(Stage):
         self.bands, self.rows = config.minhash.resolved()
 
     def mapper(self) -> Mapper:
-        return FuzzyMapper(self.config.minhash)
+        return FuzzyMapper(self.config.minhash, self.word_sets())
+
+    def word_sets(self) -> bool:
+        """Whether the scan keeps word-shingle sets (verification on true sets by a word measure)."""
+        f = self.config
+        return f.verify == "sets" and ("jaccard" in f.measures or "containment" in f.measures)
 
     def read_columns(self) -> tuple[str, ...]:
         return (self.config.policy.keep_by,) if self.config.policy.keep_by else ()
@@ -603,7 +655,7 @@ class FuzzyStage(Stage):
     def key(self) -> str:
         c = self.config.minhash
         return (f"fuzzy:v2:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
-                f"{self.bands}x{self.rows}")
+                f"{self.bands}x{self.rows}" + (":wsets" if self.word_sets() else ""))
 
     def config_dict(self) -> dict:
         c, f = self.config.minhash, self.config
@@ -665,8 +717,9 @@ class FuzzyStage(Stage):
         """One VerifyTask per candidate pair file (shared with ``fuzzy_partitioned``)."""
         f = self.config
         thr = tuple(f.measure_thresholds().items())
+        ws = (paths("wset"), paths("wsetn")) if self.word_sets() else ((), ())
         return [VerifyTask(p, f.verify, thr, paths("sig"), offsets, set_prefixes,
-                           str(work / f"verified-{name}{k:05d}.npy"), f.containment_min)
+                           str(work / f"verified-{name}{k:05d}.npy"), f.containment_min, *ws)
                 for k, p in enumerate(files)]
 
     def base_stats(self, nsh_empty: int, nparts: int, n_candidates: int, vres: list[dict]) -> dict:
@@ -719,7 +772,7 @@ class FuzzyStage(Stage):
         edges = np.zeros((0, 3), np.int64)
         if len(pairs):
             set_prefixes: tuple[str, ...] = ()
-            if self.config.verify == "sets":
+            if self.config.verify == "sets" and "char" in self.config.measures:
                 set_prefixes = self._shingle_sets(corpus, np.unique(pairs), work, engine)
             files = []
             for k, s in enumerate(range(0, len(pairs), PAIRS_PER_TASK)):
@@ -743,17 +796,16 @@ class FuzzyStage(Stage):
         return self.decisions(n, docs, centre, payload, stats)
 
     def _shingle_sets(self, corpus, docs: np.ndarray, work: Path, engine) -> tuple[str, ...]:
-        """Shingle sets of ``docs`` (sorted global indices), one task per scan task holding some."""
-        measures = self.config.measures
-        word = "jaccard" in measures or "containment" in measures
-        char = self.config.char_ngram if "char" in measures else 0
+        """Char n-gram sets of ``docs`` (sorted global indices), one task per scan task holding some
+        (word sets come from the scan)."""
+        char = self.config.char_ngram
         t_of = np.searchsorted(corpus.task_offsets, docs, side="right") - 1
         tasks = []
         for ti in np.unique(t_of).tolist():
             w = str(work / f"wanted-{ti:05d}.npy")
             _save(w, docs[t_of == ti])
             tasks.append(ShingleSetTask(corpus.tasks[ti], int(corpus.task_offsets[ti]), w, self.config.minhash,
-                                        str(work / f"sets-{ti:05d}"), word, char))
+                                        str(work / f"sets-{ti:05d}"), False, char))
         engine.map(shingle_set_task, tasks, desc="fuzzy: shingle sets")
         return tuple(t.out for t in tasks)
 

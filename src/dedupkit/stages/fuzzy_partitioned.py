@@ -70,7 +70,7 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     vres: list[dict] = []
     if n_candidates:
         set_prefixes: tuple[str, ...] = ()
-        if stage.config.verify == "sets":
+        if stage.config.verify == "sets" and "char" in stage.config.measures:
             # Only the ids of candidate documents reach the driver (at most one per document).
             docs = np.unique(np.concatenate([np.unique(np.load(f)) for f in cand]))
             set_prefixes = stage._shingle_sets(corpus, docs, work, engine)
