@@ -43,23 +43,26 @@ def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
 
 
 def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
-          batch_size: int = 8192, on_bad_record: str = "fail", shingle: str = "word", ngram: int = 5,
-          num_perm: int = 128, seed: int = 1, threshold: float = 0.65, bands: int | None = None,
-          rows: int | None = None, scheme: str = "affine64", verify: str = "signature",
-          keep: str = "first", keep_by: str | None = None, keep_order: str = "desc", workers: int = 1,
-          overwrite: bool = False, skip: Sequence[str] = (), max_drop_rate: float | None = None,
-          engine: str = "local", ray_address: str | None = None, progress=no_progress) -> RunResult:
+          batch_size: int = 8192, on_bad_record: str = "fail", keep: str = "first", keep_by: str | None = None,
+          keep_order: str = "desc", workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
+          max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
+          progress=no_progress, **options) -> RunResult:
     """Run the fuzzy (MinHash-LSH) stage. See ``dedupkit fuzzy --help`` for each argument.
+
+    ``options`` are the fuzzy settings of :meth:`dedupkit.stages.fuzzy.FuzzyConfig.from_options`
+    (shingle, ngram, num_perm, seed, threshold, candidate_threshold, bands, rows, scheme, verify,
+    measure, containment_threshold, containment_min, char_threshold, char_ngram, cluster); the
+    defaults are those of ``dedupkit fuzzy``.
+
+    Raises:
+        ConfigError: an unknown or invalid option.
 
     Example:
         >>> api.fuzzy(["data/"], "out/fuzzy", id_column="id", threshold=0.8)  # doctest: +SKIP
     """
-    from dedupkit.minhash import MinHashConfig
-    from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+    from dedupkit.pipeline import build_fuzzy
 
-    mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram, threshold=threshold,
-                       bands=bands, rows=rows, scheme=scheme)
-    stage = FuzzyStage(FuzzyConfig(minhash=mh, verify=verify, policy=KeepPolicy(keep, keep_by, keep_order)))
+    stage = build_fuzzy(keep=keep, keep_by=keep_by, keep_order=keep_order, **options)
     opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
                       overwrite=overwrite, max_drop_rate=max_drop_rate)
     return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),

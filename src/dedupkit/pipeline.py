@@ -56,19 +56,13 @@ def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_o
     return ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
 
 
-def build_fuzzy(shingle="word", ngram=5, num_perm=128, seed=1, threshold=0.65, bands=None, rows=None,
-                scheme="affine64", verify="signature", keep="first", keep_by=None, keep_order="desc", **unknown):
+def build_fuzzy(keep="first", keep_by=None, keep_order="desc", **options):
     """The fuzzy (MinHash-LSH) stage from its command's options."""
-    from dedupkit.minhash import MinHashConfig
-    from dedupkit.policy import KeepPolicy
-    from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+    from dedupkit.stages.fuzzy import FUZZY_OPTIONS, FuzzyConfig, FuzzyStage
 
-    _no_unknown("fuzzy", unknown)
-    if (bands is None) != (rows is None):
-        raise ConfigError("give bands and rows together, or neither to derive them from threshold")
-    mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram, threshold=threshold,
-                       bands=bands, rows=rows, scheme=scheme)
-    return FuzzyStage(FuzzyConfig(minhash=mh, verify=verify, policy=KeepPolicy(keep, keep_by, keep_order)))
+    known = {k: v for k, v in options.items() if k in FUZZY_OPTIONS}
+    _no_unknown("fuzzy", {k: v for k, v in options.items() if k not in FUZZY_OPTIONS})
+    return FuzzyStage(FuzzyConfig.from_options(keep=keep, keep_by=keep_by, keep_order=keep_order, **known))
 
 
 def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, eps=0.07, clusters=None,
@@ -478,12 +472,18 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
 
     The stages must have run in this order, each with ``--skip`` of the one before (as
     ``dedupkit run`` and the shell chain ``dedupkit exact ... | dedupkit fuzzy ... --skip -`` do).
-    Per input row: ``keep`` is true when every stage kept it; ``stage`` names the stage that dropped
-    it (the last stage for kept rows); ``duplicate_of`` is followed through the chain to the kept
-    document at its end (A exact-duplicate of B, B fuzzy-duplicate of C: A's duplicate_of is C) and
-    ``direct_duplicate_of`` keeps the match the dropping stage made; ``cluster_id`` joins the
-    clusters of all stages that share a document (the smallest global row number of the joined
-    cluster); ``score`` is the dropping stage's similarity to its direct match.
+    Per input row: ``keep`` is true when every stage kept it. For a dropped row, ``duplicate_of``,
+    ``stage``, ``score`` (and ``measure``, when the stage wrote one) come from the one comparison
+    that decided it: the stage that dropped it and its similarity to the document it names. A row
+    dropped as *identical* (score 1.0, e.g. by the exact stage) to a document that a later stage
+    dropped takes that document's decision: A exact copy of B, B fuzzy duplicate of C, then A says
+    ``stage`` fuzzy, ``duplicate_of`` C and B's score, which holds for A as it holds for B (their
+    texts are the same to every later stage). Any other link is never followed: a row's
+    ``duplicate_of`` names a document it was compared with, even when a later stage dropped that
+    one (only when stages beyond exact + fuzzy are chained); ``kept_duplicate_of`` names the kept
+    document at the end of the chain and ``direct_duplicate_of`` the match the dropping stage made.
+    ``cluster_id`` joins the clusters of all stages that share a document (the smallest global row
+    number of the joined cluster).
 
     Args:
         stage_dirs: the stages' output folders, in the order they ran.
@@ -521,8 +521,28 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
     direct = base.column("duplicate_of").combine_chunks()
     tgt = _np_int(pc.index_in(direct, value_set=doc_ids))
     tgt[keep] = -1
-    resolved = tgt.copy()
     idx = np.arange(n, dtype=np.int64)
+    score_all = base.column("score").combine_chunks()
+    for t in reversed(tables[:-1]):
+        score_all = pc.if_else(pc.is_null(score_all), t.column("score").combine_chunks(), score_all)
+    score_np = np.asarray(score_all.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+    # The comparison that decided each dropped row: its own, or, through identity links (score 1.0)
+    # to a row a later stage dropped, that row's (pointer jumping; stages form no cycles).
+    safe = np.where(tgt >= 0, tgt, 0)
+    decider = np.where((tgt >= 0) & ~keep[safe] & (score_np == 1.0), safe, idx)
+    for _ in range(64):
+        nxt = decider[decider]
+        if np.array_equal(nxt, decider):
+            break
+        decider = nxt
+    else:
+        raise ManifestError(f"duplicate_of links in {', '.join(map(str, dirs))} form a cycle; rerun the stages")
+    dropped = ~keep & (tgt >= 0)
+    final_tgt = np.where(dropped, tgt[decider], -1)
+    dup_of = pc.if_else(pa.array(final_tgt >= 0), doc_ids.take(pa.array(np.where(final_tgt >= 0, final_tgt, 0))),
+                        pa.scalar(None, pa.string()))
+    # kept_duplicate_of: the kept document at the end of every link (the old resolution).
+    resolved = tgt.copy()
     for _ in range(len(tables) + 2):
         r = np.where(resolved >= 0, resolved, 0)
         step = (resolved >= 0) & ~keep[r] & (tgt[r] >= 0) & (tgt[r] != r)
@@ -531,8 +551,15 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
         resolved[step] = tgt[r[step]]
     else:
         raise ManifestError(f"duplicate_of links in {', '.join(map(str, dirs))} form a cycle; rerun the stages")
-    dup_of = pc.if_else(pa.array(resolved >= 0), doc_ids.take(pa.array(np.where(resolved >= 0, resolved, 0))),
-                        pa.scalar(None, pa.string()))
+    kept_dup_of = pc.if_else(pa.array(resolved >= 0), doc_ids.take(pa.array(np.where(resolved >= 0, resolved, 0))),
+                             pa.scalar(None, pa.string()))
+    pick = pa.array(np.where(dropped, decider, idx))
+    stage_col = base.column("stage").combine_chunks().take(pick)
+    measure = pa.nulls(n, pa.string())
+    for t in tables:
+        if "measure" in t.column_names:
+            measure = pc.if_else(pc.is_null(measure), t.column("measure").combine_chunks().cast(pa.string()), measure)
+    measure = pc.if_else(pa.array(dropped), measure.take(pick), pa.scalar(None, pa.string()))
 
     # Clusters joined across stages: min-label propagation over each stage's clusters and the
     # duplicate_of links; labels stay positions, so the result is the smallest global row.
@@ -568,9 +595,7 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
     sizes = np.bincount(lab[member]) if member.any() else np.zeros(0, np.int64)
     sizes = sizes[sizes > 0]
 
-    score = base.column("score").combine_chunks()
-    for t in reversed(tables[:-1]):
-        score = pc.if_else(pc.and_(pc.is_null(score), pa.array(member)), t.column("score").combine_chunks(), score)
+    score = pc.if_else(pa.array(member), score_all.take(pick), pa.scalar(None, score_all.type))
 
     table = pa.table({
         "shard": shard_col.combine_chunks(),
@@ -580,10 +605,12 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
         "cluster_id": pa.array(cluster, pa.int64(), mask=cluster < 0),
         "duplicate_of": dup_of,
         "score": score.cast(pa.float32()),
-        "stage": base.column("stage").combine_chunks(),
+        "stage": stage_col,
         "reason": base.column("reason").combine_chunks() if "reason" in base.column_names
         else pa.nulls(n, pa.string()),
         "direct_duplicate_of": pc.if_else(pa.array(keep), pa.scalar(None, pa.string()), direct),
+        "kept_duplicate_of": kept_dup_of,
+        "measure": measure,
     })
     names = shard_col.combine_chunks()
     out = Path(out_dir)
@@ -593,7 +620,9 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
         ends = np.r_[starts[1:], n]
         for si, (a, b) in enumerate(zip(starts, ends)):
             write_table_atomic(table.slice(int(a), int(b - a)), out / f"part-{si:05d}.parquet")
-    dropped_stage = table.column("stage").filter(pc.invert(table.column("keep")))
+    # counted under the stage that dropped the row (its own manifest's count), which for a row
+    # decided through an identity link is not the stage named in the row's `stage` column
+    dropped_stage = base.column("stage").combine_chunks().filter(pc.invert(table.column("keep")))
     vc = pc.value_counts(dropped_stage).to_pylist() if len(dropped_stage) else []
     return {
         "rows": int(n), "kept": int(keep.sum()), "dropped": int(n - keep.sum()),
