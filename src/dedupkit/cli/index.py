@@ -51,7 +51,8 @@ def _emit_add(res, as_json: bool, verb: str) -> None:
     else:
         click.echo(res.location)
     click.echo(f"index: {verb} {res.added} documents from {res.shards} shards in {res.seconds:.1f} s"
-               f"{f', skipped {res.bad_records} bad records' if res.bad_records else ''}; "
+               f"{f', skipped {res.bad_records} bad records' if res.bad_records else ''}"
+               f"{f' ({res.already_indexed} were already indexed by an earlier run of this command)' if res.already_indexed else ''}; "
                f"the index holds {res.documents}", err=True)
 
 
