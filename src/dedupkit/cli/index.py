@@ -166,7 +166,9 @@ Example:
               help="Fail (exit code 3) when more than this share of the drop's rows are duplicates of the "
                    "index or of each other.")
 @click.option("--update", is_flag=True,
-              help="When the check passes, add the drop's kept documents to the index.")
+              help="When the check passes, add the drop's kept documents to the index. Concurrent checks "
+                   "with --update take turns (the second waits, saying so on stderr) and decide as if run one "
+                   "after the other.")
 @click.option("--stages", default=None, help="Must match the index (default: the index's settings).")
 @click.option("--normalize", default=None, help="Must match the index (default: the index's settings).")
 @_minhash_opts

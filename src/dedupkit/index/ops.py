@@ -28,7 +28,7 @@ from dedupkit.io.shards import discover
 from dedupkit.policy import KeepPolicy, choose_representatives
 from dedupkit.scan import Corpus, plan_tasks, run_scan_task
 from dedupkit.stages.base import Decisions, Mapper, Stage
-from dedupkit.stages.exact import group_labels, normalized_hash128
+from dedupkit.stages.exact import group_labels, hash128, normalized_hash128
 
 
 def _minhash_module():
@@ -111,10 +111,8 @@ def content_key(kind: str, doc_ids: pa.Array, features: Sequence[np.ndarray | No
     it when rerun (see :meth:`IndexStore.find_commit`), so its documents are not added twice.
     """
     h = hashlib.sha256(json.dumps({"kind": kind, "extra": extra}, sort_keys=True, default=str).encode())
-    ids = pa.array(doc_ids, pa.string()) if not isinstance(doc_ids, pa.Array) else doc_ids
-    for part in ids.cast(pa.large_string()).buffers()[1:] if len(ids) else []:
-        if part is not None:
-            h.update(memoryview(part))
+    ids = doc_ids if isinstance(doc_ids, pa.Array) else pa.array(doc_ids, pa.string())
+    h.update(np.ascontiguousarray(hash128(ids)).tobytes())  # per value: the same however the ids are chunked
     h.update(str(len(ids)).encode())
     for f in features:
         if f is not None:

@@ -620,8 +620,9 @@ class RedisIndex(IndexStore):
                 f"{self.location}: {len(short)} groups of committed documents lack records (first: documents "
                 f"{short[0] * step}..{short[0] * step + step - 1}): Redis lost data; {_fix(self.location)}")
         pend = self._pending()
-        raw = self.r.get(f"{self.p}:lock")
-        holder = holder_text(json.loads(raw)) if raw else None
+        rec = _loads(self.r.get(f"{self.p}:lock"))
+        live = rec is not None and not holder_is_dead(rec)
+        holder = (holder_text(rec) + ("" if live else " (no longer running)")) if rec else None
         return IndexInfo(location=self.location, kind=self.kind, settings=self.settings, documents=self.count,
                          segments=len(self.segs), bytes=None, shards=int(self.r.llen(f"{self.p}:shards")),
                          extra={"prefix": self.p, "redis_used_memory": mem, "created": self.meta.get("created"),
@@ -629,7 +630,7 @@ class RedisIndex(IndexStore):
                                              f"of a sample"),
                                 "writer": holder,
                                 "pending": ({"documents": int(pend["n"]), "by": pend.get("holder"),
-                                             "state": "being written" if holder else
+                                             "state": "being written" if live else
                                              "interrupted: the next writer rolls it back"} if pend else None)})
 
     def close(self) -> None:
