@@ -8,10 +8,10 @@ One command:
       [--corpus FILE.jsonl] [--results benchmarks/results/index_concurrency.json]
 
 It starts its own redis-server (free port, append-only file with fsync every second, in a temporary
-folder), and for each N: builds an index of --held documents (`dedupkit index create`, exact and
-fuzzy keys), then starts N `dedupkit check --update` processes at once, each on its own drop of
+folder), builds one index of --held documents (`dedupkit index create`, exact and fuzzy keys), then
+for each N in turn starts N `dedupkit check --update` processes at once, each on its own drop of
 --drop documents (10% copies of indexed documents, 10% documents that every drop of the round
-holds, the rest new). Throughput is all drops' documents over the wall time from the first start to
+holds, the rest new); the index grows by the kept documents of each round, as a CI index would. Throughput is all drops' documents over the wall time from the first start to
 the last exit. Checks take the index's writer lock from their lookups to their commit (so their
 decisions are those of a serial order); the table shows how long they waited for it. It also checks
 the outcome: the documents that every drop holds were added to the index exactly once.
@@ -104,8 +104,8 @@ def must(p: subprocess.Popen, what: str) -> tuple[str, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--held", type=int, default=20000, help="documents in the index")
-    ap.add_argument("--drop", type=int, default=2000, help="documents per drop")
+    ap.add_argument("--held", type=int, default=100000, help="documents in the index")
+    ap.add_argument("--drop", type=int, default=5000, help="documents per drop")
     ap.add_argument("--ns", default="1,2,4,8", help="concurrent checks per round")
     ap.add_argument("--stages", default="exact,fuzzy")
     ap.add_argument("--corpus", default=None, help="JSONL with a `text` field (default: generated texts)")
@@ -119,7 +119,7 @@ def main() -> None:
         sys.exit("redis-server not found: apt-get install redis-server, or pass --redis-server")
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="dedupkit-bench-conc-"))
     work.mkdir(parents=True, exist_ok=True)
-    n_new = max(ns) * a.drop
+    n_new = sum(ns) * a.drop
     pool = texts_source(a.corpus, a.held + n_new)
     held, fresh = pool[:a.held], pool[a.held:]
     write_jsonl(work / "held.jsonl", [{"id": f"h{i}", "text": t} for i, t in enumerate(held)])
@@ -128,20 +128,21 @@ def main() -> None:
     results: dict = {"held_docs": a.held, "drop_docs": a.drop, "stages": a.stages, "cpus": os.cpu_count(),
                      "loadavg_before": [round(x, 2) for x in load], "texts": a.corpus or "generated", "rounds": []}
     try:
+        mem0 = client.info("memory")["used_memory"]
+        loc = f"redis://127.0.0.1:{port}/0?prefix=bench"
+        print(f"building the index of {a.held} documents ...", file=sys.stderr)
+        t0 = time.perf_counter()
+        must(spawn(["index", "create", loc, "--from", str(work / "held.jsonl"), "--stages", a.stages,
+                    "--id-column", "id", "-q"]), "index create")
+        results["build_s"] = round(time.perf_counter() - t0, 2)
+        mem1 = client.info("memory")["used_memory"]
+        results["redis_used_memory_bytes"] = mem1 - mem0
+        results["redis_bytes_per_doc"] = round((mem1 - mem0) / a.held, 1)
         for n in ns:
-            client.flushdb()
-            mem0 = client.info("memory")["used_memory"]
-            loc = f"redis://127.0.0.1:{port}/0?prefix=bench"
-            print(f"[N={n}] building the index of {a.held} documents ...", file=sys.stderr)
-            t0 = time.perf_counter()
-            must(spawn(["index", "create", loc, "--from", str(work / "held.jsonl"), "--stages", a.stages,
-                        "--id-column", "id", "-q"]), "index create")
-            build_s = time.perf_counter() - t0
-            mem1 = client.info("memory")["used_memory"]
+            before = json.loads(must(spawn(["index", "info", loc, "--json"]), "index info")[0])["documents"]
             # Drops: 10% copies of indexed documents, 10% shared by every drop of the round, the rest new.
             n_copy = n_shared = a.drop // 10
-            shared = fresh[:n_shared]
-            rest = fresh[n_shared:]
+            shared, rest, fresh = fresh[:n_shared], fresh[n_shared:n * a.drop], fresh[n * a.drop:]
             drops = []
             for k in range(n):
                 own = rest[k * (a.drop - n_copy - n_shared):(k + 1) * (a.drop - n_copy - n_shared)]
@@ -167,12 +168,11 @@ def main() -> None:
             shared_kept = sum(1 for k in range(n) for r in _kept_ids(work / f"n{n}" / f"out{k}")
                               if a.drop // 10 <= int(r.split("-")[1]) < 2 * (a.drop // 10))
             row = {"n": n, "docs": n * a.drop, "wall_s": round(wall, 2), "docs_per_s": round(n * a.drop / wall),
-                   "check_s_median": round(statistics.median(s["timings"]["total_s"] for s, _ in outs), 2),
+                   "index_docs_before": before, "check_s_median": round(statistics.median(s["timings"]["total_s"] for s, _ in outs), 2),
                    "lock_wait_s_max": round(max(w for _, w in outs), 2),
                    "added": added, "index_docs_after": info["documents"],
-                   "shared_docs_added": shared_kept, "shared_docs_expected": n_shared,
-                   "build_s": round(build_s, 2), "redis_bytes_per_doc": round((mem1 - mem0) / a.held, 1)}
-            if shared_kept != n_shared or info["documents"] != a.held + added:
+                   "shared_docs_added": shared_kept, "shared_docs_expected": n_shared}
+            if shared_kept != n_shared or info["documents"] != before + added:
                 sys.exit(f"wrong outcome at N={n}: {row}")
             results["rounds"].append(row)
     finally:
@@ -181,7 +181,6 @@ def main() -> None:
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
     results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    results["redis_bytes_per_doc"] = statistics.median(r["redis_bytes_per_doc"] for r in results["rounds"])
     Path(a.results).parent.mkdir(parents=True, exist_ok=True)
     Path(a.results).write_text(json.dumps(results, indent=1))
     print(f"{'N':>3} {'docs':>7} {'wall s':>7} {'docs/s':>7} {'check s (median)':>17} {'max lock wait s':>16} "

@@ -396,3 +396,55 @@ def test_redis_restarted_during_a_check_update(tmp_path):
         assert info["documents"] == 40 + 30 and not info["pending"]
     finally:
         srv.stop()
+
+
+# -- the lock: a wait that ends, and a writer that lost its lock cannot write ---------------------
+
+def test_a_writer_gives_up_after_the_lock_wait_naming_the_holder(tmp_path, kind, request, monkeypatch):
+    from dedupkit.index import IndexStoreError
+
+    write_jsonl(tmp_path / "a.jsonl", [{"id": "a0", "text": "some text"}])
+    loc = make_location(kind, tmp_path, "giveup", request)
+    api.index_create(loc, [], id_column="id")
+    holder = open_index(loc)
+    holder.acquire_writer("a test holding the lock")
+    try:
+        monkeypatch.setenv("DEDUPKIT_INDEX_LOCK_WAIT", "0.5")
+        with pytest.raises(IndexStoreError, match="a test holding the lock.*DEDUPKIT_INDEX_LOCK_WAIT"):
+            api.index_add(loc, [str(tmp_path / "a.jsonl")], id_column="id")
+        p = spawn("index", "info", loc)
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and "writer:     pid" in out and "a test holding the lock" in out, err
+    finally:
+        holder.release_writer()
+        holder.close()
+    assert api.index_add(loc, [str(tmp_path / "a.jsonl")], id_column="id").added == 1
+    assert api.index_add(loc, [str(tmp_path / "a.jsonl")], id_column="id").already_indexed == 1
+    assert info_ok(loc)["documents"] == 1
+
+
+@pytest.mark.redis
+def test_a_redis_writer_that_lost_its_lock_commits_nothing(tmp_path, redis_server):
+    import pyarrow as pa
+    import redis
+
+    from dedupkit.index import IndexSettings, IndexStoreError, create_index
+    from dedupkit.index.base import Segment
+
+    loc = redis_server.url("lost")
+    create_index(loc, IndexSettings()).close()
+    seg = Segment(doc_ids=pa.array(["x", "y"]), shard_names=["s"], shard_index=np.zeros(2, np.int32),
+                  exact=np.array([[1, 2], [3, 4]], np.uint64))
+    w = open_index(loc)
+    w.acquire_writer("stalled writer")
+    # Another writer took over (the stalled one's lock expired): its writes are refused.
+    redis.Redis(port=redis_server.port).set("lost:lock", json.dumps({"pid": -1, "id": "other"}))
+    with pytest.raises(IndexStoreError, match="lost the index lock"):
+        w.append(seg)
+    w.release_writer()
+    w.close()
+    redis.Redis(port=redis_server.port).delete("lost:lock")
+    assert info_ok(loc)["documents"] == 0
+    with open_index(loc) as idx:
+        assert idx.append(seg) == 0 and idx.count == 2
+    assert info_ok(loc)["documents"] == 2

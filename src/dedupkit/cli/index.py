@@ -149,6 +149,15 @@ def info(location, as_json):
         lines.append(f"size:       {d['bytes']} bytes{per}")
     if d.get("redis_used_memory") is not None:
         lines.append(f"redis:      used_memory {d['redis_used_memory']} bytes (whole database)")
+    if d.get("verified"):
+        lines.append(f"verified:   {d['verified']}")
+    lines.append(f"writer:     {d.get('writer') or 'none'}")
+    if d.get("pending"):
+        p = d["pending"]
+        lines.append(f"pending:    an append of {p['documents']} documents by {p['by']}: {p['state']}")
+    if d.get("leftovers"):
+        lines.append(f"leftovers:  {', '.join(d['leftovers'])} (of an interrupted writer; the next writer removes "
+                     "them; readers never open them)")
     click.echo("\n".join(lines))
 
 
