@@ -77,8 +77,9 @@ def texts_source(corpus: str | None, need: int):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    vocab = [f"w{i}x{(i * 7919) % 1000}" for i in range(3000)]
-    return [" ".join(rng.choice(vocab, size=200)) for _ in range(need)]
+    vocab = np.array([f"w{i}x{(i * 7919) % 1000}" for i in range(3000)])
+    words = vocab[rng.integers(0, len(vocab), size=(need, 200))]
+    return [" ".join(row) for row in words.tolist()]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -116,13 +116,14 @@ def make_location(kind: str, tmp_path: Path, name: str, request) -> str:
 
 # -- helpers --------------------------------------------------------------------------------------
 
-def spawn(*args: str, env: dict | None = None) -> subprocess.Popen:
+def spawn(*args: str, env: dict | None = None, stderr: Path | None = None) -> subprocess.Popen:
     e = dict(os.environ)
     e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
     e.pop("DEDUPKIT_FAULT", None)
     e.update(env or {})
+    err = open(stderr, "w") if stderr else subprocess.PIPE
     return subprocess.Popen([sys.executable, "-m", "dedupkit", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=e)
+                            stderr=err, text=True, env=e)
 
 
 def index_docs(loc: str) -> list[tuple[int, list[str]]]:
@@ -263,9 +264,13 @@ def test_a_waiting_writer_says_so_and_decides_after_the_holder(tmp_path, kind, r
     holder = open_index(loc)
     holder.acquire_writer("a test holding the lock")
     p = spawn("check", str(tmp_path / "b.jsonl"), "--against", loc, "-o", str(tmp_path / "out_b"), "--update",
-              "--id-column", "id", "-q")
-    time.sleep(2.5)
-    assert p.poll() is None  # waits for the lock
+              "--id-column", "id", "-q", stderr=tmp_path / "err.txt")
+    deadline = time.monotonic() + 180
+    while "waiting" not in (tmp_path / "err.txt").read_text():  # it reached the lock and waits
+        assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert p.poll() is None
     # The holder adds a.jsonl's documents while b's check waits, then lets go: b decides after.
     import pyarrow as pa
 
@@ -277,9 +282,10 @@ def test_a_waiting_writer_says_so_and_decides_after_the_holder(tmp_path, kind, r
                           shard_index=np.zeros(6, np.int32), exact=np.asarray(h, np.uint64).reshape(-1, 2)))
     holder.release_writer()
     holder.close()
-    _, err = p.communicate(timeout=300)
+    p.communicate(timeout=300)
+    err = (tmp_path / "err.txt").read_text()
     assert p.returncode == 0, err
-    assert "is being written by pid" in err and "a test holding the lock" in err and "waiting" in err
+    assert "is being written by pid" in err and "a test holding the lock" in err and "got the lock after" in err
     rows = {r["doc_id"]: r for r in read_manifest(tmp_path / "out_b")}
     assert [rows[f"b{i}"]["matched_doc_id"] for i in range(3)] == ["a0", "a1", "a2"]
     assert rows["b3"]["keep"] and rows["b4"]["keep"]
@@ -352,6 +358,16 @@ def test_killed_at_every_crash_point_the_index_is_before_or_after(tmp_path, kind
         assert info["documents"] == sum(len(ids) for _, ids in state)
         if kind == "redis" and state == before and names[k - 1] not in ("writer: locked", "writer: recovered"):
             assert info["pending"] is not None and "interrupted" in info["pending"]["state"], (k, names[k - 1])
+        if kind == "redis" and info.get("pending") and k == points[len(points) // 2]:
+            # Kill the next writer too, in the middle of its rollback (crash point 2 is after the
+            # rollback of the first journal chunk): the rollback is redone by the one after.
+            trace2 = tmp_path / f"trace{k}.txt"
+            p = spawn(*_command(cmd, loc, drop, out), env={"DEDUPKIT_FAULT": "kill:2",
+                                                           "DEDUPKIT_FAULT_TRACE": str(trace2)})
+            p.communicate(timeout=300)
+            assert p.returncode == -signal.SIGKILL
+            assert crash_points(trace2)[1] == "redis: rollback of a journal chunk"
+            assert index_docs(loc) == before and info_ok(loc)["pending"]
         # A rerun ends where the uninterrupted run did, byte for byte.
         _rerun(cmd, loc, drop, out)
         assert index_docs(loc) == after, (k, names[k - 1])

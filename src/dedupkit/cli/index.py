@@ -156,8 +156,8 @@ def info(location, as_json):
         p = d["pending"]
         lines.append(f"pending:    an append of {p['documents']} documents by {p['by']}: {p['state']}")
     if d.get("leftovers"):
-        lines.append(f"leftovers:  {', '.join(d['leftovers'])} (of an interrupted writer; the next writer removes "
-                     "them; readers never open them)")
+        who = "the writer at work or an interrupted one" if d.get("writer") else "an interrupted writer"
+        lines.append(f"leftovers:  {', '.join(d['leftovers'])} (of {who}; never read, removed by the next writer)")
     click.echo("\n".join(lines))
 
 

@@ -266,9 +266,9 @@ class LocalIndex(IndexStore):
     def _make_lock(self) -> WriterLock:
         return _Lock(self.root, self._command)
 
-    def _leftovers(self) -> list[Path]:
+    def _leftovers(self, meta: dict | None = None) -> list[Path]:
         """What interrupted writers left: unlisted segment folders and temporary index.json files."""
-        listed = {e["name"] for e in self.meta["segments"]}
+        listed = {e["name"] for e in (meta or self.meta)["segments"]}
         seg_root = self.root / SEG_DIR
         out = [p for p in seg_root.iterdir() if p.name not in listed] if seg_root.is_dir() else []
         return out + sorted(self.root.glob(GEN_FILE + ".tmp*"))
@@ -456,7 +456,7 @@ class LocalIndex(IndexStore):
             shards.update(pq.read_table(s.dir / "docs.parquet", columns=["shard"]).column("shard")
                           .combine_chunks().dictionary.to_pylist())
         nfiles = sum(len(e["files"]) for e in self.meta["segments"])
-        leftovers = [str(p.relative_to(self.root)) for p in self._leftovers()]
+        leftovers = [str(p.relative_to(self.root)) for p in self._leftovers(self._read_meta())]
         holder = _Lock(self.root).probe()
         return IndexInfo(location=self.location, kind=self.kind, settings=self.settings, documents=self.count,
                          segments=len(self.segments), bytes=size, shards=len(shards),

@@ -56,6 +56,8 @@ EXACT_CAP = 8
 DOC_CHUNK_BITS = 7
 VERIFY_SAMPLE = 64
 PIPE = 20000
+#: Entries per Lua call (a call blocks the server for a few milliseconds).
+LUA_BATCH = 8192
 #: The writer lock's expiry; its holder renews it every third of it. A writer on this machine that
 #: died is taken over at once; one elsewhere only after the expiry (DEDUPKIT_REDIS_LOCK_TTL seconds).
 LOCK_TTL_S = 30.0
@@ -67,30 +69,44 @@ RETRY_S = 60.0
 _FENCE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('DEDUPKIT_LOCK_LOST') end
 """
-# Append packed doc number ARGV[i+2] to field ARGV[i+1] of hash ARGV[i], unless present or the field
-# holds ARGV[2] numbers already (idempotent: a call repeated after a dropped connection adds nothing).
-_STAGE_LUA = _FENCE + """
-local cap = tonumber(ARGV[2]) * 8
-for i = 3, #ARGV, 3 do
-  local cur = redis.call('HGET', ARGV[i], ARGV[i+1])
+# The entry scripts take a whole batch as two binary strings: FIELDS, n fields of WIDTH bytes (a
+# 16-byte text hash or an 8-byte band key, little-endian), and DOCS, n packed int64 doc numbers. The
+# hash holding field i is PREFIX .. (its low 24 bits mod BUCKETS), computed here from its first bytes,
+# so a batch costs Python one argument instead of three per entry.
+_BUCKET = """
+local function bucket(s, off, nb)
+  return (string.byte(s, off + 1) + string.byte(s, off + 2) * 256 + string.byte(s, off + 3) * 65536) % nb
+end
+"""
+# Append doc i to its field unless present or the field holds CAP docs already (idempotent: a call
+# repeated after a dropped connection adds nothing). ARGV: token, cap, prefix, buckets, width, FIELDS, DOCS.
+_STAGE_LUA = _FENCE + _BUCKET + """
+local cap, prefix, nb, w = tonumber(ARGV[2]) * 8, ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local fields, docs = ARGV[6], ARGV[7]
+for i = 0, #fields / w - 1 do
+  local off = i * w
+  local key, f, d = prefix .. bucket(fields, off, nb), string.sub(fields, off + 1, off + w), string.sub(docs, i * 8 + 1, i * 8 + 8)
+  local cur = redis.call('HGET', key, f)
   if not cur then
-    redis.call('HSET', ARGV[i], ARGV[i+1], ARGV[i+2])
+    redis.call('HSET', key, f, d)
   elseif #cur < cap then
     local seen = false
     for p = 1, #cur, 8 do
-      if string.sub(cur, p, p + 7) == ARGV[i+2] then seen = true break end
+      if string.sub(cur, p, p + 7) == d then seen = true break end
     end
-    if not seen then redis.call('HSET', ARGV[i], ARGV[i+1], cur .. ARGV[i+2]) end
+    if not seen then redis.call('HSET', key, f, cur .. d) end
   end
 end
 return 1
 """
-# Remove doc numbers in [ARGV[2], ARGV[3]) from fields (ARGV[i], ARGV[i+1]): the rollback.
-_STRIP_LUA = _FENCE + """
-local lo = tonumber(ARGV[2])
-local hi = tonumber(ARGV[3])
-for i = 4, #ARGV, 2 do
-  local cur = redis.call('HGET', ARGV[i], ARGV[i+1])
+# The rollback: remove doc numbers in [lo, hi) from the fields. ARGV: token, lo, hi, prefix, buckets,
+# width, FIELDS.
+_STRIP_LUA = _FENCE + _BUCKET + """
+local lo, hi, prefix, nb, w, fields = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+for i = 0, #fields / w - 1 do
+  local off = i * w
+  local key, f = prefix .. bucket(fields, off, nb), string.sub(fields, off + 1, off + w)
+  local cur = redis.call('HGET', key, f)
   if cur then
     local keep = {}
     for p = 1, #cur, 8 do
@@ -98,11 +114,23 @@ for i = 4, #ARGV, 2 do
       for k = p + 7, p, -1 do v = v * 256 + string.byte(cur, k) end
       if v < lo or v >= hi then keep[#keep + 1] = string.sub(cur, p, p + 7) end
     end
-    if #keep == 0 then redis.call('HDEL', ARGV[i], ARGV[i+1])
-    elseif #keep * 8 < #cur then redis.call('HSET', ARGV[i], ARGV[i+1], table.concat(keep)) end
+    if #keep == 0 then redis.call('HDEL', key, f)
+    elseif #keep * 8 < #cur then redis.call('HSET', key, f, table.concat(keep)) end
   end
 end
 return 1
+"""
+# The lookup: for each field, its packed doc numbers; returns only the hits, as (i, value) pairs.
+# ARGV: prefix, buckets, width, FIELDS.
+_LOOKUP_LUA = _BUCKET + """
+local prefix, nb, w, fields = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local out = {}
+for i = 0, #fields / w - 1 do
+  local off = i * w
+  local v = redis.call('HGET', prefix .. bucket(fields, off, nb), string.sub(fields, off + 1, off + w))
+  if v then out[#out + 1] = i out[#out + 1] = v end
+end
+return out
 """
 # One command, if we hold the lock.
 _FENCED_LUA = _FENCE + """
@@ -194,7 +222,9 @@ class RedisIndex(IndexStore):
         self.buckets = 1 << int(meta.get("bucket_bits", BUCKET_BITS))
         self._scripts = {name: self.r.register_script(src) for name, src in (
             ("stage", _STAGE_LUA), ("strip", _STRIP_LUA), ("fenced", _FENCED_LUA), ("shards", _SHARDS_LUA),
-            ("commit", _COMMIT_LUA))}
+            ("commit", _COMMIT_LUA), ("lookup", _LOOKUP_LUA))}
+        if self.buckets > 1 << 24:
+            raise IndexStoreError(f"{location}: bucket_bits above 24 is not supported; {_fix(location)}")
         self._snapshot()
         if verify:
             self._verify()
@@ -403,21 +433,18 @@ class RedisIndex(IndexStore):
                 exact = np.frombuffer(raw[:16 * m], "<u8").reshape(m, 2) if self.settings.exact else None
                 bands = np.frombuffer(raw[16 * m if self.settings.exact else 0:], "<u8").reshape(m, b) \
                     if self.settings.fuzzy else None
-                pairs = []
-                if exact is not None:
-                    pairs += [self._xkey(h) for h in exact]
-                if bands is not None:
-                    pairs += [self._bkey(j, k) for j in range(b) for k in bands[:, j]]
-                for i in range(0, len(pairs), 4000):
-                    args: list = [self._writer.value, base, base + n]
-                    for k, f in pairs[i:i + 4000]:
-                        args += (k, f)
-                    self._script("strip", [f"{self.p}:lock"], args)
+                for prefix, fields, width in self._families(exact, bands):
+                    self._run_scripts([("strip", [f"{self.p}:lock"], [self._writer.value, base, base + n, prefix,
+                                                                     self.buckets, width, part])
+                                       for part in _parts(fields, width)])
                 point("redis: rollback of a journal chunk")
             step = 1 << DOC_CHUNK_BITS
+            fence = [f"{self.p}:lock"]
+            calls = []
             for c in range(base >> DOC_CHUNK_BITS, ((base + n - 1) >> DOC_CHUNK_BITS) + 1):
                 fields = [str(d & (step - 1)) for d in range(max(base, c * step), min(base + n, (c + 1) * step))]
-                self._fenced("HDEL", f"{self.p}:d:{c}", *fields)
+                calls.append(("fenced", fence, [self._writer.value, "HDEL", f"{self.p}:d:{c}", *fields]))
+            self._run_scripts(calls)
             shards_n = int(pend["shards_n"])
             extra = self._retry(lambda: self.r.lrange(f"{self.p}:shards", shards_n, -1))
             if extra:
@@ -426,9 +453,9 @@ class RedisIndex(IndexStore):
                     self._fenced("LTRIM", f"{self.p}:shards", 0, shards_n - 1)
                 else:
                     self._fenced("DEL", f"{self.p}:shards")
-            for ci in range(nchunks):
-                self._fenced("DEL", f"{self.p}:pj:{ci}")
-            self._fenced("DEL", f"{self.p}:pending")
+            self._run_scripts([("fenced", fence, [self._writer.value, "DEL", f"{self.p}:pj:{ci}"])
+                               for ci in range(nchunks)])
+            self._fenced("DEL", f"{self.p}:pending")  # last: a rollback killed half-way is redone
         point("writer: recovered")
 
     def append(self, segment: Segment, key: str | None = None) -> int:
@@ -470,7 +497,6 @@ class RedisIndex(IndexStore):
         bands = np.asarray(segment.bands, np.uint64) if self.settings.fuzzy else None
         shard_b = shard_no_arr[segment.shard_index].tobytes()
         exact_b = exact.astype("<u8").tobytes()
-        mask = np.uint64(self.buckets - 1)
         step = 1 << DOC_CHUNK_BITS
         for ci in range(nchunks):
             s0, s1 = ci * STAGE_CHUNK, min(n, (ci + 1) * STAGE_CHUNK)
@@ -493,16 +519,13 @@ class RedisIndex(IndexStore):
             self._run_scripts(records)
             point("redis: document records written")
             docb = np.arange(base + s0, base + s1, dtype="<i8").tobytes()
-            if self.settings.exact:
-                self._append_entries(EXACT_CAP, f"{self.p}:x:", (exact[s0:s1, 0] & mask).tolist(),
-                                     exact_b[16 * s0: 16 * s1], 16, docb)
-                point("redis: exact-hash entries written")
-            if bands is not None:
-                for j in range(bands.shape[1]):
-                    col = bands[s0:s1, j]
-                    self._append_entries(BAND_CAP, f"{self.p}:b:{j}:", (col & mask).tolist(),
-                                         col.astype("<u8").tobytes(), 8, docb)
-                    point(f"redis: band {j} entries written")
+            for prefix, fields, width in self._families(exact[s0:s1] if self.settings.exact else None,
+                                                        bands[s0:s1] if bands is not None else None):
+                cap = EXACT_CAP if width == 16 else BAND_CAP
+                self._run_scripts([("stage", [f"{self.p}:lock"], [lock.value, cap, prefix, self.buckets, width, part,
+                                                                  docb[8 * i: 8 * i + len(part) // width * 8]])
+                                   for i, part in zip(range(0, s1 - s0, LUA_BATCH), _parts(fields, width))])
+                point(f"redis: {'exact-hash' if width == 16 else 'band ' + prefix.split(':')[-2]} entries written")
         point("redis: staged, not yet committed")
         record = {"base": base, "n": n, "time": time.time(), "writer": writer}
         if key is not None:
@@ -524,26 +547,34 @@ class RedisIndex(IndexStore):
                 return pipe.execute()
             self._retry(run)
 
-    def _append_entries(self, cap: int, prefix: str, buckets: list[int], fields: bytes, width: int,
-                        docb: bytes) -> None:
-        """Append doc number i to field ``fields[i]`` of hash ``prefix + buckets[i]`` (server-side, capped)."""
-        n = len(buckets)
-        calls = []
-        for s in range(0, n, 4000):
-            args: list = [self._writer.value, cap]
-            for i in range(s, min(n, s + 4000)):
-                args += (prefix + str(buckets[i]), fields[width * i: width * (i + 1)], docb[8 * i: 8 * i + 8])
-            calls.append(("stage", [f"{self.p}:lock"], args))
-        self._run_scripts(calls)
+    def _families(self, exact: np.ndarray | None, bands: np.ndarray | None):
+        """(hash prefix, FIELDS, width) per key family: the exact hashes, then each band's keys."""
+        if exact is not None:
+            yield f"{self.p}:x:", np.ascontiguousarray(exact, "<u8").tobytes(), 16
+        if bands is not None:
+            for j in range(bands.shape[1]):
+                yield f"{self.p}:b:{j}:", np.ascontiguousarray(bands[:, j], "<u8").tobytes(), 8
 
     # -- lookups ------------------------------------------------------------------------------
-    def _first_committed(self, vals: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Flatten packed doc lists into (query, doc) pairs, committed docs only."""
-        lens = np.array([0 if v is None else len(v) // 8 for v in vals], np.int64)
-        if lens.sum() == 0:
+    def _hits(self, prefix: str, fields: bytes, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(query, doc) pairs for the fields found, committed docs only (server-side lookups)."""
+        calls = [("lookup", [], [prefix, self.buckets, width, part]) for part in _parts(fields, width)]
+        qs, vals = [], []
+        for i in range(0, len(calls), 8):
+            def run(part=calls[i:i + 8]):
+                pipe = self.r.pipeline(transaction=False)
+                for name, keys, args in part:
+                    self._scripts[name](keys=keys, args=args, client=pipe)
+                return pipe.execute()
+            for k, res in enumerate(self._retry(run)):
+                first = (i + k) * LUA_BATCH
+                qs += [first + int(x) for x in res[0::2]]
+                vals += res[1::2]
+        if not vals:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        docs = np.frombuffer(b"".join(v for v in vals if v), "<i8").astype(np.int64)
-        q = np.repeat(np.arange(len(vals)), lens)
+        lens = np.array([len(v) // 8 for v in vals], np.int64)
+        docs = np.frombuffer(b"".join(vals), "<i8").astype(np.int64)
+        q = np.repeat(np.array(qs, np.int64), lens)
         ok = self._committed(docs)
         return q[ok], docs[ok]
 
@@ -552,8 +583,8 @@ class RedisIndex(IndexStore):
             raise ConfigError(f"{self.location}: this index holds no exact hashes")
         hashes = np.asarray(hashes, np.uint64).reshape(-1, 2)
         out = np.full(len(hashes), -1, np.int64)
-        vals = self._hget_many([self._xkey(h) for h in hashes])
-        q, d = self._first_committed(vals)
+        ((prefix, fields, width),) = self._families(hashes, None)
+        q, d = self._hits(prefix, fields, width)
         if len(q):
             best = np.full(len(hashes), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(best, q, d)
@@ -569,14 +600,8 @@ class RedisIndex(IndexStore):
         if b != self.settings.bands:
             raise ConfigError(f"got {b} band keys per document, the index has {self.settings.bands}")
         qs, ds = [], []
-        mask = np.uint64(self.buckets - 1)
-        for j in range(b):
-            col = keys[:, j]
-            buckets = (col & mask).tolist()
-            raw = col.astype("<u8").tobytes()
-            pre = f"{self.p}:b:{j}:"
-            vals = self._hget_many([(pre + str(buckets[i]), raw[8 * i: 8 * i + 8]) for i in range(n)])
-            q, d = self._first_committed(vals)
+        for prefix, fields, width in self._families(None, keys):
+            q, d = self._hits(prefix, fields, width)
             qs.append(q)
             ds.append(d)
         return best_band_matches(n, np.concatenate(qs), np.concatenate(ds))
@@ -698,3 +723,9 @@ def _loads(raw) -> dict | None:
         return json.loads(raw) if raw else None
     except ValueError:
         return None
+
+
+def _parts(fields: bytes, width: int) -> list[bytes]:
+    """FIELDS cut into batches of LUA_BATCH fields."""
+    step = LUA_BATCH * width
+    return [fields[i:i + step] for i in range(0, len(fields), step)]
