@@ -239,6 +239,8 @@ class CheckStage(Stage):
         self.pending: Segment | None = None
         self.commit_key: str | None = None
         self.prior: dict[str, Any] | None = None
+        self.lock_wait_s = self.lock_held_s = 0.0
+        self._locked_at: float | None = None
 
     def mapper(self) -> Mapper:
         return IndexMapper(self.settings)
@@ -266,7 +268,10 @@ class CheckStage(Stage):
             # every earlier commit, and later writers see ours.
             self.commit_key = content_key("check", corpus.doc_ids(), (h, k),
                                    {"settings": s.to_dict(), "policy": dataclasses.asdict(self.policy)})
+            t0 = time.perf_counter()
             self.store.acquire_writer("dedupkit check --update")
+            self._locked_at = time.perf_counter()
+            self.lock_wait_s = self._locked_at - t0
             self.prior = self.store.find_commit(self.commit_key)
             if self.prior is not None:
                 # This very check committed in an earlier, interrupted run: decide again against
@@ -370,14 +375,21 @@ class CheckStage(Stage):
                 self.store.append(self.pending, key=self.commit_key)
                 point("check: committed, output not yet published")
                 added, after = len(self.pending), self.store.count
+        self.release()  # committed: other writers may go on while the output is published
         summary["check"] = {"index": self.store.location, "dup_rate": st["dup_rate"],
                             "max_dup_rate": self.max_dup_rate, "passed": passed, "update": self.update,
                             "added_to_index": added, "index_documents_after": after}
+        if self.update:
+            summary["check"]["lock_wait_s"] = round(self.lock_wait_s, 3)
+            summary["check"]["lock_held_s"] = round(self.lock_held_s, 3)
         if resumed:
             summary["check"]["committed_by_an_earlier_run"] = True
 
     def release(self) -> None:
-        """Let go of the index's writer lock (taken by :meth:`identify` with ``update``)."""
+        """Let go of the index's writer lock (taken by :meth:`identify` with ``update``); idempotent."""
+        if self._locked_at is not None:
+            self.lock_held_s = time.perf_counter() - self._locked_at
+            self._locked_at = None
         self.store.release_writer()
 
 
