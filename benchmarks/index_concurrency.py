@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,30 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(exe: str, folder: Path):
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
-                             "--appendonly", "yes", "--appendfsync", "everysec"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            return proc, port, client
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("redis-server did not start")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index import start_redis  # noqa: E402  (benchmarks/index.py: redis-server on a free port)
 
 
 def texts_source(corpus: str | None, need: int):
@@ -123,7 +100,7 @@ def main() -> None:
     pool = texts_source(a.corpus, a.held + n_new)
     held, fresh = pool[:a.held], pool[a.held:]
     write_jsonl(work / "held.jsonl", [{"id": f"h{i}", "text": t} for i, t in enumerate(held)])
-    proc, port, client = start_redis(exe, work)
+    proc, port, client = start_redis(exe, work, appendonly=True)
     load = os.getloadavg()
     results: dict = {"held_docs": a.held, "drop_docs": a.drop, "stages": a.stages, "cpus": os.cpu_count(),
                      "loadavg_before": [round(x, 2) for x in load], "texts": a.corpus or "generated", "rounds": []}

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,29 +27,15 @@ import pytest
 from conftest import SRC, read_manifest, write_jsonl
 from dedupkit import api
 from dedupkit.index import open_index
-
-VOCAB = [f"w{i}x{(i * 7919) % 1000}" for i in range(3000)]
+from test_index import _free_port as free_port, make_texts, near_copy as near
 MANIFEST_COLS = ("doc_id", "keep", "duplicate_of", "match", "matched_doc_id")
 
 
-def texts(n: int, seed: int, words: int = 120) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(VOCAB, size=words)) for _ in range(n)]
-
-
-def near(text: str, seed: int) -> str:
-    w = text.split(" ")
-    w[len(w) // 2] = f"edited{seed}"
-    return " ".join(w)
+def texts(n: int, seed: int) -> list[str]:
+    return make_texts(n, seed, words=120)
 
 
 # -- a real redis-server with persistence, that a test can restart ------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class RedisServer:
     """redis-server on a free port with an append-only file in its own folder."""

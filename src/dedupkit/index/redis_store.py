@@ -536,16 +536,18 @@ class RedisIndex(IndexStore):
         point("redis: committed")
         self.refresh()
 
-    def _run_scripts(self, calls: list[tuple[str, list, list]]) -> None:
-        """Run (script, keys, args) calls in pipelines of 8; a batch is repeated whole after a
-        dropped connection (every script here is idempotent)."""
+    def _run_scripts(self, calls: list[tuple[str, list, list]]) -> list:
+        """Run (script, keys, args) calls in pipelines of 8 and return their replies; a batch is
+        repeated whole after a dropped connection (every script here is idempotent)."""
+        out: list = []
         for i in range(0, len(calls), 8):
             def run(part=calls[i:i + 8]):
                 pipe = self.r.pipeline(transaction=False)
                 for name, keys, args in part:
                     self._scripts[name](keys=keys, args=args, client=pipe)
                 return pipe.execute()
-            self._retry(run)
+            out.extend(self._retry(run))
+        return out
 
     def _families(self, exact: np.ndarray | None, bands: np.ndarray | None):
         """(hash prefix, FIELDS, width) per key family: the exact hashes, then each band's keys."""
@@ -560,16 +562,9 @@ class RedisIndex(IndexStore):
         """(query, doc) pairs for the fields found, committed docs only (server-side lookups)."""
         calls = [("lookup", [], [prefix, self.buckets, width, part]) for part in _parts(fields, width)]
         qs, vals = [], []
-        for i in range(0, len(calls), 8):
-            def run(part=calls[i:i + 8]):
-                pipe = self.r.pipeline(transaction=False)
-                for name, keys, args in part:
-                    self._scripts[name](keys=keys, args=args, client=pipe)
-                return pipe.execute()
-            for k, res in enumerate(self._retry(run)):
-                first = (i + k) * LUA_BATCH
-                qs += [first + int(x) for x in res[0::2]]
-                vals += res[1::2]
+        for k, res in enumerate(self._run_scripts(calls)):
+            qs += [k * LUA_BATCH + int(x) for x in res[0::2]]
+            vals += res[1::2]
         if not vals:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         lens = np.array([len(v) // 8 for v in vals], np.int64)
