@@ -250,5 +250,6 @@ def run_stage(
         summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
                               "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
                               "reused_scan_tasks": int(sum(r.reused for r in results))}
+        stage.before_publish(summary)
         od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work)
     return RunResult(out=out, summary=summary)

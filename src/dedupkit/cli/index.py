@@ -51,7 +51,8 @@ def _emit_add(res, as_json: bool, verb: str) -> None:
     else:
         click.echo(res.location)
     click.echo(f"index: {verb} {res.added} documents from {res.shards} shards in {res.seconds:.1f} s"
-               f"{f', skipped {res.bad_records} bad records' if res.bad_records else ''}; "
+               f"{f', skipped {res.bad_records} bad records' if res.bad_records else ''}"
+               f"{f' ({res.already_indexed} were already indexed by an earlier run of this command)' if res.already_indexed else ''}; "
                f"the index holds {res.documents}", err=True)
 
 
@@ -148,6 +149,15 @@ def info(location, as_json):
         lines.append(f"size:       {d['bytes']} bytes{per}")
     if d.get("redis_used_memory") is not None:
         lines.append(f"redis:      used_memory {d['redis_used_memory']} bytes (whole database)")
+    if d.get("verified"):
+        lines.append(f"verified:   {d['verified']}")
+    lines.append(f"writer:     {d.get('writer') or 'none'}")
+    if d.get("pending"):
+        p = d["pending"]
+        lines.append(f"pending:    an append of {p['documents']} documents by {p['by']}: {p['state']}")
+    if d.get("leftovers"):
+        who = "the writer at work or an interrupted one" if d.get("writer") else "an interrupted writer"
+        lines.append(f"leftovers:  {', '.join(d['leftovers'])} (of {who}; never read, removed by the next writer)")
     click.echo("\n".join(lines))
 
 
@@ -179,7 +189,9 @@ Example:
               help="Fail (exit code 3) when more than this share of the drop's rows are duplicates of the "
                    "index or of each other.")
 @click.option("--update", is_flag=True,
-              help="When the check passes, add the drop's kept documents to the index.")
+              help="When the check passes, add the drop's kept documents to the index. Concurrent checks "
+                   "with --update take turns (the second waits, saying so on stderr) and decide as if run one "
+                   "after the other.")
 @click.option("--stages", default=None, help="Must match the index (default: the index's settings).")
 @click.option("--normalize", default=None, help="Must match the index (default: the index's settings).")
 @_minhash_opts
