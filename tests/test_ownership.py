@@ -236,3 +236,17 @@ def test_report_never_replaces_a_file_it_did_not_write(tmp_path):
     link.symlink_to(page)
     res = _invoke("report", out, "-o", link, "--overwrite")
     assert res.exit_code == 1 and "symbolic link" in res.output
+
+
+def test_inputs_that_are_not_regular_files_are_refused_at_the_start(tmp_path):
+    """A dangling link or a pipe among the inputs: a clear error before anything is written."""
+    data = tmp_path / "data"
+    write_jsonl(data / "a.jsonl", [{"text": "one"}])
+    (data / "gone.jsonl").symlink_to(data / "no-such.jsonl")
+    res = _invoke("exact", data, "-o", tmp_path / "out", "-q")
+    assert res.exit_code == 1 and "gone.jsonl is a symbolic link to nothing" in res.output
+    (data / "gone.jsonl").unlink()
+    os.mkfifo(data / "pipe.jsonl")
+    res = _invoke("exact", data, "-o", tmp_path / "out", "-q")
+    assert res.exit_code == 1 and "pipe.jsonl is not a regular file" in res.output
+    assert not (tmp_path / "out").exists()
