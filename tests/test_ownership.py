@@ -194,6 +194,13 @@ def test_stage_overwrite_keeps_foreign_files_and_the_old_run_until_the_new_one_i
     assert res.exit_code == 0, res.output
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "summary.json").read_text())["config"]["read"]["id_column"] == "id"
+    # the same for `run --overwrite` (its stages rerun over the old finished run)
+    run = tmp_path / "run"
+    assert _invoke("run", data, "--stages", "exact,fuzzy", "-o", run, "-q").exit_code == 0
+    old = _snapshot(run)
+    res = _invoke("run", data, "--stages", "exact,fuzzy", "-o", run, "-q", "--overwrite", "--id-column", "idd")
+    assert res.exit_code == 1
+    assert _snapshot(run) == old
 
 
 def test_output_that_is_a_skip_manifest_is_refused_up_front(tmp_path):

@@ -351,8 +351,6 @@ def run_pipeline(
             else:
                 if not changed:
                     changed = True
-                _invalidate(root)
-                _discard_stale_stages(root, wanted)
                 from dedupkit.engine.local import no_progress
                 from dedupkit.io.read import ReadSpec
                 from dedupkit.runner import RunOptions, run_stage
@@ -361,7 +359,11 @@ def run_pipeline(
                 opts = RunOptions(workers=config.workers, engine=config.engine, ray_address=config.ray_address,
                                   skip=(str(prev_dir),) if prev_dir is not None else (), overwrite=True,
                                   max_drop_rate=settings.max_drop_rate)
-                res = run_stage(stage, shard_inputs, sdir, spec, opts, progress or no_progress)
+                # Nothing of the old run changes before this stage's new manifest is complete (a
+                # mistyped --id-column with --overwrite leaves the old run as it was); then the
+                # combined output is marked unfinished before the stage folder is swapped.
+                res = run_stage(stage, shard_inputs, sdir, spec, opts, progress or no_progress,
+                                before_finish=lambda: (_invalidate(root), _discard_stale_stages(root, wanted)))
                 summary = res.summary
                 sha = _sha_file(sdir / SUMMARY)
                 c = summary["counts"]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -98,6 +98,7 @@ def run_stage(
     spec: ReadSpec,
     options: RunOptions = RunOptions(),
     progress: ProgressFactory = no_progress,
+    before_finish: Callable[[], None] | None = None,
 ) -> RunResult:
     """Run ``stage`` over ``inputs`` and write ``out/manifest`` and ``out/summary.json``.
 
@@ -108,6 +109,8 @@ def run_stage(
         spec: text and id columns, batch size, bad-record policy.
         options: workers, skip manifests, overwrite, guardrails.
         progress: a progress-bar factory (the CLI passes tqdm on stderr).
+        before_finish: called once the new manifest is complete, just before an old run in
+            ``out`` is replaced (``run`` marks its combined output unfinished there).
 
     Returns:
         The output folder and the summary written there.
@@ -251,5 +254,7 @@ def run_stage(
                               "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
                               "reused_scan_tasks": int(sum(r.reused for r in results))}
         stage.before_publish(summary)
+        if before_finish is not None:
+            before_finish()
         od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work)
     return RunResult(out=out, summary=summary)
