@@ -16,7 +16,9 @@ WORK_TRASH = ".work.trash"
 MANIFEST_TMP = ".manifest.tmp"
 MANIFEST_OLD = ".manifest.old"
 ANALYSIS = "analysis.json"
-_OURS = {LOCK, RECORD, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, MANIFEST_TMP, MANIFEST_OLD, ANALYSIS}
+SPANS = "spans"  # = dedupkit.spans.SPANS_DIR (not imported: pyarrow)
+_OURS = {LOCK, RECORD, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, MANIFEST_TMP, MANIFEST_OLD, ANALYSIS, SPANS,
+         ".spans.old"}
 _OURS_PREFIXES = (SUMMARY + ".tmp", "." + ANALYSIS + ".tmp")
 _PART = re.compile(r"^part-\d{5,}\.parquet$")
 
@@ -55,15 +57,16 @@ class OutputDir(Claim):
                 f"{self.path} already holds a finished run; pass --overwrite to replace it, or "
                 "choose another -o"
             )
-        manifest = self.path / MANIFEST_DIR
-        if MANIFEST_DIR in entries and manifest.is_dir() and not manifest.is_symlink():
-            foreign = sorted(p.name for p in manifest.iterdir() if not _PART.match(p.name))
-            if foreign:
-                raise OutputError(
-                    f"{manifest} holds files dedupkit did not write ({', '.join(foreign[:3])}); they are never "
-                    "deleted: move them away, or choose another -o")
-        elif MANIFEST_DIR in entries:
-            raise OutputError(f"{manifest} is not a folder dedupkit wrote; move it away or choose another -o")
+        for name in (MANIFEST_DIR, SPANS):
+            folder = self.path / name
+            if name in entries and folder.is_dir() and not folder.is_symlink():
+                foreign = sorted(p.name for p in folder.iterdir() if not _PART.match(p.name) or p.is_dir())
+                if foreign:
+                    raise OutputError(
+                        f"{folder} holds files dedupkit did not write ({', '.join(foreign[:3])}); they are never "
+                        "deleted: move them away, or choose another -o")
+            elif name in entries:
+                raise OutputError(f"{folder} is not a folder dedupkit wrote; move it away or choose another -o")
 
     def prepare(self) -> None:
         self._remove_stale_temporaries()
@@ -81,7 +84,7 @@ class OutputDir(Claim):
                 p.unlink(missing_ok=True)
             elif p.name in (MANIFEST_TMP, WORK_TRASH):
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.name == MANIFEST_OLD:
+            elif p.name in (MANIFEST_OLD, ".spans.old"):
                 _remove_manifest(p)
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -102,7 +105,7 @@ class OutputDir(Claim):
         tmp.mkdir()
         return tmp
 
-    def finish(self, tmp_manifest: Path, write_summary, keep_work: bool = False) -> None:
+    def finish(self, tmp_manifest: Path, write_summary, keep_work: bool = False, spans: Path | None = None) -> None:
         """Swap the new manifest in, remove the work files, then write the summary.
 
         Nothing of an old finished run is touched before this point. Its summary goes first (the
@@ -114,6 +117,9 @@ class OutputDir(Claim):
         """
         (self.path / SUMMARY).unlink(missing_ok=True)
         (self.path / ANALYSIS).unlink(missing_ok=True)  # an old run's; the new one writes its own
+        # A span stage's OUT/spans (span manifests) is swapped the same way; an old run's spans
+        # go when the new run has none.
+        _swap_parts(self.path, SPANS, ".spans.old", spans)
         swap_manifest(self.path, tmp_manifest)
         if not keep_work and self.work.exists():
             # Rename first, in one step: a kill during the deletion must not leave a .work folder
@@ -131,14 +137,24 @@ def swap_manifest(root: Path, tmp_manifest: Path) -> None:
     Call it only when the summary is gone (the folder looks unfinished). Only part files are
     deleted; anything else in the old manifest folder stays under ``.manifest.old``.
     """
-    final = root / MANIFEST_DIR
-    old = root / MANIFEST_OLD
-    if final.exists():
+    _swap_parts(root, MANIFEST_DIR, MANIFEST_OLD, tmp_manifest)
+
+
+def _swap_parts(root: Path, name: str, old_name: str, new: Path | None) -> None:
+    """Replace the part folder ``root/name`` by ``new`` (or just remove it when ``new`` is None).
+
+    The old folder is renamed aside in one step, then only its ``part-NNNNN.parquet`` files are
+    deleted (and the folder, if that left it empty).
+    """
+    final = root / name
+    old = root / old_name
+    if final.exists() and not final.is_symlink():
         if old.exists():
             _remove_manifest(old)
         os.replace(final, old)
         _remove_manifest(old)
-    os.replace(tmp_manifest, final)
+    if new is not None:
+        os.replace(new, final)
     _fsync_dir(root)
 
 
@@ -154,7 +170,7 @@ def discard_output(folder: Path) -> None:
     for p in folder.iterdir():
         if p.name == RECORD or p.name == LOCK:
             continue
-        if p.name in (MANIFEST_DIR, MANIFEST_OLD) and p.is_dir() and not p.is_symlink():
+        if p.name in (MANIFEST_DIR, MANIFEST_OLD, SPANS, ".spans.old") and p.is_dir() and not p.is_symlink():
             _remove_manifest(p)
         elif p.name in (WORK, WORK_TRASH, MANIFEST_TMP) and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)

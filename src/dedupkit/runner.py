@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,7 @@ from dedupkit.outdir import OutputDir
 from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
 from dedupkit.scan import Corpus, plan_tasks, run_scan_task
-from dedupkit.spans import SPANS_DIR, install_spans, read_spans, span_counts
+from dedupkit.spans import SPANS_DIR, read_spans, span_counts
 from dedupkit.stages.base import Stage
 
 MAX_LISTED_BAD = 1000
@@ -246,9 +245,6 @@ def run_stage(
         if decisions.spans is not None:
             # validated before it is moved: a folder with broken spans never becomes OUT/spans
             summary["counts"].update(span_counts(read_spans(decisions.spans)))
-            install_spans(decisions.spans, od.path)
-        elif (od.path / SPANS_DIR).exists():  # left by an interrupted run of a span stage
-            shutil.rmtree(od.path / SPANS_DIR)
         t_end = time.perf_counter()
         summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
                               "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
@@ -256,5 +252,7 @@ def run_stage(
         stage.before_publish(summary)
         if before_finish is not None:
             before_finish()
-        od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work)
+        # OUT/spans is swapped in by finish() with the manifest, after the old summary is gone
+        od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work,
+                  spans=Path(decisions.spans) if decisions.spans is not None else None)
     return RunResult(out=out, summary=summary)
