@@ -3,8 +3,8 @@
 Hypothesis builds a tree of files, folders, symbolic links (inside the tree, to a folder outside
 it, dangling), stale lock files, files with dedupkit's own names but other content, and genuine
 dedupkit outputs (a stage folder, a clean corpus, a report page, an index) with files of the user's
-added inside them. Then it runs one writing command (exact, fuzzy, run [--clean], apply, report,
-index create), with or without --overwrite, aimed at an existing path or a new one, reading the
+added inside them. Then it runs one writing command (exact, fuzzy, substring, decontaminate, check,
+run [--clean], apply, report, index create), with or without --overwrite, aimed at an existing path or a new one, reading the
 tree or a fixed corpus. After it:
 
 - every file, link and folder that dedupkit did not write is still there, unchanged (bytes, link
@@ -140,7 +140,8 @@ def _target(root: Path, snap: dict, choice: int, new: str) -> Path:
           phases=[Phase.explicit, Phase.generate, Phase.shrink],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(_step, max_size=8),
-       command=st.sampled_from(["exact", "fuzzy", "run", "run-clean", "apply", "report", "index"]),
+       command=st.sampled_from(["exact", "fuzzy", "substring", "decontaminate", "check", "run", "run-clean",
+                                "apply", "report", "index"]),
        choice=st.integers(0, 40), new=st.sampled_from(["new", "out", "fresh/deeper"]),
        overwrite=st.booleans(), read_tree=st.booleans(), skip=st.booleans())
 def test_no_command_changes_what_it_did_not_write(template, steps, command, choice, new, overwrite, read_tree, skip):
@@ -150,6 +151,7 @@ def test_no_command_changes_what_it_did_not_write(template, steps, command, choi
         shutil.copytree(template / "data", data)
         m = base / "m"
         shutil.copytree(template / "stage", m)
+        shutil.copytree(template / "index", base / "index")
         root, outside = base / "tree", base / "outside"
         root.mkdir()
         outside.mkdir()
@@ -162,6 +164,12 @@ def test_no_command_changes_what_it_did_not_write(template, steps, command, choi
         ow = ["--overwrite"] if overwrite else []
         if command in ("exact", "fuzzy"):
             args = [command, *inputs, "-o", target, "-q", *ow] + (["--skip", "m"] if skip and not read_tree else [])
+        elif command == "substring":
+            args = ["substring", *inputs, "-o", target, "-q", "--min-tokens", "5", *ow]
+        elif command == "decontaminate":
+            args = ["decontaminate", *inputs, "--against", "data/a.jsonl", "--mode", "cut", "-o", target, "-q", *ow]
+        elif command == "check":
+            args = ["check", *inputs, "--against", "index", "-o", target, "-q", *ow]
         elif command == "run":
             args = ["run", *inputs, "--stages", "exact", "-o", target, "-q", *ow]
         elif command == "run-clean":
