@@ -257,3 +257,20 @@ def test_inputs_that_are_not_regular_files_are_refused_at_the_start(tmp_path):
     res = _invoke("exact", data, "-o", tmp_path / "out", "-q")
     assert res.exit_code == 1 and "pipe.jsonl is not a regular file" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_stale_lock_files_never_block_and_never_linger_in_our_folders(tmp_path):
+    data = tmp_path / "data"
+    write_jsonl(data / "a.jsonl", [{"text": f"row {i % 3}"} for i in range(6)])
+    out = tmp_path / "out"
+    assert _invoke("exact", data, "-o", out, "-q").exit_code == 0
+    assert not (out / ".dedupkit.lock").exists()  # the lock goes with the run
+    (out / ".dedupkit.lock").write_text("pid 999999")  # a killed run's
+    assert _invoke("exact", data, "-o", out, "-q", "--overwrite").exit_code == 0
+    assert not (out / ".dedupkit.lock").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".dedupkit.lock").write_text("pid 999999")  # in a folder not (yet) provably ours
+    assert _invoke("exact", data, "-o", empty, "-q", "--id-column", "nope").exit_code == 1
+    assert [p.name for p in empty.iterdir()] == [".dedupkit.lock"]
+    assert (empty / ".dedupkit.lock").read_text() == "pid 999999"

@@ -158,6 +158,8 @@ def test_no_command_changes_what_it_did_not_write(template, steps, command, choi
         (outside / "keep.txt").write_bytes(b"outside the tree")
         ours = _build(root, outside, template, steps)
         ours |= set(_snapshot(m))
+        # a stale lock file is a killed dedupkit run's: the next run in that folder may remove it
+        ours |= {p for p in _snapshot(root) if p.endswith("/.dedupkit.lock")}
         before = _snapshot(base)
         target = _target(root, _snapshot(root), choice, new)
         inputs = [root] if read_tree else ["data"]

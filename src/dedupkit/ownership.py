@@ -286,6 +286,8 @@ class Claim:
             if not (self.path / RECORD).exists():
                 self._record_made = True
                 (self.path / RECORD).write_text(json.dumps({"dedupkit": "output", "kind": self.kind}) + "\n")
+            else:
+                self._lock.old = None  # a stale lock in our own folder (a killed run's) goes at the end
             self.prepare()
         except BaseException as exc:
             self._undo(final=True)
