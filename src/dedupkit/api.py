@@ -281,7 +281,8 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
 
     from dedupkit.index import IndexStoreError, create_index
     from dedupkit.index.ops import AddResult, add_inputs
-    from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
+    from dedupkit.index.local import FORMAT as INDEX_FORMAT
+    from dedupkit.ownership import check_creatable, check_separate, made_dirs, read_json, remove_made_dirs
 
     root = Path(location)
     check_separate(root, [("--from", i) for i in inputs if os.path.exists(i)], contain_ok=True, out_option="INDEX")
@@ -290,7 +291,8 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
     names = {p.name for p in root.iterdir()} if root.exists() else set()
     build = root
     if names:
-        if "index.json" not in names:
+        meta = read_json(root / "index.json")
+        if not (isinstance(meta, dict) and meta.get("format") == INDEX_FORMAT):
             raise IndexStoreError(f"{root} holds other files and is not a dedupkit index; choose another path")
         if not overwrite:
             raise IndexStoreError(f"{root} already holds an index; use `dedupkit index add` to grow it, "
