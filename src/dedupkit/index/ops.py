@@ -192,6 +192,7 @@ class CheckStage(Stage):
     """
 
     name = "check"
+    reusable = False  # the index it checks against changes (check --update, index add)
 
     def __init__(self, store: IndexStore, policy: KeepPolicy = KeepPolicy(), max_dup_rate: float | None = None):
         self.store = store
