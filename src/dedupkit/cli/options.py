@@ -59,7 +59,7 @@ def engine_options(f: Callable) -> Callable:
     f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      envvar="DEDUPKIT_ENGINE",
                      help="Where per-shard and per-partition work runs: local processes, or Ray "
-                          "(pip install 'dedupkit[ray]'); the manifest is the same. With ray, "
+                          "(pip install 'dedupkit-corpus[ray]'); the manifest is the same. With ray, "
                           "--workers is the most tasks running at once.")(f)
     return f
 
