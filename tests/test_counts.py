@@ -145,14 +145,18 @@ def test_every_dropped_row_has_a_reason(tmp_path):
             assert r["reason"].startswith("bad record: "), r
         elif r["stage"] == "exact":
             assert r["reason"] == f"exact duplicate of {r['duplicate_of']}"
-        else:
-            assert r["reason"] == f"jaccard {r['score']:.2f} with {r['duplicate_of']}"
+        else:  # the measure that decided (jaccard unless the stage records another), the score, the match
+            m = re.fullmatch(r"(estimated jaccard|jaccard|char n-gram jaccard|containment) (\d\.\d\d) with (.+)",
+                             r["reason"])
+            assert m and m.group(2) == f"{r['score']:.2f}" and m.group(3) == r["duplicate_of"], r
     assert by_stage == {"exact": 3, "fuzzy": 2}
 
 
 def test_reason_texts():
     assert reason_text("fuzzy", "d1", 0.834) == "jaccard 0.83 with d1"
     assert reason_text("fuzzy", "d1", 0.9, measure="containment") == "containment 0.90 with d1"
+    assert reason_text("fuzzy", "d1", 0.9, measure="char") == "char n-gram jaccard 0.90 with d1"
+    assert reason_text("fuzzy", "d1", 0.9, measure="jaccard_estimate") == "estimated jaccard 0.90 with d1"
     assert reason_text("semantic", "d2", 0.961) == "cosine similarity 0.96 to d2"
     assert reason_text("check", "c3", 1.0, match="index-exact") == "exact duplicate of c3 in the index"
     assert reason_text("check", "c3", 0.7, match="drop-fuzzy") == "jaccard 0.70 with c3"

@@ -43,7 +43,7 @@ def count_rows(folder: Path) -> int:
                     reason="the fuzzy and semantic stages are not merged into this checkout yet")
 def test_chain_script_runs_on_the_bundled_corpus(tmp_path):
     out = tmp_path / "chain"
-    p = bash(EXAMPLES / "chain.sh", "examples/corpus", str(out))
+    p = bash(EXAMPLES / "chain.sh", "examples/corpus", str(out), env={"DEDUPKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"{out}/clean"
     last = read_manifest(out / "semantic")

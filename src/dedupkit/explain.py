@@ -100,6 +100,16 @@ MEASURE_COLUMN = "measure"  # which similarity decided a fuzzy pair (jaccard, co
 MATCH_COLUMN = "match"      # `dedupkit check`: index-exact, index-fuzzy, drop-exact, drop-fuzzy
 
 
+#: How a fuzzy stage's ``measure`` values read in a reason.
+MEASURE_WORDS = {
+    "jaccard": "jaccard",                          # word-shingle Jaccard, computed exactly
+    "jaccard_estimate": "estimated jaccard",       # from the MinHash signatures (--verify signature)
+    "char": "char n-gram jaccard",                 # Jaccard of character n-grams
+    "containment": "containment",                  # share of the shorter document's shingles in the other
+    "candidate": "LSH candidate (not verified)",   # --verify none
+}
+
+
 def reason_text(stage: str, duplicate_of: str | None, score: float | None, measure: str | None = None,
                 match: str | None = None, kind: str | None = None) -> str:
     """Why a row was dropped as a duplicate, in words.
@@ -125,8 +135,10 @@ def reason_text(stage: str, duplicate_of: str | None, score: float | None, measu
     if kind == "exact":
         return f"exact duplicate of {x}{where}"
     if kind == "fuzzy":
-        m = measure or "jaccard"
-        return f"{m} {score:.2f} with {x}{where}" if has_score else f"{m} match with {x}{where}"
+        m = MEASURE_WORDS.get(measure or "jaccard", measure)
+        if measure == "candidate" or not has_score:
+            return f"{m} with {x}{where}" if measure == "candidate" else f"{m} match with {x}{where}"
+        return f"{m} {score:.2f} with {x}{where}"
     if kind == "semantic":
         return f"cosine similarity {score:.2f} to {x}" if has_score else f"semantic duplicate of {x}"
     return f"{stage} duplicate of {x}" + (f" (score {score:.2f})" if has_score else "")

@@ -88,14 +88,19 @@ class RunResult:
     reused: bool = False
 
 
+#: Settings that change where or how fast a stage works, never its manifest (the embedding cache).
+_NOT_DECIDING = frozenset({"cache_dir", "use_cache", "embed_cache_dir"})
+
+
 def settings_key(stage: Stage, spec: ReadSpec, skip_rows: dict[str, np.ndarray]) -> str:
     """A digest of everything besides the input files that decides a stage's manifest.
 
     The stage's settings and mapper key, the read options, the rows earlier stages dropped
-    (``--skip``) and the dedupkit version; not ``--workers``, ``--engine`` or the batch size's
-    effect (the manifest does not depend on them).
+    (``--skip``) and the dedupkit version; not ``--workers``, ``--engine``, the batch size or the
+    cache folder (the manifest does not depend on them).
     """
-    src = json.dumps({"stage": stage.name, "key": stage.key(), "config": stage.config_dict(),
+    config = {k: v for k, v in stage.config_dict().items() if k not in _NOT_DECIDING}
+    src = json.dumps({"stage": stage.name, "key": stage.key(), "config": config,
                       "read": {**{k: v for k, v in asdict(spec).items() if k != "batch_size"},
                                "extra_columns": list(spec.extra_columns)},
                       "skip": {k: hashlib.sha1(v.tobytes()).hexdigest() for k, v in sorted(skip_rows.items())},
