@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,8 @@ TEST_XDG_CACHE = Path(tempfile.mkdtemp(prefix="dedupkit-test-xdg-cache-"))
 os.environ["HOME"] = str(TEST_HOME)
 os.environ["XDG_CACHE_HOME"] = str(TEST_XDG_CACHE)
 os.environ.pop("DEDUPKIT_CACHE_DIR", None)
+# A local Ray cluster saves a new auth token to ~/.ray/auth_token unless it is given one.
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
 
 def _leftovers() -> list[str]:

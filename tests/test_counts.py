@@ -161,6 +161,9 @@ def test_reason_texts():
     assert reason_text("check", "c3", 1.0, match="index-exact") == "exact duplicate of c3 in the index"
     assert reason_text("check", "c3", 0.7, match="drop-fuzzy") == "jaccard 0.70 with c3"
     assert reason_text("mine", "x", 0.5) == "mine duplicate of x (score 0.50)"
+    assert reason_text("decontaminate", "gsm/17", 0.91) == "holds eval item gsm/17 (overlap 0.91)"
+    assert reason_text("substring", None, None, kind="substring", bytes_cut=120) == \
+        "shorter than min_length after cutting 120 repeated bytes"
 
 
 def test_semantic_drops_say_cosine(tmp_path):

@@ -34,18 +34,8 @@ WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu 
          "pepper quartz saddle timber velvet willow yonder zephyr anchor basket candle").split()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_home(tmp_path_factory):
-    """Ray writes its auth token to ~/.ray/auth_token when it starts a local cluster: these tests
-    (and the commands they start) give it a home of its own, so the user's stays untouched."""
-    home = tmp_path_factory.mktemp("ray-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HOME", str(home))
-        yield home
-
-
 @pytest.fixture(scope="module")
-def ray_session(ray_home):
+def ray_session():
     from dedupkit.engine.ray import init_local
 
     if ray.is_initialized():  # pragma: no cover - another module left one running

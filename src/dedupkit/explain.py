@@ -111,14 +111,15 @@ MEASURE_WORDS = {
 
 
 def reason_text(stage: str, duplicate_of: str | None, score: float | None, measure: str | None = None,
-                match: str | None = None, kind: str | None = None) -> str:
+                match: str | None = None, kind: str | None = None, bytes_cut: int | None = None) -> str:
     """Why a row was dropped as a duplicate, in words.
 
     ``exact duplicate of X``; ``jaccard 0.83 with X`` (fuzzy: the manifest's score, named by
     its ``measure`` column when the stage wrote one, else jaccard); ``cosine similarity 0.96 to X``
     (semantic: the score column is the cosine similarity, 1 - distance); ``dedupkit check`` adds
-    ``in the index`` for matches of indexed documents. Another stage: ``STAGE duplicate of X
-    (score 0.83)``. ``kind`` (exact, fuzzy, semantic) is what decided, when the stage's name
+    ``in the index`` for matches of indexed documents; ``holds eval item SET/ITEM (overlap
+    0.83)`` (decontaminate); ``shorter than min_length after cutting N repeated bytes``
+    (substring). Another stage: ``STAGE duplicate of X (score 0.83)``. ``kind`` (exact, fuzzy, semantic) is what decided, when the stage's name
     differs (a built-in stage registered under another name).
 
     Example:
@@ -139,6 +140,11 @@ def reason_text(stage: str, duplicate_of: str | None, score: float | None, measu
         if measure == "candidate" or not has_score:
             return f"{m} with {x}{where}" if measure == "candidate" else f"{m} match with {x}{where}"
         return f"{m} {score:.2f} with {x}{where}"
+    if kind == "decontaminate":
+        return f"holds eval item {x}" + (f" (overlap {score:.2f})" if has_score else "")
+    if kind == "substring":
+        return (f"shorter than min_length after cutting {bytes_cut} repeated bytes" if bytes_cut is not None
+                else "shorter than min_length after cutting repeated passages")
     if kind == "semantic":
         return f"cosine similarity {score:.2f} to {x}" if has_score else f"semantic duplicate of {x}"
     return f"{stage} duplicate of {x}" + (f" (score {score:.2f})" if has_score else "")
@@ -152,7 +158,8 @@ def drop_reasons(stage: str, keep, duplicate_of, score, extra: dict | None = Non
         keep: bool numpy array.
         duplicate_of: pyarrow string array (the representative's doc_id of dropped rows).
         score: float numpy array (NaN = no score).
-        extra: the stage's extra manifest columns; ``measure`` and ``match`` refine the text.
+        extra: the stage's extra manifest columns; ``measure``, ``match`` and ``bytes_cut`` refine
+            the text.
         kind: see :func:`reason_text`.
 
     Returns:
@@ -169,8 +176,9 @@ def drop_reasons(stage: str, keep, duplicate_of, score, extra: dict | None = Non
         dups = duplicate_of.take(idx).to_pylist()
         scores = np.asarray(score, np.float64)[drop].tolist()
         extra = extra or {}
-        measures = extra[MEASURE_COLUMN].take(idx).to_pylist() if MEASURE_COLUMN in extra else [None] * len(drop)
-        matches = extra[MATCH_COLUMN].take(idx).to_pylist() if MATCH_COLUMN in extra else [None] * len(drop)
-        for i, d, s, m, k in zip(drop.tolist(), dups, scores, measures, matches):
-            out[i] = reason_text(stage, d, None if math.isnan(s) else s, m, k, kind)
+        col = {c: extra[c].take(idx).to_pylist() if c in extra else [None] * len(drop)
+               for c in (MEASURE_COLUMN, MATCH_COLUMN, "bytes_cut")}
+        for j, (i, d, s) in enumerate(zip(drop.tolist(), dups, scores)):
+            out[i] = reason_text(stage, d, None if math.isnan(s) else s, col[MEASURE_COLUMN][j], col[MATCH_COLUMN][j],
+                                 kind, col["bytes_cut"][j])
     return pa.array(out, pa.string())
