@@ -228,6 +228,7 @@ class CheckStage(Stage):
     """
 
     name = "check"
+    reusable = False  # the index it checks against changes (check --update, index add)
 
     def __init__(self, store: IndexStore, policy: KeepPolicy = KeepPolicy(), max_dup_rate: float | None = None,
                  update: bool = False):
