@@ -641,8 +641,13 @@ class EvalIndex:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_index(folder: str) -> EvalIndex:
-    return EvalIndex.load(folder)
+def _load_index(folder: str, fingerprint: str) -> EvalIndex:
+    """The index in ``folder``, loaded once per process; the fingerprint is part of the cache key,
+    so a long-lived (Ray) worker never serves an older index written to the same folder."""
+    ix = EvalIndex.load(folder)
+    if ix.meta.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{folder} holds another index than this run built; rerun the command")
+    return ix
 
 
 def best_per_doc(n: int, gd: np.ndarray, gi: np.ndarray, overlap: np.ndarray, min_overlap: float):
@@ -663,12 +668,13 @@ def best_per_doc(n: int, gd: np.ndarray, gi: np.ndarray, overlap: np.ndarray, mi
 class DecontaminateMapper(Mapper):
     """Per batch: the best eval item found in each document (loads the index once per process)."""
 
-    def __init__(self, index_dir: str, min_overlap: float):
+    def __init__(self, index_dir: str, fingerprint: str, min_overlap: float):
         self.index_dir = index_dir
+        self.fingerprint = fingerprint
         self.min_overlap = min_overlap
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
-        ix = _load_index(self.index_dir)
+        ix = _load_index(self.index_dir, self.fingerprint)
         n = len(batch)
         d, _, w, it, ip = ix.scan(batch.text)
         gd, gi, _, ov = ix.coverage(d, it, ip, w)
@@ -771,6 +777,7 @@ class DetailTask:
     rows: tuple[int, ...]  # shard row numbers of the hit documents (sorted)
     globals_: tuple[int, ...]  # their global indices
     index_dir: str
+    fingerprint: str
     cfg: DecontaminateConfig
 
 
@@ -800,7 +807,7 @@ def _readers(task: DetailTask):
 
 def detail_task(task: DetailTask) -> list[dict]:
     """Matches, matched text and (cut mode) spans of the wanted documents of one scan task."""
-    ix = _load_index(task.index_dir)
+    ix = _load_index(task.index_dir, task.fingerprint)
     rows = np.asarray(task.rows, np.int64)
     glob = dict(zip(task.rows, task.globals_))
     out = []
@@ -876,7 +883,7 @@ class DecontaminateStage(Stage):
 
     def mapper(self) -> Mapper:
         self._ensure_index()
-        return DecontaminateMapper(self.index_dir, self.config.min_overlap)
+        return DecontaminateMapper(self.index_dir, self.index_meta["fingerprint"], self.config.min_overlap)
 
     def key(self) -> str:
         self._ensure_index()
@@ -896,7 +903,7 @@ class DecontaminateStage(Stage):
             if hi > lo:
                 g = hit_idx[lo:hi]
                 tasks.append(DetailTask(corpus.tasks[t], tuple(corpus.rows[g].tolist()), tuple(g.tolist()),
-                                        self.index_dir, self.config))
+                                        self.index_dir, self.index_meta["fingerprint"], self.config))
         details: list[dict] = []
         if tasks:
             for part in self.engine.map(detail_task, tasks, desc="decontaminate: details"):
