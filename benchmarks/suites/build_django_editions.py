@@ -22,8 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import UnionFind, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
-from build_django_releases import fetch  # noqa: E402
+from _common import UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
 
 SEED = 1302
 OLD, NEW = "3.2.25", "5.1.4"
@@ -47,7 +46,7 @@ def sections(top: Path) -> dict:
 
 
 def build(raw: Path) -> list[dict]:
-    old, new = sections(fetch(raw, f"django=={OLD}")), sections(fetch(raw, f"django=={NEW}"))
+    old, new = sections(fetch_sdist(raw, f"django=={OLD}")), sections(fetch_sdist(raw, f"django=={NEW}"))
     rng = random.Random(SEED)
     keys = sorted(set(old) | set(new))
     pick = set(rng.sample(keys, min(KEYS, len(keys))))

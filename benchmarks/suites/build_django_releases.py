@@ -23,13 +23,12 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import UnionFind, extract_sdist, jaccard5, norm_ws, rst_sections, words, write_suite  # noqa: E402
+from _common import UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, words, write_suite  # noqa: E402
 
 SEED = 1301
 VERSION = "5.1.4"
@@ -37,16 +36,6 @@ DATE = re.compile(r"^\*([A-Z][a-z]+ \d+, \d{4})\*", re.M)
 CVE = re.compile(r"CVE-\d{4}-\d+")
 TICKET = re.compile(r":ticket:`(\d+)`")
 POINT = re.compile(r"^\d+\.\d+\.\d+$")
-
-
-def fetch(raw: Path, spec: str) -> Path:
-    name, ver = spec.split("==")
-    hit = sorted(raw.glob(f"[Dd]jango-{ver}.tar.gz"))
-    if not hit:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", spec,
-                        "-d", str(raw)], check=True)
-        hit = sorted(raw.glob(f"[Dd]jango-{ver}.tar.gz"))
-    return extract_sdist(hit[0], raw)
 
 
 def bullets(body: str) -> list[str]:
@@ -67,7 +56,7 @@ def bullets(body: str) -> list[str]:
 
 
 def build(raw: Path) -> list[dict]:
-    top = fetch(raw, f"django=={VERSION}")
+    top = fetch_sdist(raw, f"django=={VERSION}")
     rows = []
     for f in sorted((top / "docs" / "releases").glob("*.txt")):
         rel = f.stem
