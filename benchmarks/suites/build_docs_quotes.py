@@ -48,6 +48,8 @@ def build(raw: Path) -> list[dict]:
     for spec, sub in SOURCES:
         top = fetch_sdist(raw, spec)
         for f in sorted((top / sub).rglob("*.rst")):
+            if "announce" in f.parts:  # release announcements repeat the changelog's sections
+                continue
             for _, text in rst_sections(f.read_text(encoding="utf-8")):
                 if len(words(text)) >= MIN_WORDS:
                     docs.append(text)
@@ -119,7 +121,8 @@ def main() -> None:
     md = f"""# docs-quotes: partial copies and quotations
 
 Cluster suite of kind (c): sections of the Sphinx 7.4.7 and pytest 8.3.3 documentation (PyPI sdists,
-`doc/**/*.rst` and `doc/en/**/*.rst`, BSD-2-Clause and MIT; pytest's changelog is one of its files), plus partial copies and quotations of them built from the same real sections.
+`doc/**/*.rst` and `doc/en/**/*.rst`, BSD-2-Clause and MIT; pytest's changelog is one of its files; pytest's
+`announce/` folder is left out: its release mails repeat the changelog's sections), plus partial copies and quotations of them built from the same real sections.
 
 ## How it was built
 `python benchmarks/suites/build_docs_quotes.py OUT` (dedupkit repository), seed {SEED}.
