@@ -40,20 +40,23 @@ DEFAULT_SUITES = [SHARED / "data" / s for s in ("reuters-nd", "mrpc-groups", "cl
     [Path("/work/suites") / s for s in ("django-releases", "django-editions", "docs-quotes", "docstrings-ocr")]
 
 
-def dedupkit_cmd(root: Path, kind: str, suite: Path, out: Path) -> list[str]:
+def dedupkit_cmd(root: Path, kind: str, suite: Path, out: Path, options: list[str] = ()) -> list[str]:
+    """The command line; options are fuzzy settings KEY=VALUE (`--set fuzzy.KEY=VALUE` for run,
+    `--KEY VALUE` for fuzzy), to try a setting before it becomes the default."""
     base = [sys.executable, "-m", "dedupkit"]
     if kind == "run":
         return base + ["run", str(suite / "docs.parquet"), "-o", str(out), "-c", str(root / "configs" / "default.toml"),
-                       "--id-column", "id", "--overwrite"]
-    return base + ["fuzzy", str(suite / "docs.parquet"), "-o", str(out), "--id-column", "id", "--overwrite", "-q"]
+                       "--id-column", "id", "--overwrite"] + [x for o in options for x in ("--set", f"fuzzy.{o}")]
+    flags = [x for o in options for x in ("--" + o.split("=", 1)[0].replace("_", "-"), o.split("=", 1)[1])]
+    return base + ["fuzzy", str(suite / "docs.parquet"), "-o", str(out), "--id-column", "id", "--overwrite", "-q"] + flags
 
 
-def run_dedupkit(root: Path, kind: str, suite: Path, out: Path) -> dict:
+def run_dedupkit(root: Path, kind: str, suite: Path, out: Path, options: list[str] = ()) -> dict:
     """One dedupkit command as a whole process; returns seconds or an error line."""
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, PYTHONPATH=str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
-    r = subprocess.run(dedupkit_cmd(root, kind, suite, out), capture_output=True, text=True, env=env)
+    r = subprocess.run(dedupkit_cmd(root, kind, suite, out, options), capture_output=True, text=True, env=env)
     secs = round(time.perf_counter() - t0, 2)
     if r.returncode != 0:
         return {"error": f"exit {r.returncode}: " + " ".join(r.stderr.strip().splitlines()[-2:])}
@@ -97,6 +100,8 @@ def main() -> None:
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     ap.add_argument("--dedupkit-root", type=Path, default=HERE.parent,
                     help="dedupkit checkout whose src/ and configs/default.toml are run (default: this one)")
+    ap.add_argument("--fuzzy-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a fuzzy setting for both dedupkit commands (repeatable), e.g. threshold=0.8")
     ap.add_argument("--score", default=str(SHARED / "eval" / "score.py"))
     ap.add_argument("--exempt", nargs="*", default=["clough-stevenson"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/fuzzy-peers"))
@@ -110,9 +115,11 @@ def main() -> None:
         if not (suite / "truth.parquet").exists():
             print(f"skipping {suite}: not a cluster suite (no truth.parquet)", file=sys.stderr)
             continue
+        extra = f" + {' '.join(a.fuzzy_option)}" if a.fuzzy_option else ""
         for kind, tool in (("run", "dedupkit run -c configs/default.toml"), ("fuzzy", "dedupkit fuzzy (defaults)")):
             out = a.work / suite.name / f"dedupkit-{kind}"
-            info = run_dedupkit(a.dedupkit_root.resolve(), kind, suite, out)
+            info = run_dedupkit(a.dedupkit_root.resolve(), kind, suite, out, a.fuzzy_option)
+            tool += extra
             row = {"suite": suite.name, "tool": tool, "kind": "dedupkit", **info}
             if "error" not in info:
                 row.update(score(a.score, suite, out / "manifest"))
@@ -135,7 +142,7 @@ def main() -> None:
     print(f"\ndedupkit rows meeting the best peer (F1 >= and unique_lost <=): "
           f"{sum(r['meets'] == 'yes' for r in verdict)} of {len(verdict)} (exempt: {', '.join(a.exempt) or 'none'})")
     a.json_out.parent.mkdir(parents=True, exist_ok=True)
-    a.json_out.write_text(json.dumps({"dedupkit_root": str(a.dedupkit_root.resolve()),
+    a.json_out.write_text(json.dumps({"dedupkit_root": str(a.dedupkit_root.resolve()), "fuzzy_options": a.fuzzy_option,
                                       "dedupkit_commit": _commit(a.dedupkit_root), "rows": rows}, indent=1))
 
 
