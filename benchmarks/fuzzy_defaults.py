@@ -60,6 +60,18 @@ def grid(new_options: bool) -> list[dict]:
     for ch, cand in product((0.6, 0.7, 0.8), (0.3, 0.4)):
         g.append(dict(threshold=0.8, verify="sets", candidate_threshold=cand, measure="jaccard,containment,char",
                       containment_threshold=0.9, char_threshold=ch))
+    # second round, around what the first round showed: lower Jaccard thresholds with set
+    # verification (recall on edited editions), stricter containment and char thresholds (the
+    # looser ones lost unique documents on reuters-nd and docs-quotes)
+    for t, cand in product((0.55, 0.6, 0.65), (None, 0.5)):
+        base = dict(threshold=t, verify="sets", **({} if cand is None else {"candidate_threshold": cand}))
+        g.append(dict(base, measure="jaccard"))
+        for ct in (0.9, 0.95):
+            g.append(dict(base, measure="jaccard,containment", containment_threshold=ct))
+        for ch in (0.85, 0.9):
+            g.append(dict(base, measure="jaccard,char", char_threshold=ch))
+        for ct, ch in product((0.9, 0.95), (0.85, 0.9)):
+            g.append(dict(base, measure="jaccard,containment,char", containment_threshold=ct, char_threshold=ch))
     return g
 
 
@@ -125,6 +137,9 @@ def main() -> None:
     ap.add_argument("--exempt", nargs="*", default=["clough-stevenson"])
     ap.add_argument("--score", default=str(SHARED / "eval" / "score.py"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/fuzzy-defaults"))
+    ap.add_argument("--cache-tag", default=None,
+                    help="cache key for the dedupkit code (default: its commit + a hash of its uncommitted src diff); "
+                         "pass an earlier tag to reuse results across commits that do not change decisions")
     ap.add_argument("--only-cached", action="store_true", help="use cached results only (no new runs)")
     ap.add_argument("--json-out", type=Path, default=HERE / "results" / "fuzzy_defaults.json")
     a = ap.parse_args()
@@ -141,6 +156,7 @@ def main() -> None:
     new = hasattr(fz.FuzzyConfig, "from_options") and "measure" in inspect.signature(fz.FuzzyConfig.from_options).parameters
     settings = grid(new)
     state = src_state(src)
+    tag = a.cache_tag or state
     a.work.mkdir(parents=True, exist_ok=True)
     cache_path = a.work / "cache.jsonl"
     cache = {}
@@ -153,7 +169,7 @@ def main() -> None:
     for si, suite in enumerate(suites):
         fp = (suite / "docs.parquet").stat()
         for gi, p in enumerate(settings):
-            key = json.dumps([state, suite.name, fp.st_size, int(fp.st_mtime), p], sort_keys=True)
+            key = json.dumps([tag, suite.name, fp.st_size, int(fp.st_mtime), p], sort_keys=True)
             if key not in cache:
                 if a.only_cached:
                     continue
@@ -165,7 +181,7 @@ def main() -> None:
                 except Exception as e:  # a setting the checkout rejects: record, go on
                     m = {"error": f"{type(e).__name__}: {e}"}
                 m["seconds"] = round(time.perf_counter() - t0, 2)
-                cache[key] = {"key": key, **m}
+                cache[key] = {"key": key, "state": state, **m}
                 with open(cache_path, "a") as fh:
                     fh.write(json.dumps(cache[key]) + "\n")
                 import shutil
@@ -210,7 +226,8 @@ def main() -> None:
     ranked = sorted(valid, key=rank, reverse=True)
     top = ranked[:8]
 
-    print(f"dedupkit src {src} @ {state}; {len(settings)} settings x {len(suites)} suites; judged: {', '.join(judged)}\n")
+    states = sorted({res[k].get("state", tag) for k in res})
+    print(f"dedupkit src {src} @ {state} (results computed at {', '.join(states)}); {len(settings)} settings x {len(suites)} suites; judged: {', '.join(judged)}\n")
     print("### Leave-one-suite-out\n")
     print("| held-out suite | setting chosen on the other suites | held-out F1 | unique_lost | best peer (F1 / unique_lost) | holds |")
     print("|---|---|---|---|---|---|")
@@ -247,7 +264,7 @@ def main() -> None:
                   f"{m['F1']:.4f} | {m['unique_lost']:,} |")
     a.json_out.parent.mkdir(parents=True, exist_ok=True)
     a.json_out.write_text(json.dumps({
-        "dedupkit_src": str(src), "dedupkit_state": state, "suites": names, "judged": judged, "exempt": a.exempt,
+        "dedupkit_src": str(src), "dedupkit_state": state, "computed_at": states, "suites": names, "judged": judged, "exempt": a.exempt,
         "best_peers": {n: {k: best[n][k] for k in ("tool", "F1", "P", "R", "unique_lost")} for n in best},
         "loso": loso, "recommended": rec, "candidate_recall": recall,
         "grid": [{"setting": p, "results": {n: res.get((gi, n)) for n in names}} for gi, p in enumerate(settings)],
