@@ -40,6 +40,20 @@ sys.path.insert(0, str(HERE))
 SHARED = HERE.parent.parent / "shared"
 
 
+def _sets_block(thresholds, containments, chars) -> list[dict]:
+    """Set verification at each threshold, candidates at the threshold or at 0.5, with each measure
+    combination at the given containment / char thresholds."""
+    g = []
+    for t, cand in product(thresholds, (None, 0.5)):
+        base = dict(threshold=t, verify="sets", **({} if cand is None else {"candidate_threshold": cand}))
+        g.append(dict(base, measure="jaccard"))
+        g += [dict(base, measure="jaccard,containment", containment_threshold=ct) for ct in containments]
+        g += [dict(base, measure="jaccard,char", char_threshold=ch) for ch in chars]
+        g += [dict(base, measure="jaccard,containment,char", containment_threshold=ct, char_threshold=ch)
+              for ct, ch in product(containments, chars)]
+    return g
+
+
 def grid(new_options: bool) -> list[dict]:
     """The settings evaluated (keyword arguments of dedupkit.api.fuzzy)."""
     g = [dict(threshold=t, verify="signature") for t in (0.6, 0.65, 0.7, 0.75, 0.8, 0.85)]
@@ -47,15 +61,7 @@ def grid(new_options: bool) -> list[dict]:
         g += [dict(threshold=t, verify="jaccard") for t in (0.65, 0.7, 0.75, 0.8, 0.85)]
         g += [dict(threshold=t, verify="signature", ngram=n) for t in (0.65, 0.75, 0.8) for n in (3, 4)]
         return g
-    for t, cand in product((0.7, 0.75, 0.8, 0.85), (None, 0.5)):
-        base = dict(threshold=t, verify="sets", **({} if cand is None else {"candidate_threshold": cand}))
-        g.append(dict(base, measure="jaccard"))
-        for ct in (0.8, 0.9):
-            g.append(dict(base, measure="jaccard,containment", containment_threshold=ct))
-        for ch in (0.7, 0.8):
-            g.append(dict(base, measure="jaccard,char", char_threshold=ch))
-        for ct, ch in product((0.8, 0.9), (0.7, 0.8)):
-            g.append(dict(base, measure="jaccard,containment,char", containment_threshold=ct, char_threshold=ch))
+    g += _sets_block((0.7, 0.75, 0.8, 0.85), (0.8, 0.9), (0.7, 0.8))
     # wider candidate nets for the noisy copies (word Jaccard far below the char similarity)
     for ch, cand in product((0.6, 0.7, 0.8), (0.3, 0.4)):
         g.append(dict(threshold=0.8, verify="sets", candidate_threshold=cand, measure="jaccard,containment,char",
@@ -63,15 +69,7 @@ def grid(new_options: bool) -> list[dict]:
     # second round, around what the first round showed: lower Jaccard thresholds with set
     # verification (recall on edited editions), stricter containment and char thresholds (the
     # looser ones lost unique documents on reuters-nd and docs-quotes)
-    for t, cand in product((0.55, 0.6, 0.65), (None, 0.5)):
-        base = dict(threshold=t, verify="sets", **({} if cand is None else {"candidate_threshold": cand}))
-        g.append(dict(base, measure="jaccard"))
-        for ct in (0.9, 0.95):
-            g.append(dict(base, measure="jaccard,containment", containment_threshold=ct))
-        for ch in (0.85, 0.9):
-            g.append(dict(base, measure="jaccard,char", char_threshold=ch))
-        for ct, ch in product((0.9, 0.95), (0.85, 0.9)):
-            g.append(dict(base, measure="jaccard,containment,char", containment_threshold=ct, char_threshold=ch))
+    g += _sets_block((0.55, 0.6, 0.65), (0.9, 0.95), (0.85, 0.9))
     return g
 
 

@@ -22,6 +22,18 @@ def extract_sdist(tarball: Path, dest: Path) -> Path:
     return dest / top
 
 
+def suite_args(doc: str):
+    """The command line every build script takes: the output folder and --raw (sdist downloads)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="folder the suite is written to (created)")
+    ap.add_argument("--raw", type=Path, default=Path("/work/suites/raw"), help="where sdists are downloaded")
+    a = ap.parse_args()
+    a.raw.mkdir(parents=True, exist_ok=True)
+    return a
+
+
 def fetch_sdist(raw: Path, spec: str) -> Path:
     """Download (once, with pip, into raw) and unpack the source distribution `name==version`."""
     import subprocess

@@ -15,14 +15,13 @@ rule; texts identical after collapsing whitespace and case are always one cluste
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
+from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
 
 SEED = 1302
 OLD, NEW = "3.2.25", "5.1.4"
@@ -47,7 +46,7 @@ def sections(top: Path) -> dict:
 
 def _grams(text: str, n: int = 8) -> set:
     w = words(text)
-    return {hash(tuple(w[i:i + n])) for i in range(max(1, len(w) - n + 1))}
+    return {tuple(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
 
 
 def build(raw: Path) -> list[dict]:
@@ -110,11 +109,7 @@ def build(raw: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--raw", type=Path, default=Path("/work/suites/raw"))
-    a = ap.parse_args()
-    a.raw.mkdir(parents=True, exist_ok=True)
+    a = suite_args(__doc__)
     rows = build(a.raw)
     by = defaultdict(list)
     for r in rows:

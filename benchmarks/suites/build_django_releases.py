@@ -20,7 +20,6 @@ Texts identical after collapsing whitespace and case are always one cluster.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import sys
@@ -28,7 +27,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
+from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
 
 SEED = 1301
 VERSION = "5.1.4"
@@ -117,11 +116,7 @@ def build(raw: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--raw", type=Path, default=Path("/work/suites/raw"), help="where sdists are downloaded")
-    a = ap.parse_args()
-    a.raw.mkdir(parents=True, exist_ok=True)
+    a = suite_args(__doc__)
     rows = build(a.raw)
     # statistics for SUITE.md: pairwise word-5-gram Jaccard inside truth clusters (never used for truth)
     by = {}

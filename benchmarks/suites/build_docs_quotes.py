@@ -18,7 +18,6 @@ the document a careful reader would say it copies:
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import sys
@@ -26,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, words, write_suite  # noqa: E402
+from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, words, write_suite  # noqa: E402
 
 SEED = 1303
 SOURCES = (("sphinx==7.4.7", "doc"), ("pytest==8.3.3", "doc/en"))
@@ -104,11 +103,7 @@ def build(raw: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--raw", type=Path, default=Path("/work/suites/raw"))
-    a = ap.parse_args()
-    a.raw.mkdir(parents=True, exist_ok=True)
+    a = suite_args(__doc__)
     rows = build(a.raw)
     orig = {r["cluster"]: r["text"] for r in rows if r["level"] == "original"}
     per = defaultdict(list)

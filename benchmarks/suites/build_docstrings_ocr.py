@@ -14,7 +14,6 @@ reader calls different documents.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import random
 import sys
@@ -22,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import UnionFind, fetch_sdist, jaccard5, norm_ws, words, write_suite  # noqa: E402
+from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, words, write_suite  # noqa: E402
 
 SEED = 1304
 SOURCES = (("django==5.1.4", "django"), ("sphinx==7.4.7", "sphinx"), ("pytest==8.3.3", "src"))
@@ -138,10 +137,7 @@ def build(raw: Path) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--raw", type=Path, default=Path("/work/suites/raw"))
-    a = ap.parse_args()
+    a = suite_args(__doc__)
     rows = build(a.raw)
     orig = {r["cluster"]: r["text"] for r in rows if r["level"] == "original"}
     per = defaultdict(list)
