@@ -148,7 +148,7 @@ def main() -> None:
 
     from dedupkit import api
     from dedupkit.stages import fuzzy as fz
-    from fuzzy_quality import score
+    from fuzzy_quality import fingerprint, score
 
     assert Path(api.__file__).resolve().is_relative_to(src), f"dedupkit imported from {api.__file__}, not {src}"
     new = hasattr(fz.FuzzyConfig, "from_options") and "measure" in inspect.signature(fz.FuzzyConfig.from_options).parameters
@@ -165,9 +165,9 @@ def main() -> None:
     suites = [s.resolve() for s in a.suites if (s / "truth.parquet").exists()]
     res: dict = {}  # (setting index, suite name) -> metrics
     for si, suite in enumerate(suites):
-        fp = (suite / "docs.parquet").stat()
+        fp = fingerprint(suite, ("docs.parquet", "truth.parquet"))
         for gi, p in enumerate(settings):
-            key = json.dumps([tag, suite.name, fp.st_size, int(fp.st_mtime), p], sort_keys=True)
+            key = json.dumps([tag, suite.name, fp, p], sort_keys=True)
             if key not in cache:
                 if a.only_cached:
                     continue

@@ -256,9 +256,14 @@ def score(score_py: str, suite: Path, manifest: Path) -> dict:
             "unique_lost": res["drops"]["unique_lost"]}
 
 
-def _fingerprint(suite: Path) -> str:
-    st = (suite / "docs.parquet").stat()
-    return f"{st.st_size}:{int(st.st_mtime)}"
+def fingerprint(suite: Path, names: tuple[str, ...] = ("docs.parquet",)) -> str:
+    """Content hash of a suite's files (a rebuilt, byte-identical suite keeps its cached results)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for n in names:
+        h.update((suite / n).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def run_peer(peers_python: str, peer: str, suite: Path, out: Path, rerun: bool = False) -> dict:
@@ -270,7 +275,7 @@ def run_peer(peers_python: str, peer: str, suite: Path, out: Path, rerun: bool =
     cached = out / "info.json"
     if cached.exists() and not rerun:
         info = json.loads(cached.read_text())
-        if info.get("fingerprint") == _fingerprint(suite):
+        if info.get("fingerprint") == fingerprint(suite):
             return info
     shutil.rmtree(out, ignore_errors=True)
     r = subprocess.run([peers_python, __file__, "--run-peer", peer, "--suite", str(suite),
@@ -278,7 +283,7 @@ def run_peer(peers_python: str, peer: str, suite: Path, out: Path, rerun: bool =
     if r.returncode != 0:
         return {"error": " ".join(r.stderr.strip().splitlines()[-1:])}
     info = json.loads(r.stdout.strip().splitlines()[-1])
-    info["fingerprint"] = _fingerprint(suite)
+    info["fingerprint"] = fingerprint(suite)
     cached.write_text(json.dumps(info))
     return info
 

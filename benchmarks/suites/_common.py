@@ -146,6 +146,22 @@ def jaccard5(a: str, b: str) -> float:
     return len(x & y) / len(x | y) if x | y else 1.0
 
 
+def variant_table(rows: list[dict], names: dict | None = None) -> str:
+    """SUITE.md table: per variant level, how many and their word-5-gram Jaccard to the cluster's
+    `original` document (statistics only; truth never depends on it)."""
+    from collections import defaultdict
+
+    orig = {r["cluster"]: r["text"] for r in rows if r["level"] == "original"}
+    per = defaultdict(list)
+    for r in rows:
+        if r["level"] != "original":
+            per[r["level"]].append(jaccard5(orig.get(r["cluster"], r["text"]), r["text"]))
+    out = ["| variant | docs | median Jaccard to the original (word 5-grams) | >= 0.8 | < 0.5 |", "|---|---|---|---|---|"]
+    out += [f"| {(names or {}).get(k, k)} | {len(v):,} | {sorted(v)[len(v) // 2]:.3f} | {sum(j >= .8 for j in v):,} | "
+            f"{sum(j < .5 for j in v):,} |" for k, v in sorted(per.items())]
+    return "\n".join(out)
+
+
 def write_suite(out: Path, rows: list[dict], suite_md: str, rng) -> dict:
     """Shuffle rows (each: text, cluster key, level, extra truth columns), give opaque ids, write the
     suite files and return counts. `cluster` values are any hashables; they become strings."""

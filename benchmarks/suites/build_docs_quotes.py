@@ -21,11 +21,10 @@ from __future__ import annotations
 import random
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, words, write_suite  # noqa: E402
+from _common import suite_args, variant_table, UnionFind, fetch_sdist, norm_ws, rst_sections, words, write_suite  # noqa: E402
 
 SEED = 1303
 SOURCES = (("sphinx==7.4.7", "doc"), ("pytest==8.3.3", "doc/en"))
@@ -105,14 +104,7 @@ def build(raw: Path) -> list[dict]:
 def main() -> None:
     a = suite_args(__doc__)
     rows = build(a.raw)
-    orig = {r["cluster"]: r["text"] for r in rows if r["level"] == "original"}
-    per = defaultdict(list)
-    for r in rows:
-        if r["level"] != "original":
-            per[r["level"]].append(jaccard5(orig.get(r["cluster"], r["text"]), r["text"]))
-    stats = "| variant | docs | median Jaccard to its cluster's section (word 5-grams) | >= 0.8 |\n|---|---|---|---|\n"
-    stats += "\n".join(f"| {k} | {len(v):,} | {sorted(v)[len(v) // 2]:.3f} | {sum(j >= .8 for j in v):,} |"
-                       for k, v in sorted(per.items()))
+    stats = variant_table(rows)
     md = f"""# docs-quotes: partial copies and quotations
 
 Cluster suite of kind (c): sections of the Sphinx 7.4.7 and pytest 8.3.3 documentation (PyPI sdists,

@@ -17,11 +17,10 @@ from __future__ import annotations
 import ast
 import random
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, words, write_suite  # noqa: E402
+from _common import suite_args, variant_table, UnionFind, fetch_sdist, norm_ws, words, write_suite  # noqa: E402
 
 SEED = 1304
 SOURCES = (("django==5.1.4", "django"), ("sphinx==7.4.7", "sphinx"), ("pytest==8.3.3", "src"))
@@ -139,14 +138,7 @@ def build(raw: Path) -> list[dict]:
 def main() -> None:
     a = suite_args(__doc__)
     rows = build(a.raw)
-    orig = {r["cluster"]: r["text"] for r in rows if r["level"] == "original"}
-    per = defaultdict(list)
-    for r in rows:
-        if r["level"] != "original":
-            per[r["level"]].append(jaccard5(orig[r["cluster"]], r["text"]))
-    stats = "| level (char error rate) | copies | median Jaccard to original (word 5-grams) | >= 0.8 | < 0.5 |\n|---|---|---|---|---|\n"
-    stats += "\n".join(f"| {k} ({LEVELS[k]:.1%}) | {len(v):,} | {sorted(v)[len(v) // 2]:.3f} | {sum(j >= .8 for j in v):,} | "
-                       f"{sum(j < .5 for j in v):,} |" for k, v in per.items())
+    stats = variant_table(rows, {k: f"{k} ({v:.1%} char errors)" for k, v in LEVELS.items()})
     md = f"""# docstrings-ocr: noisy scanned / re-typed copies
 
 Cluster suite of kind (d): docstrings (>= {MIN_WORDS} words) of the Python modules in the Django 5.1.4,
