@@ -17,7 +17,7 @@ Writes the table to stdout and all rows to --json-out.
 
 Usage:
   python benchmarks/fuzzy_peers.py --peer-python /work/peers/fuzzy/bin/python \\
-      --suites ../shared/data/{reuters-nd,mrpc-groups,clough-stevenson} /work/suites/{django-releases,django-editions,docs-quotes,docstrings-ocr}
+      --suites ../shared/data/{reuters-nd,mrpc-groups,clough-stevenson} /work/suites/{django-releases,django-editions,django-paragraphs,docs-quotes,docstrings-ocr}
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from fuzzy_quality import PEERS, run_peer, score  # noqa: E402
 
 SHARED = HERE.parent.parent / "shared"
 DEFAULT_SUITES = [SHARED / "data" / s for s in ("reuters-nd", "mrpc-groups", "clough-stevenson")] + \
-    [Path("/work/suites") / s for s in ("django-releases", "django-editions", "docs-quotes", "docstrings-ocr")]
+    [Path("/work/suites") / s for s in ("django-releases", "django-editions", "django-paragraphs", "docs-quotes",
+                                            "docstrings-ocr")]
 
 
 def dedupkit_cmd(root: Path, kind: str, suite: Path, out: Path, options: list[str] = ()) -> list[str]:
