@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from dedupkit.errors import ManifestError, OutputError
 from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
-from dedupkit.manifest import load_summary, output_root, read_manifest
+from dedupkit.manifest import Manifest, open_manifest
 from dedupkit.outdir import write_error
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
@@ -43,11 +43,13 @@ def _out_names(shards: Sequence[Shard]) -> list[str]:
     return out
 
 
-def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str) -> np.ndarray:
-    entries = {s["name"]: s for s in summary.get("inputs", [])}
-    entry = entries.get(shard.name)
+def _keep_mask(manifest: Manifest, shard: Shard, fp: str) -> np.ndarray:
+    """The keep flags ``manifest`` records for ``shard`` (validated when the manifest was opened)."""
+    manifest_dir = manifest.root
+    inputs = manifest.summary.get("inputs", [])
+    entry = next((s for s in inputs if s["name"] == shard.name), None)
     if entry is None:
-        by_fp = [s for s in summary.get("inputs", []) if s.get("fingerprint") == fp]
+        by_fp = [s for s in inputs if s.get("fingerprint") == fp]
         if not by_fp:
             raise ManifestError(
                 f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "
@@ -59,14 +61,12 @@ def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str) -> np.nd
             f"{shard.name} changed since manifest {manifest_dir} was made (fingerprint "
             f"{entry.get('fingerprint')} recorded, {fp} now); rerun the stage on the current data"
         )
-    t = read_manifest(manifest_dir, columns=["row", "keep"], shard=entry["name"])
-    n = int(entry["rows"])
-    rows = t.column("row").to_numpy()
-    if len(rows) != n or len(np.unique(rows)) != n:
-        raise ManifestError(f"manifest {manifest_dir} holds {len(rows)} rows for {shard.name}, "
-                            f"which has {n}; rerun the stage with --overwrite")
-    mask = np.zeros(n, dtype=bool)
-    mask[rows] = t.column("keep").to_numpy(zero_copy_only=False)
+    # Only this shard's parts are read: apply reads each part once, so its time grows with the
+    # number of rows, not with rows x shards (it used to scan the whole manifest per shard).
+    mask = manifest.keep_mask(entry["name"])
+    if len(mask) != int(entry["rows"]):  # pragma: no cover - open_manifest checked the row counts
+        raise ManifestError(f"manifest {manifest_dir} holds {len(mask)} rows for {shard.name}, "
+                            f"which has {entry['rows']}; rerun the stage with --overwrite")
     return mask
 
 
@@ -164,13 +164,13 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
-    summaries = [(str(output_root(m)), load_summary(m)) for m in manifests]
-    shards = discover(inputs, exclude=[str(out)] + [d for d, _ in summaries])
+    opened = [open_manifest(m) for m in manifests]
+    shards = discover(inputs, exclude=[str(out)] + [str(m.root) for m in opened])
     # One fixed temporary folder next to OUT, locked while in use: a second apply to the same OUT
     # is refused, and the leftovers of a killed apply are removed (not piled up) by the next one.
     tmp = out.with_name(f".{out.name}.dedupkit-apply")
     old = out.with_name(f".{out.name}.dedupkit-old")
-    report = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
+    report = {"manifests": [str(m.root) for m in opened], "shards": [], "rows": 0, "kept": 0}
     try:
         lock = _lock_dir(tmp, out)
     except OSError as exc:
@@ -183,8 +183,8 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
         for shard, name in zip(shards, _out_names(shards)):
             fp = fingerprint(shard.path)
             mask = None
-            for d, summary in summaries:
-                m = _keep_mask(d, summary, shard, fp)
+            for manifest in opened:
+                m = _keep_mask(manifest, shard, fp)
                 mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
             dest = tmp / name
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,10 @@ from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.manifest import (
+    MANIFEST_DIR,
+    PARTS_KEY,
     check_prior_fingerprints,
+    part_records,
     load_prior,
     shard_table,
     write_summary,
@@ -237,5 +240,9 @@ def run_stage(
         summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
                               "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
                               "reused_scan_tasks": int(sum(r.reused for r in results))}
-        od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work)
+        def finish(root: Path) -> None:
+            summary[PARTS_KEY] = part_records(root / MANIFEST_DIR)
+            write_summary(root, summary)
+
+        od.finish(tmp, finish, keep_work=options.keep_work)
     return RunResult(out=out, summary=summary)

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedupkit.errors import InputError
+from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Shard, fingerprint
 from dedupkit.normalize import char_lengths
@@ -282,7 +283,7 @@ class Corpus:
         """Yield a mapper feature task by task (memory-mapped), in global order."""
         for t in self.tasks:
             path = Path(t.workdir) / f"task-{t.index:05d}.{name}.npy"
-            yield np.load(path, mmap_mode="r" if mmap else None)
+            yield load_npy(path, mmap=mmap)
 
     def feature(self, name: str) -> np.ndarray:
         """A mapper feature for all active documents, concatenated in global order."""

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dedupkit.errors import ConfigError
+from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
 from dedupkit.minhash import (
     MinHashConfig, band_keys, batch_shingle_hashes, detection_probability, signatures_from_hashes,
@@ -179,7 +180,7 @@ class _Gather:
     """Rows of a per-scan-task feature for arbitrary global indices (memory-mapped)."""
 
     def __init__(self, paths: tuple[str, ...], offsets: tuple[int, ...]):
-        self.parts = [np.load(p, mmap_mode="r") for p in paths]
+        self.parts = [load_npy(p) for p in paths]
         self.offsets = np.asarray(offsets, dtype=np.int64)
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
@@ -250,7 +251,7 @@ class _Sets:
     def __init__(self, prefixes: tuple[str, ...]):
         self.idx = [np.load(p + ".idx.npy") for p in prefixes]
         self.off = [np.load(p + ".off.npy") for p in prefixes]
-        self.hash = [np.load(p + ".hash.npy", mmap_mode="r") for p in prefixes]
+        self.hash = [load_npy(p + ".hash.npy") for p in prefixes]
         self.first = np.array([i[0] if len(i) else np.iinfo(np.int64).max for i in self.idx], np.int64)
 
     def get(self, g: int) -> np.ndarray:
