@@ -69,6 +69,9 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
         summary = json.loads(sp.read_text())
     except ValueError as exc:
         raise ManifestError(f"{sp} is not valid JSON ({exc}); rerun the stage with --overwrite") from exc
+    if not isinstance(summary, dict):
+        raise ManifestError(f"{sp} is not the summary of a finished dedupkit run (a JSON object with "
+                            f"\"complete\": true and its \"inputs\"); rerun the stage with --overwrite")
     if not (root / MANIFEST_DIR).is_dir():
         raise ManifestError(f"{root} has a summary but no {MANIFEST_DIR}/ folder; rerun the stage with --overwrite")
     return summary
