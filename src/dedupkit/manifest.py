@@ -357,7 +357,7 @@ def shard_table(
     cluster_id: np.ndarray,
     duplicate_of: pa.Array,
     score: np.ndarray,
-    bad: Iterable[dict],
+    bad: pa.Table | Iterable[dict],
     bad_doc_ids: pa.Array | None,
     prior: pa.Table | None,
     extra: dict[str, pa.Array] | None = None,
@@ -370,7 +370,8 @@ def shard_table(
     """
     extra = extra or {}
     extra_types = extra_types or {}
-    bad = list(bad)
+    if not isinstance(bad, pa.Table):
+        bad = list(bad)
     n_act = len(active_rows)
     parts: list[pa.Table] = []
     act = {
@@ -387,19 +388,32 @@ def shard_table(
     for c, t in extra_types.items():
         act[c] = extra[c] if c in extra else pa.nulls(n_act, t)
     parts.append(pa.table(act))
-    if bad:
-        nb = len(bad)
+    if isinstance(bad, pa.Table):
+        bad_rows, reasons = bad.column("row").combine_chunks(), bad.column("reason").combine_chunks()
+    else:  # a list of {"row", "reason"} dicts
+        bad_rows = pa.array([b["row"] for b in bad], pa.int64())
+        reasons = pa.array([b["reason"] for b in bad], pa.string())
+    nb = len(bad_rows)
+    if nb:
+        if pa.types.is_dictionary(reasons.type):
+            # prefix each distinct reason once, not once per record
+            reasons = pa.DictionaryArray.from_arrays(
+                reasons.indices, pc.binary_join_element_wise("bad record: ", reasons.dictionary, ""))
+            reasons = reasons.cast(pa.string())
+        else:
+            reasons = pc.binary_join_element_wise("bad record: ", reasons, "")
+        if bad_doc_ids is None:
+            bad_doc_ids = pc.binary_join_element_wise(_repeat(shard + ":", nb), pc.cast(bad_rows, pa.string()), "")
         bt = {
-            "shard": pa.array([shard] * nb, pa.string()),
-            "row": pa.array([b["row"] for b in bad], pa.int64()),
-            "doc_id": bad_doc_ids if bad_doc_ids is not None else pa.array(
-                [f"{shard}:{b['row']}" for b in bad], pa.string()),
-            "keep": pa.array([False] * nb),
+            "shard": _repeat(shard, nb),
+            "row": bad_rows,
+            "doc_id": bad_doc_ids,
+            "keep": pa.array(np.zeros(nb, bool)),
             "cluster_id": pa.nulls(nb, pa.int64()),
             "duplicate_of": pa.nulls(nb, pa.string()),
             "score": pa.nulls(nb, pa.float32()),
-            "stage": pa.array([stage] * nb, pa.string()),
-            "reason": pa.array(["bad record: " + b["reason"] for b in bad], pa.string()),
+            "stage": _repeat(stage, nb),
+            "reason": reasons,
         }
         for c, t in extra_types.items():
             bt[c] = pa.nulls(nb, t)
@@ -412,10 +426,12 @@ def shard_table(
             else:
                 cols[f.name] = pa.nulls(len(prior), f.type)
         parts.append(pa.table(cols))
+    parts = [p for p in parts if len(p)] or parts[:1]
     table = pa.concat_tables([p.cast(parts[0].schema) for p in parts])
-    if len(parts) > 1 or (n_act > 1 and not bool(np.all(active_rows[1:] > active_rows[:-1]))):
-        table = table.sort_by("row")
     rows = table.column("row").to_numpy()
+    if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):
+        table = table.sort_by("row")  # (a shard of bad records only is already in order: no copy)
+        rows = table.column("row").to_numpy()
     if len(rows) != n_rows or (n_rows and (rows[0] != 0 or rows[-1] != n_rows - 1 or np.any(np.diff(rows) != 1))):
         raise ManifestError(
             f"internal error: manifest for {shard} would hold {len(rows)} rows for {n_rows} input rows; "

@@ -34,10 +34,9 @@ from dedupkit.manifest import (
 )
 from dedupkit.outdir import OutputDir
 from dedupkit.policy import cluster_ids
-from dedupkit.scan import Corpus, plan_tasks, run_scan_task
+from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task
 from dedupkit.stages.base import Stage
 
-MAX_LISTED_BAD = 1000
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,7 @@ def run_stage(
         cid = cluster_ids(labels, corpus.global_rows)
         dropped_here = int(n - keep.sum())
         n_rows = int(sum(s.n_rows for s in corpus.shards))
-        n_bad = len(corpus.bad_records)
+        n_bad = corpus.n_bad
         n_prior = int(sum(len(t) for t in prior.values()))
         considered = n + n_bad
         if options.max_drop_rate is not None and considered and dropped_here / considered > options.max_drop_rate:
@@ -192,7 +191,7 @@ def run_stage(
                 shard=info.shard.name, n_rows=info.n_rows, stage=stage.name,
                 active_rows=corpus.rows[a:b], doc_ids=doc_ids.slice(a, b - a),
                 keep=keep[a:b], cluster_id=cid[a:b], duplicate_of=dup_of.slice(a, b - a),
-                score=score[a:b], bad=info.bad, bad_doc_ids=None, prior=prior.get(info.shard.name),
+                score=score[a:b], bad=info.bad_table(), bad_doc_ids=None, prior=prior.get(info.shard.name),
                 extra={c: v.slice(a, b - a) for c, v in extra_cols.items()}, extra_types=extra_types,
             )
             write_table_atomic(table, tmp / f"part-{si:05d}.parquet")

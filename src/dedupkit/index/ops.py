@@ -129,7 +129,7 @@ def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers
         corpus.check_unique_ids()
         seg = _segment(corpus, store.settings)
         first = store.append(seg)
-        bad = len(corpus.bad_records)
+        bad = corpus.n_bad
     return AddResult(location=store.location, added=len(seg), first_doc=first, documents=store.count,
                      bad_records=bad, shards=len(shards), seconds=round(time.perf_counter() - t0, 3))
 
@@ -285,7 +285,7 @@ class CheckStage(Stage):
             "matched_shard": pa.array(m_shards, pa.string()),
             "match": pa.array(kinds.tolist(), pa.string()),
         }
-        considered = n + len(corpus.bad_records)
+        considered = n + corpus.n_bad
         dropped = int(n - keep.sum())
         rate = dropped / considered if considered else 0.0
         stats = {
