@@ -512,7 +512,10 @@ def check_prior_fingerprints(summaries: list[dict], shards: list[dict]) -> None:
 
 
 def write_summary(root: Path, summary: dict) -> None:
-    data = json.dumps(summary, indent=2, sort_keys=False, default=_json_default).encode()
+    from dedupkit.redact import redact_obj
+
+    # No secret (an index URL's password) is ever written into a summary.
+    data = json.dumps(redact_obj(summary), indent=2, sort_keys=False, default=_json_default).encode()
     tmp = root / (SUMMARY + f".tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:

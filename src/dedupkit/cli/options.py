@@ -10,6 +10,7 @@ from typing import Any, Callable
 import click
 
 from dedupkit.errors import DedupkitError
+from dedupkit.redact import redact, redact_obj
 
 
 def read_column_options(f: Callable) -> Callable:
@@ -130,7 +131,7 @@ def progress_factory(quiet: bool):
 def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
     """stdout carries only the output path, or the summary as JSON."""
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        click.echo(json.dumps(redact_obj(summary), indent=2, default=str))
     else:
         click.echo(str(out))
     c = summary.get("counts", {})
@@ -151,7 +152,7 @@ def handle_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except DedupkitError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {redact(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
             click.echo("Interrupted; rerun the same command to resume.", err=True)
