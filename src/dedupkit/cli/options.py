@@ -11,6 +11,7 @@ import click
 
 from dedupkit.errors import DedupkitError
 from dedupkit.redact import redact, redact_obj
+from dedupkit.terminal import safe_text
 
 
 def read_column_options(f: Callable) -> Callable:
@@ -152,7 +153,7 @@ def handle_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except DedupkitError as exc:
-            click.echo(f"Error: {redact(str(exc))}", err=True)
+            click.echo(f"Error: {safe_text(redact(str(exc)), one_line=True)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
             click.echo("Interrupted; rerun the same command to resume.", err=True)
