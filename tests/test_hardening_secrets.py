@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from conftest import make_rows, write_jsonl
 from dedupkit.cli.main import cli
-from dedupkit.redact import redact
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -126,6 +125,8 @@ def test_password_never_printed_or_written(redis_pw, tmp_path):
 
 
 def test_redact_forms():
+    from dedupkit.redact import redact
+
     assert redact(f"redis://user:{SECRET}@h:1/0?prefix=a") == "redis://user:***@h:1/0?prefix=a"
     assert redact(f"rediss://:{SECRET}@h") == "rediss://:***@h"
     assert redact(f"redis://u:p@{SECRET}@h/0") == "redis://u:***@h/0"  # an unencoded '@' in the password
