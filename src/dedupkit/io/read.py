@@ -223,6 +223,16 @@ class ShardReader:
                     f"column {col!r} not found in {self.shard.name}; columns are: {', '.join(names)}; "
                     f"pass {flag} with one of them"
                 )
+        if self.spec.id_column:
+            itype = schema.field(self.spec.id_column).type
+            if pa.types.is_dictionary(itype):
+                itype = itype.value_type
+            if not (pa.types.is_string(itype) or pa.types.is_large_string(itype) or pa.types.is_integer(itype)):
+                # refused here, before the scan, rather than as a cast failure in the middle of it
+                raise InputError(
+                    f"column {self.spec.id_column!r} in {self.shard.name} has type {itype}; ids must be strings "
+                    "or integers: pass --id-column naming such a column, or drop --id-column"
+                )
         ttype = schema.field(self.spec.text_column).type
         if pa.types.is_dictionary(ttype):
             ttype = ttype.value_type

@@ -148,6 +148,10 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
     names = [s.name for s in shards]
     if len(set(names)) != len(names):  # pragma: no cover - normpath makes this rare
         raise InputError("two inputs resolve to the same shard name; name each file once")
+    from dedupkit.io.validate import check_shard
+
+    for s in shards:  # pipes, devices, unreadable files, wrong formats: refused now, not mid-scan
+        check_shard(s)
     return shards
 
 
