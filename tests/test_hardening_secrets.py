@@ -1,57 +1,33 @@
 """Issue 15 items 8 and 9: an index password never reaches any output, and a Redis key prefix
 is matched literally (``prefix=*`` must not delete other applications' keys).
 
-A real redis-server with ``requirepass`` is started on a free port in tmp_path.
+A real redis-server (started on a free port by test_index's fixture) requires a password.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 
 import pytest
 from click.testing import CliRunner
 
 from conftest import make_rows, write_jsonl
 from dedupkit.cli.main import cli
+from test_index import _free_port, redis_server  # noqa: F401 (a fixture)
 
 SECRET = "s3cr3t-Pa55word"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def redis_pw(tmp_path_factory):
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+def redis_pw(redis_server):
+    """test_index's real redis-server (one per module), with a password required from now on."""
     import redis
 
-    port = _free_port()
-    d = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(d), "--requirepass", SECRET],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port, password=SECRET)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError("redis-server did not start")
-    yield port, client
-    proc.terminate()
-    proc.wait(timeout=10)
+    client = redis.Redis(port=redis_server)
+    client.config_set("requirepass", SECRET)
+    client = redis.Redis(port=redis_server, password=SECRET)
+    yield redis_server, client
+    client.config_set("requirepass", "")
 
 
 def _cli(*args):

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from dedupkit.errors import ManifestError
+from dedupkit.errors import DedupkitError, ManifestError
 
 CORE_COLUMNS = ("shard", "row", "doc_id", "keep", "cluster_id", "duplicate_of", "score", "stage")
 SCHEMA = pa.schema([
@@ -78,22 +78,18 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 
 PARTS_KEY = "manifest_parts"
-"""The summary key listing every manifest part: ``[{"file", "rows", "xxh3_128"}]``."""
+"""The summary key listing every manifest part: ``[{"file", "rows", "checksum"}]`` (xxh3-128)."""
 
 _FIX = "rerun the stage with --overwrite to rebuild it"
 
 
 def _hash_file(path: Path) -> str:
-    import xxhash
+    from dedupkit.io.shards import fingerprint
 
-    h = xxhash.xxh3_128()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(1 << 22)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+    try:
+        return fingerprint(str(path))
+    except DedupkitError as exc:
+        raise ManifestError(f"{path}: {exc}; {_FIX}") from exc
 
 
 def part_records(manifest_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -105,7 +101,7 @@ def part_records(manifest_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """
     out = []
     for p in _part_files(Path(manifest_dir)):
-        out.append({"file": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "xxh3_128": _hash_file(p)})
+        out.append({"file": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "checksum": _hash_file(p)})
     return out
 
 
@@ -311,7 +307,7 @@ def _check_recorded_parts(recorded: Any, files: list[Path], mdir: Path, sp: Path
     for name, p in have.items():
         if name not in want:
             raise ManifestError(f"{p}: a manifest part that {sp} does not record; remove it or {_FIX}")
-        if _hash_file(p) != want[name].get("xxh3_128"):
+        if _hash_file(p) != want[name].get("checksum"):
             raise ManifestError(f"{p}: manifest part changed since the run wrote it (checksum differs from the one "
                                 f"in {sp}); {_FIX}")
 

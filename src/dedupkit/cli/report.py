@@ -59,7 +59,7 @@ def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, t
     else:
         click.echo(str(res.path))
     for n in res.notes:
-        click.echo(f"note: {n}", err=True)
+        click.echo(f"note: {safe_text(n, one_line=True)}", err=True)
     click.echo(f"report: {res.clusters_listed} of {res.clusters_total} clusters listed"
                f"{' (sampled)' if res.sampled else ''}, {res.bytes / 1e6:.2f} MB", err=True)
 
