@@ -130,3 +130,35 @@ def test_unreadable_file_is_refused_at_the_start(tmp_path):
     os.chmod(d / "b.jsonl", 0)
     p, _ = _run("exact", d, "-o", tmp_path / "o")
     assert p.returncode == 1 and "b.jsonl: cannot read (Permission denied)" in p.stderr, p.stderr
+
+
+def test_other_files_dedupkit_reads_cannot_hang_it(tmp_path):
+    """The same class beyond shards: a summary.json, a config file, or a shard path recorded in a
+    summary (read by report/inspect for texts) that is a FIFO is refused or skipped at once."""
+    import json
+
+    d = tmp_path / "data"
+    write_jsonl(d / "a.jsonl", [{"id": f"a{i}", "text": "same text"} for i in range(3)])
+    p, _ = _run("exact", d, "-o", tmp_path / "m", "--id-column", "id")
+    assert p.returncode == 0, p.stderr
+    # a FIFO as the path of a shard in the summary: report and inspect leave its texts out
+    s = json.loads((tmp_path / "m" / "summary.json").read_text())
+    os.mkfifo(tmp_path / "fifo-shard")
+    s["inputs"][0]["path"] = str(tmp_path / "fifo-shard")
+    s["inputs"][0]["size"] = 0
+    (tmp_path / "m" / "summary.json").write_text(json.dumps(s))
+    p, _ = _run("inspect", tmp_path / "m", "--largest", "1")
+    assert p.returncode == 0 and "is not a regular file" in p.stderr, p.stderr
+    p, _ = _run("report", tmp_path / "m", "-o", tmp_path / "r.html")
+    assert p.returncode == 0 and "is not a regular file" in p.stderr, p.stderr
+    # summary.json itself a FIFO
+    (tmp_path / "m" / "summary.json").unlink()
+    os.mkfifo(tmp_path / "m" / "summary.json")
+    for args in (("apply", d, "--manifest", tmp_path / "m", "-o", tmp_path / "c"), ("stats", tmp_path / "m"),
+                 ("inspect", tmp_path / "m", "--largest", "1")):
+        p, _ = _run(*args)
+        assert p.returncode == 1 and "summary.json is a named pipe (FIFO), not a regular file" in p.stderr, p.stderr
+    # a config file that is a FIFO
+    os.mkfifo(tmp_path / "c.toml")
+    p, _ = _run("-c", tmp_path / "c.toml", "exact", d, "-o", tmp_path / "m2")
+    assert p.returncode == 1 and "is a named pipe (FIFO), not a regular file" in p.stderr, p.stderr

@@ -65,10 +65,17 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
             f"{root} holds no finished run (no {SUMMARY}): the run was interrupted or is still going; "
             "rerun the stage with the same -o to finish it"
         )
+    from dedupkit.io.validate import not_regular
+
+    kind = not_regular(sp)
+    if kind:
+        raise ManifestError(f"{sp} is {kind}, not a regular file; rerun the stage with --overwrite")
     try:
         summary = json.loads(sp.read_text())
     except ValueError as exc:
         raise ManifestError(f"{sp} is not valid JSON ({exc}); rerun the stage with --overwrite") from exc
+    except OSError as exc:
+        raise ManifestError(f"{sp}: cannot read ({exc.strerror}); rerun the stage with --overwrite") from exc
     if not isinstance(summary, dict):
         raise ManifestError(f"{sp} is not the summary of a finished dedupkit run (a JSON object with "
                             f"\"complete\": true and its \"inputs\"); rerun the stage with --overwrite")

@@ -356,6 +356,9 @@ class ShardReader:
                     break
                 row += 1
                 if len(line) > limit and not line.endswith(b"\n"):
+                    if spec.on_bad_record == "fail" and (skip is None or row not in skip):
+                        # fail now, not after reading the rest of a line that may be gigabytes long
+                        self._bad(row, f"record longer than {limit} bytes (max_record_bytes)")
                     # Drain the rest of an overlong line without holding it in memory.
                     while True:
                         more = fh.readline(1 << 20)

@@ -46,6 +46,19 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def not_regular(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists but is not a regular file (after symlinks), else None.
+
+    Opening a FIFO blocks until a writer appears and a device may never end, so every file
+    dedupkit reads (shards, summaries, config files, texts for a report) is checked first.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or unreadable: the caller's open() says so
+    return None if stat.S_ISREG(mode) else _kind(mode)
+
+
 def _sniff(head: bytes) -> tuple[str, str | None] | None:
     for magic, what, suffix in _SNIFF:
         if head.startswith(magic):

@@ -400,6 +400,9 @@ def load_texts(summary: dict, wanted: Iterable[tuple[str, int]], max_chars: int,
         if not os.path.exists(path):
             notes.append(f"texts of {name} unavailable: {path} no longer exists")
             continue
+        if not os.path.isfile(path):  # a FIFO or device named by a summary would block or never end
+            notes.append(f"texts of {name} not shown: {path} is not a regular file")
+            continue
         if info.get("size") is not None and os.path.getsize(path) != info.get("size"):
             notes.append(f"texts of {name} not shown: {path} changed size since the run")
             continue
