@@ -46,10 +46,9 @@ def _out_names(shards: Sequence[Shard]) -> list[str]:
 def _keep_mask(manifest: Manifest, shard: Shard, fp: str) -> np.ndarray:
     """The keep flags ``manifest`` records for ``shard`` (validated when the manifest was opened)."""
     manifest_dir = manifest.root
-    inputs = manifest.summary.get("inputs", [])
-    entry = next((s for s in inputs if s["name"] == shard.name), None)
+    entry = manifest.inputs.get(shard.name)  # a dict: a scan of the list per shard was quadratic
     if entry is None:
-        by_fp = [s for s in inputs if s.get("fingerprint") == fp]
+        by_fp = [s for s in manifest.inputs.values() if s.get("fingerprint") == fp]
         if not by_fp:
             raise ManifestError(
                 f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "

@@ -139,11 +139,15 @@ class Manifest:
     """
 
     def __init__(self, root: Path, summary: dict[str, Any], rows: dict[str, int],
-                 part_shards: dict[str, list[Path]]):
+                 part_shards: dict[str, list[Path]],
+                 keep_bits: dict[str, list[tuple[int, int, np.ndarray]]] | None = None):
         self.root = root
+        self._keep_bits = keep_bits or {}
         self.summary = summary
         self.rows = rows
         self._part_shards = part_shards
+        self.inputs: dict[str, dict] = {s["name"]: s for s in summary["inputs"]}
+        """The summary's record of each input shard, by name."""
 
     @property
     def shard_names(self) -> list[str]:
@@ -170,8 +174,12 @@ class Manifest:
 
     def keep_mask(self, name: str) -> np.ndarray:
         """Boolean keep flag of every row of shard ``name`` (index = row number)."""
-        t = self.shard_table(name, ["row", "keep"])
-        return np.asarray(t.column("keep").to_numpy(zero_copy_only=False), dtype=bool)
+        if name not in self.rows:
+            raise ManifestError(f"{self.root}: shard {name!r} is not in this manifest")
+        pieces = sorted(self._keep_bits.get(name, []), key=lambda x: x[0])
+        if not pieces:
+            return np.zeros(0, dtype=bool)
+        return np.concatenate([np.unpackbits(bits, count=n).astype(bool) for _, n, bits in pieces])
 
     def table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole manifest as one table, sorted by shard (in summary order) and row."""
@@ -234,6 +242,7 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
         _check_recorded_parts(recorded, files, mdir, sp)
     part_shards: dict[str, list[Path]] = {}
     spans: dict[str, list[tuple[int, int, Path]]] = {}
+    keep_bits: dict[str, list[tuple[int, int, np.ndarray]]] = {}
     total = kept = 0
     for p in files:
         t = _read_part(p, ["shard", "row", "keep"], check=True)
@@ -245,12 +254,17 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
         total += len(t)
         kept += int(pc.sum(keep).as_py() or 0)
         shards = t.column("shard")
-        for name in pc.unique(shards).to_pylist():
+        names = pc.unique(shards).to_pylist()
+        for name in names:
             if name not in rows:
                 raise ManifestError(f"{p}: names shard {name!r}, which is not one of the run's inputs in {sp}; "
                                     f"{_FIX}")
-            sub = t if len(pc.unique(shards)) == 1 else t.filter(pc.equal(shards, name))
-            r = np.sort(sub.column("row").to_numpy())
+            sub = t if len(names) == 1 else t.filter(pc.equal(shards, name))
+            r = sub.column("row").to_numpy()
+            k = np.asarray(sub.column("keep").to_numpy(zero_copy_only=False), dtype=bool)
+            if len(r) > 1 and not bool(np.all(r[1:] > r[:-1])):
+                order = np.argsort(r, kind="stable")
+                r, k = r[order], k[order]
             lo, hi = int(r[0]), int(r[-1])
             if lo < 0 or hi >= rows[name]:
                 bad = lo if lo < 0 else hi
@@ -262,6 +276,8 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
                 raise ManifestError(f"{p}: shard {name!r}: {what}; every input row must appear exactly once; {_FIX}")
             spans.setdefault(name, []).append((lo, hi, p))
             part_shards.setdefault(name, []).append(p)
+            # the keep flags, one bit a row, so that apply need not read every part a second time
+            keep_bits.setdefault(name, []).append((lo, len(k), np.packbits(k)))
     for name, n in rows.items():
         got = sorted(spans.get(name, []))
         expect = 0
@@ -280,7 +296,7 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
         if isinstance(counts.get(key), int) and counts[key] != value:
             raise ManifestError(f"{mdir} holds {value} {key} rows but {sp} says {counts[key]} "
                                 f"(the manifest or the summary was changed); {_FIX}")
-    return Manifest(root, summary, rows, part_shards)
+    return Manifest(root, summary, rows, part_shards, keep_bits)
 
 
 def _summary_rows(summary: Any, sp: Path) -> dict[str, int]:
