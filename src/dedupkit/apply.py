@@ -18,8 +18,10 @@ import pyarrow.parquet as pq
 from dedupkit.errors import ManifestError, OutputError
 from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
-from dedupkit.manifest import Manifest, open_manifest
+from dedupkit.manifest import Manifest, open_manifest, output_root
 from dedupkit.outdir import write_error
+from dedupkit.spans import cut_array, merge_spans, read_spans, span_dirs
+from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 
@@ -31,42 +33,103 @@ class ApplyResult:
 
 
 def _out_names(shards: Sequence[Shard]) -> list[str]:
-    """Output paths relative to the clean folder: shard names less their common parent folder."""
+    """Output paths relative to the clean folder: shard names less their common parent folder.
+
+    ``..`` becomes ``dotdot`` and a leading ``/`` is dropped, so ``../x/part.jsonl`` and
+    ``x/part.jsonl`` get ``dotdot/x/part.jsonl`` and ``x/part.jsonl``. Any two shards that would
+    still share an output path (also ignoring case, for case-insensitive file systems) are refused:
+    one output file per shard, always.
+
+    Raises:
+        OutputError: two shards map to the same output path.
+    """
     names = [os.path.normpath(s.name) for s in shards]
     parents = [os.path.dirname(n) for n in names]
     common = os.path.commonpath(parents) if all(parents) and len({os.path.isabs(p) for p in parents}) == 1 else ""
     out = []
     for n in names:
         rel = os.path.relpath(n, common) if common else n
-        parts = [p for p in PurePosixPath(rel.replace(os.sep, "/")).parts if p not in ("/", "..", ".")]
+        parts = ["dotdot" if p == ".." else p for p in PurePosixPath(rel.replace(os.sep, "/")).parts
+                 if p not in ("/", ".")]
         out.append(os.path.join(*parts))
+    seen: dict[str, int] = {}
+    for i, name in enumerate(out):
+        j = seen.setdefault(name.casefold(), i)
+        if j != i:
+            raise OutputError(f"inputs {shards[j].name} and {shards[i].name} would both be written to "
+                              f"{name} in the output folder; name them so that they differ below their "
+                              "common folder (e.g. pass their parent folders)")
     return out
 
 
-def _keep_mask(manifest: Manifest, shard: Shard, fp: str) -> np.ndarray:
-    """The keep flags ``manifest`` records for ``shard`` (validated when the manifest was opened)."""
-    manifest_dir = manifest.root
+def _entry_for(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) -> dict:
+    """The summary's record of ``shard``: by its name, else by the same file (its real path).
+
+    Never by fingerprint alone: two shards with the same bytes (a copy) would both take one
+    shard's decisions. The entry's fingerprint must then equal the file's.
+    """
+    manifest_dir = str(manifest.root)
     entry = manifest.inputs.get(shard.name)  # a dict: a scan of the list per shard was quadratic
     if entry is None:
-        by_fp = [s for s in manifest.inputs.values() if s.get("fingerprint") == fp]
-        if not by_fp:
-            raise ManifestError(
-                f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "
-                "run the stage over this input first, or name the input as it was named then"
-            )
-        entry = by_fp[0]
+        real = os.path.realpath(shard.path)
+        same = [s for s in manifest.inputs.values()
+                if isinstance(s.get("path"), str) and os.path.realpath(s["path"]) == real]
+        if len(same) == 1:
+            entry = same[0]
+    if entry is None:
+        raise ManifestError(
+            f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "
+            "run the stage over this input first, or name the input as it was named then"
+        )
     if entry.get("fingerprint") != fp:
         raise ManifestError(
             f"{shard.name} changed since manifest {manifest_dir} was made (fingerprint "
             f"{entry.get('fingerprint')} recorded, {fp} now); rerun the stage on the current data"
         )
-    # Only this shard's parts are read: apply reads each part once, so its time grows with the
-    # number of rows, not with rows x shards (it used to scan the whole manifest per shard).
-    mask = manifest.keep_mask(entry["name"])
-    if len(mask) != int(entry["rows"]):  # pragma: no cover - open_manifest checked the row counts
-        raise ManifestError(f"manifest {manifest_dir} holds {len(mask)} rows for {shard.name}, "
-                            f"which has {entry['rows']}; rerun the stage with --overwrite")
-    return mask
+    other = used.setdefault(entry["name"], shard.name)
+    if other != shard.name:
+        raise ManifestError(f"inputs {other} and {shard.name} are both shard {entry['name']} of manifest "
+                            f"{manifest_dir}; name each file once, as it was named for the stage")
+    return entry
+
+
+def _keep_mask(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) -> np.ndarray:
+    """The keep flags ``manifest`` records for ``shard`` (checked when the manifest was opened).
+
+    Nothing is re-read: :func:`~dedupkit.manifest.open_manifest` read each part once and kept its
+    keep flags, so apply's time grows with the rows, not with rows x shards (it used to scan the
+    whole manifest for every shard).
+    """
+    entry = _entry_for(manifest, shard, fp, used)
+    return manifest.keep_mask(entry["name"])
+
+
+def _shard_spans(manifest_dir: str, summary: dict, shard: Shard, fp: str):
+    """(row, start, end) of the spans a span manifest (or a run's span stages) cuts from ``shard``,
+    or None if it has none."""
+    dirs = span_dirs(manifest_dir, summary)
+    if not dirs:
+        return None
+    entries = {s["name"]: s for s in summary.get("inputs", [])}
+    entry = entries.get(shard.name) or next(s for s in summary.get("inputs", []) if s.get("fingerprint") == fp)
+    tables = [read_spans(d, shard=entry["name"], columns=["row", "start", "end"]) for d in dirs]
+    return tuple(np.concatenate([t.column(c).to_numpy() for t in tables]) for c in ("row", "start", "end"))
+
+
+def _read_config(summary: dict) -> dict:
+    config = summary.get("config") or {}
+    read = config.get("read", config)  # a pipeline run records the read settings at the top
+    return read if isinstance(read, dict) else {}
+
+
+def _text_column(summaries) -> str | None:
+    """The text column the span manifests were made on (they must agree)."""
+    cols = {_read_config(s).get("text_column") for d, s in summaries if span_dirs(d, s)}
+    cols.discard(None)
+    if len(cols) > 1:
+        raise ManifestError(f"the span manifests were made on different text columns ({', '.join(sorted(cols))}); "
+                            "apply them one at a time")
+    return cols.pop() if cols else None
 
 
 def _open_out(path: Path, compression: str | None) -> IO[bytes]:
@@ -80,14 +143,26 @@ def _open_out(path: Path, compression: str | None) -> IO[bytes]:
     return raw
 
 
-def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int) -> int:
+def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int, spans=None,
+                   text_column: str | None = None) -> int:
     pf = pq.ParquetFile(shard.path)
     schema = pf.schema_arrow
     written = 0
     offset = 0
+    if spans is not None and text_column not in schema.names:
+        raise ManifestError(f"{shard.name} has no column {text_column!r}, which the span manifest cuts; "
+                            "rerun the stage on the current data")
     with pq.ParquetWriter(dest, schema, compression="zstd") as writer:
         for rb in pf.iter_batches(batch_size=batch_size):
             m = mask[offset: offset + rb.num_rows]
+            if spans is not None:
+                lo, hi = np.searchsorted(spans[0], [offset, offset + rb.num_rows])
+                if hi > lo:  # cut the text of this batch's rows that have spans
+                    ci = rb.schema.get_field_index(text_column)
+                    col = cut_array(rb.column(ci), spans[0][lo:hi] - offset, spans[1][lo:hi], spans[2][lo:hi],
+                                    where=shard.name)
+                    rb = pa.RecordBatch.from_arrays([col if i == ci else rb.column(i) for i in range(rb.num_columns)],
+                                                    schema=rb.schema)
             offset += rb.num_rows
             if m.all():
                 writer.write_batch(rb)
@@ -99,7 +174,20 @@ def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int) 
     return written
 
 
-def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 20) -> int:
+def _cut_json_line(line: bytes, text_column: str, start: np.ndarray, end: np.ndarray, where: str) -> bytes:
+    """One JSONL record with its text cut: the other fields keep their values and order."""
+    rec = json.loads(line)
+    text = rec.get(text_column) if isinstance(rec, dict) else None
+    if not isinstance(text, str):
+        raise ManifestError(f"{where}: a span points to a record without a string {text_column!r}; "
+                            "rerun the stage on the current data")
+    rec[text_column] = cut_array(pa.array([text], pa.large_string()), np.zeros(len(start), np.int64),
+                                 start, end, where=where)[0].as_py()
+    return json.dumps(rec, ensure_ascii=False).encode("utf-8") + (b"\n" if line.endswith(b"\n") else b"")
+
+
+def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 20, spans=None,
+                 text_column: str | None = None) -> int:
     # Lines are copied in chunks of at most ``chunk`` bytes, so a huge line (say a 1 GB record
     # that the stage skipped as too long) never has to fit in memory, kept or dropped.
     written = 0
@@ -116,6 +204,18 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
                 keep = row < len(mask) and bool(mask[row])
                 if keep:
                     written += 1
+                if keep and spans is not None:
+                    lo, hi = np.searchsorted(spans[0], [row, row + 1])
+                    if hi > lo:  # a record with spans is read whole (it was read whole to find them)
+                        while not piece.endswith(b"\n"):
+                            more = src.readline(chunk)
+                            if not more:
+                                break
+                            piece += more
+                        dst.write(_cut_json_line(piece, text_column, spans[1][lo:hi], spans[2][lo:hi],
+                                                 f"{shard.name} line {row + 1}"))
+                        at_line_start = piece.endswith(b"\n")
+                        continue
             if keep:
                 dst.write(piece)
             at_line_start = piece.endswith(b"\n")
@@ -144,7 +244,9 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
                     overwrite: bool = False, batch_size: int = 8192) -> ApplyResult:
     """Write the rows that every manifest keeps, one output shard per input shard.
 
-    A row is dropped if any manifest drops it. Parquet keeps its schema and every column; JSONL
+    A row is dropped if any manifest drops it. Span manifests (``OUT/spans``, see
+    :mod:`dedupkit.spans`) cut their spans out of the text column of the kept rows; every other
+    column (and the Parquet schema) stays as it was, and the spans of several manifests are merged. Parquet keeps its schema and every column; JSONL
     lines are copied byte for byte (and recompressed the same way). The output folder appears only
     when every shard is written.
 
@@ -161,59 +263,153 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     if not manifests:
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
-    opened = [open_manifest(m) for m in manifests]
-    shards = discover(inputs, exclude=[str(out)] + [str(m.root) for m in opened])
+    roots = [str(output_root(m)) for m in manifests]
+    replaced = check_output(out, inputs, roots, overwrite)
+    opened = {d: open_manifest(d) for d in roots}  # the whole contract checked before any work
+    summaries = [(d, m.summary) for d, m in opened.items()]
+    used: dict[str, dict[str, str]] = {d: {} for d in roots}
+    shards = discover(inputs, exclude=[str(out)] + roots)
+    text_column = _text_column(summaries)
     # One fixed temporary folder next to OUT, locked while in use: a second apply to the same OUT
     # is refused, and the leftovers of a killed apply are removed (not piled up) by the next one.
     tmp = out.with_name(f".{out.name}.dedupkit-apply")
     old = out.with_name(f".{out.name}.dedupkit-old")
-    report = {"manifests": [str(m.root) for m in opened], "shards": [], "rows": 0, "kept": 0}
+    report = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
+    made = made_dirs(out.parent) if not out.parent.exists() else []
     try:
         lock = _lock_dir(tmp, out)
     except OSError as exc:
+        remove_made_dirs(made)
         raise write_error(exc, out) from exc
+    except BaseException:
+        remove_made_dirs(made)
+        raise
     try:
         for stale in tmp.iterdir():
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
         if old.exists():
-            shutil.rmtree(old)
+            _remove_recorded(old)
         for shard, name in zip(shards, _out_names(shards)):
             fp = fingerprint(shard.path)
             mask = None
-            for manifest in opened:
-                m = _keep_mask(manifest, shard, fp)
+            cuts = []
+            for d, summary in summaries:
+                m = _keep_mask(opened[d], shard, fp, used[d])
                 mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
+                c = _shard_spans(d, summary, shard, fp)
+                if c is not None:
+                    cuts.append(c)
+            spans = None
+            if cuts:  # spans of several manifests: cut their union
+                spans = merge_spans(*(np.concatenate([c[i] for c in cuts]) for i in range(3)))
+                report["spans"] = report.get("spans", 0) + int(len(spans[0]))
             dest = tmp / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             if shard.format == "parquet":
-                kept = _write_parquet(shard, mask, dest, batch_size)
+                kept = _write_parquet(shard, mask, dest, batch_size, spans, text_column)
             else:
-                kept = _write_jsonl(shard, mask, dest)
+                kept = _write_jsonl(shard, mask, dest, spans=spans, text_column=text_column)
             report["shards"].append({"name": shard.name, "output": str(dest.relative_to(tmp)),
                                      "rows": int(len(mask)), "kept": kept})
             report["rows"] += int(len(mask))
             report["kept"] += kept
         (tmp / APPLY_SUMMARY).write_text(json.dumps(report, indent=2))
-        if out.exists():
-            if not overwrite:
-                raise OutputError(f"{out} appeared while apply was writing; pass --overwrite to replace "
-                                  "it, or choose another -o")
+        if out.exists() or out.is_symlink():
+            if _replaceable(out, overwrite) != replaced or replaced is None:
+                raise OutputError(f"{out} appeared or changed while apply was writing; nothing was replaced: "
+                                  "rerun the command")
             # Move the old folder aside in one step: OUT is always either the old or the new
             # corpus, never a half-deleted one.
             os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            _remove_recorded(old)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made_dirs(made)
         raise write_error(exc, out) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made_dirs(made)
         raise
     finally:
         os.close(lock)
     return ApplyResult(out=out, summary=report)
+
+
+def _recorded(folder: Path) -> set[str] | None:
+    """The files an earlier apply wrote into ``folder`` (relative paths), from its record."""
+    from dedupkit.ownership import is_output_folder, read_json
+
+    rec = read_json(folder / APPLY_SUMMARY)
+    if not is_output_folder(folder) or not isinstance(rec, dict) or not isinstance(rec.get("shards"), list):
+        return None
+    files = {APPLY_SUMMARY}
+    for s in rec["shards"]:
+        if isinstance(s, dict) and isinstance(s.get("output"), str):
+            files.add(os.path.normpath(s["output"]))
+    return files
+
+
+def check_output(out: str | os.PathLike, inputs: Sequence[str], manifests: Sequence[str], overwrite: bool,
+                 manifest_option: str = "--manifest", out_option: str = "-o") -> frozenset[str] | None:
+    """Refuse an apply output folder that is not ours to write (creates and deletes nothing).
+
+    ``out`` must not be, hold or lie inside a manifest folder, nor be or hold an input; an existing
+    ``out`` is replaced only with ``overwrite`` and only when apply wrote every file in it.
+
+    Returns:
+        None for a new folder, else the files the earlier apply recorded there.
+
+    Raises:
+        OutputError: saying why and what to do.
+    """
+    out = Path(out)
+    check_separate(out, [(manifest_option, d) for d in manifests], out_option=out_option)
+    check_separate(out, [("INPUT", i) for i in inputs if os.path.exists(i)], contain_ok=True, out_option=out_option)
+    check_creatable(out, out_option)
+    return _replaceable(out, overwrite)
+
+
+def _replaceable(out: Path, overwrite: bool) -> frozenset[str] | None:
+    """None when ``out`` is free; the recorded files when it is an apply output we may replace.
+
+    Raises:
+        OutputError: ``out`` exists and is not ours to replace: no ``overwrite``, not a folder,
+            a link, not written by apply, or holding files apply did not write.
+    """
+    if not out.exists() and not out.is_symlink():
+        return None
+    if not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
+    if out.is_symlink() or not out.is_dir():
+        what = "a symbolic link" if out.is_symlink() else "not a folder"
+        raise OutputError(f"{out} is {what}; apply only replaces a folder it wrote: choose another -o")
+    files = _recorded(out)
+    if files is None:
+        raise OutputError(f"{out} was not written by dedupkit apply (no {APPLY_SUMMARY}); it is never "
+                          "replaced or deleted: choose another -o")
+    for root, dirs, names in os.walk(out):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = os.path.relpath(os.path.join(root, name), out)
+            if rel not in files:
+                raise OutputError(f"{out} holds {rel}, which dedupkit apply did not write; --overwrite never "
+                                  "deletes it: move it away, or choose another -o")
+    return frozenset(files)
+
+
+def _remove_recorded(folder: Path) -> None:
+    """Delete the files an apply recorded in ``folder``, then the folders left empty."""
+    files = _recorded(folder) or set()
+    for rel in sorted(files, key=lambda r: r == APPLY_SUMMARY):  # the record last
+        p = folder / rel
+        if p.is_file() and not p.is_symlink():
+            p.unlink()
+    for root, _, _ in sorted(os.walk(folder), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
 
 
 def _mismatch(shard: Shard):

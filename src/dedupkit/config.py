@@ -96,6 +96,7 @@ def unregister_stage(name: str) -> None:
 register_stage("exact", "dedupkit.cli.exact:exact", "dedupkit.pipeline:build_exact")
 register_stage("fuzzy", "dedupkit.cli.fuzzy:fuzzy", "dedupkit.pipeline:build_fuzzy")
 register_stage("semantic", "dedupkit.cli.semantic:semantic", "dedupkit.pipeline:build_semantic")
+register_stage("substring", "dedupkit.cli.substring:substring", "dedupkit.stages.substring:build_substring")
 
 
 def known_stages() -> tuple[str, ...]:

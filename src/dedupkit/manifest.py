@@ -185,6 +185,9 @@ class Manifest:
         """The whole manifest as one table, sorted by shard (in summary order) and row."""
         tables = [self.shard_table(n, columns) for n in self.rows if self._part_shards.get(n)]
         if not tables:
+            parts = _part_files(self.root / MANIFEST_DIR)
+            if parts:  # no rows, but the parts know every column (a stage's extras too)
+                return _read_part(parts[0], columns).slice(0, 0)
             return _empty(columns)
         return pa.concat_tables(tables, promote_options="permissive")
 

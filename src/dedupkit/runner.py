@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,13 +29,16 @@ from dedupkit.manifest import (
     check_prior_fingerprints,
     part_records,
     load_prior,
+    output_root,
     shard_table,
     write_summary,
     write_table_atomic,
 )
 from dedupkit.outdir import OutputDir
+from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
 from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task
+from dedupkit.spans import SPANS_DIR, install_spans, read_spans, span_counts
 from dedupkit.stages.base import Stage
 
 
@@ -119,10 +123,13 @@ def run_stage(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    # Before anything else: an -o that is (or holds, or lies in) a --skip manifest would destroy
+    # the manifest this run reads.
+    check_separate(out, [("--skip", output_root(s)) for s in options.skip])
     shards = discover(inputs, exclude=[str(out)])
     extra_cols = tuple(c for c in stage.read_columns() if c not in (spec.text_column, spec.id_column))
     spec = ReadSpec(**{**asdict(spec), "extra_columns": tuple(dict.fromkeys(spec.extra_columns + extra_cols))})
-    with OutputDir(out, overwrite=options.overwrite) as od:
+    with OutputDir(out, overwrite=options.overwrite, allowed=(SPANS_DIR,)) as od:
         prior, prior_summaries = load_prior(options.skip, [s.name for s in shards])
         skip_rows = {name: np.sort(t.column("row").to_numpy()) for name, t in prior.items()}
         key_src = json.dumps({"stage": stage.key(), "spec": asdict(spec), "skip": {
@@ -235,10 +242,18 @@ def run_stage(
             "stats": decisions.stats,
             "timings": {},
         }
+        if decisions.spans is not None:
+            # validated before it is moved: a folder with broken spans never becomes OUT/spans
+            summary["counts"].update(span_counts(read_spans(decisions.spans)))
+            install_spans(decisions.spans, od.path)
+        elif (od.path / SPANS_DIR).exists():  # left by an interrupted run of a span stage
+            shutil.rmtree(od.path / SPANS_DIR)
         t_end = time.perf_counter()
         summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
                               "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
                               "reused_scan_tasks": int(sum(r.reused for r in results))}
+        stage.before_publish(summary)
+
         def finish(root: Path) -> None:
             summary[PARTS_KEY] = part_records(root / MANIFEST_DIR)
             write_summary(root, summary)

@@ -16,18 +16,22 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "exact": ("dedupkit.cli.exact", "exact", "Drop exact duplicates (xxh3-128 of normalized text)."),
     "fuzzy": ("dedupkit.cli.fuzzy", "fuzzy", "Drop near-duplicates (MinHash signatures + LSH)."),
     "semantic": ("dedupkit.cli.semantic", "semantic", "Drop semantic duplicates (embeddings + SemDeDup)."),
+    "substring": ("dedupkit.cli.substring", "substring", "Cut repeated passages out of documents (spans)."),
+    "audit": ("dedupkit.cli.substring", "audit", "Memorisation-risk profile: how much text repeats."),
     "apply": ("dedupkit.cli.apply", "apply", "Write the kept rows of INPUT shards, as manifests say."),
     "run": ("dedupkit.cli.run", "run", "Run several stages in order and combine their manifests."),
     "stats": ("dedupkit.cli.run", "stats", "Print per-stage counts of a finished run."),
     "index": ("dedupkit.cli.index", "index", "Create and grow an index of a corpus you already hold."),
     "check": ("dedupkit.cli.index", "check", "Deduplicate a new data drop against an index (CI gate)."),
+    "decontaminate": ("dedupkit.cli.decontaminate", "decontaminate",
+                      "Drop (or cut) documents holding evaluation-set items."),
     "report": ("dedupkit.cli.report", "report", "Write a self-contained HTML report of a run."),
     "inspect": ("dedupkit.cli.report", "inspect", "Show duplicate clusters in the terminal."),
 }
 
 EPILOG = """\b
 Exit codes: 0 done, 1 failure, 2 usage error, 3 check failed (duplicate rate above
---max-dup-rate), 4 guardrail (a stage would drop more than --max-drop-rate).
+--max-dup-rate, or eval items found), 4 guardrail (a stage would drop more than --max-drop-rate).
 
 \b
 Example:

@@ -24,7 +24,9 @@ Example:
 """)
 @_OUT_ARG
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The HTML file to write (replaced atomically).")
+              help="The HTML file to write (written to a temporary name, then renamed).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing report page. Other files (an input, a summary) are never replaced.")
 @click.option("--largest", type=click.IntRange(min=0), default=20, show_default=True,
               help="Largest clusters listed per stage.")
 @click.option("--sample", type=click.IntRange(min=0), default=30, show_default=True,
@@ -39,7 +41,7 @@ Example:
 @click.option("--title", default=None, help="Page title (default: the folder name).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @handle_errors
-def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
+def report(out, output, overwrite, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
     """Write a self-contained HTML report of the finished run in OUT.
 
     OUT is a stage's output folder or a `dedupkit run` folder. The page (no network needed) shows
@@ -51,7 +53,8 @@ def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, t
     from dedupkit import api
 
     res = api.report(out, output, largest=largest, sample=sample, max_members=max_members,
-                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6))
+                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6),
+                     overwrite=overwrite)
     if as_json:
         click.echo(json.dumps({"path": str(res.path), "bytes": res.bytes, "clusters_listed": res.clusters_listed,
                                "clusters_total": res.clusters_total, "sampled": res.sampled,
@@ -96,6 +99,16 @@ def inspect(out, cluster, doc, largest, stage, max_members, max_chars, color, as
 
     if sum(x is not None for x in (cluster, doc, largest)) != 1:
         raise click.UsageError("pass exactly one of --cluster ID, --doc DOC_ID, --largest N")
+    from dedupkit.decontaminate import is_decontamination_run
+
+    if stage is None and is_decontamination_run(out):
+        from dedupkit.cli.decontaminate import print_inspection
+
+        print_inspection(out, doc=doc, cluster=cluster, largest=largest, max_members=max_members,
+                         max_chars=max_chars, as_json=as_json)
+        return
+    if cluster is None and _inspect_spans(out, doc, largest, stage, max_chars, color, as_json):
+        return  # every stage shown cut spans (substring, decontaminate --mode cut): shown as cuts
     res = api.inspect(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
                       max_members=max_members, max_chars=max_chars)
     if as_json:
@@ -179,3 +192,37 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
     if c.hidden:
         lines.append(f"  ... and {c.hidden} more (raise --max-members)")
     return "\n".join(lines)
+
+
+def _inspect_spans(out, doc, largest, stage, max_chars, color, as_json) -> bool:
+    """Show what span stages cut (a diff of each document against its cut text); True when the
+    run holds only span stages, so that nothing else is left to show."""
+    from dedupkit.report.spans_view import cut_doc_dict, cut_documents
+
+    view = cut_documents(out, doc=doc, largest=largest, stage=stage, max_chars=max_chars)
+    if not view.span_stages:
+        return False
+    if color is None:
+        color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if as_json:
+        click.echo(json.dumps([cut_doc_dict(d) for d in view.docs], indent=2, ensure_ascii=False))
+    else:
+        for n in view.notes:
+            click.echo(n if doc is not None and n.startswith(doc) else f"note: {n}", err=not n.startswith(str(doc)))
+        for i, d in enumerate(view.docs):
+            if i:
+                click.echo("")
+            head = (f"{d.stage}: {d.doc_id} ({d.shard} row {d.row}): {len(d.spans)} span(s), {d.bytes_cut} bytes cut"
+                    f"{'' if d.keep else ', document DROPPED (too short after cutting)'}")
+            click.echo(click.style(head, bold=True) if color else head, color=color)
+            for sp in d.spans[:10]:
+                src = (f"kept in {sp['duplicate_of']} at byte {sp['duplicate_start']}" if sp["duplicate_of"]
+                       else (sp["source"] or "every copy cut"))
+                click.echo(f"  bytes {sp['start']}..{sp['end']}: {src}")
+            if len(d.spans) > 10:
+                click.echo(f"  ... and {len(d.spans) - 10} more spans")
+            if d.diff is None:
+                click.echo("    (text unavailable)")
+            else:
+                click.echo(_indent(_diff_text(d.diff, color) + (" [truncated]" if d.truncated else "")), color=color)
+    return not view.other_stages

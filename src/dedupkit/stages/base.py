@@ -41,6 +41,7 @@ class Decisions:
         labels: cluster label (any int64, -1 = no duplicate); members of one cluster share it.
         score: similarity to the representative (NaN = none).
         extra: more manifest columns (pa.Array per column, one value per active document).
+        spans: folder of span parts written by the stage, or None (see :mod:`dedupkit.spans`).
     """
 
     representative: np.ndarray
@@ -49,6 +50,9 @@ class Decisions:
     extra: dict[str, pa.Array] = field(default_factory=dict)
     keep: np.ndarray | None = None  # default: representative == index
     stats: dict[str, Any] = field(default_factory=dict)
+    #: A folder of span Parquet parts (:class:`dedupkit.spans.SpanWriter`) for a stage that cuts
+    #: passages out of documents; the runner validates it and moves it to ``OUT/spans``.
+    spans: str | None = None
 
     def keep_mask(self) -> np.ndarray:
         if self.keep is not None:
@@ -75,6 +79,12 @@ class Stage(abc.ABC):
     def mapper(self) -> Mapper | None:
         """The per-shard feature computation, or None if the stage needs none."""
         return None
+
+    def before_publish(self, summary: dict[str, Any]) -> None:
+        """Called by the runner after the manifest is written and before the output is published
+        (summary.json written last). A stage that also changes something outside the output (``check
+        --update``: the index) commits here, so a published output means a committed change; it may
+        add to ``summary``."""
 
     def read_columns(self) -> tuple[str, ...]:
         """Extra columns the stage needs besides text and id (e.g. the keep-by column)."""

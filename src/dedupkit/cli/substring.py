@@ -1,0 +1,109 @@
+"""``dedupkit substring`` and ``dedupkit audit``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from dedupkit.cli.options import (
+    emit_result, engine_options, handle_errors, progress_factory, read_options, resolve_skip, skip_option,
+    stage_options,
+)
+
+
+@click.command(epilog="""\b
+Examples:
+  dedupkit substring data/ -o out/substring --min-tokens 50
+  dedupkit substring data/ -o out/sub --keep none --min-length 200    # cut every copy
+  dedupkit substring data/ -o out/lines --unit line --min-docs 5 --protect 0.5
+  dedupkit apply data/ --manifest out/substring -o out/clean          # writes the cut text
+""")
+@stage_options(keep=False)
+@click.option("--unit", type=click.Choice(["span", "line", "paragraph"]), default="span", show_default=True,
+              help="span: every passage of at least --min-tokens tokens that occurs twice or more; line / "
+                   "paragraph: whole normalised lines (paragraphs) repeated across documents.")
+@click.option("--min-tokens", type=click.IntRange(min=1), default=None,
+              help="Shortest repeated passage cut (span; default 50), or shortest line/paragraph "
+                   "considered (default 5). Tokens: words, or single CJK/kana/Hangul characters and emoji.")
+@click.option("--keep", type=click.Choice(["first", "none"]), default="first", show_default=True,
+              help="first: keep a passage at its first occurrence (see --keep-by) and cut the other "
+                   "copies; none: cut every copy (ExactSubstr's behaviour).")
+@click.option("--keep-by", default=None, metavar="COLUMN",
+              help="The document with the best value of COLUMN holds the kept occurrence (ties: first).")
+@click.option("--keep-order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True,
+              help="With --keep-by: desc prefers the largest value, asc the smallest.")
+@click.option("--min-length", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Drop a document that cutting leaves shorter than this many bytes.")
+@click.option("--min-docs", type=click.IntRange(min=2), default=2, show_default=True,
+              help="line/paragraph: cut a unit only when it occurs in at least this many documents.")
+@click.option("--protect", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
+              help="line/paragraph: leave a document whole when the cuts would remove more than this "
+                   "share of its bytes (so a document is never gutted by accident).")
+@click.option("--partitions", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Hash partitions for span mode (0: about one per 48 MB of input); each is sorted "
+                   "in its own task, so memory stays bounded for corpora larger than memory.")
+@handle_errors
+def substring(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
+              as_json, engine, ray_address, skip, max_drop_rate, unit, min_tokens, keep, keep_by, keep_order,
+              min_length, min_docs, protect, partitions):
+    """Cut repeated passages out of documents (substring dedup).
+
+    Writes OUTPUT/manifest/ (one row per input row; a document is dropped only when cutting
+    leaves it shorter than --min-length), OUTPUT/spans/ (one row per cut span: shard, row,
+    doc_id, UTF-8 byte start/end, duplicate_of, duplicate_start) and OUTPUT/summary.json (spans,
+    bytes cut, and the audit profile). `dedupkit apply` writes the cut text; `dedupkit inspect`
+    shows what was cut.
+    """
+    from dedupkit import api
+
+    result = api.substring(
+        inputs, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
+        on_bad_record=on_bad_record, unit=unit, min_tokens=min_tokens, keep=keep, min_length=min_length,
+        min_docs=min_docs, protect=protect, partitions=partitions, keep_by=keep_by, keep_order=keep_order,
+        workers=workers, overwrite=overwrite, skip=resolve_skip(skip), max_drop_rate=max_drop_rate,
+        engine=engine, ray_address=ray_address, progress=progress_factory(quiet),
+    )
+    emit_result(output, result.summary, as_json)
+    c = result.summary["counts"]
+    click.echo(f"substring: {c.get('spans', 0)} spans, {c.get('bytes_cut', 0)} bytes cut from "
+               f"{c.get('documents_cut', 0)} documents", err=True)
+
+
+@click.command(epilog="""\b
+Examples:
+  dedupkit audit data/ --min-tokens 50 > before.json
+  dedupkit audit out/clean --min-tokens 50 > after.json      # after substring + apply
+""")
+@read_options
+@engine_options
+@skip_option
+@click.option("--min-tokens", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Passage length (tokens) whose repeats are counted.")
+@click.option("--partitions", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Hash partitions (0: about one per 48 MB of input).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, envvar="DEDUPKIT_WORKERS",
+              help="Worker processes; the figures are identical for any number.")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the temporary hash files go (default: the system temp folder).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def audit(inputs, text_column, id_column, batch_size, on_bad_record, engine, ray_address, skip, min_tokens,
+          partitions, workers, work_dir, quiet):
+    """Memorisation-risk profile of a corpus, as JSON on stdout.
+
+    Reports the share of tokens inside passages of at least --min-tokens tokens that occur at
+    least 2, 10 and 100 times in the corpus, the same per shard, and the most repeated passages
+    with their counts and two example locations. Run it before and after substring (or any
+    dedup) to see what dedup bought.
+    """
+    from dedupkit import api
+
+    profile = api.audit(inputs, text_column=text_column, id_column=id_column, batch_size=batch_size,
+                        on_bad_record=on_bad_record, min_tokens=min_tokens, partitions=partitions,
+                        workers=workers, skip=resolve_skip(skip), engine=engine, ray_address=ray_address,
+                        work_dir=work_dir, progress=progress_factory(quiet))
+    click.echo(json.dumps(profile, indent=2, ensure_ascii=False))
+    s = profile["share"]
+    click.echo(f"audit: {profile['tokens']} tokens; in repeats >=2x {s['repeated_2x']:.2%}, "
+               f">=10x {s['repeated_10x']:.2%}, >=100x {s['repeated_100x']:.2%}", err=True)
