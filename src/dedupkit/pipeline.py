@@ -444,7 +444,7 @@ def _write_combined(root: Path, runs: list[StageRun], config: PipelineConfig, t0
         "timings": {"stages_s": {r.name: (0.0 if r.reused else r.summary.get("timings", {}).get("total_s", 0.0))
                                  for r in runs},
                     "combine_s": round(t2 - t1, 3), "total_s": round(time.perf_counter() - t0, 3)},
-        PARTS_KEY: part_records(final),
+        PARTS_KEY: part_records(root / MANIFEST_DIR),
     }
     write_summary(root, summary)
     return summary
