@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from dedupkit.errors import ManifestError, OutputError
 from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
-from dedupkit.manifest import load_summary, output_root, read_manifest
+from dedupkit.manifest import Manifest, open_manifest, output_root
 from dedupkit.outdir import write_error
 from dedupkit.spans import cut_array, merge_spans, read_spans, span_dirs
 from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
@@ -62,17 +62,18 @@ def _out_names(shards: Sequence[Shard]) -> list[str]:
     return out
 
 
-def _entry_for(manifest_dir: str, summary: dict, shard: Shard, fp: str, used: dict[str, str]) -> dict:
+def _entry_for(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) -> dict:
     """The summary's record of ``shard``: by its name, else by the same file (its real path).
 
     Never by fingerprint alone: two shards with the same bytes (a copy) would both take one
     shard's decisions. The entry's fingerprint must then equal the file's.
     """
-    inputs = summary.get("inputs", [])
-    entry = next((s for s in inputs if s.get("name") == shard.name), None)
+    manifest_dir = str(manifest.root)
+    entry = manifest.inputs.get(shard.name)  # a dict: a scan of the list per shard was quadratic
     if entry is None:
         real = os.path.realpath(shard.path)
-        same = [s for s in inputs if isinstance(s.get("path"), str) and os.path.realpath(s["path"]) == real]
+        same = [s for s in manifest.inputs.values()
+                if isinstance(s.get("path"), str) and os.path.realpath(s["path"]) == real]
         if len(same) == 1:
             entry = same[0]
     if entry is None:
@@ -92,17 +93,15 @@ def _entry_for(manifest_dir: str, summary: dict, shard: Shard, fp: str, used: di
     return entry
 
 
-def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str, used: dict[str, str]) -> np.ndarray:
-    entry = _entry_for(manifest_dir, summary, shard, fp, used)
-    t = read_manifest(manifest_dir, columns=["row", "keep"], shard=entry["name"])
-    n = int(entry["rows"])
-    rows = t.column("row").to_numpy()
-    if len(rows) != n or len(np.unique(rows)) != n:
-        raise ManifestError(f"manifest {manifest_dir} holds {len(rows)} rows for {shard.name}, "
-                            f"which has {n}; rerun the stage with --overwrite")
-    mask = np.zeros(n, dtype=bool)
-    mask[rows] = t.column("keep").to_numpy(zero_copy_only=False)
-    return mask
+def _keep_mask(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) -> np.ndarray:
+    """The keep flags ``manifest`` records for ``shard`` (checked when the manifest was opened).
+
+    Nothing is re-read: :func:`~dedupkit.manifest.open_manifest` read each part once and kept its
+    keep flags, so apply's time grows with the rows, not with rows x shards (it used to scan the
+    whole manifest for every shard).
+    """
+    entry = _entry_for(manifest, shard, fp, used)
+    return manifest.keep_mask(entry["name"])
 
 
 def _shard_spans(manifest_dir: str, summary: dict, shard: Shard, fp: str):
@@ -266,7 +265,8 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     out = Path(out)
     roots = [str(output_root(m)) for m in manifests]
     replaced = check_output(out, inputs, roots, overwrite)
-    summaries = [(d, load_summary(d)) for d in roots]
+    opened = {d: open_manifest(d) for d in roots}  # the whole contract checked before any work
+    summaries = [(d, m.summary) for d, m in opened.items()]
     used: dict[str, dict[str, str]] = {d: {} for d in roots}
     shards = discover(inputs, exclude=[str(out)] + roots)
     text_column = _text_column(summaries)
@@ -294,7 +294,7 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
             mask = None
             cuts = []
             for d, summary in summaries:
-                m = _keep_mask(d, summary, shard, fp, used[d])
+                m = _keep_mask(opened[d], shard, fp, used[d])
                 mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
                 c = _shard_spans(d, summary, shard, fp)
                 if c is not None:

@@ -369,6 +369,11 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         ConfigError: the file is missing or is not valid TOML (the message names the line).
     """
+    from dedupkit.io.validate import not_regular
+
+    kind = not_regular(path)
+    if kind:
+        raise ConfigError(f"config file {path} is {kind}, not a regular file; pass a file to -c/--config")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from dedupkit.errors import ConfigError, InputError
+from dedupkit.errors import ConfigError, DedupkitError, InputError
 from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
 from dedupkit.stages.base import Decisions, Mapper, Stage
@@ -1020,10 +1020,10 @@ def contamination_failure(summary: dict, out: str, limit: int = 20) -> str | Non
     n = st.get("contaminated_docs", 0)
     if not n:
         return None
-    import pyarrow.dataset as ds
+    from dedupkit.manifest import read_manifest
 
-    t = ds.dataset(str(Path(out) / "manifest"), format="parquet").to_table(
-        columns=["doc_id", "eval_set", "eval_item", "overlap"], filter=pc.field("eval_item").is_valid())
+    t = read_manifest(out, columns=["doc_id", "eval_set", "eval_item", "overlap"])
+    t = t.filter(pc.is_valid(t.column("eval_item")))
     rows = t.slice(0, limit).to_pylist()
     named = "; ".join(f"{r['doc_id']}: {r['eval_set']}/{r['eval_item']} (overlap {r['overlap']:.2f})" for r in rows)
     more = f"; and {n - len(rows)} more" if n > len(rows) else ""
@@ -1039,9 +1039,11 @@ _INSPECT_COLUMNS = ["doc_id", "shard", "row", "keep", "cluster_id", "eval_set", 
 
 def is_decontamination_run(out: str | os.PathLike) -> bool:
     """True when ``out`` is the output of a finished ``dedupkit decontaminate`` (or ``check`` eval) run."""
-    try:
-        return json.loads((Path(out) / "summary.json").read_text()).get("stage") == DecontaminateStage.name
-    except (OSError, ValueError):
+    from dedupkit.manifest import load_summary
+
+    try:  # load_summary refuses a summary.json that is a FIFO or device instead of blocking on it
+        return load_summary(out).get("stage") == DecontaminateStage.name
+    except DedupkitError:
         return False
 
 
@@ -1055,11 +1057,11 @@ def inspect_decontamination(out: str | os.PathLike, *, doc: str | None = None, c
         ConfigError: not exactly one of doc, cluster, largest.
         InputError: the document or cluster is not in the run.
     """
-    import pyarrow.dataset as ds
+    from dedupkit.manifest import read_manifest
 
     if sum(x is not None for x in (doc, cluster, largest)) != 1:
         raise ConfigError("pass exactly one of --cluster ID, --doc DOC_ID, --largest N")
-    t = ds.dataset(str(Path(out) / "manifest"), format="parquet").to_table(columns=_INSPECT_COLUMNS)
+    t = read_manifest(out, columns=_INSPECT_COLUMNS)  # the contract checked, as for every reader
     if doc is not None:
         rows = t.filter(pc.equal(t.column("doc_id"), doc)).to_pylist()
         if not rows:

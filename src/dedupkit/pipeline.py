@@ -458,7 +458,7 @@ def run_pipeline(
 
 
 def _write_combined(root: Path, runs: list[StageRun], config: PipelineConfig, t0: float) -> dict:
-    from dedupkit.manifest import write_summary
+    from dedupkit.manifest import PARTS_KEY, part_records, write_summary
     from dedupkit.runner import versions
 
     t1 = time.perf_counter()
@@ -489,6 +489,7 @@ def _write_combined(root: Path, runs: list[StageRun], config: PipelineConfig, t0
         "timings": {"stages_s": {r.name: (0.0 if r.reused else r.summary.get("timings", {}).get("total_s", 0.0))
                                  for r in runs},
                     "combine_s": round(t2 - t1, 3), "total_s": round(time.perf_counter() - t0, 3)},
+        PARTS_KEY: part_records(root / MANIFEST_DIR),
     }
     write_summary(root, summary)
     return summary
@@ -696,14 +697,16 @@ def stats(path: str | os.PathLike) -> dict:
     Raises:
         ManifestError: the folder holds no finished run.
     """
-    from dedupkit.manifest import load_summary, output_root
+    from dedupkit.manifest import open_manifest, output_root
 
     root = output_root(path)
-    summary = load_summary(root)
+    # The counts come from the summaries, but only after the manifests they describe passed the
+    # contract check: stats must never disagree with what apply would write.
+    summary = open_manifest(root).summary
     rows = []
     if summary.get("pipeline"):
         for entry in summary.get("stages", []):
-            s = load_summary(root / entry["dir"])
+            s = open_manifest(root / entry["dir"]).summary
             rows.append(_stats_row(entry["name"], entry["dir"], s))
         total = _stats_row("total", str(root), summary)
         total["time_s"] = round(sum(r["time_s"] for r in rows), 3)

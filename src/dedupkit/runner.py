@@ -24,7 +24,10 @@ from dedupkit.explain import drop_reasons
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.manifest import (
+    MANIFEST_DIR,
+    PARTS_KEY,
     check_prior_fingerprints,
+    part_records,
     load_prior,
     output_root,
     shard_table,
@@ -34,11 +37,10 @@ from dedupkit.manifest import (
 from dedupkit.outdir import OutputDir
 from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
-from dedupkit.scan import Corpus, plan_tasks, run_scan_task
+from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task
 from dedupkit.spans import SPANS_DIR, read_spans, span_counts
 from dedupkit.stages.base import Stage
 
-MAX_LISTED_BAD = 1000
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ def run_stage(
         labels = decisions.labels
         cid = cluster_ids(labels, corpus.global_rows)
         n_rows = int(sum(s.n_rows for s in corpus.shards))
-        n_bad = len(corpus.bad_records)
+        n_bad = corpus.n_bad
         n_prior = int(sum(len(t) for t in prior.values()))
         # This stage's own input and drops (bad records included: this stage drops them); see
         # dedupkit.explain for the one meaning of each count.
@@ -290,7 +292,7 @@ def run_stage(
                 shard=info.shard.name, n_rows=info.n_rows, stage=stage.name,
                 active_rows=corpus.rows[a:b], doc_ids=doc_ids.slice(a, b - a),
                 keep=keep[a:b], cluster_id=cid[a:b], duplicate_of=dup_of.slice(a, b - a),
-                score=score[a:b], bad=info.bad, bad_doc_ids=None, prior=prior.get(info.shard.name),
+                score=score[a:b], bad=info.bad_table(), bad_doc_ids=None, prior=prior.get(info.shard.name),
                 extra={c: v.slice(a, b - a) for c, v in extra_cols.items()}, extra_types=extra_types,
                 reason=reasons.slice(a, b - a),
             )
@@ -347,7 +349,12 @@ def run_stage(
         stage.before_publish(summary)
         if before_finish is not None:
             before_finish()
+
+        def finish(root: Path) -> None:
+            summary[PARTS_KEY] = part_records(root / MANIFEST_DIR)
+            write_summary(root, summary)
+
         # OUT/spans is swapped in by finish() with the manifest, after the old summary is gone
-        od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work,
+        od.finish(tmp, finish, keep_work=options.keep_work,
                   spans=Path(decisions.spans) if decisions.spans is not None else None)
     return RunResult(out=out, summary=summary)

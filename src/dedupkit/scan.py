@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedupkit.errors import InputError
+from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Shard, fingerprint
 from dedupkit.normalize import char_lengths
@@ -27,6 +28,8 @@ from dedupkit.normalize import char_lengths
 # A Parquet shard with more row groups than this many per task is split, so that --workers helps
 # even when the corpus is one big file.
 SPLIT_ROWS = 1_000_000
+# Bad records listed by name in summary.json (all of them are in the manifest and counted).
+MAX_LISTED_BAD = 1000
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,12 @@ class ScanResult:
     shard_index: int
     n_rows: int  # rows of the shard up to the end of this task's range
     n_good: int
-    bad: list[dict]
+    bad: list[dict]  # the first MAX_LISTED_BAD bad records; all of them are in the task's .bad.arrow
     fingerprint: str | None
     size: int
     features: list[str] = field(default_factory=list)
     reused: bool = False
+    n_bad: int = 0
 
 
 def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: str,
@@ -91,6 +95,21 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
 def _paths(task: ScanTask) -> tuple[Path, Path]:
     base = Path(task.workdir) / f"task-{task.index:05d}"
     return base.with_suffix(".done.json"), base.with_suffix(".arrow")
+
+
+def _bad_path(task: ScanTask) -> Path:
+    return Path(task.workdir) / f"task-{task.index:05d}.bad.arrow"
+
+
+def _write_ipc_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -132,7 +151,9 @@ def run_scan_task(task: ScanTask) -> ScanResult:
             meta = json.loads(done_path.read_text())
             if meta.get("key") == task.key and meta.get("size") == size and meta.get("mtime_ns") == mtime and (
                 task.part != 0 or meta.get("fingerprint") == fp
-            ) and table_path.exists() and all(
+            ) and table_path.exists() and "n_bad" in meta["result"] and (
+                not meta["result"]["n_bad"] or _bad_path(task).exists()
+            ) and all(
                 (Path(task.workdir) / f"task-{task.index:05d}.{name}.npy").exists()
                 for name in meta["result"].get("features", [])
             ):
@@ -163,14 +184,11 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     for c, parts in extras.items():
         cols["x_" + c] = pa.chunked_array(parts).combine_chunks() if parts else pa.array([])
     table = pa.table(cols)
-    tmp = table_path.with_name(table_path.name + f".tmp{os.getpid()}")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, table_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _write_ipc_atomic(table, table_path)
+    if len(reader.bad):
+        # Every bad record goes to a file (row, dictionary-encoded reason), not through the
+        # completion marker and the result pickles: five million blank lines stay ~60 MB.
+        _write_ipc_atomic(reader.bad.table(), _bad_path(task))
     names = []
     for name, parts in feats.items():
         _save_npy_atomic(Path(task.workdir) / f"task-{task.index:05d}.{name}.npy",
@@ -183,8 +201,8 @@ def run_scan_task(task: ScanTask) -> ScanResult:
             names.append(name)
     result = ScanResult(
         index=task.index, shard_index=task.shard_index, n_rows=reader.n_rows,
-        n_good=int(len(table)), bad=[b.to_dict() for b in reader.bad], fingerprint=fp, size=size,
-        features=sorted(names),
+        n_good=int(len(table)), bad=reader.bad.listed(MAX_LISTED_BAD), fingerprint=fp, size=size,
+        features=sorted(names), n_bad=len(reader.bad),
     )
     meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "result": asdict(result)}
     _atomic_write_bytes(done_path, json.dumps(meta).encode())
@@ -197,7 +215,19 @@ class ShardInfo:
     n_rows: int
     fingerprint: str
     size: int
-    bad: list[dict]
+    bad: list[dict]  # the first MAX_LISTED_BAD bad records
+    n_bad: int = 0
+    bad_files: list[str] = field(default_factory=list)
+
+    def bad_table(self) -> pa.Table:
+        """Every bad record of the shard: ``row`` (int64) and ``reason`` (string, dictionary-encoded)."""
+        tables = []
+        for path in self.bad_files:
+            with pa.memory_map(path, "r") as src:
+                tables.append(pa.ipc.open_file(src).read_all())
+        if not tables:
+            return pa.table({"row": pa.array([], pa.int64()), "reason": pa.array([], pa.string())})
+        return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
 
     def to_dict(self) -> dict:
         return {"name": self.shard.name, "path": os.path.abspath(self.shard.path),
@@ -228,13 +258,19 @@ class Corpus:
         fps: list[str | None] = [None] * len(shards)
         sizes = [s.size for s in shards]
         bad: list[list[dict]] = [[] for _ in shards]
+        n_bad = [0] * len(shards)
+        bad_files: list[list[str]] = [[] for _ in shards]
         for t, r in zip(tasks, results):
             per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
             if t.part == 0:
                 fps[t.shard_index] = r.fingerprint
                 sizes[t.shard_index] = r.size
-            bad[t.shard_index].extend(r.bad)
-        self.shards = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i])
+            if len(bad[t.shard_index]) < MAX_LISTED_BAD:
+                bad[t.shard_index].extend(r.bad[:MAX_LISTED_BAD - len(bad[t.shard_index])])
+            if r.n_bad:
+                n_bad[t.shard_index] += r.n_bad
+                bad_files[t.shard_index].append(str(_bad_path(t)))
+        self.shards = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i], n_bad[i], bad_files[i])
                        for i, s in enumerate(shards)]
         offsets = np.cumsum([0] + per_shard_rows)
         self.shard_offsets = offsets
@@ -282,7 +318,7 @@ class Corpus:
         """Yield a mapper feature task by task (memory-mapped), in global order."""
         for t in self.tasks:
             path = Path(t.workdir) / f"task-{t.index:05d}.{name}.npy"
-            yield np.load(path, mmap_mode="r" if mmap else None)
+            yield load_npy(path, mmap=mmap)
 
     def feature(self, name: str) -> np.ndarray:
         """A mapper feature for all active documents, concatenated in global order."""
@@ -319,4 +355,13 @@ class Corpus:
 
     @property
     def bad_records(self) -> list[dict]:
-        return [b for s in self.shards for b in s.bad]
+        """The first MAX_LISTED_BAD bad records of the corpus, in shard order (for the summary)."""
+        out: list[dict] = []
+        for s in self.shards:
+            out.extend(s.bad[:MAX_LISTED_BAD - len(out)])
+        return out
+
+    @property
+    def n_bad(self) -> int:
+        """How many bad records the corpus holds (all of them, listed or not)."""
+        return sum(s.n_bad for s in self.shards)

@@ -13,6 +13,7 @@ from dedupkit.cli.options import (
 )
 from dedupkit.errors import CheckFailed
 from dedupkit.normalize import DEFAULT
+from dedupkit.redact import redact_obj
 
 INDEX_HELP = "A local folder, or redis://HOST:PORT/DB[?prefix=NAME] for an index shared through Redis."
 
@@ -47,7 +48,7 @@ def _minhash(seed, num_perm, shingle, ngram, threshold, bands, rows) -> dict:
 
 def _emit_add(res, as_json: bool, verb: str) -> None:
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2))
+        click.echo(json.dumps(redact_obj(res.to_dict()), indent=2))
     else:
         click.echo(res.location)
     click.echo(f"index: {verb} {res.added} documents from {res.shards} shards in {res.seconds:.1f} s"
@@ -134,7 +135,7 @@ def info(location, as_json):
 
     d = api.index_info(location)
     if as_json:
-        click.echo(json.dumps(d, indent=2))
+        click.echo(json.dumps(redact_obj(d), indent=2))
         return
     s = d["settings"]
     lines = [

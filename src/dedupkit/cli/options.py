@@ -10,6 +10,8 @@ from typing import Any, Callable
 import click
 
 from dedupkit.errors import DedupkitError
+from dedupkit.redact import redact, redact_obj
+from dedupkit.terminal import safe_text
 
 
 def read_column_options(f: Callable) -> Callable:
@@ -133,7 +135,7 @@ def progress_factory(quiet: bool):
 def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
     """stdout carries only the output path, or the summary as JSON."""
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        click.echo(json.dumps(redact_obj(summary), indent=2, default=str))
     else:
         click.echo(str(out))
     if summary.get("counts"):
@@ -151,7 +153,7 @@ def handle_errors(f: Callable) -> Callable:
         try:
             return f(*args, **kwargs)
         except DedupkitError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {safe_text(redact(str(exc)), one_line=True)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
             click.echo("Interrupted; rerun the same command to resume.", err=True)

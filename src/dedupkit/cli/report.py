@@ -9,6 +9,7 @@ import sys
 import click
 
 from dedupkit.cli.options import handle_errors
+from dedupkit.terminal import safe_json, safe_text
 
 _OUT_ARG = click.argument("out", metavar="OUT", type=click.Path(exists=True, file_okay=False))
 _STAGE_OPT = click.option("--stage", default=None, metavar="NAME",
@@ -61,7 +62,7 @@ def report(out, output, overwrite, largest, sample, max_members, max_chars, seed
     else:
         click.echo(str(res.path))
     for n in res.notes:
-        click.echo(f"note: {n}", err=True)
+        click.echo(f"note: {safe_text(n, one_line=True)}", err=True)
     click.echo(f"report: {res.clusters_listed} of {res.clusters_total} clusters listed"
                f"{' (sampled)' if res.sampled else ''}, {res.bytes / 1e6:.2f} MB", err=True)
 
@@ -111,27 +112,29 @@ def inspect(out, cluster, doc, largest, stage, max_members, max_chars, color, as
     res = api.inspect(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
                       max_members=max_members, max_chars=max_chars)
     if as_json:
-        click.echo(json.dumps([
+        click.echo(safe_json(json.dumps([
             {"stage": f.stage.label, "note": f.note,
              "cluster": cluster_dict(f.cluster) if f.cluster else None} for f in res.findings
-        ], indent=2, ensure_ascii=False))
+        ], indent=2, ensure_ascii=False)))
         return
     if color is None:
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     for n in res.notes:
-        click.echo(f"note: {n}", err=True)
+        click.echo(f"note: {safe_text(n, one_line=True)}", err=True)
     first = True
     for f in res.findings:
         if not first:
             click.echo("")
         first = False
         if f.cluster is None:
-            click.echo(f.note)
+            click.echo(safe_text(f.note or "", one_line=True))
             continue
         click.echo(format_cluster(f.stage.label, f.cluster, color, f.highlight), color=color)
 
 
-def _indent(text: str, pad: str = "    ") -> str:
+def _indent(text: str, pad: str = "    ", styled: bool = False) -> str:
+    if not styled:  # data: no control sequence reaches the terminal (see dedupkit.terminal)
+        text = safe_text(text)
     return "\n".join(pad + line for line in text.splitlines()) if text else pad
 
 
@@ -139,9 +142,10 @@ def _diff_text(diff, color: bool) -> str:
     from dedupkit.report.diff import plain
 
     if not color:
-        return plain(diff)
+        return safe_text(plain(diff))
     parts = []
     for tag, text in diff:
+        text = safe_text(text)
         if tag == "=":
             parts.append(text)
         elif tag == "-":
@@ -160,12 +164,13 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
 
     def head(kind: str, m, rep: bool = False) -> str:
         score = f" score {m.score:.3f}" if m.score is not None and not rep else ""
-        return f"  {b(kind)} {m.doc_id} ({m.shard} row {m.row}){score}{' [truncated]' if m.truncated else ''}"
+        return (f"  {b(kind)} {safe_text(str(m.doc_id), True)} ({safe_text(str(m.shard), True)} row {m.row})"
+                f"{score}{' [truncated]' if m.truncated else ''}")
 
     def mark(m) -> str:
         return "  <-- this document" if highlight is not None and m.doc_id == highlight else ""
 
-    lines = [b(f"{label} cluster {c.cluster_id}: {c.size} documents")]
+    lines = [b(f"{safe_text(label, True)} cluster {c.cluster_id}: {c.size} documents")]
     r = c.representative
     lines.append(head("KEPT" if r.keep else "REPRESENTATIVE", r, rep=True) + mark(r))
     lines.append(_indent(r.text if r.text is not None else "(text unavailable)"))
@@ -178,7 +183,7 @@ def format_cluster(label: str, c, color: bool, highlight: str | None = None) -> 
                 h += " (same words ignoring case)"
             lines.append(h + mark(m))
             if st["removed"] or st["added"]:
-                lines.append(_indent(_diff_text(m.diff, color)))
+                lines.append(_indent(_diff_text(m.diff, color), styled=True))
             else:
                 lines.append("    (the representative's words; spacing may differ)")
         else:

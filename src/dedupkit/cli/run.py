@@ -7,6 +7,7 @@ import json
 import click
 
 from dedupkit.cli.options import handle_errors, progress_factory
+from dedupkit.terminal import safe_text
 
 
 def _stats_table(st: dict) -> str:
@@ -125,4 +126,5 @@ def stats(output, as_json):
     from dedupkit.pipeline import stats as get_stats
 
     st = get_stats(output)
-    click.echo(json.dumps(st, indent=2) if as_json else _stats_table(st))
+    # stage names and folders come from summaries: shown with control characters escaped
+    click.echo(json.dumps(st, indent=2) if as_json else safe_text(_stats_table(st)))

@@ -7,6 +7,7 @@ import click
 from dedupkit.cli.options import (
     emit_result, handle_errors, progress_factory, resolve_skip, stage_options,
 )
+from dedupkit.terminal import safe_text
 
 
 def print_analysis(analysis: dict) -> None:
@@ -22,9 +23,11 @@ def print_analysis(analysis: dict) -> None:
         click.echo(f"\neps {s['eps']:g} (cosine >= {s['threshold']:.4f}):", err=True)
         for side, label in (("above", "dropped"), ("below", "kept")):
             for p in s[side]:
-                click.echo(f"  {label} {p['cosine']:.4f}  {p['doc']}: {p['text'][:90]}", err=True)
-                click.echo(f"  {'':>{len(label)}} {'':>6}  ~ {p['higher_ranked']}: {p['higher_ranked_text'][:90]}",
+                # texts and ids are data: shown with control characters escaped
+                click.echo(safe_text(f"  {label} {p['cosine']:.4f}  {p['doc']}: {p['text'][:90]}", True),
                            err=True)
+                click.echo(safe_text(f"  {'':>{len(label)}} {'':>6}  ~ {p['higher_ranked']}: "
+                                     f"{p['higher_ranked_text'][:90]}", True), err=True)
 
 
 @click.command(epilog="""\b

@@ -159,7 +159,7 @@ def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers
             first = int(prior["base"]) if prior else store.append(seg, key=key)
         finally:
             store.release_writer()
-        bad = len(corpus.bad_records)
+        bad = corpus.n_bad
     return AddResult(location=store.location, added=0 if prior else len(seg), first_doc=first,
                      documents=store.count, bad_records=bad, shards=len(shards),
                      seconds=round(time.perf_counter() - t0, 3), already_indexed=int(prior["n"]) if prior else 0)
@@ -343,7 +343,7 @@ class CheckStage(Stage):
             "matched_shard": pa.array(m_shards, pa.string()),
             "match": pa.array(kinds.tolist(), pa.string()),
         }
-        considered = n + len(corpus.bad_records)
+        considered = n + corpus.n_bad
         dropped = int(n - keep.sum())
         rate = dropped / considered if considered else 0.0
         stats = {

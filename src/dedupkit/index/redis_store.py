@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -45,6 +46,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 
 from dedupkit.errors import ConfigError, require
+from dedupkit.redact import redact
 from dedupkit.index.base import (
     BAND_CAP, FORMAT, FORMAT_VERSION, BandMatches, IndexInfo, IndexSettings, IndexStore,
     IndexStoreError, Segment, WriterLock, best_band_matches, holder_is_dead, holder_record, holder_text, log,
@@ -195,9 +197,15 @@ def _parse(location: str) -> tuple[str, str]:
     u = urlparse(location)
     prefix = parse_qs(u.query).get("prefix", ["dedupkit"])[0]
     if not prefix or ":" in prefix:
-        raise ConfigError(f"{location}: prefix must be a non-empty name without ':'")
+        raise ConfigError(f"{redact(location)}: prefix must be a non-empty name without ':'")
     clean = u._replace(query="").geturl()
     return clean, prefix
+
+
+def _match_escape(prefix: str) -> str:
+    """``prefix`` with Redis glob characters escaped, for ``SCAN MATCH``: a prefix of ``*`` must
+    match only keys that start with a literal ``*:``, never every key of the database."""
+    return re.sub(r"([*?\[\]\\^-])", r"\\\1", prefix)
 
 
 def _fix(loc: str) -> str:
@@ -214,7 +222,7 @@ class RedisIndex(IndexStore):
     kind = "redis"
 
     def __init__(self, location: str, client, prefix: str, meta: dict, verify: bool = True):
-        self.location = location
+        self.location = redact(location)  # shown and recorded; the password stays in the client only
         self.r = client
         self.p = prefix
         self.meta = meta
@@ -224,7 +232,7 @@ class RedisIndex(IndexStore):
             ("stage", _STAGE_LUA), ("strip", _STRIP_LUA), ("fenced", _FENCED_LUA), ("shards", _SHARDS_LUA),
             ("commit", _COMMIT_LUA), ("lookup", _LOOKUP_LUA))}
         if self.buckets > 1 << 24:
-            raise IndexStoreError(f"{location}: bucket_bits above 24 is not supported; {_fix(location)}")
+            raise IndexStoreError(f"{redact(location)}: bucket_bits above 24 is not supported; {_fix(redact(location))}")
         self._snapshot()
         if verify:
             self._verify()
@@ -237,8 +245,10 @@ class RedisIndex(IndexStore):
         try:
             client = redis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=10)
             client.ping()
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ValueError) as exc:
-            raise IndexStoreError(f"{location}: cannot connect to Redis ({exc}); check that the server runs "
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError,
+                ValueError) as exc:
+            raise IndexStoreError(f"{redact(location)}: cannot connect to Redis ({redact(str(exc))}); check that "
+                                  "the server runs, the password is right "
                                   "and the URL (redis://HOST:PORT/DB) is right") from exc
         return client, prefix
 
@@ -248,7 +258,7 @@ class RedisIndex(IndexStore):
         key = f"{prefix}:meta"
         exists = client.exists(key) or client.exists(f"{prefix}:segments")
         if exists and not overwrite:
-            raise IndexStoreError(f"{location} already holds an index (prefix {prefix!r}); use "
+            raise IndexStoreError(f"{redact(location)} already holds an index (prefix {prefix!r}); use "
                                   "`dedupkit index add` to grow it, or pass --overwrite to replace it")
         if exists:
             cls._drop_all(client, prefix)
@@ -261,7 +271,7 @@ class RedisIndex(IndexStore):
     def _drop_all(client, prefix: str) -> None:
         client.delete(f"{prefix}:meta")  # unreadable first, then the rest
         batch = []
-        for k in client.scan_iter(match=f"{prefix}:*", count=10000):
+        for k in client.scan_iter(match=f"{_match_escape(prefix)}:*", count=10000):
             batch.append(k)
             if len(batch) >= 10000:
                 client.unlink(*batch)
@@ -275,17 +285,17 @@ class RedisIndex(IndexStore):
         raw = client.get(f"{prefix}:meta")
         if raw is None:
             if client.exists(f"{prefix}:segments"):
-                raise IndexStoreError(f"{location}: index data without its meta key (prefix {prefix!r}): the "
-                                      f"index was partly deleted; {_fix(location)}")
-            raise IndexStoreError(f"{location}: no index with prefix {prefix!r}; create it with "
-                                  f"`dedupkit index create {location} --from DATA`")
+                raise IndexStoreError(f"{redact(location)}: index data without its meta key (prefix {prefix!r}): the "
+                                      f"index was partly deleted; {_fix(redact(location))}")
+            raise IndexStoreError(f"{redact(location)}: no index with prefix {prefix!r}; create it with "
+                                  f"`dedupkit index create {redact(location)} --from DATA`")
         try:
             meta = json.loads(raw)
         except ValueError as exc:
-            raise IndexStoreError(f"{location}: the meta key is not valid JSON; {_fix(location)}") from exc
+            raise IndexStoreError(f"{redact(location)}: the meta key is not valid JSON; {_fix(redact(location))}") from exc
         if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-            raise IndexStoreError(f"{location}: not a dedupkit index of format version {FORMAT_VERSION}; "
-                                  f"{_fix(location)}")
+            raise IndexStoreError(f"{redact(location)}: not a dedupkit index of format version {FORMAT_VERSION}; "
+                                  f"{_fix(redact(location))}")
         return cls(location, client, prefix, meta, verify=verify)
 
     def _snapshot(self) -> None:

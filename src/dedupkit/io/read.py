@@ -76,6 +76,51 @@ class BadRecord:
         return {"shard": self.shard, "row": self.row, "line": self.row + 1, "reason": self.reason}
 
 
+class BadRecords:
+    """The bad records of one shard, stored compactly: 12 bytes a record plus each distinct reason.
+
+    A shard of five million blank lines must cost about what five million good records cost, so
+    nothing here holds a Python object per record: rows and reason codes live in typed arrays and
+    each distinct reason string is kept once. Iterating yields :class:`BadRecord` objects.
+    """
+
+    def __init__(self, shard: str):
+        from array import array
+
+        self.shard = shard
+        self.rows = array("q")
+        self.codes = array("i")
+        self.reasons: list[str] = []
+        self._code: dict[str, int] = {}
+
+    def add(self, row: int, reason: str) -> None:
+        code = self._code.get(reason)
+        if code is None:
+            code = self._code[reason] = len(self.reasons)
+            self.reasons.append(reason)
+        self.rows.append(row)
+        self.codes.append(code)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[BadRecord]:
+        for row, code in zip(self.rows, self.codes):
+            yield BadRecord(self.shard, row, self.reasons[code])
+
+    def listed(self, limit: int) -> list[dict]:
+        """The first ``limit`` records as summary dicts (shard, row, line, reason)."""
+        return [BadRecord(self.shard, self.rows[i], self.reasons[self.codes[i]]).to_dict()
+                for i in range(min(limit, len(self.rows)))]
+
+    def table(self) -> pa.Table:
+        """``row`` (int64) and ``reason`` (dictionary-encoded string) of every record."""
+        rows = np.frombuffer(self.rows, dtype=np.int64) if len(self.rows) else np.zeros(0, np.int64)
+        codes = np.frombuffer(self.codes, dtype=np.int32) if len(self.codes) else np.zeros(0, np.int32)
+        reason = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(self.reasons, pa.string()))
+        return pa.table({"row": pa.array(rows, pa.int64()), "reason": reason})
+
+
 @dataclass
 class Batch:
     """Good records of one shard: ``rows`` are 0-based row/line numbers, aligned with the arrays."""
@@ -132,14 +177,14 @@ class ShardReader:
         self.skip_rows = None if skip_rows is None or len(skip_rows) == 0 else np.asarray(skip_rows, np.int64)
         self.row_groups = row_groups
         self.n_rows = 0
-        self.bad: list[BadRecord] = []
+        self.bad = BadRecords(shard.name)
 
     # -- shared helpers -------------------------------------------------------------------------
     def _bad(self, row: int, reason: str) -> None:
-        where = f"line {row + 1}" if self.shard.format == "jsonl" else f"row {row}"
         if self.spec.on_bad_record == "fail":
+            where = f"line {row + 1}" if self.shard.format == "jsonl" else f"row {row}"
             raise InputError(f"{self.shard.name}: {where}: {reason}; {_FIX}")
-        self.bad.append(BadRecord(self.shard.name, row, reason))
+        self.bad.add(row, reason)
 
     def _active(self, rows: np.ndarray) -> np.ndarray:
         if self.skip_rows is None:
@@ -177,6 +222,16 @@ class ShardReader:
                 raise InputError(
                     f"column {col!r} not found in {self.shard.name}; columns are: {', '.join(names)}; "
                     f"pass {flag} with one of them"
+                )
+        if self.spec.id_column:
+            itype = schema.field(self.spec.id_column).type
+            if pa.types.is_dictionary(itype):
+                itype = itype.value_type
+            if not (pa.types.is_string(itype) or pa.types.is_large_string(itype) or pa.types.is_integer(itype)):
+                # refused here, before the scan, rather than as a cast failure in the middle of it
+                raise InputError(
+                    f"column {self.spec.id_column!r} in {self.shard.name} has type {itype}; ids must be strings "
+                    "or integers: pass --id-column naming such a column, or drop --id-column"
                 )
         ttype = schema.field(self.spec.text_column).type
         if pa.types.is_dictionary(ttype):
@@ -301,6 +356,9 @@ class ShardReader:
                     break
                 row += 1
                 if len(line) > limit and not line.endswith(b"\n"):
+                    if spec.on_bad_record == "fail" and (skip is None or row not in skip):
+                        # fail now, not after reading the rest of a line that may be gigabytes long
+                        self._bad(row, f"record longer than {limit} bytes (max_record_bytes)")
                     # Drain the rest of an overlong line without holding it in memory.
                     while True:
                         more = fh.readline(1 << 20)

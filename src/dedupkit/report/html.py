@@ -19,6 +19,7 @@ import numpy as np
 
 from dedupkit import __version__
 from dedupkit.errors import OutputError
+from dedupkit.redact import redact_obj
 from dedupkit.report.model import (
     RunInfo, attach_texts, clip_diff, build_cluster, cluster_dict, load_run, lsh_curve, lsh_params,
     score_histogram, select_clusters, size_histogram, stage_table, stage_threshold,
@@ -235,6 +236,7 @@ def render_html(data: dict[str, Any]) -> str:
     from dedupkit.errors import require
 
     jinja2 = require("jinja2", "report")
+    data = redact_obj(data)  # summaries written before redaction existed may hold an index password
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = _fmt_num
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.2f}%"

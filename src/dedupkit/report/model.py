@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedupkit.errors import InputError, ManifestError
-from dedupkit.manifest import MANIFEST_DIR, SUMMARY, load_summary, output_root, read_manifest
+from dedupkit.manifest import MANIFEST_DIR, SUMMARY, load_summary, open_manifest, output_root, read_manifest
 from dedupkit.report.diff import diff_stats, word_diff
 
 _STAGE_DIR = re.compile(r"^(\d+)[-_](.+)$")
@@ -78,7 +78,8 @@ def load_run(out: str | os.PathLike) -> RunInfo:
         stages.append(StageRun(name=name, label=sub.name, path=sub, summary=s))
     if stages:
         if (root / SUMMARY).is_file():
-            return RunInfo(root=root, summary=load_summary(root), stages=stages, pipeline=True)
+            # the combined manifest is checked too: the page's totals come from its summary
+            return RunInfo(root=root, summary=open_manifest(root).summary, stages=stages, pipeline=True)
         # A pipeline that stopped part-way: its finished stages are still worth a look, and the
         # page says the run is incomplete.
         return RunInfo(root=root, summary={}, stages=stages, pipeline=True, complete=False)
@@ -398,6 +399,9 @@ def load_texts(summary: dict, wanted: Iterable[tuple[str, int]], max_chars: int,
         path = str(info["path"])
         if not os.path.exists(path):
             notes.append(f"texts of {name} unavailable: {path} no longer exists")
+            continue
+        if not os.path.isfile(path):  # a FIFO or device named by a summary would block or never end
+            notes.append(f"texts of {name} not shown: {path} is not a regular file")
             continue
         if info.get("size") is not None and os.path.getsize(path) != info.get("size"):
             notes.append(f"texts of {name} not shown: {path} changed size since the run")

@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from dedupkit.errors import ConfigError
+from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
 from dedupkit.minhash import (
     MinHashConfig, band_keys, batch_shingle_hashes, detection_probability, signatures_from_hashes,
@@ -306,7 +307,7 @@ class _Gather:
     """Rows of a per-scan-task feature for arbitrary global indices (memory-mapped)."""
 
     def __init__(self, paths: tuple[str, ...], offsets: tuple[int, ...]):
-        self.parts = [np.load(p, mmap_mode="r") for p in paths]
+        self.parts = [load_npy(p) for p in paths]  # no file descriptor held per scan task
         self.offsets = np.asarray(offsets, dtype=np.int64)
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
