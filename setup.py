@@ -27,6 +27,8 @@ setup(
                            depends=["src/dedupkit/_vendor/xxhash/xxhash.h"],  # xxHash 0.8.2, BSD-2-Clause
                            extra_compile_args=["-O3"]),
                  Extension("dedupkit._substring", ["src/dedupkit/_substring.c"], optional=True,
+                           depends=["src/dedupkit/_vendor/xxhash/xxhash.h"], extra_compile_args=["-O3"]),
+                 Extension("dedupkit._decon", ["src/dedupkit/_decon.c"], optional=True,
                            depends=["src/dedupkit/_vendor/xxhash/xxhash.h"], extra_compile_args=["-O3"])],
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -169,6 +169,9 @@ def main() -> None:
     ap.add_argument("--rensa-docs", type=int, default=0, help="documents for rensa (0 = all)")
     ap.add_argument("--datasketch-docs", type=int, default=5000)
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--dedupkit-args", default="",
+                    help="more options for dedupkit fuzzy, e.g. \"--verify sets --candidate-threshold 0.5\" "
+                         "(after the fixed ones, so they may override --threshold)")
     ap.add_argument("--baseline", choices=["rensa", "datasketch"], help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--shard-files", nargs="*", help=argparse.SUPPRESS)
@@ -193,7 +196,7 @@ def main() -> None:
                 shutil.rmtree(a.work / "out", ignore_errors=True)  # no scan task reused from an earlier run
                 cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *shards, "-o", str(a.work / "out"), "--overwrite",
                        "--workers", str(a.workers), "--ngram", "5", "--num-perm", "128", "--threshold", "0.8",
-                       "--id-column", "id", "-q", "--json"]
+                       "--id-column", "id", "-q", "--json", *a.dedupkit_args.split()]
             else:
                 docs = (a.rensa_docs if tool == "rensa" else a.datasketch_docs) or n_total
                 docs = min(docs, n_total)

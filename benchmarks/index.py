@@ -99,11 +99,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_redis(exe: str, workdir: Path):
+def start_redis(exe: str, workdir: Path, appendonly: bool = False):
+    """redis-server on a free port in ``workdir`` (with ``appendonly``: fsync every second)."""
     import redis
 
     port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    persist = ["--appendonly", "yes", "--appendfsync", "everysec"] if appendonly else ["--appendonly", "no"]
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persist,
                              "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     for _ in range(200):

@@ -250,11 +250,11 @@ def test_cli_fuzzy(tmp_path):
     data = write(tmp_path, texts)
     out = tmp_path / "out"
     r = CliRunner().invoke(cli, ["fuzzy", str(data), "-o", str(out), "--id-column", "id", "--threshold", "0.7",
-                                 "--verify", "jaccard", "-q"])
+                                 "--verify", "sets", "-q"])
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == str(out)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stats"]["verified_pairs"] >= 4 and summary["config"]["stage"]["verify"] == "jaccard"
+    assert summary["stats"]["verified_pairs"] >= 4 and summary["config"]["stage"]["verify"] == "sets"
     r = CliRunner().invoke(cli, ["fuzzy", str(data), "-o", str(tmp_path / "x"), "--bands", "4"])
     assert r.exit_code == 2 and "--rows" in r.output
     r = CliRunner().invoke(cli, ["fuzzy", str(data), "-o", str(tmp_path / "x"), "--bands", "20", "--rows", "20"])

@@ -96,9 +96,11 @@ def test_chain_resolves_duplicate_of_to_final_representative(tmp_path, fmt):
     m = by_id(res.out)
     assert len(m) == len(CHAIN)
     assert [m[f"d{i}"]["keep"] for i in range(7)] == [True, False, False, True, False, False, True]
-    # d2 was an exact copy of d1, and d1 a case variant of d0: d2 resolves to d0
+    # d2 was an exact copy of d1, and d1 a case variant of d0: d2 is identical to d1, so d1's
+    # comparison with d0 (stage exact2, score 1.0) is the one that decides d2 too
     assert m["d2"]["duplicate_of"] == "d0" and m["d2"]["direct_duplicate_of"] == "d1"
-    assert m["d2"]["stage"] == "exact" and m["d1"]["stage"] == "exact2" and m["d4"]["stage"] == "exact2"
+    assert m["d2"]["stage"] == "exact2" and m["d1"]["stage"] == "exact2" and m["d4"]["stage"] == "exact2"
+    assert m["d2"]["kept_duplicate_of"] == "d0" and m["d2"]["score"] == 1.0
     assert m["d1"]["duplicate_of"] == "d0" and m["d4"]["duplicate_of"] == "d0"
     assert m["d5"]["duplicate_of"] == "d3" and m["d5"]["stage"] == "exact"
     # one joined cluster across stages, id = smallest global row of its members
@@ -111,6 +113,31 @@ def test_chain_resolves_duplicate_of_to_final_representative(tmp_path, fmt):
     assert c["dropped_by_stage"] == {"exact": 2, "exact2": 2}
     # the stage manifests stay as each stage wrote them
     assert by_id(tmp_path / "out" / "01-exact")["d1"]["keep"] is True
+
+
+def test_combined_row_takes_the_decision_of_the_comparison_that_decided_it(tmp_path):
+    """A exact copy of B, B fuzzy duplicate of C: A's row says fuzzy, C and B's direct score to C,
+    which is also A's own similarity to C (a row never says exact with a non-identical target)."""
+    from dedupkit.minhash import MinHashConfig, shingles
+
+    base = " ".join(f"word{i} alpha{i % 7} beta{i % 5}" for i in range(60))
+    words = base.split()
+    words[10] = "edited"
+    words[90] = "changed"
+    b = " ".join(words)
+    texts = [base, b, b.upper(), "an unrelated text about something else entirely, with enough words"]
+    write_jsonl(tmp_path / "data" / "x.jsonl", make_rows(texts))
+    res = api.run([str(tmp_path / "data")], str(tmp_path / "out"), id_column="id", env=ENV, stages="exact,fuzzy",
+                  sets=["fuzzy.threshold=0.7", "fuzzy.verify=sets"])
+    m = by_id(res.out)
+    assert by_id(tmp_path / "out" / "01-exact")["d2"]["duplicate_of"] == "d1"
+    a = m["d2"]
+    assert (a["keep"], a["stage"], a["duplicate_of"], a["direct_duplicate_of"], a["measure"]) == \
+        (False, "fuzzy", "d0", "d1", "jaccard")
+    sa, sc = set(shingles(texts[2], MinHashConfig())), set(shingles(texts[0], MinHashConfig()))
+    assert a["score"] == pytest.approx(len(sa & sc) / len(sa | sc), abs=1e-6) and a["score"] < 1.0
+    assert m["d1"]["stage"] == "fuzzy" and m["d1"]["score"] == a["score"]
+    assert m["d0"]["keep"] and m["d3"]["keep"]
 
 
 def test_apply_takes_the_combined_manifest(tmp_path):

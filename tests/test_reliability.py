@@ -350,7 +350,7 @@ def test_run_disk_full_while_combining(tmp_path, tiny_fs):
     filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 40_000))
     res = _invoke(*args)
     assert res.exit_code == 1 and "Error: no space left on the device while writing" in res.output, res.output
-    assert sorted(p.name for p in out.iterdir() if not p.name[:2].isdigit()) == [".dedupkit.lock", "pipeline.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name[:2].isdigit()) == [".dedupkit.json", "pipeline.json"]
     filler.unlink()
     assert _invoke(*args).exit_code == 0
     assert manifest_bytes(out) == reference

@@ -501,6 +501,292 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NNN)", hashes, counts, flags);
 }
 
+/* char_shingles(data, offsets, n, k) -> (bytes hashes, bytes counts)
+ *   The char-shingle hashes of dedupkit.minhash for documents already NFKC-normalised and
+ *   lower-cased (the caller runs Arrow's kernels): every run of Unicode whitespace (the code points
+ *   for which Python's str.isspace() is true) becomes one space, both ends are trimmed, and each
+ *   window of k consecutive code points is hashed with xxh3-64 of its UTF-8 bytes. A document of
+ *   fewer than k code points (but at least one) is one shingle; an empty one has none.
+ *   hashes: uint64, all documents concatenated; counts: int64 per document. */
+static inline int uni_space(uint32_t c) {
+    return (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f ||
+           c == 0x3000;
+}
+
+/* Decode one UTF-8 code point at p[j] (valid UTF-8: the input comes from Arrow strings). */
+static inline uint32_t utf8_at(const unsigned char *p, int64_t j, int *len) {
+    unsigned char c = p[j];
+    if (c < 0x80) { *len = 1; return c; }
+    if (c < 0xE0) { *len = 2; return ((uint32_t)(c & 0x1F) << 6) | (p[j + 1] & 0x3F); }
+    if (c < 0xF0) { *len = 3; return ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(p[j + 1] & 0x3F) << 6) | (p[j + 2] & 0x3F); }
+    *len = 4;
+    return ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(p[j + 1] & 0x3F) << 12) | ((uint32_t)(p[j + 2] & 0x3F) << 6) |
+           (p[j + 3] & 0x3F);
+}
+
+static PyObject *char_shingles(PyObject *self, PyObject *args) {
+    Py_buffer data, offs;
+    Py_ssize_t n, k;
+    int64_t longest = 0;
+    if (!PyArg_ParseTuple(args, "y*y*nn", &data, &offs, &n, &k)) return NULL;
+    if (k < 1) {
+        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        PyErr_SetString(PyExc_ValueError, "char_shingles: k must be at least 1");
+        return NULL;
+    }
+    if (check_offsets(&data, &offs, n, "char_shingles", &longest) < 0) return NULL;
+    const int64_t *o = (const int64_t *)offs.buf;
+    const unsigned char *src = (const unsigned char *)data.buf;
+    size_t cap = (size_t)((o[n] - o[0]) + n + 16), w = 0;
+    uint64_t *out = (uint64_t *)PyMem_RawMalloc(cap * sizeof(uint64_t));
+    unsigned char *buf = (unsigned char *)PyMem_RawMalloc((size_t)longest + 1);
+    int64_t *cps = (int64_t *)PyMem_RawMalloc(((size_t)longest + 2) * sizeof(int64_t));
+    PyObject *counts = PyBytes_FromStringAndSize(NULL, n * sizeof(int64_t));
+    if (!out || !buf || !cps || !counts) {
+        PyMem_RawFree(out); PyMem_RawFree(buf); PyMem_RawFree(cps); Py_XDECREF(counts);
+        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        return PyErr_NoMemory();
+    }
+    int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* collapse + trim into buf, recording each code point's byte start in cps */
+        int64_t blen = 0, ncp = 0;
+        int pending = 0;  /* a whitespace run was seen after some text */
+        for (int64_t j = o[i]; j < o[i + 1];) {
+            int len;
+            uint32_t c = utf8_at(src, j, &len);
+            if (uni_space(c)) { pending = ncp > 0; j += len; continue; }
+            if (pending) { cps[ncp++] = blen; buf[blen++] = ' '; pending = 0; }
+            cps[ncp++] = blen;
+            memcpy(buf + blen, src + j, (size_t)len);
+            blen += len;
+            j += len;
+        }
+        cps[ncp] = blen;
+        if (ncp == 0) { cnt[i] = 0; continue; }
+        if (ncp < k) { out[w++] = XXH3_64bits(buf, (size_t)blen); cnt[i] = 1; continue; }
+        for (int64_t s = 0; s + k <= ncp; s++)
+            out[w++] = XXH3_64bits(buf + cps[s], (size_t)(cps[s + k] - cps[s]));
+        cnt[i] = ncp - k + 1;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(buf); PyMem_RawFree(cps);
+    PyObject *hashes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(w * sizeof(uint64_t)));
+    PyMem_RawFree(out);
+    PyBuffer_Release(&data); PyBuffer_Release(&offs);
+    if (!hashes) { Py_DECREF(counts); return NULL; }
+    return Py_BuildValue("(NN)", hashes, counts);
+}
+
+/* set_intersections(hashes, offsets, pairs) -> bytes (int64 per pair)
+ *   hashes: uint64 sets, each sorted ascending without repeats, concatenated; offsets: int64, one
+ *   more than the sets; pairs: int64 (m, 2) set indices. Returns |A & B| of every pair, by a merge
+ *   of the two sorted runs (a galloping search when one set is 16x smaller than the other). */
+static inline int64_t lower_bound_u64(const uint64_t *x, int64_t lo, int64_t hi, uint64_t v) {
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (x[mid] < v) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+static PyObject *set_intersections(PyObject *self, PyObject *args) {
+    Py_buffer hs, offs, pb;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &hs, &offs, &pb)) return NULL;
+    Py_ssize_t nsets = offs.len / 8 - 1, m = pb.len / 16, nh = hs.len / 8;
+    const int64_t *o = (const int64_t *)offs.buf;
+    const int64_t *p = (const int64_t *)pb.buf;
+    const uint64_t *h = (const uint64_t *)hs.buf;
+    PyObject *res = NULL;
+    int bad = nsets < 0 || (nsets >= 0 && (o[0] < 0 || o[nsets] > nh));
+    for (Py_ssize_t i = 0; !bad && i < nsets; i++) bad = o[i] > o[i + 1];
+    for (Py_ssize_t i = 0; !bad && i < 2 * m; i++) bad = p[i] < 0 || p[i] >= nsets;
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "set_intersections: inconsistent offsets or pair indices");
+        goto done;
+    }
+    res = PyBytes_FromStringAndSize(NULL, m * 8);
+    if (!res) goto done;
+    {
+        int64_t *out = (int64_t *)PyBytes_AS_STRING(res);
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t q = 0; q < m; q++) {
+            int64_t a = o[p[2 * q]], ae = o[p[2 * q] + 1], b = o[p[2 * q + 1]], be = o[p[2 * q + 1] + 1];
+            if (ae - a > be - b) { int64_t t = a; a = b; b = t; t = ae; ae = be; be = t; }
+            int64_t c = 0;
+            if ((ae - a) * 16 < (be - b)) {
+                for (; a < ae && b < be; a++) {
+                    b = lower_bound_u64(h, b, be, h[a]);
+                    if (b < be && h[b] == h[a]) { c++; b++; }
+                }
+            } else {
+                while (a < ae && b < be) {
+                    uint64_t x = h[a], y = h[b];
+                    c += x == y;
+                    a += x <= y;
+                    b += y <= x;
+                }
+            }
+            out[q] = c;
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyBuffer_Release(&hs); PyBuffer_Release(&offs); PyBuffer_Release(&pb);
+    return res;
+}
+
+/* greedy_centres(indptr, indices, order, n) -> (bytes claim, bytes via)
+ *   Greedy centre clustering of an undirected graph in CSR form (indptr: int64 n+1, indices:
+ *   int64, both directions of every edge present): nodes are visited in `order` (int64, the keep
+ *   priority, best first); a node not yet claimed becomes a centre and claims every neighbour not
+ *   yet claimed. claim[v]: the centre that claimed v, -1 for centres and untouched nodes; via[v]:
+ *   the CSR position of the claiming edge (-1 likewise). Claims never follow more than one edge,
+ *   so every claimed node is a direct neighbour of its centre. */
+static PyObject *greedy_centres(PyObject *self, PyObject *args) {
+    Py_buffer ip, ix, ob;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*y*y*n", &ip, &ix, &ob, &n)) return NULL;
+    PyObject *claim_b = NULL, *via_b = NULL, *res = NULL;
+    const int64_t *indptr = (const int64_t *)ip.buf, *indices = (const int64_t *)ix.buf,
+                  *order = (const int64_t *)ob.buf;
+    Py_ssize_t ne = ix.len / 8, no = ob.len / 8;
+    int bad = n < 0 || ip.len < (n + 1) * 8 || (n >= 0 && (indptr[0] != 0 || indptr[n] > ne));
+    for (Py_ssize_t i = 0; !bad && i < n; i++) bad = indptr[i] > indptr[i + 1];
+    for (Py_ssize_t i = 0; !bad && i < ne; i++) bad = indices[i] < 0 || indices[i] >= n;
+    for (Py_ssize_t i = 0; !bad && i < no; i++) bad = order[i] < 0 || order[i] >= n;
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "greedy_centres: inconsistent CSR arrays or order");
+        goto done;
+    }
+    claim_b = PyBytes_FromStringAndSize(NULL, n * 8);
+    via_b = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!claim_b || !via_b) goto done;
+    {
+        int64_t *claim = (int64_t *)PyBytes_AS_STRING(claim_b), *via = (int64_t *)PyBytes_AS_STRING(via_b);
+        unsigned char *seen = (unsigned char *)PyMem_RawCalloc((size_t)n + 1, 1);
+        if (!seen) { PyErr_NoMemory(); goto done; }
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) { claim[i] = -1; via[i] = -1; }
+        for (Py_ssize_t t = 0; t < no; t++) {
+            int64_t u = order[t];
+            if (seen[u]) continue;
+            seen[u] = 1;
+            for (int64_t e = indptr[u]; e < indptr[u + 1]; e++) {
+                int64_t v = indices[e];
+                if (!seen[v]) { seen[v] = 1; claim[v] = u; via[v] = e; }
+            }
+        }
+        Py_END_ALLOW_THREADS
+        PyMem_RawFree(seen);
+    }
+    res = Py_BuildValue("(OO)", claim_b, via_b);
+done:
+    Py_XDECREF(claim_b); Py_XDECREF(via_b);
+    PyBuffer_Release(&ip); PyBuffer_Release(&ix); PyBuffer_Release(&ob);
+    return res;
+}
+
+/* sort_unique_runs(hashes, offsets, n) -> (bytes values, bytes counts)
+ *   For each of the n runs hashes[offsets[i]:offsets[i+1]] (uint64), its distinct values in
+ *   ascending order, concatenated; counts: int64 per run. Runs are sorted one at a time (each fits
+ *   in cache): insertion sort for short runs, else an LSD radix sort on bytes that skips a byte
+ *   position where every value has the same byte. */
+static inline void insertion_u64(uint64_t *a, int64_t n) {
+    for (int64_t i = 1; i < n; i++) {
+        uint64_t v = a[i];
+        int64_t j = i - 1;
+        while (j >= 0 && a[j] > v) { a[j + 1] = a[j]; j--; }
+        a[j + 1] = v;
+    }
+}
+
+static void lsd_radix_u64(uint64_t *a, uint64_t *tmp, int64_t n) {
+    uint64_t *src = a, *dst = tmp;
+    for (int shift = 0; shift < 64; shift += 8) {
+        int64_t cnt[256];
+        memset(cnt, 0, sizeof(cnt));
+        for (int64_t i = 0; i < n; i++) cnt[(src[i] >> shift) & 255]++;
+        if (cnt[(src[0] >> shift) & 255] == n) continue;  /* one bucket: this byte is already in order */
+        int64_t pos = 0;
+        for (int b = 0; b < 256; b++) { int64_t c = cnt[b]; cnt[b] = pos; pos += c; }
+        for (int64_t i = 0; i < n; i++) dst[cnt[(src[i] >> shift) & 255]++] = src[i];
+        uint64_t *t = src; src = dst; dst = t;
+    }
+    if (src != a) memcpy(a, src, (size_t)n * sizeof(uint64_t));
+}
+
+/* Shingle hashes are uniform: one MSD pass on the top byte leaves buckets of a few values, each
+ * finished by insertion sort (an LSD radix sort for a bucket that is not small). */
+static void sort_run_u64(uint64_t *a, uint64_t *tmp, int64_t n) {
+    if (n < 48) { insertion_u64(a, n); return; }
+    int64_t cnt[257];
+    memset(cnt, 0, sizeof(cnt));
+    for (int64_t i = 0; i < n; i++) cnt[(a[i] >> 56) + 1]++;
+    for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
+    int64_t pos[256];
+    memcpy(pos, cnt, sizeof(pos));
+    for (int64_t i = 0; i < n; i++) tmp[pos[a[i] >> 56]++] = a[i];
+    for (int b = 0; b < 256; b++) {
+        int64_t s0 = cnt[b], len = cnt[b + 1] - cnt[b];
+        if (len < 48) insertion_u64(tmp + s0, len);
+        else lsd_radix_u64(tmp + s0, a + s0, len);
+    }
+    memcpy(a, tmp, (size_t)n * sizeof(uint64_t));
+}
+
+static PyObject *sort_unique_runs(PyObject *self, PyObject *args) {
+    Py_buffer hs, offs;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*y*n", &hs, &offs, &n)) return NULL;
+    const int64_t *o = (const int64_t *)offs.buf;
+    Py_ssize_t nh = hs.len / 8;
+    int64_t longest = 0;
+    int bad = n < 0 || offs.len < (n + 1) * 8 || (n >= 0 && (o[0] < 0 || o[n] > nh));
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        bad = o[i] > o[i + 1];
+        if (o[i + 1] - o[i] > longest) longest = o[i + 1] - o[i];
+    }
+    if (bad) {
+        PyBuffer_Release(&hs); PyBuffer_Release(&offs);
+        PyErr_SetString(PyExc_ValueError, "sort_unique_runs: offsets out of range");
+        return NULL;
+    }
+    int64_t total = n > 0 ? o[n] - o[0] : 0;
+    uint64_t *out = (uint64_t *)PyMem_RawMalloc(((size_t)total + 1) * sizeof(uint64_t));
+    uint64_t *tmp = (uint64_t *)PyMem_RawMalloc(((size_t)longest + 1) * sizeof(uint64_t));
+    PyObject *counts = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (!out || !tmp || !counts) {
+        PyMem_RawFree(out); PyMem_RawFree(tmp); Py_XDECREF(counts);
+        PyBuffer_Release(&hs); PyBuffer_Release(&offs);
+        return PyErr_NoMemory();
+    }
+    int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
+    const uint64_t *h = (const uint64_t *)hs.buf;
+    int64_t w = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t len = o[i + 1] - o[i];
+        uint64_t *run = out + w;
+        memcpy(run, h + o[i], (size_t)len * sizeof(uint64_t));
+        sort_run_u64(run, tmp, len);
+        int64_t k = 0;
+        for (int64_t j = 0; j < len; j++)
+            if (k == 0 || run[j] != run[k - 1]) run[k++] = run[j];
+        cnt[i] = k;
+        w += k;
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(tmp);
+    PyObject *vals = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(w * 8));
+    PyMem_RawFree(out);
+    PyBuffer_Release(&hs); PyBuffer_Release(&offs);
+    if (!vals) { Py_DECREF(counts); return NULL; }
+    return Py_BuildValue("(NN)", vals, counts);
+}
+
 static PyMethodDef methods[] = {
     {"minhash", minhash, METH_VARARGS, "MinHash signatures of concatenated shingle hashes."},
     {"collapse_ws", collapse_ws, METH_VARARGS,
@@ -508,6 +794,10 @@ static PyMethodDef methods[] = {
     {"word_shingles", word_shingles, METH_VARARGS, "Word-shingle hashes of ASCII documents (dedupkit.minhash)."},
     {"hash_texts", hash_texts, METH_VARARGS, "xxh3-128 of each document, raw or after collapse_ws."},
     {"utf8_lengths", utf8_lengths, METH_VARARGS, "Characters per document of UTF-8 text (int64 bytes)."},
+    {"char_shingles", char_shingles, METH_VARARGS, "Char-shingle hashes of NFKC-lower-cased documents."},
+    {"set_intersections", set_intersections, METH_VARARGS, "Sizes of the intersections of pairs of sorted sets."},
+    {"greedy_centres", greedy_centres, METH_VARARGS, "Greedy centre clustering of a CSR graph in a given order."},
+    {"sort_unique_runs", sort_unique_runs, METH_VARARGS, "Sorted distinct values of every run of a uint64 array."},
     {"simd_level", simd_level, METH_NOARGS, "2: AVX2, 0: scalar (what collapse_ws and hash_texts use)."},
     {NULL, NULL, 0, NULL},
 };

@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 from typing import TYPE_CHECKING, Sequence
 
 from dedupkit.engine.local import no_progress
@@ -41,23 +43,26 @@ def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
 
 
 def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
-          batch_size: int = 8192, on_bad_record: str = "fail", shingle: str = "word", ngram: int = 5,
-          num_perm: int = 128, seed: int = 1, threshold: float = 0.65, bands: int | None = None,
-          rows: int | None = None, scheme: str = "affine64", verify: str = "signature",
-          keep: str = "first", keep_by: str | None = None, keep_order: str = "desc", workers: int = 1,
-          overwrite: bool = False, skip: Sequence[str] = (), max_drop_rate: float | None = None,
-          engine: str = "local", ray_address: str | None = None, progress=no_progress) -> RunResult:
+          batch_size: int = 8192, on_bad_record: str = "fail", keep: str = "first", keep_by: str | None = None,
+          keep_order: str = "desc", workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
+          max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
+          progress=no_progress, **options) -> RunResult:
     """Run the fuzzy (MinHash-LSH) stage. See ``dedupkit fuzzy --help`` for each argument.
+
+    ``options`` are the fuzzy settings of :meth:`dedupkit.stages.fuzzy.FuzzyConfig.from_options`
+    (shingle, ngram, num_perm, seed, threshold, candidate_threshold, bands, rows, scheme, verify,
+    measure, containment_threshold, containment_min, char_threshold, char_ngram, cluster); the
+    defaults are those of ``dedupkit fuzzy``.
+
+    Raises:
+        ConfigError: an unknown or invalid option.
 
     Example:
         >>> api.fuzzy(["data/"], "out/fuzzy", id_column="id", threshold=0.8)  # doctest: +SKIP
     """
-    from dedupkit.minhash import MinHashConfig
-    from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+    from dedupkit.pipeline import build_fuzzy
 
-    mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram, threshold=threshold,
-                       bands=bands, rows=rows, scheme=scheme)
-    stage = FuzzyStage(FuzzyConfig(minhash=mh, verify=verify, policy=KeepPolicy(keep, keep_by, keep_order)))
+    stage = build_fuzzy(keep=keep, keep_by=keep_by, keep_order=keep_order, **options)
     opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
                       overwrite=overwrite, max_drop_rate=max_drop_rate)
     return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
@@ -129,13 +134,14 @@ def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: 
 
 
 def report(out: str, html_path: str, *, largest: int = 20, sample: int = 30, max_members: int = 8,
-           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000):
+           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000,
+           overwrite: bool = False):
     """Write the HTML report of a finished run. See :func:`dedupkit.report.html.build_report`."""
     from dedupkit.report.html import ReportOptions, build_report
 
     return build_report(out, html_path, ReportOptions(largest=largest, sample=sample, max_members=max_members,
                                                       max_chars=max_chars, seed=seed, title=title,
-                                                      max_bytes=max_bytes))
+                                                      max_bytes=max_bytes), overwrite=overwrite)
 
 
 def inspect(out: str, *, cluster: int | None = None, doc: str | None = None, largest: int | None = None,
@@ -239,20 +245,104 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     """
     from dedupkit.index import create_index
     from dedupkit.index.ops import AddResult, add_inputs, make_settings
+    from dedupkit.index.redis_store import is_redis_url
 
     settings = make_settings(stages, normalize, minhash)  # normalize None: the exact stage's default
     if inputs:
         discover_inputs_first(inputs)
+    spec = read_spec(text_column, id_column, batch_size, on_bad_record)
+    if not is_redis_url(location):
+        return _create_local_index(location, settings, inputs, spec, overwrite, workers, progress)
     with create_index(location, settings, overwrite=overwrite) as store:
         if not inputs:
             return AddResult(location=store.location, added=0, first_doc=0, documents=0, bad_records=0,
                              shards=0, seconds=0.0)
         try:
-            return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
-                              workers=workers, progress=progress)
+            return add_inputs(store, inputs, spec, workers=workers, progress=progress)
         except BaseException:
             store.discard()  # a failed create leaves no empty index behind
             raise
+
+
+_INDEX_NAMES = {"index.json", "segments", ".lock"}  # what dedupkit.index.local writes in INDEX
+
+
+def _create_local_index(location, settings, inputs, spec, overwrite, workers, progress):
+    """Create a folder index; on --overwrite the new one is built beside the old and swapped in.
+
+    Nothing is deleted before the new index is complete, and only the index's own files are ever
+    deleted: an INDEX folder holding anything else is refused. A failed create leaves the tree as
+    it was (no index folder, no parent folders it made).
+    """
+    import dataclasses
+    import fcntl
+    import shutil
+    from pathlib import Path
+
+    from dedupkit.index import IndexStoreError, create_index
+    from dedupkit.index.ops import AddResult, add_inputs
+    from dedupkit.index.local import FORMAT as INDEX_FORMAT
+    from dedupkit.ownership import check_creatable, check_separate, made_dirs, read_json, remove_made_dirs
+
+    root = Path(location)
+    check_separate(root, [("--from", i) for i in inputs if os.path.exists(i)], contain_ok=True, out_option="INDEX")
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise IndexStoreError(f"{root} exists and is not a folder; choose another index path")
+    names = {p.name for p in root.iterdir()} if root.exists() else set()
+    build = root
+    if names:
+        meta = read_json(root / "index.json")
+        if not (isinstance(meta, dict) and meta.get("format") == INDEX_FORMAT):
+            raise IndexStoreError(f"{root} holds other files and is not a dedupkit index; choose another path")
+        if not overwrite:
+            raise IndexStoreError(f"{root} already holds an index; use `dedupkit index add` to grow it, "
+                                  "or pass --overwrite to replace it")
+        foreign = sorted(names - _INDEX_NAMES)
+        if foreign:
+            raise IndexStoreError(f"{root} holds {', '.join(foreign[:3])}, which is not part of the index; "
+                                  "--overwrite never deletes it: move it away, or choose another path")
+        build = root.with_name(f".{root.name}.dedupkit-new")  # dedupkit's own name: a killed create's leftovers
+        if build.exists():
+            shutil.rmtree(build)
+    else:
+        check_creatable(root, "INDEX")
+    existed = root.exists()
+    made = made_dirs(root.parent)
+    try:
+        with create_index(str(build), settings) as store:
+            if not inputs:
+                result = AddResult(location=str(root), added=0, first_doc=0, documents=0, bad_records=0,
+                                   shards=0, seconds=0.0)
+            else:
+                try:
+                    result = add_inputs(store, inputs, spec, workers=workers, progress=progress)
+                except BaseException:
+                    store.discard()  # a failed create leaves no index behind
+                    raise
+    except BaseException:
+        if existed and not root.exists():
+            root.mkdir()  # it was an empty folder before
+        remove_made_dirs(made)
+        raise
+    if build != root:
+        old = root.with_name(f".{root.name}.dedupkit-old")
+        with open(root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                shutil.rmtree(build, ignore_errors=True)
+                raise IndexStoreError(f"{root} is being written by another process; retry when it has "
+                                      "finished") from None
+            os.replace(root, old)  # one step each: INDEX is always the old or the new index
+            os.replace(build, root)
+        (old / "index.json").unlink(missing_ok=True)
+        shutil.rmtree(old / "segments", ignore_errors=True)
+        (old / ".lock").unlink(missing_ok=True)
+        try:
+            old.rmdir()
+        except OSError:
+            pass
+    return dataclasses.replace(result, location=str(root))
 
 
 def discover_inputs_first(inputs: Sequence[str]) -> None:
@@ -305,3 +395,55 @@ def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float 
                          policy=KeepPolicy(keep, keep_by, keep_order), max_dup_rate=max_dup_rate,
                          update=update, options=opts, progress=progress,
                          requested={"stages": stages, "normalize": normalize, "minhash": minhash})
+
+
+def decontaminate(inputs: Sequence[str], out: str, against: Sequence[str], *, eval_fields: str | Sequence[str] | None = None,
+                  eval_id: str | None = None, ngram: int = 13, min_tokens: int = 5, min_overlap: float = 0.5,
+                  mode: str = "drop", margin: int = 200, max_pieces: int = 8, max_cut_fraction: float = 0.5,
+                  text_column: str = "text", id_column: str | None = None, batch_size: int = 8192,
+                  on_bad_record: str = "fail", workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
+                  max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
+                  progress=no_progress) -> RunResult:
+    """Find eval-set items in ``inputs``; drop (or cut) the documents that hold them.
+
+    See ``dedupkit decontaminate --help`` and :mod:`dedupkit.decontaminate` for the method. In
+    ``cut`` mode, ``OUT/spans/`` lists the cut spans.
+
+    Example:
+        >>> api.decontaminate(["data/"], "out/decon", ["quiz=evals/quiz.jsonl"],
+        ...                   eval_fields="question,answer")  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from dedupkit.decontaminate import DecontaminateConfig, DecontaminateStage, load_eval_sets
+
+    if isinstance(eval_fields, str):
+        eval_fields = [f.strip() for f in eval_fields.split(",") if f.strip()] or None
+    cfg = DecontaminateConfig(ngram=ngram, min_tokens=min_tokens, min_overlap=min_overlap, mode=mode, margin=margin,
+                              max_pieces=max_pieces, max_cut_fraction=max_cut_fraction)
+    items = load_eval_sets(against, eval_fields, eval_id)
+    stage = DecontaminateStage(items, cfg, str(Path(out) / ".work" / "decontaminate-index"))
+    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
+                      overwrite=overwrite, max_drop_rate=max_drop_rate)
+    return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record), opts, progress)
+
+
+def check_evals(inputs: Sequence[str], out: str, evals: Sequence[str], **kwargs):
+    """The eval-set part of ``dedupkit check --against``: decontaminate ``inputs`` into ``out`` and
+    raise CheckFailed (exit code 3), naming each document and item, when any eval item is found.
+
+    ``kwargs`` are those of :func:`decontaminate` (mode is always drop).
+
+    Raises:
+        CheckFailed: some document holds an eval item; its ``result`` attribute holds the RunResult.
+    """
+    from dedupkit.decontaminate import contamination_failure
+    from dedupkit.errors import CheckFailed
+
+    res = decontaminate(inputs, out, evals, mode="drop", **kwargs)
+    msg = contamination_failure(res.summary, out)
+    if msg:
+        exc = CheckFailed(msg)
+        exc.result = res  # type: ignore[attr-defined]
+        raise exc
+    return res

@@ -21,6 +21,7 @@ from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import load_summary, output_root, read_manifest
 from dedupkit.outdir import write_error
 from dedupkit.spans import cut_array, merge_spans, read_spans, span_dirs
+from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 
@@ -32,34 +33,67 @@ class ApplyResult:
 
 
 def _out_names(shards: Sequence[Shard]) -> list[str]:
-    """Output paths relative to the clean folder: shard names less their common parent folder."""
+    """Output paths relative to the clean folder: shard names less their common parent folder.
+
+    ``..`` becomes ``dotdot`` and a leading ``/`` is dropped, so ``../x/part.jsonl`` and
+    ``x/part.jsonl`` get ``dotdot/x/part.jsonl`` and ``x/part.jsonl``. Any two shards that would
+    still share an output path (also ignoring case, for case-insensitive file systems) are refused:
+    one output file per shard, always.
+
+    Raises:
+        OutputError: two shards map to the same output path.
+    """
     names = [os.path.normpath(s.name) for s in shards]
     parents = [os.path.dirname(n) for n in names]
     common = os.path.commonpath(parents) if all(parents) and len({os.path.isabs(p) for p in parents}) == 1 else ""
     out = []
     for n in names:
         rel = os.path.relpath(n, common) if common else n
-        parts = [p for p in PurePosixPath(rel.replace(os.sep, "/")).parts if p not in ("/", "..", ".")]
+        parts = ["dotdot" if p == ".." else p for p in PurePosixPath(rel.replace(os.sep, "/")).parts
+                 if p not in ("/", ".")]
         out.append(os.path.join(*parts))
+    seen: dict[str, int] = {}
+    for i, name in enumerate(out):
+        j = seen.setdefault(name.casefold(), i)
+        if j != i:
+            raise OutputError(f"inputs {shards[j].name} and {shards[i].name} would both be written to "
+                              f"{name} in the output folder; name them so that they differ below their "
+                              "common folder (e.g. pass their parent folders)")
     return out
 
 
-def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str) -> np.ndarray:
-    entries = {s["name"]: s for s in summary.get("inputs", [])}
-    entry = entries.get(shard.name)
+def _entry_for(manifest_dir: str, summary: dict, shard: Shard, fp: str, used: dict[str, str]) -> dict:
+    """The summary's record of ``shard``: by its name, else by the same file (its real path).
+
+    Never by fingerprint alone: two shards with the same bytes (a copy) would both take one
+    shard's decisions. The entry's fingerprint must then equal the file's.
+    """
+    inputs = summary.get("inputs", [])
+    entry = next((s for s in inputs if s.get("name") == shard.name), None)
     if entry is None:
-        by_fp = [s for s in summary.get("inputs", []) if s.get("fingerprint") == fp]
-        if not by_fp:
-            raise ManifestError(
-                f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "
-                "run the stage over this input first, or name the input as it was named then"
-            )
-        entry = by_fp[0]
+        real = os.path.realpath(shard.path)
+        same = [s for s in inputs if isinstance(s.get("path"), str) and os.path.realpath(s["path"]) == real]
+        if len(same) == 1:
+            entry = same[0]
+    if entry is None:
+        raise ManifestError(
+            f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "
+            "run the stage over this input first, or name the input as it was named then"
+        )
     if entry.get("fingerprint") != fp:
         raise ManifestError(
             f"{shard.name} changed since manifest {manifest_dir} was made (fingerprint "
             f"{entry.get('fingerprint')} recorded, {fp} now); rerun the stage on the current data"
         )
+    other = used.setdefault(entry["name"], shard.name)
+    if other != shard.name:
+        raise ManifestError(f"inputs {other} and {shard.name} are both shard {entry['name']} of manifest "
+                            f"{manifest_dir}; name each file once, as it was named for the stage")
+    return entry
+
+
+def _keep_mask(manifest_dir: str, summary: dict, shard: Shard, fp: str, used: dict[str, str]) -> np.ndarray:
+    entry = _entry_for(manifest_dir, summary, shard, fp, used)
     t = read_manifest(manifest_dir, columns=["row", "keep"], shard=entry["name"])
     n = int(entry["rows"])
     rows = t.column("row").to_numpy()
@@ -230,31 +264,37 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     if not manifests:
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
-    summaries = [(str(output_root(m)), load_summary(m)) for m in manifests]
-    shards = discover(inputs, exclude=[str(out)] + [d for d, _ in summaries])
+    roots = [str(output_root(m)) for m in manifests]
+    replaced = check_output(out, inputs, roots, overwrite)
+    summaries = [(d, load_summary(d)) for d in roots]
+    used: dict[str, dict[str, str]] = {d: {} for d in roots}
+    shards = discover(inputs, exclude=[str(out)] + roots)
     text_column = _text_column(summaries)
     # One fixed temporary folder next to OUT, locked while in use: a second apply to the same OUT
     # is refused, and the leftovers of a killed apply are removed (not piled up) by the next one.
     tmp = out.with_name(f".{out.name}.dedupkit-apply")
     old = out.with_name(f".{out.name}.dedupkit-old")
     report = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
+    made = made_dirs(out.parent) if not out.parent.exists() else []
     try:
         lock = _lock_dir(tmp, out)
     except OSError as exc:
+        remove_made_dirs(made)
         raise write_error(exc, out) from exc
+    except BaseException:
+        remove_made_dirs(made)
+        raise
     try:
         for stale in tmp.iterdir():
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
         if old.exists():
-            shutil.rmtree(old)
+            _remove_recorded(old)
         for shard, name in zip(shards, _out_names(shards)):
             fp = fingerprint(shard.path)
             mask = None
             cuts = []
             for d, summary in summaries:
-                m = _keep_mask(d, summary, shard, fp)
+                m = _keep_mask(d, summary, shard, fp, used[d])
                 mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
                 c = _shard_spans(d, summary, shard, fp)
                 if c is not None:
@@ -274,24 +314,102 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
             report["rows"] += int(len(mask))
             report["kept"] += kept
         (tmp / APPLY_SUMMARY).write_text(json.dumps(report, indent=2))
-        if out.exists():
-            if not overwrite:
-                raise OutputError(f"{out} appeared while apply was writing; pass --overwrite to replace "
-                                  "it, or choose another -o")
+        if out.exists() or out.is_symlink():
+            if _replaceable(out, overwrite) != replaced or replaced is None:
+                raise OutputError(f"{out} appeared or changed while apply was writing; nothing was replaced: "
+                                  "rerun the command")
             # Move the old folder aside in one step: OUT is always either the old or the new
             # corpus, never a half-deleted one.
             os.replace(out, old)
         os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            _remove_recorded(old)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made_dirs(made)
         raise write_error(exc, out) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_made_dirs(made)
         raise
     finally:
         os.close(lock)
     return ApplyResult(out=out, summary=report)
+
+
+def _recorded(folder: Path) -> set[str] | None:
+    """The files an earlier apply wrote into ``folder`` (relative paths), from its record."""
+    from dedupkit.ownership import is_output_folder, read_json
+
+    rec = read_json(folder / APPLY_SUMMARY)
+    if not is_output_folder(folder) or not isinstance(rec, dict) or not isinstance(rec.get("shards"), list):
+        return None
+    files = {APPLY_SUMMARY}
+    for s in rec["shards"]:
+        if isinstance(s, dict) and isinstance(s.get("output"), str):
+            files.add(os.path.normpath(s["output"]))
+    return files
+
+
+def check_output(out: str | os.PathLike, inputs: Sequence[str], manifests: Sequence[str], overwrite: bool,
+                 manifest_option: str = "--manifest", out_option: str = "-o") -> frozenset[str] | None:
+    """Refuse an apply output folder that is not ours to write (creates and deletes nothing).
+
+    ``out`` must not be, hold or lie inside a manifest folder, nor be or hold an input; an existing
+    ``out`` is replaced only with ``overwrite`` and only when apply wrote every file in it.
+
+    Returns:
+        None for a new folder, else the files the earlier apply recorded there.
+
+    Raises:
+        OutputError: saying why and what to do.
+    """
+    out = Path(out)
+    check_separate(out, [(manifest_option, d) for d in manifests], out_option=out_option)
+    check_separate(out, [("INPUT", i) for i in inputs if os.path.exists(i)], contain_ok=True, out_option=out_option)
+    check_creatable(out, out_option)
+    return _replaceable(out, overwrite)
+
+
+def _replaceable(out: Path, overwrite: bool) -> frozenset[str] | None:
+    """None when ``out`` is free; the recorded files when it is an apply output we may replace.
+
+    Raises:
+        OutputError: ``out`` exists and is not ours to replace: no ``overwrite``, not a folder,
+            a link, not written by apply, or holding files apply did not write.
+    """
+    if not out.exists() and not out.is_symlink():
+        return None
+    if not overwrite:
+        raise OutputError(f"{out} already exists; pass --overwrite to replace it, or choose another -o")
+    if out.is_symlink() or not out.is_dir():
+        what = "a symbolic link" if out.is_symlink() else "not a folder"
+        raise OutputError(f"{out} is {what}; apply only replaces a folder it wrote: choose another -o")
+    files = _recorded(out)
+    if files is None:
+        raise OutputError(f"{out} was not written by dedupkit apply (no {APPLY_SUMMARY}); it is never "
+                          "replaced or deleted: choose another -o")
+    for root, dirs, names in os.walk(out):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            rel = os.path.relpath(os.path.join(root, name), out)
+            if rel not in files:
+                raise OutputError(f"{out} holds {rel}, which dedupkit apply did not write; --overwrite never "
+                                  "deletes it: move it away, or choose another -o")
+    return frozenset(files)
+
+
+def _remove_recorded(folder: Path) -> None:
+    """Delete the files an apply recorded in ``folder``, then the folders left empty."""
+    files = _recorded(folder) or set()
+    for rel in sorted(files, key=lambda r: r == APPLY_SUMMARY):  # the record last
+        p = folder / rel
+        if p.is_file() and not p.is_symlink():
+            p.unlink()
+    for root, _, _ in sorted(os.walk(folder), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass
 
 
 def _mismatch(shard: Shard):

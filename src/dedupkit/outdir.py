@@ -3,77 +3,74 @@
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
+import re
 import shutil
 from pathlib import Path
 
 from dedupkit.errors import OutputError
-from dedupkit.manifest import MANIFEST_DIR, SUMMARY
+from dedupkit.ownership import LOCK, MANIFEST_DIR, RECORD, SUMMARY, Claim, is_output_folder
 
-LOCK = ".dedupkit.lock"
 WORK = ".work"
 WORK_TRASH = ".work.trash"
-_OURS = {LOCK, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, ".manifest.tmp"}
+MANIFEST_TMP = ".manifest.tmp"
+MANIFEST_OLD = ".manifest.old"
+ANALYSIS = "analysis.json"
+SPANS = "spans"  # = dedupkit.spans.SPANS_DIR (not imported: pyarrow)
+_OURS = {LOCK, RECORD, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, MANIFEST_TMP, MANIFEST_OLD, ANALYSIS, SPANS,
+         ".spans.old"}
+_OURS_PREFIXES = (SUMMARY + ".tmp", "." + ANALYSIS + ".tmp")
+_PART = re.compile(r"^part-\d{5,}\.parquet$")
 
 
-class OutputDir:
-    """An output folder held for one run.
+class OutputDir(Claim):
+    """An output folder held for one stage run.
 
-    On entry: takes an exclusive lock (a second run on the same folder fails at once with a clear
-    message), refuses a folder that holds a finished run unless ``overwrite``, and refuses a folder
-    with foreign files. A folder with only an interrupted run's work files is resumed.
+    On entry: refuses a folder with other files unless it already holds a dedupkit run, a folder
+    holding a finished run unless ``overwrite``, and a second run on the same folder (an exclusive
+    lock); nothing is created or deleted before these checks pass. A folder with an interrupted
+    run's work files is resumed. Files dedupkit did not write are never deleted.
 
-    Use :meth:`finish` to move the finished manifest into place and write the summary last.
+    ``overwrite`` deletes nothing up front: the new run works beside the old finished one, and
+    :meth:`finish` swaps the new manifest in only when it is complete, so a run that fails (a
+    mistyped column) leaves the old run as it was.
     """
 
+    kind = "stage"
+
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, allowed: tuple[str, ...] = ()):
-        self.path = Path(path)
+        super().__init__(path)
         self.overwrite = overwrite
         self.allowed = set(allowed)
-        self._lock_fh = None
 
     @property
     def work(self) -> Path:
         return self.path / WORK
 
-    def __enter__(self) -> "OutputDir":
-        if self.path.exists() and not self.path.is_dir():
-            raise OutputError(f"{self.path} exists and is not a folder; choose another -o")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create output folder {self.path} ({exc.strerror})") from exc
-        try:
-            fh = open(self.path / LOCK, "a+")
-        except OSError as exc:
-            raise write_error(exc, self.path) from exc
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            who = fh.read().strip() or "unknown pid"
-            fh.close()
+    def ours(self, name: str) -> bool:
+        return name in _OURS or name in self.allowed or name.startswith(_OURS_PREFIXES)
+
+    def check(self, entries: set[str], locked: bool) -> None:
+        super().check(entries, locked)
+        if SUMMARY in entries and not self.overwrite:
             raise OutputError(
-                f"{self.path} is being written by another dedupkit run ({who}); wait for it to finish "
-                "or choose another -o"
-            ) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}")
-        fh.flush()
-        self._lock_fh = fh
-        try:
-            self._check_contents()
-            self._remove_stale_temporaries()
-            self.work.mkdir(exist_ok=True)
-        except OSError as exc:
-            self.release()
-            raise write_error(exc, self.path) from exc
-        except BaseException:
-            self.release()
-            raise
-        return self
+                f"{self.path} already holds a finished run; pass --overwrite to replace it, or "
+                "choose another -o"
+            )
+        for name in (MANIFEST_DIR, SPANS):
+            folder = self.path / name
+            if name in entries and folder.is_dir() and not folder.is_symlink():
+                foreign = sorted(p.name for p in folder.iterdir() if not _PART.match(p.name) or p.is_dir())
+                if foreign:
+                    raise OutputError(
+                        f"{folder} holds files dedupkit did not write ({', '.join(foreign[:3])}); they are never "
+                        "deleted: move them away, or choose another -o")
+            elif name in entries:
+                raise OutputError(f"{folder} is not a folder dedupkit wrote; move it away or choose another -o")
+
+    def prepare(self) -> None:
+        self._remove_stale_temporaries()
+        self.create(WORK).mkdir(exist_ok=True)
 
     def _remove_stale_temporaries(self) -> None:
         """Remove what a killed run left half-written (we hold the lock, so nobody else writes).
@@ -83,67 +80,47 @@ class OutputDir:
         are kept: the rerun reuses the finished ones and removes the folder when it succeeds.
         """
         for p in self.path.iterdir():
-            if p.name.startswith(SUMMARY + ".tmp"):
+            if p.name.startswith(_OURS_PREFIXES):
                 p.unlink(missing_ok=True)
-            elif p.name in (".manifest.tmp", WORK_TRASH):
+            elif p.name in (MANIFEST_TMP, WORK_TRASH):
                 shutil.rmtree(p, ignore_errors=True)
-
-    def _check_contents(self) -> None:
-        entries = {p.name for p in self.path.iterdir()}
-        foreign = sorted(e for e in entries - _OURS - self.allowed if not e.startswith(SUMMARY + ".tmp"))
-        if foreign and not (SUMMARY in entries):
-            raise OutputError(
-                f"{self.path} already holds other files ({', '.join(foreign[:3])}...); dedupkit only "
-                "writes into a new or a dedupkit output folder: choose another -o"
-            )
-        if SUMMARY in entries:
-            if not self.overwrite:
-                raise OutputError(
-                    f"{self.path} already holds a finished run; pass --overwrite to replace it, or "
-                    "choose another -o"
-                )
-            # Make the old run look unfinished first, then remove it.
-            os.remove(self.path / SUMMARY)
-            for e in entries - {LOCK, SUMMARY}:
-                p = self.path / e
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-
-    def release(self) -> None:
-        if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
+            elif p.name in (MANIFEST_OLD, ".spans.old"):
+                _remove_manifest(p)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc is not None:
                 # A failed run keeps its finished scan tasks (a rerun resumes from them) but never
                 # a half-written manifest.
-                shutil.rmtree(self.path / ".manifest.tmp", ignore_errors=True)
+                shutil.rmtree(self.path / MANIFEST_TMP, ignore_errors=True)
         finally:
-            self.release()
+            super().__exit__(exc_type, exc, tb)
         if isinstance(exc, OSError):
             raise write_error(exc, self.path) from exc
 
     def manifest_tmp(self) -> Path:
-        tmp = self.path / ".manifest.tmp"
+        tmp = self.path / MANIFEST_TMP
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
         return tmp
 
-    def finish(self, tmp_manifest: Path, write_summary, keep_work: bool = False) -> None:
-        """Move the manifest into place, remove the work files, then write the summary.
+    def finish(self, tmp_manifest: Path, write_summary, keep_work: bool = False, spans: Path | None = None) -> None:
+        """Swap the new manifest in, remove the work files, then write the summary.
 
-        The summary is the completion mark, so it comes last: a run killed at any point before it
-        leaves a folder that every reader treats as unfinished and a rerun completes. Work files
-        go before it (not after) so that a finished folder never holds half-deleted leftovers.
+        Nothing of an old finished run is touched before this point. Its summary goes first (the
+        folder then looks unfinished), its manifest is renamed aside and its part files deleted,
+        the new manifest renamed into place. The summary is the completion mark, so it comes last:
+        a run killed at any point before it leaves a folder that every reader treats as unfinished
+        and a rerun completes. Work files go before it (not after) so that a finished folder never
+        holds half-deleted leftovers.
         """
-        final = self.path / MANIFEST_DIR
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp_manifest, final)
-        _fsync_dir(self.path)
+        (self.path / SUMMARY).unlink(missing_ok=True)
+        (self.path / ANALYSIS).unlink(missing_ok=True)  # an old run's; the new one writes its own
+        # A span stage's OUT/spans (span manifests) is swapped the same way; an old run's spans
+        # go when the new run has none.
+        _swap_parts(self.path, SPANS, ".spans.old", spans)
+        swap_manifest(self.path, tmp_manifest)
         if not keep_work and self.work.exists():
             # Rename first, in one step: a kill during the deletion must not leave a .work folder
             # whose completion markers point to files already deleted.
@@ -152,6 +129,69 @@ class OutputDir:
             shutil.rmtree(trash, ignore_errors=True)
         write_summary(self.path)
         _fsync_dir(self.path)
+
+
+def swap_manifest(root: Path, tmp_manifest: Path) -> None:
+    """Put ``tmp_manifest`` in place as ``root/manifest``; the old one's parts are deleted after.
+
+    Call it only when the summary is gone (the folder looks unfinished). Only part files are
+    deleted; anything else in the old manifest folder stays under ``.manifest.old``.
+    """
+    _swap_parts(root, MANIFEST_DIR, MANIFEST_OLD, tmp_manifest)
+
+
+def _swap_parts(root: Path, name: str, old_name: str, new: Path | None) -> None:
+    """Replace the part folder ``root/name`` by ``new`` (or just remove it when ``new`` is None).
+
+    The old folder is renamed aside in one step, then only its ``part-NNNNN.parquet`` files are
+    deleted (and the folder, if that left it empty).
+    """
+    final = root / name
+    old = root / old_name
+    if final.exists() and not final.is_symlink():
+        if old.exists():
+            _remove_manifest(old)
+        os.replace(final, old)
+        _remove_manifest(old)
+    if new is not None:
+        os.replace(new, final)
+    _fsync_dir(root)
+
+
+def discard_output(folder: Path) -> None:
+    """Delete a dedupkit stage folder that is no longer wanted: only the names dedupkit writes.
+
+    A folder that does not prove to be dedupkit output is left alone, and so is any other file in
+    it (the folder then stays).
+    """
+    if folder.is_symlink() or not folder.is_dir() or not is_output_folder(folder):
+        return
+    (folder / SUMMARY).unlink(missing_ok=True)  # unfinished first
+    for p in folder.iterdir():
+        if p.name == RECORD or p.name == LOCK:
+            continue
+        if p.name in (MANIFEST_DIR, MANIFEST_OLD, SPANS, ".spans.old") and p.is_dir() and not p.is_symlink():
+            _remove_manifest(p)
+        elif p.name in (WORK, WORK_TRASH, MANIFEST_TMP) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name == ANALYSIS or p.name.startswith(_OURS_PREFIXES):
+            p.unlink(missing_ok=True)
+    (folder / RECORD).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def _remove_manifest(folder: Path) -> None:
+    """Delete a manifest folder's part files, then the folder if nothing else is left in it."""
+    for p in folder.iterdir():
+        if _PART.match(p.name) and not p.is_dir():
+            p.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def write_error(exc: OSError, out: Path) -> OutputError:

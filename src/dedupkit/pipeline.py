@@ -15,7 +15,6 @@ options, input fingerprints and the same output of the stage before it; otherwis
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from dedupkit import __version__
 from dedupkit.config import PipelineConfig, build_stage
 from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputError
 from dedupkit.io.shards import discover, fingerprint
+from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json
 
 # numpy, pyarrow.compute/dataset, the runner and the stages are imported where they are used: a
 # rerun with nothing changed only reads summaries and fingerprints the inputs, and should cost
@@ -39,9 +39,8 @@ from dedupkit.io.shards import discover, fingerprint
 SUMMARY = "summary.json"  # = dedupkit.manifest.SUMMARY
 MANIFEST_DIR = "manifest"  # = dedupkit.manifest.MANIFEST_DIR
 STATE = "pipeline.json"
-LOCK = ".dedupkit.lock"
 _STAGE_DIR = re.compile(r"^\d{2}-[A-Za-z0-9_]+$")
-_OURS = {LOCK, STATE, SUMMARY, MANIFEST_DIR, ".manifest.tmp"}
+_OURS = {LOCK, RECORD, STATE, SUMMARY, MANIFEST_DIR, ".manifest.tmp", ".manifest.old"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,19 +56,13 @@ def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_o
     return ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
 
 
-def build_fuzzy(shingle="word", ngram=5, num_perm=128, seed=1, threshold=0.65, bands=None, rows=None,
-                scheme="affine64", verify="signature", keep="first", keep_by=None, keep_order="desc", **unknown):
+def build_fuzzy(keep="first", keep_by=None, keep_order="desc", **options):
     """The fuzzy (MinHash-LSH) stage from its command's options."""
-    from dedupkit.minhash import MinHashConfig
-    from dedupkit.policy import KeepPolicy
-    from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+    from dedupkit.stages.fuzzy import FUZZY_OPTIONS, FuzzyConfig, FuzzyStage
 
-    _no_unknown("fuzzy", unknown)
-    if (bands is None) != (rows is None):
-        raise ConfigError("give bands and rows together, or neither to derive them from threshold")
-    mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram, threshold=threshold,
-                       bands=bands, rows=rows, scheme=scheme)
-    return FuzzyStage(FuzzyConfig(minhash=mh, verify=verify, policy=KeepPolicy(keep, keep_by, keep_order)))
+    known = {k: v for k, v in options.items() if k in FUZZY_OPTIONS}
+    _no_unknown("fuzzy", {k: v for k, v in options.items() if k not in FUZZY_OPTIONS})
+    return FuzzyStage(FuzzyConfig.from_options(keep=keep, keep_by=keep_by, keep_order=keep_order, **known))
 
 
 def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, eps=0.07, clusters=None,
@@ -161,57 +154,59 @@ def _build_all(config: PipelineConfig, stages: list, start: int) -> None:
                 raise ConfigError(f"{where}: {exc}") from None
 
 
-class _Lock:
-    def __init__(self, root: Path):
-        self.root = root
-        self.fh = None
+class _RunDir(Claim):
+    """The ``dedupkit run`` output folder, held for one run (see :class:`dedupkit.ownership.Claim`).
 
-    def __enter__(self):
-        self.fh = open(self.root / LOCK, "a+")
-        try:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.close()
-            raise OutputError(f"{self.root} is being written by another dedupkit run; wait for it to "
-                              "finish or choose another -o") from None
+    Only a new, an empty or an earlier ``dedupkit run`` folder is used, and nothing in it but
+    dedupkit's own names (the stage folders among them only when they hold dedupkit output) is
+    ever touched.
+    """
+
+    kind = "run"
+
+    def ours(self, name: str) -> bool:
+        if name in _OURS or name.startswith((SUMMARY + ".tmp", STATE + ".tmp")):
+            return True
+        return bool(_STAGE_DIR.match(name)) and is_output_folder(self.path / name, kind="stage")
+
+    def check(self, entries: set[str], locked: bool) -> None:
+        foreign = sorted(e for e in entries if not self.ours(e))
+        if foreign:
+            raise OutputError(f"{self.path} already holds other files ({', '.join(foreign[:3])}); `dedupkit run` "
+                              "only writes into a new folder or one it wrote before: choose another -o")
+        if SUMMARY in entries:
+            s = read_json(self.path / SUMMARY)
+            if not (isinstance(s, dict) and s.get("pipeline")):
+                stage = s.get("stage", "stage") if isinstance(s, dict) else "stage"
+                raise OutputError(f"{self.path} holds the output of a single `dedupkit {stage}` "
+                                  "run, not of `dedupkit run`; choose another -o")
+        super().check(entries, locked)
+
+    def prepare(self) -> None:
         # What a killed run left half-written (we hold the lock, nobody else writes here).
-        for p in self.root.iterdir():
+        for p in self.path.iterdir():
             if p.name.startswith((SUMMARY + ".tmp", STATE + ".tmp")):
                 p.unlink(missing_ok=True)
-        return self
+        self.create(STATE)
 
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc is not None:
-                shutil.rmtree(self.root / ".manifest.tmp", ignore_errors=True)
+                shutil.rmtree(self.path / ".manifest.tmp", ignore_errors=True)
         finally:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
-            self.fh.close()
+            super().__exit__(exc_type, exc, tb)
         if isinstance(exc, OSError):  # disk full while combining: a clear error, not a traceback
             from dedupkit.outdir import write_error
 
-            raise write_error(exc, self.root) from exc
+            raise write_error(exc, self.path) from exc
 
 
 def _check_out(root: Path) -> None:
-    if root.exists() and not root.is_dir():
+    """Refuse an -o that `dedupkit run` must not write (before any work; creates nothing)."""
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
         raise OutputError(f"{root} exists and is not a folder; choose another -o")
-    if not root.exists():
-        return
-    entries = {p.name for p in root.iterdir()}
-    foreign = sorted(e for e in entries - _OURS if not _STAGE_DIR.match(e)
-                     and not e.startswith((SUMMARY + ".tmp", STATE + ".tmp")))
-    if foreign:
-        raise OutputError(f"{root} already holds other files ({', '.join(foreign[:3])}); `dedupkit run` "
-                          "only writes into a new folder or one it wrote before: choose another -o")
-    if SUMMARY in entries:
-        try:
-            s = json.loads((root / SUMMARY).read_text())
-        except ValueError:
-            s = {}
-        if not s.get("pipeline"):
-            raise OutputError(f"{root} holds the output of a single `dedupkit {s.get('stage', 'stage')}` "
-                              "run, not of `dedupkit run`; choose another -o")
+    if root.exists():
+        _RunDir(root).check({p.name for p in root.iterdir()}, locked=False)
 
 
 def _read_state(root: Path) -> dict:
@@ -236,6 +231,14 @@ def _load_summary_light(d: Path) -> dict:
     if not (d / MANIFEST_DIR).is_dir() or not s.get("complete"):
         raise ManifestError(f"{d} holds no finished run")
     return s
+
+
+def _discard_stale_stages(root: Path, wanted: set[str]) -> None:
+    """Delete stage folders of an earlier configuration (only what dedupkit wrote in them)."""
+    from dedupkit.outdir import discard_output
+
+    for stale in sorted(p for p in root.iterdir() if _STAGE_DIR.match(p.name) and p.name not in wanted):
+        discard_output(stale)
 
 
 def _invalidate(root: Path) -> None:
@@ -293,9 +296,14 @@ def run_pipeline(
         _build_all(config, stages, 0)
     _check_out(root)
     if clean is not None:
-        rc, rr = clean.resolve(), root.resolve()
+        rc, rr = Path(os.path.realpath(clean)), Path(os.path.realpath(root))
         if rc == rr or rr in rc.parents or rc in rr.parents:
             raise ConfigError(f"--clean {clean} and -o {root} must be separate folders, neither inside the other")
+        if not dry_run:  # refused before any stage runs: a refusal leaves everything as it was
+            from dedupkit.apply import check_output
+
+            check_output(clean, list(inputs), [str(root)], overwrite=True, manifest_option="-o",
+                         out_option="--clean")
     exclude = [str(root)] + ([str(clean)] if clean else [])
     shards = discover(inputs, exclude=exclude)
     # Stages get the discovered files, not the raw INPUTs: a folder INPUT that contains OUT would
@@ -304,9 +312,7 @@ def run_pipeline(
     fps = [(s.name, fingerprint(s.path)) for s in shards]
     read = {"text_column": config.text_column, "id_column": config.id_column, "batch_size": config.batch_size,
             "on_bad_record": config.on_bad_record}
-    root.mkdir(parents=True, exist_ok=True)
-    with _Lock(root):
-        _check_out(root)
+    with _RunDir(root):
         state = {} if rerun else _read_state(root)
         new_state: dict[str, Any] = {"stages": {}, "combined": state.get("combined"), "clean": state.get("clean")}
         wanted = {f"{i + 1:02d}-{s.name}" for i, s in enumerate(config.stages)}
@@ -345,9 +351,6 @@ def run_pipeline(
             else:
                 if not changed:
                     changed = True
-                _invalidate(root)
-                for stale in sorted(p for p in root.iterdir() if _STAGE_DIR.match(p.name) and p.name not in wanted):
-                    shutil.rmtree(stale)
                 from dedupkit.engine.local import no_progress
                 from dedupkit.io.read import ReadSpec
                 from dedupkit.runner import RunOptions, run_stage
@@ -356,7 +359,11 @@ def run_pipeline(
                 opts = RunOptions(workers=config.workers, engine=config.engine, ray_address=config.ray_address,
                                   skip=(str(prev_dir),) if prev_dir is not None else (), overwrite=True,
                                   max_drop_rate=settings.max_drop_rate)
-                res = run_stage(stage, shard_inputs, sdir, spec, opts, progress or no_progress)
+                # Nothing of the old run changes before this stage's new manifest is complete (a
+                # mistyped --id-column with --overwrite leaves the old run as it was); then the
+                # combined output is marked unfinished before the stage folder is swapped.
+                res = run_stage(stage, shard_inputs, sdir, spec, opts, progress or no_progress,
+                                before_finish=lambda: (_invalidate(root), _discard_stale_stages(root, wanted)))
                 summary = res.summary
                 sha = _sha_file(sdir / SUMMARY)
                 c = summary["counts"]
@@ -378,28 +385,27 @@ def run_pipeline(
                 up_to_date = False
         if not up_to_date:
             _invalidate(root)
-            for stale in sorted(p for p in root.iterdir() if _STAGE_DIR.match(p.name) and p.name not in wanted):
-                shutil.rmtree(stale)
-            summary = _write_combined(root, runs, config, t0)
+            _discard_stale_stages(root, wanted)
+            # The state first: written after the summary, a kill between its temporary file and
+            # the rename would leave that file in a complete-looking folder. Recorded early it is
+            # harmless: "up to date" also needs the summary, which comes last.
             new_state["combined"] = {"stages": stage_shas}
             _write_state(root, new_state)
+            summary = _write_combined(root, runs, config, t0)
         top_sha = _sha_file(top)
 
         clean_out = None
         if clean is not None and not dry_run:
             rec = new_state.get("clean") or {}
-            if (up_to_date and rec.get("path") == str(clean.resolve()) and rec.get("summary_sha") == top_sha
+            if (up_to_date and rec.get("path") == os.path.realpath(clean) and rec.get("summary_sha") == top_sha
                     and (clean / "_dedupkit_apply.json").exists()):
                 log(f"clean corpus: up to date, {clean}")
             else:
-                from dedupkit.apply import APPLY_SUMMARY, apply_manifests
+                from dedupkit.apply import apply_manifests
 
-                if clean.exists() and not (clean / APPLY_SUMMARY).exists():
-                    raise OutputError(f"clean folder {clean} exists and was not written by dedupkit; "
-                                      "choose another --clean folder")
                 res = apply_manifests(shard_inputs, [str(root)], clean, overwrite=True)
                 log(f"clean corpus: wrote {res.summary['kept']} of {res.summary['rows']} rows to {clean}")
-                new_state["clean"] = {"path": str(clean.resolve()), "summary_sha": top_sha}
+                new_state["clean"] = {"path": os.path.realpath(clean), "summary_sha": top_sha}
                 _write_state(root, new_state)
             clean_out = clean
         elif clean is not None:
@@ -413,15 +419,14 @@ def _write_combined(root: Path, runs: list[StageRun], config: PipelineConfig, t0
     from dedupkit.runner import versions
 
     t1 = time.perf_counter()
+    from dedupkit.outdir import swap_manifest
+
     tmp = root / ".manifest.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     counts = combine_manifests([root / r.dir for r in runs], tmp)
-    final = root / MANIFEST_DIR
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    swap_manifest(root, tmp)
     t2 = time.perf_counter()
     last = runs[-1].summary
     first = runs[0].summary
@@ -469,12 +474,18 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
 
     The stages must have run in this order, each with ``--skip`` of the one before (as
     ``dedupkit run`` and the shell chain ``dedupkit exact ... | dedupkit fuzzy ... --skip -`` do).
-    Per input row: ``keep`` is true when every stage kept it; ``stage`` names the stage that dropped
-    it (the last stage for kept rows); ``duplicate_of`` is followed through the chain to the kept
-    document at its end (A exact-duplicate of B, B fuzzy-duplicate of C: A's duplicate_of is C) and
-    ``direct_duplicate_of`` keeps the match the dropping stage made; ``cluster_id`` joins the
-    clusters of all stages that share a document (the smallest global row number of the joined
-    cluster); ``score`` is the dropping stage's similarity to its direct match.
+    Per input row: ``keep`` is true when every stage kept it. For a dropped row, ``duplicate_of``,
+    ``stage``, ``score`` (and ``measure``, when the stage wrote one) come from the one comparison
+    that decided it: the stage that dropped it and its similarity to the document it names. A row
+    dropped as *identical* (score 1.0, e.g. by the exact stage) to a document that a later stage
+    dropped takes that document's decision: A exact copy of B, B fuzzy duplicate of C, then A says
+    ``stage`` fuzzy, ``duplicate_of`` C and B's score, which holds for A as it holds for B (their
+    texts are the same to every later stage). Any other link is never followed: a row's
+    ``duplicate_of`` names a document it was compared with, even when a later stage dropped that
+    one (only when stages beyond exact + fuzzy are chained); ``kept_duplicate_of`` names the kept
+    document at the end of the chain and ``direct_duplicate_of`` the match the dropping stage made.
+    ``cluster_id`` joins the clusters of all stages that share a document (the smallest global row
+    number of the joined cluster).
 
     Args:
         stage_dirs: the stages' output folders, in the order they ran.
@@ -512,8 +523,28 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
     direct = base.column("duplicate_of").combine_chunks()
     tgt = _np_int(pc.index_in(direct, value_set=doc_ids))
     tgt[keep] = -1
-    resolved = tgt.copy()
     idx = np.arange(n, dtype=np.int64)
+    score_all = base.column("score").combine_chunks()
+    for t in reversed(tables[:-1]):
+        score_all = pc.if_else(pc.is_null(score_all), t.column("score").combine_chunks(), score_all)
+    score_np = np.asarray(score_all.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False))
+    # The comparison that decided each dropped row: its own, or, through identity links (score 1.0)
+    # to a row a later stage dropped, that row's (pointer jumping; stages form no cycles).
+    safe = np.where(tgt >= 0, tgt, 0)
+    decider = np.where((tgt >= 0) & ~keep[safe] & (score_np == 1.0), safe, idx)
+    for _ in range(64):
+        nxt = decider[decider]
+        if np.array_equal(nxt, decider):
+            break
+        decider = nxt
+    else:
+        raise ManifestError(f"duplicate_of links in {', '.join(map(str, dirs))} form a cycle; rerun the stages")
+    dropped = ~keep & (tgt >= 0)
+    final_tgt = np.where(dropped, tgt[decider], -1)
+    dup_of = pc.if_else(pa.array(final_tgt >= 0), doc_ids.take(pa.array(np.where(final_tgt >= 0, final_tgt, 0))),
+                        pa.scalar(None, pa.string()))
+    # kept_duplicate_of: the kept document at the end of every link (the old resolution).
+    resolved = tgt.copy()
     for _ in range(len(tables) + 2):
         r = np.where(resolved >= 0, resolved, 0)
         step = (resolved >= 0) & ~keep[r] & (tgt[r] >= 0) & (tgt[r] != r)
@@ -522,8 +553,15 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
         resolved[step] = tgt[r[step]]
     else:
         raise ManifestError(f"duplicate_of links in {', '.join(map(str, dirs))} form a cycle; rerun the stages")
-    dup_of = pc.if_else(pa.array(resolved >= 0), doc_ids.take(pa.array(np.where(resolved >= 0, resolved, 0))),
-                        pa.scalar(None, pa.string()))
+    kept_dup_of = pc.if_else(pa.array(resolved >= 0), doc_ids.take(pa.array(np.where(resolved >= 0, resolved, 0))),
+                             pa.scalar(None, pa.string()))
+    pick = pa.array(np.where(dropped, decider, idx))
+    stage_col = base.column("stage").combine_chunks().take(pick)
+    measure = pa.nulls(n, pa.string())
+    for t in tables:
+        if "measure" in t.column_names:
+            measure = pc.if_else(pc.is_null(measure), t.column("measure").combine_chunks().cast(pa.string()), measure)
+    measure = pc.if_else(pa.array(dropped), measure.take(pick), pa.scalar(None, pa.string()))
 
     # Clusters joined across stages: min-label propagation over each stage's clusters and the
     # duplicate_of links; labels stay positions, so the result is the smallest global row.
@@ -559,9 +597,7 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
     sizes = np.bincount(lab[member]) if member.any() else np.zeros(0, np.int64)
     sizes = sizes[sizes > 0]
 
-    score = base.column("score").combine_chunks()
-    for t in reversed(tables[:-1]):
-        score = pc.if_else(pc.and_(pc.is_null(score), pa.array(member)), t.column("score").combine_chunks(), score)
+    score = pc.if_else(pa.array(member), score_all.take(pick), pa.scalar(None, score_all.type))
 
     table = pa.table({
         "shard": shard_col.combine_chunks(),
@@ -571,10 +607,12 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
         "cluster_id": pa.array(cluster, pa.int64(), mask=cluster < 0),
         "duplicate_of": dup_of,
         "score": score.cast(pa.float32()),
-        "stage": base.column("stage").combine_chunks(),
+        "stage": stage_col,
         "reason": base.column("reason").combine_chunks() if "reason" in base.column_names
         else pa.nulls(n, pa.string()),
         "direct_duplicate_of": pc.if_else(pa.array(keep), pa.scalar(None, pa.string()), direct),
+        "kept_duplicate_of": kept_dup_of,
+        "measure": measure,
     })
     names = shard_col.combine_chunks()
     out = Path(out_dir)
@@ -584,7 +622,9 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
         ends = np.r_[starts[1:], n]
         for si, (a, b) in enumerate(zip(starts, ends)):
             write_table_atomic(table.slice(int(a), int(b - a)), out / f"part-{si:05d}.parquet")
-    dropped_stage = table.column("stage").filter(pc.invert(table.column("keep")))
+    # counted under the stage that dropped the row (its own manifest's count), which for a row
+    # decided through an identity link is not the stage named in the row's `stage` column
+    dropped_stage = base.column("stage").combine_chunks().filter(pc.invert(table.column("keep")))
     vc = pc.value_counts(dropped_stage).to_pylist() if len(dropped_stage) else []
     return {
         "rows": int(n), "kept": int(keep.sum()), "dropped": int(n - keep.sum()),

@@ -109,3 +109,15 @@ def cluster_ids(labels: np.ndarray, global_rows: np.ndarray) -> np.ndarray:
     np.minimum.at(mins, inv, global_rows[member])
     out[member] = mins[inv]
     return out
+
+
+def priority_rank(keys: list[np.ndarray], n: int) -> np.ndarray:
+    """Every document's position (0 = best) in keep-priority order: ``keys`` from
+    :meth:`KeepPolicy.priority`, ties to the lowest global index. int64, a permutation of 0..n-1."""
+    idx = np.arange(n, dtype=np.int64)
+    if not keys:
+        return idx
+    order = np.lexsort([idx] + [np.asarray(k) for k in reversed(keys)])
+    rank = np.empty(n, np.int64)
+    rank[order] = idx
+    return rank

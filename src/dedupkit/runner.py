@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,14 +25,16 @@ from dedupkit.io.shards import discover
 from dedupkit.manifest import (
     check_prior_fingerprints,
     load_prior,
+    output_root,
     shard_table,
     write_summary,
     write_table_atomic,
 )
 from dedupkit.outdir import OutputDir
+from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
 from dedupkit.scan import Corpus, plan_tasks, run_scan_task
-from dedupkit.spans import SPANS_DIR, install_spans, read_spans, span_counts
+from dedupkit.spans import SPANS_DIR, read_spans, span_counts
 from dedupkit.stages.base import Stage
 
 MAX_LISTED_BAD = 1000
@@ -96,6 +97,7 @@ def run_stage(
     spec: ReadSpec,
     options: RunOptions = RunOptions(),
     progress: ProgressFactory = no_progress,
+    before_finish: Callable[[], None] | None = None,
 ) -> RunResult:
     """Run ``stage`` over ``inputs`` and write ``out/manifest`` and ``out/summary.json``.
 
@@ -106,6 +108,8 @@ def run_stage(
         spec: text and id columns, batch size, bad-record policy.
         options: workers, skip manifests, overwrite, guardrails.
         progress: a progress-bar factory (the CLI passes tqdm on stderr).
+        before_finish: called once the new manifest is complete, just before an old run in
+            ``out`` is replaced (``run`` marks its combined output unfinished there).
 
     Returns:
         The output folder and the summary written there.
@@ -119,6 +123,9 @@ def run_stage(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    # Before anything else: an -o that is (or holds, or lies in) a --skip manifest would destroy
+    # the manifest this run reads.
+    check_separate(out, [("--skip", output_root(s)) for s in options.skip])
     shards = discover(inputs, exclude=[str(out)])
     extra_cols = tuple(c for c in stage.read_columns() if c not in (spec.text_column, spec.id_column))
     spec = ReadSpec(**{**asdict(spec), "extra_columns": tuple(dict.fromkeys(spec.extra_columns + extra_cols))})
@@ -238,12 +245,14 @@ def run_stage(
         if decisions.spans is not None:
             # validated before it is moved: a folder with broken spans never becomes OUT/spans
             summary["counts"].update(span_counts(read_spans(decisions.spans)))
-            install_spans(decisions.spans, od.path)
-        elif (od.path / SPANS_DIR).exists():  # left by an interrupted run of a span stage
-            shutil.rmtree(od.path / SPANS_DIR)
         t_end = time.perf_counter()
         summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
                               "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
                               "reused_scan_tasks": int(sum(r.reused for r in results))}
-        od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work)
+        stage.before_publish(summary)
+        if before_finish is not None:
+            before_finish()
+        # OUT/spans is swapped in by finish() with the manifest, after the old summary is gone
+        od.finish(tmp, lambda root: write_summary(root, summary), keep_work=options.keep_work,
+                  spans=Path(decisions.spans) if decisions.spans is not None else None)
     return RunResult(out=out, summary=summary)

@@ -51,7 +51,8 @@ def _emit_add(res, as_json: bool, verb: str) -> None:
     else:
         click.echo(res.location)
     click.echo(f"index: {verb} {res.added} documents from {res.shards} shards in {res.seconds:.1f} s"
-               f"{f', skipped {res.bad_records} bad records' if res.bad_records else ''}; "
+               f"{f', skipped {res.bad_records} bad records' if res.bad_records else ''}"
+               f"{f' ({res.already_indexed} were already indexed by an earlier run of this command)' if res.already_indexed else ''}; "
                f"the index holds {res.documents}", err=True)
 
 
@@ -148,33 +149,58 @@ def info(location, as_json):
         lines.append(f"size:       {d['bytes']} bytes{per}")
     if d.get("redis_used_memory") is not None:
         lines.append(f"redis:      used_memory {d['redis_used_memory']} bytes (whole database)")
+    if d.get("verified"):
+        lines.append(f"verified:   {d['verified']}")
+    lines.append(f"writer:     {d.get('writer') or 'none'}")
+    if d.get("pending"):
+        p = d["pending"]
+        lines.append(f"pending:    an append of {p['documents']} documents by {p['by']}: {p['state']}")
+    if d.get("leftovers"):
+        who = "the writer at work or an interrupted one" if d.get("writer") else "an interrupted writer"
+        lines.append(f"leftovers:  {', '.join(d['leftovers'])} (of {who}; never read, removed by the next writer)")
     click.echo("\n".join(lines))
 
 
 @click.command(epilog="""\b
 Exit codes: 0 the duplicate rate is at most --max-dup-rate (or no limit was set), 3 it is above
-(the manifest is still written), 1 failure (missing or damaged index, bad input), 2 usage error.
+or a document holds an eval item (the manifest is still written), 1 failure (missing or damaged index, bad input), 2 usage error.
 
 \b
 Example:
   dedupkit check drops/new/ --against corpus.idx -o out/check --max-dup-rate 0.05 --update --id-column id
+  dedupkit check drops/new/ --against corpus.idx --against evals/ -o out/check --eval-fields question,answer
 """)
 @read_options
-@click.option("--against", "against", required=True, metavar="INDEX", help="The index to check against. " + INDEX_HELP)
+@click.option("--against", "against", required=True, multiple=True, metavar="INDEX|EVAL",
+              help="The index to check against (" + INDEX_HELP + "), and/or eval sets (repeatable: JSONL/"
+                   "Parquet/text files or folders, NAME=PATH): any document holding an eval item fails "
+                   "the check (exit code 3), naming it.")
+@click.option("--eval-fields", default=None, metavar="F1,F2,...",
+              help="With eval sets: fields to index, the prompt first (as in `dedupkit decontaminate`).")
+@click.option("--eval-id", default=None, metavar="FIELD", help="With eval sets: the item id field.")
+@click.option("--eval-ngram", type=click.IntRange(1, 64), default=13, show_default=True,
+              help="With eval sets: `dedupkit decontaminate --ngram`.")
+@click.option("--eval-min-overlap", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="With eval sets: `dedupkit decontaminate --min-overlap`.")
+@click.option("--eval-output", default=None, type=click.Path(file_okay=False),
+              help="With eval sets and an index: where the eval check's manifest goes (default: "
+                   "OUTPUT-decontaminate, beside OUTPUT; without an index it is OUTPUT).")
 @click.option("--max-dup-rate", type=click.FloatRange(0, 1), default=None,
               help="Fail (exit code 3) when more than this share of the drop's rows are duplicates of the "
                    "index or of each other.")
 @click.option("--update", is_flag=True,
-              help="When the check passes, add the drop's kept documents to the index.")
+              help="When the check passes, add the drop's kept documents to the index. Concurrent checks "
+                   "with --update take turns (the second waits, saying so on stderr) and decide as if run one "
+                   "after the other.")
 @click.option("--stages", default=None, help="Must match the index (default: the index's settings).")
 @click.option("--normalize", default=None, help="Must match the index (default: the index's settings).")
 @_minhash_opts
 @output_options
 @keep_options
 @handle_errors
-def check(inputs, text_column, id_column, batch_size, on_bad_record, against, max_dup_rate, update, stages,
-          normalize, seed, num_perm, shingle, ngram, threshold, bands, rows, output, overwrite, workers, quiet, as_json,
-          keep, keep_by, keep_order):
+def check(inputs, text_column, id_column, batch_size, on_bad_record, against, eval_fields, eval_id, eval_ngram,
+          eval_min_overlap, eval_output, max_dup_rate, update, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands,
+          rows, output, overwrite, workers, quiet, as_json, keep, keep_by, keep_order):
     """Deduplicate a new data drop against an index (a CI gate).
 
     Writes OUTPUT/manifest/ (one row per input row) and OUTPUT/summary.json like any stage. A row
@@ -182,7 +208,46 @@ def check(inputs, text_column, id_column, batch_size, on_bad_record, against, ma
     matched_shard, duplicate_of) and how (match: index-exact, index-fuzzy); rows duplicating each
     other within the drop are grouped as by `dedupkit exact`/`fuzzy` (match: drop-exact,
     drop-fuzzy). The keys are computed with the index's settings.
+
+    With eval sets in --against, the drop is also decontaminated (into OUTPUT-decontaminate, or
+    OUTPUT itself without an index) and the check fails when any document holds an eval item.
     """
+    from dedupkit import api
+    from dedupkit.decontaminate import split_against
+
+    indexes, evals = split_against(against)
+    if len(indexes) > 1:
+        raise click.UsageError(f"give one index in --against, got {len(indexes)}: {', '.join(indexes)}")
+    if not indexes and (update or max_dup_rate is not None):
+        raise click.UsageError("--update and --max-dup-rate need an index in --against (only eval sets were given)")
+    failed = None
+    if indexes:
+        failed = _check_index(inputs, text_column, id_column, batch_size, on_bad_record, indexes[0], max_dup_rate,
+                              update, stages, normalize, seed, num_perm, shingle, ngram, threshold, bands, rows,
+                              output, overwrite, workers, quiet, as_json, keep, keep_by, keep_order)
+    if evals:
+        from dedupkit.cli.decontaminate import print_hits
+
+        dout = (eval_output or output.rstrip("/") + "-decontaminate") if indexes else output
+        try:
+            res = api.check_evals(inputs, dout, evals, eval_fields=eval_fields, eval_id=eval_id, ngram=eval_ngram,
+                                  min_overlap=eval_min_overlap, text_column=text_column, id_column=id_column,
+                                  batch_size=batch_size, on_bad_record=on_bad_record, workers=workers,
+                                  overwrite=overwrite, progress=progress_factory(quiet))
+        except CheckFailed as exc:
+            res, failed = exc.result, failed or exc  # type: ignore[attr-defined]
+            click.echo(f"Error: {exc}", err=True)
+        if not indexes:
+            emit_result(dout, res.summary, as_json)
+        print_hits(res.summary)
+    if failed is not None:
+        sys.exit(failed.exit_code)
+
+
+def _check_index(inputs, text_column, id_column, batch_size, on_bad_record, against, max_dup_rate, update, stages,
+                 normalize, seed, num_perm, shingle, ngram, threshold, bands, rows, output, overwrite, workers, quiet,
+                 as_json, keep, keep_by, keep_order):
+    """The index part of `check`; returns the CheckFailed to exit with, or None."""
     from dedupkit import api
 
     try:
@@ -195,8 +260,9 @@ def check(inputs, text_column, id_column, batch_size, on_bad_record, against, ma
         res = exc.result  # type: ignore[attr-defined]
         _emit_check(output, res, as_json)
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        return exc
     _emit_check(output, res, as_json)
+    return None
 
 
 def _emit_check(output, res, as_json: bool) -> None:

@@ -23,13 +23,15 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "stats": ("dedupkit.cli.run", "stats", "Print per-stage counts of a finished run."),
     "index": ("dedupkit.cli.index", "index", "Create and grow an index of a corpus you already hold."),
     "check": ("dedupkit.cli.index", "check", "Deduplicate a new data drop against an index (CI gate)."),
+    "decontaminate": ("dedupkit.cli.decontaminate", "decontaminate",
+                      "Drop (or cut) documents holding evaluation-set items."),
     "report": ("dedupkit.cli.report", "report", "Write a self-contained HTML report of a run."),
     "inspect": ("dedupkit.cli.report", "inspect", "Show duplicate clusters in the terminal."),
 }
 
 EPILOG = """\b
 Exit codes: 0 done, 1 failure, 2 usage error, 3 check failed (duplicate rate above
---max-dup-rate), 4 guardrail (a stage would drop more than --max-drop-rate).
+--max-dup-rate, or eval items found), 4 guardrail (a stage would drop more than --max-drop-rate).
 
 \b
 Example:

@@ -23,7 +23,9 @@ Example:
 """)
 @_OUT_ARG
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="The HTML file to write (replaced atomically).")
+              help="The HTML file to write (written to a temporary name, then renamed).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing report page. Other files (an input, a summary) are never replaced.")
 @click.option("--largest", type=click.IntRange(min=0), default=20, show_default=True,
               help="Largest clusters listed per stage.")
 @click.option("--sample", type=click.IntRange(min=0), default=30, show_default=True,
@@ -38,7 +40,7 @@ Example:
 @click.option("--title", default=None, help="Page title (default: the folder name).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @handle_errors
-def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
+def report(out, output, overwrite, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
     """Write a self-contained HTML report of the finished run in OUT.
 
     OUT is a stage's output folder or a `dedupkit run` folder. The page (no network needed) shows
@@ -50,7 +52,8 @@ def report(out, output, largest, sample, max_members, max_chars, seed, max_mb, t
     from dedupkit import api
 
     res = api.report(out, output, largest=largest, sample=sample, max_members=max_members,
-                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6))
+                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6),
+                     overwrite=overwrite)
     if as_json:
         click.echo(json.dumps({"path": str(res.path), "bytes": res.bytes, "clusters_listed": res.clusters_listed,
                                "clusters_total": res.clusters_total, "sampled": res.sampled,
@@ -95,6 +98,14 @@ def inspect(out, cluster, doc, largest, stage, max_members, max_chars, color, as
 
     if sum(x is not None for x in (cluster, doc, largest)) != 1:
         raise click.UsageError("pass exactly one of --cluster ID, --doc DOC_ID, --largest N")
+    from dedupkit.decontaminate import is_decontamination_run
+
+    if stage is None and is_decontamination_run(out):
+        from dedupkit.cli.decontaminate import print_inspection
+
+        print_inspection(out, doc=doc, cluster=cluster, largest=largest, max_members=max_members,
+                         max_chars=max_chars, as_json=as_json)
+        return
     if cluster is None and _inspect_spans(out, doc, largest, stage, max_chars, color, as_json):
         return  # every stage shown cut spans (substring, decontaminate --mode cut): shown as cuts
     res = api.inspect(out, cluster=cluster, doc=doc, largest=largest, stage=stage,

@@ -26,6 +26,11 @@ import numpy as np
 
 from dedupkit.errors import DedupkitError
 
+try:  # optional C kernel for greedy_centres; a Python loop is the fallback
+    from dedupkit import _speedups
+except ImportError:  # pragma: no cover - depends on the build
+    _speedups = None
+
 # Edges per partition: ~16 bytes each, times a few copies while sorting -> a few hundred MB a task.
 EDGES_PER_PARTITION = 8_000_000
 MAX_ROUNDS = 64
@@ -56,8 +61,9 @@ def _save(path: str, arr: np.ndarray) -> None:
 
 
 def _load_pairs(paths: Sequence[str]) -> np.ndarray:
+    """The (i, j) columns of pair files; files may carry more columns (a payload), dropped here."""
     parts = [np.load(p) for p in paths]
-    parts = [p.reshape(-1, 2) for p in parts if len(p)]
+    parts = [(p[:, :2] if p.ndim == 2 else p.reshape(-1, 2)) for p in parts if len(p)]
     return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.zeros((0, 2), np.int64)
 
 
@@ -277,6 +283,151 @@ def connected_components(n: int, files: Sequence[str], work: str | Path, engine:
             root[nr[:, 0]] = nr[:, 1]
         _unlink(t.out)
     return root, {"partitions": nparts, "rounds": len(history), "history": history}
+
+
+# --- greedy centre clustering ------------------------------------------------------------------
+
+def greedy_centres(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray,
+                   use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy centre clustering of a graph in CSR form (both directions of every edge).
+
+    Nodes are visited in ``order`` (best first); a node nobody claimed becomes a centre and claims
+    every neighbour nobody claimed yet. Claims follow exactly one edge, so a claimed node is always
+    a direct neighbour of its centre, and the result does not depend on the order of the
+    neighbours, only on ``order``.
+
+    Returns:
+        ``(claim, via)``: per node, the centre that claimed it (-1 for centres and lone nodes) and
+        the CSR position of the claiming edge (-1 likewise).
+    """
+    n = len(indptr) - 1
+    indptr = np.ascontiguousarray(indptr, np.int64)
+    indices = np.ascontiguousarray(indices, np.int64)
+    order = np.ascontiguousarray(order, np.int64)
+    if _speedups is not None and use_c:
+        c, v = _speedups.greedy_centres(indptr, indices, order, n)
+        return np.frombuffer(c, np.int64).copy(), np.frombuffer(v, np.int64).copy()
+    claim = np.full(n, -1, np.int64)
+    via = np.full(n, -1, np.int64)
+    seen = np.zeros(n, bool)
+    for u in order.tolist():
+        if seen[u]:
+            continue
+        seen[u] = True
+        a, b = indptr[u], indptr[u + 1]
+        nb = indices[a:b]
+        new = ~seen[nb]
+        seen[nb[new]] = True
+        claim[nb[new]] = u
+        via[nb[new]] = a + np.flatnonzero(new)
+    return claim, via
+
+
+def centre_clusters(edges: np.ndarray, rank: np.ndarray, use_c: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy centres over verified pairs, in keep-priority order.
+
+    Args:
+        edges: int64 (m, 3) rows (i, j, payload), each undirected pair once.
+        rank: keep-priority rank of every node (lower is kept first; a permutation, or at least
+            distinct for the nodes of ``edges``), indexed by node id.
+
+    Returns:
+        ``(docs, centre, payload)``: the claimed (dropped) nodes in ascending order, the centre
+        that claimed each, and the payload of the pair (centre, doc).
+
+    Example:
+        >>> e = np.array([[0, 1, 7], [1, 2, 8]])  # 0~1, 1~2, but not 0~2
+        >>> centre_clusters(e, np.arange(3))[:2]  # 1 goes to 0; 2 stays (no chaining)
+        (array([1]), array([0]))
+    """
+    if len(edges) == 0:
+        z = np.zeros(0, np.int64)
+        return z, z.copy(), z.copy()
+    edges = np.asarray(edges, np.int64)
+    nodes, inv = np.unique(edges[:, :2], return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    k = len(nodes)
+    src = np.concatenate([inv[:, 0], inv[:, 1]])
+    dst = np.concatenate([inv[:, 1], inv[:, 0]])
+    pay = np.concatenate([edges[:, 2], edges[:, 2]])
+    by_src = np.argsort(src, kind="stable")
+    indices, pay = dst[by_src], pay[by_src]
+    indptr = np.zeros(k + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=k), out=indptr[1:])
+    order = np.lexsort((nodes, np.asarray(rank)[nodes]))
+    claim, via = greedy_centres(indptr, indices, order, use_c)
+    got = np.flatnonzero(claim >= 0)
+    return nodes[got], nodes[claim[got]], pay[via[got]]
+
+
+@dataclass(frozen=True)
+class CentreTask:
+    """Greedy centres for the components of one partition (edges already grouped by component)."""
+
+    srcs: tuple[str, ...]
+    rank: str  # .npy of every node's rank
+    out: str
+
+
+def centre_task(task: CentreTask) -> int:
+    e = [np.load(p) for p in task.srcs]
+    e = [x for x in e if len(x)]
+    edges = np.concatenate(e) if e else np.zeros((0, 3), np.int64)
+    rank = np.load(task.rank, mmap_mode="r")
+    docs, centre, pay = centre_clusters(edges, rank)
+    _save(task.out, np.stack([docs, centre, pay], 1) if len(docs) else np.zeros((0, 3), np.int64))
+    return int(len(docs))
+
+
+@dataclass(frozen=True)
+class ByRootTask:
+    """Scatter the (i, j, payload) rows of one file by the component root of ``i``."""
+
+    src: str
+    root: str  # .npy of every node's component root
+    prefix: str
+    nparts: int
+
+
+def by_root_task(task: ByRootTask) -> int:
+    e = np.load(task.src)
+    e = e.reshape(-1, 3) if len(e) else np.zeros((0, 3), np.int64)
+    root = np.load(task.root, mmap_mode="r")
+    dest = part_of(np.asarray(root[e[:, 0]]), task.nparts) if len(e) else np.zeros(0, np.int64)
+    for q in range(task.nparts):
+        _save(f"{task.prefix}-d{q:04d}.npy", e[dest == q])
+    return int(len(e))
+
+
+def centre_clusters_partitioned(files: Sequence[str], root: np.ndarray, rank: np.ndarray, work: str | Path,
+                                engine: Any, nparts: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`centre_clusters` over pair files without gathering the pairs: greedy centres never
+    cross a connected component, so the pairs are shuffled by their component's root
+    (:func:`connected_components`) and each partition runs the greedy step on whole components.
+    Same answer as :func:`centre_clusters` on all pairs at once; only per-node arrays come back.
+    """
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if nparts is None:
+        nparts = partitions_for(sum(_n_rows(f) for f in files))
+    root_path, rank_path = str(work / "centre-root.npy"), str(work / "centre-rank.npy")
+    _save(root_path, np.asarray(root, np.int64))
+    _save(rank_path, np.asarray(rank, np.int64))
+    split = [ByRootTask(f, root_path, str(work / f"centre-s{i:05d}"), nparts) for i, f in enumerate(files)]
+    engine.map(by_root_task, split, desc="centres: partition")
+    tasks = [CentreTask(tuple(f"{t.prefix}-d{q:04d}.npy" for t in split), rank_path, str(work / f"centre-p{q:04d}.npy"))
+             for q in range(nparts)]
+    engine.map(centre_task, tasks, desc="centres: greedy")
+    _unlink_all([p for t in tasks for p in t.srcs])
+    parts = [np.load(t.out) for t in tasks]
+    _unlink_all([t.out for t in tasks] + [root_path, rank_path])
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        z = np.zeros(0, np.int64)
+        return z, z.copy(), z.copy()
+    res = np.concatenate(parts)
+    res = res[np.argsort(res[:, 0], kind="stable")]
+    return res[:, 0].copy(), res[:, 1].copy(), res[:, 2].copy()
 
 
 def _n_rows(path: str) -> int:

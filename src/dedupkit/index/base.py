@@ -14,6 +14,11 @@ immutable, checksummed segment files plus a generation file) and
 from __future__ import annotations
 
 import abc
+import logging
+import os
+import random
+import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +35,11 @@ STAGES = ("exact", "fuzzy")
 #: thousands of indexed documents is boilerplate; the first CAP (lowest numbers) are enough to
 #: name a match, and the cap bounds the work and memory of a lookup whatever the index holds.
 BAND_CAP = 32
+#: How long a writer waits for another writer's lock before giving up (seconds); the environment
+#: variable DEDUPKIT_INDEX_LOCK_WAIT overrides it (a CI queue of many drops may need more).
+LOCK_WAIT_S = 600.0
+
+log = logging.getLogger("dedupkit.index")
 
 
 class IndexStoreError(DedupkitError):
@@ -161,15 +171,168 @@ class IndexInfo:
                 "shards": self.shards, **self.extra}
 
 
+def lock_wait_s() -> float:
+    """The writer-lock wait: DEDUPKIT_INDEX_LOCK_WAIT seconds, else :data:`LOCK_WAIT_S`."""
+    raw = os.environ.get("DEDUPKIT_INDEX_LOCK_WAIT")
+    try:
+        return float(raw) if raw else LOCK_WAIT_S
+    except ValueError:
+        raise ConfigError(f"DEDUPKIT_INDEX_LOCK_WAIT={raw!r} is not a number of seconds") from None
+
+
+def _host_id() -> str:
+    """This machine and pid namespace: two lock holders with the same host id share process ids."""
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        boot, ns = "", 0
+    return f"{socket.gethostname()}/{boot}/{ns}"
+
+
+def holder_record(command: str) -> dict[str, Any]:
+    """Who holds a writer lock: pid, host id, start time and the command (written into the lock)."""
+    return {"pid": os.getpid(), "host": _host_id(), "since": time.time(), "command": command}
+
+
+def holder_text(rec: dict[str, Any] | None) -> str:
+    if not rec:
+        return "an unknown process"
+    since = time.strftime("%H:%M:%S", time.localtime(rec.get("since", 0)))
+    return f"pid {rec.get('pid')} ({rec.get('command', 'dedupkit')}) since {since}"
+
+
+def holder_is_dead(rec: dict[str, Any] | None) -> bool:
+    """True when the holder ran on this machine (same pid namespace) and its process is gone."""
+    if not rec or rec.get("host") != _host_id():
+        return False
+    try:
+        os.kill(int(rec["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return False
+
+
+class WriterLock(abc.ABC):
+    """The one writer lock of an index.
+
+    A writer (``index add``, ``check --update``) holds it from before its lookups until its commit,
+    so writers run one after the other: the decisions of concurrent checks are those of the order
+    in which they got the lock. Subclasses say how to try, who holds it and how to let go; the
+    waiting (with one message on the ``dedupkit.index`` logger, which the CLI prints on stderr) is
+    here, shared by the local and the Redis index.
+    """
+
+    what: str = "the index"
+
+    @abc.abstractmethod
+    def try_acquire(self) -> bool:
+        """Take the lock if free (or held by a dead process); never blocks."""
+
+    @abc.abstractmethod
+    def holder(self) -> dict[str, Any] | None:
+        """The current holder's record, if readable."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Let go (a no-op if the lock was lost)."""
+
+    def acquire(self, wait_s: float | None = None) -> "WriterLock":
+        """Wait for the lock, up to ``wait_s`` (default :func:`lock_wait_s`).
+
+        Raises:
+            IndexStoreError: still held by another writer after ``wait_s``.
+        """
+        wait_s = lock_wait_s() if wait_s is None else wait_s
+        t0 = time.monotonic()
+        told = False
+        delay = 0.02
+        while not self.try_acquire():
+            waited = time.monotonic() - t0
+            if not told:
+                log.warning("%s is being written by %s; waiting (up to %.0f s) for it to finish",
+                            self.what, holder_text(self.holder()), wait_s)
+                told = True
+            if waited > wait_s:
+                raise IndexStoreError(
+                    f"{self.what} has been written by {holder_text(self.holder())} for more than {wait_s:.0f} s; "
+                    "retry when it has finished, or wait longer with DEDUPKIT_INDEX_LOCK_WAIT=SECONDS")
+            time.sleep(delay * (0.5 + random.random()))  # jitter: waiters do not retry in lockstep
+            delay = min(delay * 2, 0.5)
+        if told:
+            log.warning("%s: got the lock after %.1f s", self.what, time.monotonic() - t0)
+        from dedupkit.index.faults import point
+
+        point("writer: locked")
+        return self
+
+
 class IndexStore(abc.ABC):
     """A persistent index of a corpus; see the module docstring.
 
     A store is opened for reading a consistent snapshot: documents appended by another process
     after opening are not seen (and never half-seen). :meth:`append` adds one segment atomically.
+
+    Writers: :meth:`acquire_writer` takes the index's :class:`WriterLock`, rolls back what an
+    interrupted writer left, and moves the snapshot to the latest commit; lookups made while it
+    is held, and the :meth:`append` that follows, form one atomic step with respect to other
+    writers. A segment may carry a ``key`` (what was appended: the inputs' fingerprints and
+    options); :meth:`find_commit` finds it again, so a rerun of an interrupted command that had
+    already committed does not add its documents twice.
     """
 
     location: str
     settings: IndexSettings
+    _writer: WriterLock | None = None
+    _command: str = "dedupkit"
+
+    def acquire_writer(self, command: str = "dedupkit") -> None:
+        """Take the writer lock (waiting for another writer), recover, refresh the snapshot."""
+        if self._writer is not None:
+            return
+        self._command = command
+        lock = self._make_lock()
+        lock.acquire()
+        self._writer = lock
+        try:
+            self._recover()
+            self.refresh()
+        except BaseException:
+            self.release_writer()
+            raise
+
+    def release_writer(self) -> None:
+        """Let go of the writer lock (no-op if not held)."""
+        lock, self._writer = self._writer, None
+        if lock is not None:
+            lock.release()
+
+    def _make_lock(self) -> WriterLock:
+        raise NotImplementedError
+
+    def _recover(self) -> None:
+        """Roll back what an interrupted writer left (called with the writer lock held)."""
+
+    def refresh(self) -> None:
+        """Move the snapshot to the latest commit."""
+
+    def commits(self) -> list[dict[str, Any]]:
+        """The committed segments in commit order: dicts with ``base``, ``n`` and ``key`` (or None)."""
+        raise NotImplementedError
+
+    def find_commit(self, key: str) -> dict[str, Any] | None:
+        """The committed segment appended with ``key``, or None."""
+        for c in self.commits():
+            if c.get("key") == key:
+                return c
+        return None
+
+    def view_before(self, commit: dict[str, Any]) -> None:
+        """Restrict the snapshot to the segments committed before ``commit`` (a rerun re-decides
+        exactly as the interrupted run did)."""
+        raise NotImplementedError
 
     @property
     @abc.abstractmethod
@@ -177,8 +340,12 @@ class IndexStore(abc.ABC):
         """Documents in the snapshot."""
 
     @abc.abstractmethod
-    def append(self, segment: Segment) -> int:
-        """Add the documents of ``segment`` atomically; returns the number of the first one."""
+    def append(self, segment: Segment, key: str | None = None) -> int:
+        """Add the documents of ``segment`` atomically; returns the number of the first one.
+
+        Takes the writer lock for the call unless :meth:`acquire_writer` holds it. ``key`` names
+        what was appended (see :meth:`find_commit`).
+        """
 
     @abc.abstractmethod
     def lookup_exact(self, hashes: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ Layout::
         exact_doc.npy                int32 segment-local doc number of each sorted hash
         bands_key.npy bands_doc.npy  (bands, n) uint64 keys sorted per band, int32 doc numbers
         docs.parquet                 doc_id and shard of every document, in doc order
-    INDEX/.lock                      held (flock) by the one process appending
+    INDEX/.lock                      held (flock) by the one writer; it names the holder
 
 Why sorted NumPy arrays: a lookup is a binary search (``np.searchsorted``) over memory-mapped
 files, so checking a drop touches only the pages it needs and peak memory stays far below the
@@ -18,8 +18,12 @@ size per document, build and check speed.
 
 Why it is safe to read while another process appends: a writer builds a new segment in a
 temporary folder, fsyncs it, renames it into place and only then replaces ``index.json``
-(``os.replace``, atomic on POSIX). A reader reads ``index.json`` once and opens only the segments
-it lists, which never change; so it sees the index before or after an append, never half of one.
+(``os.replace``, atomic on POSIX): that replace is the commit. A reader reads ``index.json`` once
+and opens only the segments it lists, which never change; so it sees the index before or after an
+append, never half of one. A writer killed at any point leaves at most an unlisted folder or a
+temporary ``index.json.tmp*`` that no reader opens and the next writer removes (under the lock).
+Writers take ``INDEX/.lock`` (``flock``: released by the kernel when a writer dies, so a killed
+writer never blocks the next one).
 Every listed file's size and xxh3-64 checksum is recorded and verified on open, so a truncated or
 damaged index is an error, never a silent pass.
 """
@@ -41,13 +45,13 @@ import xxhash
 from dedupkit.errors import ConfigError
 from dedupkit.index.base import (
     BAND_CAP, FORMAT, FORMAT_VERSION, BandMatches, IndexInfo, IndexSettings, IndexStore,
-    IndexStoreError, Segment, best_band_matches,
+    IndexStoreError, Segment, WriterLock, best_band_matches, holder_record, holder_text,
 )
+from dedupkit.index.faults import point
 
 GEN_FILE = "index.json"
 SEG_DIR = "segments"
 LOCK = ".lock"
-LOCK_WAIT_S = 120.0
 _FIX = "restore the index folder from a backup, or rebuild it with `dedupkit index create --overwrite`"
 
 
@@ -81,6 +85,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         json.dump(data, fh, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
+    point("local: new index.json written, not yet in place")
     os.replace(tmp, path)
     _fsync_dir(path.parent)
 
@@ -145,6 +150,7 @@ class LocalIndex(IndexStore):
         self.settings = IndexSettings.from_dict(meta["settings"])
         self.segments: list[_Seg] = []
         self._verify = verify
+        self._opened: dict[str, _Seg] = {}
         self._load_segments(meta)
 
     # -- opening ------------------------------------------------------------------------------
@@ -160,7 +166,7 @@ class LocalIndex(IndexStore):
             if not overwrite:
                 raise IndexStoreError(f"{root} already holds an index; use `dedupkit index add` to grow it, "
                                       "or pass --overwrite to replace it")
-            with _Lock(root):
+            with _Lock(root, "dedupkit index create --overwrite"):
                 # Make the old index unreadable first (no index.json), then remove its segments.
                 os.remove(root / GEN_FILE)
                 shutil.rmtree(root / SEG_DIR, ignore_errors=True)
@@ -169,7 +175,7 @@ class LocalIndex(IndexStore):
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "settings": settings.to_dict(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "generation": 0, "count": 0, "segments": []}
-        with _Lock(root):
+        with _Lock(root, "dedupkit index create"):
             _write_json_atomic(root / GEN_FILE, meta)
         return cls(root, meta)
 
@@ -195,6 +201,19 @@ class LocalIndex(IndexStore):
         cls._check_meta(meta, gen)
         return cls(root, meta, verify=verify)
 
+    def _read_meta(self) -> dict:
+        gen = self.root / GEN_FILE
+        try:
+            meta = json.loads(gen.read_text())
+        except FileNotFoundError:
+            raise IndexStoreError(f"{self.root}: the index was removed while open") from None
+        except ValueError as exc:
+            raise IndexStoreError(f"{gen}: not valid JSON ({exc}); {_FIX}") from exc
+        self._check_meta(meta, gen)
+        if IndexSettings.from_dict(meta["settings"]) != self.settings:
+            raise IndexStoreError(f"{self.root}: the index was recreated with other settings while open")
+        return meta
+
     @staticmethod
     def _check_meta(meta: dict, where) -> None:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -214,6 +233,10 @@ class LocalIndex(IndexStore):
             if int(entry["base"]) != expect_base:
                 raise IndexStoreError(f"{self.root / GEN_FILE}: segment {entry['name']} starts at doc "
                                       f"{entry['base']}, expected {expect_base}; {_FIX}")
+            if entry["name"] in self._opened:  # verified when first opened; segments never change
+                segs.append(self._opened[entry["name"]])
+                expect_base += int(entry["n"])
+                continue
             d = self.root / SEG_DIR / entry["name"]
             for fname, want in entry["files"].items():
                 path = d / fname
@@ -227,31 +250,66 @@ class LocalIndex(IndexStore):
                 if self._verify and _checksum(path) != want["xxh3_64"]:
                     raise IndexStoreError(f"{path}: checksum mismatch (the file was changed or damaged); {_FIX}")
             segs.append(_Seg(self.root, entry, self.settings))
+            self._opened[entry["name"]] = segs[-1]
             expect_base += int(entry["n"])
         if expect_base != int(meta["count"]):
             raise IndexStoreError(f"{self.root / GEN_FILE}: count {meta['count']} differs from the segments' "
                                   f"{expect_base} documents; {_FIX}")
         self.segments = segs
+        self._count = expect_base
 
     @property
     def count(self) -> int:
-        return int(self.meta["count"])
+        return self._count
+
+    # -- writers ------------------------------------------------------------------------------
+    def _make_lock(self) -> WriterLock:
+        return _Lock(self.root, self._command)
+
+    def _leftovers(self, meta: dict | None = None) -> list[Path]:
+        """What interrupted writers left: unlisted segment folders and temporary index.json files."""
+        listed = {e["name"] for e in (meta or self.meta)["segments"]}
+        seg_root = self.root / SEG_DIR
+        out = [p for p in seg_root.iterdir() if p.name not in listed] if seg_root.is_dir() else []
+        return out + sorted(self.root.glob(GEN_FILE + ".tmp*"))
+
+    def _recover(self) -> None:
+        self.meta = self._read_meta()
+        for p in self._leftovers():  # never listed, never read: remove (we hold the lock)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        point("writer: recovered")
+
+    def refresh(self) -> None:
+        self.meta = self._read_meta()
+        self._load_segments(self.meta)
+
+    def commits(self) -> list[dict]:
+        return [{"base": int(e["base"]), "n": int(e["n"]), "key": e.get("key"), "name": e["name"]}
+                for e in self.meta["segments"]]
+
+    def view_before(self, commit: dict) -> None:
+        self.segments = [s for s in self.segments if s.base < int(commit["base"])]
+        self._count = int(commit["base"])
 
     def discard(self) -> None:
-        with _Lock(self.root):
+        with _Lock(self.root, "dedupkit index create (cleaning up)"):
             (self.root / GEN_FILE).unlink(missing_ok=True)  # unreadable first, then the rest
             shutil.rmtree(self.root / SEG_DIR, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- appending ----------------------------------------------------------------------------
-    def append(self, segment: Segment) -> int:
+    def append(self, segment: Segment, key: str | None = None) -> int:
         segment.validate(self.settings)
-        with _Lock(self.root):
-            # Re-read the latest generation under the lock: another process may have appended.
-            meta = json.loads((self.root / GEN_FILE).read_text())
-            self._check_meta(meta, self.root / GEN_FILE)
-            if IndexSettings.from_dict(meta["settings"]) != self.settings:
-                raise IndexStoreError(f"{self.root}: the index was recreated with other settings while open")
+        own = self._writer is None
+        if own:
+            self.acquire_writer("dedupkit index add")
+        try:
+            # The latest generation (we hold the lock, so nobody else changes it meanwhile).
+            self.refresh()
+            meta = self.meta
             base = int(meta["count"])
             if len(segment) == 0:
                 return base
@@ -259,12 +317,9 @@ class LocalIndex(IndexStore):
             name = f"seg-{gen:06d}"
             seg_root = self.root / SEG_DIR
             seg_root.mkdir(exist_ok=True)
-            listed = {e["name"] for e in meta["segments"]}
-            for p in seg_root.iterdir():  # leftovers of a crashed writer: never listed, never read
-                if p.name not in listed:
-                    shutil.rmtree(p, ignore_errors=True)
             tmp = seg_root / f".tmp-{name}-{os.getpid()}"
             tmp.mkdir()
+            point("local: temporary segment folder made")
             try:
                 files = self._write_segment(tmp, segment)
                 os.replace(tmp, seg_root / name)
@@ -272,13 +327,19 @@ class LocalIndex(IndexStore):
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             _fsync_dir(seg_root)
-            meta["segments"].append({"name": name, "base": base, "n": len(segment), "files": files})
-            meta["generation"] = gen
-            meta["count"] = base + len(segment)
-            meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            _write_json_atomic(self.root / GEN_FILE, meta)
-        self.meta = meta
-        self._load_segments(meta)
+            point("local: segment folder in place, not yet listed")
+            entry = {"name": name, "base": base, "n": len(segment), "files": files}
+            if key is not None:
+                entry["key"] = key
+            meta = {**meta, "segments": meta["segments"] + [entry], "generation": gen,
+                    "count": base + len(segment), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            _write_json_atomic(self.root / GEN_FILE, meta)  # the commit
+            point("local: committed")
+            self.meta = meta
+            self._load_segments(meta)
+        finally:
+            if own:
+                self.release_writer()
         return base
 
     def _write_segment(self, d: Path, seg: Segment) -> dict:
@@ -302,15 +363,18 @@ class LocalIndex(IndexStore):
             arrays["bands_key"], arrays["bands_doc"] = keys, docs
         for name, arr in arrays.items():
             np.save(d / f"{name}.npy", arr)
+            point(f"local: {name}.npy written")
         names = pa.array(seg.shard_names, pa.string())
         shard_col = pa.DictionaryArray.from_arrays(pa.array(seg.shard_index, pa.int32()), names)
         pq.write_table(pa.table({"doc_id": pa.array(seg.doc_ids, pa.string()), "shard": shard_col}),
                        d / "docs.parquet", compression="zstd")
+        point("local: docs.parquet written")
         files = {}
         for p in sorted(d.iterdir()):
             _fsync_file(p)
             files[p.name] = {"size": p.stat().st_size, "xxh3_64": _checksum(p)}
         _fsync_dir(d)
+        point("local: segment files synced")
         return files
 
     # -- lookups ------------------------------------------------------------------------------
@@ -391,34 +455,72 @@ class LocalIndex(IndexStore):
         for s in self.segments:
             shards.update(pq.read_table(s.dir / "docs.parquet", columns=["shard"]).column("shard")
                           .combine_chunks().dictionary.to_pylist())
+        nfiles = sum(len(e["files"]) for e in self.meta["segments"])
+        leftovers = [str(p.relative_to(self.root)) for p in self._leftovers(self._read_meta())]
+        holder = _Lock(self.root).probe()
         return IndexInfo(location=self.location, kind=self.kind, settings=self.settings, documents=self.count,
                          segments=len(self.segments), bytes=size, shards=len(shards),
                          extra={"generation": self.meta.get("generation"), "created": self.meta.get("created"),
-                                "updated": self.meta.get("updated")})
+                                "updated": self.meta.get("updated"),
+                                "verified": (f"index.json and the sizes{' and checksums' if self._verify else ''} "
+                                             f"of all {nfiles} files of {len(self.segments)} segments"),
+                                "writer": holder_text(holder) if holder is not False else None,
+                                "leftovers": leftovers})
 
 
-class _Lock:
-    """Exclusive writer lock on INDEX/.lock; waits up to LOCK_WAIT_S for another writer."""
+class _Lock(WriterLock):
+    """Exclusive writer lock: ``flock`` on INDEX/.lock, which names the holder.
 
-    def __init__(self, root: Path, wait_s: float = LOCK_WAIT_S):
+    The kernel releases a flock when its holder dies, so a killed writer never blocks the next.
+    """
+
+    def __init__(self, root: Path, command: str = "dedupkit"):
         self.root = root
-        self.wait_s = wait_s
+        self.what = f"index {root}"
+        self.command = command
         self.fh = None
 
     def __enter__(self):
-        self.fh = open(self.root / LOCK, "a+")
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            try:
-                fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    self.fh.close()
-                    raise IndexStoreError(f"{self.root} is being written by another process for more than "
-                                          f"{self.wait_s:.0f} s; retry when it has finished") from None
-                time.sleep(0.2)
+        return self.acquire()
 
     def __exit__(self, *exc):
-        fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
-        self.fh.close()
+        self.release()
+
+    def try_acquire(self) -> bool:
+        if self.fh is None:
+            self.fh = open(self.root / LOCK, "a+")
+        try:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(json.dumps(holder_record(self.command)))
+        self.fh.flush()
+        return True
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads((self.root / LOCK).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def probe(self):
+        """The holder's record while a writer holds the lock, else False (never blocks a writer long)."""
+        try:
+            fh = open(self.root / LOCK, "a+")
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.holder() or {}
+        finally:
+            fh.close()  # closing drops a shared lock we may have taken
+        return False
+
+    def release(self) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None

@@ -9,6 +9,8 @@ handling, resuming), so an index and ``dedupkit exact``/``fuzzy`` agree on what 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,13 +21,14 @@ import pyarrow as pa
 
 from dedupkit.engine.local import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, MissingExtraError
-from dedupkit.index.base import IndexSettings, IndexStore, Segment
+from dedupkit.index.base import IndexSettings, IndexStore, IndexStoreError, Segment
+from dedupkit.index.faults import point
 from dedupkit.io.read import Batch, ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.policy import KeepPolicy, choose_representatives
 from dedupkit.scan import Corpus, plan_tasks, run_scan_task
 from dedupkit.stages.base import Decisions, Mapper, Stage
-from dedupkit.stages.exact import group_labels, normalized_hash128
+from dedupkit.stages.exact import group_labels, hash128, normalized_hash128
 
 
 def _minhash_module():
@@ -101,9 +104,29 @@ def _segment(corpus: Corpus, settings: IndexSettings, idx: np.ndarray | None = N
     )
 
 
+def content_key(kind: str, doc_ids: pa.Array, features: Sequence[np.ndarray | None], extra: Any = None) -> str:
+    """What a write appends, as a digest: its kind, every doc_id, every key (hash, bands) and options.
+
+    An interrupted ``index add`` or ``check --update`` that had already committed is recognised by
+    it when rerun (see :meth:`IndexStore.find_commit`), so its documents are not added twice.
+    """
+    h = hashlib.sha256(json.dumps({"kind": kind, "extra": extra}, sort_keys=True, default=str).encode())
+    ids = doc_ids if isinstance(doc_ids, pa.Array) else pa.array(doc_ids, pa.string())
+    h.update(np.ascontiguousarray(hash128(ids)).tobytes())  # per value: the same however the ids are chunked
+    h.update(str(len(ids)).encode())
+    for f in features:
+        if f is not None:
+            h.update(np.ascontiguousarray(f).tobytes())
+    return h.hexdigest()
+
+
 @dataclass
 class AddResult:
-    """What ``index add`` (or ``create --from``) did."""
+    """What ``index add`` (or ``create --from``) did.
+
+    ``already_indexed``: documents of these inputs found committed by an earlier run of the same
+    command (interrupted after its commit), and so not added again.
+    """
 
     location: str
     added: int
@@ -112,6 +135,7 @@ class AddResult:
     bad_records: int
     shards: int
     seconds: float
+    already_indexed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,10 +152,17 @@ def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers
         corpus = Corpus(tasks, results, shards)
         corpus.check_unique_ids()
         seg = _segment(corpus, store.settings)
-        first = store.append(seg)
+        key = content_key("add", seg.doc_ids, (seg.exact, seg.bands), store.settings.to_dict())
+        store.acquire_writer("dedupkit index add")
+        try:
+            prior = store.find_commit(key)
+            first = int(prior["base"]) if prior else store.append(seg, key=key)
+        finally:
+            store.release_writer()
         bad = len(corpus.bad_records)
-    return AddResult(location=store.location, added=len(seg), first_doc=first, documents=store.count,
-                     bad_records=bad, shards=len(shards), seconds=round(time.perf_counter() - t0, 3))
+    return AddResult(location=store.location, added=0 if prior else len(seg), first_doc=first,
+                     documents=store.count, bad_records=bad, shards=len(shards),
+                     seconds=round(time.perf_counter() - t0, 3), already_indexed=int(prior["n"]) if prior else 0)
 
 
 # -- check ----------------------------------------------------------------------------------------
@@ -189,16 +220,27 @@ class CheckStage(Stage):
     is dropped and names that document (``matched_doc_id``, ``matched_shard``, ``duplicate_of``).
     The remaining documents are deduplicated among themselves with the same keys (exact hash
     groups, and documents sharing any band), keeping one per group by ``policy``.
+
+    With ``update``, :meth:`identify` takes the index's writer lock before its lookups and
+    :meth:`before_publish` appends the kept documents before the output is published; the caller
+    releases the lock (:meth:`release`). So a check and its update are one step with respect to
+    other writers, and a finished output means a committed update.
     """
 
     name = "check"
 
-    def __init__(self, store: IndexStore, policy: KeepPolicy = KeepPolicy(), max_dup_rate: float | None = None):
+    def __init__(self, store: IndexStore, policy: KeepPolicy = KeepPolicy(), max_dup_rate: float | None = None,
+                 update: bool = False):
         self.store = store
         self.settings = store.settings
         self.policy = policy
         self.max_dup_rate = max_dup_rate
+        self.update = update
         self.pending: Segment | None = None
+        self.commit_key: str | None = None
+        self.prior: dict[str, Any] | None = None
+        self.lock_wait_s = self.lock_held_s = 0.0
+        self._locked_at: float | None = None
 
     def mapper(self) -> Mapper:
         return IndexMapper(self.settings)
@@ -221,6 +263,20 @@ class CheckStage(Stage):
         s = self.settings
         h, k = _features(corpus, s)
         idx = np.arange(n, dtype=np.int64)
+        if self.update:
+            # From here to the commit, no other writer changes the index: the lookups below see
+            # every earlier commit, and later writers see ours.
+            self.commit_key = content_key("check", corpus.doc_ids(), (h, k),
+                                   {"settings": s.to_dict(), "policy": dataclasses.asdict(self.policy)})
+            t0 = time.perf_counter()
+            self.store.acquire_writer("dedupkit check --update")
+            self._locked_at = time.perf_counter()
+            self.lock_wait_s = self._locked_at - t0
+            self.prior = self.store.find_commit(self.commit_key)
+            if self.prior is not None:
+                # This very check committed in an earlier, interrupted run: decide again against
+                # the index as it was then, which gives the same manifest.
+                self.store.view_before(self.prior)
         # 1. Against the index: an exact hit wins over a fuzzy one.
         match = np.full(n, -1, np.int64)
         kind = np.zeros(n, np.int8)  # 1 index-exact, 2 index-fuzzy, 3 drop-exact, 4 drop-fuzzy
@@ -303,6 +359,39 @@ class CheckStage(Stage):
         self.pending = _segment(corpus, s, np.flatnonzero(keep))
         return Decisions(representative=rep, labels=labels, score=score, extra=extra, keep=keep, stats=stats)
 
+    def before_publish(self, summary: dict[str, Any]) -> None:
+        """With ``update`` and a passed check, append the kept documents (once); record the verdict."""
+        st = summary["stats"]
+        passed = bool(st["passed"])
+        added, after, resumed = 0, self.store.count, False
+        if self.update and passed and self.pending is not None:
+            if self.prior is not None:
+                if int(self.prior["n"]) != len(self.pending):
+                    raise IndexStoreError(
+                        f"{self.store.location}: an earlier run of this check committed {self.prior['n']} documents, "
+                        f"this one keeps {len(self.pending)}; the index holds an inconsistent commit: rebuild it")
+                added, after, resumed = int(self.prior["n"]), int(self.prior["base"]) + int(self.prior["n"]), True
+            elif len(self.pending):
+                self.store.append(self.pending, key=self.commit_key)
+                point("check: committed, output not yet published")
+                added, after = len(self.pending), self.store.count
+        self.release()  # committed: other writers may go on while the output is published
+        summary["check"] = {"index": self.store.location, "dup_rate": st["dup_rate"],
+                            "max_dup_rate": self.max_dup_rate, "passed": passed, "update": self.update,
+                            "added_to_index": added, "index_documents_after": after}
+        if self.update:
+            summary["check"]["lock_wait_s"] = round(self.lock_wait_s, 3)
+            summary["check"]["lock_held_s"] = round(self.lock_held_s, 3)
+        if resumed:
+            summary["check"]["committed_by_an_earlier_run"] = True
+
+    def release(self) -> None:
+        """Let go of the index's writer lock (taken by :meth:`identify` with ``update``); idempotent."""
+        if self._locked_at is not None:
+            self.lock_held_s = time.perf_counter() - self._locked_at
+            self._locked_at = None
+        self.store.release_writer()
+
 
 def requested_differences(cur: IndexSettings, stages=None, normalize=None,
                           minhash: dict[str, Any] | None = None) -> list[str]:
@@ -359,7 +448,6 @@ def run_check(store: IndexStore, inputs: Sequence[str], out: str, spec: ReadSpec
             its ``result`` attribute holds the CheckResult.
     """
     from dedupkit.errors import CheckFailed
-    from dedupkit.manifest import write_summary
     from dedupkit.runner import RunOptions, run_stage
 
     diff = requested_differences(store.settings, **(requested or {}))
@@ -370,18 +458,14 @@ def run_check(store: IndexStore, inputs: Sequence[str], out: str, spec: ReadSpec
             "new index with `dedupkit index create --overwrite`")
     if max_dup_rate is not None and not 0.0 <= max_dup_rate <= 1.0:
         raise ConfigError(f"max_dup_rate must be between 0 and 1, got {max_dup_rate}")
-    stage = CheckStage(store, policy, max_dup_rate)
-    res = run_stage(stage, inputs, out, spec, options or RunOptions(), progress)
+    stage = CheckStage(store, policy, max_dup_rate, update=update)
+    try:
+        res = run_stage(stage, inputs, out, spec, options or RunOptions(), progress)
+    finally:
+        stage.release()
     st = res.summary["stats"]
     passed = bool(st["passed"])
-    added = 0
-    if update and passed and stage.pending is not None:
-        added = len(stage.pending)
-        store.append(stage.pending)
-    res.summary["check"] = {"index": store.location, "dup_rate": st["dup_rate"], "max_dup_rate": max_dup_rate,
-                            "passed": passed, "update": update, "added_to_index": added,
-                            "index_documents_after": store.count}
-    write_summary(res.out, res.summary)
+    added = res.summary["check"]["added_to_index"]
     result = CheckResult(out=res.out, summary=res.summary, passed=passed, dup_rate=st["dup_rate"], added=added)
     if not passed:
         exc = CheckFailed(

@@ -10,16 +10,25 @@ database; the default prefix is ``dedupkit``). Keys, all under ``PREFIX:``::
     b:{band}:{bucket} hash: 8-byte band key -> packed int64 doc numbers (fuzzy stage)
     d:{doc >> 7}      hash: doc & 127 -> shard number (4 bytes), exact hash (16 bytes), doc_id
     shards, shardidx  shard names and their numbers
-    lock              the writer lock (SET NX with an expiry)
+    lock              the writer lock (SET NX with an expiry that its holder keeps renewing)
+    pending           the append in progress: its writer, doc numbers, journal chunks, shard count
+    pj:{i}            journal of the pending append: the exact hashes and band keys of its chunk i
 
 Why small bucketed hashes: Redis stores a hash of at most 128 short fields as one compact listpack,
 about 4x smaller than one key per entry; the bucket count (``2**14``) keeps about 60 entries per
 bucket for a million documents.
 
-Consistency: an append reserves its document numbers, writes every entry, and commits by pushing
-one element onto ``segments``. A reader reads ``segments`` once and ignores doc numbers outside the
-committed ranges, so it never sees half an append, and a writer that crashed leaves only entries
-that nobody reads. Integrity: opening checks the format and verifies a sample of committed documents
+Consistency: one writer at a time holds ``lock`` from its lookups to its commit (``check --update``
+decides and appends as one step). An append first records ``pending`` and, chunk by chunk, a
+journal of the keys it is about to touch, then writes its entries under document numbers above
+every committed one, and commits with one Lua script that pushes its record onto ``segments`` and
+deletes ``pending`` and the journal. A reader reads ``segments`` once and ignores doc numbers outside
+the committed ranges, so it never sees half an append. A writer killed (or a server restarted)
+before the commit leaves ``pending``: the next writer, under the lock, uses the journal to remove
+exactly those entries (and the shard names it registered), so the index is as before. Every write
+of a writer is a Lua script that first checks it still holds the lock (fencing: a writer stalled
+past the lock's expiry cannot write after another writer took over), and every write is
+idempotent, so calls repeated after a dropped connection do no harm. Integrity: opening checks the format and verifies a sample of committed documents
 (their record and their exact-hash entry); a Redis that lost data (flushed, evicted, restarted
 without persistence) is an error, not an empty pass. Plain Redis only (not Redis Cluster).
 """
@@ -27,6 +36,8 @@ without persistence) is an error, not an empty pass. Plain Redis only (not Redis
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import uuid
 from urllib.parse import parse_qs, urlparse
@@ -36,34 +47,144 @@ import numpy as np
 from dedupkit.errors import ConfigError, require
 from dedupkit.index.base import (
     BAND_CAP, FORMAT, FORMAT_VERSION, BandMatches, IndexInfo, IndexSettings, IndexStore,
-    IndexStoreError, Segment, best_band_matches,
+    IndexStoreError, Segment, WriterLock, best_band_matches, holder_is_dead, holder_record, holder_text, log,
 )
+from dedupkit.index.faults import point
 
 BUCKET_BITS = 14
 EXACT_CAP = 8
 DOC_CHUNK_BITS = 7
 VERIFY_SAMPLE = 64
 PIPE = 20000
-LOCK_TTL_MS = 30 * 60 * 1000
-LOCK_WAIT_S = 120.0
+#: Entries per Lua call (a call blocks the server for a few milliseconds).
+LUA_BATCH = 8192
+#: The writer lock's expiry; its holder renews it every third of it. A writer on this machine that
+#: died is taken over at once; one elsewhere only after the expiry (DEDUPKIT_REDIS_LOCK_TTL seconds).
+LOCK_TTL_S = 30.0
+#: Documents per journal chunk of an append.
+STAGE_CHUNK = 4096
+#: How long a writer keeps retrying while the server is unreachable (restarting) before it gives up.
+RETRY_S = 60.0
 
-# Append packed doc numbers to a hash field, up to ARGV[1] numbers per field.
-_APPEND_LUA = """
-local cap = tonumber(ARGV[1]) * 8
-for i = 2, #ARGV, 3 do
-  local cur = redis.call('HGET', ARGV[i], ARGV[i+1])
+_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('DEDUPKIT_LOCK_LOST') end
+"""
+# The entry scripts take a whole batch as two binary strings: FIELDS, n fields of WIDTH bytes (a
+# 16-byte text hash or an 8-byte band key, little-endian), and DOCS, n packed int64 doc numbers. The
+# hash holding field i is PREFIX .. (its low 24 bits mod BUCKETS), computed here from its first bytes,
+# so a batch costs Python one argument instead of three per entry.
+_BUCKET = """
+local function bucket(s, off, nb)
+  return (string.byte(s, off + 1) + string.byte(s, off + 2) * 256 + string.byte(s, off + 3) * 65536) % nb
+end
+"""
+# Append doc i to its field unless present or the field holds CAP docs already (idempotent: a call
+# repeated after a dropped connection adds nothing). ARGV: token, cap, prefix, buckets, width, FIELDS, DOCS.
+_STAGE_LUA = _FENCE + _BUCKET + """
+local cap, prefix, nb, w = tonumber(ARGV[2]) * 8, ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local fields, docs = ARGV[6], ARGV[7]
+for i = 0, #fields / w - 1 do
+  local off = i * w
+  local key, f, d = prefix .. bucket(fields, off, nb), string.sub(fields, off + 1, off + w), string.sub(docs, i * 8 + 1, i * 8 + 8)
+  local cur = redis.call('HGET', key, f)
   if not cur then
-    redis.call('HSET', ARGV[i], ARGV[i+1], ARGV[i+2])
+    redis.call('HSET', key, f, d)
   elseif #cur < cap then
-    redis.call('HSET', ARGV[i], ARGV[i+1], cur .. ARGV[i+2])
+    local seen = false
+    for p = 1, #cur, 8 do
+      if string.sub(cur, p, p + 7) == d then seen = true break end
+    end
+    if not seen then redis.call('HSET', key, f, cur .. d) end
   end
 end
 return 1
+"""
+# The rollback: remove doc numbers in [lo, hi) from the fields. ARGV: token, lo, hi, prefix, buckets,
+# width, FIELDS.
+_STRIP_LUA = _FENCE + _BUCKET + """
+local lo, hi, prefix, nb, w, fields = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+for i = 0, #fields / w - 1 do
+  local off = i * w
+  local key, f = prefix .. bucket(fields, off, nb), string.sub(fields, off + 1, off + w)
+  local cur = redis.call('HGET', key, f)
+  if cur then
+    local keep = {}
+    for p = 1, #cur, 8 do
+      local v = 0
+      for k = p + 7, p, -1 do v = v * 256 + string.byte(cur, k) end
+      if v < lo or v >= hi then keep[#keep + 1] = string.sub(cur, p, p + 7) end
+    end
+    if #keep == 0 then redis.call('HDEL', key, f)
+    elseif #keep * 8 < #cur then redis.call('HSET', key, f, table.concat(keep)) end
+  end
+end
+return 1
+"""
+# The lookup: for each field, its packed doc numbers; returns only the hits, as (i, value) pairs.
+# ARGV: prefix, buckets, width, FIELDS.
+_LOOKUP_LUA = _BUCKET + """
+local prefix, nb, w, fields = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local out = {}
+for i = 0, #fields / w - 1 do
+  local off = i * w
+  local v = redis.call('HGET', prefix .. bucket(fields, off, nb), string.sub(fields, off + 1, off + w))
+  if v then out[#out + 1] = i out[#out + 1] = v end
+end
+return out
+"""
+# One command, if we hold the lock.
+_FENCED_LUA = _FENCE + """
+return redis.call(ARGV[2], unpack(ARGV, 3))
+"""
+# Register shard names (KEYS[2] list, KEYS[3] name -> number); returns their numbers.
+_SHARDS_LUA = _FENCE + """
+local out = {}
+for i = 2, #ARGV do
+  local v = redis.call('HGET', KEYS[3], ARGV[i])
+  if not v then
+    v = redis.call('RPUSH', KEYS[2], ARGV[i]) - 1
+    redis.call('HSET', KEYS[3], ARGV[i], v)
+  end
+  out[#out + 1] = tonumber(v)
+end
+return out
+"""
+# The commit: push the segment record, move `next`, delete pending and its journal, in one step.
+# 0 when a repeated call finds its own commit already done.
+_COMMIT_LUA = _FENCE + """
+if redis.call('HGET', KEYS[2], 'writer') ~= ARGV[5] then
+  local last = redis.call('LINDEX', KEYS[3], -1)
+  if last and string.find(last, ARGV[5], 1, true) then return 0 end
+  return redis.error_reply('DEDUPKIT_NO_PENDING')
+end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[3])
+redis.call('DEL', KEYS[2])
+for i = 0, tonumber(ARGV[4]) - 1 do redis.call('DEL', KEYS[5] .. i) end
+return 1
+"""
+_TAKEOVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1
+end
+return 0
+"""
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 _UNLOCK_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def lock_ttl_s() -> float:
+    raw = os.environ.get("DEDUPKIT_REDIS_LOCK_TTL")
+    try:
+        return max(1.0, float(raw)) if raw else LOCK_TTL_S
+    except ValueError:
+        raise ConfigError(f"DEDUPKIT_REDIS_LOCK_TTL={raw!r} is not a number of seconds") from None
 
 
 def is_redis_url(location: str) -> bool:
@@ -99,7 +220,11 @@ class RedisIndex(IndexStore):
         self.meta = meta
         self.settings = IndexSettings.from_dict(meta["settings"])
         self.buckets = 1 << int(meta.get("bucket_bits", BUCKET_BITS))
-        self._append = self.r.register_script(_APPEND_LUA)
+        self._scripts = {name: self.r.register_script(src) for name, src in (
+            ("stage", _STAGE_LUA), ("strip", _STRIP_LUA), ("fenced", _FENCED_LUA), ("shards", _SHARDS_LUA),
+            ("commit", _COMMIT_LUA), ("lookup", _LOOKUP_LUA))}
+        if self.buckets > 1 << 24:
+            raise IndexStoreError(f"{location}: bucket_bits above 24 is not supported; {_fix(location)}")
         self._snapshot()
         if verify:
             self._verify()
@@ -170,6 +295,17 @@ class RedisIndex(IndexStore):
         self.bases = np.array([s["base"] for s in segs], np.int64)
         self.ends = np.array([s["base"] + s["n"] for s in segs], np.int64)
 
+    def refresh(self) -> None:
+        self._retry(self._snapshot)
+
+    def commits(self) -> list[dict]:
+        return [{"base": int(c["base"]), "n": int(c["n"]), "key": c.get("key")} for c in self.segs]
+
+    def view_before(self, commit: dict) -> None:
+        self.segs = [c for c in self.segs if int(c["base"]) < int(commit["base"])]
+        self.bases = np.array([c["base"] for c in self.segs], np.int64)
+        self.ends = np.array([c["base"] + c["n"] for c in self.segs], np.int64)
+
     def _committed(self, docs: np.ndarray) -> np.ndarray:
         if len(self.bases) == 0:
             return np.zeros(len(docs), bool)
@@ -226,11 +362,43 @@ class RedisIndex(IndexStore):
     def _hget_many(self, kf: list[tuple[str, bytes | str]]) -> list[bytes | None]:
         out: list[bytes | None] = []
         for i in range(0, len(kf), PIPE):
-            pipe = self.r.pipeline(transaction=False)
-            for k, f in kf[i:i + PIPE]:
-                pipe.hget(k, f)
-            out.extend(pipe.execute())
+            def run(part=kf[i:i + PIPE]):
+                pipe = self.r.pipeline(transaction=False)
+                for k, f in part:
+                    pipe.hget(k, f)
+                return pipe.execute()
+            out.extend(self._retry(run))
         return out
+
+    def _retry(self, fn):
+        """Call ``fn`` (idempotent Redis work), again while the server is unreachable, up to RETRY_S."""
+        redis = require("redis", "redis")
+        deadline = time.monotonic() + RETRY_S
+        while True:
+            try:
+                return fn()
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise IndexStoreError(
+                        f"{self.location}: Redis unreachable for more than {RETRY_S:.0f} s ({exc}); nothing "
+                        "uncommitted of this command is visible in the index: rerun it when Redis is back") from exc
+                time.sleep(0.25)
+            except redis.exceptions.ResponseError as exc:
+                if "DEDUPKIT_LOCK_LOST" in str(exc):
+                    raise IndexStoreError(
+                        f"{self.location}: this writer lost the index lock (stalled past its "
+                        f"{lock_ttl_s():.0f} s expiry while another writer took over); nothing of it was "
+                        "committed: rerun the command") from exc
+                if "NOSCRIPT" in str(exc):  # the server restarted and forgot the scripts
+                    continue
+                raise
+
+    def _script(self, name: str, keys: list, args: list):
+        return self._retry(lambda: self._scripts[name](keys=keys, args=args))
+
+    def _fenced(self, *cmd):
+        """One Redis command, executed only while this writer holds the lock."""
+        return self._script("fenced", [f"{self.p}:lock"], [self._writer.value, *cmd])
 
     def _doc_records(self, docs: np.ndarray) -> list[bytes | None]:
         return self._hget_many([self._dkey(int(d)) for d in docs])
@@ -238,95 +406,170 @@ class RedisIndex(IndexStore):
     def discard(self) -> None:
         self._drop_all(self.r, self.p)
 
-    # -- appending ----------------------------------------------------------------------------
-    def append(self, segment: Segment) -> int:
+    # -- writers ------------------------------------------------------------------------------
+    def _make_lock(self) -> WriterLock:
+        return _RedisLock(self, self._command)
+
+    def _pending(self) -> dict[str, str]:
+        raw = self._retry(lambda: self.r.hgetall(f"{self.p}:pending"))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def _recover(self) -> None:
+        """Roll back the append a killed writer (or a server restart) left pending; idempotent."""
+        pend = self._pending()
+        if pend:
+            base, n = int(pend["base"]), int(pend["n"])
+            chunk, nchunks = int(pend["chunk"]), int(pend["chunks"])
+            log.warning("%s: rolling back an interrupted append of %d documents (started %s by %s)",
+                        self.location, n, time.strftime("%H:%M:%S", time.localtime(float(pend["time"]))),
+                        pend.get("holder", "an unknown process"))
+            b = self.settings.bands
+            for ci in range(nchunks):
+                jkey = f"{self.p}:pj:{ci}"
+                raw = self._retry(lambda: self.r.get(jkey))
+                if raw is None:  # never written, so neither were this chunk's entries
+                    continue
+                m = min(chunk, n - ci * chunk)
+                exact = np.frombuffer(raw[:16 * m], "<u8").reshape(m, 2) if self.settings.exact else None
+                bands = np.frombuffer(raw[16 * m if self.settings.exact else 0:], "<u8").reshape(m, b) \
+                    if self.settings.fuzzy else None
+                for prefix, fields, width in self._families(exact, bands):
+                    self._run_scripts([("strip", [f"{self.p}:lock"], [self._writer.value, base, base + n, prefix,
+                                                                     self.buckets, width, part])
+                                       for part in _parts(fields, width)])
+                point("redis: rollback of a journal chunk")
+            step = 1 << DOC_CHUNK_BITS
+            fence = [f"{self.p}:lock"]
+            calls = []
+            for c in range(base >> DOC_CHUNK_BITS, ((base + n - 1) >> DOC_CHUNK_BITS) + 1):
+                fields = [str(d & (step - 1)) for d in range(max(base, c * step), min(base + n, (c + 1) * step))]
+                calls.append(("fenced", fence, [self._writer.value, "HDEL", f"{self.p}:d:{c}", *fields]))
+            self._run_scripts(calls)
+            shards_n = int(pend["shards_n"])
+            extra = self._retry(lambda: self.r.lrange(f"{self.p}:shards", shards_n, -1))
+            if extra:
+                self._fenced("HDEL", f"{self.p}:shardidx", *extra)
+                if shards_n:
+                    self._fenced("LTRIM", f"{self.p}:shards", 0, shards_n - 1)
+                else:
+                    self._fenced("DEL", f"{self.p}:shards")
+            self._run_scripts([("fenced", fence, [self._writer.value, "DEL", f"{self.p}:pj:{ci}"])
+                               for ci in range(nchunks)])
+            self._fenced("DEL", f"{self.p}:pending")  # last: a rollback killed half-way is redone
+        point("writer: recovered")
+
+    def append(self, segment: Segment, key: str | None = None) -> int:
         segment.validate(self.settings)
-        n = len(segment)
-        token = uuid.uuid4().hex
-        lock = f"{self.p}:lock"
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while not self.r.set(lock, token, nx=True, px=LOCK_TTL_MS):
-            if time.monotonic() > deadline:
-                raise IndexStoreError(f"{self.location}: another process has been appending for more than "
-                                      f"{LOCK_WAIT_S:.0f} s; retry when it has finished")
-            time.sleep(0.2)
+        own = self._writer is None
+        if own:
+            self.acquire_writer("dedupkit index add")
         try:
-            raw = self.r.get(f"{self.p}:meta")
+            raw = self._retry(lambda: self.r.get(f"{self.p}:meta"))
             if raw is None or IndexSettings.from_dict(json.loads(raw)["settings"]) != self.settings:
                 raise IndexStoreError(f"{self.location}: the index was removed or recreated while open")
-            if n == 0:
-                self._snapshot()
-                return int(self.r.get(f"{self.p}:next") or 0)
-            base = int(self.r.incrby(f"{self.p}:next", n)) - n
-            shard_no = []
-            for name in segment.shard_names:
-                v = self.r.hget(f"{self.p}:shardidx", name)
-                if v is None:
-                    v = self.r.rpush(f"{self.p}:shards", name) - 1
-                    self.r.hset(f"{self.p}:shardidx", name, v)
-                shard_no.append(int(v))
-            shard_no_arr = np.array(shard_no, "<u4")
-            ids = segment.doc_ids.to_pylist()
-            exact = np.asarray(segment.exact, np.uint64) if self.settings.exact else np.zeros((n, 2), np.uint64)
-            exact_b = exact.astype("<u8").tobytes()
-            shard_b = shard_no_arr[segment.shard_index].tobytes()
-            # Doc records: one HSET per 128-document chunk.
-            pipe = self.r.pipeline(transaction=False)
-            chunk = 1 << DOC_CHUNK_BITS
-            d = base
-            while d < base + n:
-                stop = min(base + n, (d // chunk + 1) * chunk)
-                mapping = {}
-                for doc in range(d, stop):
-                    i = doc - base
-                    mapping[str(doc & (chunk - 1))] = shard_b[4 * i: 4 * i + 4] + exact_b[16 * i: 16 * i + 16] \
-                        + ids[i].encode()
-                pipe.hset(f"{self.p}:d:{d >> DOC_CHUNK_BITS}", mapping=mapping)
-                if len(pipe) >= 500:
-                    pipe.execute()
-                d = stop
-            pipe.execute()
-            docb = np.arange(base, base + n, dtype="<i8").tobytes()
-            mask = np.uint64(self.buckets - 1)
-            if self.settings.exact:
-                buckets = (exact[:, 0] & mask).tolist()
-                self._append_entries(EXACT_CAP, f"{self.p}:x:", buckets, exact_b, 16, docb)
-            if self.settings.fuzzy:
-                bands = np.asarray(segment.bands, np.uint64)
-                for j in range(bands.shape[1]):
-                    col = bands[:, j]
-                    self._append_entries(BAND_CAP, f"{self.p}:b:{j}:", (col & mask).tolist(),
-                                         col.astype("<u8").tobytes(), 8, docb)
-            # Commit: one list push makes the whole append visible.
-            self.r.rpush(f"{self.p}:segments", json.dumps({"base": base, "n": n, "time": time.time()}))
+            self.refresh()
+            end = int(self.ends.max()) if len(self.ends) else 0
+            base = max(end, int(self._retry(lambda: self.r.get(f"{self.p}:next")) or 0))
+            if len(segment):
+                self._stage_and_commit(segment, base, key)
         finally:
-            self.r.register_script(_UNLOCK_LUA)(keys=[lock], args=[token])
-        self._snapshot()
+            if own:
+                self.release_writer()
         return base
 
-    def _append_entries(self, cap: int, prefix: str, buckets: list[int], fields: bytes, width: int,
-                        docb: bytes) -> None:
-        """Append doc number i to field ``fields[i]`` of hash ``prefix + buckets[i]`` (server-side, capped)."""
-        n = len(buckets)
-        step = 4000
-        pipe = self.r.pipeline(transaction=False)
-        for s in range(0, n, step):
-            args: list = [cap]
-            for i in range(s, min(n, s + step)):
-                args += (prefix + str(buckets[i]), fields[width * i: width * (i + 1)], docb[8 * i: 8 * i + 8])
-            self._append(args=args, client=pipe)
-            if len(pipe) >= 8:
-                pipe.execute()
-        pipe.execute()
+    def _stage_and_commit(self, segment: Segment, base: int, key: str | None) -> None:
+        """Write ``segment`` under doc numbers ``base...`` (invisible until committed), then commit."""
+        n = len(segment)
+        lock = self._writer
+        writer = json.loads(lock.value)["id"]
+        nchunks = (n + STAGE_CHUNK - 1) // STAGE_CHUNK
+        shards_n = int(self._retry(lambda: self.r.llen(f"{self.p}:shards")))
+        self._fenced("HSET", f"{self.p}:pending", "writer", writer, "base", base, "n", n, "chunk", STAGE_CHUNK,
+                     "chunks", nchunks, "shards_n", shards_n, "time", time.time(),
+                     "holder", holder_text(json.loads(lock.value)))
+        point("redis: pending recorded")
+        shard_no = self._script("shards", [f"{self.p}:lock", f"{self.p}:shards", f"{self.p}:shardidx"],
+                                [lock.value, *segment.shard_names])
+        point("redis: shard names registered")
+        shard_no_arr = np.array(shard_no, "<u4")
+        ids = segment.doc_ids.to_pylist()
+        exact = np.asarray(segment.exact, np.uint64) if self.settings.exact else np.zeros((n, 2), np.uint64)
+        bands = np.asarray(segment.bands, np.uint64) if self.settings.fuzzy else None
+        shard_b = shard_no_arr[segment.shard_index].tobytes()
+        exact_b = exact.astype("<u8").tobytes()
+        step = 1 << DOC_CHUNK_BITS
+        for ci in range(nchunks):
+            s0, s1 = ci * STAGE_CHUNK, min(n, (ci + 1) * STAGE_CHUNK)
+            journal = (exact[s0:s1].astype("<u8").tobytes() if self.settings.exact else b"") + \
+                (bands[s0:s1].astype("<u8").tobytes() if bands is not None else b"")
+            self._fenced("SET", f"{self.p}:pj:{ci}", journal)  # before any entry of the chunk
+            point("redis: journal chunk written")
+            records = []
+            d = base + s0
+            while d < base + s1:
+                stop = min(base + s1, (d // step + 1) * step)
+                fields: list = []
+                for doc in range(d, stop):
+                    i = doc - base
+                    fields += (str(doc & (step - 1)), shard_b[4 * i: 4 * i + 4] + exact_b[16 * i: 16 * i + 16]
+                               + ids[i].encode())
+                records.append(("fenced", [f"{self.p}:lock"], [lock.value, "HSET", f"{self.p}:d:{d >> DOC_CHUNK_BITS}",
+                                                               *fields]))
+                d = stop
+            self._run_scripts(records)
+            point("redis: document records written")
+            docb = np.arange(base + s0, base + s1, dtype="<i8").tobytes()
+            for prefix, fields, width in self._families(exact[s0:s1] if self.settings.exact else None,
+                                                        bands[s0:s1] if bands is not None else None):
+                cap = EXACT_CAP if width == 16 else BAND_CAP
+                self._run_scripts([("stage", [f"{self.p}:lock"], [lock.value, cap, prefix, self.buckets, width, part,
+                                                                  docb[8 * i: 8 * i + len(part) // width * 8]])
+                                   for i, part in zip(range(0, s1 - s0, LUA_BATCH), _parts(fields, width))])
+                point(f"redis: {'exact-hash' if width == 16 else 'band ' + prefix.split(':')[-2]} entries written")
+        point("redis: staged, not yet committed")
+        record = {"base": base, "n": n, "time": time.time(), "writer": writer}
+        if key is not None:
+            record["key"] = key
+        self._script("commit", [f"{self.p}:lock", f"{self.p}:pending", f"{self.p}:segments", f"{self.p}:next",
+                                f"{self.p}:pj:"],
+                     [lock.value, json.dumps(record), base + n, nchunks, writer])
+        point("redis: committed")
+        self.refresh()
+
+    def _run_scripts(self, calls: list[tuple[str, list, list]]) -> list:
+        """Run (script, keys, args) calls in pipelines of 8 and return their replies; a batch is
+        repeated whole after a dropped connection (every script here is idempotent)."""
+        out: list = []
+        for i in range(0, len(calls), 8):
+            def run(part=calls[i:i + 8]):
+                pipe = self.r.pipeline(transaction=False)
+                for name, keys, args in part:
+                    self._scripts[name](keys=keys, args=args, client=pipe)
+                return pipe.execute()
+            out.extend(self._retry(run))
+        return out
+
+    def _families(self, exact: np.ndarray | None, bands: np.ndarray | None):
+        """(hash prefix, FIELDS, width) per key family: the exact hashes, then each band's keys."""
+        if exact is not None:
+            yield f"{self.p}:x:", np.ascontiguousarray(exact, "<u8").tobytes(), 16
+        if bands is not None:
+            for j in range(bands.shape[1]):
+                yield f"{self.p}:b:{j}:", np.ascontiguousarray(bands[:, j], "<u8").tobytes(), 8
 
     # -- lookups ------------------------------------------------------------------------------
-    def _first_committed(self, vals: list[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Flatten packed doc lists into (query, doc) pairs, committed docs only."""
-        lens = np.array([0 if v is None else len(v) // 8 for v in vals], np.int64)
-        if lens.sum() == 0:
+    def _hits(self, prefix: str, fields: bytes, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(query, doc) pairs for the fields found, committed docs only (server-side lookups)."""
+        calls = [("lookup", [], [prefix, self.buckets, width, part]) for part in _parts(fields, width)]
+        qs, vals = [], []
+        for k, res in enumerate(self._run_scripts(calls)):
+            qs += [k * LUA_BATCH + int(x) for x in res[0::2]]
+            vals += res[1::2]
+        if not vals:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        docs = np.frombuffer(b"".join(v for v in vals if v), "<i8").astype(np.int64)
-        q = np.repeat(np.arange(len(vals)), lens)
+        lens = np.array([len(v) // 8 for v in vals], np.int64)
+        docs = np.frombuffer(b"".join(vals), "<i8").astype(np.int64)
+        q = np.repeat(np.array(qs, np.int64), lens)
         ok = self._committed(docs)
         return q[ok], docs[ok]
 
@@ -335,8 +578,8 @@ class RedisIndex(IndexStore):
             raise ConfigError(f"{self.location}: this index holds no exact hashes")
         hashes = np.asarray(hashes, np.uint64).reshape(-1, 2)
         out = np.full(len(hashes), -1, np.int64)
-        vals = self._hget_many([self._xkey(h) for h in hashes])
-        q, d = self._first_committed(vals)
+        ((prefix, fields, width),) = self._families(hashes, None)
+        q, d = self._hits(prefix, fields, width)
         if len(q):
             best = np.full(len(hashes), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(best, q, d)
@@ -352,14 +595,8 @@ class RedisIndex(IndexStore):
         if b != self.settings.bands:
             raise ConfigError(f"got {b} band keys per document, the index has {self.settings.bands}")
         qs, ds = [], []
-        mask = np.uint64(self.buckets - 1)
-        for j in range(b):
-            col = keys[:, j]
-            buckets = (col & mask).tolist()
-            raw = col.astype("<u8").tobytes()
-            pre = f"{self.p}:b:{j}:"
-            vals = self._hget_many([(pre + str(buckets[i]), raw[8 * i: 8 * i + 8]) for i in range(n)])
-            q, d = self._first_committed(vals)
+        for prefix, fields, width in self._families(None, keys):
+            q, d = self._hits(prefix, fields, width)
             qs.append(q)
             ds.append(d)
         return best_band_matches(n, np.concatenate(qs), np.concatenate(ds))
@@ -378,13 +615,112 @@ class RedisIndex(IndexStore):
         return ids, shards
 
     def info(self) -> IndexInfo:
+        """Counts and size, after verifying that every committed document has its record (and, for a
+        sample, its exact-hash entry); reports an interrupted append awaiting rollback and the writer."""
         mem = self.r.info("memory").get("used_memory")
+        self._verify()
+        step = 1 << DOC_CHUNK_BITS
+        want: dict[int, int] = {}
+        for c in self.segs:
+            for d0 in range(c["base"], c["base"] + c["n"], step):
+                d1 = min(c["base"] + c["n"], (d0 // step + 1) * step)
+                want[d0 >> DOC_CHUNK_BITS] = want.get(d0 >> DOC_CHUNK_BITS, 0) + d1 - d0
+        chunks = sorted(want)
+        have = []
+        for i in range(0, len(chunks), PIPE):
+            def run(part=chunks[i:i + PIPE]):
+                pipe = self.r.pipeline(transaction=False)
+                for c in part:
+                    pipe.hlen(f"{self.p}:d:{c}")
+                return pipe.execute()
+            have.extend(self._retry(run))
+        short = [c for c, h in zip(chunks, have) if h < want[c]]
+        if short:
+            raise IndexStoreError(
+                f"{self.location}: {len(short)} groups of committed documents lack records (first: documents "
+                f"{short[0] * step}..{short[0] * step + step - 1}): Redis lost data; {_fix(self.location)}")
+        pend = self._pending()
+        rec = _loads(self.r.get(f"{self.p}:lock"))
+        live = rec is not None and not holder_is_dead(rec)
+        holder = (holder_text(rec) + ("" if live else " (no longer running)")) if rec else None
         return IndexInfo(location=self.location, kind=self.kind, settings=self.settings, documents=self.count,
                          segments=len(self.segs), bytes=None, shards=int(self.r.llen(f"{self.p}:shards")),
-                         extra={"prefix": self.p, "redis_used_memory": mem, "created": self.meta.get("created")})
+                         extra={"prefix": self.p, "redis_used_memory": mem, "created": self.meta.get("created"),
+                                "verified": (f"records of all {self.count} committed documents, exact-hash entries "
+                                             f"of a sample"),
+                                "writer": holder,
+                                "pending": ({"documents": int(pend["n"]), "by": pend.get("holder"),
+                                             "state": "being written" if live else
+                                             "interrupted: the next writer rolls it back"} if pend else None)})
 
     def close(self) -> None:
         try:
             self.r.close()
         except Exception:  # pragma: no cover - closing never matters for correctness
             pass
+
+
+class _RedisLock(WriterLock):
+    """The writer lock of a Redis index: ``PREFIX:lock`` set NX with an expiry, renewed by a thread.
+
+    Its value (the holder's record plus a random id) is the fencing token every write checks. A
+    holder on this machine whose process is gone is taken over at once; elsewhere the lock expires
+    after :func:`lock_ttl_s` without renewal.
+    """
+
+    def __init__(self, store: RedisIndex, command: str):
+        self.store = store
+        self.key = f"{store.p}:lock"
+        self.what = f"index {store.location}"
+        self.value = json.dumps({**holder_record(command), "id": uuid.uuid4().hex})
+        self.ttl_ms = int(lock_ttl_s() * 1000)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def try_acquire(self) -> bool:
+        r = self.store.r
+        got = self.store._retry(lambda: r.set(self.key, self.value, nx=True, px=self.ttl_ms))
+        if not got:
+            cur = self.store._retry(lambda: r.get(self.key))
+            rec = _loads(cur)
+            if cur is not None and holder_is_dead(rec):
+                log.warning("%s: taking over the lock of %s, which is no longer running", self.what, holder_text(rec))
+                got = self.store._retry(lambda: r.eval(_TAKEOVER_LUA, 1, self.key, cur, self.value, self.ttl_ms))
+        if got:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._renew, name="dedupkit-index-lock", daemon=True)
+            self._thread.start()
+        return bool(got)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl_ms / 3000):
+            try:
+                if not self.store.r.eval(_RENEW_LUA, 1, self.key, self.value, self.ttl_ms):
+                    return  # lost: the fenced writes will say so
+            except Exception:  # noqa: BLE001 - unreachable for a moment (restart): try again next tick
+                continue
+
+    def holder(self) -> dict | None:
+        return _loads(self.store._retry(lambda: self.store.r.get(self.key)))
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            self.store._retry(lambda: self.store.r.eval(_UNLOCK_LUA, 1, self.key, self.value))
+        except IndexStoreError:  # unreachable: the lock expires by itself
+            pass
+
+
+def _loads(raw) -> dict | None:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _parts(fields: bytes, width: int) -> list[bytes]:
+    """FIELDS cut into batches of LUA_BATCH fields."""
+    step = LUA_BATCH * width
+    return [fields[i:i + step] for i in range(0, len(fields), step)]

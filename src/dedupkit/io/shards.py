@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 import xxhash
 
 from dedupkit.errors import InputError
+from dedupkit.ownership import is_output_folder
 
 # suffix -> (format, compression)
 _SUFFIXES = {
@@ -64,11 +65,11 @@ def _clean(name: str) -> str:
     return name[2:] if name.startswith("./") else name
 
 
-# A folder holding one of these is dedupkit's own output (a stage's -o folder, or apply's clean
-# corpus); a folder walk never reads it as input, so an output kept inside the input folder is
-# not deduplicated against the data it came from on the next run. Name its files explicitly to
-# read them anyway.
-OUTPUT_MARKERS = (".dedupkit.lock", "_dedupkit_apply.json")
+# A folder holding dedupkit's own output (a stage's -o folder, a `run` folder, apply's clean
+# corpus) is never read as input by a folder walk, so an output kept inside the input folder is not
+# deduplicated against the data it came from on the next run. The proof is a record or summary that
+# parses as dedupkit's (dedupkit.ownership.is_output_folder), never a lock file: a lock left by a
+# killed or refused run must not hide a data folder. Name its files explicitly to read them anyway.
 
 
 def _walk(folder: str, exclude: Sequence[str]) -> Iterable[str]:
@@ -76,7 +77,7 @@ def _walk(folder: str, exclude: Sequence[str]) -> Iterable[str]:
     seen: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen or any(_inside(real, ex) for ex in exclude) or any(m in files for m in OUTPUT_MARKERS):
+        if real in seen or any(_inside(real, ex) for ex in exclude) or is_output_folder(root, files):
             dirs[:] = []
             continue
         seen.add(real)
@@ -139,6 +140,12 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
             real = os.path.realpath(path)
             if any(_inside(real, ex) for ex in exclude):
                 continue
+            if not os.path.isfile(path):
+                # A dangling link, a link loop, a pipe or a device: refused here, at the start,
+                # not half-way through the scan (and a pipe would block the reader for ever).
+                what = "a symbolic link to nothing" if os.path.islink(path) and not os.path.exists(path) \
+                    else "not a regular file"
+                raise InputError(f"{path} is {what}; remove it, or name the files to read")
             fmt, comp = shard_format(path)  # type: ignore[misc]
             if real not in found:
                 found[real] = Shard(name=name, path=path, format=fmt, compression=comp)

@@ -271,8 +271,26 @@ def _fmt_num(v: Any) -> str:
     return f"{int(v):,}"
 
 
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # e.g. a parent that is a file: there is nothing to remove
+        pass
+
+
+def _protected(run) -> list[str]:
+    """What a report must never overwrite: the run's summaries and manifests, and its inputs."""
+    paths: list[str] = []
+    for folder, summary in [(run.root, run.summary)] + [(s.path, s.summary) for s in run.stages]:
+        paths += [str(Path(folder) / "summary.json"), str(Path(folder) / "manifest")]
+        for entry in summary.get("inputs", []) if isinstance(summary, dict) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+                paths.append(entry["path"])
+    return paths
+
+
 def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
-                 options: ReportOptions = ReportOptions()) -> ReportResult:
+                 options: ReportOptions = ReportOptions(), overwrite: bool = False) -> ReportResult:
     """Write the HTML report of the finished run in ``out`` to ``html_path``.
 
     Args:
@@ -280,31 +298,43 @@ def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
         html_path: the page to write (written to a temporary name, then renamed: an interrupted
             call never leaves a partial page under that name).
         options: how many clusters and characters the page shows.
+        overwrite: replace an existing page that dedupkit wrote (any other file is never replaced).
 
     Returns:
         The path and size of the page, and how many clusters it lists.
 
     Raises:
         ManifestError: ``out`` is not a finished run.
-        OutputError: the page cannot be written.
+        OutputError: the page cannot be written, or ``html_path`` is a file dedupkit may not
+            replace (see :func:`dedupkit.ownership.check_replace_file`).
 
     Example:
         >>> build_report("out/exact", "report.html")  # doctest: +SKIP
     """
+    from dedupkit.ownership import check_creatable, check_replace_file, made_dirs, remove_made_dirs
+
     run = load_run(out)
+    path = Path(html_path)
+    check_replace_file(path, overwrite, _protected(run))  # before the work, and again before the rename
+    check_creatable(path)
     data, result = build_data(run, options)
     page = render_html(data).encode("utf-8")
-    path = Path(html_path)
-    if path.is_dir():
-        raise OutputError(f"{path} is a folder; pass -o with a file name such as {path / 'report.html'}")
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    made: list[Path] = []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = made_dirs(path.parent)
         with open(tmp, "wb") as fh:
             fh.write(page)
+        try:
+            check_replace_file(path, overwrite, _protected(run))
+        except OutputError:
+            _unlink_quietly(tmp)
+            remove_made_dirs(made)
+            raise
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
+        remove_made_dirs(made)
         raise OutputError(f"cannot write {path} ({exc.strerror}); pass -o with a writable path") from exc
     result.path = path
     result.bytes = len(page)

@@ -80,6 +80,12 @@ class Stage(abc.ABC):
         """The per-shard feature computation, or None if the stage needs none."""
         return None
 
+    def before_publish(self, summary: dict[str, Any]) -> None:
+        """Called by the runner after the manifest is written and before the output is published
+        (summary.json written last). A stage that also changes something outside the output (``check
+        --update``: the index) commits here, so a published output means a committed change; it may
+        add to ``summary``."""
+
     def read_columns(self) -> tuple[str, ...]:
         """Extra columns the stage needs besides text and id (e.g. the keep-by column)."""
         return ()

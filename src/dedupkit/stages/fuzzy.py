@@ -1,17 +1,26 @@
-"""Fuzzy deduplication: MinHash signatures, LSH band buckets, verification, connected components.
+"""Fuzzy deduplication: MinHash signatures, LSH band buckets, direct verification, greedy centres.
 
 The work is split so that every step is a top-level function over a small task object that names
 files under the work folder; :meth:`FuzzyStage.identify` runs them through ``self.engine.map``, so
 the local process pool and the Ray engine execute the same code:
 
 1. scan (runner): :class:`FuzzyMapper` writes per scan task ``sig`` (uint32 signature values),
+   with ``--verify sets`` also ``wset``/``wsetn`` (every document's distinct word-shingle hashes),
    ``band`` (one uint64 key per LSH band) and ``nsh`` (shingles per document).
 2. :func:`bucket_task` per (band, hash partition): sort the band keys, turn every bucket of two or
-   more documents into candidate pairs, write them to ``pairs-*.npy``.
-3. :func:`verify_task` per chunk of unique candidate pairs: keep the pairs whose signature estimate
-   (``--verify signature``) or true shingle-set Jaccard (``--verify jaccard``, shingles recomputed
-   by :func:`shingle_set_task` for candidate documents only) reaches the threshold.
-4. connected components of the verified pairs with an array union-find, then the keep policy.
+   more documents into candidate pairs, write them to ``pairs-*.npy``. The LSH banding comes from
+   the *candidate* threshold, which may be lower than the verification thresholds (recall first).
+3. :func:`verify_task` per chunk of unique candidate pairs: keep the pairs whose similarity reaches
+   the threshold of at least one measure (``--measure``): the signature estimate of Jaccard
+   (``--verify signature``), or, on the true shingle sets (``--verify sets``, recomputed by
+   :func:`shingle_set_task` for candidate documents only), word-shingle Jaccard, containment of the
+   smaller set in the larger, or char-n-gram Jaccard. Each kept pair carries its score and the
+   measure that decided it.
+4. greedy centre clustering of the verified pairs in keep-priority order
+   (:func:`dedupkit.engine.graph.centre_clusters`): the best unclaimed document becomes a kept centre
+   and claims its unclaimed verified neighbours. A dropped document is therefore always a *direct*
+   verified neighbour of the document named in its ``duplicate_of`` (no chaining A~B~C that drops C
+   for A), and its score is that pair's similarity.
 
 Memory of one process is bounded by the number of documents (8-16 bytes per document per task,
 plus the candidate pairs), never by their text: signatures stay in memory-mapped files.
@@ -23,6 +32,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -31,13 +41,27 @@ from dedupkit.io.read import Batch
 from dedupkit.minhash import (
     MinHashConfig, band_keys, batch_shingle_hashes, detection_probability, signatures_from_hashes,
 )
-from dedupkit.policy import KeepPolicy, choose_representatives
+from dedupkit.policy import KeepPolicy, choose_representatives, priority_rank
 from dedupkit.stages.base import Decisions, Mapper, Stage
 
-VERIFY_MODES = ("none", "signature", "jaccard")
+try:  # optional C kernels; numpy fallbacks below
+    from dedupkit import _speedups
+except ImportError:  # pragma: no cover - depends on the build
+    _speedups = None
+
+VERIFY_MODES = ("none", "signature", "sets")
+MEASURES = ("jaccard", "containment", "char")
+CLUSTER_MODES = ("centre", "split")
+# Codes of the measure that decided a verified pair (stored beside its score), and their names in
+# the manifest's ``measure`` column. Several measures may pass; the first of MEASURE_ORDER that
+# does decides (the strictest first: Jaccard, then char n-grams, then containment).
+MEASURE_NAMES = ("candidate", "jaccard_estimate", "jaccard", "containment", "char")
+MEASURE_ORDER = ("jaccard", "char", "containment")
+_CODE = {m: i for i, m in enumerate(MEASURE_NAMES)}
 # A bucket with up to this many documents yields all its pairs; a bigger one (boilerplate shared by
-# many documents) yields a star to its first member plus a chain through the others: n-1 + n-2
-# pairs instead of n(n-1)/2, still connecting all of them before verification.
+# many documents) yields a star from its highest-priority member (the document the keep policy
+# would keep, so the centre that claims them sees all of them) plus a chain through the others in
+# priority order: n-1 + n-2 pairs instead of n(n-1)/2.
 ALL_PAIRS_MAX = 16
 # Documents per bucket task: more documents split a band by key hash into partitions.
 DOCS_PER_PARTITION = 4_000_000
@@ -48,33 +72,115 @@ PAIRS_PER_TASK = 500_000
 PAIRS_PER_BLOCK = 32_768
 
 
+# The fuzzy-specific options of ``dedupkit fuzzy`` (config keys of [fuzzy]), as FuzzyConfig.from_options takes them.
+FUZZY_OPTIONS = ("shingle", "ngram", "num_perm", "seed", "threshold", "candidate_threshold", "bands", "rows",
+                 "scheme", "verify", "measure", "containment_threshold", "containment_min", "char_threshold",
+                 "char_ngram", "cluster")
+
+
 @dataclass(frozen=True)
 class FuzzyConfig:
     """Settings of the fuzzy stage.
 
     Attributes:
-        minhash: shingling, permutations, threshold and banding.
-        verify: ``none`` keeps every candidate pair of a shared band, ``signature`` keeps pairs whose
-            signature agreement (the Jaccard estimate) reaches the threshold, ``jaccard`` keeps pairs
-            whose true shingle-set Jaccard does.
-        policy: which member of a cluster survives.
+        minhash: shingling, permutations and banding. ``minhash.threshold`` is the *candidate*
+            threshold: the Jaccard similarity LSH is tuned to find (bands and rows by datasketch's
+            rule, unless ``bands``/``rows`` are given).
+        threshold: word-shingle Jaccard that makes a verified duplicate (measure ``jaccard``).
+        verify: ``none`` keeps every candidate pair, ``signature`` keeps pairs whose signature
+            agreement (the Jaccard estimate) reaches ``threshold``, ``sets`` computes the measures on
+            the true shingle sets (``jaccard`` is accepted as an old name of ``sets``).
+        measures: with ``verify="sets"``, a pair is a duplicate when any of these reaches its
+            threshold: ``jaccard`` (word shingles), ``containment`` (|A & B| / min(|A|, |B|) of word
+            shingles: a page quoted inside a longer one) and ``char`` (Jaccard of character
+            ``char_ngram``-grams: OCR noise, typos, broken words).
+        containment_threshold: for ``containment``.
+        containment_min: the smaller document needs at least this many distinct word shingles for
+            ``containment`` to count (a one-line text is contained in many unrelated pages).
+        char_threshold, char_ngram: for ``char``.
+        cluster: ``centre`` (greedy centres in keep-priority order) or ``split`` (connected
+            components, keeping every member not directly verified against the representative; the
+            alternative measured in docs/fuzzy.md, local engine only).
+        policy: which document of a cluster survives (the centre order).
     """
 
     minhash: MinHashConfig = MinHashConfig()
+    threshold: float | None = None
     verify: str = "signature"
+    measures: tuple[str, ...] = ("jaccard",)
+    containment_threshold: float = 0.9
+    containment_min: int = 20
+    char_threshold: float = 0.8
+    char_ngram: int = 5
+    cluster: str = "centre"
     policy: KeepPolicy = KeepPolicy()
 
     def __post_init__(self) -> None:
+        if self.verify == "jaccard":  # the old name of sets
+            object.__setattr__(self, "verify", "sets")
         if self.verify not in VERIFY_MODES:
             raise ConfigError(f"verify must be one of {', '.join(VERIFY_MODES)}, got {self.verify!r}")
+        if self.threshold is None:
+            object.__setattr__(self, "threshold", float(self.minhash.threshold))
+        measures = tuple(self.measures.split(",")) if isinstance(self.measures, str) else tuple(self.measures)
+        measures = tuple(dict.fromkeys(m.strip() for m in measures if m.strip()))
+        object.__setattr__(self, "measures", measures)
+        bad = [m for m in measures if m not in MEASURES]
+        if bad or not measures:
+            raise ConfigError(f"measure must be a comma-separated list of {', '.join(MEASURES)}, got "
+                              f"{','.join(measures) or 'nothing'!r}")
+        if self.verify == "signature" and measures != ("jaccard",):
+            raise ConfigError(f"measure {','.join(measures)} needs the true shingle sets; pass --verify sets "
+                              "(or --measure jaccard with --verify signature)")
+        for name in ("threshold", "containment_threshold", "char_threshold"):
+            v = getattr(self, name)
+            if not 0.0 < float(v) <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {v!r}")
+        if not isinstance(self.char_ngram, int) or not 1 <= self.char_ngram <= 64:
+            raise ConfigError(f"char_ngram must be an integer from 1 to 64, got {self.char_ngram!r}")
+        if not isinstance(self.containment_min, int) or self.containment_min < 1:
+            raise ConfigError(f"containment_min must be a positive integer, got {self.containment_min!r}")
+        if self.cluster not in CLUSTER_MODES:
+            raise ConfigError(f"cluster must be one of {', '.join(CLUSTER_MODES)}, got {self.cluster!r}")
+
+    @classmethod
+    def from_options(cls, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128, seed: int = 1,
+                     threshold: float = 0.65, candidate_threshold: float | None = None,
+                     bands: int | None = None, rows: int | None = None, scheme: str = "affine64",
+                     verify: str = "signature", measure: str | Sequence[str] = "jaccard",
+                     containment_threshold: float = 0.9, containment_min: int = 20,
+                     char_threshold: float = 0.8, char_ngram: int = 5, cluster: str = "centre",
+                     keep: str = "first", keep_by: str | None = None, keep_order: str = "desc") -> "FuzzyConfig":
+        """The config from the ``dedupkit fuzzy`` options (``candidate_threshold`` None: ``threshold``).
+
+        Raises:
+            ConfigError: an invalid value, or ``bands`` without ``rows``.
+        """
+        if (bands is None) != (rows is None):
+            raise ConfigError("give bands and rows together, or neither to derive them from the candidate threshold")
+        mh = MinHashConfig(num_perm=num_perm, seed=seed, shingle=shingle, ngram=ngram,
+                           threshold=threshold if candidate_threshold is None else candidate_threshold,
+                           bands=bands, rows=rows, scheme=scheme)
+        return cls(minhash=mh, threshold=threshold, verify=verify, measures=measure,
+                   containment_threshold=containment_threshold, containment_min=containment_min,
+                   char_threshold=char_threshold, char_ngram=char_ngram, cluster=cluster,
+                   policy=KeepPolicy(keep, keep_by, keep_order))
+
+    def measure_thresholds(self) -> dict[str, float]:
+        """Threshold of every selected measure."""
+        t = {"jaccard": self.threshold, "containment": self.containment_threshold, "char": self.char_threshold}
+        return {m: float(t[m]) for m in self.measures}
 
 
 class FuzzyMapper(Mapper):
-    """Signatures (uint32 values), band keys and shingle counts of a batch."""
+    """Signatures (uint32 values), band keys and shingle counts of a batch; with ``word_sets``, also
+    every document's distinct word-shingle hashes (top 32 bits, sorted: ``wset``, ``wsetn`` values
+    per document) for verification on the true sets without reading the text again."""
 
-    def __init__(self, cfg: MinHashConfig):
+    def __init__(self, cfg: MinHashConfig, word_sets: bool = False):
         self.cfg = cfg
         self.bands, self.rows = cfg.resolved()
+        self.word_sets = word_sets
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -102,11 +208,22 @@ class FuzzyMapper(Mapper):
         # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of two
         # different minima has probability 2**-32) and halve the disk space; legacy values are
         # 32-bit already.
-        return {"sig": sig.astype(np.uint32), "band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        out = {"sig": sig.astype(np.uint32), "band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        if self.word_sets:
+            # The top 32 bits of a 64-bit shingle hash: two different shingles agree by chance with
+            # probability 2**-32, about one spurious shared shingle in 10,000 pairs of 600-shingle
+            # documents (a similarity off by 1/600), for half the disk and memory of 64 bits.
+            vals, off = sorted_sets(hashes >> np.uint64(32), counts)
+            out["wset"] = vals.astype(np.uint32)
+            out["wsetn"] = np.diff(off).astype(np.int32)
+        return out
 
     def empty(self) -> dict[str, np.ndarray]:
-        return {"sig": np.zeros((0, self.cfg.num_perm), np.uint32), "band": np.zeros((0, self.bands), np.uint64),
-                "nsh": np.zeros(0, np.int32)}
+        out = {"sig": np.zeros((0, self.cfg.num_perm), np.uint32), "band": np.zeros((0, self.bands), np.uint64),
+               "nsh": np.zeros(0, np.int32)}
+        if self.word_sets:
+            out["wset"], out["wsetn"] = np.zeros(0, np.uint32), np.zeros(0, np.int32)
+        return out
 
 
 # --- step 2: buckets -> candidate pairs -------------------------------------------------------
@@ -120,13 +237,20 @@ class BucketTask:
     nsh_paths: tuple[str, ...]
     offsets: tuple[int, ...]  # global index of each scan task's first document
     out: str
+    rank: str = ""  # .npy of every document's keep-priority rank (0 = kept first); "" = index order
 
 
-def bucket_pairs(keys: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Candidate pairs (i < j, int64 (m, 2)) of documents ``idx`` that share a key."""
+def bucket_pairs(keys: np.ndarray, idx: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
+    """Candidate pairs (i < j, int64 (m, 2)) of documents ``idx`` that share a key.
+
+    Buckets of up to ALL_PAIRS_MAX documents give all their pairs; a bigger bucket gives a star from
+    its best member by ``rank`` (lowest; default: lowest index) and a chain through the rest in rank
+    order, so the document the keep policy would keep is compared with every member.
+    """
     if len(keys) < 2:
         return np.zeros((0, 2), np.int64)
-    order = np.argsort(keys, kind="stable")  # idx is ascending, so members stay in index order
+    # members of a bucket in priority order (idx is ascending, so index order without rank)
+    order = np.lexsort((rank, keys)) if rank is not None else np.argsort(keys, kind="stable")
     ks, ids = keys[order], idx[order]
     starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
     sizes = np.diff(np.r_[starts, len(ks)])
@@ -146,7 +270,7 @@ def bucket_pairs(keys: np.ndarray, idx: np.ndarray) -> np.ndarray:
                 out.append(np.stack([prev, nxt], 1))
     if not out:
         return np.zeros((0, 2), np.int64)
-    return np.concatenate(out).astype(np.int64, copy=False)
+    return np.sort(np.concatenate(out).astype(np.int64, copy=False), axis=1)
 
 
 def bucket_task(task: BucketTask) -> int:
@@ -164,7 +288,9 @@ def bucket_task(task: BucketTask) -> int:
         keys.append(col[sel])
         idx.append(sel.astype(np.int64) + off)
     if keys:
-        pairs = bucket_pairs(np.concatenate(keys), np.concatenate(idx))
+        idx_all = np.concatenate(idx)
+        rank = np.asarray(np.load(task.rank, mmap_mode="r")[idx_all]) if task.rank else None
+        pairs = bucket_pairs(np.concatenate(keys), idx_all, rank)
     else:
         pairs = np.zeros((0, 2), np.int64)
     if len(pairs):
@@ -209,87 +335,247 @@ def signature_agreement(sig: _Gather, pairs: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ShingleSetTask:
-    """Recompute sorted shingle-hash sets for the candidate documents of one scan task."""
+    """Recompute the shingle sets (sorted, distinct hashes) of the candidate documents of one scan
+    task: word shingles (``word``) and/or character ``char_ngram``-grams (``char_ngram`` > 0)."""
 
     scan_task: object  # dedupkit.scan.ScanTask
     offset: int
     wanted: str  # .npy of global indices (sorted) in this scan task
     cfg: MinHashConfig
-    out: str  # prefix: .idx.npy, .off.npy, .hash.npy
+    out: str  # prefix: .idx.npy, then .word/.char + .off.npy/.hash.npy
+    word: bool = True
+    char_ngram: int = 0
+
+
+def sorted_sets(hashes: np.ndarray, counts: np.ndarray, use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per document, the distinct values of its run of ``hashes``, sorted; and the n+1 offsets.
+
+    The C kernel sorts each document's run on its own (a radix sort in cache; a numpy lexsort on
+    (document, hash) over a whole batch was 10x slower); the fallback is that lexsort.
+    """
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    counts = np.asarray(counts, dtype=np.int64)
+    off = np.zeros(len(counts) + 1, np.int64)
+    if _speedups is not None and use_c:
+        np.cumsum(counts, out=off[1:])
+        raw, cnt = _speedups.sort_unique_runs(hashes, off, len(counts))
+        np.cumsum(np.frombuffer(cnt, np.int64), out=off[1:])
+        return np.frombuffer(raw, np.uint64), off
+    doc = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    order = np.lexsort((hashes, doc))
+    h, d = hashes[order], doc[order]
+    keep = np.r_[True, (h[1:] != h[:-1]) | (d[1:] != d[:-1])] if len(h) else np.zeros(0, bool)
+    h, d = h[keep], d[keep]
+    np.cumsum(np.bincount(d, minlength=len(counts)), out=off[1:])
+    return h, off
 
 
 def shingle_set_task(task: ShingleSetTask) -> int:
     from dedupkit.io.read import ShardReader
+    from dedupkit.minhash import char_shingle_hashes
 
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
     reader = ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)
-    pos, hashes, counts = 0, [], []
+    pos = 0
+    kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
+    parts: dict[str, list] = {k: [] for k in kinds}
     for batch in reader:
         lo, hi = np.searchsorted(wanted, [pos, pos + len(batch)])
         if hi > lo:
-            local = wanted[lo:hi] - pos
-            texts = batch.text.take(local).to_pylist()
-            h, c = batch_shingle_hashes(texts, task.cfg)
-            start = 0
-            for n in c.tolist():
-                u = np.unique(h[start:start + n])
-                hashes.append(u)
-                counts.append(len(u))
-                start += n
+            texts = batch.text.take(wanted[lo:hi] - pos)
+            for kind in kinds:
+                if kind == "word":
+                    h, c = batch_shingle_hashes(texts, task.cfg)
+                else:
+                    h, c = char_shingle_hashes(texts, task.char_ngram)
+                parts[kind].append(sorted_sets(h, c))
         pos += len(batch)
-    off = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(np.asarray(counts, np.int64), out=off[1:])
     _save(task.out + ".idx.npy", wanted + task.offset)
-    _save(task.out + ".off.npy", off)
-    _save(task.out + ".hash.npy", np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
-    return len(counts)
+    for kind in kinds:
+        hs = [h for h, _ in parts[kind]]
+        sizes = [np.diff(o) for _, o in parts[kind]]
+        off = np.zeros(sum(len(x) for x in sizes) + 1, np.int64)
+        if sizes:
+            np.cumsum(np.concatenate(sizes), out=off[1:])
+        _save(f"{task.out}.{kind}.off.npy", off)
+        _save(f"{task.out}.{kind}.hash.npy", np.concatenate(hs) if hs else np.zeros(0, np.uint64))
+    return int(len(wanted))
 
 
 class _Sets:
-    def __init__(self, prefixes: tuple[str, ...]):
+    """The shingle sets of one kind (word or char) written by :func:`shingle_set_task`."""
+
+    def __init__(self, prefixes: tuple[str, ...], kind: str):
         self.idx = [np.load(p + ".idx.npy") for p in prefixes]
-        self.off = [np.load(p + ".off.npy") for p in prefixes]
-        self.hash = [np.load(p + ".hash.npy", mmap_mode="r") for p in prefixes]
+        self.off = [np.load(f"{p}.{kind}.off.npy") for p in prefixes]
+        self.hash = [np.load(f"{p}.{kind}.hash.npy", mmap_mode="r") for p in prefixes]
         self.first = np.array([i[0] if len(i) else np.iinfo(np.int64).max for i in self.idx], np.int64)
 
-    def get(self, g: int) -> np.ndarray:
-        t = int(np.searchsorted(self.first, g, side="right")) - 1
-        k = int(np.searchsorted(self.idx[t], g))
-        return np.asarray(self.hash[t][self.off[t][k]:self.off[t][k + 1]])
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sets of ``docs`` (sorted global indices) as one hash array and n+1 offsets."""
+        t_of = np.searchsorted(self.first, docs, side="right") - 1
+        hashes, lens = [], []
+        for t in np.unique(t_of).tolist():
+            k = np.searchsorted(self.idx[t], docs[t_of == t])
+            a, b = self.off[t][k], self.off[t][k + 1]
+            ln = b - a
+            pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
+            hashes.append(np.asarray(self.hash[t][pos]))
+            lens.append(ln)
+        off = np.zeros(len(docs) + 1, np.int64)
+        if lens:
+            np.cumsum(np.concatenate(lens), out=off[1:])
+        return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), off
+
+
+class _ScanSets:
+    """The word-shingle sets the scan wrote (``wset``/``wsetn`` per scan task), same API as _Sets."""
+
+    def __init__(self, set_paths: tuple[str, ...], count_paths: tuple[str, ...], offsets: tuple[int, ...]):
+        self.hash = [np.load(p, mmap_mode="r") for p in set_paths]
+        self.off = []
+        for p in count_paths:
+            c = np.load(p)
+            o = np.zeros(len(c) + 1, np.int64)
+            np.cumsum(c, out=o[1:])
+            self.off.append(o)
+        self.first = np.asarray(offsets, np.int64)
+
+    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t_of = np.searchsorted(self.first, docs, side="right") - 1
+        hashes, lens = [], []
+        for t in np.unique(t_of).tolist():
+            k = docs[t_of == t] - self.first[t]
+            a, b = self.off[t][k], self.off[t][k + 1]
+            ln = b - a
+            pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
+            hashes.append(np.asarray(self.hash[t][pos]).astype(np.uint64))
+            lens.append(ln)
+        off = np.zeros(len(docs) + 1, np.int64)
+        if lens:
+            np.cumsum(np.concatenate(lens), out=off[1:])
+        return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), off
+
+
+def set_intersections(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, use_c: bool = True) -> np.ndarray:
+    """|A & B| for every pair of set indices (sets: sorted distinct runs of ``hashes``), int64.
+
+    The C kernel merges the two sorted runs; the fallback intersects them with numpy.
+    """
+    pairs = np.ascontiguousarray(pairs, dtype=np.int64)
+    if _speedups is not None and use_c:
+        raw = _speedups.set_intersections(np.ascontiguousarray(hashes, dtype=np.uint64),
+                                          np.ascontiguousarray(offsets, dtype=np.int64), pairs)
+        return np.frombuffer(raw, dtype=np.int64).copy()
+    out = np.zeros(len(pairs), np.int64)
+    for q, (a, b) in enumerate(pairs.tolist()):
+        out[q] = len(np.intersect1d(hashes[offsets[a]:offsets[a + 1]], hashes[offsets[b]:offsets[b + 1]],
+                                    assume_unique=True))
+    return out
 
 
 @dataclass(frozen=True)
 class VerifyTask:
     pairs: str  # .npy (m, 2) int64
-    mode: str  # signature | jaccard
-    threshold: float
+    mode: str  # none | signature | sets
+    thresholds: tuple[tuple[str, float], ...]  # (measure, threshold), measures of MEASURES
     sig_paths: tuple[str, ...]
     offsets: tuple[int, ...]
-    set_prefixes: tuple[str, ...] = ()
+    set_prefixes: tuple[str, ...] = ()  # char sets (shingle_set_task)
     out: str = ""
+    containment_min: int = 20
+    wset_paths: tuple[str, ...] = ()  # word sets written by the scan (FuzzyMapper word_sets)
+    wsetn_paths: tuple[str, ...] = ()
 
 
-def verify_task(task: VerifyTask) -> int:
-    """Keep the pairs of one chunk whose similarity reaches the threshold; saves ``task.out``."""
+# Pairs per block when whole shingle sets are gathered (bounds the sets held at once).
+SET_PAIRS_PER_BLOCK = 8192
+
+
+def _set_similarities(task: VerifyTask, pairs: np.ndarray) -> dict[str, np.ndarray]:
+    """Every selected measure of every pair on the true shingle sets (float64 arrays)."""
+    thr = dict(task.thresholds)
+    kinds = [k for k, ms in (("word", ("jaccard", "containment")), ("char", ("char",))) if any(m in thr for m in ms)]
+    sims = {m: np.zeros(len(pairs)) for m in thr}
+    sets = {k: (_ScanSets(task.wset_paths, task.wsetn_paths, task.offsets) if k == "word"
+                else _Sets(task.set_prefixes, k)) for k in kinds}
+    for s in range(0, len(pairs), SET_PAIRS_PER_BLOCK):
+        blk = pairs[s:s + SET_PAIRS_PER_BLOCK]
+        docs, inv = np.unique(blk, return_inverse=True)
+        local = inv.reshape(-1, 2)
+        for kind in kinds:
+            h, off = sets[kind].gather(docs)
+            inter = set_intersections(h, off, local).astype(np.float64)
+            size = np.diff(off).astype(np.float64)
+            sa, sb = size[local[:, 0]], size[local[:, 1]]
+            union = sa + sb - inter
+            jac = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            if kind == "char":
+                sims["char"][s:s + len(blk)] = jac
+                continue
+            if "jaccard" in thr:
+                sims["jaccard"][s:s + len(blk)] = jac
+            if "containment" in thr:
+                small = np.minimum(sa, sb)
+                c = np.divide(inter, small, out=np.zeros_like(inter), where=small > 0)
+                c[small < task.containment_min] = 0.0
+                sims["containment"][s:s + len(blk)] = c
+    return sims
+
+
+def pack_payload(score: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """One int64 per pair: the float32 score's bits, and the deciding measure's code above them."""
+    return np.asarray(score, np.float32).view(np.uint32).astype(np.int64) | (np.asarray(code, np.int64) << 32)
+
+
+def unpack_payload(payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(score float32, measure code int64) from :func:`pack_payload`."""
+    payload = np.asarray(payload, np.int64)
+    return (payload & 0xFFFFFFFF).astype(np.uint32).view(np.float32), payload >> 32
+
+
+def verify_task(task: VerifyTask) -> dict[str, int]:
+    """Keep the pairs of one chunk that reach the threshold of some measure; saves ``task.out`` as
+    int64 rows (i, j, payload: the deciding measure and its score, :func:`pack_payload`).
+
+    Returns:
+        ``{"verified": pairs kept, MEASURE: pairs reaching that measure's threshold, ...}``.
+    """
     pairs = np.load(task.pairs)
-    if task.mode == "signature":
-        sim = signature_agreement(_Gather(task.sig_paths, task.offsets), pairs)
-    else:
-        sets = _Sets(task.set_prefixes)
-        sim = np.empty(len(pairs), dtype=np.float32)
-        for k, (i, j) in enumerate(pairs.tolist()):
-            a, b = sets.get(i), sets.get(j)
-            inter = len(np.intersect1d(a, b, assume_unique=True))
-            union = len(a) + len(b) - inter
-            sim[k] = inter / union if union else 0.0
+    m = len(pairs)
+    score = np.zeros(m, np.float32)
+    code = np.zeros(m, np.int64)
+    ok = np.zeros(m, bool)
+    counts: dict[str, int] = {}
     # float32 estimates are k/num_perm; compare with a tolerance so 0.8 * 128 agreeing slots count.
-    keep = sim >= np.float32(task.threshold) - np.float32(1e-6)
-    _save(task.out, pairs[keep])
-    return int(keep.sum())
+    eps = 1e-6
+    if task.mode in ("none", "signature"):
+        score = signature_agreement(_Gather(task.sig_paths, task.offsets), pairs)
+        if task.mode == "none":
+            ok[:] = True
+        else:
+            ok = score >= np.float32(dict(task.thresholds)["jaccard"]) - np.float32(eps)
+            code[:] = _CODE["jaccard_estimate"]
+            counts["jaccard_estimate"] = int(ok.sum())
+    else:
+        thr = dict(task.thresholds)
+        sims = _set_similarities(task, pairs)
+        for name in MEASURE_ORDER:
+            if name not in sims:
+                continue
+            passed = sims[name] >= thr[name] - eps
+            counts[name] = int(passed.sum())
+            new = passed & ~ok
+            score[new] = sims[name][new]
+            code[new] = _CODE[name]
+            ok |= passed
+    out = np.column_stack([pairs[ok], pack_payload(score[ok], code[ok])]) if m else np.zeros((0, 3), np.int64)
+    _save(task.out, out.astype(np.int64, copy=False))
+    return {"verified": int(ok.sum()), **counts}
 
 
-# --- step 4: components -----------------------------------------------------------------------
+# --- step 4: clusters -------------------------------------------------------------------------
 
 def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
     """Root (smallest member index) of every node's component, by union-find on arrays.
@@ -318,6 +604,23 @@ def connected_components(n: int, pairs: np.ndarray) -> np.ndarray:
             parent = pp
 
 
+def split_clusters(n: int, edges: np.ndarray, keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The measured alternative to greedy centres: connected components, the keep policy's
+    representative per component, and only members with a verified pair *to the representative*
+    dropped (the others are kept). Returns (dropped docs, their representative, pair payload)."""
+    root = connected_components(n, edges[:, :2])
+    sizes = np.bincount(root, minlength=n)
+    labels = np.where(sizes[root] > 1, root, -1).astype(np.int64)
+    rep = choose_representatives(labels, keys)
+    a, b, pay = edges[:, 0], edges[:, 1], edges[:, 2]
+    to_a = (rep[b] == a) & (a != b)
+    to_b = (rep[a] == b) & (a != b)
+    docs = np.concatenate([b[to_a], a[to_b]])
+    pay = np.concatenate([pay[to_a], pay[to_b]])
+    order = np.argsort(docs, kind="stable")
+    return docs[order], rep[docs[order]], pay[order]
+
+
 def _save(path: str, arr: np.ndarray) -> None:
     tmp = f"{path}.tmp{os.getpid()}.npy"
     np.save(tmp, arr)
@@ -339,7 +642,12 @@ class FuzzyStage(Stage):
         self.bands, self.rows = config.minhash.resolved()
 
     def mapper(self) -> Mapper:
-        return FuzzyMapper(self.config.minhash)
+        return FuzzyMapper(self.config.minhash, self.word_sets())
+
+    def word_sets(self) -> bool:
+        """Whether the scan keeps word-shingle sets (verification on true sets by a word measure)."""
+        f = self.config
+        return f.verify == "sets" and ("jaccard" in f.measures or "containment" in f.measures)
 
     def read_columns(self) -> tuple[str, ...]:
         return (self.config.policy.keep_by,) if self.config.policy.keep_by else ()
@@ -347,33 +655,48 @@ class FuzzyStage(Stage):
     def key(self) -> str:
         c = self.config.minhash
         return (f"fuzzy:v2:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
-                f"{self.bands}x{self.rows}")
+                f"{self.bands}x{self.rows}" + (":wsets" if self.word_sets() else ""))
 
     def config_dict(self) -> dict:
-        c = self.config.minhash
-        return {**asdict(c), "bands": self.bands, "rows": self.rows, "hash": "xxh3_64",
-                "verify": self.config.verify, **asdict(self.config.policy)}
+        c, f = self.config.minhash, self.config
+        mh = asdict(c)
+        mh["candidate_threshold"] = mh.pop("threshold")
+        return {**mh, "bands": self.bands, "rows": self.rows, "hash": "xxh3_64", "threshold": f.threshold,
+                "verify": f.verify, "measure": ",".join(f.measures), "thresholds": f.measure_thresholds(),
+                "containment_min": f.containment_min, "char_ngram": f.char_ngram, "cluster": f.cluster,
+                **asdict(f.policy)}
 
-    def clusters(self, corpus, root: np.ndarray, paths, offsets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Cluster labels (-1 for singletons), representatives by the keep policy, and each
-        member's signature agreement with its representative, from component roots.
+    def priority(self, corpus) -> list[np.ndarray]:
+        """The keep policy's sort keys for the corpus (lower wins)."""
+        pol = self.config.policy
+        return pol.priority(len(corpus), corpus.lengths, corpus.extra.get(pol.keep_by) if pol.keep_by else None)
+
+    def decisions(self, n: int, docs: np.ndarray, centre: np.ndarray, payload: np.ndarray,
+                  stats: dict) -> Decisions:
+        """Decisions from the claimed documents, their centres and the deciding pairs' payloads.
 
         Shared by the local global step and the partitioned one (``fuzzy_partitioned``).
         """
-        n = len(corpus)
-        sizes = np.bincount(root, minlength=n) if n else np.zeros(0, np.int64)
-        labels = np.where(sizes[root] > 1, root, -1).astype(np.int64)
-        pol = self.config.policy
-        keys = pol.priority(n, corpus.lengths, corpus.extra.get(pol.keep_by) if pol.keep_by else None)
-        rep = choose_representatives(labels, keys)
+        rep = np.arange(n, dtype=np.int64)
+        labels = np.full(n, -1, dtype=np.int64)
         score = np.full(n, np.nan, dtype=np.float32)
-        member = np.flatnonzero(labels >= 0)
-        if len(member):
-            score[member] = signature_agreement(_Gather(paths("sig"), offsets),
-                                                np.stack([member, rep[member]], 1))
-        return labels, rep, score
+        code = np.full(n, -1, dtype=np.int64)
+        if len(docs):
+            rep[docs] = centre
+            labels[docs] = centre
+            labels[centre] = centre
+            score[centre] = 1.0
+            score[docs], code[docs] = unpack_payload(payload)
+        names = np.array(MEASURE_NAMES, dtype=object)
+        import pyarrow as pa
 
-    def bucket_tasks(self, corpus, work: Path):
+        measure = pa.array(np.where(code >= 0, names[np.maximum(code, 0)], None), pa.string())
+        dropped = code[code >= 0]
+        stats["decided_by"] = {MEASURE_NAMES[c]: int(k) for c, k in enumerate(np.bincount(dropped, minlength=len(
+            MEASURE_NAMES)).tolist()) if k}
+        return Decisions(representative=rep, labels=labels, score=score, extra={"measure": measure}, stats=stats)
+
+    def bucket_tasks(self, corpus, work: Path, rank_path: str = ""):
         """Feature-file paths, task offsets, document partitions and one BucketTask per (band, partition).
 
         Shared by the local global step and the partitioned one (``fuzzy_partitioned``).
@@ -385,25 +708,58 @@ class FuzzyStage(Stage):
         offsets = tuple(int(x) for x in corpus.task_offsets[:-1])
         nparts = max(1, -(-len(corpus) // DOCS_PER_PARTITION))
         btasks = [BucketTask(b, p, nparts, paths("band"), paths("nsh"), offsets,
-                             str(work / f"pairs-b{b:03d}-p{p:03d}.npy"))
+                             str(work / f"pairs-b{b:03d}-p{p:03d}.npy"), rank_path)
                   for b in range(self.bands) for p in range(nparts)]
         return paths, offsets, nparts, btasks
 
+    def verify_tasks(self, files: list[str], paths, offsets, set_prefixes: tuple[str, ...], work: Path,
+                     name: str) -> list[VerifyTask]:
+        """One VerifyTask per candidate pair file (shared with ``fuzzy_partitioned``)."""
+        f = self.config
+        thr = tuple(f.measure_thresholds().items())
+        ws = (paths("wset"), paths("wsetn")) if self.word_sets() else ((), ())
+        return [VerifyTask(p, f.verify, thr, paths("sig"), offsets, set_prefixes,
+                           str(work / f"verified-{name}{k:05d}.npy"), f.containment_min, *ws)
+                for k, p in enumerate(files)]
+
+    def base_stats(self, nsh_empty: int, nparts: int, n_candidates: int, vres: list[dict]) -> dict:
+        """Summary stats common to both global steps."""
+        f = self.config
+        by: dict[str, int] = {}
+        for r in vres:
+            for k, v in r.items():
+                if k != "verified":
+                    by[k] = by.get(k, 0) + int(v)
+        return {
+            "bands": self.bands, "rows": self.rows, "candidate_threshold": float(f.minhash.threshold),
+            "detection_probability": {str(s): round(detection_probability(s, self.bands, self.rows), 4)
+                                      for s in (0.5, 0.7, 0.8, 0.9)},
+            "documents_without_shingles": int(nsh_empty),
+            "candidate_pairs": int(n_candidates),
+            "verified_pairs": int(sum(r.get("verified", 0) for r in vres)) if f.verify != "none" else int(n_candidates),
+            "verified_pairs_by_measure": by,
+            "partitions_per_band": nparts,
+        }
+
     def identify(self, corpus, workdir: str) -> Decisions:
+        from dedupkit.engine import graph
         from dedupkit.engine.local import LocalEngine
 
         engine = self.engine or LocalEngine()
         if getattr(engine, "name", "local") != "local":
-            # A distributed engine (Ray): pairs and components stay partitioned, off the driver.
+            # A distributed engine (Ray): pairs and clusters stay partitioned, off the driver.
             from dedupkit.stages.fuzzy_partitioned import identify_partitioned
 
             return identify_partitioned(self, corpus, workdir, engine)
-        cfg = self.config.minhash
         work = Path(workdir)
         work.mkdir(parents=True, exist_ok=True)
         n = len(corpus)
         t0 = time.perf_counter()
-        paths, offsets, nparts, btasks = self.bucket_tasks(corpus, work)
+        keys = self.priority(corpus)
+        rank = priority_rank(keys, n)
+        rank_path = str(work / "rank.npy")
+        _save(rank_path, rank)
+        paths, offsets, nparts, btasks = self.bucket_tasks(corpus, work, rank_path)
         nsh = np.concatenate([np.load(p) for p in paths("nsh")]) if n else np.zeros(0, np.int32)
         pairs = np.zeros((0, 2), np.int64)
         if n:
@@ -412,45 +768,44 @@ class FuzzyStage(Stage):
         t1 = time.perf_counter()
         n_candidates = len(pairs)
 
-        if self.config.verify != "none" and len(pairs):
+        vres: list[dict] = []
+        edges = np.zeros((0, 3), np.int64)
+        if len(pairs):
             set_prefixes: tuple[str, ...] = ()
-            if self.config.verify == "jaccard":
-                set_prefixes = self._shingle_sets(corpus, pairs, work, engine)
-            chunks = []
+            if self.config.verify == "sets" and "char" in self.config.measures:
+                set_prefixes = self._shingle_sets(corpus, np.unique(pairs), work, engine)
+            files = []
             for k, s in enumerate(range(0, len(pairs), PAIRS_PER_TASK)):
                 p = str(work / f"cand-{k:05d}.npy")
                 _save(p, pairs[s:s + PAIRS_PER_TASK])
-                chunks.append(VerifyTask(p, self.config.verify, float(cfg.threshold), paths("sig"), offsets,
-                                         set_prefixes, str(work / f"verified-{k:05d}.npy")))
-            engine.map(verify_task, chunks, desc="fuzzy: verify")
+                files.append(p)
+            chunks = self.verify_tasks(files, paths, offsets, set_prefixes, work, "")
+            vres = engine.map(verify_task, chunks, desc="fuzzy: verify")
             parts = [np.load(t.out) for t in chunks]
-            pairs = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+            edges = np.concatenate(parts) if parts else edges
         t2 = time.perf_counter()
 
-        root = connected_components(n, pairs)
-        labels, rep, score = self.clusters(corpus, root, paths, offsets)
+        if self.config.cluster == "split":
+            docs, centre, payload = split_clusters(n, edges, keys)
+        else:
+            docs, centre, payload = graph.centre_clusters(edges, rank)
         t3 = time.perf_counter()
-        stats = {
-            "bands": self.bands, "rows": self.rows,
-            "detection_probability": {str(s): round(detection_probability(s, self.bands, self.rows), 4)
-                                      for s in (0.5, 0.7, 0.8, 0.9)},
-            "documents_without_shingles": int((nsh == 0).sum()),
-            "candidate_pairs": int(n_candidates), "verified_pairs": int(len(pairs)),
-            "partitions_per_band": nparts,
-            "timings": {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),
-                        "components_s": round(t3 - t2, 3)},
-        }
-        return Decisions(representative=rep, labels=labels, score=score, stats=stats)
+        stats = self.base_stats(int((nsh == 0).sum()), nparts, n_candidates, vres)
+        stats["timings"] = {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),
+                            "clusters_s": round(t3 - t2, 3)}
+        return self.decisions(n, docs, centre, payload, stats)
 
-    def _shingle_sets(self, corpus, pairs: np.ndarray, work: Path, engine) -> tuple[str, ...]:
-        docs = np.unique(pairs)
+    def _shingle_sets(self, corpus, docs: np.ndarray, work: Path, engine) -> tuple[str, ...]:
+        """Char n-gram sets of ``docs`` (sorted global indices), one task per scan task holding some
+        (word sets come from the scan)."""
+        char = self.config.char_ngram
         t_of = np.searchsorted(corpus.task_offsets, docs, side="right") - 1
         tasks = []
         for ti in np.unique(t_of).tolist():
             w = str(work / f"wanted-{ti:05d}.npy")
             _save(w, docs[t_of == ti])
             tasks.append(ShingleSetTask(corpus.tasks[ti], int(corpus.task_offsets[ti]), w, self.config.minhash,
-                                        str(work / f"sets-{ti:05d}")))
+                                        str(work / f"sets-{ti:05d}"), False, char))
         engine.map(shingle_set_task, tasks, desc="fuzzy: shingle sets")
         return tuple(t.out for t in tasks)
 

@@ -11,12 +11,14 @@ move between them:
    the driver;
 3. one verification task per partition;
 4. connected components by large-star / small-star contraction over node partitions
-   (:func:`dedupkit.engine.graph.connected_components`), instead of a union-find in the driver.
+   (:func:`dedupkit.engine.graph.connected_components`), then the verified pairs are shuffled by
+   component and each partition runs the greedy centre step on whole components
+   (:func:`dedupkit.engine.graph.centre_clusters_partitioned`). Greedy centres never cross a
+   component, so this is the local engine's answer.
 
 The driver keeps only per-document arrays (the component root of every document, the decisions),
-so its memory grows with the number of documents, never with the number of pairs. The components
-are the same (the root of a component is its smallest document either way), so the manifest equals
-the local engine's; tests/test_ray.py checks it.
+so its memory grows with the number of documents, never with the number of pairs. The manifest
+equals the local engine's; tests/test_ray.py checks it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 from dedupkit.engine import graph
-from dedupkit.minhash import detection_probability
 from dedupkit.stages.base import Decisions
 
 # Candidate pairs per partition of the pair shuffle (16 bytes each, a few copies while sorting).
@@ -40,16 +41,22 @@ def _rows(path: str) -> int:
 
 
 def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
-    """:meth:`FuzzyStage.identify` with partitioned pair shuffles and components (see module doc)."""
+    """:meth:`FuzzyStage.identify` with partitioned pair shuffles and clusters (see module doc)."""
+    from dedupkit.errors import ConfigError
+    from dedupkit.policy import priority_rank
     from dedupkit.stages import fuzzy as fz
 
-    cfg = stage.config.minhash
+    if stage.config.cluster != "centre":
+        raise ConfigError(f"cluster = {stage.config.cluster!r} runs on the local engine only; use "
+                          "--engine local or cluster = \"centre\"")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     n = len(corpus)
     t0 = time.perf_counter()
-
-    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work)
+    rank = priority_rank(stage.priority(corpus), n)
+    rank_path = str(work / "rank.npy")
+    fz._save(rank_path, rank)
+    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path)
     n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
     cand: list[str] = []
     if n:
@@ -59,34 +66,25 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     n_candidates = sum(_rows(f) for f in cand)
     t1 = time.perf_counter()
 
-    verified = cand
-    if stage.config.verify != "none" and n_candidates:
+    verified: list[str] = []
+    vres: list[dict] = []
+    if n_candidates:
         set_prefixes: tuple[str, ...] = ()
-        if stage.config.verify == "jaccard":
+        if stage.config.verify == "sets" and "char" in stage.config.measures:
             # Only the ids of candidate documents reach the driver (at most one per document).
             docs = np.unique(np.concatenate([np.unique(np.load(f)) for f in cand]))
             set_prefixes = stage._shingle_sets(corpus, docs, work, engine)
-        vtasks = [fz.VerifyTask(f, stage.config.verify, float(cfg.threshold), paths("sig"), offsets,
-                                set_prefixes, str(work / f"verified-p{q:04d}.npy"))
-                  for q, f in enumerate(cand)]
-        engine.map(fz.verify_task, vtasks, desc="fuzzy: verify")
+        vtasks = stage.verify_tasks(cand, paths, offsets, set_prefixes, work, "p")
+        vres = engine.map(fz.verify_task, vtasks, desc="fuzzy: verify")
         verified = [t.out for t in vtasks]
-    n_verified = sum(_rows(f) for f in verified)
     t2 = time.perf_counter()
 
     root, cc = graph.connected_components(n, verified, work / "components", engine)
-    labels, rep, score = stage.clusters(corpus, root, paths, offsets)
+    docs, centre, payload = graph.centre_clusters_partitioned(verified, root, rank, work / "centres", engine)
     t3 = time.perf_counter()
-    stats = {
-        "bands": stage.bands, "rows": stage.rows,
-        "detection_probability": {str(s): round(detection_probability(s, stage.bands, stage.rows), 4)
-                                  for s in (0.5, 0.7, 0.8, 0.9)},
-        "documents_without_shingles": n_empty,
-        "candidate_pairs": int(n_candidates), "verified_pairs": int(n_verified),
-        "partitions_per_band": nparts,
-        "global_step": {"mode": "partitioned", "pair_partitions": len(cand),
-                        "component_partitions": cc["partitions"], "component_rounds": cc["rounds"]},
-        "timings": {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),
-                    "components_s": round(t3 - t2, 3)},
-    }
-    return Decisions(representative=rep, labels=labels, score=score, stats=stats)
+    stats = stage.base_stats(n_empty, nparts, n_candidates, vres)
+    stats["global_step"] = {"mode": "partitioned", "pair_partitions": len(cand),
+                            "component_partitions": cc["partitions"], "component_rounds": cc["rounds"]}
+    stats["timings"] = {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),
+                        "clusters_s": round(t3 - t2, 3)}
+    return stage.decisions(n, docs, centre, payload, stats)
