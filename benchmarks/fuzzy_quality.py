@@ -29,13 +29,16 @@ SRC = HERE.parent / "src"
 # --------------------------------------------------------------------------------------------
 # Peer runners (executed inside the peers' virtualenv)
 
-def _write_manifest(out: Path, ids: list[str], keep: list[bool], cluster: list) -> None:
+def _write_manifest(out: Path, ids: list[str], keep: list[bool], cluster: list, duplicate_of: list | None = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"doc_id": pa.array(ids, pa.string()), "keep": pa.array(keep, pa.bool_()),
-                             "cluster_id": pa.array(cluster, pa.int64())}), out / "part-0.parquet")
+    cols = {"doc_id": pa.array(ids, pa.string()), "keep": pa.array(keep, pa.bool_()),
+            "cluster_id": pa.array(cluster, pa.int64())}
+    if duplicate_of is not None:
+        cols["duplicate_of"] = pa.array(duplicate_of, pa.string())
+    pq.write_table(pa.table(cols), out / "part-0.parquet")
 
 
 def _components(n: int, pairs) -> list[int]:
@@ -70,24 +73,59 @@ def _load(suite: Path):
     return t.column("id").to_pylist(), t.column("text").to_pylist()
 
 
+def _py_shingles():
+    sys.path.insert(0, str(HERE))
+    from fuzzy import py_shingles  # the shingles of the speed benchmark: NFKC, lower case, \\w+ word 5-grams
+
+    return py_shingles
+
+
 def peer_datasketch(suite: Path, out: Path) -> dict:
-    """datasketch's documented usage (README / docs "MinHash LSH"): a MinHash(num_perm=128) per
-    document updated with the UTF-8 bytes of each element of its set of words, MinHashLSH(threshold=0.5,
-    num_perm=128), insert every document, query every document; candidates are duplicates."""
+    """datasketch's MinHashLSH at the settings its docs give for document dedup: a MinHash(num_perm=128)
+    per document updated with the UTF-8 bytes of each word 5-gram, MinHashLSH(threshold=0.8,
+    num_perm=128) (its optimal bands x rows), insert every document, query every document; candidates
+    are duplicates; connected components, the first document of each survives."""
     from datasketch import MinHash, MinHashLSH
 
+    shingles = _py_shingles()
     ids, texts = _load(suite)
-    lsh = MinHashLSH(threshold=0.5, num_perm=128)
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
     mhs = []
     for i, t in enumerate(texts):
         m = MinHash(num_perm=128)
-        for w in set(t.split()):
+        for w in shingles(t):
             m.update(w.encode("utf8"))
         lsh.insert(str(i), m)
         mhs.append(m)
     pairs = [(i, int(k)) for i, m in enumerate(mhs) for k in lsh.query(m) if int(k) != i]
     _manifest_from_roots(out, ids, _components(len(ids), pairs))
-    return {"settings": "word-set unigrams (str.split), num_perm=128, threshold=0.5 (b,r=%d,%d)" % (lsh.b, lsh.r)}
+    return {"settings": "word 5-grams, num_perm=128, threshold=0.8 (b,r=%d,%d), components" % (lsh.b, lsh.r)}
+
+
+def peer_rensa(suite: Path, out: Path) -> dict:
+    """rensa's deduplicator as its README shows it, with 16 bands: RMinHashDeduplicator(threshold=0.8,
+    num_perm=128, use_lsh=True, num_bands=16, seed=42), documents in order, word 5-grams; a document
+    whose sketch matches an indexed one (get_duplicates: LSH candidates checked against the threshold)
+    is dropped as a duplicate of the first such document, else added (rensa's streaming keep rule)."""
+    from rensa import RMinHash, RMinHashDeduplicator
+
+    shingles = _py_shingles()
+    ids, texts = _load(suite)
+    dd = RMinHashDeduplicator(threshold=0.8, num_perm=128, use_lsh=True, num_bands=16, seed=42)
+    keep, dup = [], []
+    for i, t in enumerate(texts):
+        m = RMinHash(num_perm=128, seed=42)
+        m.update(shingles(t))
+        hits = dd.get_duplicates(m)
+        if hits:
+            keep.append(False)
+            dup.append(ids[min(int(k) for k in hits)])
+        else:
+            dd.add(str(i), m)
+            keep.append(True)
+            dup.append(None)
+    _write_manifest(out, ids, keep, [None] * len(ids), dup)
+    return {"settings": "RMinHashDeduplicator(threshold=0.8, num_perm=128, use_lsh=True, num_bands=16), word 5-grams"}
 
 
 def peer_textdedup(suite: Path, out: Path) -> dict:
@@ -193,19 +231,61 @@ def peer_datatrove(suite: Path, out: Path) -> dict:
     return {"settings": "MinhashConfig(): 5-grams, 14 buckets x 8 hashes, xxhash 64-bit, seed 1"}
 
 
-PEERS = {"datasketch": peer_datasketch, "text-dedup": peer_textdedup, "datatrove": peer_datatrove}
+PEERS = {"datasketch": peer_datasketch, "rensa": peer_rensa, "text-dedup": peer_textdedup, "datatrove": peer_datatrove}
 
 
 # --------------------------------------------------------------------------------------------
 # Driver (dedupkit's venv)
 
+_SCORERS: dict = {}
+
+
 def score(score_py: str, suite: Path, manifest: Path) -> dict:
-    r = subprocess.run([sys.executable, score_py, "--suite", str(suite), "--manifest", str(manifest), "--json"],
-                       capture_output=True, text=True, check=True)
-    res = json.loads(r.stdout)
+    """Score a manifest with the shared scorer (imported once from its path, run in-process)."""
+    if score_py not in _SCORERS:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("dedup_score", score_py)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _SCORERS[score_py] = mod
+    res = _SCORERS[score_py].evaluate(str(suite), str(manifest))
     pw = res["pairwise"]
     return {"P": pw["precision"], "R": pw["recall"], "F1": pw["f1"], "ARI": res["ari"],
-            "dropped": res["drops"]["predicted"], "unique_lost": res["drops"]["unique_lost"]}
+            "dropped": res["drops"]["predicted"], "ideal": res["drops"]["ideal"],
+            "unique_lost": res["drops"]["unique_lost"]}
+
+
+def fingerprint(suite: Path, names: tuple[str, ...] = ("docs.parquet",)) -> str:
+    """Content hash of a suite's files (a rebuilt, byte-identical suite keeps its cached results)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for n in names:
+        h.update((suite / n).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_peer(peers_python: str, peer: str, suite: Path, out: Path, rerun: bool = False) -> dict:
+    """Run one peer on one suite in the peers' virtualenv (a whole process), writing out/manifest;
+    peers are slow and deterministic, so a result for the same docs.parquet is reused unless rerun.
+    Returns the peer's info (settings, seconds) or {"error": ...}."""
+    import shutil
+
+    cached = out / "info.json"
+    if cached.exists() and not rerun:
+        info = json.loads(cached.read_text())
+        if info.get("fingerprint") == fingerprint(suite):
+            return info
+    shutil.rmtree(out, ignore_errors=True)
+    r = subprocess.run([peers_python, __file__, "--run-peer", peer, "--suite", str(suite),
+                        "--manifest-out", str(out / "manifest")], capture_output=True, text=True)
+    if r.returncode != 0:
+        return {"error": " ".join(r.stderr.strip().splitlines()[-1:])}
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    info["fingerprint"] = fingerprint(suite)
+    cached.write_text(json.dumps(info))
+    return info
 
 
 def run_dedupkit(suite: Path, out: Path, **params) -> tuple[dict, float]:
@@ -270,20 +350,12 @@ def main() -> None:
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         for peer in (a.peers if a.peers_python else []):
             out = a.out / suite.name / peer
-            cached = out / "info.json"
-            if cached.exists() and not a.rerun_peers:  # peers are slow and deterministic: reuse
-                info = json.loads(cached.read_text())
+            info = run_peer(a.peers_python, peer, suite, out, a.rerun_peers)
+            if "error" in info:
+                rows.append({"suite": suite.name, "tool": peer, "error": [info["error"]]})
             else:
-                r = subprocess.run([a.peers_python, __file__, "--run-peer", peer, "--suite", str(suite),
-                                    "--manifest-out", str(out / "manifest")], capture_output=True, text=True)
-                if r.returncode != 0:
-                    rows.append({"suite": suite.name, "tool": peer, "error": r.stderr.strip().splitlines()[-1:]})
-                    print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-                    continue
-                info = json.loads(r.stdout.strip().splitlines()[-1])
-                cached.write_text(json.dumps(info))
-            rows.append({"suite": suite.name, "tool": peer, "settings": info.get("settings"),
-                         "seconds": info.get("seconds"), **score(a.score, suite, out / "manifest")})
+                rows.append({"suite": suite.name, "tool": peer, "settings": info.get("settings"),
+                             "seconds": info.get("seconds"), **score(a.score, suite, out / "manifest")})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 
     print("| suite | tool | pairwise P | R | F1 | ARI | dropped | unique_lost | s |")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +17,36 @@ import pyarrow.parquet as pq
 import pytest
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+# Nothing the test suite runs may write under the user's home: HOME (and XDG_CACHE_HOME, where
+# dedupkit, Hugging Face and torch would put caches) point at fresh temporary folders for the whole
+# session, subprocesses included, and `home_stays_empty` fails the run if anything appears in
+# HOME or a dedupkit cache appears in XDG_CACHE_HOME. Tests pass cache folders explicitly.
+_REAL_HOME = os.environ.get("HOME", "")
+TEST_HOME = Path(tempfile.mkdtemp(prefix="dedupkit-test-home-"))
+TEST_XDG_CACHE = Path(tempfile.mkdtemp(prefix="dedupkit-test-xdg-cache-"))
+os.environ["HOME"] = str(TEST_HOME)
+os.environ["XDG_CACHE_HOME"] = str(TEST_XDG_CACHE)
+os.environ.pop("DEDUPKIT_CACHE_DIR", None)
+# A local Ray cluster saves a new auth token to ~/.ray/auth_token unless it is given one.
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+
+
+def _leftovers() -> list[str]:
+    found = [str(p) for p in sorted(TEST_HOME.rglob("*"))]
+    found += [str(p) for p in sorted(TEST_XDG_CACHE.glob("dedupkit*"))]
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def home_stays_empty():
+    """Fails the session (as an error at its last test's teardown) if a test wrote under HOME."""
+    yield
+    left = _leftovers()
+    shutil.rmtree(TEST_HOME, ignore_errors=True)
+    shutil.rmtree(TEST_XDG_CACHE, ignore_errors=True)
+    assert not left, ("the test suite wrote under HOME (or a dedupkit cache under XDG_CACHE_HOME); pass "
+                      "cache folders explicitly:\n  " + "\n  ".join(left[:20]))
 
 BASE_DOCS = [
     "The quick brown fox jumps over the lazy dog near the river bank today.",

@@ -476,3 +476,21 @@ def test_detail_pass_reads_only_row_groups_with_hits(tmp_path):
     assert ma == mb
     assert [r["doc_id"] for r in ma if not r["keep"]] == [f"d{i}" for i in range(40) if i % len(DOCS) in (1, 3, 5)]
     assert all(r["matched_text"] for r in ma if not r["keep"])
+
+
+def test_a_prompt_shared_by_several_items_is_matched_with_its_choices(tmp_path):
+    generic = "Which of the following statements is true?"
+    rows = [{"id": "a", "question": generic, "choices": ["Copper conducts electricity better than rubber does",
+                                                         "Rubber conducts electricity better than copper does"]},
+            {"id": "b", "question": generic, "choices": ["The moon is larger than the earth in diameter",
+                                                         "The earth is larger than the moon in diameter"]}]
+    f = write_jsonl(tmp_path / "mc.jsonl", rows)
+    items = load_eval_sets([str(f)], ("question", "choices"), "id")
+    ix = EvalIndex.build(items, DecontaminateConfig())
+    assert ix.meta["shared_prompts"] == 2
+    assert find_matches(f"Quiz. {generic} Think before you answer.", ix, 0.5) == []
+    text = f"{generic}\n- The moon is larger than the earth in diameter\n- The earth is larger than the moon"
+    assert [items.item_id(m.item) for m in find_matches(text, ix, 0.5)] == ["b"]
+    # Choice labels between fields shorter than --ngram break every window (a documented limit).
+    labelled = f"{generic} (A) The moon is larger than the earth in diameter (B) The earth is larger than the moon"
+    assert find_matches(labelled, ix, 0.5) == []

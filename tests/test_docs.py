@@ -39,3 +39,43 @@ def test_readme_opens_with_the_two_setup_commands():
     block = README.split("```bash", 1)[1].split("```", 1)[0]
     assert "scripts/example.sh" in block and "scripts/test.sh" in block
     assert "scripts/test.sh" in (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+
+
+def _all_commands() -> list[tuple[str, ...]]:
+    """Every command path: ("exact",), ("index",), ("index", "create"), ..."""
+    out = []
+
+    def walk(group, path):
+        ctx = group.make_context("dedupkit", ["--help"], resilient_parsing=True) if not path else None
+        names = group.list_commands(ctx)
+        for name in names:
+            cmd = group.get_command(ctx, name)
+            out.append(path + (name,))
+            if hasattr(cmd, "list_commands"):
+                walk(cmd, path + (name,))
+
+    walk(cli, ())
+    return out
+
+
+def _listing(output: str) -> list[str]:
+    lines = output.splitlines()
+    if "Commands:" not in lines:
+        return []
+    rest = lines[lines.index("Commands:") + 1:]
+    return [ln for ln in rest[:next((i for i, ln in enumerate(rest) if not ln.strip()), len(rest))]]
+
+
+@pytest.mark.parametrize("path", [()] + _all_commands(), ids=lambda p: " ".join(p) or "dedupkit")
+def test_help_listings_are_complete_sentences_and_commands_are_in_readme(path):
+    res = CliRunner().invoke(cli, [*path, "--help"], terminal_width=100)
+    assert res.exit_code == 0, res.output
+    assert "Example" in res.output, f"dedupkit {' '.join(path)} --help has no example"
+    for line in res.output.splitlines():
+        if not line.startswith("Usage:"):  # "INPUT..." is an argument, not a cut
+            assert not line.rstrip().endswith("..."), f"truncated help line: {line!r}"
+    for row in _listing(res.output):
+        name, _, desc = row.strip().partition(" ")
+        assert desc.strip().endswith("."), f"`dedupkit {' '.join(path)} --help` lists {name} as {desc.strip()!r}"
+    if path:
+        assert f"dedupkit {' '.join(path)}" in README, f"README does not name `dedupkit {' '.join(path)}`"

@@ -71,9 +71,12 @@ def test_default_doc_ids_and_existing_output(corpus, tmp_path):
     api.exact([str(corpus)], str(out))
     rows = read_manifest(out)
     assert rows[0]["doc_id"] == f"{rows[0]['shard']}:0"
-    with pytest.raises(OutputError, match="--overwrite"):
-        api.exact([str(corpus)], str(out))
-    api.exact([str(corpus)], str(out), overwrite=True)
+    mtime = (out / "summary.json").stat().st_mtime_ns
+    again = api.exact([str(corpus)], str(out))  # same command, same inputs: the finished run is reused
+    assert again.reused and (out / "summary.json").stat().st_mtime_ns == mtime
+    with pytest.raises(OutputError, match="other settings.*--overwrite"):
+        api.exact([str(corpus)], str(out), keep="longest")
+    assert not api.exact([str(corpus)], str(out), keep="longest", overwrite=True).reused
 
 
 def test_duplicate_ids_are_an_error_naming_both_places(tmp_path):

@@ -192,31 +192,44 @@ def test_rerun_with_nothing_changed_reuses_everything(tmp_path):
     assert again.summary["counts"] == first.summary["counts"]
 
 
-def test_changed_setting_reruns_that_stage_and_later_ones(tmp_path):
+def test_changed_setting_is_refused_then_overwrite_reruns_that_stage_and_later_ones(tmp_path):
     data = chain_corpus(tmp_path)
     out = tmp_path / "out"
     run2(data, out)
-    res = run2(data, out, sets=["exact.normalize=none", "exact2.normalize=whitespace"])
+    before = read_manifest(out)
+    with pytest.raises(OutputError, match="other settings for stage exact2.*--overwrite"):
+        run2(data, out, sets=["exact.normalize=none", "exact2.normalize=whitespace"])
+    assert read_manifest(out) == before  # refused: nothing changed
+    res = run2(data, out, sets=["exact.normalize=none", "exact2.normalize=whitespace"], overwrite=True)
     assert [s.reused for s in res.stages] == [True, False]
     assert by_id(out)["d1"]["keep"] is True  # exact2 no longer folds case
-    res = run2(data, out, sets=["exact.normalize=lower", "exact2.normalize=whitespace"])
+    res = run2(data, out, sets=["exact.normalize=lower", "exact2.normalize=whitespace"], overwrite=True)
     assert [s.reused for s in res.stages] == [False, False]
 
 
-def test_changed_input_reruns_everything(tmp_path):
+def test_changed_input_is_refused_then_overwrite_reruns_everything(tmp_path):
     data = chain_corpus(tmp_path)
     out = tmp_path / "out"
     run2(data, out)
     write_jsonl(data / "b.jsonl", make_rows(CHAIN[4:] + ["one more"], prefix="e"))
-    res = run2(data, out)
+    with pytest.raises(OutputError, match="other input files"):
+        run2(data, out)
+    res = run2(data, out, overwrite=True)
     assert [s.reused for s in res.stages] == [False, False]
     assert res.summary["counts"]["rows"] == 8
 
 
-def test_overwrite_reruns_everything(tmp_path):
+def test_overwrite_with_nothing_changed_reuses_and_rerun_reruns_everything(tmp_path):
     data = chain_corpus(tmp_path)
     run2(data, tmp_path / "out")
     res = run2(data, tmp_path / "out", overwrite=True)
+    assert res.up_to_date and all(s.reused for s in res.stages)
+    from dedupkit.config import resolve
+    from dedupkit.pipeline import run_pipeline
+
+    cfg = resolve(None, flags={"stages": "exact,exact2", "id_column": "id"},
+                  sets=["exact.normalize=none", "exact2.normalize=lower,whitespace"], env=ENV)
+    res = run_pipeline([str(data)], tmp_path / "out", cfg, rerun=True)
     assert [s.reused for s in res.stages] == [False, False] and not res.up_to_date
 
 
@@ -224,7 +237,9 @@ def test_fewer_stages_removes_stale_stage_folders(tmp_path):
     data = chain_corpus(tmp_path)
     out = tmp_path / "out"
     run2(data, out)
-    res = run2(data, out, stages="exact")
+    with pytest.raises(OutputError, match="other stages"):
+        run2(data, out, stages="exact")
+    res = run2(data, out, stages="exact", overwrite=True)
     assert [s.reused for s in res.stages] == [True]
     assert not (out / "02-exact2").exists()
     assert by_id(out)["d1"]["keep"] is True
@@ -327,15 +342,20 @@ def test_stats_text_and_json(tmp_path):
     st_ = json.loads(r.stdout)
     assert [s["stage"] for s in st_["stages"]] == ["exact", "exact2"]
     e1, e2 = st_["stages"]
-    assert (e1["rows"], e1["kept"], e1["dropped"], e1["clusters"], e1["largest_cluster"]) == (7, 5, 2, 2, 2)
-    assert (e2["rows"], e2["kept"], e2["dropped"]) == (5, 3, 2)
+    assert (e1["considered"], e1["dropped_by_stage"], e1["kept"], e1["dropped"], e1["rows"], e1["clusters"],
+            e1["largest_cluster"]) == (7, 2, 5, 2, 7, 2, 2)
+    # exact2 saw the 5 rows exact kept and dropped 2 of them: 4 dropped in total
+    assert (e2["considered"], e2["dropped_by_stage"], e2["kept"], e2["dropped"], e2["rows"]) == (5, 2, 3, 4, 7)
     assert e2["drop_rate"] == pytest.approx(0.4)
     assert st_["total"]["rows"] == 7 and st_["total"]["kept"] == 3 and st_["total"]["largest_cluster"] == 4
     r = CliRunner().invoke(cli, ["stats", str(tmp_path / "out")])
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["stage", "rows", "kept", "dropped", "clusters", "largest", "drop", "rate", "time"]
-    assert lines[2].split()[:4] == ["exact", "7", "5", "2"] and lines[-1].split()[:4] == ["total", "7", "3", "4"]
+    assert lines[0].split() == ["stage", "stage", "input", "dropped", "by", "stage", "kept", "dropped", "in",
+                                "total", "all", "rows", "clusters", "largest", "drop", "rate", "time"]
+    assert lines[2].split()[:6] == ["exact", "7", "2", "5", "2", "7"]
+    assert lines[3].split()[:6] == ["exact2", "5", "2", "3", "4", "7"]
+    assert lines[-1].split()[:6] == ["total", "7", "4", "3", "4", "7"]
     # a single stage's folder works too
     api.exact([str(data)], str(tmp_path / "single"), id_column="id")
     r = CliRunner().invoke(cli, ["stats", str(tmp_path / "single"), "--json"])

@@ -24,7 +24,8 @@ def check_invariants(rows: list[dict], n_input: int) -> None:
     assert len({r["doc_id"] for r in rows}) == n_input
     by_id = {r["doc_id"]: r for r in rows}
     for r in rows:
-        if not r["keep"] and r["reason"] is None:
+        assert (r["reason"] is None) == r["keep"], "every dropped row, and only those, says why"
+        if not r["keep"] and not r["reason"].startswith("bad record"):
             rep = by_id[r["duplicate_of"]]
             assert rep["keep"], "duplicate_of must point to a kept row"
             assert rep["cluster_id"] == r["cluster_id"] is not None

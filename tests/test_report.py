@@ -70,11 +70,13 @@ def test_report_of_exact_run_lists_every_cluster_with_its_texts(tmp_path, corpus
     assert not result.sampled and "This page lists a sample" not in html
     (stage,) = data["stages"]
     c = res.summary["counts"]
-    assert stage["counts"]["rows"] == c["rows"] and stage["counts"]["dropped"] == c["dropped_by_stage"]
-    assert stage["counts"]["kept"] == c["kept"] and stage["counts"]["clusters"] == c["clusters"]
+    for k in ("rows", "considered", "dropped_by_stage", "kept", "dropped", "clusters"):
+        assert stage["counts"][k] == c[k], k
     row = re.search(r'<table id="summary-table".*?<tbody>(.*?)</tbody>', html, re.S).group(1)
     cells = re.findall(r"<td>(.*?)</td>", row)
-    assert cells[1] == str(c["rows"]) and cells[5] == f"{100 * c['drop_rate']:.2f}%"
+    # stage input, dropped by stage, kept, dropped in total, all rows, stage drop rate
+    assert cells[1:6] == [str(c[k]) for k in ("considered", "dropped_by_stage", "kept", "dropped", "rows")]
+    assert cells[6] == f"{100 * c['drop_rate']:.2f}%"
     assert sorted(stage["largest"]) == sorted(f"exact:{k}" for k in truth)
     for cid, members in truth.items():
         view = data["clusters"][f"exact:{cid}"]
@@ -357,7 +359,7 @@ def test_report_of_a_dedupkit_run_folder(tmp_path, corpus):
     assert [s["label"] for s in data["stages"]] == ["01-exact"]
     combined = data["combined"]
     truth = read_manifest(out)
-    assert combined["rows"] == len(truth) and combined["dropped_total"] == sum(not r["keep"] for r in truth)
+    assert combined["rows"] == len(truth) and combined["dropped"] == sum(not r["keep"] for r in truth)
     assert '<tr class="total"><td>all stages</td>' in html
 
 

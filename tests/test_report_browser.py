@@ -76,7 +76,11 @@ class Dom(HTMLParser):
 def render(page: Path, profile: Path, fragment: str = "") -> Dom:
     cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom",
            page.resolve().as_uri() + fragment]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # Chromium keeps crash reports under ~/.config whatever --user-data-dir says: a home of its own
+    home = profile.parent / f"{profile.name}-home"
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_CACHE_HOME": str(home / ".cache")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = Dom()
     dom.feed(proc.stdout)

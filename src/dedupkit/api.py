@@ -179,7 +179,7 @@ def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: s
              "on_bad_record": on_bad_record, "workers": workers, "engine": engine, "ray_address": ray_address,
              "max_drop_rate": max_drop_rate, "clean": clean}
     cfg = resolve(config, flags=flags, sets=sets, env=env)
-    return run_pipeline(inputs, out, cfg, rerun=overwrite, dry_run=dry_run, progress=progress, log=log)
+    return run_pipeline(inputs, out, cfg, overwrite=overwrite, dry_run=dry_run, progress=progress, log=log)
 
 
 def stats(out: str) -> dict:

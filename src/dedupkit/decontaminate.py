@@ -9,7 +9,9 @@ Method (``docs/decontaminate.md``):
   *prompt* (the question). An item whose prompt has at least ``ngram`` tokens is indexed by every
   ``ngram``-token window that starts inside the prompt; a shorter prompt is one window of all of its
   tokens (extended into the following fields up to ``min_tokens``), so it is matched whole. Items
-  with fewer than ``min_tokens`` tokens in all are not indexed (counted in the summary).
+  with fewer than ``min_tokens`` tokens in all are not indexed (counted in the summary). A prompt
+  that several items share ("Which of the following is true?") does not identify an item: such
+  items are matched on the text of all their fields instead.
 - **Overlap.** A document contains an item when the item's windows found in the document cover at
   least ``min_overlap`` of the prompt's tokens. One shared idiom covers a small share of a long
   prompt, so it is not a hit; a short prompt must appear whole.
@@ -498,6 +500,17 @@ def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16,
 
 
 _BUILD_CHUNK = 65536
+_SEPARATORS = r"[^\p{L}\p{N}\p{M}_]+"
+
+
+def _shared_prompts(prompts: pa.Array) -> np.ndarray:
+    """True for every prompt whose tokens are those of another item's prompt."""
+    if len(prompts) < 2:
+        return np.zeros(len(prompts), bool)
+    norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(prepare(prompts)), _SEPARATORS, " "))
+    enc = pc.dictionary_encode(norm)
+    codes = np.asarray(enc.indices)
+    return np.bincount(codes, minlength=len(enc.dictionary))[codes] > 1
 _INDEX_FILES = ("keys", "item", "ipos", "width", "lq", "pre", "full")
 
 
@@ -531,6 +544,10 @@ class EvalIndex:
         n = len(items)
         lq = token_counts(items.prompts, use_c) if n else np.zeros(0, np.int64)
         total = token_counts(items.texts, use_c) if n else np.zeros(0, np.int64)
+        # A prompt that several items share ("Which of the following is true?") does not identify
+        # an item: such items are matched on all their fields (the unit is the whole item).
+        shared = _shared_prompts(items.prompts) & (total > lq)
+        lq = np.where(shared, total, lq)
         width = np.where(lq >= cfg.ngram, cfg.ngram, np.minimum(np.maximum(lq, cfg.min_tokens), total))
         width = np.where(total < cfg.min_tokens, 0, width).astype(np.int64)
         keys, item, ipos, pres = [], [], [], []
@@ -539,12 +556,15 @@ class EvalIndex:
             # A long prompt: every window of the prompt alone (its tokens are the item's first
             # ones). A short one: the first window of the whole item (it may run into the answer).
             long_ = (width == w) & (lq >= w)
-            for idx, src in ((np.flatnonzero(long_), items.prompts), (np.flatnonzero((width == w) & ~long_), items.texts)):
+            groups = ((long_ & ~shared, items.prompts, True), (long_ & shared, items.texts, True),
+                      ((width == w) & ~long_, items.texts, False))
+            for mask, src, every in groups:
+                idx = np.flatnonzero(mask)
                 for a in range(0, len(idx), _BUILD_CHUNK):  # bounded memory for a million items
                     part = idx[a:a + _BUILD_CHUNK]
                     d, p, _, k, x, _ = ngram_scan(src.take(pa.array(part)), [w], emit_all=True, use_c=use_c,
                                                   k0=sizes[0])
-                    ok = slice(None) if src is items.prompts else (p == 0)
+                    ok = slice(None) if every else (p == 0)
                     keys.append(k[ok]); item.append(part[d[ok]].astype(np.int32)); ipos.append(p[ok].astype(np.int32))
                     pres.append(x[ok])
                     del d, p, k, x
@@ -558,6 +578,7 @@ class EvalIndex:
         full_bm, full_lg = _bitmap(keys_a, presorted=True)
         meta = {"sizes": sizes, "pre_log2": pre_lg, "full_log2": full_lg, "items": n,
                 "indexed": int((width > 0).sum()), "too_short": int((width == 0).sum()),
+                "shared_prompts": int(shared.sum()),
                 "windows": int(len(keys_a)), "config": asdict(cfg)}
         return cls(keys_a, item_a, ipos_a, width.astype(np.int16), lq.astype(np.int32), pre_bm, full_bm, meta)
 
@@ -620,8 +641,13 @@ class EvalIndex:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_index(folder: str) -> EvalIndex:
-    return EvalIndex.load(folder)
+def _load_index(folder: str, fingerprint: str) -> EvalIndex:
+    """The index in ``folder``, loaded once per process; the fingerprint is part of the cache key,
+    so a long-lived (Ray) worker never serves an older index written to the same folder."""
+    ix = EvalIndex.load(folder)
+    if ix.meta.get("fingerprint") != fingerprint:
+        raise ConfigError(f"{folder} holds another index than this run built; rerun the command")
+    return ix
 
 
 def best_per_doc(n: int, gd: np.ndarray, gi: np.ndarray, overlap: np.ndarray, min_overlap: float):
@@ -642,12 +668,13 @@ def best_per_doc(n: int, gd: np.ndarray, gi: np.ndarray, overlap: np.ndarray, mi
 class DecontaminateMapper(Mapper):
     """Per batch: the best eval item found in each document (loads the index once per process)."""
 
-    def __init__(self, index_dir: str, min_overlap: float):
+    def __init__(self, index_dir: str, fingerprint: str, min_overlap: float):
         self.index_dir = index_dir
+        self.fingerprint = fingerprint
         self.min_overlap = min_overlap
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
-        ix = _load_index(self.index_dir)
+        ix = _load_index(self.index_dir, self.fingerprint)
         n = len(batch)
         d, _, w, it, ip = ix.scan(batch.text)
         gd, gi, _, ov = ix.coverage(d, it, ip, w)
@@ -750,6 +777,7 @@ class DetailTask:
     rows: tuple[int, ...]  # shard row numbers of the hit documents (sorted)
     globals_: tuple[int, ...]  # their global indices
     index_dir: str
+    fingerprint: str
     cfg: DecontaminateConfig
 
 
@@ -779,7 +807,7 @@ def _readers(task: DetailTask):
 
 def detail_task(task: DetailTask) -> list[dict]:
     """Matches, matched text and (cut mode) spans of the wanted documents of one scan task."""
-    ix = _load_index(task.index_dir)
+    ix = _load_index(task.index_dir, task.fingerprint)
     rows = np.asarray(task.rows, np.int64)
     glob = dict(zip(task.rows, task.globals_))
     out = []
@@ -855,7 +883,7 @@ class DecontaminateStage(Stage):
 
     def mapper(self) -> Mapper:
         self._ensure_index()
-        return DecontaminateMapper(self.index_dir, self.config.min_overlap)
+        return DecontaminateMapper(self.index_dir, self.index_meta["fingerprint"], self.config.min_overlap)
 
     def key(self) -> str:
         self._ensure_index()
@@ -875,7 +903,7 @@ class DecontaminateStage(Stage):
             if hi > lo:
                 g = hit_idx[lo:hi]
                 tasks.append(DetailTask(corpus.tasks[t], tuple(corpus.rows[g].tolist()), tuple(g.tolist()),
-                                        self.index_dir, self.config))
+                                        self.index_dir, self.index_meta["fingerprint"], self.config))
         details: list[dict] = []
         if tasks:
             for part in self.engine.map(detail_task, tasks, desc="decontaminate: details"):

@@ -71,12 +71,15 @@ class EmbedConfig:
         batch_size: texts per forward pass.
         max_tokens: truncation in model tokens (sentence-transformers ``max_seq_length``);
             ignored by static embedders, which average all tokens.
+        cache_dir: the cache root (:func:`cache_root`) where ``--model static`` keeps the model
+            it distills; None for the default.
     """
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
     batch_size: int = 64
     max_tokens: int = DEFAULT_MAX_TOKENS
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -233,17 +236,27 @@ class StaticEmbedder:
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``cache_dir``, else ``$DEDUPKIT_CACHE_DIR``, else ``~/.cache/dedupkit``."""
+    """Where dedupkit caches: ``cache_dir`` (``--cache-dir``), else ``$DEDUPKIT_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/dedupkit``, else ``~/.cache/dedupkit``.
+
+    Every cache lives under it: ``embeddings/`` (per-shard embeddings of the semantic stage) and
+    ``static/`` (static embedders distilled by ``--model static``). ``dedupkit cache info|clear``
+    shows and removes them.
+    """
     if cache_dir:
         return Path(cache_dir).expanduser()
     env = os.environ.get("DEDUPKIT_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dedupkit"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg).expanduser() / "dedupkit" if xdg else Path.home() / ".cache" / "dedupkit"
 
 
 _DISTILL_LOCK = threading.Lock()
 
 
-def distill_static(source: str = "minilm", out: str | os.PathLike | None = None, pca_dims: int = 256) -> Path:
+def distill_static(source: str = "minilm", out: str | os.PathLike | None = None, pca_dims: int = 256,
+                   cache_dir: str | os.PathLike | None = None) -> Path:
     """Distill a model2vec static embedder from a sentence-transformers model, offline.
 
     Runs the source model once over its tokenizer's vocabulary (about a minute on 2 CPU cores for
@@ -253,6 +266,7 @@ def distill_static(source: str = "minilm", out: str | os.PathLike | None = None,
         source: ``minilm`` (the packaged model) or a local sentence-transformers folder.
         out: where to save; default ``CACHE/static/<source-key>-pca<dims>``.
         pca_dims: output dimension (PCA of the token table).
+        cache_dir: the cache root CACHE (:func:`cache_root`; default when None).
 
     Returns:
         The folder of the static model.
@@ -262,7 +276,7 @@ def distill_static(source: str = "minilm", out: str | os.PathLike | None = None,
     if not Path(src).exists():
         raise ConfigError(f"cannot distill a static embedder from {source!r}: not a local folder; pass "
                           "--model static (packaged MiniLM) or static:/path/to/sentence-transformers-model")
-    target = Path(out) if out else _static_target(source, pca_dims)
+    target = Path(out) if out else _static_target(source, pca_dims, cache_dir)
     with _DISTILL_LOCK:
         if (target / "config.json").exists():
             return target
@@ -292,9 +306,9 @@ def _m2v_key(path: str) -> str:
     return f"model2vec:{local.name}:{_dir_key(local)}"
 
 
-def _static_target(source: str, pca_dims: int = 256) -> Path:
+def _static_target(source: str, pca_dims: int = 256, cache_dir: str | os.PathLike | None = None) -> Path:
     src = packaged_model_path() if source in ("minilm", "default", "") else str(Path(source).expanduser())
-    return cache_root(None) / "static" / f"{Path(src).name}-{_dir_key(Path(src))}-pca{pca_dims}"
+    return cache_root(cache_dir) / "static" / f"{Path(src).name}-{_dir_key(Path(src))}-pca{pca_dims}"
 
 
 def _st_factory(arg: str, config: EmbedConfig) -> Embedder:
@@ -306,7 +320,7 @@ def _model2vec_factory(arg: str, config: EmbedConfig) -> Embedder:
 
 
 def _static_factory(arg: str, config: EmbedConfig) -> Embedder:
-    return StaticEmbedder(str(distill_static(arg or "minilm")), config)
+    return StaticEmbedder(str(distill_static(arg or "minilm", cache_dir=config.cache_dir)), config)
 
 
 # Cheap cache keys (no model load), so a fully cached rerun never loads the model. A factory
@@ -315,7 +329,8 @@ _st_factory.cache_key = _st_key  # type: ignore[attr-defined]
 _model2vec_factory.cache_key = (  # type: ignore[attr-defined]
     lambda arg, config: _m2v_key(arg) if Path(arg).expanduser().exists() else None)
 _static_factory.cache_key = (  # type: ignore[attr-defined]
-    lambda arg, config: _m2v_key(str(t)) if (t := _static_target(arg or "minilm")).joinpath("config.json").exists()
+    lambda arg, config: _m2v_key(str(t)) if (t := _static_target(arg or "minilm", cache_dir=config.cache_dir))
+    .joinpath("config.json").exists()
     else None)
 
 register_embedder("st", _st_factory)

@@ -80,5 +80,5 @@ def require(module: str, extra: str):
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingExtraError(
-            f"{module} is not installed ({exc}); install it with: pip install 'dedupkit[{extra}]'"
+            f"{module} is not installed ({exc}); install it with: pip install 'dedupkit-corpus[{extra}]'"
         ) from exc

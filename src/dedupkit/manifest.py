@@ -112,11 +112,13 @@ def shard_table(
     prior: pa.Table | None,
     extra: dict[str, pa.Array] | None = None,
     extra_types: dict[str, pa.DataType] | None = None,
+    reason: pa.Array | None = None,
 ) -> pa.Table:
     """Assemble one shard's manifest rows from active decisions, bad records and carried rows.
 
     Every row number 0..n_rows-1 must appear exactly once; anything else is a bug and raises
-    rather than write a manifest that loses or duplicates rows.
+    rather than write a manifest that loses or duplicates rows. ``reason`` holds the active rows'
+    reasons (:func:`dedupkit.explain.drop_reasons`); bad records get ``bad record: ...``.
     """
     extra = extra or {}
     extra_types = extra_types or {}
@@ -132,7 +134,7 @@ def shard_table(
         "duplicate_of": duplicate_of,
         "score": pa.array(score.astype(np.float32), pa.float32(), mask=np.isnan(score)),
         "stage": _repeat(stage, n_act),
-        "reason": pa.nulls(n_act, pa.string()),
+        "reason": reason if reason is not None else pa.nulls(n_act, pa.string()),
     }
     for c, t in extra_types.items():
         act[c] = extra[c] if c in extra else pa.nulls(n_act, t)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 from dedupkit import __version__
 from dedupkit.config import PipelineConfig, build_stage
 from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputError
+from dedupkit.explain import count_line, stage_counts
 from dedupkit.io.shards import discover, fingerprint
 from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json
 
@@ -241,6 +242,44 @@ def _discard_stale_stages(root: Path, wanted: set[str]) -> None:
         discard_output(stale)
 
 
+def _reusable_stage(state: dict, name: str, key: str, sdir: Path, fps: list) -> tuple[dict, str] | None:
+    """(summary, summary sha) of a stage folder that is up to date for ``key`` and the inputs ``fps``."""
+    rec = state.get("stages", {}).get(name)
+    if not (rec and rec.get("key") == key and (sdir / SUMMARY).exists()):
+        return None
+    try:
+        summary = _load_summary_light(sdir)
+        sha = _sha_file(sdir / SUMMARY)
+    except ManifestError:
+        return None
+    same_inputs = [(x["name"], x["fingerprint"]) for x in summary.get("inputs", [])] == fps
+    return (summary, sha) if rec.get("summary_sha") == sha and same_inputs else None
+
+
+def _what_changed(root: Path, state: dict, config: PipelineConfig, read: dict, fps: list) -> str | None:
+    """What keeps a finished run folder from being reused as it is (None: nothing, reuse it).
+
+    The rerun rule of :func:`dedupkit.runner.reusable_run`, for a whole pipeline: every stage
+    up to date, and the same list of stages.
+    """
+    try:
+        top = json.loads((root / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None  # damaged: treated as unfinished, rebuilt
+    if [(x.get("name"), x.get("fingerprint")) for x in top.get("inputs", [])] != fps:
+        return "other input files"
+    names = [f"{i + 1:02d}-{s.name}" for i, s in enumerate(config.stages)]
+    if [e.get("dir") for e in top.get("stages", [])] != names:
+        return f"other stages ({', '.join(e.get('name', '?') for e in top.get('stages', []))})"
+    prev_sha = None
+    for name, settings in zip(names, config.stages):
+        found = _reusable_stage(state, name, _stage_key(settings, read, fps, prev_sha), root / name, fps)
+        if found is None:
+            return f"other settings for stage {settings.name}"
+        prev_sha = found[1]
+    return None
+
+
 def _invalidate(root: Path) -> None:
     """Make the combined output look unfinished before anything it depends on changes."""
     p = root / SUMMARY
@@ -258,6 +297,7 @@ def run_pipeline(
     config: PipelineConfig,
     *,
     rerun: bool = False,
+    overwrite: bool = False,
     dry_run: bool = False,
     progress=None,
     log: Callable[[str], None] = lambda msg: None,
@@ -272,6 +312,9 @@ def run_pipeline(
         out: the output folder (see the module docstring for its layout).
         config: the resolved settings (:func:`dedupkit.config.resolve`).
         rerun: run every stage again even if its folder is up to date.
+        overwrite: replace a finished run made with other inputs, stages or settings (rerunning
+            the stages that changed and those after them). Without it such a folder is refused;
+            a finished run of the same inputs and settings is reused either way.
         dry_run: write the manifests but never the clean corpus (``config.clean``).
         progress: progress-bar factory for the stages' scans.
         log: receives one line per stage (the CLI sends them to stderr).
@@ -314,6 +357,13 @@ def run_pipeline(
             "on_bad_record": config.on_bad_record}
     with _RunDir(root):
         state = {} if rerun else _read_state(root)
+        if not (rerun or overwrite) and (root / SUMMARY).exists():
+            what = _what_changed(root, state, config, read, fps)
+            if what:
+                raise OutputError(
+                    f"{root} already holds a finished `dedupkit run` made with {what}; pass --overwrite to rerun "
+                    "what changed (stages still up to date are reused), or choose another -o. Rerunning the "
+                    "same command on the same inputs reuses the finished run")
         new_state: dict[str, Any] = {"stages": {}, "combined": state.get("combined"), "clean": state.get("clean")}
         wanted = {f"{i + 1:02d}-{s.name}" for i, s in enumerate(config.stages)}
         runs: list[StageRun] = []
@@ -326,15 +376,10 @@ def run_pipeline(
             key = _stage_key(settings, read, fps, prev_sha)
             reused = False
             if not changed:
-                rec = state.get("stages", {}).get(name)
-                if rec and rec.get("key") == key and (sdir / SUMMARY).exists():
-                    try:
-                        summary = _load_summary_light(sdir)
-                        sha = _sha_file(sdir / SUMMARY)
-                        same_inputs = [(x["name"], x["fingerprint"]) for x in summary.get("inputs", [])] == fps
-                        reused = rec.get("summary_sha") == sha and same_inputs
-                    except ManifestError:
-                        reused = False
+                found = _reusable_stage(state, name, key, sdir, fps)
+                if found is not None:
+                    reused = True
+                    summary, sha = found
             if not reused:
                 _build_all(config, stages, i)
             stage = stages[i]
@@ -347,7 +392,7 @@ def run_pipeline(
                         f"{summary['counts'].get('considered')} rows ({rate:.1%}), more than max_drop_rate "
                         f"{settings.max_drop_rate:g}; nothing was written. Check the settings on a sample, "
                         "or raise max_drop_rate if this is expected")
-                log(f"{settings.name}: up to date, reused {sdir}")
+                log(count_line(settings.name, stage_counts(summary), f"up to date, reused {sdir}"))
             else:
                 if not changed:
                     changed = True
@@ -366,9 +411,7 @@ def run_pipeline(
                                 before_finish=lambda: (_invalidate(root), _discard_stale_stages(root, wanted)))
                 summary = res.summary
                 sha = _sha_file(sdir / SUMMARY)
-                c = summary["counts"]
-                log(f"{stage.name}: {c['considered']} rows in, dropped {c['dropped_by_stage']} "
-                    f"({c['drop_rate']:.1%}), {c['clusters']} clusters, {summary['timings']['total_s']:.1f}s")
+                log(count_line(stage.name, stage_counts(summary), f"{summary['timings']['total_s']:.1f}s"))
             new_state["stages"][name] = {"key": key, "summary_sha": sha}
             _write_state(root, {**state, **new_state, "stages": {**new_state["stages"]}})
             runs.append(StageRun(settings.name, name, reused, summary))
@@ -644,8 +687,11 @@ def stats(path: str | os.PathLike) -> dict:
 
     Returns:
         ``{"path", "kind": "run"|"stage", "stages": [row...], "total": row}`` where a row holds
-        stage, dir, rows (rows the stage considered), kept, dropped, clusters, largest_cluster,
-        drop_rate and time_s (the stage's run time when it last ran).
+        stage, dir, the labelled counts of :func:`dedupkit.explain.stage_counts` (rows = every
+        input row, considered = the stage's own input, dropped_by_stage = its own drops, kept,
+        dropped = every drop so far), clusters, largest_cluster, drop_rate (dropped_by_stage /
+        considered) and time_s (the stage's run time when it last ran). The total row is all
+        stages together: considered = rows, dropped_by_stage = dropped.
 
     Raises:
         ManifestError: the folder holds no finished run.
@@ -659,22 +705,18 @@ def stats(path: str | os.PathLike) -> dict:
         for entry in summary.get("stages", []):
             s = load_summary(root / entry["dir"])
             rows.append(_stats_row(entry["name"], entry["dir"], s))
-        c = summary["counts"]
-        total = {"stage": "total", "dir": str(root), "rows": c["rows"], "kept": c["kept"], "dropped": c["dropped"],
-                 "clusters": c["clusters"], "largest_cluster": c["largest_cluster"], "drop_rate": c["drop_rate"],
-                 "time_s": round(sum(r["time_s"] for r in rows), 3)}
+        total = _stats_row("total", str(root), summary)
+        total["time_s"] = round(sum(r["time_s"] for r in rows), 3)
         return {"path": str(root), "kind": "run", "stages": rows, "total": total}
     row = _stats_row(summary.get("stage", "stage"), ".", summary)
-    c = summary["counts"]
-    total = {**row, "stage": "total", "dir": str(root), "rows": c["rows"], "kept": c["kept"], "dropped": c["dropped"],
-             "drop_rate": (c["dropped"] / c["rows"]) if c["rows"] else 0.0}
+    total = _stats_row("total", str(root), {"pipeline": True, "counts": summary.get("counts", {}),
+                                            "timings": summary.get("timings", {})})
+    total["largest_cluster"], total["clusters"] = row["largest_cluster"], row["clusters"]
     return {"path": str(root), "kind": "stage", "stages": [row], "total": total}
 
 
 def _stats_row(name: str, d: str, s: dict) -> dict:
-    c = s.get("counts", {})
-    considered = int(c.get("considered", c.get("rows", 0)))
-    dropped = int(c.get("dropped_by_stage", c.get("dropped", 0)))
-    return {"stage": name, "dir": d, "rows": considered, "kept": considered - dropped, "dropped": dropped,
-            "clusters": int(c.get("clusters", 0)), "largest_cluster": int(c.get("largest_cluster", 0)),
-            "drop_rate": float(c.get("drop_rate", 0.0)), "time_s": float(s.get("timings", {}).get("total_s", 0.0))}
+    from dedupkit.explain import stage_counts
+
+    return {"stage": name, "dir": d, **stage_counts(s),
+            "time_s": float(s.get("timings", {}).get("total_s", 0.0))}

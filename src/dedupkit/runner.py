@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from dedupkit import __version__
 from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
+from dedupkit.explain import drop_reasons
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.manifest import (
@@ -74,10 +75,83 @@ class RunOptions:
 
 @dataclass
 class RunResult:
-    """What a finished stage run produced."""
+    """What a finished stage run produced.
+
+    Attributes:
+        out: the output folder.
+        summary: its summary.json.
+        reused: the folder already held a finished run of the same stage, settings and inputs,
+            which was kept as it was (see :func:`reusable_run`).
+    """
 
     out: Path
     summary: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+
+
+#: Settings that change where or how fast a stage works, never its manifest (the embedding cache).
+_NOT_DECIDING = frozenset({"cache_dir", "use_cache", "embed_cache_dir"})
+
+
+def settings_key(stage: Stage, spec: ReadSpec, skip_rows: dict[str, np.ndarray]) -> str:
+    """A digest of everything besides the input files that decides a stage's manifest.
+
+    The stage's settings and mapper key, the read options, the rows earlier stages dropped
+    (``--skip``) and the dedupkit version; not ``--workers``, ``--engine``, the batch size or the
+    cache folder (the manifest does not depend on them).
+    """
+    config = {k: v for k, v in stage.config_dict().items() if k not in _NOT_DECIDING}
+    src = json.dumps({"stage": stage.name, "key": stage.key(), "config": config,
+                      "read": {**{k: v for k, v in asdict(spec).items() if k != "batch_size"},
+                               "extra_columns": list(spec.extra_columns)},
+                      "skip": {k: hashlib.sha1(v.tobytes()).hexdigest() for k, v in sorted(skip_rows.items())},
+                      "dedupkit": __version__}, sort_keys=True, default=str)
+    return hashlib.sha1(src.encode()).hexdigest()
+
+
+def reusable_run(out: Path, stage: Stage, settings: str, shards) -> dict[str, Any] | None:
+    """The summary of a finished run in ``out`` that rerunning would reproduce, else None.
+
+    The rerun rule (the same for ``dedupkit run``): a finished folder made by the same stage with
+    the same settings (:func:`settings_key`) from the same input files (names and content
+    fingerprints) is reused as it is; a finished folder made otherwise is refused, naming what
+    differs, until ``--overwrite``; a folder without a summary (an interrupted run) is resumed.
+    A stage whose decisions depend on something outside its settings (``reusable = False``, e.g.
+    ``check``, whose index grows) is never reused.
+
+    Raises:
+        OutputError: ``out`` holds a finished run made otherwise.
+    """
+    from dedupkit.errors import OutputError
+    from dedupkit.io.shards import fingerprint
+    from dedupkit.manifest import MANIFEST_DIR, SUMMARY
+
+    path = Path(out) / SUMMARY
+    if not path.is_file() or not (Path(out) / MANIFEST_DIR).is_dir():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # OutputDir reports the damaged folder
+    if not summary.get("complete") or summary.get("pipeline"):
+        return None
+    differs = []
+    if summary.get("stage") != stage.name:
+        differs.append(f"it was made by `dedupkit {summary.get('stage')}`")
+    elif not getattr(stage, "reusable", True):
+        differs.append(f"a {stage.name} run is never reused")
+    elif summary.get("settings_key") != settings:
+        differs.append("other settings, read options or --skip manifests")
+    else:
+        now = [(s.name, fingerprint(s.path)) for s in shards]
+        then = [(x.get("name"), x.get("fingerprint")) for x in summary.get("inputs", [])]
+        if now == then:
+            return summary
+        differs.append("other input files" if [n for n, _ in now] != [n for n, _ in then]
+                       else "input files whose content changed")
+    raise OutputError(f"{out} already holds a finished run ({'; '.join(differs)}); pass --overwrite to "
+                      "replace it, or choose another -o. Rerunning the same command on the same inputs "
+                      "reuses the finished run")
 
 
 def versions() -> dict[str, str]:
@@ -129,9 +203,21 @@ def run_stage(
     shards = discover(inputs, exclude=[str(out)])
     extra_cols = tuple(c for c in stage.read_columns() if c not in (spec.text_column, spec.id_column))
     spec = ReadSpec(**{**asdict(spec), "extra_columns": tuple(dict.fromkeys(spec.extra_columns + extra_cols))})
+    prior, prior_summaries = load_prior(options.skip, [s.name for s in shards])
+    skip_rows = {name: np.sort(t.column("row").to_numpy()) for name, t in prior.items()}
+    settings = settings_key(stage, spec, skip_rows)
+    if not options.overwrite:
+        finished = reusable_run(out, stage, settings, shards)
+        if finished is not None:
+            c = finished.get("counts", {})
+            if options.max_drop_rate is not None and c.get("drop_rate", 0.0) > options.max_drop_rate:
+                raise GuardrailError(
+                    f"the finished {stage.name} run in {out} drops {c.get('dropped_by_stage')} of "
+                    f"{c.get('considered')} rows ({c['drop_rate']:.1%}), more than --max-drop-rate "
+                    f"{options.max_drop_rate:g}; check the settings on a sample, or raise --max-drop-rate")
+            # "reused" marks the returned copy only (the CLI says so; --json shows it)
+            return RunResult(out=out, summary={**finished, "reused": True}, reused=True)
     with OutputDir(out, overwrite=options.overwrite, allowed=(SPANS_DIR,)) as od:
-        prior, prior_summaries = load_prior(options.skip, [s.name for s in shards])
-        skip_rows = {name: np.sort(t.column("row").to_numpy()) for name, t in prior.items()}
         key_src = json.dumps({"stage": stage.key(), "spec": asdict(spec), "skip": {
             k: hashlib.sha1(v.tobytes()).hexdigest() for k, v in skip_rows.items()}}, sort_keys=True)
         key = hashlib.sha1(key_src.encode()).hexdigest()
@@ -162,11 +248,13 @@ def run_stage(
         rep = decisions.representative
         labels = decisions.labels
         cid = cluster_ids(labels, corpus.global_rows)
-        dropped_here = int(n - keep.sum())
         n_rows = int(sum(s.n_rows for s in corpus.shards))
         n_bad = len(corpus.bad_records)
         n_prior = int(sum(len(t) for t in prior.values()))
+        # This stage's own input and drops (bad records included: this stage drops them); see
+        # dedupkit.explain for the one meaning of each count.
         considered = n + n_bad
+        dropped_here = int(n - keep.sum()) + n_bad
         if options.max_drop_rate is not None and considered and dropped_here / considered > options.max_drop_rate:
             raise GuardrailError(
                 f"{stage.name} would drop {dropped_here} of {considered} rows "
@@ -187,6 +275,10 @@ def run_stage(
             dup_of = pc.if_else(pa.array(keep, pa.bool_()), pa.scalar(None, pa.string()),
                                 pc.coalesce(override, dup_of))
         score = np.where(labels >= 0, decisions.score, np.nan).astype(np.float32)
+        # what decided (exact, fuzzy, semantic): the built-in stage class, whatever the stage's name
+        kind = next((c.__module__.rsplit(".", 1)[-1] for c in type(stage).__mro__
+                     if c.__module__.startswith("dedupkit.stages.") and c is not Stage), None)
+        reasons = drop_reasons(stage.name, keep, dup_of, score, extra_cols, kind)
         extra_types = {c: a.type for c, a in extra_cols.items()}
         tmp = od.manifest_tmp()
         bounds = np.searchsorted(corpus.shard_index, np.arange(len(shards) + 1), side="left")
@@ -200,6 +292,7 @@ def run_stage(
                 keep=keep[a:b], cluster_id=cid[a:b], duplicate_of=dup_of.slice(a, b - a),
                 score=score[a:b], bad=info.bad, bad_doc_ids=None, prior=prior.get(info.shard.name),
                 extra={c: v.slice(a, b - a) for c, v in extra_cols.items()}, extra_types=extra_types,
+                reason=reasons.slice(a, b - a),
             )
             write_table_atomic(table, tmp / f"part-{si:05d}.parquet")
 
@@ -232,6 +325,7 @@ def run_stage(
                 "dropped": n_rows - kept_total,
                 "dropped_by_stage": dropped_here,
                 "dropped_earlier": n_prior,
+                "duplicates": dropped_here - n_bad,
                 "bad_records": n_bad,
                 "clusters": int(len(sizes)),
                 "largest_cluster": int(sizes.max()) if len(sizes) else 0,
@@ -240,6 +334,7 @@ def run_stage(
             "bad_records": bad_list[:MAX_LISTED_BAD],
             "bad_records_listed": min(n_bad, MAX_LISTED_BAD),
             "stats": decisions.stats,
+            "settings_key": settings,
             "timings": {},
         }
         if decisions.spans is not None:

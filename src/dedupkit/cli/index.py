@@ -72,7 +72,7 @@ def index():
     """
 
 
-@index.command("create", epilog="""\b
+@index.command("create", short_help="Create an index and add the --from inputs.", epilog="""\b
 Example:
   dedupkit index create corpus.idx --from data/ --stages exact,fuzzy --threshold 0.8 --id-column id
   dedupkit index create redis://localhost:6379/0 --from data/ --id-column id
@@ -103,7 +103,7 @@ def create(location, more_inputs, inputs, stages, normalize, seed, num_perm, shi
     _emit_add(res, as_json, "created, indexed")
 
 
-@index.command("add", epilog="""\b
+@index.command("add", short_help="Add INPUT shards to an existing index.", epilog="""\b
 Example:
   dedupkit index add corpus.idx drops/2024-06/ --id-column id
 """)
@@ -121,7 +121,7 @@ def add(location, inputs, text_column, id_column, batch_size, on_bad_record, wor
     _emit_add(res, as_json, "indexed")
 
 
-@index.command("info", epilog="""\b
+@index.command("info", short_help="Show and verify an index's settings and size.", epilog="""\b
 Example:
   dedupkit index info corpus.idx --json
 """)

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                       "Drop (or cut) documents holding evaluation-set items."),
     "report": ("dedupkit.cli.report", "report", "Write a self-contained HTML report of a run."),
     "inspect": ("dedupkit.cli.report", "inspect", "Show duplicate clusters in the terminal."),
+    "cache": ("dedupkit.cli.cache", "cache", "Show or remove cached embeddings and models."),
 }
 
 EPILOG = """\b

@@ -41,7 +41,10 @@ def output_options(f: Callable) -> Callable:
     f = click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
                      envvar="DEDUPKIT_WORKERS",
                      help="Worker processes; the manifest is identical for any number.")(f)
-    f = click.option("--overwrite", is_flag=True, help="Replace a finished run in the output folder.")(f)
+    f = click.option("--overwrite", is_flag=True,
+                     help="Replace a finished run in the output folder. Without it, a finished run "
+                          "of the same settings and inputs is reused and one made otherwise is "
+                          "refused.")(f)
     f = click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
                      help="Output folder (manifest/ and summary.json).")(f)
     return f
@@ -56,7 +59,7 @@ def engine_options(f: Callable) -> Callable:
     f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      envvar="DEDUPKIT_ENGINE",
                      help="Where per-shard and per-partition work runs: local processes, or Ray "
-                          "(pip install 'dedupkit[ray]'); the manifest is the same. With ray, "
+                          "(pip install 'dedupkit-corpus[ray]'); the manifest is the same. With ray, "
                           "--workers is the most tasks running at once.")(f)
     return f
 
@@ -133,14 +136,11 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(summary, indent=2, default=str))
     else:
         click.echo(str(out))
-    c = summary.get("counts", {})
-    if c:
-        click.echo(
-            f"{summary.get('stage', 'run')}: {c.get('rows', 0)} rows, kept {c.get('kept', 0)}, "
-            f"dropped {c.get('dropped', 0)} ({c.get('clusters', 0)} clusters"
-            f"{', ' + str(c['bad_records']) + ' bad records' if c.get('bad_records') else ''})",
-            err=True,
-        )
+    if summary.get("counts"):
+        from dedupkit.explain import count_line, stage_counts
+
+        note = "up to date, reused the finished run (--overwrite reruns it)" if summary.get("reused") else ""
+        click.echo(count_line(summary.get("stage", "run"), stage_counts(summary), note), err=True)
 
 
 def handle_errors(f: Callable) -> Callable:

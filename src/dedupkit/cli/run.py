@@ -10,10 +10,12 @@ from dedupkit.cli.options import handle_errors, progress_factory
 
 
 def _stats_table(st: dict) -> str:
-    head = ("stage", "rows", "kept", "dropped", "clusters", "largest", "drop rate", "time")
+    from dedupkit.explain import LABELS, ORDER
+
+    head = ("stage", *(LABELS[k] for k in ORDER), "clusters", "largest", "drop rate", "time")
     lines = []
     for r in st["stages"] + [st["total"]]:
-        lines.append((r["stage"], f"{r['rows']:,}", f"{r['kept']:,}", f"{r['dropped']:,}", f"{r['clusters']:,}",
+        lines.append((r["stage"], *(f"{r[k]:,}" for k in ORDER), f"{r['clusters']:,}",
                       f"{r['largest_cluster']:,}", f"{r['drop_rate']:.2%}", f"{r['time_s']:.1f}s"))
     widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head)]
 
@@ -62,13 +64,15 @@ Example:
 @click.option("--dry-run", is_flag=True,
               help="Write the manifests and print the per-stage summary, but never the clean corpus.")
 @click.option("--overwrite", is_flag=True,
-              help="Run every stage again; by default stages whose settings and inputs did not change "
-                   "are reused.")
+              help="Replace a finished run made with other inputs, stages or settings: rerun the stages "
+                   "that changed (and those after them). Without it such a folder is refused; a "
+                   "finished run of the same inputs and settings is reused either way.")
+@click.option("--rerun", is_flag=True, help="Run every stage again, even those that are up to date.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or per-stage lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the combined summary as JSON on stdout.")
 @handle_errors
 def run(inputs, output, config_path, stages, sets, text_column, id_column, batch_size, on_bad_record,
-        workers, engine, ray_address, max_drop_rate, clean, dry_run, overwrite, quiet, as_json):
+        workers, engine, ray_address, max_drop_rate, clean, dry_run, overwrite, rerun, quiet, as_json):
     """Run several stages in order and combine their manifests.
 
     Each stage sees only the rows the earlier ones kept. OUTPUT/manifest/ holds one row per input
@@ -87,7 +91,7 @@ def run(inputs, output, config_path, stages, sets, text_column, id_column, batch
              "on_bad_record": on_bad_record, "workers": workers, "engine": engine, "ray_address": ray_address,
              "max_drop_rate": max_drop_rate, "clean": clean}
     cfg = resolve(config_path, flags=flags, sets=sets)
-    res = run_pipeline(inputs, output, cfg, rerun=overwrite, dry_run=dry_run, progress=progress_factory(quiet),
+    res = run_pipeline(inputs, output, cfg, rerun=rerun, overwrite=overwrite, dry_run=dry_run, progress=progress_factory(quiet),
                        log=log)
     if as_json:
         click.echo(json.dumps(res.summary, indent=2, default=str))
@@ -96,10 +100,10 @@ def run(inputs, output, config_path, stages, sets, text_column, id_column, batch
     if dry_run:
         click.echo(_stats_table(stats(res.out)), err=True)
     if not quiet:
-        c = res.summary["counts"]
-        click.echo(f"run: {c['rows']} rows, kept {c['kept']}, dropped {c['dropped']} "
-                   f"({c['clusters']} clusters){' - up to date' if res.up_to_date else ''} "
-                   f"in {res.elapsed_s:.1f}s", err=True)
+        from dedupkit.explain import count_line, stage_counts
+
+        note = ("up to date, reused" if res.up_to_date else "") + f" in {res.elapsed_s:.1f}s"
+        click.echo(count_line("run", stage_counts(res.summary), note.strip()), err=True)
 
 
 @click.command(epilog="""\b
@@ -114,8 +118,9 @@ def stats(output, as_json):
     """Print per-stage counts of a finished run: rows, kept, dropped, clusters, largest cluster,
     drop rate and time.
 
-    OUT is the -o folder of `dedupkit run` or of a single stage. "rows" is what each stage saw
-    (the rows earlier stages kept); the total row counts every input row.
+    OUT is the -o folder of `dedupkit run` or of a single stage. "stage input" is what each
+    stage saw (the rows earlier stages kept), "dropped by stage" its own drops, "dropped in
+    total" every drop up to that stage; the total row is all stages together.
     """
     from dedupkit.pipeline import stats as get_stats
 

@@ -67,7 +67,8 @@ Example:
                    "--eps value, how many documents would be dropped and sample pairs near each "
                    "threshold (also printed on stderr).")
 @click.option("--cache-dir", default=None, envvar="DEDUPKIT_CACHE_DIR", type=click.Path(file_okay=False),
-              help="Embedding cache root [default: ~/.cache/dedupkit].")
+              help="Cache root for the embeddings and the model --model static distills [default: "
+                   "$XDG_CACHE_HOME/dedupkit, else ~/.cache/dedupkit]; see `dedupkit cache info`.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache.")
 @handle_errors
 def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,

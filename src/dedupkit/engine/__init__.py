@@ -1,4 +1,4 @@
-"""Executors that run per-shard stage functions: local processes, or Ray (``dedupkit[ray]``)."""
+"""Executors that run per-shard stage functions: local processes, or Ray (``dedupkit-corpus[ray]``)."""
 
 from dedupkit.engine.local import LocalEngine, get_engine
 

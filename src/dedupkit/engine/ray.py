@@ -13,7 +13,7 @@ and rename, and a finished task leaves a completion marker), so a retry gives th
 exception raised by the task itself (bad input, say) is not retried: the original dedupkit error
 comes back to the caller with its message and exit code.
 
-Ray is an optional extra (``pip install 'dedupkit[ray]'``), imported only when this engine is built.
+Ray is an optional extra (``pip install 'dedupkit-corpus[ray]'``), imported only when this engine is built.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class RayEngine:
             ``DEDUPKIT_RAY_MAX_RETRIES`` environment variable, else 3).
 
     Raises:
-        MissingExtraError: Ray is not installed (``pip install 'dedupkit[ray]'``).
+        MissingExtraError: Ray is not installed (``pip install 'dedupkit-corpus[ray]'``).
         ConfigError: bad settings, or the cluster cannot be reached.
 
     Example:

@@ -221,13 +221,15 @@ class CheckStage(Stage):
     The remaining documents are deduplicated among themselves with the same keys (exact hash
     groups, and documents sharing any band), keeping one per group by ``policy``.
 
-    With ``update``, :meth:`identify` takes the index's writer lock before its lookups and
-    :meth:`before_publish` appends the kept documents before the output is published; the caller
-    releases the lock (:meth:`release`). So a check and its update are one step with respect to
-    other writers, and a finished output means a committed update.
+    With ``update``, :meth:`identify` takes the index's writer lock before its lookups, and
+    :meth:`before_publish` appends the kept documents and lets go, before the output is published
+    (the caller calls :meth:`release` too, for a run that fails in between). So a check and its
+    update are one step with respect to other writers, and a finished output means a committed
+    update.
     """
 
     name = "check"
+    reusable = False  # the index it checks against changes (check --update, index add)
 
     def __init__(self, store: IndexStore, policy: KeepPolicy = KeepPolicy(), max_dup_rate: float | None = None,
                  update: bool = False):
@@ -267,7 +269,7 @@ class CheckStage(Stage):
             # From here to the commit, no other writer changes the index: the lookups below see
             # every earlier commit, and later writers see ours.
             self.commit_key = content_key("check", corpus.doc_ids(), (h, k),
-                                   {"settings": s.to_dict(), "policy": dataclasses.asdict(self.policy)})
+                                          {"settings": s.to_dict(), "policy": dataclasses.asdict(self.policy)})
             t0 = time.perf_counter()
             self.store.acquire_writer("dedupkit check --update")
             self._locked_at = time.perf_counter()

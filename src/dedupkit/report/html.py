@@ -68,24 +68,15 @@ class ReportResult:
 
 
 def _counts(summary: dict) -> dict[str, Any]:
-    """The counts a summary records, numbers only (a combined run summary holds per-stage dicts)."""
-    raw = summary.get("counts") if isinstance(summary.get("counts"), dict) else {}
-    c = {k: v for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The labelled counts of a summary (:func:`dedupkit.explain.stage_counts`) and its run time."""
+    from dedupkit.explain import stage_counts
+
     t = summary.get("timings") if isinstance(summary.get("timings"), dict) else {}
-    rows = c.get("rows")
-    dropped = c.get("dropped_by_stage", c.get("dropped"))
-    considered = c.get("considered", rows)
-    rate = c.get("drop_rate")
-    if rate is None and dropped is not None and considered:
-        rate = dropped / considered
     total_s = t.get("total_s")
     if total_s is None and t:
         nums = [v for v in t.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
         total_s = sum(nums) if nums else None
-    return {"rows": rows, "considered": considered, "kept": c.get("kept"), "dropped": dropped,
-            "dropped_total": c.get("dropped"), "drop_rate": rate, "clusters": c.get("clusters"),
-            "largest_cluster": c.get("largest_cluster"), "bad_records": c.get("bad_records"),
-            "time_s": total_s}
+    return {**stage_counts(summary), "time_s": total_s}
 
 
 def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], ReportResult]:
@@ -151,6 +142,8 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
     if not run.complete:
         notes.insert(0, f"{run.root} holds no summary.json: the run did not finish; this page shows its "
                         f"{len(run.stages)} finished stage(s) only")
+    from dedupkit.explain import LABELS, ORDER
+
     combined = _counts(run.summary) if run.pipeline and run.summary else None
     data = {
         "title": opts.title or f"dedupkit report: {run.root.name}",
@@ -160,6 +153,8 @@ def build_data(run: RunInfo, opts: ReportOptions) -> tuple[dict[str, Any], Repor
         "run_created": run.summary.get("created"),
         "pipeline": run.pipeline,
         "combined": combined,
+        "count_order": list(ORDER),
+        "count_labels": LABELS,
         "stages": stages_out,
         "clusters": clusters_out,
         "doc_index": doc_index,

@@ -75,6 +75,10 @@ class Stage(abc.ABC):
     #: the local worker pool right after the scan, so idle workers (and the memory their
     #: allocators keep from reading shards) are gone before the global step.
     uses_engine: bool = True
+    #: True when the manifest depends only on the inputs, the read options and
+    #: :meth:`config_dict` / :meth:`key`: a rerun on a finished folder then reuses it
+    #: (:func:`dedupkit.runner.reusable_run`). False for a stage that reads other state (an index).
+    reusable: bool = True
 
     def mapper(self) -> Mapper | None:
         """The per-shard feature computation, or None if the stage needs none."""

@@ -69,6 +69,7 @@ DOCS_PER_PARTITION = 4_000_000
 SLICE_BYTES = 4 * 2**20
 # Candidate pairs per verification task and per in-memory block inside it.
 PAIRS_PER_TASK = 500_000
+MIN_PAIRS_PER_TASK = 2_048
 PAIRS_PER_BLOCK = 32_768
 
 
@@ -403,13 +404,30 @@ def shingle_set_task(task: ShingleSetTask) -> int:
     return int(len(wanted))
 
 
+def _read_at(path: str, pos: np.ndarray) -> np.ndarray:
+    """Values at ``pos`` of a .npy file, through a memory map that is closed again on return: the
+    pages read stay out of the process's resident memory between blocks (a map kept open for the
+    whole verification made every set file that the pairs touch resident, up to all of them)."""
+    arr = np.load(path, mmap_mode="r")
+    try:
+        return np.asarray(arr[pos])
+    finally:
+        mm = getattr(arr, "_mmap", None)
+        del arr
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # pragma: no cover - a view still holds it; the GC closes it later
+                pass
+
+
 class _Sets:
     """The shingle sets of one kind (word or char) written by :func:`shingle_set_task`."""
 
     def __init__(self, prefixes: tuple[str, ...], kind: str):
         self.idx = [np.load(p + ".idx.npy") for p in prefixes]
         self.off = [np.load(f"{p}.{kind}.off.npy") for p in prefixes]
-        self.hash = [np.load(f"{p}.{kind}.hash.npy", mmap_mode="r") for p in prefixes]
+        self.hash_paths = [f"{p}.{kind}.hash.npy" for p in prefixes]
         self.first = np.array([i[0] if len(i) else np.iinfo(np.int64).max for i in self.idx], np.int64)
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -421,7 +439,7 @@ class _Sets:
             a, b = self.off[t][k], self.off[t][k + 1]
             ln = b - a
             pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-            hashes.append(np.asarray(self.hash[t][pos]))
+            hashes.append(_read_at(self.hash_paths[t], pos))
             lens.append(ln)
         off = np.zeros(len(docs) + 1, np.int64)
         if lens:
@@ -433,7 +451,7 @@ class _ScanSets:
     """The word-shingle sets the scan wrote (``wset``/``wsetn`` per scan task), same API as _Sets."""
 
     def __init__(self, set_paths: tuple[str, ...], count_paths: tuple[str, ...], offsets: tuple[int, ...]):
-        self.hash = [np.load(p, mmap_mode="r") for p in set_paths]
+        self.hash_paths = list(set_paths)
         self.off = []
         for p in count_paths:
             c = np.load(p)
@@ -450,7 +468,7 @@ class _ScanSets:
             a, b = self.off[t][k], self.off[t][k + 1]
             ln = b - a
             pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-            hashes.append(np.asarray(self.hash[t][pos]).astype(np.uint64))
+            hashes.append(_read_at(self.hash_paths[t], pos).astype(np.uint64))
             lens.append(ln)
         off = np.zeros(len(docs) + 1, np.int64)
         if lens:
@@ -759,7 +777,8 @@ class FuzzyStage(Stage):
         rank = priority_rank(keys, n)
         rank_path = str(work / "rank.npy")
         _save(rank_path, rank)
-        paths, offsets, nparts, btasks = self.bucket_tasks(corpus, work, rank_path)
+        # keep first: the rank is the index, which bucket_pairs uses without a rank file
+        paths, offsets, nparts, btasks = self.bucket_tasks(corpus, work, rank_path if keys else "")
         nsh = np.concatenate([np.load(p) for p in paths("nsh")]) if n else np.zeros(0, np.int32)
         pairs = np.zeros((0, 2), np.int64)
         if n:
@@ -774,10 +793,13 @@ class FuzzyStage(Stage):
             set_prefixes: tuple[str, ...] = ()
             if self.config.verify == "sets" and "char" in self.config.measures:
                 set_prefixes = self._shingle_sets(corpus, np.unique(pairs), work, engine)
+            # At least one chunk per worker (set verification is worth spreading), never tiny ones;
+            # the decisions do not depend on the chunking.
+            per = max(MIN_PAIRS_PER_TASK, min(PAIRS_PER_TASK, -(-len(pairs) // max(1, getattr(engine, "workers", 1)))))
             files = []
-            for k, s in enumerate(range(0, len(pairs), PAIRS_PER_TASK)):
+            for k, s in enumerate(range(0, len(pairs), per)):
                 p = str(work / f"cand-{k:05d}.npy")
-                _save(p, pairs[s:s + PAIRS_PER_TASK])
+                _save(p, pairs[s:s + per])
                 files.append(p)
             chunks = self.verify_tasks(files, paths, offsets, set_prefixes, work, "")
             vres = engine.map(verify_task, chunks, desc="fuzzy: verify")

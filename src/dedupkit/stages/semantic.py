@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -242,6 +242,8 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
 def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_dir: str | None = None,
                  use_cache: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
     """Embeddings of every active document of ``corpus`` in global order, and embedding stats."""
+    if cache_dir and config.cache_dir != cache_dir:  # --model static keeps its distilled model there too
+        config = replace(config, cache_dir=str(cache_dir))
     factory, arg = resolve_model(config.model)
     spec0 = corpus.tasks[0].spec if corpus.tasks else ReadSpec()
     text_spec = ReadSpec(text_column=spec0.text_column, batch_size=spec0.batch_size, on_bad_record="skip",
