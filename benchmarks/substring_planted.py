@@ -9,7 +9,7 @@ plants, at known byte offsets:
   * licence-like headers: 6 synthetic headers (written here, not taken from any licence file), each
     prepended to 40 to 150 documents;
   * quoted passages: runs of 60 to 120 words of another pool chunk, quoted inside a paragraph of
-    2 to 6 documents ("As the manual puts it, “...”, and ...").
+    2 to 6 documents ("As the manual puts it, “...”, and ...": the planted text runs from "As" to "and").
 Every planted passage has at least 60 tokens. The truth for ``--keep first`` is every planted copy
 but the first in corpus order (``--keep none``: every copy). The stage's spans are compared byte by
 byte with the truth: precision = cut bytes that are planted / cut bytes, recall = planted bytes cut /
@@ -98,10 +98,10 @@ def build(pool: list[str], n_docs: int, seed: int):
             breaks = [b for b in breaks if not any(s <= b < e for s, e, _, _ in spans)] or [len(out)]
             b = rng.choice(breaks)
             ins = ("\n\n" + t) if pos_kind == "para" else (" As the manual puts it, \u201c" + t + "\u201d, and")
-            at = b + (2 if pos_kind == "para" else len(" As the manual puts it, \u201c"))
+            at = b + (2 if pos_kind == "para" else 1)  # the planted text: the paragraph, or the whole quote
             out = out[:b] + ins + out[b:]
             spans = [(s + len(ins) if s >= b else s, e + len(ins) if s >= b else e, k, it) for s, e, k, it in spans]
-            spans.append((at, at + len(t), kind, item))
+            spans.append((at, b + len(ins), kind, item))
         docs.append(out)
         for s, e, kind, item in spans:
             bs = len(out[:s].encode())

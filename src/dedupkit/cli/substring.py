@@ -7,8 +7,7 @@ import json
 import click
 
 from dedupkit.cli.options import (
-    emit_result, engine_options, handle_errors, progress_factory, read_options, resolve_skip, skip_option,
-    stage_options,
+    emit_result, engine_options, handle_errors, progress_factory, read_options, resolve_skip, stage_options,
 )
 
 
@@ -77,7 +76,9 @@ Examples:
 """)
 @read_options
 @engine_options
-@skip_option
+@click.option("--skip", "skip", multiple=True, metavar="MANIFEST_DIR",
+              help="Leave out rows that this stage's manifest dropped (repeatable): audit what a "
+                   "dedup run keeps without writing it first; '-' reads the folder from stdin.")
 @click.option("--min-tokens", type=click.IntRange(min=1), default=50, show_default=True,
               help="Passage length (tokens) whose repeats are counted.")
 @click.option("--partitions", type=click.IntRange(min=0), default=0, show_default=True,

@@ -101,14 +101,14 @@ def cut_documents(out: str | os.PathLike, *, doc: str | None = None, largest: in
                                       f"{'' if hit.column('keep')[0].as_py() else ' (dropped)'}")
                 continue
         elif largest is not None and len(t):
-            size = pa.table({"shard": t.column("shard"), "row": t.column("row"),
-                             "n": pc.subtract(t.column("end"), t.column("start"))}).group_by(["shard", "row"]) \
-                .aggregate([("n", "sum")])
-            top = size.sort_by([("n_sum", "descending"), ("shard", "ascending"), ("row", "ascending")]).slice(0, largest)
-            keys = set(zip(top.column("shard").to_pylist(), top.column("row").to_pylist()))
-            mask = np.array([(s, r) in keys for s, r in zip(t.column("shard").to_pylist(), t.column("row").to_pylist())],
-                            bool)
-            t = t.filter(pa.array(mask))
+            # one integer key per document (shard number, row), so millions of spans stay vectorised
+            shard_no = np.asarray(pc.dictionary_encode(t.column("shard")).combine_chunks().indices, np.int64)
+            key = shard_no * (1 << 40) + t.column("row").to_numpy()
+            nbytes = (t.column("end").to_numpy() - t.column("start").to_numpy()).astype(np.int64)
+            uniq, inv = np.unique(key, return_inverse=True)
+            size = np.bincount(inv, weights=nbytes)
+            top = uniq[np.lexsort((uniq, -size))[:largest]]  # most bytes first, ties by corpus order
+            t = t.filter(pa.array(np.isin(key, top)))
         if not len(t):
             continue
         from dedupkit.manifest import read_manifest
