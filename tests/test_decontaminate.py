@@ -494,3 +494,62 @@ def test_a_prompt_shared_by_several_items_is_matched_with_its_choices(tmp_path):
     # Choice labels between fields shorter than --ngram break every window (a documented limit).
     labelled = f"{generic} (A) The moon is larger than the earth in diameter (B) The earth is larger than the moon"
     assert find_matches(labelled, ix, 0.5) == []
+
+
+# --- property: the matches equal a brute-force definition ------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_VOCAB = ["ant", "Bee", "cat", "dög", "eel", "fox"]
+
+
+def _brute(doc: list[str], items: list[list[str]], n: int, min_tokens: int, min_overlap: float) -> dict[int, float]:
+    d = [t.lower() for t in doc]
+    grams = {tuple(d[i:i + k]) for k in range(1, len(d) + 1) for i in range(len(d) - k + 1)}
+    out = {}
+    for j, it in enumerate(items):
+        t = [x.lower() for x in it]
+        if len(t) < min_tokens:
+            continue
+        if len(t) < n:
+            ov = 1.0 if tuple(t) in grams else 0.0
+        else:
+            cov = set()
+            for i in range(len(t) - n + 1):
+                if tuple(t[i:i + n]) in grams:
+                    cov.update(range(i, i + n))
+            ov = len(cov) / len(t)
+        if ov >= min_overlap:
+            out[j] = ov
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(items=st.lists(st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=12), min_size=1, max_size=5),
+       parts=st.lists(st.tuples(st.integers(0, 4), st.integers(0, 11), st.integers(0, 12),
+                                st.lists(st.sampled_from(_VOCAB), max_size=3)), max_size=6),
+       seps=st.lists(st.sampled_from([" ", ", ", "\n", " — ", "!"]), min_size=1, max_size=3))
+def test_matches_equal_the_brute_force_definition(items, parts, seps):
+    """The document is slices of the items (so partial overlaps occur) mixed with random words."""
+    cfg = DecontaminateConfig(ngram=4, min_tokens=2, min_overlap=0.5)
+    doc: list[str] = []
+    for j, start, length, noise in parts:
+        it = items[j % len(items)]
+        doc += [w.upper() if k % 3 == 0 else w for k, w in enumerate(it[start:start + length])] + noise
+    ev = load_items_from_lists(items)
+    ix = EvalIndex.build(ev, cfg)
+    text = "".join(w + seps[i % len(seps)] for i, w in enumerate(doc))
+    got = {m.item: m.overlap for m in find_matches(text, ix, cfg.min_overlap)}
+    want = _brute(doc, items, cfg.ngram, cfg.min_tokens, cfg.min_overlap)
+    # items with a shared prompt (identical lists) are matched on all fields: here the same tokens
+    assert got.keys() == want.keys()
+    for k in got:
+        assert got[k] == pytest.approx(want[k], abs=1e-6)
+
+
+def load_items_from_lists(items: list[list[str]]):
+    from dedupkit.decontaminate import EvalItems
+
+    texts = pa.array([" ".join(t) for t in items], pa.string())
+    return EvalItems(sets=["h"], set_index=np.zeros(len(items), np.int32),
+                     ids=pa.array([str(i) for i in range(len(items))], pa.string()), prompts=texts, texts=texts)

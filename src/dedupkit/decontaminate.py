@@ -500,17 +500,20 @@ def _bitmap(keys: np.ndarray, bits_per_key: int = 32, min_log2: int = 16,
 
 
 _BUILD_CHUNK = 65536
-_SEPARATORS = r"[^\p{L}\p{N}\p{M}_]+"
 
 
 def _shared_prompts(prompts: pa.Array) -> np.ndarray:
-    """True for every prompt whose tokens are those of another item's prompt."""
-    if len(prompts) < 2:
-        return np.zeros(len(prompts), bool)
-    norm = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(prepare(prompts)), _SEPARATORS, " "))
+    """True for every prompt whose text, lower-cased and trimmed, is another item's prompt."""
+    n = len(prompts)
+    if n < 2:
+        return np.zeros(n, bool)
+    norm = pc.utf8_trim_whitespace(pc.utf8_lower(prepare(prompts)))
     enc = pc.dictionary_encode(norm)
     codes = np.asarray(enc.indices)
-    return np.bincount(codes, minlength=len(enc.dictionary))[codes] > 1
+    return (np.bincount(codes, minlength=len(enc.dictionary))[codes] > 1) & np.asarray(
+        pc.greater(pc.utf8_length(norm), 0), bool)
+
+
 _INDEX_FILES = ("keys", "item", "ipos", "width", "lq", "pre", "full")
 
 
