@@ -211,3 +211,25 @@ def test_sorted_sets_c_equals_fallback(runs):
     c, p = fz.sorted_sets(hashes, counts), fz.sorted_sets(hashes, counts, use_c=False)
     assert c[1].tolist() == p[1].tolist() and c[0].tolist() == p[0].tolist()
     assert [c[0][c[1][i]:c[1][i + 1]].tolist() for i in range(len(runs))] == [sorted(set(r)) for r in runs]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(2, 40), st.integers(1, 4), st.data())
+def test_partitioned_centres_equal_the_single_pass(tmp_path_factory, n, nparts, data):
+    """Greedy centres never cross a component, so clustering each partition of components alone
+    (the Ray engine's path) gives the single pass's answer."""
+    from dedupkit.engine.local import LocalEngine
+
+    pairs = data.draw(st.sets(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)).filter(lambda p: p[0] < p[1]),
+                              max_size=80))
+    edges = np.array([[a, b, 7 * a + b] for a, b in sorted(pairs)], np.int64).reshape(-1, 3)
+    rank = np.array(data.draw(st.permutations(list(range(n)))), np.int64)
+    work = tmp_path_factory.mktemp("centres")
+    files = []
+    for i, chunk in enumerate(np.array_split(edges, 3)):
+        np.save(work / f"e{i}.npy", chunk)
+        files.append(str(work / f"e{i}.npy"))
+    root, _ = graph.connected_components(n, files, work / "cc", LocalEngine(), nparts=nparts)
+    got = graph.centre_clusters_partitioned(files, root, rank, work / "ce", LocalEngine(), nparts=nparts)
+    want = graph.centre_clusters(edges, rank)
+    assert all(x.tolist() == y.tolist() for x, y in zip(got, want))

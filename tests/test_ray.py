@@ -329,15 +329,19 @@ def test_cuda_embedding_tasks_ask_ray_for_a_gpu(tmp_path):
 
 # --- fuzzy: same manifest as the local engine, partitioned global step -----------------------
 
-@pytest.mark.parametrize("verify", ["signature", "jaccard"])
-def test_fuzzy_manifest_equals_local(ray_session, multi_shard, tmp_path, monkeypatch, verify):
+@pytest.mark.parametrize("verify,more", [
+    ("signature", {}),
+    ("sets", {"measure": "jaccard,containment,char", "candidate_threshold": 0.4, "keep": "longest",
+              "containment_min": 5}),
+])
+def test_fuzzy_manifest_equals_local(ray_session, multi_shard, tmp_path, monkeypatch, verify, more):
     from dedupkit.engine import graph
     from dedupkit.stages import fuzzy_partitioned
 
     # Small partitions, so that the pair shuffle and the components really span several tasks.
     monkeypatch.setattr(fuzzy_partitioned, "PAIRS_PER_PARTITION", 8)
     monkeypatch.setattr(graph, "EDGES_PER_PARTITION", 16)
-    kw = dict(id_column="id", verify=verify, threshold=0.7)
+    kw = dict(id_column="id", verify=verify, threshold=0.7, **more)
     local = api.fuzzy([str(multi_shard)], str(tmp_path / "local"), workers=1, **kw)
     on_ray = api.fuzzy([str(multi_shard)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
     a, b = read_manifest(local.out), read_manifest(on_ray.out)
