@@ -403,13 +403,30 @@ def shingle_set_task(task: ShingleSetTask) -> int:
     return int(len(wanted))
 
 
+def _read_at(path: str, pos: np.ndarray) -> np.ndarray:
+    """Values at ``pos`` of a .npy file, through a memory map that is closed again on return: the
+    pages read stay out of the process's resident memory between blocks (a map kept open for the
+    whole verification made every set file that the pairs touch resident, up to all of them)."""
+    arr = np.load(path, mmap_mode="r")
+    try:
+        return np.asarray(arr[pos])
+    finally:
+        mm = getattr(arr, "_mmap", None)
+        del arr
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:  # pragma: no cover - a view still holds it; the GC closes it later
+                pass
+
+
 class _Sets:
     """The shingle sets of one kind (word or char) written by :func:`shingle_set_task`."""
 
     def __init__(self, prefixes: tuple[str, ...], kind: str):
         self.idx = [np.load(p + ".idx.npy") for p in prefixes]
         self.off = [np.load(f"{p}.{kind}.off.npy") for p in prefixes]
-        self.hash = [np.load(f"{p}.{kind}.hash.npy", mmap_mode="r") for p in prefixes]
+        self.hash_paths = [f"{p}.{kind}.hash.npy" for p in prefixes]
         self.first = np.array([i[0] if len(i) else np.iinfo(np.int64).max for i in self.idx], np.int64)
 
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -421,7 +438,7 @@ class _Sets:
             a, b = self.off[t][k], self.off[t][k + 1]
             ln = b - a
             pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-            hashes.append(np.asarray(self.hash[t][pos]))
+            hashes.append(_read_at(self.hash_paths[t], pos))
             lens.append(ln)
         off = np.zeros(len(docs) + 1, np.int64)
         if lens:
@@ -433,7 +450,7 @@ class _ScanSets:
     """The word-shingle sets the scan wrote (``wset``/``wsetn`` per scan task), same API as _Sets."""
 
     def __init__(self, set_paths: tuple[str, ...], count_paths: tuple[str, ...], offsets: tuple[int, ...]):
-        self.hash = [np.load(p, mmap_mode="r") for p in set_paths]
+        self.hash_paths = list(set_paths)
         self.off = []
         for p in count_paths:
             c = np.load(p)
@@ -450,7 +467,7 @@ class _ScanSets:
             a, b = self.off[t][k], self.off[t][k + 1]
             ln = b - a
             pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-            hashes.append(np.asarray(self.hash[t][pos]).astype(np.uint64))
+            hashes.append(_read_at(self.hash_paths[t], pos).astype(np.uint64))
             lens.append(ln)
         off = np.zeros(len(docs) + 1, np.int64)
         if lens:
