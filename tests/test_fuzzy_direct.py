@@ -233,3 +233,24 @@ def test_partitioned_centres_equal_the_single_pass(tmp_path_factory, n, nparts, 
     got = graph.centre_clusters_partitioned(files, root, rank, work / "ce", LocalEngine(), nparts=nparts)
     want = graph.centre_clusters(edges, rank)
     assert all(x.tolist() == y.tolist() for x, y in zip(got, want))
+
+
+def test_command_defaults_equal_the_library_defaults():
+    """`dedupkit fuzzy`, FuzzyConfig.from_options, FuzzyConfig() and configs/default.toml agree."""
+    import inspect
+    import tomllib
+    from pathlib import Path
+
+    from dedupkit.cli.fuzzy import fuzzy as command
+    from dedupkit.stages.fuzzy import FUZZY_OPTIONS
+
+    cli = {p.name: p.default for p in command.params}
+    lib = {k: p.default for k, p in inspect.signature(FuzzyConfig.from_options).parameters.items()}
+    for name in FUZZY_OPTIONS:
+        assert cli[name] == lib[name], name
+    plain, built = FuzzyConfig(), FuzzyConfig.from_options()
+    assert plain == built
+    toml = tomllib.loads((Path(__file__).parent.parent / "configs" / "default.toml").read_text())["fuzzy"]
+    for key, value in toml.items():
+        if key in FUZZY_OPTIONS:
+            assert value == lib[key], key
