@@ -718,17 +718,22 @@ static void lsd_radix_u64(uint64_t *a, uint64_t *tmp, int64_t n) {
     if (src != a) memcpy(a, src, (size_t)n * sizeof(uint64_t));
 }
 
-/* Shingle hashes are uniform: one MSD pass on the top byte leaves buckets of a few values, each
+/* Shingle hashes are uniform: one MSD pass on the highest byte that is not zero in every value
+ * (the top byte, or lower for values that were shifted down) leaves buckets of a few values, each
  * finished by insertion sort (an LSD radix sort for a bucket that is not small). */
 static void sort_run_u64(uint64_t *a, uint64_t *tmp, int64_t n) {
     if (n < 48) { insertion_u64(a, n); return; }
+    uint64_t any = 0;
+    for (int64_t i = 0; i < n; i++) any |= a[i];
+    int top = 56;
+    while (top > 0 && (any >> top) == 0) top -= 8;
     int64_t cnt[257];
     memset(cnt, 0, sizeof(cnt));
-    for (int64_t i = 0; i < n; i++) cnt[(a[i] >> 56) + 1]++;
+    for (int64_t i = 0; i < n; i++) cnt[((a[i] >> top) & 255) + 1]++;
     for (int b = 0; b < 256; b++) cnt[b + 1] += cnt[b];
     int64_t pos[256];
     memcpy(pos, cnt, sizeof(pos));
-    for (int64_t i = 0; i < n; i++) tmp[pos[a[i] >> 56]++] = a[i];
+    for (int64_t i = 0; i < n; i++) tmp[pos[(a[i] >> top) & 255]++] = a[i];
     for (int b = 0; b < 256; b++) {
         int64_t s0 = cnt[b], len = cnt[b + 1] - cnt[b];
         if (len < 48) insertion_u64(tmp + s0, len);

@@ -69,6 +69,7 @@ DOCS_PER_PARTITION = 4_000_000
 SLICE_BYTES = 4 * 2**20
 # Candidate pairs per verification task and per in-memory block inside it.
 PAIRS_PER_TASK = 500_000
+MIN_PAIRS_PER_TASK = 2_048
 PAIRS_PER_BLOCK = 32_768
 
 
@@ -776,7 +777,8 @@ class FuzzyStage(Stage):
         rank = priority_rank(keys, n)
         rank_path = str(work / "rank.npy")
         _save(rank_path, rank)
-        paths, offsets, nparts, btasks = self.bucket_tasks(corpus, work, rank_path)
+        # keep first: the rank is the index, which bucket_pairs uses without a rank file
+        paths, offsets, nparts, btasks = self.bucket_tasks(corpus, work, rank_path if keys else "")
         nsh = np.concatenate([np.load(p) for p in paths("nsh")]) if n else np.zeros(0, np.int32)
         pairs = np.zeros((0, 2), np.int64)
         if n:
@@ -791,10 +793,13 @@ class FuzzyStage(Stage):
             set_prefixes: tuple[str, ...] = ()
             if self.config.verify == "sets" and "char" in self.config.measures:
                 set_prefixes = self._shingle_sets(corpus, np.unique(pairs), work, engine)
+            # At least one chunk per worker (set verification is worth spreading), never tiny ones;
+            # the decisions do not depend on the chunking.
+            per = max(MIN_PAIRS_PER_TASK, min(PAIRS_PER_TASK, -(-len(pairs) // max(1, getattr(engine, "workers", 1)))))
             files = []
-            for k, s in enumerate(range(0, len(pairs), PAIRS_PER_TASK)):
+            for k, s in enumerate(range(0, len(pairs), per)):
                 p = str(work / f"cand-{k:05d}.npy")
-                _save(p, pairs[s:s + PAIRS_PER_TASK])
+                _save(p, pairs[s:s + per])
                 files.append(p)
             chunks = self.verify_tasks(files, paths, offsets, set_prefixes, work, "")
             vres = engine.map(verify_task, chunks, desc="fuzzy: verify")

@@ -53,10 +53,11 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     work.mkdir(parents=True, exist_ok=True)
     n = len(corpus)
     t0 = time.perf_counter()
-    rank = priority_rank(stage.priority(corpus), n)
+    keys = stage.priority(corpus)
+    rank = priority_rank(keys, n)
     rank_path = str(work / "rank.npy")
     fz._save(rank_path, rank)
-    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path)
+    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path if keys else "")
     n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
     cand: list[str] = []
     if n:
