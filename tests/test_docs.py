@@ -68,13 +68,11 @@ def _listing(output: str) -> list[str]:
 
 @pytest.mark.parametrize("path", [()] + _all_commands(), ids=lambda p: " ".join(p) or "dedupkit")
 def test_help_listings_are_complete_sentences_and_commands_are_in_readme(path):
-    res = CliRunner().invoke(cli, [*path, "--help"], terminal_width=100)
+    res = CliRunner().invoke(cli, [*path, "--help"], terminal_width=80)  # a usual terminal
     assert res.exit_code == 0, res.output
     assert "Example" in res.output, f"dedupkit {' '.join(path)} --help has no example"
-    for line in res.output.splitlines():
-        if not line.startswith("Usage:"):  # "INPUT..." is an argument, not a cut
-            assert not line.rstrip().endswith("..."), f"truncated help line: {line!r}"
-    for row in _listing(res.output):
+    for row in _listing(res.output):  # Click cuts a listing's descriptions with "..." (short_help)
+        assert not row.rstrip().endswith("..."), f"truncated help line: {row!r}"
         name, _, desc = row.strip().partition(" ")
         assert desc.strip().endswith("."), f"`dedupkit {' '.join(path)} --help` lists {name} as {desc.strip()!r}"
     if path:
