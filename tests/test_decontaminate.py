@@ -553,3 +553,19 @@ def load_items_from_lists(items: list[list[str]]):
     texts = pa.array([" ".join(t) for t in items], pa.string())
     return EvalItems(sets=["h"], set_index=np.zeros(len(items), np.int32),
                      ids=pa.array([str(i) for i in range(len(items))], pa.string()), prompts=texts, texts=texts)
+
+
+def test_rerun_rule_reuses_the_same_run_and_refuses_changed_eval_sets(tmp_path):
+    from dedupkit.errors import OutputError
+
+    data = corpus(tmp_path, "jsonl")
+    ev = eval_file(tmp_path)
+    kw = dict(eval_fields="question,answer", eval_id="id", id_column="id")
+    first = api.decontaminate([str(data)], str(tmp_path / "o"), [str(ev)], **kw)
+    again = api.decontaminate([str(data)], str(tmp_path / "o"), [str(ev)], **kw)
+    assert not first.reused and again.reused
+    write_jsonl(ev, ITEMS[:2])  # the eval set changed: the finished run no longer matches
+    with pytest.raises(OutputError):
+        api.decontaminate([str(data)], str(tmp_path / "o"), [str(ev)], **kw)
+    res = api.decontaminate([str(data)], str(tmp_path / "o"), [str(ev)], overwrite=True, **kw)
+    assert {r["eval_item"] for r in read_manifest(res.out)} == {None, "long", "short"}

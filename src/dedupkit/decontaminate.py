@@ -862,8 +862,14 @@ class DecontaminateStage(Stage):
             raise ConfigError("--mode cut needs the span manifest (dedupkit.spans), which this build lacks; "
                               "use --mode drop")
 
+    def fingerprint(self) -> str:
+        """A digest of the items and settings (what the index and every decision depend on)."""
+        return hashlib.sha1(json.dumps([self.items.fingerprint(), asdict(self.config)]).encode()).hexdigest()
+
     def _ensure_index(self) -> None:
-        fp = hashlib.sha1(json.dumps([self.items.fingerprint(), asdict(self.config)]).encode()).hexdigest()
+        """Build the index into ``index_dir`` unless a finished one of the same fingerprint is there.
+        Called from :meth:`mapper`, inside the run's output folder (never before it is claimed)."""
+        fp = self.fingerprint()
         meta_path = Path(self.index_dir) / "meta.json"
         if meta_path.exists():
             try:
@@ -889,12 +895,12 @@ class DecontaminateStage(Stage):
         return DecontaminateMapper(self.index_dir, self.index_meta["fingerprint"], self.config.min_overlap)
 
     def key(self) -> str:
-        self._ensure_index()
-        return f"decontaminate:{self.index_meta['fingerprint']}"
+        return f"decontaminate:{self.fingerprint()}"
 
     def config_dict(self) -> dict:
-        return {**asdict(self.config), "eval_sets": self.items.sources,
-                "index": {k: v for k, v in self.index_meta.items() if k not in ("config",)}}
+        # settings only (the rerun rule digests them before the run); the index's size and build
+        # time are in the summary's stats
+        return {**asdict(self.config), "eval_sets": self.items.sources}
 
     def identify(self, corpus, workdir: str) -> Decisions:
         n = len(corpus)
