@@ -91,7 +91,8 @@ class FuzzyConfig:
         verify: ``none`` keeps every candidate pair, ``signature`` keeps pairs whose signature
             agreement (the Jaccard estimate) reaches ``threshold``, ``sets`` computes the measures on
             the true shingle sets (``jaccard`` is accepted as an old name of ``sets``).
-        measures: with ``verify="sets"``, a pair is a duplicate when any of these reaches its
+        measures: with ``verify="sets"`` (other modes verify ``jaccard`` only and record that), a
+            pair is a duplicate when any of these reaches its
             threshold: ``jaccard`` (word shingles), ``containment`` (|A & B| / min(|A|, |B|) of word
             shingles: a page quoted inside a longer one) and ``char`` (Jaccard of character
             ``char_ngram``-grams: OCR noise, typos, broken words).
@@ -105,13 +106,13 @@ class FuzzyConfig:
         policy: which document of a cluster survives (the centre order).
     """
 
-    minhash: MinHashConfig = MinHashConfig()
-    threshold: float | None = None
-    verify: str = "signature"
-    measures: tuple[str, ...] = ("jaccard",)
+    minhash: MinHashConfig = MinHashConfig(threshold=0.5)
+    threshold: float | None = 0.65
+    verify: str = "sets"
+    measures: tuple[str, ...] = ("jaccard", "char")
     containment_threshold: float = 0.9
     containment_min: int = 20
-    char_threshold: float = 0.8
+    char_threshold: float = 0.9
     char_ngram: int = 5
     cluster: str = "centre"
     policy: KeepPolicy = KeepPolicy()
@@ -130,9 +131,10 @@ class FuzzyConfig:
         if bad or not measures:
             raise ConfigError(f"measure must be a comma-separated list of {', '.join(MEASURES)}, got "
                               f"{','.join(measures) or 'nothing'!r}")
-        if self.verify == "signature" and measures != ("jaccard",):
-            raise ConfigError(f"measure {','.join(measures)} needs the true shingle sets; pass --verify sets "
-                              "(or --measure jaccard with --verify signature)")
+        if self.verify != "sets":
+            # Only the true sets have containment and char n-grams: signature (and none) verify
+            # Jaccard, whatever --measure says (the summary's config records measure = jaccard).
+            object.__setattr__(self, "measures", ("jaccard",))
         for name in ("threshold", "containment_threshold", "char_threshold"):
             v = getattr(self, name)
             if not 0.0 < float(v) <= 1.0:
@@ -146,13 +148,16 @@ class FuzzyConfig:
 
     @classmethod
     def from_options(cls, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128, seed: int = 1,
-                     threshold: float = 0.65, candidate_threshold: float | None = None,
+                     threshold: float = 0.65, candidate_threshold: float | None = 0.5,
                      bands: int | None = None, rows: int | None = None, scheme: str = "affine64",
-                     verify: str = "signature", measure: str | Sequence[str] = "jaccard",
+                     verify: str = "sets", measure: str | Sequence[str] = "jaccard,char",
                      containment_threshold: float = 0.9, containment_min: int = 20,
-                     char_threshold: float = 0.8, char_ngram: int = 5, cluster: str = "centre",
+                     char_threshold: float = 0.9, char_ngram: int = 5, cluster: str = "centre",
                      keep: str = "first", keep_by: str | None = None, keep_order: str = "desc") -> "FuzzyConfig":
         """The config from the ``dedupkit fuzzy`` options (``candidate_threshold`` None: ``threshold``).
+
+        The defaults are the command's, chosen by leave-one-suite-out over eight labelled suites
+        (docs/fuzzy.md, "Defaults and why").
 
         Raises:
             ConfigError: an invalid value, or ``bands`` without ``rows``.
@@ -650,7 +655,7 @@ class FuzzyStage(Stage):
 
     Example:
         >>> from dedupkit.runner import run_stage  # doctest: +SKIP
-        >>> run_stage(FuzzyStage(FuzzyConfig(MinHashConfig(threshold=0.7))), ["data"], "out")
+        >>> run_stage(FuzzyStage(FuzzyConfig.from_options(threshold=0.7)), ["data"], "out")
     """
 
     name = "fuzzy"
