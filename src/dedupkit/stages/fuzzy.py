@@ -54,9 +54,10 @@ MEASURES = ("jaccard", "containment", "char")
 CLUSTER_MODES = ("centre", "split")
 # Codes of the measure that decided a verified pair (stored beside its score), and their names in
 # the manifest's ``measure`` column. Several measures may pass; the first of MEASURE_ORDER that
-# does decides (the strictest first: Jaccard, then char n-grams, then containment).
+# does decides (the word measures, on sets the scan kept, then char n-grams, which are computed
+# only for the pairs the word measures did not verify: they need the text read again).
 MEASURE_NAMES = ("candidate", "jaccard_estimate", "jaccard", "containment", "char")
-MEASURE_ORDER = ("jaccard", "char", "containment")
+MEASURE_ORDER = ("jaccard", "containment", "char")
 _CODE = {m: i for i, m in enumerate(MEASURE_NAMES)}
 # A bucket with up to this many documents yields all its pairs; a bigger one (boilerplate shared by
 # many documents) yields a star from its highest-priority member (the document the keep policy
@@ -558,9 +559,16 @@ def unpack_payload(payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (payload & 0xFFFFFFFF).astype(np.uint32).view(np.float32), payload >> 32
 
 
+def rest_path(out: str) -> str:
+    """Where :func:`verify_task` writes the pairs it did not verify (beside ``out``)."""
+    return out[:-4] + ".rest.npy"
+
+
 def verify_task(task: VerifyTask) -> dict[str, int]:
     """Keep the pairs of one chunk that reach the threshold of some measure; saves ``task.out`` as
     int64 rows (i, j, payload: the deciding measure and its score, :func:`pack_payload`).
+
+    The pairs not verified go to :func:`rest_path` (the char pass takes them).
 
     Returns:
         ``{"verified": pairs kept, MEASURE: pairs reaching that measure's threshold, ...}``.
@@ -595,6 +603,7 @@ def verify_task(task: VerifyTask) -> dict[str, int]:
             ok |= passed
     out = np.column_stack([pairs[ok], pack_payload(score[ok], code[ok])]) if m else np.zeros((0, 3), np.int64)
     _save(task.out, out.astype(np.int64, copy=False))
+    _save(rest_path(task.out), pairs[~ok] if m else np.zeros((0, 2), np.int64))
     return {"verified": int(ok.sum()), **counts}
 
 
@@ -736,14 +745,42 @@ class FuzzyStage(Stage):
         return paths, offsets, nparts, btasks
 
     def verify_tasks(self, files: list[str], paths, offsets, set_prefixes: tuple[str, ...], work: Path,
-                     name: str) -> list[VerifyTask]:
-        """One VerifyTask per candidate pair file (shared with ``fuzzy_partitioned``)."""
+                     name: str, thresholds: dict[str, float]) -> list[VerifyTask]:
+        """One VerifyTask per candidate pair file."""
         f = self.config
-        thr = tuple(f.measure_thresholds().items())
         ws = (paths("wset"), paths("wsetn")) if self.word_sets() else ((), ())
-        return [VerifyTask(p, f.verify, thr, paths("sig"), offsets, set_prefixes,
+        return [VerifyTask(p, f.verify, tuple(thresholds.items()), paths("sig"), offsets, set_prefixes,
                            str(work / f"verified-{name}{k:05d}.npy"), f.containment_min, *ws)
                 for k, p in enumerate(files)]
+
+    def verify(self, corpus, files: list[str], paths, offsets, work: Path, engine, name: str
+               ) -> tuple[list[str], list[dict]]:
+        """Verify the candidate pair files; returns the verified pair files and the tasks' counts.
+
+        Word measures (and the signature modes) first, on data the scan wrote; then, for the pairs
+        they left, the char measure, whose n-gram sets need the text of those pairs' documents read
+        again. Shared by the local global step and the partitioned one (``fuzzy_partitioned``).
+        """
+        thr = self.config.measure_thresholds()
+        char = self.config.verify == "sets" and "char" in thr
+        first = {m: t for m, t in thr.items() if not (char and m == "char")}
+        outs: list[str] = []
+        vres: list[dict] = []
+        if first and files:
+            tasks = self.verify_tasks(files, paths, offsets, (), work, name + "w", first)
+            vres += engine.map(verify_task, tasks, desc="fuzzy: verify")
+            outs += [t.out for t in tasks]
+            files = [rest_path(t.out) for t in tasks]
+        if char and files:
+            # Only the ids of documents in pairs left over reach the driver (at most one per document).
+            ids = [np.unique(np.load(f)) for f in files]
+            docs = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+            if len(docs):
+                prefixes = self._shingle_sets(corpus, docs, work, engine)
+                tasks = self.verify_tasks(files, paths, offsets, prefixes, work, name + "c", {"char": thr["char"]})
+                vres += engine.map(verify_task, tasks, desc="fuzzy: verify char n-grams")
+                outs += [t.out for t in tasks]
+        return outs, vres
 
     def base_stats(self, nsh_empty: int, nparts: int, n_candidates: int, vres: list[dict]) -> dict:
         """Summary stats common to both global steps."""
@@ -795,9 +832,6 @@ class FuzzyStage(Stage):
         vres: list[dict] = []
         edges = np.zeros((0, 3), np.int64)
         if len(pairs):
-            set_prefixes: tuple[str, ...] = ()
-            if self.config.verify == "sets" and "char" in self.config.measures:
-                set_prefixes = self._shingle_sets(corpus, np.unique(pairs), work, engine)
             # At least one chunk per worker (set verification is worth spreading), never tiny ones;
             # the decisions do not depend on the chunking.
             per = max(MIN_PAIRS_PER_TASK, min(PAIRS_PER_TASK, -(-len(pairs) // max(1, getattr(engine, "workers", 1)))))
@@ -806,9 +840,8 @@ class FuzzyStage(Stage):
                 p = str(work / f"cand-{k:05d}.npy")
                 _save(p, pairs[s:s + per])
                 files.append(p)
-            chunks = self.verify_tasks(files, paths, offsets, set_prefixes, work, "")
-            vres = engine.map(verify_task, chunks, desc="fuzzy: verify")
-            parts = [np.load(t.out) for t in chunks]
+            outs, vres = self.verify(corpus, files, paths, offsets, work, engine, "")
+            parts = [np.load(f).reshape(-1, 3) for f in outs]
             edges = np.concatenate(parts) if parts else edges
         t2 = time.perf_counter()
 
