@@ -355,8 +355,8 @@ def test_fuzzy_manifest_equals_local(ray_session, multi_shard, tmp_path, monkeyp
 class KillOnceFuzzyMapper(FuzzyMapper):
     """FuzzyMapper that kills its own worker once, after at least one scan task has finished."""
 
-    def __init__(self, cfg, scan_glob: str, marker: str):
-        super().__init__(cfg)
+    def __init__(self, cfg, word_sets: bool, scan_glob: str, marker: str):
+        super().__init__(cfg, word_sets)
         self.scan_glob = scan_glob
         self.marker = marker
 
@@ -372,7 +372,7 @@ class KillOnceFuzzy(FuzzyStage):
         self._marker = str(marker)
 
     def mapper(self):
-        return KillOnceFuzzyMapper(self.config.minhash, self._glob, self._marker)
+        return KillOnceFuzzyMapper(self.config.minhash, self.word_sets(), self._glob, self._marker)
 
 
 def test_fuzzy_worker_killed_mid_run_gives_same_manifest(ray_session, multi_shard, tmp_path):

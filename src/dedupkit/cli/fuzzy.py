@@ -12,7 +12,9 @@ from dedupkit.cli.options import (
 @click.command(epilog="""\b
 A dropped document is always verified directly against the document its duplicate_of names (no
 chains A~B~C that drop C for A); score is that pair's similarity under the measure named in the
-manifest's `measure` column. Defaults and the suites they were chosen on: docs/fuzzy.md.
+manifest's `measure` column. The defaults (word-5-gram Jaccard 0.65 or char-5-gram Jaccard 0.9
+on the true sets, LSH candidates tuned to 0.5) were chosen by leave-one-suite-out over eight
+labelled suites: docs/fuzzy.md.
 Rewrites that share few word 5-grams (paraphrases) are out of reach here: use `dedupkit semantic`.
 
 \b
@@ -38,23 +40,24 @@ Example:
               envvar="DEDUPKIT_THRESHOLD",
               help="Jaccard similarity of shingle sets that makes two documents duplicates (measure "
                    "jaccard).")
-@click.option("--candidate-threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--candidate-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               envvar="DEDUPKIT_CANDIDATE_THRESHOLD",
               help="Jaccard similarity that LSH is tuned to find (bands and rows by datasketch's "
-                   "optimal-parameter rule); lower finds more candidate pairs for the verifier. "
-                   "Default: --threshold.")
+                   "optimal-parameter rule; 0.5 gives 25 bands x 5 rows); lower finds more candidate "
+                   "pairs for the verifier.")
 @click.option("--bands", type=click.IntRange(min=1), default=None,
               help="LSH bands (with --rows; overrides --candidate-threshold).")
 @click.option("--rows", type=click.IntRange(min=1), default=None, help="LSH rows per band (with --bands).")
-@click.option("--verify", type=click.Choice(["none", "signature", "sets", "jaccard"]), default="signature",
+@click.option("--verify", type=click.Choice(["none", "signature", "sets", "jaccard"]), default="sets",
               show_default=True, envvar="DEDUPKIT_VERIFY",
               help="How candidate pairs (sharing a band) are checked: not at all (none), by their "
                    "signature estimate of Jaccard (signature), or on their true shingle sets (sets; "
                    "re-reads the candidates' text; needed by --measure containment and char; "
                    "jaccard is its old name).")
-@click.option("--measure", default="jaccard", show_default=True, envvar="DEDUPKIT_MEASURE",
+@click.option("--measure", default="jaccard,char", show_default=True, envvar="DEDUPKIT_MEASURE",
               metavar="M[,M...]",
-              help="With --verify sets, a pair is a duplicate when any of these reaches its threshold: "
+              help="With --verify sets (signature verifies jaccard only), a pair is a duplicate when "
+                   "any of these reaches its threshold: "
                    "jaccard (word shingles, --threshold), containment (shared shingles over the smaller "
                    "document's: a page quoted inside a longer one, --containment-threshold), char "
                    "(Jaccard of character n-grams: OCR noise and typos, --char-threshold).")
@@ -63,7 +66,7 @@ Example:
 @click.option("--containment-min", type=click.IntRange(min=1), default=20, show_default=True,
               help="Containment counts only when the smaller document has at least this many "
                    "distinct shingles (a one-line text is contained in many unrelated pages).")
-@click.option("--char-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.8,
+@click.option("--char-threshold", type=click.FloatRange(0, 1, min_open=True), default=0.9,
               show_default=True, help="Threshold of --measure char.")
 @click.option("--char-ngram", type=click.IntRange(1, 64), default=5, show_default=True,
               help="Character n-gram length of --measure char.")

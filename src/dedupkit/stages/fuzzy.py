@@ -55,9 +55,10 @@ MEASURES = ("jaccard", "containment", "char")
 CLUSTER_MODES = ("centre", "split")
 # Codes of the measure that decided a verified pair (stored beside its score), and their names in
 # the manifest's ``measure`` column. Several measures may pass; the first of MEASURE_ORDER that
-# does decides (the strictest first: Jaccard, then char n-grams, then containment).
+# does decides (the word measures, on sets the scan kept, then char n-grams, which are computed
+# only for the pairs the word measures did not verify: they need the text read again).
 MEASURE_NAMES = ("candidate", "jaccard_estimate", "jaccard", "containment", "char")
-MEASURE_ORDER = ("jaccard", "char", "containment")
+MEASURE_ORDER = ("jaccard", "containment", "char")
 _CODE = {m: i for i, m in enumerate(MEASURE_NAMES)}
 # A bucket with up to this many documents yields all its pairs; a bigger one (boilerplate shared by
 # many documents) yields a star from its highest-priority member (the document the keep policy
@@ -92,7 +93,8 @@ class FuzzyConfig:
         verify: ``none`` keeps every candidate pair, ``signature`` keeps pairs whose signature
             agreement (the Jaccard estimate) reaches ``threshold``, ``sets`` computes the measures on
             the true shingle sets (``jaccard`` is accepted as an old name of ``sets``).
-        measures: with ``verify="sets"``, a pair is a duplicate when any of these reaches its
+        measures: with ``verify="sets"`` (other modes verify ``jaccard`` only and record that), a
+            pair is a duplicate when any of these reaches its
             threshold: ``jaccard`` (word shingles), ``containment`` (|A & B| / min(|A|, |B|) of word
             shingles: a page quoted inside a longer one) and ``char`` (Jaccard of character
             ``char_ngram``-grams: OCR noise, typos, broken words).
@@ -106,13 +108,13 @@ class FuzzyConfig:
         policy: which document of a cluster survives (the centre order).
     """
 
-    minhash: MinHashConfig = MinHashConfig()
-    threshold: float | None = None
-    verify: str = "signature"
-    measures: tuple[str, ...] = ("jaccard",)
+    minhash: MinHashConfig = MinHashConfig(threshold=0.5)
+    threshold: float | None = 0.65
+    verify: str = "sets"
+    measures: tuple[str, ...] = ("jaccard", "char")
     containment_threshold: float = 0.9
     containment_min: int = 20
-    char_threshold: float = 0.8
+    char_threshold: float = 0.9
     char_ngram: int = 5
     cluster: str = "centre"
     policy: KeepPolicy = KeepPolicy()
@@ -131,9 +133,10 @@ class FuzzyConfig:
         if bad or not measures:
             raise ConfigError(f"measure must be a comma-separated list of {', '.join(MEASURES)}, got "
                               f"{','.join(measures) or 'nothing'!r}")
-        if self.verify == "signature" and measures != ("jaccard",):
-            raise ConfigError(f"measure {','.join(measures)} needs the true shingle sets; pass --verify sets "
-                              "(or --measure jaccard with --verify signature)")
+        if self.verify != "sets":
+            # Only the true sets have containment and char n-grams: signature (and none) verify
+            # Jaccard, whatever --measure says (the summary's config records measure = jaccard).
+            object.__setattr__(self, "measures", ("jaccard",))
         for name in ("threshold", "containment_threshold", "char_threshold"):
             v = getattr(self, name)
             if not 0.0 < float(v) <= 1.0:
@@ -147,13 +150,16 @@ class FuzzyConfig:
 
     @classmethod
     def from_options(cls, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128, seed: int = 1,
-                     threshold: float = 0.65, candidate_threshold: float | None = None,
+                     threshold: float = 0.65, candidate_threshold: float | None = 0.5,
                      bands: int | None = None, rows: int | None = None, scheme: str = "affine64",
-                     verify: str = "signature", measure: str | Sequence[str] = "jaccard",
+                     verify: str = "sets", measure: str | Sequence[str] = "jaccard,char",
                      containment_threshold: float = 0.9, containment_min: int = 20,
-                     char_threshold: float = 0.8, char_ngram: int = 5, cluster: str = "centre",
+                     char_threshold: float = 0.9, char_ngram: int = 5, cluster: str = "centre",
                      keep: str = "first", keep_by: str | None = None, keep_order: str = "desc") -> "FuzzyConfig":
         """The config from the ``dedupkit fuzzy`` options (``candidate_threshold`` None: ``threshold``).
+
+        The defaults are the command's, chosen by leave-one-suite-out over eight labelled suites
+        (docs/fuzzy.md, "Defaults and why").
 
         Raises:
             ConfigError: an invalid value, or ``bands`` without ``rows``.
@@ -554,9 +560,16 @@ def unpack_payload(payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (payload & 0xFFFFFFFF).astype(np.uint32).view(np.float32), payload >> 32
 
 
+def rest_path(out: str) -> str:
+    """Where :func:`verify_task` writes the pairs it did not verify (beside ``out``)."""
+    return out[:-4] + ".rest.npy"
+
+
 def verify_task(task: VerifyTask) -> dict[str, int]:
     """Keep the pairs of one chunk that reach the threshold of some measure; saves ``task.out`` as
     int64 rows (i, j, payload: the deciding measure and its score, :func:`pack_payload`).
+
+    The pairs not verified go to :func:`rest_path` (the char pass takes them).
 
     Returns:
         ``{"verified": pairs kept, MEASURE: pairs reaching that measure's threshold, ...}``.
@@ -591,6 +604,7 @@ def verify_task(task: VerifyTask) -> dict[str, int]:
             ok |= passed
     out = np.column_stack([pairs[ok], pack_payload(score[ok], code[ok])]) if m else np.zeros((0, 3), np.int64)
     _save(task.out, out.astype(np.int64, copy=False))
+    _save(rest_path(task.out), pairs[~ok] if m else np.zeros((0, 2), np.int64))
     return {"verified": int(ok.sum()), **counts}
 
 
@@ -651,7 +665,7 @@ class FuzzyStage(Stage):
 
     Example:
         >>> from dedupkit.runner import run_stage  # doctest: +SKIP
-        >>> run_stage(FuzzyStage(FuzzyConfig(MinHashConfig(threshold=0.7))), ["data"], "out")
+        >>> run_stage(FuzzyStage(FuzzyConfig.from_options(threshold=0.7)), ["data"], "out")
     """
 
     name = "fuzzy"
@@ -732,14 +746,42 @@ class FuzzyStage(Stage):
         return paths, offsets, nparts, btasks
 
     def verify_tasks(self, files: list[str], paths, offsets, set_prefixes: tuple[str, ...], work: Path,
-                     name: str) -> list[VerifyTask]:
-        """One VerifyTask per candidate pair file (shared with ``fuzzy_partitioned``)."""
+                     name: str, thresholds: dict[str, float]) -> list[VerifyTask]:
+        """One VerifyTask per candidate pair file."""
         f = self.config
-        thr = tuple(f.measure_thresholds().items())
         ws = (paths("wset"), paths("wsetn")) if self.word_sets() else ((), ())
-        return [VerifyTask(p, f.verify, thr, paths("sig"), offsets, set_prefixes,
+        return [VerifyTask(p, f.verify, tuple(thresholds.items()), paths("sig"), offsets, set_prefixes,
                            str(work / f"verified-{name}{k:05d}.npy"), f.containment_min, *ws)
                 for k, p in enumerate(files)]
+
+    def verify(self, corpus, files: list[str], paths, offsets, work: Path, engine, name: str
+               ) -> tuple[list[str], list[dict]]:
+        """Verify the candidate pair files; returns the verified pair files and the tasks' counts.
+
+        Word measures (and the signature modes) first, on data the scan wrote; then, for the pairs
+        they left, the char measure, whose n-gram sets need the text of those pairs' documents read
+        again. Shared by the local global step and the partitioned one (``fuzzy_partitioned``).
+        """
+        thr = self.config.measure_thresholds()
+        char = self.config.verify == "sets" and "char" in thr
+        first = {m: t for m, t in thr.items() if not (char and m == "char")}
+        outs: list[str] = []
+        vres: list[dict] = []
+        if first and files:
+            tasks = self.verify_tasks(files, paths, offsets, (), work, name + "w", first)
+            vres += engine.map(verify_task, tasks, desc="fuzzy: verify")
+            outs += [t.out for t in tasks]
+            files = [rest_path(t.out) for t in tasks]
+        if char and files:
+            # Only the ids of documents in pairs left over reach the driver (at most one per document).
+            ids = [np.unique(np.load(f)) for f in files]
+            docs = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+            if len(docs):
+                prefixes = self._shingle_sets(corpus, docs, work, engine)
+                tasks = self.verify_tasks(files, paths, offsets, prefixes, work, name + "c", {"char": thr["char"]})
+                vres += engine.map(verify_task, tasks, desc="fuzzy: verify char n-grams")
+                outs += [t.out for t in tasks]
+        return outs, vres
 
     def base_stats(self, nsh_empty: int, nparts: int, n_candidates: int, vres: list[dict]) -> dict:
         """Summary stats common to both global steps."""
@@ -791,9 +833,6 @@ class FuzzyStage(Stage):
         vres: list[dict] = []
         edges = np.zeros((0, 3), np.int64)
         if len(pairs):
-            set_prefixes: tuple[str, ...] = ()
-            if self.config.verify == "sets" and "char" in self.config.measures:
-                set_prefixes = self._shingle_sets(corpus, np.unique(pairs), work, engine)
             # At least one chunk per worker (set verification is worth spreading), never tiny ones;
             # the decisions do not depend on the chunking.
             per = max(MIN_PAIRS_PER_TASK, min(PAIRS_PER_TASK, -(-len(pairs) // max(1, getattr(engine, "workers", 1)))))
@@ -802,9 +841,8 @@ class FuzzyStage(Stage):
                 p = str(work / f"cand-{k:05d}.npy")
                 _save(p, pairs[s:s + per])
                 files.append(p)
-            chunks = self.verify_tasks(files, paths, offsets, set_prefixes, work, "")
-            vres = engine.map(verify_task, chunks, desc="fuzzy: verify")
-            parts = [np.load(t.out) for t in chunks]
+            outs, vres = self.verify(corpus, files, paths, offsets, work, engine, "")
+            parts = [np.load(f).reshape(-1, 3) for f in outs]
             edges = np.concatenate(parts) if parts else edges
         t2 = time.perf_counter()
 

@@ -70,14 +70,7 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     verified: list[str] = []
     vres: list[dict] = []
     if n_candidates:
-        set_prefixes: tuple[str, ...] = ()
-        if stage.config.verify == "sets" and "char" in stage.config.measures:
-            # Only the ids of candidate documents reach the driver (at most one per document).
-            docs = np.unique(np.concatenate([np.unique(np.load(f)) for f in cand]))
-            set_prefixes = stage._shingle_sets(corpus, docs, work, engine)
-        vtasks = stage.verify_tasks(cand, paths, offsets, set_prefixes, work, "p")
-        vres = engine.map(fz.verify_task, vtasks, desc="fuzzy: verify")
-        verified = [t.out for t in vtasks]
+        verified, vres = stage.verify(corpus, cand, paths, offsets, work, engine, "p")
     t2 = time.perf_counter()
 
     root, cc = graph.connected_components(n, verified, work / "components", engine)
