@@ -272,8 +272,15 @@ def main() -> None:
         "dedupkit_src": str(src), "dedupkit_state": state, "computed_at": states, "suites": names, "judged": judged, "exempt": a.exempt,
         "best_peers": {n: {k: best[n][k] for k in ("tool", "F1", "P", "R", "unique_lost")} for n in best},
         "loso": loso, "recommended": rec, "candidate_recall": recall,
-        "grid": [{"setting": p, "results": {n: res.get((gi, n)) for n in names}} for gi, p in enumerate(settings)],
-    }, indent=1, default=str))
+        "grid": [{"setting": p, "results": {n: _slim(res.get((gi, n))) for n in names}} for gi, p in enumerate(settings)],
+    }, separators=(",", ":"), default=str) + "\n")
+
+
+def _slim(m: dict | None) -> dict | None:
+    """A grid result for the JSON file: metrics rounded, cache key left out."""
+    if m is None:
+        return None
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items() if k != "key"}
 
 
 if __name__ == "__main__":
