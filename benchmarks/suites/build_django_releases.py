@@ -157,7 +157,8 @@ Shuffled with `random.Random({SEED})`, ids `d000000`... `truth.parquet`: `id`, `
 {stats}
 
 ## Caveats
-- Truth comes from structure (CVE id, date + ticket) and verbatim reuse, not from text similarity: a fix described
+- Truth comes from structure (CVE id, date + ticket), verbatim reuse and a strict word-alignment rule
+  (difflib >= 0.9 for reworded notices), never from shingles or MinHash: a fix described
   differently in two series is one cluster, and two releases' templated intros are different
   documents even when they differ only in version numbers (what a reader calls a different release).
 - Two series' bullets for one ticket are matched by their order among that release's bullets citing
