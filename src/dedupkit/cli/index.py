@@ -173,9 +173,9 @@ Example:
 """)
 @read_options
 @click.option("--against", "against", required=True, multiple=True, metavar="INDEX|EVAL",
-              help="The index to check against (" + INDEX_HELP + "), and/or eval sets (repeatable: JSONL/"
-                   "Parquet/text files or folders, NAME=PATH): any document holding an eval item fails "
-                   "the check (exit code 3), naming it.")
+              help="The index to check against, and/or eval sets (repeatable). " + INDEX_HELP + " Eval sets "
+                   "are JSONL/Parquet/text files or folders of them, or NAME=PATH: any document holding an "
+                   "eval item fails the check (exit code 3), naming it.")
 @click.option("--eval-fields", default=None, metavar="F1,F2,...",
               help="With eval sets: fields to index, the prompt first (as in `dedupkit decontaminate`).")
 @click.option("--eval-id", default=None, metavar="FIELD", help="With eval sets: the item id field.")
