@@ -102,6 +102,11 @@ def test_match_offsets_point_at_the_matched_text(index):
     (m,) = find_matches(text, ix, 0.5)
     b = text.encode("utf-8")
     assert b[m.start:m.end].decode() == "what is the supreme law of the land"
+    # NFKC changes the length before the match ("½" -> "1⁄2", "ﬁ" -> "fi"): offsets still map back
+    text = "½ cup of ﬂour: WHAT is the supreme law of the ﬁnal land? no: what is the supreme law of the land"
+    (m,) = find_matches(text, ix, 0.5)
+    assert m.start is not None
+    assert text.encode("utf-8")[m.start:m.end].decode() == "what is the supreme law of the land"
 
 
 @pytest.mark.skipif(_decon is None, reason="C extension not built")

@@ -711,7 +711,16 @@ def _token_spans(text: str) -> tuple[list[tuple[int, int]], bool]:
     the original text (False when normalisation changed its length)."""
     prepared = prepare(pa.array([text], pa.large_string()))[0].as_py()
     spans = [(m.start(), m.end()) for m in _PY_TOKEN.finditer(prepared)]
-    return spans, len(prepared) == len(text)
+    if len(prepared) == len(text):
+        return spans, True
+    # Normalisation changed the length (NFKC: "½" -> "1⁄2", "ﬁ" -> "fi"): prepare each character
+    # alone and map the tokens back through where each prepared character came from. Valid when
+    # the pieces make the same text (no composition across characters).
+    pieces = pc.utf8_lower(prepare(pa.array(list(text), pa.large_string()))).to_pylist()
+    if "".join(pieces) != pc.utf8_lower(pa.array([prepared], pa.large_string()))[0].as_py():
+        return spans, False
+    origin = np.repeat(np.arange(len(text)), [len(x) for x in pieces])
+    return [(int(origin[a]), int(origin[b - 1]) + 1) for a, b in spans], True
 
 
 def _byte_offsets(text: str) -> np.ndarray:
