@@ -255,7 +255,7 @@ def test_inputs_that_are_not_regular_files_are_refused_at_the_start(tmp_path):
     (data / "gone.jsonl").unlink()
     os.mkfifo(data / "pipe.jsonl")
     res = _invoke("exact", data, "-o", tmp_path / "out", "-q")
-    assert res.exit_code == 1 and "pipe.jsonl is not a regular file" in res.output
+    assert res.exit_code == 1 and "pipe.jsonl is a named pipe" in res.output and "not a regular file" in res.output
     assert not (tmp_path / "out").exists()
 
 
