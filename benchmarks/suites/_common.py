@@ -162,6 +162,23 @@ def variant_table(rows: list[dict], names: dict | None = None) -> str:
     return "\n".join(out)
 
 
+def pair_level_table(rows: list[dict], levels=("identical", "revised", "edited", "moved", "repeated")) -> str:
+    """SUITE.md table of a two-edition suite: per level, how many clusters of two or more documents
+    and the word-5-gram Jaccard between their first two members (statistics only)."""
+    from collections import defaultdict
+
+    by = defaultdict(list)
+    for r in rows:
+        by[r["cluster"]].append(r)
+    lines = ["| level | clusters | median Jaccard (word 5-grams) | >= 0.8 | < 0.5 |", "|---|---|---|---|---|"]
+    for lv in levels:
+        js = sorted(jaccard5(g[0]["text"], g[1]["text"]) for g in by.values() if len(g) > 1 and g[0]["level"] == lv)
+        if js:
+            lines.append(f"| {lv} | {len(js):,} | {js[len(js) // 2]:.3f} | {sum(j >= .8 for j in js):,} | "
+                         f"{sum(j < .5 for j in js):,} |")
+    return "\n".join(lines)
+
+
 def write_suite(out: Path, rows: list[dict], suite_md: str, rng) -> dict:
     """Shuffle rows (each: text, cluster key, level, extra truth columns), give opaque ids, write the
     suite files and return counts. `cluster` values are any hashables; they become strings."""

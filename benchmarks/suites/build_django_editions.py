@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
+from _common import pair_level_table, suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
 
 SEED = 1302
 OLD, NEW = "3.2.25", "5.1.4"
@@ -111,17 +111,7 @@ def build(raw: Path) -> list[dict]:
 def main() -> None:
     a = suite_args(__doc__)
     rows = build(a.raw)
-    by = defaultdict(list)
-    for r in rows:
-        by[r["cluster"]].append(r)
-    lines = []
-    for lv in ("identical", "revised", "edited", "moved", "repeated"):
-        js = sorted(jaccard5(g[0]["text"], g[1]["text"]) for g in by.values() if len(g) > 1 and g[0]["level"] == lv)
-        if js:
-            lines.append(f"| {lv} | {len(js):,} | {js[len(js) // 2]:.3f} | {sum(j >= .8 for j in js):,} | "
-                         f"{sum(j < .5 for j in js):,} |")
-    stats = ("| level | clusters | median Jaccard (word 5-grams) | >= 0.8 | < 0.5 |\n|---|---|---|---|---|\n"
-             + "\n".join(lines))
+    stats = pair_level_table(rows)
     md = f"""# django-editions: two editions of one documentation set
 
 Cluster suite of kind (b): the documentation of Django {OLD} and {NEW} (PyPI sdists,

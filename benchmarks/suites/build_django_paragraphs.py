@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
+from _common import pair_level_table, suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
 from build_django_editions import NEW, OLD, _grams  # noqa: E402
 
 SEED = 1305
@@ -117,17 +117,9 @@ def build(raw: Path) -> list[dict]:
 def main() -> None:
     a = suite_args(__doc__)
     rows = build(a.raw)
-    by = defaultdict(list)
-    for r in rows:
-        by[r["cluster"]].append(r)
-    lines = []
-    for lv in ("identical", "revised", "edited", "moved", "repeated"):
-        js = sorted(jaccard5(g[0]["text"], g[1]["text"]) for g in by.values() if len(g) > 1 and g[0]["level"] == lv)
-        if js:
-            lines.append(f"| {lv} | {len(js):,} | {js[len(js) // 2]:.3f} | {sum(j >= .8 for j in js):,} | {sum(j < .5 for j in js):,} |")
     nw = sorted(len(words(r["text"])) for r in rows)
     stats = (f"- words per document: median {nw[len(nw) // 2]}, p10 {nw[len(nw) // 10]}, p90 {nw[9 * len(nw) // 10]}\n\n"
-             "| level | clusters | median Jaccard (word 5-grams) | >= 0.8 | < 0.5 |\n|---|---|---|---|---|\n" + "\n".join(lines))
+             + pair_level_table(rows))
     md = f"""# django-paragraphs: two editions of one document set, a short paragraph per document
 
 Cluster suite of kind (b) at the scale of a verse-per-document corpus: prose paragraphs of the
