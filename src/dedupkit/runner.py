@@ -29,6 +29,7 @@ from dedupkit.manifest import (
     check_prior_fingerprints,
     part_records,
     load_prior,
+    SUMMARY,
     output_root,
     shard_table,
     write_summary,
@@ -207,9 +208,10 @@ def run_stage(
     spec = ReadSpec(**{**asdict(spec), "extra_columns": tuple(dict.fromkeys(spec.extra_columns + extra_cols))})
     prior, prior_summaries = load_prior(options.skip, [s.name for s in shards])
     skip_rows = {name: np.sort(t.column("row").to_numpy()) for name, t in prior.items()}
-    settings = settings_key(stage, spec, skip_rows)
-    if not options.overwrite:
-        finished = reusable_run(out, stage, settings, shards)
+    if not options.overwrite and (out / SUMMARY).is_file():
+        # only for a finished folder: a stage's key() may write work files under OUT (decontaminate
+        # builds its eval index there), which must wait for the lock in a new folder
+        finished = reusable_run(out, stage, settings_key(stage, spec, skip_rows), shards)
         if finished is not None:
             c = finished.get("counts", {})
             if options.max_drop_rate is not None and c.get("drop_rate", 0.0) > options.max_drop_rate:
@@ -220,6 +222,7 @@ def run_stage(
             # "reused" marks the returned copy only (the CLI says so; --json shows it)
             return RunResult(out=out, summary={**finished, "reused": True}, reused=True)
     with OutputDir(out, overwrite=options.overwrite, allowed=(SPANS_DIR,)) as od:
+        settings = settings_key(stage, spec, skip_rows)
         key_src = json.dumps({"stage": stage.key(), "spec": asdict(spec), "skip": {
             k: hashlib.sha1(v.tobytes()).hexdigest() for k, v in skip_rows.items()}}, sort_keys=True)
         key = hashlib.sha1(key_src.encode()).hexdigest()
