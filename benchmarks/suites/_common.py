@@ -162,6 +162,26 @@ def variant_table(rows: list[dict], names: dict | None = None) -> str:
     return "\n".join(out)
 
 
+def sampled_clusters(uf, n_rows: int, seed: int, limit: int) -> list[tuple[int, list[int]]]:
+    """Whole truth clusters ``(root, member indices)`` of a union-find over ``n_rows`` rows, in a
+    seeded random order, until ``limit`` documents are taken (the last cluster may pass it)."""
+    import random
+    from collections import defaultdict
+
+    clusters = defaultdict(list)
+    for i in range(n_rows):
+        clusters[uf.find(i)].append(i)
+    order = sorted(clusters)
+    random.Random(seed).shuffle(order)
+    out, n = [], 0
+    for c in order:
+        if n >= limit:
+            break
+        out.append((c, clusters[c]))
+        n += len(clusters[c])
+    return out
+
+
 def pair_level_table(rows: list[dict], levels=("identical", "revised", "edited", "moved", "repeated")) -> str:
     """SUITE.md table of a two-edition suite: per level, how many clusters of two or more documents
     and the word-5-gram Jaccard between their first two members (statistics only)."""

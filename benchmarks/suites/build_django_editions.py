@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pair_level_table, suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
+from _common import pair_level_table, sampled_clusters, suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
 
 SEED = 1302
 OLD, NEW = "3.2.25", "5.1.4"
@@ -83,27 +83,17 @@ def build(raw: Path) -> list[dict]:
     text_first = {}
     for i, r in enumerate(rows):
         uf.union(i, text_first.setdefault(norm_ws(r["text"]), i))
-    clusters = defaultdict(list)
-    for i in range(len(rows)):
-        clusters[uf.find(i)].append(i)
-    # sample whole truth clusters (seeded) until DOCS documents
-    rng = random.Random(SEED)
-    order = sorted(clusters)
-    rng.shuffle(order)
-    out, n = [], 0
-    for c in order:
-        if n >= DOCS:
-            break
-        for i in clusters[c]:
+    out = []
+    for c, members in sampled_clusters(uf, len(rows), SEED, DOCS):  # whole truth clusters (seeded)
+        for i in members:
             r = rows[i]
             k = r["key"]
-            lv = level.get(i, "single") if len(clusters[c]) > 1 else "single"
+            lv = level.get(i, "single") if len(members) > 1 else "single"
             out.append({"text": r["text"], "cluster": c, "level": "repeated" if lv == "single" else lv,
                         "edition": r["edition"],
                         "section": f"{k[0]} :: {' / '.join(k[1])}" + (f" #{k[2]}" if k[2] > 1 else "")})
-            if len(clusters[c]) == 1:
+            if len(members) == 1:
                 out[-1]["level"] = "single"
-        n += len(clusters[c])
     print(f"sections {len(old):,} + {len(new):,}; moved matches: {moved}", file=sys.stderr)
     return out
 

@@ -24,7 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pair_level_table, suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
+from _common import pair_level_table, sampled_clusters, suite_args, UnionFind, fetch_sdist, jaccard5, norm_ws, rst_sections, word_ratio, words, write_suite  # noqa: E402
 from build_django_editions import NEW, OLD, _grams  # noqa: E402
 
 SEED = 1305
@@ -94,22 +94,13 @@ def build(raw: Path) -> list[dict]:
     first = {}
     for i, r in enumerate(rows):
         uf.union(i, first.setdefault(" ".join(words(r["text"])), i))
-    clusters = defaultdict(list)
-    for i in range(len(rows)):
-        clusters[uf.find(i)].append(i)
-    rng = random.Random(SEED)
-    order = sorted(clusters)
-    rng.shuffle(order)
-    out, n = [], 0
-    for c in order:
-        if n >= DOCS:
-            break
-        for i in clusters[c]:
+    out = []
+    for c, members in sampled_clusters(uf, len(rows), SEED, DOCS):
+        for i in members:
             r = rows[i]
-            lv = "single" if len(clusters[c]) == 1 else level.get(i, "repeated")
+            lv = "single" if len(members) == 1 else level.get(i, "repeated")
             out.append({"text": r["text"], "cluster": c, "level": lv, "edition": r["edition"],
                         "section": f"{r['key'][0]} :: {' / '.join(r['key'][1])}"})
-        n += len(clusters[c])
     print(f"paragraphs {sum(map(len, old.values())):,} + {sum(map(len, new.values())):,}", file=sys.stderr)
     return out
 
