@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -318,15 +317,6 @@ def span_counts(table: pa.Table) -> dict[str, int]:
     nbytes = int(pc.sum(pc.subtract(table.column("end"), table.column("start"))).as_py())
     docs = pa.table({"s": table.column("shard"), "r": table.column("row")}).group_by(["s", "r"]).aggregate([])
     return {"spans": len(table), "bytes_cut": nbytes, "documents_cut": len(docs)}
-
-
-def install_spans(src: str | os.PathLike, out_root: str | os.PathLike) -> Path:
-    """Move a stage's span folder to ``OUT/spans`` (replacing an old one); used by the runner."""
-    final = Path(out_root) / SPANS_DIR
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(src, final)
-    return final
 
 
 # --- cutting ---------------------------------------------------------------------------------------
