@@ -7,7 +7,7 @@ import json
 import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +21,7 @@ from dedupkit import __version__
 from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
+from dedupkit.io import fs
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.manifest import (
@@ -87,10 +88,13 @@ class RunResult:
             which was kept as it was (see :func:`reusable_run`).
     """
 
-    out: Path
+    out: Path | str  # a str for a URL (s3://...)
     summary: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
 
+
+#: What a stage's output folder holds besides its completion marker (published to object stores).
+_PUBLISHED = ("manifest", "spans", "analysis.json")
 
 #: Settings that change where or how fast a stage works, never its manifest (the embedding cache).
 _NOT_DECIDING = frozenset({"cache_dir", "use_cache", "embed_cache_dir"})
@@ -198,8 +202,13 @@ def run_stage(
         >>> from dedupkit.stages.exact import ExactStage  # doctest: +SKIP
         >>> run_stage(ExactStage(), ["data/"], "out/exact", ReadSpec(text_column="text"))
     """
+    if fs.is_remote(out):
+        # s3://, gs://, ...: built in a local staging folder, published with summary.json last
+        opts = replace(options, skip=tuple(str(fs.fetch(s)) if fs.is_remote(s) else s for s in options.skip))
+        return fs.remote_output(str(out), _PUBLISHED, lambda local: run_stage(
+            stage, inputs, local, spec, opts, progress, before_finish))
     t0 = time.perf_counter()
-    out = Path(out)
+    out = Path(fs.local(out))
     # Before anything else: an -o that is (or holds, or lies in) a --skip manifest would destroy
     # the manifest this run reads.
     check_separate(out, [("--skip", output_root(s)) for s in options.skip])

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedupkit.errors import InputError
+from dedupkit.io.fs import abspath, change_token, parquet_source
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Shard, fingerprint
@@ -68,7 +69,7 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
         ranges: list[tuple[int, int] | None] = [None]
         if shard.format == "parquet" and shard.size > 0:
             try:
-                md = pq.ParquetFile(shard.path).metadata
+                md = pq.ParquetFile(parquet_source(shard.path)).metadata
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(
                     f"{shard.name}: not a readable Parquet file ({exc}); the file may be truncated or "
@@ -145,7 +146,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     # Only part 0 of a split shard fingerprints the file (reading it once); the other parts check
     # size and modification time, so a shard rewritten between a killed run and its rerun is
     # rescanned rather than mixed with results from its old content.
-    mtime = os.stat(task.shard.path).st_mtime_ns
+    mtime = change_token(task.shard.path)
     if done_path.exists():
         try:
             meta = json.loads(done_path.read_text())
@@ -230,7 +231,7 @@ class ShardInfo:
         return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
 
     def to_dict(self) -> dict:
-        return {"name": self.shard.name, "path": os.path.abspath(self.shard.path),
+        return {"name": self.shard.name, "path": abspath(self.shard.path),
                 "format": self.shard.format, "compression": self.shard.compression,
                 "size": self.size, "fingerprint": self.fingerprint, "rows": self.n_rows}
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedupkit.errors import ConfigError, InputError
+from dedupkit.io.fs import open_input, parquet_source
 from dedupkit.io.shards import Shard
 
 BAD_RECORD_MODES = ("fail", "skip")
@@ -140,7 +141,7 @@ def _why(exc: BaseException) -> str:
 
 
 def _open_text_stream(shard: Shard) -> IO[bytes]:
-    raw = open(shard.path, "rb")
+    raw = open_input(shard.path)
     if shard.compression == "gzip":
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if shard.compression == "zstd":
@@ -204,7 +205,7 @@ class ShardReader:
                     f"{self.shard.name}: the file is empty (0 bytes), not a Parquet file; remove it "
                     "from the input or regenerate it"
                 )
-            return pq.ParquetFile(self.shard.path)
+            return pq.ParquetFile(parquet_source(self.shard.path))
         except InputError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
@@ -448,7 +449,7 @@ def count_rows(shard: Shard) -> int:
     """Number of rows (Parquet) or lines (JSONL) in a shard, read cheaply."""
     if shard.format == "parquet":
         try:
-            return pq.ParquetFile(shard.path).metadata.num_rows
+            return pq.ParquetFile(parquet_source(shard.path)).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{shard.name}: not a readable Parquet file ({_why(exc)})") from exc
     n = 0
