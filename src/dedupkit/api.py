@@ -251,6 +251,13 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     if inputs:
         discover_inputs_first(inputs)
     spec = read_spec(text_column, id_column, batch_size, on_bad_record)
+    from dedupkit.io import fs
+
+    if fs.is_remote(location):
+        # built locally, then uploaded with index.json (its completion mark) last
+        return fs.remote_output(location, ("index.json", "segments"), lambda local: _create_local_index(
+            str(local), settings, inputs, spec, False, workers, progress), markers=("index.json",), pull=False,
+            overwrite=overwrite)
     if not is_redis_url(location):
         return _create_local_index(location, settings, inputs, spec, overwrite, workers, progress)
     with create_index(location, settings, overwrite=overwrite) as store:
@@ -345,6 +352,18 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
     return dataclasses.replace(result, location=str(root))
 
 
+def _no_remote_writes(location: str, what: str) -> None:
+    """Object stores have no lock and no rename: growing an index there could lose a writer's update."""
+    from dedupkit.index import IndexStoreError
+    from dedupkit.io import fs
+
+    if fs.is_remote(location):
+        raise IndexStoreError(
+            f"`dedupkit {what}` cannot grow an index on an object store ({fs.clean(location)}): a store "
+            "has no lock, so two writers could lose each other's documents. Use a local or shared-disk "
+            "index folder, or a Redis index (redis://...), and `index create` a new store copy from it")
+
+
 def discover_inputs_first(inputs: Sequence[str]) -> None:
     """Fail on missing inputs before touching an index."""
     from dedupkit.io.shards import discover
@@ -358,6 +377,7 @@ def index_add(location: str, inputs: Sequence[str], *, text_column: str = "text"
     from dedupkit.index import open_index
     from dedupkit.index.ops import add_inputs
 
+    _no_remote_writes(location, "index add")
     discover_inputs_first(inputs)
     with open_index(location) as store:
         return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
@@ -389,6 +409,8 @@ def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float 
     from dedupkit.index import open_index
     from dedupkit.index.ops import run_check
 
+    if update:
+        _no_remote_writes(against, "check --update")
     opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, overwrite=overwrite)
     with open_index(against) as store:
         return run_check(store, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
@@ -422,7 +444,10 @@ def decontaminate(inputs: Sequence[str], out: str, against: Sequence[str], *, ev
     cfg = DecontaminateConfig(ngram=ngram, min_tokens=min_tokens, min_overlap=min_overlap, mode=mode, margin=margin,
                               max_pieces=max_pieces, max_cut_fraction=max_cut_fraction)
     items = load_eval_sets(against, eval_fields, eval_id)
-    stage = DecontaminateStage(items, cfg, str(Path(out) / ".work" / "decontaminate-index"))
+    from dedupkit.io import fs
+
+    root = fs.staging_dir(out) if fs.is_remote(out) else Path(fs.local(out))  # where the run is built
+    stage = DecontaminateStage(items, cfg, str(root / ".work" / "decontaminate-index"))
     opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
                       overwrite=overwrite, max_drop_rate=max_drop_rate)
     return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record), opts, progress)

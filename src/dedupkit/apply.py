@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dedupkit.errors import ManifestError, OutputError
+from dedupkit.io.fs import parquet_source
 from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
@@ -145,7 +146,7 @@ def _open_out(path: Path, compression: str | None) -> IO[bytes]:
 
 def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int, spans=None,
                    text_column: str | None = None) -> int:
-    pf = pq.ParquetFile(shard.path)
+    pf = pq.ParquetFile(parquet_source(shard.path))
     schema = pf.schema_arrow
     written = 0
     offset = 0
@@ -262,7 +263,14 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     """
     if not manifests:
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
-    out = Path(out)
+    from dedupkit.io import fs
+
+    if fs.is_remote(out):
+        # the clean corpus is written in a local staging folder, then uploaded with
+        # _dedupkit_apply.json last (never pulled back: apply is not reused)
+        return fs.remote_output(str(out), None, lambda local: apply_manifests(
+            inputs, manifests, local, overwrite=True, batch_size=batch_size), pull=False, overwrite=overwrite)
+    out = Path(fs.local(out))
     roots = [str(output_root(m)) for m in manifests]
     replaced = check_output(out, inputs, roots, overwrite)
     opened = {d: open_manifest(d) for d in roots}  # the whole contract checked before any work

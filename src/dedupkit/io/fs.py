@@ -59,7 +59,7 @@ _CRED_OPTS = {"s3": ("key", "secret"), "s3a": ("key", "secret")}
 # Completion markers: written last when publishing, deleted first.
 MARKERS = ("summary.json", "_dedupkit_apply.json")
 # Never published: the lock and the work files of the staging folder.
-_LOCAL_ONLY = (".dedupkit.lock", ".work", ".work.trash", ".manifest.tmp", ".manifest.old", ".spans.old")
+_LOCAL_ONLY = (".dedupkit.lock", ".lock", ".work", ".work.trash", ".manifest.tmp", ".manifest.old", ".spans.old")
 
 
 def scheme(path: str | os.PathLike) -> str | None:
@@ -326,11 +326,6 @@ def _rel_files(folder: Path) -> list[str]:
     return out
 
 
-def _marker_order(rel: str) -> tuple[int, int]:
-    # deepest markers first, the top folder's last: the whole folder looks complete only at the end
-    return (0, -rel.count("/")) if rel.rsplit("/", 1)[-1] in MARKERS else (1, 0)
-
-
 class RemoteFolder:
     """A folder on an object store that dedupkit writes as a whole: pull, then publish.
 
@@ -357,20 +352,26 @@ class RemoteFolder:
         except (OSError, ValueError) as exc:
             raise _io_error("list", self.url, exc) from exc
 
-    def finished(self) -> bool:
+    def finished(self, markers: Sequence[str] = MARKERS) -> bool:
         """True when the remote folder holds its top completion marker."""
         try:
-            return any(self.fs.exists(f"{self.root}/{m}") for m in MARKERS)
+            return any(self.fs.exists(f"{self.root}/{m}") for m in markers)
         except (OSError, ValueError) as exc:
             raise _io_error("reach", self.url, exc) from exc
 
-    def check_ours(self, allowed_top: Iterable[str]) -> list[str]:
-        """The folder's files; raises OutputError when it holds files dedupkit did not write."""
+    def check_ours(self, allowed_top: Iterable[str] | None, markers: Sequence[str] = MARKERS) -> list[str]:
+        """The folder's files; raises OutputError when it holds files dedupkit did not write.
+
+        ``allowed_top``: the top-level names dedupkit writes there (None: any, in a folder that
+        holds dedupkit's record or one of ``markers``).
+        """
         files = self._remote_files()
-        allowed = set(allowed_top) | set(MARKERS) | {".dedupkit.json"}
-        foreign = sorted({f.split("/", 1)[0] for f in files} - allowed)
-        if files and ".dedupkit.json" not in files and "_dedupkit_apply.json" not in files:
-            foreign = foreign or sorted({f.split("/", 1)[0] for f in files})
+        tops = {f.split("/", 1)[0] for f in files}
+        foreign: list[str] = []
+        if allowed_top is not None:
+            foreign = sorted(tops - (set(allowed_top) | set(markers) | {".dedupkit.json"}))
+        if files and not tops & ({".dedupkit.json"} | set(markers)):
+            foreign = foreign or sorted(tops)
         if foreign:
             raise OutputError(f"{self.name} holds files dedupkit did not write ({', '.join(foreign[:3])}); they "
                               "are never deleted or overwritten: choose another -o")
@@ -388,7 +389,7 @@ class RemoteFolder:
             except (OSError, ValueError) as exc:
                 raise _io_error("read", f"{self.url}/{rel}", exc) from exc
 
-    def publish(self, src: Path) -> None:
+    def publish(self, src: Path, markers: Sequence[str] = MARKERS) -> None:
         """Make the remote folder equal to the finished local folder ``src``, marker last.
 
         1. delete the remote completion markers that will change (the folder looks unfinished);
@@ -397,19 +398,20 @@ class RemoteFolder:
         """
         local_files = _rel_files(src)
         remote_files = self._remote_files()
-        markers = sorted((f for f in local_files if f.rsplit("/", 1)[-1] in MARKERS), key=_marker_order)
+        order = lambda rel: (0, -rel.count("/")) if rel.rsplit("/", 1)[-1] in markers else (1, 0)  # noqa: E731
+        local_markers = sorted((f for f in local_files if f.rsplit("/", 1)[-1] in markers), key=order)
         try:
-            for rel in sorted((f for f in remote_files if f.rsplit("/", 1)[-1] in MARKERS), key=_marker_order,
+            for rel in sorted((f for f in remote_files if f.rsplit("/", 1)[-1] in markers), key=order,
                               reverse=True):
                 self.fs.rm_file(f"{self.root}/{rel}")  # the top folder's marker first
             for rel in local_files:
-                if rel not in markers:
+                if rel not in local_markers:
                     self.fs.put_file(str(src / rel), f"{self.root}/{rel}")
             keep = set(local_files)
             for rel in remote_files:
-                if rel not in keep and rel.rsplit("/", 1)[-1] not in MARKERS:
+                if rel not in keep and rel.rsplit("/", 1)[-1] not in markers:
                     self.fs.rm_file(f"{self.root}/{rel}")
-            for rel in markers:
+            for rel in local_markers:
                 self.fs.put_file(str(src / rel), f"{self.root}/{rel}")
         except (OSError, ValueError) as exc:
             from dedupkit.redact import redact
@@ -418,27 +420,35 @@ class RemoteFolder:
                               "nothing there looks finished: rerun the same command to resume") from exc
 
 
-def remote_output(url: str, allowed_top: Iterable[str], build, cache_dir: str | os.PathLike | None = None):
+def remote_output(url: str, allowed_top: Iterable[str] | None, build, cache_dir: str | os.PathLike | None = None,
+                  markers: Sequence[str] = MARKERS, pull: bool = True, overwrite: bool = True):
     """Build remote output ``url`` locally with ``build(staging)``, then publish it (marker last).
 
     ``build`` runs on the local staging folder exactly as on a local ``-o`` (locks, resume, rerun
     rule, atomic swaps); a failure there publishes nothing. Its result is returned, with an
     ``out`` attribute (if any) set to the clean URL. A reused finished run that the store already
-    holds is not uploaded again.
+    holds is not uploaded again. ``pull=False`` (a clean corpus, an index: too big to copy back,
+    never reused) builds from an empty staging folder and, unless ``overwrite``, refuses a store
+    folder that already holds a finished one.
     """
-    staging, remote = prepare_output(url, allowed_top, cache_dir)
+    staging, remote = prepare_output(url, allowed_top, cache_dir, markers, pull, overwrite)
     result = build(staging)
-    if not (getattr(result, "reused", False) and remote.finished()):
-        remote.publish(staging)
-    if hasattr(result, "out"):
-        try:
-            result.out = remote.name
-        except AttributeError:  # a frozen result: leave it
-            pass
+    if not (getattr(result, "reused", False) and remote.finished(markers)):
+        remote.publish(staging, markers)
+    for attr in ("out", "location"):  # what the caller shows is the store's URL, not the staging folder
+        if hasattr(result, attr):
+            try:
+                setattr(result, attr, remote.name)
+            except AttributeError:  # a frozen dataclass
+                import dataclasses
+
+                result = dataclasses.replace(result, **{attr: remote.name})
     return result
 
 
-def prepare_output(url: str, allowed_top: Iterable[str], cache_dir: str | os.PathLike | None = None) -> tuple[Path, RemoteFolder]:
+def prepare_output(url: str, allowed_top: Iterable[str] | None, cache_dir: str | os.PathLike | None = None,
+                   markers: Sequence[str] = MARKERS, pull: bool = True,
+                   overwrite: bool = True) -> tuple[Path, RemoteFolder]:
     """The local staging folder for remote output ``url``, with a finished remote run pulled in.
 
     Returns ``(staging, remote)``: run the command on ``staging`` as on any local folder, then
@@ -448,8 +458,16 @@ def prepare_output(url: str, allowed_top: Iterable[str], cache_dir: str | os.Pat
         OutputError: the remote folder holds files dedupkit did not write.
     """
     remote = RemoteFolder(url)
-    files = remote.check_ours(allowed_top)
+    files = remote.check_ours(allowed_top, markers)
     staging = staging_dir(url, cache_dir)
+    if not pull:
+        if files and not overwrite and any(f.rsplit("/", 1)[-1] in markers for f in files):
+            raise OutputError(f"{remote.name} already holds a finished output; pass --overwrite to replace it, "
+                              "or choose another location")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        return staging, remote
     has_run = staging.is_dir() and any((staging / m).exists() for m in MARKERS)
     if files and not has_run:
         if staging.exists():
@@ -466,13 +484,16 @@ def prepare_output(url: str, allowed_top: Iterable[str], cache_dir: str | os.Pat
 def fetch(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local copy of a remote folder (a finished run, a manifest, an index) to read from.
 
-    The copy is refreshed from the store each time (only files whose size changed are
-    downloaded again), so readers see what the store holds now.
+    The copy is refreshed from the store once per process (files the store no longer has are
+    removed from it), so a command reads what the store holds when it starts.
 
     Raises:
         InputError / ManifestError come from the reader of the copy; here only when the store
         cannot be listed.
     """
+    key = clean(url).rstrip("/")
+    if key in _FETCHED:
+        return _FETCHED[key]
     src = RemoteFolder(url)
     dest = staging_dir(url, cache_dir).with_name(staging_dir(url, cache_dir).name + ".read")
     files = src._remote_files()
@@ -490,7 +511,12 @@ def fetch(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
             src.fs.get_file(f"{src.root}/{rel}", str(target))
         except (OSError, ValueError) as exc:
             raise _io_error("read", f"{src.url}/{rel}", exc) from exc
+    _FETCHED[key] = dest
     return dest
+
+
+# Folders fetched by this process: read once per command (a manifest is opened several times).
+_FETCHED: dict[str, Path] = {}
 
 
 def parquet_source(path: str) -> Any:
