@@ -253,7 +253,7 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     spec = read_spec(text_column, id_column, batch_size, on_bad_record)
     from dedupkit.io import fs
 
-    if fs.is_remote(location):
+    if fs.is_remote(location) and not is_redis_url(location):
         # built locally, then uploaded with index.json (its completion mark) last
         return fs.remote_output(location, ("index.json", "segments"), lambda local: _create_local_index(
             str(local), settings, inputs, spec, False, workers, progress), markers=("index.json",), pull=False,
@@ -355,9 +355,10 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
 def _no_remote_writes(location: str, what: str) -> None:
     """Object stores have no lock and no rename: growing an index there could lose a writer's update."""
     from dedupkit.index import IndexStoreError
+    from dedupkit.index.redis_store import is_redis_url
     from dedupkit.io import fs
 
-    if fs.is_remote(location):
+    if fs.is_remote(location) and not is_redis_url(location):
         raise IndexStoreError(
             f"`dedupkit {what}` cannot grow an index on an object store ({fs.clean(location)}): a store "
             "has no lock, so two writers could lose each other's documents. Use a local or shared-disk "
