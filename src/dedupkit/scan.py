@@ -236,6 +236,31 @@ class ShardInfo:
                 "size": self.size, "fingerprint": self.fingerprint, "rows": self.n_rows}
 
 
+def shard_infos(tasks: list[ScanTask], results: list[ScanResult], shards: list[Shard]
+                ) -> tuple[list[ShardInfo], np.ndarray]:
+    """Per-shard info from the scan results (rows, fingerprint, bad records), and every shard's
+    first global row number (plus the total rows at the end)."""
+    per_shard_rows = [0] * len(shards)
+    fps: list[str | None] = [None] * len(shards)
+    sizes = [s.size for s in shards]
+    bad: list[list[dict]] = [[] for _ in shards]
+    n_bad = [0] * len(shards)
+    bad_files: list[list[str]] = [[] for _ in shards]
+    for t, r in zip(tasks, results):
+        per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
+        if t.part == 0:
+            fps[t.shard_index] = r.fingerprint
+            sizes[t.shard_index] = r.size
+        if len(bad[t.shard_index]) < MAX_LISTED_BAD:
+            bad[t.shard_index].extend(r.bad[:MAX_LISTED_BAD - len(bad[t.shard_index])])
+        if r.n_bad:
+            n_bad[t.shard_index] += r.n_bad
+            bad_files[t.shard_index].append(str(_bad_path(t)))
+    infos = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i], n_bad[i], bad_files[i])
+             for i, s in enumerate(shards)]
+    return infos, np.cumsum([0] + per_shard_rows)
+
+
 class Corpus:
     """The scanned corpus as flat arrays over its *active* documents, in (shard, row) order.
 
@@ -255,25 +280,7 @@ class Corpus:
     def __init__(self, tasks: list[ScanTask], results: list[ScanResult], shards: list[Shard]):
         self.tasks = tasks
         self.results = results
-        per_shard_rows = [0] * len(shards)
-        fps: list[str | None] = [None] * len(shards)
-        sizes = [s.size for s in shards]
-        bad: list[list[dict]] = [[] for _ in shards]
-        n_bad = [0] * len(shards)
-        bad_files: list[list[str]] = [[] for _ in shards]
-        for t, r in zip(tasks, results):
-            per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
-            if t.part == 0:
-                fps[t.shard_index] = r.fingerprint
-                sizes[t.shard_index] = r.size
-            if len(bad[t.shard_index]) < MAX_LISTED_BAD:
-                bad[t.shard_index].extend(r.bad[:MAX_LISTED_BAD - len(bad[t.shard_index])])
-            if r.n_bad:
-                n_bad[t.shard_index] += r.n_bad
-                bad_files[t.shard_index].append(str(_bad_path(t)))
-        self.shards = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i], n_bad[i], bad_files[i])
-                       for i, s in enumerate(shards)]
-        offsets = np.cumsum([0] + per_shard_rows)
+        self.shards, offsets = shard_infos(tasks, results, shards)
         self.shard_offsets = offsets
         tables = [self._table(t) for t in tasks]
         self.task_sizes = [len(tb) for tb in tables]
