@@ -65,8 +65,10 @@ _CODE = {m: i for i, m in enumerate(MEASURE_NAMES)}
 # would keep, so the centre that claims them sees all of them) plus a chain through the others in
 # priority order: n-1 + n-2 pairs instead of n(n-1)/2.
 ALL_PAIRS_MAX = 16
-# Documents per bucket task: more documents split a band by key hash into partitions.
-DOCS_PER_PARTITION = 4_000_000
+# Documents per bucket task: more documents split a band by key hash into partitions. Each task
+# reads only its partition's band keys (BandSplitTask), 16 bytes a document; the environment
+# variable sets it for a cluster (more, bigger tasks) or a benchmark (docs/scaling.md).
+DOCS_PER_PARTITION = int(os.environ.get("DEDUPKIT_DOCS_PER_PARTITION", "4000000"))
 # Text bytes shingled at once by a scan worker (whole documents; one longer document is one slice).
 SLICE_BYTES = 4 * 2**20
 # Candidate pairs per verification task and per in-memory block inside it.
