@@ -43,7 +43,7 @@ from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import _children, _rss_kb  # noqa: E402
+from _util import _children, _rss_kb, dir_bytes, reshard  # noqa: E402
 CONFIGS = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
 
 
@@ -93,17 +93,6 @@ def sample_tree(root: int, seen_cmd: dict[int, str], cpu: dict[int, float] | Non
     return total, driver, worker
 
 
-def dir_bytes(path: Path) -> int:
-    total = 0
-    for dp, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(dp, f))
-            except OSError:
-                pass
-    return total
-
-
 def run_once(cmd: list[str], out: Path) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
@@ -150,28 +139,6 @@ def manifest_digest(out: Path) -> str:
     for col in ("shard", "row", "doc_id", "keep", "cluster_id", "duplicate_of", "score"):
         h.update(str(t.column(col).to_pylist()).encode())
     return h.hexdigest()[:16]
-
-
-def reshard(corpus: Path, shards: int, dest: Path, limit: int | None = None) -> tuple[list[str], int]:
-    import pyarrow.parquet as pq
-
-    dest.mkdir(parents=True, exist_ok=True)
-    marker = dest / f"done-{shards}.json"
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        return meta["files"], meta["rows"]
-    table = pq.read_table(corpus, columns=["id", "text"])
-    if limit is not None:
-        table = table.slice(0, limit)
-    n = table.num_rows
-    files = []
-    for i in range(shards):
-        a, b = i * n // shards, (i + 1) * n // shards
-        f = dest / f"part-{i:03d}.parquet"
-        pq.write_table(table.slice(a, b - a), f, row_group_size=8192)
-        files.append(str(f))
-    marker.write_text(json.dumps({"files": files, "rows": n}))
-    return files, n
 
 
 def main() -> None:
