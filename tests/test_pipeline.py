@@ -18,7 +18,7 @@ from dedupkit.errors import GuardrailError, OutputError
 from dedupkit.pipeline import build_exact, combine_manifests
 from dedupkit.stages.exact import ExactStage
 
-from conftest import make_rows, read_manifest, write_jsonl, write_parquet
+from tests.support import make_rows, read_manifest, write_jsonl, write_parquet
 
 
 class Exact2(ExactStage):
@@ -381,7 +381,7 @@ def test_shell_chain_gives_the_same_combined_result(tmp_path):
     import subprocess
     import sys
 
-    from conftest import SRC
+    from tests.support import SRC
 
     data = chain_corpus(tmp_path)
     env = {**os.environ, "PYTHONPATH": SRC}
@@ -413,7 +413,7 @@ def test_shell_exact_fuzzy_pipe_equals_dedupkit_run(tmp_path):
 
     import pyarrow.dataset as ds
 
-    from conftest import SRC, run_subprocess
+    from tests.support import SRC, run_subprocess
 
     data = str(Path(__file__).resolve().parents[1] / "examples" / "corpus")
     env = {**os.environ, "PYTHONPATH": SRC}
