@@ -13,6 +13,7 @@ import os
 from typing import TYPE_CHECKING, Sequence
 
 from dedupkit.engine.local import no_progress
+from dedupkit.errors import ConfigError
 from dedupkit.io.read import ReadSpec
 from dedupkit.policy import KeepPolicy
 from dedupkit.runner import RunOptions, RunResult, run_stage
@@ -33,9 +34,9 @@ def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
           overwrite: bool = False, skip: Sequence[str] = (), max_drop_rate: float | None = None,
           engine: str = "local", ray_address: str | None = None, progress=no_progress) -> RunResult:
     """Run the exact stage. See ``dedupkit exact --help`` for the meaning of each argument."""
-    from dedupkit.stages.exact import ExactConfig, ExactStage
+    from dedupkit.settings import ExactConfig
 
-    stage = ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
+    stage = ExactConfig(normalize=normalize, keep=keep, keep_by=keep_by, keep_order=keep_order).make_stage()
     opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
                       overwrite=overwrite, max_drop_rate=max_drop_rate)
     return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
@@ -60,9 +61,12 @@ def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_colu
     Example:
         >>> api.fuzzy(["data/"], "out/fuzzy", id_column="id", threshold=0.8)  # doctest: +SKIP
     """
-    from dedupkit.pipeline import build_fuzzy
+    from dedupkit.settings import FuzzyConfig, specs
 
-    stage = build_fuzzy(keep=keep, keep_by=keep_by, keep_order=keep_order, **options)
+    unknown = sorted(set(options) - set(specs(FuzzyConfig)))
+    if unknown:
+        raise ConfigError(f"the fuzzy stage has no setting {', '.join(unknown)}")
+    stage = FuzzyConfig(keep=keep, keep_by=keep_by, keep_order=keep_order, **options).make_stage()
     opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
                       overwrite=overwrite, max_drop_rate=max_drop_rate)
     return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
