@@ -58,7 +58,7 @@ def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, 
         on_bad_record=on_bad_record, model=model, device=device, embed_batch_size=embed_batch_size,
         max_tokens=max_tokens, eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep,
         keep_by=keep_by, keep_order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir,
-        use_cache=not no_cache, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),
+        no_cache=no_cache, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),
         max_drop_rate=max_drop_rate, progress=progress_factory(quiet),
         engine=engine, ray_address=ray_address,
     )
