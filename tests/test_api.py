@@ -88,3 +88,21 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": SRC})
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_python_section_runs(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    code = readme.split("\n## Python\n", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    import shutil
+
+    shutil.copytree(root / "examples" / "corpus", tmp_path / "examples" / "corpus")
+    shutil.copytree(root / "configs", tmp_path / "configs")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("fuzzy ") and lines[-1] == "['exact', 'fuzzy']", p.stdout
+    kept, rows = int(lines[1].split()[0]), int(lines[1].split()[2])
+    assert 0 < kept < rows
+    assert sorted(x.name for x in (tmp_path / "out" / "py").iterdir()) == ["clean", "exact", "fuzzy", "run"]

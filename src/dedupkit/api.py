@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
 from dedupkit.errors import ConfigError
 from dedupkit.settings import (
-    AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, KeepConfig, ReadConfig, RunConfig, SemanticConfig,
-    SubstringConfig, specs,
+    AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, IndexConfig, InspectConfig, KeepConfig, ReadConfig, ReportConfig,
+    RunConfig, SemanticConfig, SubstringConfig, specs,
 )
 
 if TYPE_CHECKING:  # apply pulls in pyarrow.dataset; stage runs do not need it
@@ -128,8 +128,8 @@ def _run(stage: Any, inputs: Sequence[str], out: str | os.PathLike, read: ReadCo
     from dedupkit.runner import RunOptions, run_stage
 
     opts = RunOptions(workers=runtime.workers, engine=runtime.engine, ray_address=runtime.ray_address,
-                      skip=tuple(skip), overwrite=overwrite, max_drop_rate=max_drop_rate)
-    return run_stage(stage, inputs, str(out), read_spec(read), opts, _progress(progress))
+                      skip=tuple(str(s) for s in skip), overwrite=overwrite, max_drop_rate=max_drop_rate)
+    return run_stage(stage, [str(i) for i in inputs], str(out), read_spec(read), opts, _progress(progress))
 
 
 def exact(inputs: Sequence[str], out: str | os.PathLike, config: ExactConfig | None = None, *,
@@ -232,27 +232,32 @@ def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: 
     """Write the rows every manifest keeps. See :func:`dedupkit.apply.apply_manifests`."""
     from dedupkit.apply import apply_manifests
 
-    return apply_manifests(inputs, manifests, out, overwrite=overwrite)
+    return apply_manifests([str(i) for i in inputs], [str(m) for m in manifests], str(out), overwrite=overwrite)
 
 
-def report(out: str, html_path: str, *, largest: int = 20, sample: int = 30, max_members: int = 8,
-           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000,
-           overwrite: bool = False):
-    """Write the HTML report of a finished run. See :func:`dedupkit.report.html.build_report`."""
+def report(out: str | os.PathLike, html_path: str | os.PathLike, config: ReportConfig | None = None, *,
+           overwrite: bool = False, **settings: Any):
+    """Write the HTML report of a finished run (``dedupkit report --help``); ``settings`` are fields
+    of :class:`dedupkit.settings.ReportConfig`. See :func:`dedupkit.report.html.build_report`."""
     from dedupkit.report.html import ReportOptions, build_report
 
-    return build_report(out, html_path, ReportOptions(largest=largest, sample=sample, max_members=max_members,
-                                                      max_chars=max_chars, seed=seed, title=title,
-                                                      max_bytes=max_bytes), overwrite=overwrite)
+    c = dataclasses.replace(config or ReportConfig(), **settings)
+    return build_report(out, html_path, ReportOptions(largest=c.largest, sample=c.sample, max_members=c.max_members,
+                                                      max_chars=c.max_chars, seed=c.seed, title=c.title,
+                                                      max_bytes=int(c.max_mb * 1e6)), overwrite=overwrite)
 
 
-def inspect(out: str, *, cluster: int | None = None, doc: str | None = None, largest: int | None = None,
-            stage: str | None = None, max_members: int = 20, max_chars: int = 1500):
-    """Clusters of a finished run with texts and diffs. See :func:`dedupkit.report.inspect.inspect_run`."""
+def inspect(out: str | os.PathLike, *, cluster: int | None = None, doc: str | None = None,
+            largest: int | None = None, stage: str | None = None, config: InspectConfig | None = None,
+            **settings: Any):
+    """Clusters of a finished run with texts and diffs (``dedupkit inspect --help``); ``settings``
+    are fields of :class:`dedupkit.settings.InspectConfig`. See :func:`dedupkit.report.inspect.inspect_run`."""
     from dedupkit.report.inspect import inspect_run
 
+    c = dataclasses.replace(config or InspectConfig(), **settings)
     return inspect_run(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
-                       max_members=max_members, max_chars=max_chars)
+                       max_members=c.max_members, max_chars=c.max_chars)
+
 
 def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: str | Sequence[str] | None = None,
         sets: Sequence[str] = (), text_column: str | None = None, id_column: str | None = None,
@@ -316,7 +321,7 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
         os.replace(tmp, path)
     return StageResult._of(result)
 
-def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = "exact",
+def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = IndexConfig.stages,
                  normalize: str | Sequence[str] | None = None, minhash: dict | None = None,
                  overwrite: bool = False, read: ReadConfig | None = None, runtime: RunConfig | None = None,
                  progress: Callable | None = None, **settings: Any):

@@ -193,6 +193,18 @@ def setting(default: Any, help: str, *, kind: str | None = None, env: str | None
     return dataclasses.field(default=default, metadata={_META: meta})
 
 
+_UNSET: Any = object()
+
+
+def like(cls: Any, name: str, help: str, *, default: Any = _UNSET, env: str | None = None) -> Any:
+    """A setting of another command that accepts what ``cls.name`` accepts (same kind, range and
+    choices; by default the same default), with its own help and environment variable."""
+    sp = specs(cls)[name]
+    return setting(sp.default if default is _UNSET else default, help, kind=sp.kind, env=env,
+                   range=(sp.lo, sp.hi) if sp.lo is not None or sp.hi is not None else None,
+                   min_open=sp.min_open, choices=sp.choices, metavar=sp.metavar)
+
+
 def specs(cls_or_obj: Any) -> dict[str, Spec]:
     """The :class:`Spec` of every setting of a config class (or instance), in field order.
 
@@ -222,6 +234,18 @@ def check_config(obj: Any) -> None:
         checked = spec.check(value, name)
         if checked is not value:
             object.__setattr__(obj, name, checked)
+
+
+def validate(cls: Any, values: Mapping[str, Any]) -> None:
+    """Check values against the specs of ``cls`` without converting them (for the stage-internal
+    dataclasses, which keep the values they are given).
+
+    Raises:
+        ConfigError: ``name = value: ...``.
+    """
+    sp = specs(cls)
+    for name, value in values.items():
+        sp[name].check(value, name)
 
 
 def type_name(v: Any) -> str:
@@ -427,6 +451,27 @@ class FuzzyConfig(KeepConfig):
 
 
 @dataclass(frozen=True)
+class IndexConfig(_Checked):
+    """What an index keeps (``dedupkit index create``; ``dedupkit check`` must match it). The MinHash
+    settings accept what the fuzzy stage's do; ``threshold`` is the Jaccard similarity the index's
+    LSH bands are tuned to."""
+
+    stages: str = setting("exact", "Keys to keep: exact, fuzzy or exact,fuzzy.")
+    normalize: str = like(ExactConfig, "normalize", "Normalization before the exact hash, as in `dedupkit exact` "
+                                                    "(same default).")
+    seed: int = like(FuzzyConfig, "seed", "MinHash seed.")
+    num_perm: int = like(FuzzyConfig, "num_perm", "MinHash permutations.")
+    shingle: str = like(FuzzyConfig, "shingle", "Shingles of words or of characters.")
+    ngram: int = like(FuzzyConfig, "ngram", "Shingle length.")
+    threshold: float = like(FuzzyConfig, "threshold", "Jaccard similarity that counts as a near duplicate.",
+                            default=0.65)
+    bands: int | None = like(FuzzyConfig, "bands", "LSH bands; default: the optimum for --threshold.")
+    rows: int | None = like(FuzzyConfig, "rows", "LSH rows per band (with --bands).")
+
+    MINHASH = ("seed", "num_perm", "shingle", "ngram", "threshold", "bands", "rows")
+
+
+@dataclass(frozen=True)
 class SemanticConfig(_Checked):
     """Settings of ``dedupkit semantic`` (and the ``[semantic]`` table).
 
@@ -596,6 +641,32 @@ class DecontaminateConfig(EvalConfig):
         if self.eval_fields is None:
             return None
         return [f.strip() for f in self.eval_fields.split(",") if f.strip()] or None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a finished run
+
+
+@dataclass(frozen=True)
+class ReportConfig(_Checked):
+    """How much ``dedupkit report`` shows."""
+
+    largest: int = setting(20, "Largest clusters listed per stage.", range=(0, None))
+    sample: int = setting(30, "Further clusters listed per stage, drawn at random (see --seed).", range=(0, None))
+    max_members: int = setting(8, "Duplicates listed per cluster, least similar first.", range=(1, None))
+    max_chars: int = setting(2000, "Characters shown of each text.", range=(100, None))
+    seed: int = setting(0, "Seed of the cluster sample.")
+    max_mb: float = setting(4.0, "Budget for the page's data; texts are cut shorter until it fits (the page says "
+                                 "so).", range=(0.1, None))
+    title: str | None = setting(None, "Page title (default: the folder name).", kind="str")
+
+
+@dataclass(frozen=True)
+class InspectConfig(_Checked):
+    """How much ``dedupkit inspect`` shows of each cluster."""
+
+    max_members: int = setting(20, "Duplicates shown per cluster, least similar first.", range=(1, None))
+    max_chars: int = setting(1500, "Characters shown of each text.", range=(50, None))
 
 
 def merge(cls: Any, options: Mapping[str, Any]) -> Any:

@@ -28,13 +28,15 @@ def click_type(spec: Spec) -> Any:
     return None  # str: Click's default STRING
 
 
-def option(spec: Spec, *, help: str | None = None, default: Any = ..., env: bool = True) -> Callable:
+def option(spec: Spec, *, help: str | None = None, default: Any = ..., env: bool = True,
+           prefix: str = "") -> Callable:
     """The ``click.option`` decorator of one setting.
 
     Args:
         help: replaces the schema's help (a command whose wording differs, e.g. ``audit --workers``).
         default: replaces the default (``dedupkit run`` leaves every option unset: None).
         env: attach the setting's environment variable.
+        prefix: put before the name (``eval_`` makes ``--eval-ngram`` of ``ngram``).
     """
     kw: dict[str, Any] = {"help": spec.help if help is None else help}
     if spec.kind == "flag":
@@ -48,20 +50,23 @@ def option(spec: Spec, *, help: str | None = None, default: Any = ..., env: bool
         kw["metavar"] = spec.metavar
     if env and spec.env:
         kw["envvar"] = spec.env
-    return click.option(spec.flag, **kw)
+    return click.option("--" + (prefix + spec.name).replace("_", "-"), **kw)
 
 
 def config_options(cls: Any, *, only: Iterable[str] | None = None, exclude: Iterable[str] = (),
                    help: Mapping[str, str] | None = None, unset: bool = False,
-                   env: bool = True) -> Callable[[Callable], Callable]:
+                   env: bool = True, prefix: str = "", name_defaults: bool = True) -> Callable[[Callable], Callable]:
     """Add one option per setting of a config class, in field order.
 
     Args:
         cls: a config dataclass (:mod:`dedupkit.settings`, or a third-party one).
         only, exclude: which fields.
         help: per-field help replacing the schema's.
-        unset: default None for every option (the caller fills in the schema's defaults later).
+        unset: default None for every option (the caller fills in the schema's defaults later; the
+            help names them).
         env: attach the settings' environment variables.
+        prefix: put before every name (``--eval-ngram``).
+        name_defaults: with ``unset``, append the schema's default to the help.
 
     Example:
         >>> @click.command()
@@ -74,10 +79,13 @@ def config_options(cls: Any, *, only: Iterable[str] | None = None, exclude: Iter
         order = list(only)
         chosen.sort(key=lambda s: order.index(s.name))
     help = dict(help or {})
+    if unset and name_defaults:  # the default is filled in later: --help names it
+        help = {s.name: help[s.name] if s.name in help else s.help + (
+            "" if s.default is None or s.kind == "flag" else f" [default: {s.default}]") for s in chosen}
 
     def decorate(f: Callable) -> Callable:
         for spec in reversed(chosen):
-            f = option(spec, help=help.get(spec.name), default=None if unset else ..., env=env)(f)
+            f = option(spec, help=help.get(spec.name), default=None if unset else ..., env=env, prefix=prefix)(f)
         return f
 
     return decorate
