@@ -19,10 +19,12 @@ fuzzy.threshold=0.7``), a ``DEDUPKIT_*`` environment variable (run-wide ``DEDUPK
 per stage ``DEDUPKIT_FUZZY_THRESHOLD``, or the stage option's own variable such as
 ``DEDUPKIT_NORMALIZE``), the config file, the option's default.
 
-The set of valid keys of a stage table is read from the stage command's Click options, so a stage
-that lands later (or a third-party one, see :func:`register_stage`) is configurable without
-changes here. Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming
-the key and the file.
+The valid keys of a stage table, their types, ranges, defaults and environment variables are the
+fields of the stage's config dataclass (:mod:`dedupkit.settings`, the one schema the commands'
+options are generated from too), so a stage that lands later (or a third-party one, see
+:func:`dedupkit.stages.registry.register_stage`) is configurable without changes here. This module
+never imports Click. Unknown keys, wrong types and out-of-range values raise :class:`ConfigError`
+naming the key and the file.
 """
 
 from __future__ import annotations
@@ -239,7 +241,9 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _top_specs() -> dict[str, Spec]:
-    return {**specs(PipelineSettings), **specs(ReadConfig), **specs(RunConfig)}
+    run = specs(PipelineSettings)
+    return {"stages": run["stages"], **specs(ReadConfig), **specs(RunConfig), "max_drop_rate": run["max_drop_rate"],
+            "clean": run["clean"]}
 
 
 def _top_kind(spec: Spec) -> str:
@@ -248,12 +252,8 @@ def _top_kind(spec: Spec) -> str:
     return {"int": "int", "float": "rate"}.get(spec.kind, "str")
 
 
-# Run-wide keys: (TOML type check, environment variable), in the order of the file's docs
-_TOP: dict[str, tuple[str, str]] = {
-    k: (_top_kind(sp), sp.env or f"DEDUPKIT_{k.upper()}") for k, sp in sorted(
-        _top_specs().items(), key=lambda kv: ("stages", "text_column", "id_column", "batch_size", "on_bad_record",
-                                              "workers", "engine", "ray_address", "max_drop_rate",
-                                              "clean").index(kv[0]))}
+# Run-wide keys: (TOML type check, environment variable)
+_TOP: dict[str, tuple[str, str]] = {k: (_top_kind(sp), sp.env) for k, sp in _top_specs().items()}
 
 
 def _check_top(key: str, value: Any, where: str) -> Any:
