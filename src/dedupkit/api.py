@@ -310,6 +310,8 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
     """
     import json
 
+    if isinstance(settings.get("eps"), (list, tuple)):  # eps=[0.02, 0.05]: the list --eps takes
+        settings["eps"] = ",".join(map(str, settings["eps"]))
     config, read, runtime = _configs("semantic", SemanticConfig, config, read, runtime, settings)
     stage = config.make_stage()
     result = _run(stage, inputs, out, read, runtime, skip, overwrite, None if config.analyze else max_drop_rate,

@@ -107,8 +107,6 @@ class Spec:
             # Comma-separated string options (normalize steps, ...) may be written as arrays.
             if kind in ("str", "choice") and all(isinstance(x, str) for x in v):
                 v = ",".join(v)
-            elif kind == "str" and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-                v = ",".join(map(str, v))  # a list of numbers (semantic's eps = [0.02, 0.05])
             else:
                 raise ConfigError(f"{where} = {value!r}: expected a single {what}, got an array")
         if isinstance(v, dict):
