@@ -37,19 +37,20 @@ from dedupkit.errors import (  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from dedupkit.api import (
-        StageResult, apply, audit, check, decontaminate, exact, fuzzy, index_add, index_create, inspect, report,
-        run, semantic, stats, substring,
+        StageResult, apply, audit, check, decontaminate, exact, fuzzy, index_add, index_create, index_info, inspect,
+        report, run, semantic, stats, substring,
     )
     from dedupkit.settings import (
-        AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, KeepConfig, ReadConfig, RunConfig,
-        SemanticConfig, SubstringConfig,
+        AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, IndexConfig, InspectConfig, KeepConfig,
+        ReadConfig, ReportConfig, RunConfig, SemanticConfig, SubstringConfig,
     )
     from dedupkit.stages.registry import register_stage
 
 _API = ("exact", "fuzzy", "semantic", "substring", "audit", "decontaminate", "run", "apply", "check",
-        "index_create", "index_add", "report", "inspect", "stats", "StageResult")
+        "index_create", "index_add", "index_info", "report", "inspect", "stats", "StageResult")
 _SETTINGS = ("ExactConfig", "FuzzyConfig", "SemanticConfig", "SubstringConfig", "AuditConfig",
-             "DecontaminateConfig", "KeepConfig", "ReadConfig", "RunConfig")
+             "DecontaminateConfig", "IndexConfig", "KeepConfig", "ReadConfig", "RunConfig", "ReportConfig",
+             "InspectConfig")
 
 __all__ = [
     "__version__",

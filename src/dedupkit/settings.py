@@ -667,9 +667,3 @@ class InspectConfig(_Checked):
 
     max_members: int = setting(20, "Duplicates shown per cluster, least similar first.", range=(1, None))
     max_chars: int = setting(1500, "Characters shown of each text.", range=(50, None))
-
-
-def merge(cls: Any, options: Mapping[str, Any]) -> Any:
-    """A config of ``cls`` from the keys of ``options`` it knows (the rest is ignored)."""
-    known = specs(cls)
-    return cls(**{k: v for k, v in options.items() if k in known})

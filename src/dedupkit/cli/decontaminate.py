@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import click
 
-from dedupkit.cli.schema import config_options
-from dedupkit.settings import DecontaminateConfig, EvalConfig
 from dedupkit.cli.options import emit_result, handle_errors, progress_factory, resolve_skip, stage_options
-
-
-def eval_options(f):
-    """--eval-fields, --eval-id, --ngram, --min-tokens, --min-overlap."""
-    return config_options(EvalConfig)(f)
-
+from dedupkit.cli.schema import config_options
+from dedupkit.settings import DecontaminateConfig
 
 @click.command(epilog="""\b
 Example:

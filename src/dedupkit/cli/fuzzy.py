@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from dedupkit.settings import FuzzyConfig
 from dedupkit.cli.options import (
     emit_result, handle_errors, progress_factory, resolve_skip, stage_options,
 )
+from dedupkit.settings import FuzzyConfig
 
 
 @click.command(epilog="""\b

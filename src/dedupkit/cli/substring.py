@@ -6,11 +6,11 @@ import json
 
 import click
 
-from dedupkit.cli.schema import config_options
-from dedupkit.settings import AuditConfig, RunConfig, SubstringConfig
 from dedupkit.cli.options import (
     emit_result, engine_options, handle_errors, progress_factory, read_options, resolve_skip, stage_options,
 )
+from dedupkit.cli.schema import config_options
+from dedupkit.settings import AuditConfig, RunConfig, SubstringConfig
 
 
 @click.command(epilog="""\b
