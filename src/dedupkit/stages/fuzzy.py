@@ -379,12 +379,11 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray, use_c: bool = True) -> t
 
 
 def shingle_set_task(task: ShingleSetTask) -> int:
-    from dedupkit.io.read import ShardReader
     from dedupkit.minhash import char_shingle_hashes
 
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
-    reader = ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)
+    reader = st.reader()
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
