@@ -342,6 +342,37 @@ static void legacy_update(uint64_t *restrict row, const uint64_t *restrict a, co
     }
 }
 
+#ifdef DEDUPKIT_X86
+/* One document's affine64 signature with AVX-512 (a CPU with AVX512F and AVX512DQ: vpmullq): the
+ * permutations go 64 at a time, their minima, multipliers and offsets held in 24 registers over all
+ * of the document's shingles (the generic loop loads and stores the whole row for every shingle).
+ * Same uint64 arithmetic, same values. */
+__attribute__((target("avx512f,avx512dq")))
+static void affine_doc_avx512(uint64_t *row, const uint64_t *a, const uint64_t *b, Py_ssize_t p,
+                              const uint64_t *h, int64_t m) {
+    for (Py_ssize_t k0 = 0; k0 < p; k0 += 64) {
+        __m512i acc[8], va[8], vb[8];
+        __mmask8 mk[8];
+        for (int q = 0; q < 8; q++) {  /* lanes past p are masked off (loaded as 0, never stored) */
+            Py_ssize_t lanes = p - k0 - 8 * q;
+            lanes = lanes < 0 ? 0 : (lanes > 8 ? 8 : lanes);
+            mk[q] = (__mmask8)((1u << lanes) - 1);
+            acc[q] = _mm512_set1_epi64(-1);
+            va[q] = _mm512_maskz_loadu_epi64(mk[q], (const void *)(a + k0 + 8 * q));
+            vb[q] = _mm512_maskz_loadu_epi64(mk[q], (const void *)(b + k0 + 8 * q));
+        }
+        for (int64_t j = 0; j < m; j++) {
+            __m512i x = _mm512_set1_epi64((long long)fmix64(h[j]));
+            for (int q = 0; q < 8; q++)
+                acc[q] = _mm512_min_epu64(acc[q], _mm512_add_epi64(_mm512_mullo_epi64(va[q], x), vb[q]));
+        }
+        for (int q = 0; q < 8; q++) _mm512_mask_storeu_epi64((void *)(row + k0 + 8 * q), mk[q], acc[q]);
+    }
+}
+
+static int HAS_AVX512DQ = -1;
+#endif
+
 /* minhash(hashes, offsets, n, a, b, p, legacy) -> bytearray of n*p uint64
  *   hashes: m uint64 shingle hashes, documents concatenated; offsets: n+1 int64 into hashes.
  *   a, b: p uint64 permutation parameters. Same arithmetic as dedupkit.minhash._permute
@@ -370,9 +401,23 @@ static PyObject *minhash(PyObject *self, PyObject *args) {
         const uint64_t *a = (const uint64_t *)ab.buf;
         const uint64_t *b = (const uint64_t *)bb.buf;
         const uint64_t MAX32 = 0xFFFFFFFFULL;
+        int wide = 0;
+#ifdef DEDUPKIT_X86
+        if (HAS_AVX512DQ < 0) {
+            __builtin_cpu_init();
+            HAS_AVX512DQ = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+        }
+        wide = HAS_AVX512DQ && !legacy;
+#endif
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t d = 0; d < n; d++) {
             uint64_t *row = sig + d * p;
+#ifdef DEDUPKIT_X86
+            if (wide) {
+                affine_doc_avx512(row, a, b, p, h + o[d], o[d + 1] - o[d]);
+                continue;
+            }
+#endif
             for (Py_ssize_t k = 0; k < p; k++) row[k] = legacy ? MAX32 : UINT64_MAX;
             for (int64_t j = o[d]; j < o[d + 1]; j++) {
                 if (legacy) legacy_update(row, a, b, p, h[j]);
