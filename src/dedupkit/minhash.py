@@ -557,14 +557,17 @@ def _permute(hv: np.ndarray, a: np.ndarray, b: np.ndarray, scheme: str, buf: np.
 
 
 def signatures_from_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinHashConfig,
-                           use_c: bool = True) -> np.ndarray:
+                           use_c: bool = True, num: int | None = None) -> np.ndarray:
     """Signatures (uint64, (len(counts), num_perm)) from concatenated shingle hashes.
 
     A document without shingles gets datasketch's empty signature (every slot at the maximum).
     Uses the C extension when it was built (``use_c=False`` forces the numpy path, for tests).
+    ``num``: only the first ``num`` values of each signature (those LSH bands use).
     """
     a, b = permutations(cfg.num_perm, cfg.seed, cfg.scheme)
     n, p = len(counts), cfg.num_perm
+    if num is not None and num < p:
+        a, b, p = a[:num], b[:num], num
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     if _speedups is not None and use_c and n:
