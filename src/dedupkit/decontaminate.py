@@ -795,27 +795,23 @@ class DetailTask:
 
 
 def _readers(task: DetailTask):
-    """Readers of just the row groups that hold the wanted rows (Parquet), or of the shard (JSONL,
-    read up to the last wanted line)."""
-    from dedupkit.io.read import ShardReader
-
+    """Readers of just the row groups that hold the wanted rows (Parquet), or of the task's rows
+    (JSONL, read up to the last wanted line)."""
     st = task.scan_task
     if st.shard.format != "parquet":
-        return [ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)]
+        return [st.reader()]
     import pyarrow.parquet as pq
 
     md = pq.ParquetFile(st.shard.path).metadata
-    first, stop = st.row_groups if st.row_groups else (0, md.num_row_groups)
     ends = np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])
     groups = sorted(set(int(g) for g in np.searchsorted(ends, np.asarray(task.rows), side="right")))
-    groups = [g for g in groups if first <= g < stop]
     ranges: list[list[int]] = []
     for g in groups:  # consecutive groups make one reader
         if ranges and ranges[-1][1] == g:
             ranges[-1][1] = g + 1
         else:
             ranges.append([g, g + 1])
-    return [ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=(a, b)) for a, b in ranges]
+    return [st.reader(row_groups=(a, b)) for a, b in ranges]
 
 
 def detail_task(task: DetailTask) -> list[dict]:

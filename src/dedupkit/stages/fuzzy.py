@@ -184,10 +184,13 @@ class FuzzyMapper(Mapper):
     every document's distinct word-shingle hashes (top 32 bits, sorted: ``wset``, ``wsetn`` values
     per document) for verification on the true sets without reading the text again."""
 
-    def __init__(self, cfg: MinHashConfig, word_sets: bool = False):
+    def __init__(self, cfg: MinHashConfig, word_sets: bool = False, signature: bool = True):
         self.cfg = cfg
         self.bands, self.rows = cfg.resolved()
         self.word_sets = word_sets
+        # without ``sig`` (only the signature modes verify with it), only the permutations the
+        # bands use are computed
+        self.signature = signature
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -210,12 +213,15 @@ class FuzzyMapper(Mapper):
 
     def _map(self, text) -> dict[str, np.ndarray]:
         hashes, counts = batch_shingle_hashes(text, self.cfg)
-        sig = signatures_from_hashes(hashes, counts, self.cfg)
+        sig = signatures_from_hashes(hashes, counts, self.cfg,
+                                     num=None if self.signature else self.bands * self.rows)
         keys = band_keys(sig, self.bands, self.rows)
-        # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of two
-        # different minima has probability 2**-32) and halve the disk space; legacy values are
-        # 32-bit already.
-        out = {"sig": sig.astype(np.uint32), "band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        out = {"band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        if self.signature:
+            # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of
+            # two different minima has probability 2**-32) and halve the disk space; legacy values
+            # are 32-bit already.
+            out["sig"] = sig.astype(np.uint32)
         if self.word_sets:
             # The top 32 bits of a 64-bit shingle hash: two different shingles agree by chance with
             # probability 2**-32, about one spurious shared shingle in 10,000 pairs of 600-shingle
@@ -226,8 +232,9 @@ class FuzzyMapper(Mapper):
         return out
 
     def empty(self) -> dict[str, np.ndarray]:
-        out = {"sig": np.zeros((0, self.cfg.num_perm), np.uint32), "band": np.zeros((0, self.bands), np.uint64),
-               "nsh": np.zeros(0, np.int32)}
+        out = {"band": np.zeros((0, self.bands), np.uint64), "nsh": np.zeros(0, np.int32)}
+        if self.signature:
+            out["sig"] = np.zeros((0, self.cfg.num_perm), np.uint32)
         if self.word_sets:
             out["wset"], out["wsetn"] = np.zeros(0, np.uint32), np.zeros(0, np.int32)
         return out
@@ -378,12 +385,11 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray, use_c: bool = True) -> t
 
 
 def shingle_set_task(task: ShingleSetTask) -> int:
-    from dedupkit.io.read import ShardReader
     from dedupkit.minhash import char_shingle_hashes
 
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
-    reader = ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)
+    reader = st.reader()
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
@@ -674,7 +680,7 @@ class FuzzyStage(Stage):
         self.bands, self.rows = config.minhash.resolved()
 
     def mapper(self) -> Mapper:
-        return FuzzyMapper(self.config.minhash, self.word_sets())
+        return FuzzyMapper(self.config.minhash, self.word_sets(), self.config.verify != "sets")
 
     def word_sets(self) -> bool:
         """Whether the scan keeps word-shingle sets (verification on true sets by a word measure)."""
@@ -687,7 +693,8 @@ class FuzzyStage(Stage):
     def key(self) -> str:
         c = self.config.minhash
         return (f"fuzzy:v2:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
-                f"{self.bands}x{self.rows}" + (":wsets" if self.word_sets() else ""))
+                f"{self.bands}x{self.rows}" + (":wsets" if self.word_sets() else "") +
+                (":nosig" if self.config.verify == "sets" else ""))
 
     def config_dict(self) -> dict:
         c, f = self.config.minhash, self.config

@@ -41,7 +41,7 @@ import numpy as np
 
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
-from dedupkit.io.read import Batch, ShardReader
+from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
 from dedupkit.policy import KeepPolicy
 from dedupkit.spans import SpanWriter, corpus_span_table, merge_spans
@@ -198,7 +198,7 @@ class HashTask:
 
 def _read(scan, first_doc: int, n_docs: int):
     """The task's good rows, batch by batch, with the global index of each batch's first document."""
-    reader = ShardReader(scan.shard, scan.spec, skip_rows=scan.skip_rows, row_groups=scan.row_groups)
+    reader = scan.reader()
     g = first_doc
     for batch in reader:
         yield g, batch
