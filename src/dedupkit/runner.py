@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedupkit import __version__
-from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
+from dedupkit.engine import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
 from dedupkit.io.read import ReadSpec
@@ -229,10 +229,10 @@ def run_stage(
         scan_dir = od.work / f"{stage.name}-scan"
         scan_dir.mkdir(parents=True, exist_ok=True)
         tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows)
-        engine = get_engine(options.engine, options.workers, progress, options.ray_address)
-        try:
+        # the engine's workers serve the scan and the stage's global steps, and stop at the end
+        with get_engine(options.engine, options.workers, progress, options.ray_address) as engine:
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
-            if not stage.uses_engine and isinstance(engine, LocalEngine):
+            if not stage.uses_engine:
                 engine.close(wait=False)  # idle workers exit while the driver groups
             t_scan = time.perf_counter()
             corpus = Corpus(tasks, results, shards)
@@ -244,9 +244,6 @@ def run_stage(
             stage.engine = engine
             decisions = stage.identify(corpus, str(stage_work))
             t_ident = time.perf_counter()
-        finally:
-            if isinstance(engine, LocalEngine):
-                engine.close()  # stop the worker pool reused by the scan and the global steps
 
         n = len(corpus)
         keep = decisions.keep_mask()

@@ -45,6 +45,31 @@ def partitions_for(n_edges: int, per_partition: int | None = None) -> int:
     return max(1, -(-int(n_edges) // per))
 
 
+def component_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root (the smallest member) of every node's connected component, in one process.
+
+    The graph has nodes ``0..n-1`` and undirected edges ``a[k]-b[k]``; a node without an edge is its
+    own root. The single-process twin of :func:`connected_components` (which never gathers the
+    edges): the fuzzy stage's ``cluster = "split"``, the index check and ``run``'s combined clusters
+    use it.
+
+    Example:
+        >>> component_roots(5, np.array([3, 1]), np.array([4, 3])).tolist()
+        [0, 1, 2, 1, 1]
+    """
+    if n == 0 or len(a) == 0:
+        return np.arange(n, dtype=np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    a = np.asarray(a, np.int64)
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, np.asarray(b, np.int64))), shape=(n, n))
+    _, labels = scipy_components(graph, directed=False)
+    # the first occurrence of each label is its smallest member
+    _, first = np.unique(labels, return_index=True)
+    return first[labels].astype(np.int64)
+
+
 def part_of(nodes: np.ndarray, nparts: int) -> np.ndarray:
     """Hash partition (0..nparts-1) of each node id (Fibonacci hashing: consecutive ids spread)."""
     if nparts == 1:

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dedupkit.engine.local import ProgressFactory, no_progress
+from dedupkit.engine.base import Engine, ProgressFactory, no_progress
 from dedupkit.errors import ConfigError, DedupkitError, require
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _task_resources(tasks: Sequence[Any]) -> dict[str, Any]:
     return dict(res or {})
 
 
-class RayEngine:
+class RayEngine(Engine):
     """Run ``fn(task)`` for every task as a Ray task; results come back in task order.
 
     Args:
@@ -112,6 +112,7 @@ class RayEngine:
     """
 
     name = "ray"
+    distributed = True
 
     def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress,
                  address: str | None = None, max_retries: int | None = None) -> None:
@@ -272,7 +273,11 @@ class RayEngine:
         finally:
             bar.close()
 
-    def shutdown(self) -> None:
-        """Disconnect from Ray (stops a local instance this process started)."""
-        if self._ray.is_initialized():
-            self._ray.shutdown()
+    def close(self, wait: bool = True) -> None:
+        """Release this engine's Ray resources (its remote function; actors go after each map).
+
+        The Ray instance stays up, whoever started it: a local one started here serves the next
+        engine of this process (``dedupkit run``'s later stages) and stops when the process exits;
+        call ``ray.shutdown()`` to stop it sooner.
+        """
+        self._remote = None
