@@ -278,7 +278,8 @@ def run_stage(
                                 pc.coalesce(override, dup_of))
         score = np.where(labels >= 0, decisions.score, np.nan).astype(np.float32)
         # what decided (exact, fuzzy, semantic): the built-in stage class, whatever the stage's name
-        kind = next((c.__module__.rsplit(".", 1)[-1] for c in type(stage).__mro__
+        # (dedupkit.stages.KIND or a module of the package dedupkit.stages.KIND)
+        kind = next((c.__module__.split(".")[2] for c in type(stage).__mro__
                      if c.__module__.startswith("dedupkit.stages.") and c is not Stage), None)
         reasons = drop_reasons(stage.name, keep, dup_of, score, extra_cols, kind)
         extra_types = {c: a.type for c, a in extra_cols.items()}
