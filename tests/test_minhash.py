@@ -101,6 +101,31 @@ def test_unicode_tokens_nfkc_lowercase():
     assert shingles("snake_case x2, 3.14", cfg) == ["snake_case", "x2", "3", "14"]
 
 
+def _reference_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """The (b, r) search dedupkit carried itself until it took datasketch's: the same integrals
+    written out here, so a change in datasketch's choice shows up as a failure."""
+    from scipy.integrate import quad
+
+    best, opt = float("inf"), (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
+            fn = quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)[0]
+            if fp * 0.5 + fn * 0.5 < best:
+                best, opt = fp * 0.5 + fn * 0.5, (b, r)
+    return opt
+
+
+# every default (fuzzy's candidate threshold 0.5, MinHashConfig's 0.65, the index's) and a grid
+@pytest.mark.parametrize("num_perm", [16, 64, 128])
+def test_optimal_params_from_datasketch_equal_the_former_search(num_perm):
+    grid = [round(0.3 + 0.05 * k, 2) for k in range(14)]  # 0.3 .. 0.95
+    got = {t: optimal_params(t, num_perm) for t in grid}
+    want = {t: _reference_params(t, num_perm) for t in grid}
+    assert got == want
+    assert MinHashConfig().resolved() == _reference_params(0.65, 128)
+
+
 @pytest.mark.parametrize("threshold,num_perm", [(0.8, 128), (0.7, 128), (0.5, 64), (0.9, 256)])
 def test_optimal_params_match_datasketch(threshold, num_perm):
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)

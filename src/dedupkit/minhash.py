@@ -114,37 +114,28 @@ class MinHashConfig:
         return optimal_params(float(self.threshold), self.num_perm)
 
 
-# --- LSH parameters (datasketch.lsh._optimal_param, same integrals, same tie-breaking) ---------
-
-def _fp(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    return quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
-
-
-def _fn(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    return quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)[0]
-
+# --- LSH parameters: datasketch's rule, from datasketch -----------------------------------------
 
 @functools.lru_cache(maxsize=64)
 def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5,
                    fn_weight: float = 0.5) -> tuple[int, int]:
     """The (bands, rows) that minimise the weighted false-positive + false-negative area.
 
-    This is datasketch's rule (``MinHashLSH(threshold, num_perm)`` picks the same pair): the
-    probability that two documents of Jaccard ``s`` share at least one band is
-    ``1 - (1 - s**r)**b``; the false-positive area integrates it over ``[0, threshold]``, the
-    false-negative area integrates its complement over ``[threshold, 1]``.
+    This is datasketch's own search (``datasketch.lsh._optimal_param``, what
+    ``MinHashLSH(threshold, num_perm)`` uses; datasketch has no public name for it, and
+    ``MinHashLSH`` itself refuses fewer than 2 bands): the probability that two documents of
+    Jaccard ``s`` share at least one band is ``1 - (1 - s**r)**b``; the false-positive area
+    integrates it over ``[0, threshold]``, the false-negative area its complement over
+    ``[threshold, 1]`` (scipy's ``quad``), and the first (b, r) with the smallest weighted sum wins.
+
+    Example:
+        >>> optimal_params(0.5, 128)
+        (25, 5)
     """
-    best, opt = float("inf"), (0, 0)
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            err = _fp(threshold, b, r) * fp_weight + _fn(threshold, b, r) * fn_weight
-            if err < best:
-                best, opt = err, (b, r)
-    return opt
+    from datasketch.lsh import _optimal_param
+
+    b, r = _optimal_param(float(threshold), int(num_perm), float(fp_weight), float(fn_weight))
+    return int(b), int(r)
 
 
 def detection_probability(s: float, bands: int, rows: int) -> float:
