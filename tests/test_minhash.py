@@ -11,6 +11,7 @@ from datasketch import MinHash, MinHashLSH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dedupkit import kernels
 from dedupkit.errors import ConfigError
 from dedupkit.minhash import (
     MinHashConfig, band_keys, batch_shingle_hashes, detection_probability, optimal_params,
@@ -193,7 +194,7 @@ def test_c_kernel_equals_numpy_path_for_both_schemes():
     """The optional C kernel and the numpy fallback give identical signatures."""
     from dedupkit import minhash as mh
 
-    if mh._speedups is None:
+    if kernels.speedups is None:
         if os.environ.get("CI"):
             pytest.fail("the C extension did not build in CI (pip install -e . -v shows why)")
         pytest.skip("the C extension is not built in this checkout (pip install -e . builds it)")
@@ -204,7 +205,7 @@ def test_c_kernel_equals_numpy_path_for_both_schemes():
     for scheme in mh.SCHEMES:
         cfg = mh.MinHashConfig(scheme=scheme, num_perm=64)
         c = mh.signatures_from_hashes(h, counts, cfg)
-        f = mh.signatures_from_hashes(h, counts, cfg, use_c=False)
+        f = kernels.call_python(mh.signatures_from_hashes, h, counts, cfg)
         assert c.shape == (300, 64) and np.array_equal(c, f)
         assert (c[:3] == mh.empty_value(scheme)).all()
 
@@ -217,14 +218,12 @@ def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
     exactly the hashes and counts of the Arrow + numpy path, in document order."""
     import pyarrow as pa
 
-    from dedupkit import minhash as mh
-
-    if mh._speedups is None:
+    if kernels.speedups is None:
         pytest.skip("the C extension is not built in this checkout")
     cfg = MinHashConfig(ngram=ngram)
     arr = pa.array(texts, pa.string())
     h, c = batch_shingle_hashes(arr, cfg)
-    rh, rc = batch_shingle_hashes(arr, cfg, use_c=False)
+    rh, rc = kernels.call_python(batch_shingle_hashes, arr, cfg)
     assert c.tolist() == rc.tolist()
     assert h.tolist() == rh.tolist()
     # long documents; a token longer than the kernel's first token buffer; more shingles than its
@@ -232,5 +231,5 @@ def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
     big = [" ".join(f"Tok{i % 13}_x" for i in range(300)), "ÀÉ " * 50 + "tail words here",
            "Q" * 1000 + " after the long token", "a " * 3000] * 3
     h, c = batch_shingle_hashes(big, cfg)
-    rh, rc = batch_shingle_hashes(big, cfg, use_c=False)
+    rh, rc = kernels.call_python(batch_shingle_hashes, big, cfg)
     assert c.tolist() == rc.tolist() and h.tolist() == rh.tolist()

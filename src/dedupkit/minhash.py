@@ -33,13 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from dedupkit import kernels
 from dedupkit.errors import ConfigError
 from dedupkit.normalize import text_buffers
-
-try:  # optional C kernel (setup.py); the numpy code in signatures_from_hashes is the fallback
-    from dedupkit import _speedups
-except ImportError:  # pragma: no cover - depends on the build
-    _speedups = None
 
 SHINGLES = ("word", "char")
 SCHEMES = ("affine64", "legacy")
@@ -344,7 +340,7 @@ def _c_word_shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.
     """Word-shingle hashes from the C kernel for ASCII texts, the Arrow path for the others."""
     arr, buf, offsets = text_buffers(pc.fill_null(texts, "") if texts.null_count else texts)
     n = len(arr)
-    raw, cnt, flags = _speedups.word_shingles(buf, offsets.tobytes(), n, ngram)
+    raw, cnt, flags = kernels.speedups.word_shingles(buf, offsets.tobytes(), n, ngram)
     h = np.frombuffer(raw, dtype=np.uint64)
     counts = np.frombuffer(cnt, dtype=np.int64)
     other = np.frombuffer(flags, dtype=np.uint8).astype(bool)
@@ -357,14 +353,14 @@ def _c_word_shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.
     return np.concatenate([h, hb])[idx], counts
 
 
-def batch_shingle_hashes(texts, cfg: MinHashConfig, use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def batch_shingle_hashes(texts, cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of many texts: (all hashes concatenated in text order, count per text).
 
     ``texts`` is a pyarrow string array or a sequence of str (None = no text). With the C
     extension, word shingles of ASCII texts come from one C pass (lower case, tokens, xxh3-64,
     n-gram combination: the same values as the Arrow + numpy path, which tests compare).
     """
-    if cfg.shingle == "word" and _speedups is not None and use_c:
+    if cfg.shingle == "word" and kernels.speedups is not None:
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
         elif not isinstance(texts, pa.Array):
@@ -373,7 +369,7 @@ def batch_shingle_hashes(texts, cfg: MinHashConfig, use_c: bool = True) -> tuple
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
         return _c_word_shingle_hashes(texts, cfg.ngram)
     if cfg.shingle == "char":
-        return char_shingle_hashes(texts, cfg.ngram, use_c)
+        return char_shingle_hashes(texts, cfg.ngram)
     norm = normalize_array(texts)
     if len(norm) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
@@ -381,16 +377,16 @@ def batch_shingle_hashes(texts, cfg: MinHashConfig, use_c: bool = True) -> tuple
     return _word_shingle_hashes(flat, counts, cfg.ngram)
 
 
-def char_shingle_hashes(texts, k: int, use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def char_shingle_hashes(texts, k: int) -> tuple[np.ndarray, np.ndarray]:
     """xxh3-64 hashes of the character ``k``-grams of many texts (see :func:`shingles`, ``char``):
     (all hashes concatenated in text order, count per text). One C pass per batch after Arrow's
     NFKC and lower case; the Python fallback hashes :func:`_char_shingle_list` (tests compare)."""
     norm = normalize_array(texts)
     if len(norm) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    if _speedups is not None and use_c:
+    if kernels.speedups is not None:
         _, buf, offsets = text_buffers(pc.fill_null(norm, "") if norm.null_count else norm)
-        raw, cnt = _speedups.char_shingles(buf, offsets.tobytes(), len(norm), k)
+        raw, cnt = kernels.speedups.char_shingles(buf, offsets.tobytes(), len(norm), k)
         return np.frombuffer(raw, np.uint64), np.frombuffer(cnt, np.int64)
     h = xxhash.xxh3_64_intdigest
     out: list[int] = []
@@ -478,20 +474,20 @@ def _permute(hv: np.ndarray, a: np.ndarray, b: np.ndarray, scheme: str, buf: np.
 
 
 def signatures_from_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinHashConfig,
-                           use_c: bool = True) -> np.ndarray:
+                           ) -> np.ndarray:
     """Signatures (uint64, (len(counts), num_perm)) from concatenated shingle hashes.
 
     A document without shingles gets datasketch's empty signature (every slot at the maximum).
-    Uses the C extension when it was built (``use_c=False`` forces the numpy path, for tests).
+    The C kernel when :mod:`dedupkit.kernels` has it, else numpy (the same values).
     """
     a, b = permutations(cfg.num_perm, cfg.seed, cfg.scheme)
     n, p = len(counts), cfg.num_perm
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    if _speedups is not None and use_c and n:
+    if kernels.speedups is not None and n:
         # The C kernel does the same uint64 arithmetic in one pass per document (no (m, p) buffer).
-        raw = _speedups.minhash(np.ascontiguousarray(hashes, dtype=np.uint64), offsets, n, a, b, p,
-                                cfg.scheme == "legacy")
+        raw = kernels.speedups.minhash(np.ascontiguousarray(hashes, dtype=np.uint64), offsets, n, a, b, p,
+                                       cfg.scheme == "legacy")
         return np.frombuffer(raw, dtype=np.uint64).reshape(n, p)
     sig = np.full((n, p), empty_value(cfg.scheme), dtype=np.uint64)
     if n == 0 or len(hashes) == 0:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedupkit import __version__
+from dedupkit import __version__, kernels
 from dedupkit.engine import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
@@ -315,6 +315,7 @@ def run_stage(
             "stage": stage.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(),
+            "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
             "config": {"stage": stage.config_dict(), "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
                        "workers": options.workers, "engine": options.engine,
                        "max_drop_rate": options.max_drop_rate},

@@ -39,10 +39,14 @@ class RayEngineError(DedupkitError):
 
 
 def _worker_env() -> dict[str, Any]:
-    """runtime_env for a Ray instance started by dedupkit: the driver's dedupkit on the path."""
+    """runtime_env for a Ray instance started by dedupkit: the driver's dedupkit on the path, and
+    its choice of kernels."""
     path = os.environ.get("PYTHONPATH", "")
     parts = [_PKG_PARENT] + [p for p in path.split(os.pathsep) if p and p != _PKG_PARENT]
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(parts)}}
+    env = {"PYTHONPATH": os.pathsep.join(parts)}
+    if os.environ.get("DEDUPKIT_KERNELS"):  # workers choose the same kernels (dedupkit.kernels)
+        env["DEDUPKIT_KERNELS"] = os.environ["DEDUPKIT_KERNELS"]
+    return {"env_vars": env}
 
 
 def init_local(num_cpus: int, **kwargs: Any) -> None:

@@ -23,15 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dedupkit import kernels
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
 from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, signatures_from_hashes
 from dedupkit.stages.base import Mapper
-
-try:  # optional C kernels; numpy fallbacks below
-    from dedupkit import _speedups
-except ImportError:  # pragma: no cover - depends on the build
-    _speedups = None
 
 # Codes of the measure that decided a verified pair (stored beside its score), and their names in
 # the manifest's ``measure`` column. Several measures may pass; the first of MEASURE_ORDER that
@@ -226,7 +222,7 @@ class ShingleSetTask:
     char_ngram: int = 0
 
 
-def sorted_sets(hashes: np.ndarray, counts: np.ndarray, use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def sorted_sets(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per document, the distinct values of its run of ``hashes``, sorted; and the n+1 offsets.
 
     The C kernel sorts each document's run on its own (a radix sort in cache; a numpy lexsort on
@@ -235,9 +231,9 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray, use_c: bool = True) -> t
     hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
     counts = np.asarray(counts, dtype=np.int64)
     off = np.zeros(len(counts) + 1, np.int64)
-    if _speedups is not None and use_c:
+    if kernels.speedups is not None:
         np.cumsum(counts, out=off[1:])
-        raw, cnt = _speedups.sort_unique_runs(hashes, off, len(counts))
+        raw, cnt = kernels.speedups.sort_unique_runs(hashes, off, len(counts))
         np.cumsum(np.frombuffer(cnt, np.int64), out=off[1:])
         return np.frombuffer(raw, np.uint64), off
     doc = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
@@ -354,15 +350,15 @@ class _ScanSets:
         return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), off
 
 
-def set_intersections(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, use_c: bool = True) -> np.ndarray:
+def set_intersections(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """|A & B| for every pair of set indices (sets: sorted distinct runs of ``hashes``), int64.
 
     The C kernel merges the two sorted runs; the fallback intersects them with numpy.
     """
     pairs = np.ascontiguousarray(pairs, dtype=np.int64)
-    if _speedups is not None and use_c:
-        raw = _speedups.set_intersections(np.ascontiguousarray(hashes, dtype=np.uint64),
-                                          np.ascontiguousarray(offsets, dtype=np.int64), pairs)
+    if kernels.speedups is not None:
+        raw = kernels.speedups.set_intersections(np.ascontiguousarray(hashes, dtype=np.uint64),
+                                                 np.ascontiguousarray(offsets, dtype=np.int64), pairs)
         return np.frombuffer(raw, dtype=np.int64).copy()
     out = np.zeros(len(pairs), np.int64)
     for q, (a, b) in enumerate(pairs.tolist()):
