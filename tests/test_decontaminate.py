@@ -13,9 +13,8 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from conftest import read_manifest, run_subprocess, write_jsonl, write_parquet
-from dedupkit import kernels
-from dedupkit import api
+from tests.support import read_manifest, run_subprocess, write_jsonl, write_parquet
+from dedupkit import api, kernels
 from dedupkit.cli.main import cli
 from dedupkit.decontaminate import (
     DecontaminateConfig, EvalIndex, find_matches, load_eval_sets, ngram_scan, parse_against,
@@ -348,7 +347,7 @@ def test_ray_engine_gives_the_local_manifest(tmp_path):
     ray = pytest.importorskip("ray")
     import os
 
-    from conftest import SRC
+    from tests.support import SRC
     from dedupkit.engine.ray import init_local
 
     rng = random.Random(5)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import write_jsonl, write_parquet
 from dedupkit import kernels
 from dedupkit.errors import ConfigError
+from tests.support import write_jsonl, write_parquet
 
 C_BUILT = kernels.speedups is not None and kernels.substring is not None and kernels.decon is not None
 

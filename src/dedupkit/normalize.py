@@ -29,10 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedupkit import kernels
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError
 
 STEPS = ("nfkc", "lower", "punctuation", "digits", "whitespace")
-DEFAULT = ("lower", "whitespace")
+DEFAULT = tuple(_S.ExactConfig.normalize.split(","))  # lower,whitespace (dedupkit.settings)
 
 
 def parse_steps(value: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dedupkit import kernels
+from dedupkit import settings as _S
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
 from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, signatures_from_hashes
@@ -52,10 +53,13 @@ class FuzzyMapper(Mapper):
     every document's distinct word-shingle hashes (top 32 bits, sorted: ``wset``, ``wsetn`` values
     per document) for verification on the true sets without reading the text again."""
 
-    def __init__(self, cfg: MinHashConfig, word_sets: bool = False):
+    def __init__(self, cfg: MinHashConfig, word_sets: bool = False, signature: bool = True):
         self.cfg = cfg
         self.bands, self.rows = cfg.resolved()
         self.word_sets = word_sets
+        # without ``sig`` (only the signature modes verify with it), only the permutations the
+        # bands use are computed
+        self.signature = signature
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -78,12 +82,15 @@ class FuzzyMapper(Mapper):
 
     def _map(self, text) -> dict[str, np.ndarray]:
         hashes, counts = batch_shingle_hashes(text, self.cfg)
-        sig = signatures_from_hashes(hashes, counts, self.cfg)
+        sig = signatures_from_hashes(hashes, counts, self.cfg,
+                                     num=None if self.signature else self.bands * self.rows)
         keys = band_keys(sig, self.bands, self.rows)
-        # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of two
-        # different minima has probability 2**-32) and halve the disk space; legacy values are
-        # 32-bit already.
-        out = {"sig": sig.astype(np.uint32), "band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        out = {"band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        if self.signature:
+            # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of
+            # two different minima has probability 2**-32) and halve the disk space; legacy values
+            # are 32-bit already.
+            out["sig"] = sig.astype(np.uint32)
         if self.word_sets:
             # The top 32 bits of a 64-bit shingle hash: two different shingles agree by chance with
             # probability 2**-32, about one spurious shared shingle in 10,000 pairs of 600-shingle
@@ -94,8 +101,9 @@ class FuzzyMapper(Mapper):
         return out
 
     def empty(self) -> dict[str, np.ndarray]:
-        out = {"sig": np.zeros((0, self.cfg.num_perm), np.uint32), "band": np.zeros((0, self.bands), np.uint64),
-               "nsh": np.zeros(0, np.int32)}
+        out = {"band": np.zeros((0, self.bands), np.uint64), "nsh": np.zeros(0, np.int32)}
+        if self.signature:
+            out["sig"] = np.zeros((0, self.cfg.num_perm), np.uint32)
         if self.word_sets:
             out["wset"], out["wsetn"] = np.zeros(0, np.uint32), np.zeros(0, np.int32)
         return out
@@ -246,12 +254,11 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def shingle_set_task(task: ShingleSetTask) -> int:
-    from dedupkit.io.read import ShardReader
     from dedupkit.minhash import char_shingle_hashes
 
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
-    reader = ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)
+    reader = st.reader()
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
@@ -376,7 +383,7 @@ class VerifyTask:
     offsets: tuple[int, ...]
     set_prefixes: tuple[str, ...] = ()  # char sets (shingle_set_task)
     out: str = ""
-    containment_min: int = 20
+    containment_min: int = _S.FuzzyConfig.containment_min
     wset_paths: tuple[str, ...] = ()  # word sets written by the scan (FuzzyMapper word_sets)
     wsetn_paths: tuple[str, ...] = ()
 
