@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedupkit import __version__
-from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
+from dedupkit import __version__, kernels
 from dedupkit import settings as _S
+from dedupkit.engine import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
 from dedupkit.io import fs
@@ -243,30 +243,30 @@ def run_stage(
         scan_dir = od.work / f"{stage.name}-scan"
         scan_dir.mkdir(parents=True, exist_ok=True)
         tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows,
-                           options.split_bytes, options.workers)
-        engine = get_engine(options.engine, options.workers, progress, options.ray_address)
-        from dedupkit.engine import driver
+                           options.split_bytes, workers=options.workers)
+        # the engine's workers serve the scan and the stage's global steps, and stop at the end
+        with get_engine(options.engine, options.workers, progress, options.ray_address) as engine:
+            from dedupkit.engine import driver
 
-        if driver.eligible(stage, engine, options):
-            # A distributed engine: tasks identify and write every manifest part; the driver
-            # plans, collects counts and writes the summary (dedupkit.engine.driver).
+            if driver.eligible(stage, engine, options):
+                # A distributed engine: tasks identify and write every manifest part; the driver
+                # plans, collects counts and writes the summary (dedupkit.engine.driver).
+                results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+                t_scan = time.perf_counter()
+                corpus = driver.LightCorpus(tasks, results, shards)
+                shard_dicts = [s.to_dict() for s in corpus.shards]
+                check_prior_fingerprints(prior_summaries, shard_dicts)
+                c, stats = driver.run_rowless(
+                    stage, corpus, od.work / stage.name, od.manifest_tmp(), engine, _kind(stage), spec,
+                    lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered))
+                t_ident = t_write = time.perf_counter()
+                summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts,
+                                   c["active"], c["kept"], c["clusters"], c["largest_cluster"], stats)
+                summary["timings"] = _timings(t0, t_scan, t_ident, t_write, results)
+                _publish(stage, od, summary, options, before_finish, None)
+                return RunResult(out=out, summary=summary)
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
-            t_scan = time.perf_counter()
-            corpus = driver.LightCorpus(tasks, results, shards)
-            shard_dicts = [s.to_dict() for s in corpus.shards]
-            check_prior_fingerprints(prior_summaries, shard_dicts)
-            c, stats = driver.run_rowless(
-                stage, corpus, od.work / stage.name, od.manifest_tmp(), engine, _kind(stage), spec,
-                lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered))
-            t_ident = t_write = time.perf_counter()
-            summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts,
-                               c["active"], c["kept"], c["clusters"], c["largest_cluster"], stats)
-            summary["timings"] = _timings(t0, t_scan, t_ident, t_write, results)
-            _publish(stage, od, summary, options, before_finish, None)
-            return RunResult(out=out, summary=summary)
-        try:
-            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
-            if not stage.uses_engine and isinstance(engine, LocalEngine):
+            if not stage.uses_engine:
                 engine.close(wait=False)  # idle workers exit while the driver groups
             t_scan = time.perf_counter()
             corpus = Corpus(tasks, results, shards)
@@ -278,9 +278,6 @@ def run_stage(
             stage.engine = engine
             decisions = stage.identify(corpus, str(stage_work))
             t_ident = time.perf_counter()
-        finally:
-            if isinstance(engine, LocalEngine):
-                engine.close()  # stop the worker pool reused by the scan and the global steps
 
         n = len(corpus)
         keep = decisions.keep_mask()
@@ -343,7 +340,8 @@ def run_stage(
 
 def _kind(stage: Stage) -> str | None:
     """What decided (exact, fuzzy, semantic): the built-in stage class, whatever the stage's name."""
-    return next((c.__module__.rsplit(".", 1)[-1] for c in type(stage).__mro__
+    # (dedupkit.stages.KIND or a module of the package dedupkit.stages.KIND)
+    return next((c.__module__.split(".")[2] for c in type(stage).__mro__
                  if c.__module__.startswith("dedupkit.stages.") and c is not Stage), None)
 
 
@@ -380,6 +378,7 @@ def _summary(stage: Stage, spec: ReadSpec, options: RunOptions, settings: str, p
         "stage": stage.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
+        "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
         "config": {"stage": stage.config_dict(), "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
                    "workers": options.workers, "engine": options.engine,
                    "max_drop_rate": options.max_drop_rate},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, write_jsonl, write_parquet
+from tests.support import SRC, write_jsonl, write_parquet
 from dedupkit import api
 
 ray = pytest.importorskip("ray")
@@ -67,10 +67,10 @@ def _same_parts(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("id_column", [None, "id"])
 def test_rowless_manifest_is_byte_identical(ray_session, corpus, tmp_path, monkeypatch, id_column):
-    from dedupkit import scan
+    from dedupkit import runner, scan
     from dedupkit.engine import graph
-    from dedupkit.stages import fuzzy as fz
-    from dedupkit.stages import fuzzy_partitioned
+    from dedupkit.stages.fuzzy import partitioned as fuzzy_partitioned
+    from dedupkit.stages.fuzzy import stage as fz
 
     # several partitions in every step: band keys, pairs, components, centres
     monkeypatch.setattr(fz, "DOCS_PER_PARTITION", 40)
@@ -83,7 +83,11 @@ def test_rowless_manifest_is_byte_identical(ray_session, corpus, tmp_path, monke
         def __init__(self, *a, **k):
             raise AssertionError("the driver built the per-document corpus")
 
-    monkeypatch.setattr(scan, "Corpus", NoRows)  # the driver process must never need it
+    # the driver process must never need it (the classic path fails with this in place)
+    monkeypatch.setattr(scan, "Corpus", NoRows)
+    monkeypatch.setattr(runner, "Corpus", NoRows)
+    with pytest.raises(AssertionError, match="per-document corpus"):
+        api.fuzzy([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", keep="longest", **kw)
     on_ray = api.fuzzy([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
     g = on_ray.summary["stats"]["global_step"]
     assert g["mode"] == "rowless" and g["pair_partitions"] > 1 and g["component_partitions"] > 1
@@ -106,7 +110,7 @@ def test_duplicate_ids_are_refused_by_tasks(ray_session, tmp_path):
 
 
 def test_bucket_bytes_read_per_task_fall_with_partitions(corpus, tmp_path, monkeypatch):
-    from dedupkit.stages import fuzzy as fz
+    from dedupkit.stages.fuzzy import stage as fz
 
     seen = {}
     for per in (10_000, 60, 20):

@@ -15,11 +15,11 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from conftest import BASE_DOCS, make_rows, write_jsonl, write_parquet
+from tests.support import BASE_DOCS, make_rows, run_subprocess, write_jsonl, write_parquet
 from dedupkit.cli.main import cli
 from dedupkit.io import fs
 
-from s3_fixtures import ENV_SECRET, URL_SECRET, s3_env, s3_server  # noqa: F401 (fixtures)
+from tests.io.s3_fixtures import ENV_SECRET, URL_SECRET, s3_env, s3_server  # noqa: F401 (fixtures)
 
 
 def _cli(*args, ok=True):
@@ -248,8 +248,6 @@ def test_foreign_remote_folder_is_refused(s3_env, tmp_path):
 @pytest.mark.slow
 def test_secret_never_written_or_printed(s3_env, tmp_path):
     """The S3 secret (in the environment and in the URL) appears in no file written and no output."""
-    from conftest import run_subprocess
-
     b = s3_env["bucket"]
     d = _corpus(tmp_path)
     _upload(s3_env, d, f"s3://{b}/data")

@@ -43,7 +43,7 @@ def eligible(stage: Any, engine: Any, options: Any) -> bool:
     """True when :func:`run_rowless` can run this stage (see the module doc)."""
     from dedupkit.stages.fuzzy import FuzzyStage
 
-    if getattr(engine, "name", "local") == "local" or not isinstance(stage, FuzzyStage):
+    if not getattr(engine, "distributed", False) or not isinstance(stage, FuzzyStage):
         return False
     pol = stage.config.policy
     return stage.config.cluster == "centre" and pol.keep == "first" and not pol.keep_by and not options.skip
@@ -366,8 +366,8 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
     import time
 
     from dedupkit.errors import InputError
-    from dedupkit.stages import fuzzy as fz
-    from dedupkit.stages import fuzzy_partitioned as fp
+    from dedupkit.stages.fuzzy import tasks as fz
+    from dedupkit.stages.fuzzy import partitioned as fp
 
     work.mkdir(parents=True, exist_ok=True)
     tasks = corpus.tasks
@@ -463,7 +463,7 @@ def _split3_task(task: graph.SplitTask) -> int:
 
 def _verify(stage: Any, corpus: LightCorpus, files: list[str], paths, offsets, work: Path, engine):
     """:meth:`FuzzyStage.verify` with the char measure's documents found by tasks, not the driver."""
-    from dedupkit.stages import fuzzy as fz
+    from dedupkit.stages.fuzzy import tasks as fz
 
     thr = stage.config.measure_thresholds()
     char = stage.config.verify == "sets" and "char" in thr
