@@ -69,16 +69,15 @@ class LightCorpus:
 
     @property
     def n_bad(self) -> int:
-        return sum(s.n_bad for s in self.shards)
+        from dedupkit.scan import Corpus
+
+        return Corpus.n_bad.fget(self)  # the same counts as the classic corpus
 
     @property
     def bad_records(self) -> list[dict]:
-        from dedupkit.scan import MAX_LISTED_BAD
+        from dedupkit.scan import Corpus
 
-        out: list[dict] = []
-        for s in self.shards:
-            out.extend(s.bad[:MAX_LISTED_BAD - len(out)])
-        return out
+        return Corpus.bad_records.fget(self)
 
 
 # --- looking documents up by global index, from the scan tables -------------------------------
@@ -465,17 +464,7 @@ def _verify(stage: Any, corpus: LightCorpus, files: list[str], paths, offsets, w
     """:meth:`FuzzyStage.verify` with the char measure's documents found by tasks, not the driver."""
     from dedupkit.stages.fuzzy import tasks as fz
 
-    thr = stage.config.measure_thresholds()
-    char = stage.config.verify == "sets" and "char" in thr
-    first = {m: t for m, t in thr.items() if not (char and m == "char")}
-    outs: list[str] = []
-    vres: list[dict] = []
-    if first and files:
-        tasks = stage.verify_tasks(files, paths, offsets, (), work, "pw", first)
-        vres += engine.map(fz.verify_task, tasks, desc="fuzzy: verify")
-        outs += [t.out for t in tasks]
-        files = [fz.rest_path(t.out) for t in tasks]
-    if char and files:
+    def char_sets(files: list[str]) -> tuple[str, ...]:
         offs = tuple(int(x) for x in corpus.task_offsets)
         wt = [WantedTask(f, offs, str(work / f"want-f{k:05d}")) for k, f in enumerate(files)]
         counts = engine.map(wanted_task, wt, desc="fuzzy: documents to re-read")
@@ -484,14 +473,13 @@ def _verify(stage: Any, corpus: LightCorpus, files: list[str], paths, offsets, w
             srcs = tuple(f"{w.prefix}-t{ti:05d}.npy" for w, c in zip(wt, counts) if c[ti])
             if srcs:
                 merges.append((ti, MergeTask(srcs, str(work / f"wanted-{ti:05d}.npy"))))
-        if merges:
-            engine.map(merge_task, [m for _, m in merges], desc="fuzzy: documents to re-read")
-            sets = [fz.ShingleSetTask(corpus.tasks[ti], int(corpus.task_offsets[ti]), m.out, stage.config.minhash,
-                                      str(work / f"sets-{ti:05d}"), False, stage.config.char_ngram)
-                    for ti, m in merges]
-            engine.map(fz.shingle_set_task, sets, desc="fuzzy: shingle sets")
-            prefixes = tuple(t.out for t in sets)
-            tasks = stage.verify_tasks(files, paths, offsets, prefixes, work, "pc", {"char": thr["char"]})
-            vres += engine.map(fz.verify_task, tasks, desc="fuzzy: verify char n-grams")
-            outs += [t.out for t in tasks]
-    return outs, vres
+        if not merges:
+            return ()
+        engine.map(merge_task, [m for _, m in merges], desc="fuzzy: documents to re-read")
+        sets = [fz.ShingleSetTask(corpus.tasks[ti], int(corpus.task_offsets[ti]), m.out, stage.config.minhash,
+                                  str(work / f"sets-{ti:05d}"), False, stage.config.char_ngram)
+                for ti, m in merges]
+        engine.map(fz.shingle_set_task, sets, desc="fuzzy: shingle sets")
+        return tuple(t.out for t in sets)
+
+    return stage.verify(corpus, files, paths, offsets, work, engine, "p", char_sets)

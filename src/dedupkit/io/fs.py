@@ -169,22 +169,6 @@ def _io_error(what: str, url: str, exc: BaseException) -> DedupkitError:
                       "and the store's credentials (environment variables or config files)")
 
 
-def exists(url: str) -> bool:
-    fs, p = filesystem(url)
-    try:
-        return fs.exists(p)
-    except (OSError, ValueError) as exc:
-        raise _io_error("reach", url, exc) from exc
-
-
-def isdir(url: str) -> bool:
-    fs, p = filesystem(url)
-    try:
-        return fs.isdir(p)
-    except (OSError, ValueError) as exc:
-        raise _io_error("reach", url, exc) from exc
-
-
 def size(path: str) -> int:
     """The size in bytes of a local file or an object."""
     if not is_remote(path):

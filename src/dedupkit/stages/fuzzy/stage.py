@@ -244,13 +244,16 @@ class FuzzyStage(Stage):
                            str(work / f"verified-{name}{k:05d}.npy"), f.containment_min, *ws)
                 for k, p in enumerate(files)]
 
-    def verify(self, corpus, files: list[str], paths, offsets, work: Path, engine, name: str
-               ) -> tuple[list[str], list[dict]]:
+    def verify(self, corpus, files: list[str], paths, offsets, work: Path, engine, name: str,
+               char_sets=None) -> tuple[list[str], list[dict]]:
         """Verify the candidate pair files; returns the verified pair files and the tasks' counts.
 
         Word measures (and the signature modes) first, on data the scan wrote; then, for the pairs
         they left, the char measure, whose n-gram sets need the text of those pairs' documents read
         again. Shared by the local global step and the partitioned one (:mod:`~dedupkit.stages.fuzzy.partitioned`).
+        ``char_sets(files)`` (default: the documents gathered here, :meth:`shingle_sets`) returns the
+        char n-gram set prefixes of the documents of the leftover pair files (``()`` for none);
+        :mod:`dedupkit.engine.driver` passes one that finds them with tasks.
         """
         thr = self.config.measure_thresholds()
         char = self.config.verify == "sets" and "char" in thr
@@ -263,11 +266,8 @@ class FuzzyStage(Stage):
             outs += [t.out for t in tasks]
             files = [rest_path(t.out) for t in tasks]
         if char and files:
-            # Only the ids of documents in pairs left over reach the driver (at most one per document).
-            ids = [np.unique(np.load(f)) for f in files]
-            docs = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
-            if len(docs):
-                prefixes = self.shingle_sets(corpus, docs, work, engine)
+            prefixes = (char_sets or (lambda fs: self._gathered_sets(corpus, fs, work, engine)))(files)
+            if prefixes:
                 tasks = self.verify_tasks(files, paths, offsets, prefixes, work, name + "c", {"char": thr["char"]})
                 vres += engine.map(verify_task, tasks, desc="fuzzy: verify char n-grams")
                 outs += [t.out for t in tasks]
@@ -305,6 +305,12 @@ class FuzzyStage(Stage):
         from dedupkit.stages.fuzzy.single import identify_single
 
         return identify_single(self, corpus, workdir, engine)
+
+    def _gathered_sets(self, corpus, files: list[str], work: Path, engine) -> tuple[str, ...]:
+        # Only the ids of documents in pairs left over reach the driver (at most one per document).
+        ids = [np.unique(np.load(f)) for f in files]
+        docs = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        return self.shingle_sets(corpus, docs, work, engine) if len(docs) else ()
 
     def shingle_sets(self, corpus, docs: np.ndarray, work: Path, engine) -> tuple[str, ...]:
         """Char n-gram sets of ``docs`` (sorted global indices), one task per scan task holding some
