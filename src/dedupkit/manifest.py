@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -23,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from dedupkit.atomic import atomic_path, atomic_write
 from dedupkit.errors import DedupkitError, ManifestError
 
 CORE_COLUMNS = ("shard", "row", "doc_id", "keep", "cluster_id", "duplicate_of", "score", "stage")
@@ -476,16 +476,9 @@ LOW_CARDINALITY = ("shard", "stage", "reason")
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a temporary name and rename it into place (never half a file)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.{threading.get_ident()}")
     dictionary = [c for c in LOW_CARDINALITY if c in table.column_names] or False
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_prior(dirs: Sequence[str], shard_names: Sequence[str]) -> tuple[dict[str, pa.Table], list[dict]]:
@@ -540,16 +533,7 @@ def write_summary(root: Path, summary: dict) -> None:
 
     # No secret (an index URL's password) is ever written into a summary.
     data = json.dumps(redact_obj(summary), indent=2, sort_keys=False, default=_json_default).encode()
-    tmp = root / (SUMMARY + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / SUMMARY)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(root / SUMMARY, data)
 
 
 def _json_default(o):

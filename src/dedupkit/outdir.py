@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+from dedupkit.atomic import fsync_dir
 from dedupkit.errors import OutputError
 from dedupkit.ownership import LOCK, MANIFEST_DIR, RECORD, SUMMARY, Claim, is_output_folder
 
@@ -128,7 +129,7 @@ class OutputDir(Claim):
             os.replace(self.work, trash)
             shutil.rmtree(trash, ignore_errors=True)
         write_summary(self.path)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
 
 def swap_manifest(root: Path, tmp_manifest: Path) -> None:
@@ -155,7 +156,7 @@ def _swap_parts(root: Path, name: str, old_name: str, new: Path | None) -> None:
         _remove_manifest(old)
     if new is not None:
         os.replace(new, final)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def discard_output(folder: Path) -> None:
@@ -229,16 +230,3 @@ def _disk_full(exc: OSError, out: Path) -> bool:
     except OSError:
         return False
     return st.f_bavail * st.f_frsize < (1 << 20)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

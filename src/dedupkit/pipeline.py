@@ -218,9 +218,9 @@ def _read_state(root: Path) -> dict:
 
 
 def _write_state(root: Path, state: dict) -> None:
-    tmp = root / f"{STATE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, root / STATE)
+    from dedupkit.atomic import atomic_write
+
+    atomic_write(root / STATE, json.dumps(state, indent=2), sync=False)
 
 
 def _load_summary_light(d: Path) -> dict:

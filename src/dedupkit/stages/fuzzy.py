@@ -28,7 +28,6 @@ plus the candidate pairs), never by their text: signatures stay in memory-mapped
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dedupkit.atomic import atomic_path
 from dedupkit.errors import ConfigError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
@@ -655,9 +655,8 @@ def split_clusters(n: int, edges: np.ndarray, keys: list[np.ndarray]) -> tuple[n
 
 
 def _save(path: str, arr: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npy", sync=False) as tmp:
+        np.save(tmp, arr)
 
 
 class FuzzyStage(Stage):
