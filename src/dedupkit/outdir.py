@@ -10,7 +10,8 @@ from pathlib import Path
 
 from dedupkit.atomic import fsync_dir
 from dedupkit.errors import OutputError
-from dedupkit.ownership import LOCK, MANIFEST_DIR, RECORD, SUMMARY, Claim, is_output_folder, read_json
+from dedupkit.manifest import MANIFEST_DIR, SUMMARY
+from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json
 
 WORK = ".work"
 WORK_TRASH = ".work.trash"

@@ -34,11 +34,10 @@ from dedupkit.errors import (
     MissingExtraError,
     OutputError,
 )
+from dedupkit.manifest import SUMMARY
 
 LOCK = ".dedupkit.lock"
 RECORD = ".dedupkit.json"
-SUMMARY = "summary.json"  # = dedupkit.manifest.SUMMARY (not imported: that module pulls in pyarrow)
-MANIFEST_DIR = "manifest"  # = dedupkit.manifest.MANIFEST_DIR
 APPLY_RECORD = "_dedupkit_apply.json"  # = dedupkit.apply.APPLY_SUMMARY
 REPORT_MARK = b'<meta name="generator" content="dedupkit '  # the head of every report page
 

@@ -29,7 +29,7 @@ from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputEr
 from dedupkit.explain import count_line, stage_counts
 from dedupkit.io.shards import discover, fingerprint
 from dedupkit.outdir import RUN_STATE, RunDir
-from dedupkit.ownership import MANIFEST_DIR, SUMMARY
+from dedupkit.manifest import SUMMARY, load_summary
 
 # numpy, pyarrow.compute/dataset, the runner and the stages are imported where they are used: a
 # rerun with nothing changed only reads summaries and fingerprints the inputs, and should cost
@@ -160,17 +160,6 @@ def _write_state(root: Path, state: dict) -> None:
     atomic_write(root / RUN_STATE, json.dumps(state, indent=2), sync=False)
 
 
-def _load_summary_light(d: Path) -> dict:
-    """A finished stage's summary, read without importing pyarrow (see load_summary)."""
-    try:
-        s = json.loads((d / SUMMARY).read_text())
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{d}: unreadable summary ({exc})") from None
-    if not (d / MANIFEST_DIR).is_dir() or not s.get("complete"):
-        raise ManifestError(f"{d} holds no finished run")
-    return s
-
-
 def _discard_stale_stages(od: RunDir, wanted: set[str]) -> None:
     """Delete stage folders of an earlier configuration (only what dedupkit wrote in them)."""
     from dedupkit.outdir import discard_output
@@ -186,7 +175,9 @@ def _reusable_stage(state: dict, name: str, key: str, sdir: Path, fps: list) -> 
     if not (rec and rec.get("key") == key and (sdir / SUMMARY).exists()):
         return None
     try:
-        summary = _load_summary_light(sdir)
+        summary = load_summary(sdir)
+        if not summary.get("complete"):
+            return None
         sha = _sha_file(sdir / SUMMARY)
     except ManifestError:
         return None
