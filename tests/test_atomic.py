@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from dedupkit.atomic import atomic_path, atomic_write, fsync_dir, temp_name
+from dedupkit.atomic import atomic_open, atomic_write, fsync_dir, temp_name
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -23,8 +23,8 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     p = tmp_path / "part-00000.parquet"
     p.write_bytes(b"old")
     with pytest.raises(RuntimeError, match="disk on fire"):
-        with atomic_path(p) as tmp:
-            tmp.write_bytes(b"half")
+        with atomic_open(p) as fh:
+            fh.write(b"half")
             raise RuntimeError("disk on fire")
     assert p.read_bytes() == b"old"
     assert [x.name for x in tmp_path.iterdir()] == ["part-00000.parquet"]
@@ -42,10 +42,21 @@ def test_temp_name_is_recognisable_hidden_and_per_thread(tmp_path):
     assert names[0] != t  # two threads writing the same file never share a temporary name
 
 
-def test_numpy_suffix_lands_on_the_final_name(tmp_path):
+def test_numpy_and_parquet_write_through_the_file_object(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.table({"a": [1, 2, 3]})
+    pq.write_table(t, tmp_path / "direct.parquet", compression="zstd")
+    with atomic_open(tmp_path / "atomic.parquet") as fh:
+        pq.write_table(t, fh, compression="zstd")
+    # the same bytes as a write to the path: manifests stay byte-identical
+    assert (tmp_path / "atomic.parquet").read_bytes() == (tmp_path / "direct.parquet").read_bytes()
+    (tmp_path / "direct.parquet").unlink()
+    (tmp_path / "atomic.parquet").unlink()
     p = tmp_path / "sig.npy"
-    with atomic_path(p, suffix=".npy", sync=False) as tmp:
-        np.save(tmp, np.arange(5))  # numpy would add .npy to any other name
+    with atomic_open(p, sync=False) as fh:
+        np.save(fh, np.arange(5))
     assert np.load(p).tolist() == [0, 1, 2, 3, 4]
     assert [x.name for x in tmp_path.iterdir()] == ["sig.npy"]
 

@@ -36,7 +36,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from dedupkit.atomic import atomic_path, atomic_write
+from dedupkit.atomic import atomic_open, atomic_write
 from dedupkit.errors import ConfigError, OutputError, require
 
 log = logging.getLogger(__name__)
@@ -400,8 +400,8 @@ class EmbeddingCache:
             if meta_p.exists():
                 meta_p.unlink()  # invalidate before replacing the arrays
             for path, arr in ((rows_p, rows), (emb_p, emb)):
-                with atomic_path(path, suffix=".npy", sync=False) as tmp:
-                    np.save(tmp, arr)
+                with atomic_open(path, sync=False) as fh:
+                    np.save(fh, arr)
             atomic_write(meta_p, json.dumps({"key": self.embedder_key, "n": int(len(rows)),
                                              "dim": int(emb.shape[1])}), sync=False)
         except OSError as exc:

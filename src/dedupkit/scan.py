@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dedupkit.atomic import atomic_path, atomic_write
+from dedupkit.atomic import atomic_open, atomic_write
 from dedupkit.errors import InputError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
@@ -103,16 +103,15 @@ def _bad_path(task: ScanTask) -> Path:
 
 
 def _write_ipc_atomic(table: pa.Table, path: Path) -> None:
-    with atomic_path(path, sync=False) as tmp:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
+    with atomic_open(path, sync=False) as fh, pa.ipc.new_file(fh, table.schema) as writer:
+        writer.write_table(table)
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     # The completion marker is written after every feature file, so a half-written .npy is never
     # trusted; the temporary name keeps a failed write (disk full) from leaving a truncated file.
-    with atomic_path(path, suffix=".npy", sync=False) as tmp:
-        np.save(tmp, arr)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def run_scan_task(task: ScanTask) -> ScanResult:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dedupkit.atomic import atomic_path
+from dedupkit.atomic import atomic_open
 from dedupkit.errors import DedupkitError
 
 try:  # optional C kernel for greedy_centres; a Python loop is the fallback
@@ -56,8 +56,8 @@ def part_of(nodes: np.ndarray, nparts: int) -> np.ndarray:
 
 
 def _save(path: str, arr: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npy", sync=False) as tmp:
-        np.save(tmp, arr)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def _load_pairs(paths: Sequence[str]) -> np.ndarray:

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from dedupkit.atomic import atomic_path, fsync_dir, fsync_file
+from dedupkit.atomic import atomic_open, fsync_dir, fsync_file
 from dedupkit.errors import ConfigError
 from dedupkit.index.base import (
     BAND_CAP, FORMAT, FORMAT_VERSION, BandMatches, IndexInfo, IndexSettings, IndexStore,
@@ -67,9 +67,9 @@ def _checksum(path: Path) -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    with atomic_path(path, sync_dir=True) as tmp:
-        with open(tmp, "w") as fh:
-            json.dump(data, fh, indent=1)
+    with atomic_open(path, sync_dir=True) as fh:
+        fh.write(json.dumps(data, indent=1).encode())
+        fh.flush()
         point("local: new index.json written, not yet in place")
 
 

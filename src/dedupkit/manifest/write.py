@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dedupkit.atomic import atomic_path, atomic_write
+from dedupkit.atomic import atomic_open, atomic_write
 from dedupkit.errors import ManifestError
 from dedupkit.manifest import SUMMARY
 
@@ -136,8 +136,8 @@ LOW_CARDINALITY = ("shard", "stage", "reason")
 def write_table_atomic(table: pa.Table, path: Path) -> None:
     """Write a Parquet file under a temporary name and rename it into place (never half a file)."""
     dictionary = [c for c in LOW_CARDINALITY if c in table.column_names] or False
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
+    with atomic_open(path) as fh:
+        pq.write_table(table, fh, compression="zstd", use_dictionary=dictionary)
 
 
 def write_summary(root: Path, summary: dict) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dedupkit import __version__
-from dedupkit.atomic import atomic_path
+from dedupkit.atomic import atomic_open
 from dedupkit.errors import OutputError
 from dedupkit.redact import redact_obj
 from dedupkit.report.model import (
@@ -313,9 +313,8 @@ def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
     made: list[Path] = []
     try:
         made = made_dirs(path.parent)
-        with atomic_path(path, hidden=True, sync=False) as tmp:
-            with open(tmp, "wb") as fh:
-                fh.write(page)
+        with atomic_open(path, hidden=True, sync=False) as fh:
+            fh.write(page)
             check_replace_file(path, overwrite, _protected(run))
     except OutputError:
         remove_made_dirs(made)

@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from dedupkit.atomic import atomic_path
+from dedupkit.atomic import atomic_open
 from dedupkit.errors import ConfigError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
@@ -655,8 +655,8 @@ def split_clusters(n: int, edges: np.ndarray, keys: list[np.ndarray]) -> tuple[n
 
 
 def _save(path: str, arr: np.ndarray) -> None:
-    with atomic_path(path, suffix=".npy", sync=False) as tmp:
-        np.save(tmp, arr)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 class FuzzyStage(Stage):
