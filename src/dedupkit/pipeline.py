@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from dedupkit import __version__
-from dedupkit.config import PipelineConfig, build_stage
+from dedupkit.config import PipelineConfig, build_pipeline_stage
 from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputError
 from dedupkit.explain import count_line, stage_counts
 from dedupkit.io.shards import discover, fingerprint
@@ -34,54 +34,6 @@ from dedupkit.manifest import SUMMARY, load_summary
 # numpy, pyarrow.compute/dataset, the runner and the stages are imported where they are used: a
 # rerun with nothing changed only reads summaries and fingerprints the inputs, and should cost
 # little more than starting Python.
-
-
-# --------------------------------------------------------------------------------------------
-# Stage builders named by the registry in dedupkit.config
-
-
-def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_order="desc", **unknown):
-    """The exact stage from its command's options."""
-    from dedupkit.policy import KeepPolicy
-    from dedupkit.stages.exact import ExactConfig, ExactStage
-
-    _no_unknown("exact", unknown)
-    return ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
-
-
-def build_fuzzy(keep="first", keep_by=None, keep_order="desc", **options):
-    """The fuzzy (MinHash-LSH) stage from its command's options."""
-    from dedupkit.stages.fuzzy import FUZZY_OPTIONS, FuzzyConfig, FuzzyStage
-
-    known = {k: v for k, v in options.items() if k in FUZZY_OPTIONS}
-    _no_unknown("fuzzy", {k: v for k, v in options.items() if k not in FUZZY_OPTIONS})
-    return FuzzyStage(FuzzyConfig.from_options(keep=keep, keep_by=keep_by, keep_order=keep_order, **known))
-
-
-def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, eps=0.07, clusters=None,
-                   fit_sample=None, niter=20, keep="hard", keep_by=None, keep_order="desc", seed=42,
-                   analyze=False, cache_dir=None, no_cache=False, **unknown):
-    """The semantic (SemDeDup) stage from its command's options."""
-    from dedupkit.embed import EmbedConfig
-    from dedupkit.stages.semantic import SemanticConfig, SemanticStage
-
-    _no_unknown("semantic", unknown)
-    if analyze:
-        raise ConfigError("analyze = true drops nothing, so it has no place in a pipeline; run "
-                          "`dedupkit semantic --analyze --skip OUT/NN-stage` on the earlier stages' output")
-    cfg = SemanticConfig(
-        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens),
-        eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep, keep_by=keep_by,
-        order=keep_order, seed=seed, analyze=False, cache_dir=cache_dir, use_cache=not no_cache,
-    )
-    return SemanticStage(cfg)
-
-
-def _no_unknown(stage: str, unknown: dict) -> None:
-    # Options of the stage command that change nothing the stage decides (progress, json, ...)
-    # are not passed; anything else here is an option this builder does not know yet.
-    if unknown:
-        raise ConfigError(f"the {stage} stage has no setting {', '.join(sorted(unknown))}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,7 +93,7 @@ def _build_all(config: PipelineConfig, stages: list, start: int) -> None:
         if stages[j] is None:
             s = config.stages[j]
             try:
-                stages[j] = build_stage(s.name, s.options)
+                stages[j] = build_pipeline_stage(s.name, s.options)
             except ConfigError as exc:
                 where = f"{config.source}: [{s.name}]" if config.source else f"stage {s.name}"
                 raise ConfigError(f"{where}: {exc}") from None
@@ -386,17 +338,3 @@ def run_pipeline(
             log(f"dry run: the clean corpus ({clean}) was not written")
     return PipelineResult(out=root, summary=summary, stages=runs, clean=clean_out, up_to_date=up_to_date,
                           elapsed_s=time.perf_counter() - t0)
-
-
-def __getattr__(name: str):
-    # Combining and the summary belong to the manifest layer (dedupkit.manifest.combine, .stats);
-    # still importable from here, without importing pyarrow with this module.
-    if name == "combine_manifests":
-        from dedupkit.manifest.combine import combine_manifests
-
-        return combine_manifests
-    if name == "stats":
-        from dedupkit.manifest.stats import stats
-
-        return stats
-    raise AttributeError(f"module 'dedupkit.pipeline' has no attribute {name!r}")
