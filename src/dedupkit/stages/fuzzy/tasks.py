@@ -18,7 +18,6 @@ module imports nothing of the stage (:mod:`dedupkit.stages.fuzzy.stage`) nor of 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -484,6 +483,7 @@ def verify_task(task: VerifyTask) -> dict[str, int]:
 
 def save_npy(path: str, arr: np.ndarray) -> None:
     """``np.save`` to a temporary name, then rename: a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    from dedupkit.atomic import atomic_open
+
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
