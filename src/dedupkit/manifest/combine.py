@@ -32,7 +32,7 @@ def write_combined(od, runs: Sequence, config: dict[str, Any], t0: float) -> dic
     Returns:
         The summary written.
     """
-    from dedupkit import __version__
+    from dedupkit import __version__, kernels
     from dedupkit.runner import versions
 
     root = od.path
@@ -53,6 +53,7 @@ def write_combined(od, runs: Sequence, config: dict[str, Any], t0: float) -> dic
             "stage": "run",
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(),
+            "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
             "config": config,
             "inputs": last.get("inputs", []),
             "stages": [{"name": r.name, "dir": r.dir, "reused": r.reused, "counts": r.summary.get("counts", {}),
