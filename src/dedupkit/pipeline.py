@@ -28,8 +28,8 @@ from dedupkit.config import PipelineConfig, build_pipeline_stage
 from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputError
 from dedupkit.explain import count_line, stage_counts
 from dedupkit.io.shards import discover, fingerprint
-from dedupkit.outdir import RUN_STATE, RunDir
 from dedupkit.manifest import SUMMARY, load_summary
+from dedupkit.outdir import RUN_STATE, RunDir
 
 # numpy, pyarrow.compute/dataset, the runner and the stages are imported where they are used: a
 # rerun with nothing changed only reads summaries and fingerprints the inputs, and should cost
