@@ -77,8 +77,8 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
                split_bytes: int = SPLIT_BYTES, workers: int = 1) -> list[ScanTask]:
     """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
 
-    Parquet splits by row groups, and a row group too big for one task by row ranges; uncompressed
-    JSON Lines by byte ranges that start at line starts (found by one pass counting the lines);
+    Parquet splits by row groups (Arrow files by record batches), and a row group too big for one
+    task by row ranges; uncompressed JSON Lines by byte ranges that start at line starts (found by one pass counting the lines);
     compressed JSON Lines are one task each. Tasks follow shard order, then row order.
     """
     sizes = [_text_bytes(s) for s in shards]
@@ -89,7 +89,7 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     tasks: list[ScanTask] = []
     for si, shard in enumerate(shards):
         pieces: list[Piece | None] = [None]
-        if sizes[si] > target or shard.format == "parquet":
+        if sizes[si] > target or shard.format in ("parquet", "arrow"):
             pieces = _pieces(shard, target, split_rows) or [None]
         for part, piece in enumerate(pieces):
             tasks.append(ScanTask(
@@ -125,9 +125,17 @@ def _pieces(shard: Shard, target: int, split_rows: int) -> list[Piece]:
         md = _parquet_metadata(shard)
         return _row_pieces([(md.row_group(g).num_rows, md.row_group(g).total_byte_size)
                             for g in range(md.num_row_groups)], target, split_rows)
+    if shard.format == "arrow":
+        from dedupkit.io.read import ipc_groups
+
+        try:
+            return _row_pieces(ipc_groups(shard), target, split_rows)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{shard.name}: not a readable Arrow file ({exc}); regenerate it or remove it "
+                             "from the input") from exc
     if shard.format == "jsonl" and shard.compression is None:
         return _jsonl_pieces(shard, target)
-    return []
+    return []  # compressed JSON Lines and CSV: one task
 
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int) -> list[Piece]:
