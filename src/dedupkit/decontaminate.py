@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, DedupkitError, InputError
 from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
@@ -74,13 +75,13 @@ class DecontaminateConfig:
         max_cut_fraction: cut mode drops a document when more than this share of its bytes is cut.
     """
 
-    ngram: int = 13
-    min_tokens: int = 5
-    min_overlap: float = 0.5
-    mode: str = "drop"
-    margin: int = 200
-    max_pieces: int = 8
-    max_cut_fraction: float = 0.5
+    ngram: int = _S.DecontaminateConfig.ngram
+    min_tokens: int = _S.DecontaminateConfig.min_tokens
+    min_overlap: float = _S.DecontaminateConfig.min_overlap
+    mode: str = _S.DecontaminateConfig.mode
+    margin: int = _S.DecontaminateConfig.margin
+    max_pieces: int = _S.DecontaminateConfig.max_pieces
+    max_cut_fraction: float = _S.DecontaminateConfig.max_cut_fraction
 
     def __post_init__(self) -> None:
         if not isinstance(self.ngram, int) or not 1 <= self.ngram <= 64:
@@ -1062,7 +1063,8 @@ def is_decontamination_run(out: str | os.PathLike) -> bool:
 
 
 def inspect_decontamination(out: str | os.PathLike, *, doc: str | None = None, cluster: int | None = None,
-                            largest: int | None = None, max_members: int = 20) -> list[dict]:
+                            largest: int | None = None,
+                            max_members: int = _S.InspectConfig.max_members) -> list[dict]:
     """Findings of a decontamination run: per item (``largest`` items found in most documents, or
     ``cluster``, whose id groups the documents holding one item) its documents with the overlap and
     the matched text; or (``doc``) one document's decision and every item it holds.

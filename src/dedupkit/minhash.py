@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from dedupkit.errors import ConfigError
+from dedupkit import settings as _S
 from dedupkit.normalize import text_buffers
 
 try:  # optional C kernel (setup.py); the numpy code in signatures_from_hashes is the fallback
@@ -75,28 +76,20 @@ class MinHashConfig:
         scheme: the datasketch permutation scheme, ``affine64`` or ``legacy``.
     """
 
-    num_perm: int = 128
-    seed: int = 1
-    shingle: str = "word"
-    ngram: int = 5
-    threshold: float = 0.65
+    num_perm: int = _S.IndexConfig.num_perm
+    seed: int = _S.IndexConfig.seed
+    shingle: str = _S.IndexConfig.shingle
+    ngram: int = _S.IndexConfig.ngram
+    threshold: float = _S.IndexConfig.threshold
     bands: int | None = None
     rows: int | None = None
-    scheme: str = "affine64"
+    scheme: str = _S.FuzzyConfig.scheme
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_perm, int) or not 1 <= self.num_perm <= 4096:
-            raise ConfigError(f"num_perm must be an integer from 1 to 4096, got {self.num_perm!r}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be an integer from 0 to 2**32-1, got {self.seed!r}")
-        if self.shingle not in SHINGLES:
-            raise ConfigError(f"shingle must be word or char, got {self.shingle!r}")
-        if not isinstance(self.ngram, int) or not 1 <= self.ngram <= 64:
-            raise ConfigError(f"ngram must be an integer from 1 to 64, got {self.ngram!r}")
-        if not 0.0 < float(self.threshold) <= 1.0:
-            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold!r}")
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        # ranges and choices: the schema's (dedupkit.settings), checked without converting
+        _S.validate(_S.IndexConfig, {k: getattr(self, k) for k in ("num_perm", "seed", "shingle", "ngram",
+                                                                      "threshold")})
+        _S.validate(_S.FuzzyConfig, {"scheme": self.scheme})
         if (self.bands is None) != (self.rows is None):
             raise ConfigError("give both bands and rows (--bands B --rows R), or neither to derive "
                               "them from the threshold")
@@ -525,7 +518,7 @@ def shingle_hashes(text: str, cfg: MinHashConfig) -> np.ndarray:
 # --- permutations and signatures --------------------------------------------------------------
 
 @functools.lru_cache(maxsize=16)
-def permutations(num_perm: int, seed: int, scheme: str = "affine64") -> tuple[np.ndarray, np.ndarray]:
+def permutations(num_perm: int, seed: int, scheme: str = _S.FuzzyConfig.scheme) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) permutation parameters, drawn exactly as datasketch draws them for ``scheme``."""
     gen = np.random.RandomState(seed)
     if scheme == "legacy":

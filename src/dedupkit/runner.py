@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from dedupkit import __version__
 from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
 from dedupkit.io.read import ReadSpec
@@ -61,8 +62,8 @@ class RunOptions:
         split_bytes: at most about this many bytes of text per scan task (Parquet: uncompressed).
     """
 
-    workers: int = 1
-    engine: str = "local"
+    workers: int = _S.RunConfig.workers
+    engine: str = _S.RunConfig.engine
     ray_address: str | None = None
     skip: tuple[str, ...] = ()
     overwrite: bool = False

@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
 from dedupkit.io.shards import Piece, Shard
 
@@ -36,11 +37,11 @@ class ReadSpec:
         max_record_bytes: a JSON line longer than this is a bad record (bounds memory).
     """
 
-    text_column: str = "text"
+    text_column: str = _S.ReadConfig.text_column
     id_column: str | None = None
     extra_columns: tuple[str, ...] = ()
-    batch_size: int = 8192
-    on_bad_record: str = "fail"
+    batch_size: int = _S.ReadConfig.batch_size
+    on_bad_record: str = _S.ReadConfig.on_bad_record
     max_record_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:

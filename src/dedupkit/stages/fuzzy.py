@@ -36,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
@@ -81,6 +82,9 @@ FUZZY_OPTIONS = ("shingle", "ngram", "num_perm", "seed", "threshold", "candidate
                  "char_ngram", "cluster")
 
 
+_F = _S.FuzzyConfig  # the defaults of every setting (dedupkit.settings)
+
+
 @dataclass(frozen=True)
 class FuzzyConfig:
     """Settings of the fuzzy stage.
@@ -108,15 +112,15 @@ class FuzzyConfig:
         policy: which document of a cluster survives (the centre order).
     """
 
-    minhash: MinHashConfig = MinHashConfig(threshold=0.5)
-    threshold: float | None = 0.65
-    verify: str = "sets"
-    measures: tuple[str, ...] = ("jaccard", "char")
-    containment_threshold: float = 0.9
-    containment_min: int = 20
-    char_threshold: float = 0.9
-    char_ngram: int = 5
-    cluster: str = "centre"
+    minhash: MinHashConfig = MinHashConfig(threshold=_S.FuzzyConfig.candidate_threshold)
+    threshold: float | None = _S.FuzzyConfig.threshold
+    verify: str = _S.FuzzyConfig.verify
+    measures: tuple[str, ...] = tuple(_S.FuzzyConfig.measure.split(","))
+    containment_threshold: float = _S.FuzzyConfig.containment_threshold
+    containment_min: int = _S.FuzzyConfig.containment_min
+    char_threshold: float = _S.FuzzyConfig.char_threshold
+    char_ngram: int = _S.FuzzyConfig.char_ngram
+    cluster: str = _S.FuzzyConfig.cluster
     policy: KeepPolicy = KeepPolicy()
 
     def __post_init__(self) -> None:
@@ -137,25 +141,20 @@ class FuzzyConfig:
             # Only the true sets have containment and char n-grams: signature (and none) verify
             # Jaccard, whatever --measure says (the summary's config records measure = jaccard).
             object.__setattr__(self, "measures", ("jaccard",))
-        for name in ("threshold", "containment_threshold", "char_threshold"):
-            v = getattr(self, name)
-            if not 0.0 < float(v) <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {v!r}")
-        if not isinstance(self.char_ngram, int) or not 1 <= self.char_ngram <= 64:
-            raise ConfigError(f"char_ngram must be an integer from 1 to 64, got {self.char_ngram!r}")
-        if not isinstance(self.containment_min, int) or self.containment_min < 1:
-            raise ConfigError(f"containment_min must be a positive integer, got {self.containment_min!r}")
-        if self.cluster not in CLUSTER_MODES:
-            raise ConfigError(f"cluster must be one of {', '.join(CLUSTER_MODES)}, got {self.cluster!r}")
+        # ranges and choices: the schema's (dedupkit.settings)
+        _S.validate(_F, {k: getattr(self, k) for k in ("threshold", "containment_threshold", "char_threshold",
+                                                        "char_ngram", "containment_min", "cluster")})
 
     @classmethod
-    def from_options(cls, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128, seed: int = 1,
-                     threshold: float = 0.65, candidate_threshold: float | None = 0.5,
-                     bands: int | None = None, rows: int | None = None, scheme: str = "affine64",
-                     verify: str = "sets", measure: str | Sequence[str] = "jaccard,char",
-                     containment_threshold: float = 0.9, containment_min: int = 20,
-                     char_threshold: float = 0.9, char_ngram: int = 5, cluster: str = "centre",
-                     keep: str = "first", keep_by: str | None = None, keep_order: str = "desc") -> "FuzzyConfig":
+    def from_options(cls, *, shingle: str = _F.shingle, ngram: int = _F.ngram, num_perm: int = _F.num_perm,
+                     seed: int = _F.seed, threshold: float = _F.threshold,
+                     candidate_threshold: float | None = _F.candidate_threshold,
+                     bands: int | None = None, rows: int | None = None, scheme: str = _F.scheme,
+                     verify: str = _F.verify, measure: str | Sequence[str] = _F.measure,
+                     containment_threshold: float = _F.containment_threshold,
+                     containment_min: int = _F.containment_min, char_threshold: float = _F.char_threshold,
+                     char_ngram: int = _F.char_ngram, cluster: str = _F.cluster, keep: str = _F.keep,
+                     keep_by: str | None = None, keep_order: str = _F.keep_order) -> "FuzzyConfig":
         """The config from the ``dedupkit fuzzy`` options (``candidate_threshold`` None: ``threshold``).
 
         The defaults are the command's, chosen by leave-one-suite-out over eight labelled suites
@@ -533,7 +532,7 @@ class VerifyTask:
     offsets: tuple[int, ...]
     set_prefixes: tuple[str, ...] = ()  # char sets (shingle_set_task)
     out: str = ""
-    containment_min: int = 20
+    containment_min: int = _F.containment_min
     wset_paths: tuple[str, ...] = ()  # word sets written by the scan (FuzzyMapper word_sets)
     wsetn_paths: tuple[str, ...] = ()
 
