@@ -168,7 +168,7 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
         [Shard(name='data/a.parquet', ...), Shard(name='data/b.jsonl.gz', ...)]
     """
     if not inputs:
-        raise InputError("no INPUT given; name files, folders or globs of .parquet/.jsonl shards")
+        raise InputError(f"no INPUT given; name files, folders or globs of shards ({SUPPORTED})")
     found: dict[str, Shard] = {}
     for raw in inputs:
         if raw == "-":
