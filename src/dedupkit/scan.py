@@ -210,6 +210,25 @@ def _bad_path(task: ScanTask) -> Path:
     return Path(task.workdir) / f"task-{task.index:05d}.bad.arrow"
 
 
+def _text_path(task: ScanTask) -> Path:
+    return Path(task.workdir) / f"task-{task.index:05d}.text.arrow"
+
+
+def good_texts(task: ScanTask) -> Iterable[pa.Array]:
+    """The texts of a scan task's good rows in order, as arrays: from the copy the scan kept when
+    its mapper asked for one (``keep_text``: a memory-mapped Arrow file, no Parquet decoding again),
+    else read from the shard again."""
+    path = _text_path(task)
+    if path.exists():
+        with pa.memory_map(str(path), "r") as src:
+            reader = pa.ipc.open_file(src)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i).column(0)
+        return
+    for batch in task.reader():
+        yield batch.text
+
+
 def _write_ipc_atomic(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
@@ -270,7 +289,8 @@ def run_scan_task(task: ScanTask) -> ScanResult:
             ) and all(
                 (Path(task.workdir) / f"task-{task.index:05d}.{name}.npy").exists()
                 for name in meta["result"].get("features", [])
-            ):
+            ) and (not getattr(task.mapper, "keep_text", False) or not meta["result"]["n_good"]
+                   or _text_path(task).exists()):
                 res = ScanResult(**meta["result"])
                 res.reused = True
                 return res
@@ -279,16 +299,42 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     reader = task.reader()
     rows, lengths, ids, extras = [], [], [], {c: [] for c in task.spec.extra_columns}
     feats: dict[str, list[np.ndarray]] = {}
-    for batch in reader:
-        rows.append(batch.rows)
-        lengths.append(char_lengths(batch.text))
-        if batch.ids is not None:
-            ids.append(batch.ids)
-        for c in extras:
-            extras[c].append(batch.extra[c])
-        if task.mapper is not None:
-            for name, arr in task.mapper.map_batch(batch).items():
-                feats.setdefault(name, []).append(arr)
+    # a mapper with keep_text (fuzzy's char n-grams read candidate texts again) gets the texts of
+    # the good rows written as they are read: an Arrow file read back by memory map, instead of
+    # decoding the shard (and, for a piece of one big row group, the rows before it) once more
+    keep_text = bool(getattr(task.mapper, "keep_text", False))
+    text_path = _text_path(task)
+    text_path.unlink(missing_ok=True)
+    text_tmp = text_path.with_name(text_path.name + f".tmp{os.getpid()}")
+    sink = writer = None
+    try:
+        for batch in reader:
+            rows.append(batch.rows)
+            lengths.append(char_lengths(batch.text))
+            if batch.ids is not None:
+                ids.append(batch.ids)
+            for c in extras:
+                extras[c].append(batch.extra[c])
+            if task.mapper is not None:
+                for name, arr in task.mapper.map_batch(batch).items():
+                    feats.setdefault(name, []).append(arr)
+            if keep_text:
+                text = batch.text if pa.types.is_large_string(batch.text.type) else batch.text.cast(pa.large_string())
+                if writer is None:
+                    sink = pa.OSFile(str(text_tmp), "wb")
+                    writer = pa.ipc.new_file(sink, pa.schema([("text", pa.large_string())]))
+                writer.write_batch(pa.record_batch([text], ["text"]))
+        if writer is not None:
+            writer.close()
+            sink.close()
+            writer = sink = None
+            os.replace(text_tmp, text_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if sink is not None:
+            sink.close()
+        text_tmp.unlink(missing_ok=True)
     cols: dict[str, pa.Array] = {
         "row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64)),
         "length": pa.array(np.concatenate(lengths) if lengths else np.zeros(0, np.int64)),

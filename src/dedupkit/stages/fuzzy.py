@@ -184,10 +184,11 @@ class FuzzyMapper(Mapper):
     every document's distinct word-shingle hashes (top 32 bits, sorted: ``wset``, ``wsetn`` values
     per document) for verification on the true sets without reading the text again."""
 
-    def __init__(self, cfg: MinHashConfig, word_sets: bool = False, signature: bool = True):
+    def __init__(self, cfg: MinHashConfig, word_sets: bool = False, signature: bool = True, keep_text: bool = False):
         self.cfg = cfg
         self.bands, self.rows = cfg.resolved()
         self.word_sets = word_sets
+        self.keep_text = keep_text
         # without ``sig`` (only the signature modes verify with it), only the permutations the
         # bands use are computed
         self.signature = signature
@@ -387,23 +388,24 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray, use_c: bool = True) -> t
 def shingle_set_task(task: ShingleSetTask) -> int:
     from dedupkit.minhash import char_shingle_hashes
 
+    from dedupkit.scan import good_texts
+
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
-    reader = st.reader()
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
-    for batch in reader:
-        lo, hi = np.searchsorted(wanted, [pos, pos + len(batch)])
+    for text in good_texts(st):
+        lo, hi = np.searchsorted(wanted, [pos, pos + len(text)])
         if hi > lo:
-            texts = batch.text.take(wanted[lo:hi] - pos)
+            texts = text.take(wanted[lo:hi] - pos)
             for kind in kinds:
                 if kind == "word":
                     h, c = batch_shingle_hashes(texts, task.cfg)
                 else:
                     h, c = char_shingle_hashes(texts, task.char_ngram)
                 parts[kind].append(sorted_sets(h, c))
-        pos += len(batch)
+        pos += len(text)
     _save(task.out + ".idx.npy", wanted + task.offset)
     for kind in kinds:
         hs = [h for h, _ in parts[kind]]
@@ -698,7 +700,8 @@ class FuzzyStage(Stage):
         self.bands, self.rows = config.minhash.resolved()
 
     def mapper(self) -> Mapper:
-        return FuzzyMapper(self.config.minhash, self.word_sets(), self.config.verify != "sets")
+        f = self.config
+        return FuzzyMapper(f.minhash, self.word_sets(), f.verify != "sets", f.verify == "sets" and "char" in f.measures)
 
     def word_sets(self) -> bool:
         """Whether the scan keeps word-shingle sets (verification on true sets by a word measure)."""
