@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dedupkit import __version__
+from dedupkit import __version__, kernels
 from dedupkit.config import PipelineConfig, build_pipeline_stage
 from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputError
 from dedupkit.explain import count_line, stage_counts
@@ -433,6 +433,7 @@ def _write_combined(root: Path, runs: list[StageRun], config: PipelineConfig, t0
         "stage": "run",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
+        "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
         "config": config.to_dict(),
         "inputs": last.get("inputs", []),
         "stages": [{"name": r.name, "dir": r.dir, "reused": r.reused, "counts": r.summary.get("counts", {}),

@@ -74,7 +74,7 @@ class ScanResult:
 
 def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: str,
                skip: dict[str, np.ndarray] | None = None, split_rows: int = SPLIT_ROWS,
-               split_bytes: int = SPLIT_BYTES, workers: int = 1) -> list[ScanTask]:
+               split_bytes: int = SPLIT_BYTES, *, workers: int) -> list[ScanTask]:
     """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
 
     Parquet splits by row groups (Arrow files by record batches), and a row group too big for one

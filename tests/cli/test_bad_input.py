@@ -163,7 +163,8 @@ def _invoke(args: list[str]):
 
 
 _SRC = Path(__file__).resolve().parents[2] / "src" / "dedupkit"
-_HAVE = [s for s in ("exact", "fuzzy", "semantic") if (_SRC / "stages" / f"{s}.py").exists()]
+_HAVE = [s for s in ("exact", "fuzzy", "semantic")
+         if (_SRC / "stages" / f"{s}.py").exists() or (_SRC / "stages" / s / "__init__.py").exists()]
 # Every stage command reads through the same readers, so each gets the whole table; `run` chains
 # the cheap stages. (semantic, when present, runs the table too: the model loads only when a run
 # gets past reading, which the error cases never do.)
