@@ -142,6 +142,23 @@ def _declared_defaults(tree: ast.AST):
                     yield kw.value.lineno, flag[2:].replace("-", "_"), _literal(kw.value)
 
 
+def test_no_choices_are_written_outside_the_schema():
+    """A module-level tuple of strings that equals a choice setting's values reads them from the
+    schema (``_S.choices(_S.FuzzyConfig, "shingle")``) instead of repeating them."""
+    all_choices = {s.choices for specs in SPECS.values() for s in specs if len(s.choices) > 1}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = str(path.relative_to(SRC))
+        if rel == "settings.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple):
+                value = _literal(node.value)
+                if value in all_choices:
+                    found.append(f"{rel}:{node.lineno}: {ast.unparse(node.targets[0])} = {value!r}")
+    assert not found, "choices written outside dedupkit/settings.py:\n" + "\n".join(found)
+
+
 def _valid(spec: settings.Spec, value) -> bool:
     """A value the setting accepts (a sentinel outside its range, such as char_ngram = 0 for
     "no char sets", is not a second default)."""

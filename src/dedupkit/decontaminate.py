@@ -53,7 +53,7 @@ try:  # optional C kernel (setup.py); _py_ngram_scan below gives the same values
 except ImportError:  # pragma: no cover - depends on the build
     _decon = None
 
-MODES = ("drop", "cut")
+MODES = _S.choices(_S.DecontaminateConfig, "mode")
 #: prompt fields tried, in order, when --eval-fields is not given
 GUESS_FIELDS = ("question", "prompt", "problem", "query", "input", "text")
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".ndjson")

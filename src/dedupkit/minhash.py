@@ -42,8 +42,8 @@ try:  # optional C kernel (setup.py); the numpy code in signatures_from_hashes i
 except ImportError:  # pragma: no cover - depends on the build
     _speedups = None
 
-SHINGLES = ("word", "char")
-SCHEMES = ("affine64", "legacy")
+SHINGLES = _S.choices(_S.FuzzyConfig, "shingle")
+SCHEMES = _S.choices(_S.FuzzyConfig, "scheme")
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dedupkit import settings as _S
 from dedupkit.errors import InputError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
@@ -74,7 +75,7 @@ class ScanResult:
 
 def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: str,
                skip: dict[str, np.ndarray] | None = None, split_rows: int = SPLIT_ROWS,
-               split_bytes: int = SPLIT_BYTES, workers: int = 1) -> list[ScanTask]:
+               split_bytes: int = SPLIT_BYTES, workers: int = _S.RunConfig.workers) -> list[ScanTask]:
     """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
 
     Parquet splits by row groups, and a row group too big for one task by row ranges; uncompressed

@@ -20,7 +20,7 @@ from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
 from dedupkit.io.shards import Piece, Shard
 
-BAD_RECORD_MODES = ("fail", "skip")
+BAD_RECORD_MODES = _S.choices(_S.ReadConfig, "on_bad_record")
 _FIX = "fix the record or pass --on-bad-record skip to skip and count such records"
 
 

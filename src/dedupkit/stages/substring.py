@@ -52,8 +52,8 @@ try:
 except ImportError:  # pragma: no cover - no C compiler: the Python path below
     _substring = None
 
-UNITS = ("span", "line", "paragraph")
-KEEPS = ("first", "none")
+UNITS = _S.choices(_S.SubstringConfig, "unit")
+KEEPS = _S.choices(_S.SubstringConfig, "keep")
 THRESHOLDS = (2, 10, 100)
 TOP_SPANS = 20
 SNIPPET_BYTES = 240
