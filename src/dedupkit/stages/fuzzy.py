@@ -53,7 +53,7 @@ except ImportError:  # pragma: no cover - depends on the build
 
 VERIFY_MODES = ("none", "signature", "sets")
 MEASURES = ("jaccard", "containment", "char")
-CLUSTER_MODES = _S.choices(_S.FuzzyConfig, "cluster")
+CLUSTER_MODES = ("centre", "split")
 # Codes of the measure that decided a verified pair (stored beside its score), and their names in
 # the manifest's ``measure`` column. Several measures may pass; the first of MEASURE_ORDER that
 # does decides (the word measures, on sets the scan kept, then char n-grams, which are computed
