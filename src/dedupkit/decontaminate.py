@@ -50,7 +50,7 @@ from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
 from dedupkit.stages.base import Decisions, Mapper, Stage
 
-MODES = ("drop", "cut")
+MODES = _S.choices(_S.DecontaminateConfig, "mode")
 #: prompt fields tried, in order, when --eval-fields is not given
 GUESS_FIELDS = ("question", "prompt", "problem", "query", "input", "text")
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".ndjson")

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = _S.SemanticConfig.model
 DEFAULT_MAX_TOKENS = _S.SemanticConfig.max_tokens
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = _S.choices(_S.SemanticConfig, "device")
 #: Texts handed to one ``encode`` call. Embeddings are computed in fixed chunks of the shard's
 #: text stream, so they do not depend on the read batch size (sentence-transformers sorts each
 #: chunk by length, which keeps padding low).

@@ -21,7 +21,7 @@ from dedupkit.errors import ConfigError, InputError
 from dedupkit.io.fs import is_remote, open_input, parquet_source
 from dedupkit.io.shards import Piece, Shard
 
-BAD_RECORD_MODES = ("fail", "skip")
+BAD_RECORD_MODES = _S.choices(_S.ReadConfig, "on_bad_record")
 _FIX = "fix the record or pass --on-bad-record skip to skip and count such records"
 
 

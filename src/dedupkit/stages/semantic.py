@@ -45,7 +45,7 @@ from dedupkit.stages.base import Decisions, Stage
 
 log = logging.getLogger(__name__)
 
-SEMANTIC_KEEP = ("hard", "easy", "random", "first", "last", "longest", "shortest")
+SEMANTIC_KEEP = _S.choices(_S.SemanticConfig, "keep")
 DEFAULT_EPS = float(_S.SemanticConfig.eps)
 #: Automatic cluster count: one cluster per this many documents, so the average pairwise block
 #: is ~1000 x 1000 and k-means stays cheap (K = n / 1000 centroids).
