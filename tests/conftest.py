@@ -63,3 +63,25 @@ def corpus(tmp_path, fmt) -> Path:
         else:
             write_jsonl(d / f"part{i}.jsonl", rows)
     return d
+
+
+# ---- slow tests ------------------------------------------------------------------------------
+# A plain `pytest` skips tests marked `slow` (more than ~10 s: wheel installs, SIGKILL and
+# concurrency harnesses, resource limits, fuzzing, Ray, the browser); `--run-slow` (or
+# DEDUPKIT_TEST_SLOW=1) runs them too, and scripts/test.sh, which .ci/run calls, passes it.
+# Ray and browser tests count as slow whatever their own marks say: each starts a heavy service.
+SLOW_MARKS = ("slow", "ray", "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run tests marked slow (and the ray and browser tests)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or os.environ.get("DEDUPKIT_TEST_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (scripts/test.sh does)")
+    for item in items:
+        if any(item.get_closest_marker(m) for m in SLOW_MARKS):
+            item.add_marker(skip)
