@@ -236,7 +236,10 @@ def test_partitioned_centres_equal_the_single_pass(tmp_path_factory, n, nparts, 
 def test_command_defaults_equal_the_library_defaults():
     """`dedupkit fuzzy`, FuzzyConfig.from_options, FuzzyConfig() and configs/default.toml agree."""
     import inspect
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
     from pathlib import Path
 
     from dedupkit.cli.fuzzy import fuzzy as command
