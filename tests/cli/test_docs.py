@@ -89,3 +89,14 @@ def test_user_docs_cite_no_path_outside_the_project():
     bad = [f"{p.relative_to(root)}:{i}" for p in docs for i, line in enumerate(p.read_text().splitlines(), 1)
            if any(s in line for s in OUTSIDE)]
     assert not bad, f"user docs cite paths outside the project (benchmarks/ may): {bad}"
+
+
+def test_test_files_the_docs_cite_exist():
+    """Docs point readers at the test that checks a claim; after a move the pointer must follow."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    docs = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    cited = {(p.name, m) for p in docs for m in re.findall(r"tests/[a-z0-9_/]+\.py", p.read_text())}
+    missing = sorted(f"{doc}: {path}" for doc, path in cited if not (root / path).exists())
+    assert not missing, f"docs cite test files that do not exist: {missing}"
