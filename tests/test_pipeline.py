@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from dedupkit import api
 from dedupkit.cli.main import cli
-from dedupkit.config import register_stage, unregister_stage
 from dedupkit.errors import GuardrailError, OutputError
-from dedupkit.pipeline import build_exact, combine_manifests
+from dedupkit.pipeline import combine_manifests
+from dedupkit.settings import ExactConfig
+from dedupkit.stages import register_stage, unregister_stage
 from dedupkit.stages.exact import ExactStage
 
 from tests.support import make_rows, read_manifest, write_jsonl, write_parquet
@@ -28,14 +29,10 @@ class Exact2(ExactStage):
     name = "exact2"
 
 
-def build_exact2(**kw):
-    s = build_exact(**kw)
-    return Exact2(s.config)
-
-
 @pytest.fixture(autouse=True)
 def exact2():
-    register_stage("exact2", "dedupkit.cli.exact:exact", build_exact2)
+    # a third-party stage is a Stage class and a config class (here the exact stage's settings)
+    register_stage("exact2", Exact2, ExactConfig)
     yield
     unregister_stage("exact2")
 

@@ -207,7 +207,7 @@ def test_cache_reuse_invalidation_and_partial_rows(tmp_path):
     r4 = run(d, tmp_path / "o4", eps=0.1, cache_dir=cache)
     assert r4.summary["stats"]["embedded_now"] == 3
     # no cache: computes everything, writes nothing new
-    r5 = run(d, tmp_path / "o5", eps=0.1, cache_dir=str(tmp_path / "nocache"), use_cache=False)
+    r5 = run(d, tmp_path / "o5", eps=0.1, cache_dir=str(tmp_path / "nocache"), no_cache=True)
     assert r5.summary["stats"]["embedded_now"] == 6
     assert not (tmp_path / "nocache").exists()
 
