@@ -1,8 +1,8 @@
 """``--engine ray`` on a real local Ray instance (2 CPUs), compared with the local engine.
 
 One Ray instance serves the whole module (Ray starts slowly on a busy 2-core machine). Its workers
-get this checkout's ``src`` and ``tests`` on PYTHONPATH, so the test-only stage below (whose mapper
-kills its own worker once) can be unpickled there.
+get this checkout's ``src`` and its root on PYTHONPATH, so the test-only stage below (whose mapper
+kills its own worker once) can be unpickled there as ``tests.engine.test_ray``.
 """
 
 from __future__ import annotations
