@@ -245,19 +245,33 @@ def _dists(module: str) -> set[str]:
     return {_norm(d) for d in _installed().get(top, [])} | {_norm(top)}
 
 
+def _unresolved(modules) -> list[str]:
+    """Modules not installed here whose distribution name is not their own (faiss: faiss-cpu): a
+    venv without the extras cannot map them; the project's .venv (dev extras) checks them all."""
+    return sorted({m for m in modules if m.split(".")[0] not in _installed()})
+
+
 def test_pyproject_declares_every_third_party_import():
     declared = set().union(*_declared().values())
     missing = {m: sorted(files) for m, files in _third_party().items() if not _dists(m) & declared}
-    assert not missing, f"src/ imports modules no dependency or extra of pyproject.toml provides: {missing}"
+    unknown = set(_unresolved(missing))
+    bad = {m: f for m, f in missing.items() if m not in unknown}
+    assert not bad, f"src/ imports modules no dependency or extra of pyproject.toml provides: {bad}"
+    if unknown:
+        pytest.skip(f"not installed here, so their distributions are unknown: {sorted(unknown)}")
 
 
 def test_required_modules_are_in_their_extra():
     groups = _declared()
     calls = _required()
     assert calls, "no require() calls found: the scan is broken"
-    wrong = [f"{f}: require({m!r}, {x!r})" for m, x, f in calls
+    wrong = [(m, f"{f}: require({m!r}, {x!r})") for m, x, f in calls
              if x not in groups or not _dists(m) & (groups[x] | groups["core"])]
-    assert not wrong, f"require() names an extra that does not provide the module: {wrong}"
+    unknown = set(_unresolved(m for m, _ in wrong))
+    bad = [w for m, w in wrong if m not in unknown]
+    assert not bad, f"require() names an extra that does not provide the module: {bad}"
+    if unknown:
+        pytest.skip(f"not installed here, so their distributions are unknown: {sorted(unknown)}")
 
 
 def test_module_level_third_party_imports_are_core_dependencies():
