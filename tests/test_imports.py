@@ -26,11 +26,12 @@ PACKAGE = ROOT / "src" / "dedupkit"
 KNOWN_LAZY_BACK_EDGES = {
     ("dedupkit.ownership", "dedupkit.outdir"),
     ("dedupkit.io.shards", "dedupkit.io.validate"),
-    ("dedupkit.engine.local", "dedupkit.engine.ray"),
-    ("dedupkit.stages.fuzzy", "dedupkit.stages.fuzzy_partitioned"),
-    ("dedupkit.stages.fuzzy_partitioned", "dedupkit.stages.fuzzy"),
-    ("dedupkit.stages.fuzzy_partitioned", "dedupkit.policy"),
+    ("dedupkit.manifest", "dedupkit.io.validate"),
     ("dedupkit.decontaminate", "dedupkit.index.redis_store"),
+    # the fuzzy stage picks its global step (one process or partitioned), whose modules read the
+    # stage's config class
+    ("dedupkit.stages.fuzzy.stage", "dedupkit.stages.fuzzy.partitioned"),
+    ("dedupkit.stages.fuzzy.stage", "dedupkit.stages.fuzzy.single"),
     # settings.py (the schema) builds each stage from its config; the stages read their defaults
     # from settings at module level.
     ("dedupkit.settings", "dedupkit.decontaminate"),
