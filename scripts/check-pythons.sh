@@ -8,6 +8,7 @@
 #   3. the fast tests that need only the core dependencies (CORE_TESTS).
 # An interpreter is found as pythonX.Y on PATH or in pyenv. Versions not found are listed; the
 # script fails when a found one fails, or when FAIL_MISSING=1 and one is missing.
+# PYTHONS="3.12 3.13" checks only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,7 @@ find_python() {
   fi
 }
 
-for v in 3.10 3.11 3.12 3.13; do
+for v in ${PYTHONS:-3.10 3.11 3.12 3.13}; do
   if [ "$v" = "$main_minor" ]; then
     echo "python $v: the ./.venv interpreter (scripts/test.sh ran the whole suite with it)"
     found+=("$v")
