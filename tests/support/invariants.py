@@ -6,7 +6,9 @@ A manifest (as :func:`tests.support.read_manifest` returns it, a list of row dic
 - a kept row names no ``duplicate_of``; a row without a ``cluster_id`` names none either;
 - a row dropped as a duplicate points, through ``duplicate_of``, to a KEPT row of its own non-null
   cluster (only a dropped row with nothing to point at, a bad record or a document a stage drops
-  for itself, e.g. substring's ``--min-length``, may name none: ``pointers="optional"``);
+  for itself, e.g. substring's ``--min-length``, may name none: ``pointers="optional"``; `check`
+  and `decontaminate` point at indexed documents or eval items outside the manifest:
+  ``pointers="external"``);
 - ``score``, when set, lies in [0, 1] (cosine up to float rounding);
 - with a ``reason`` column: a row says why exactly when it is dropped.
 """
@@ -37,10 +39,11 @@ def check_manifest(rows: list[dict], n_input: int | None = None, *, stage: str |
         n_input: the number of input rows, when the caller knows it.
         stage: check ``duplicate_of`` only on rows this stage decided (rows a ``--skip``ped earlier
             stage dropped point into that stage's manifest); None: every row.
-        pointers: ``required`` (every dropped row but a bad record names a kept representative) or
-            ``optional`` (a dropped row may name none; one that names one is still checked).
+        pointers: ``required`` (every dropped row but a bad record names a kept representative),
+            ``optional`` (a dropped row may name none; one that names one is still checked) or
+            ``external`` (as optional, and the named row may be outside this manifest).
     """
-    assert pointers in ("required", "optional")
+    assert pointers in ("required", "optional", "external")
     if n_input is not None:
         assert len(rows) == n_input, f"{len(rows)} manifest rows for {n_input} input rows"
     assert len({(r["shard"], r["row"]) for r in rows}) == len(rows), "a (shard, row) appears twice"
@@ -56,9 +59,11 @@ def check_manifest(rows: list[dict], n_input: int | None = None, *, stage: str |
         if r["keep"] or (stage is not None and r["stage"] != stage):
             continue
         if r["duplicate_of"] is None:
-            assert pointers == "optional" or _bad_record(r), f"a dropped row names no representative: {r}"
+            assert pointers != "required" or _bad_record(r), f"a dropped row names no representative: {r}"
             continue
         rep = by_id.get(r["duplicate_of"])
+        if rep is None and pointers == "external":
+            continue
         assert rep is not None, f"duplicate_of names no row of this manifest: {r}"
         assert rep["keep"], f"duplicate_of must point to a kept row: {r} -> {rep}"
         assert rep["cluster_id"] == r["cluster_id"] is not None, f"representative of another cluster: {r} -> {rep}"
