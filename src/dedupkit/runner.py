@@ -39,7 +39,7 @@ from dedupkit.manifest import (
 from dedupkit.outdir import OutputDir
 from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
-from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task
+from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task, task_rows
 from dedupkit.spans import SPANS_DIR, read_spans, span_counts
 from dedupkit.stages.base import Stage
 
@@ -237,7 +237,8 @@ def run_stage(
                            options.split_bytes, options.workers)
         # the engine's workers serve the scan and the stage's global steps, and stop at the end
         with get_engine(options.engine, options.workers, progress, options.ray_address) as engine:
-            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
+                                 sizes=[task_rows(t) for t in tasks])
             if not stage.uses_engine:
                 engine.close(wait=False)  # idle workers exit while the driver groups
             t_scan = time.perf_counter()

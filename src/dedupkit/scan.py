@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dedupkit.engine.base import report_progress
 from dedupkit.errors import InputError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
@@ -98,6 +99,14 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
                 part=part,
             ))
     return tasks
+
+
+def task_rows(task: ScanTask) -> int | None:
+    """Rows a scan task reads, when known before reading it (a piece of a split shard, an empty
+    file), else None (a whole JSON Lines file): the scan's progress bar counts documents."""
+    if task.piece is not None:
+        return task.piece.stop - task.piece.start
+    return 0 if task.shard.size == 0 else None
 
 
 def _parquet_metadata(shard: Shard):
@@ -281,6 +290,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
         if task.mapper is not None:
             for name, arr in task.mapper.map_batch(batch).items():
                 feats.setdefault(name, []).append(arr)
+        report_progress(len(batch.rows))
     cols: dict[str, pa.Array] = {
         "row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64)),
         "length": pa.array(np.concatenate(lengths) if lengths else np.zeros(0, np.int64)),
