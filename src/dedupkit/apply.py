@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import os
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 
 from dedupkit import settings as _S
 from dedupkit.errors import ManifestError, OutputError
-from dedupkit.io.read import _open_text_stream
+from dedupkit.io.read import open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
 from dedupkit.outdir import write_error
@@ -195,7 +194,7 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
     row = -1
     at_line_start = True
     keep = False
-    with _open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
+    with open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
         while True:
             piece = src.readline(chunk)
             if not piece:
@@ -228,16 +227,21 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
 
 
 def _lock_dir(path: Path, out: Path) -> int:
-    """Create ``path`` and hold an exclusive flock on it; refuse if another apply holds it."""
+    """Create ``path`` and hold an exclusive lock on it; refuse if another apply holds it."""
+    from dedupkit.locks import try_lock
+
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        got = try_lock(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not got:
         os.close(fd)
         raise OutputError(
             f"another dedupkit apply is writing {out} right now; wait for it to finish or choose another -o"
-        ) from None
+        )
     return fd
 
 

@@ -234,7 +234,7 @@ def run_stage(
         scan_dir = od.work / f"{stage.name}-scan"
         scan_dir.mkdir(parents=True, exist_ok=True)
         tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows,
-                           options.split_bytes, options.workers)
+                           options.split_bytes, workers=options.workers)
         # the engine's workers serve the scan and the stage's global steps, and stop at the end
         with get_engine(options.engine, options.workers, progress, options.ray_address) as engine:
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dedupkit.atomic import atomic_open, atomic_write
 from dedupkit.engine.base import report_progress
 from dedupkit.errors import InputError
 from dedupkit.io.npy import load_npy
@@ -75,7 +76,7 @@ class ScanResult:
 
 def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: str,
                skip: dict[str, np.ndarray] | None = None, split_rows: int = SPLIT_ROWS,
-               split_bytes: int = SPLIT_BYTES, workers: int = 1) -> list[ScanTask]:
+               split_bytes: int = SPLIT_BYTES, *, workers: int) -> list[ScanTask]:
     """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
 
     Parquet splits by row groups, and a row group too big for one task by row ranges; uncompressed
@@ -212,39 +213,15 @@ def _bad_path(task: ScanTask) -> Path:
 
 
 def _write_ipc_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, sync=False) as fh, pa.ipc.new_file(fh, table.schema) as writer:
+        writer.write_table(table)
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     # The completion marker is written after every feature file, so a half-written .npy is never
     # trusted; the temporary name keeps a failed write (disk full) from leaving a truncated file.
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    try:
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def _piece_dict(piece: Piece | None) -> dict | None:
@@ -323,7 +300,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     # the piece too: a rerun with other --workers may plan other pieces under the same task number
     meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "piece": _piece_dict(task.piece),
             "result": asdict(result)}
-    _atomic_write_bytes(done_path, json.dumps(meta).encode())
+    atomic_write(done_path, json.dumps(meta).encode())
     return result
 
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dedupkit import kernels
+from dedupkit.atomic import atomic_open
 from dedupkit.errors import DedupkitError
 
 # Edges per partition: ~16 bytes each, times a few copies while sorting -> a few hundred MB a task.
@@ -76,9 +77,8 @@ def part_of(nodes: np.ndarray, nparts: int) -> np.ndarray:
 
 
 def _save(path: str, arr: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def _load_pairs(paths: Sequence[str]) -> np.ndarray:

@@ -149,7 +149,7 @@ def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers
     t0 = time.perf_counter()
     shards = discover(inputs)
     with tempfile.TemporaryDirectory(prefix="dedupkit-index-") as work:
-        tasks = plan_tasks(shards, spec, IndexMapper(store.settings), work, "index")
+        tasks = plan_tasks(shards, spec, IndexMapper(store.settings), work, "index", workers=workers)
         with get_engine(engine, workers, progress) as eng:
             results = eng.map(run_scan_task, tasks, desc="index: scan", sizes=[task_rows(t) for t in tasks])
         corpus = Corpus(tasks, results, shards)

@@ -18,13 +18,13 @@ module imports nothing of the stage (:mod:`dedupkit.stages.fuzzy.stage`) nor of 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from dedupkit import kernels
 from dedupkit import settings as _S
+from dedupkit.atomic import atomic_open
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
 from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, signatures_from_hashes
@@ -484,6 +484,5 @@ def verify_task(task: VerifyTask) -> dict[str, int]:
 
 def save_npy(path: str, arr: np.ndarray) -> None:
     """``np.save`` to a temporary name, then rename: a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
