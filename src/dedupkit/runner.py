@@ -40,7 +40,7 @@ from dedupkit.manifest import (
 from dedupkit.outdir import OutputDir
 from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
-from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task
+from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task, task_rows
 from dedupkit.spans import SPANS_DIR, read_spans, span_counts
 from dedupkit.stages.base import Stage
 
@@ -251,7 +251,8 @@ def run_stage(
             if driver.eligible(stage, engine, options):
                 # A distributed engine: tasks identify and write every manifest part; the driver
                 # plans, collects counts and writes the summary (dedupkit.engine.driver).
-                results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+                results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
+                                     sizes=[task_rows(t) for t in tasks])
                 t_scan = time.perf_counter()
                 corpus = driver.LightCorpus(tasks, results, shards)
                 shard_dicts = [s.to_dict() for s in corpus.shards]
@@ -265,7 +266,8 @@ def run_stage(
                 summary["timings"] = _timings(t0, t_scan, t_ident, t_write, results)
                 _publish(stage, od, summary, options, before_finish, None)
                 return RunResult(out=out, summary=summary)
-            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
+                                 sizes=[task_rows(t) for t in tasks])
             if not stage.uses_engine:
                 engine.close(wait=False)  # idle workers exit while the driver groups
             t_scan = time.perf_counter()

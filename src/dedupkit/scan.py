@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dedupkit.atomic import atomic_open, atomic_write
+from dedupkit.engine.base import report_progress
 from dedupkit.errors import InputError
 from dedupkit.io.fs import abspath, change_token, open_input, parquet_source
 from dedupkit.io.npy import load_npy
@@ -100,6 +101,14 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
                 part=part,
             ))
     return tasks
+
+
+def task_rows(task: ScanTask) -> int | None:
+    """Rows a scan task reads, when known before reading it (a piece of a split shard, an empty
+    file), else None (a whole JSON Lines file): the scan's progress bar counts documents."""
+    if task.piece is not None:
+        return task.piece.stop - task.piece.start
+    return 0 if task.shard.size == 0 else None
 
 
 def _parquet_metadata(shard: Shard):
@@ -302,6 +311,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
                     sink = pa.OSFile(str(text_tmp), "wb")
                     writer = pa.ipc.new_file(sink, pa.schema([("text", pa.large_string())]))
                 writer.write_batch(pa.record_batch([text], ["text"]))
+            report_progress(len(batch.rows))
         if writer is not None:
             writer.close()
             sink.close()

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dedupkit.engine.base import report_progress
 from dedupkit.embed import (
     ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, passive_openmp, resolve_model,
 )
@@ -205,7 +206,11 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
                              f"rows, read {len(rows)}); rerun on a stable copy")
         t_enc = time.perf_counter()
-        parts = [emb.encode(texts[a:a + ENCODE_CHUNK]) for a in range(0, len(texts), ENCODE_CHUNK)]
+        report_progress(len(task.rows) - len(missing))  # cached rows
+        parts = []
+        for a in range(0, len(texts), ENCODE_CHUNK):
+            parts.append(emb.encode(texts[a:a + ENCODE_CHUNK]))
+            report_progress(len(parts[-1]))
         encode_s = time.perf_counter() - t_enc
         new = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
         computed = len(rows)
@@ -254,7 +259,8 @@ def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_d
 
         engine = LocalEngine(1)
     t0 = time.perf_counter()
-    results: list[EmbedResult] = engine.map(run_embed_task, tasks, desc="semantic: embed") if tasks else []
+    results: list[EmbedResult] = engine.map(run_embed_task, tasks, desc="semantic: embed",
+                                            sizes=[len(t.rows) for t in tasks]) if tasks else []
     parts = [np.load(r.path) for r in results]
     if parts:
         x = np.concatenate(parts)
