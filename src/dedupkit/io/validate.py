@@ -13,17 +13,20 @@ import os
 import stat
 
 from dedupkit.errors import InputError
+from dedupkit.io import fs
 from dedupkit.io.shards import Shard
 
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ARROW_MAGIC = b"ARROW1"
 
 # first bytes -> what the file probably is, and the suffix that reads it
 _SNIFF = (
     (PARQUET_MAGIC, "a Parquet file", ".parquet"),
     (GZIP_MAGIC, "gzip-compressed", ".jsonl.gz"),
     (ZSTD_MAGIC, "zstd-compressed", ".jsonl.zst"),
+    (ARROW_MAGIC, "an Arrow IPC file", ".arrow"),
     (b"BZh", "bzip2-compressed", None),
     (b"\xfd7zXZ\x00", "xz-compressed", None),
     (b"PK\x03\x04", "a zip archive", None),
@@ -75,6 +78,8 @@ def check_shard(shard: Shard) -> None:
         InputError: naming the file, what it is, and the fix.
     """
     name = shard.name
+    if fs.is_remote(shard.path):
+        return _check_content(shard, fs.size(shard.path))
     try:
         st = os.stat(shard.path)
     except FileNotFoundError:
@@ -87,17 +92,22 @@ def check_shard(shard: Shard) -> None:
             "(scan, fingerprint, apply), so a pipe or device can never be a shard: write the data to a file "
             "and name that file"
         )
+    _check_content(shard, st.st_size)
+
+
+def _check_content(shard: Shard, size: int) -> None:
+    name = shard.name
     try:
-        with open(shard.path, "rb") as fh:
+        with fs.open_input(shard.path) as fh:
             head = fh.read(16)
             tail = b""
-            if shard.format == "parquet" and st.st_size >= 8:
+            if shard.format == "parquet" and size >= 8:
                 fh.seek(-4, os.SEEK_END)
                 tail = fh.read(4)
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror}); fix the permissions (chmod a+r) or leave "
                          "it out") from exc
-    if st.st_size == 0:
+    if size == 0:
         return  # the readers say "the file is empty" with their own fix
     if shard.format == "parquet":
         if head.startswith(PARQUET_MAGIC) and tail != PARQUET_MAGIC:
@@ -108,6 +118,21 @@ def check_shard(shard: Shard) -> None:
             what = f"it is {sniffed[0]}" if sniffed else "it does not start with the PAR1 mark"
             fix = f"rename it to end in {sniffed[1]}" if sniffed and sniffed[1] else "regenerate it"
             raise InputError(f"{name}: named as Parquet but {what}; {fix}, or leave it out")
+        return
+    if shard.format == "arrow":
+        # an IPC file starts with ARROW1, a stream with a message (0xFFFFFFFF continuation)
+        if not (head.startswith(ARROW_MAGIC) or head.startswith(b"\xff\xff\xff\xff")):
+            sniffed = _sniff(head)
+            what = f"it is {sniffed[0]}" if sniffed else "it is not an Arrow IPC file or stream"
+            fix = f"rename it to end in {sniffed[1]}" if sniffed and sniffed[1] else "regenerate it"
+            raise InputError(f"{name}: named as Arrow/Feather but {what}; {fix}, or leave it out")
+        return
+    if shard.format in ("csv", "tsv"):
+        sniffed = _sniff(head[3:] if head.startswith(b"\xef\xbb\xbf") else head)
+        if sniffed:
+            what, suffix = sniffed
+            fix = f"rename it to end in {suffix}" if suffix else "convert it to UTF-8 text"
+            raise InputError(f"{name}: named as {shard.format.upper()} but it is {what}; {fix}, or leave it out")
         return
     if shard.compression == "gzip":
         expected, label = GZIP_MAGIC, "gzip"
