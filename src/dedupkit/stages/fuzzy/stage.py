@@ -27,7 +27,7 @@ from dedupkit.stages.fuzzy.tasks import (
 
 VERIFY_MODES = ("none", "signature", "sets")
 MEASURES = ("jaccard", "containment", "char")
-CLUSTER_MODES = ("centre", "split")
+CLUSTER_MODES = _S.choices(_S.FuzzyConfig, "cluster")
 # Documents per bucket task: more documents split a band by key hash into partitions. Each task
 # reads only its partition's band keys (BandSplitTask), 16 bytes a document; the environment
 # variable sets it for a cluster (more, bigger tasks) or a benchmark (docs/scaling.md).
