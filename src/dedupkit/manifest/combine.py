@@ -158,36 +158,29 @@ def combine_manifests(stage_dirs: Sequence[str | os.PathLike], out_dir: str | os
             measure = pc.if_else(pc.is_null(measure), t.column("measure").combine_chunks().cast(pa.string()), measure)
     measure = pc.if_else(pa.array(dropped), measure.take(pick), pa.scalar(None, pa.string()))
 
-    # Clusters joined across stages: min-label propagation over each stage's clusters and the
-    # duplicate_of links; labels stay positions, so the result is the smallest global row.
-    groups = []
+    # Clusters joined across stages: the connected components of each stage's clusters and the
+    # duplicate_of links; a component's label is its smallest position, i.e. its smallest global row.
+    from dedupkit.engine.graph import component_roots
+
+    ea: list[np.ndarray] = []
+    eb: list[np.ndarray] = []
     member = np.zeros(n, bool)
     for t in tables:
         cid = _np_int(t.column("cluster_id"))
         m = np.flatnonzero(cid >= 0)
         if len(m):
-            _, inv = np.unique(cid[m], return_inverse=True)
-            groups.append((m, inv, int(inv.max()) + 1))
+            _, first, inv = np.unique(cid[m], return_index=True, return_inverse=True)
+            ea.append(m)
+            eb.append(m[first][inv])
             member[m] = True
     linked = np.flatnonzero(tgt >= 0)
     if len(linked):
-        mem = np.concatenate([linked, tgt[linked]])
-        _, inv = np.unique(np.concatenate([tgt[linked], tgt[linked]]), return_inverse=True)
-        groups.append((mem, inv, int(inv.max()) + 1))
-        member[mem] = True
-    lab = idx.copy()
-    while True:
-        changed = False
-        for mem, inv, g in groups:
-            mins = np.full(g, n, dtype=np.int64)
-            np.minimum.at(mins, inv, lab[mem])
-            new = mins[inv]
-            if (new < lab[mem]).any():
-                lab[mem] = np.minimum(lab[mem], new)
-                changed = True
-        lab = lab[lab]
-        if not changed:
-            break
+        ea.append(linked)
+        eb.append(tgt[linked])
+        member[linked] = True
+        member[tgt[linked]] = True
+    lab = component_roots(n, np.concatenate(ea) if ea else np.zeros(0, np.int64),
+                          np.concatenate(eb) if eb else np.zeros(0, np.int64))
     cluster = np.where(member, lab, -1)
     sizes = np.bincount(lab[member]) if member.any() else np.zeros(0, np.int64)
     sizes = sizes[sizes > 0]
