@@ -409,11 +409,25 @@ def _c_word_shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.
     other = np.frombuffer(flags, dtype=np.uint8).astype(bool)
     if not other.any():
         return h, counts
-    ia, ib = np.flatnonzero(~other), np.flatnonzero(other)
+    ib = np.flatnonzero(other)
     flat, cb = _tokens(normalize_array(arr.take(pa.array(ib))))
     hb, cb = _word_shingle_hashes(flat, cb, ngram)
-    idx, counts = _interleave(n, ia, len(h), counts[ia], ib, cb)
-    return np.concatenate([h, hb])[idx], counts
+    # splice each Arrow-path document's run into the C output (which holds none for it): a few
+    # slices per such document, not an index over every shingle of the batch
+    at = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=at[1:])
+    hb_at = np.zeros(len(ib) + 1, np.int64)
+    np.cumsum(cb, out=hb_at[1:])
+    cut = at[ib].tolist()
+    parts = []
+    prev = 0
+    for k, c in enumerate(cut):
+        parts += [h[prev:c], hb[hb_at[k]:hb_at[k + 1]]]
+        prev = c
+    parts.append(h[prev:])
+    counts = counts.copy()
+    counts[ib] = cb
+    return np.concatenate(parts), counts
 
 
 def batch_shingle_hashes(texts, cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
