@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedupkit import __version__, kernels
+from dedupkit import __version__
 from dedupkit import settings as _S
 from dedupkit.engine import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
@@ -34,6 +31,7 @@ from dedupkit.manifest import (
     SUMMARY,
     output_root,
     shard_table,
+    summary_header,
     write_summary,
     write_table_atomic,
 )
@@ -164,16 +162,6 @@ def reusable_run(out: Path, stage: Stage, settings: str, shards) -> dict[str, An
     raise OutputError(f"{out} already holds a finished run ({'; '.join(differs)}); pass --overwrite to "
                       "replace it, or choose another -o. Rerunning the same command on the same inputs "
                       "reuses the finished run")
-
-
-def versions() -> dict[str, str]:
-    out = {"dedupkit": __version__, "python": platform.python_version()}
-    for pkg in ("pyarrow", "numpy", "xxhash", "datasketch", "sentence-transformers", "faiss-cpu", "torch"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def run_stage(
@@ -375,12 +363,7 @@ def _summary(stage: Stage, spec: ReadSpec, options: RunOptions, settings: str, p
     dropped_here = int(n - kept_total) + n_bad
     bad_list = corpus.bad_records
     return {
-        "dedupkit": __version__,
-        "complete": True,
-        "stage": stage.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(),
-        "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
+        **summary_header(stage.name),
         "config": {"stage": stage.config_dict(), "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
                    "workers": options.workers, "engine": options.engine,
                    "max_drop_rate": options.max_drop_rate},

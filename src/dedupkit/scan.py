@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -292,9 +293,8 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     keep_text = bool(getattr(task.mapper, "keep_text", False))
     text_path = _text_path(task)
     text_path.unlink(missing_ok=True)
-    text_tmp = text_path.with_name(text_path.name + f".tmp{os.getpid()}")
-    sink = writer = None
-    try:
+    with ExitStack() as done:  # on leaving: the text file closed, then renamed into place (or removed)
+        writer = None
         for batch in reader:
             rows.append(batch.rows)
             lengths.append(char_lengths(batch.text))
@@ -308,21 +308,10 @@ def run_scan_task(task: ScanTask) -> ScanResult:
             if keep_text:
                 text = batch.text if pa.types.is_large_string(batch.text.type) else batch.text.cast(pa.large_string())
                 if writer is None:
-                    sink = pa.OSFile(str(text_tmp), "wb")
-                    writer = pa.ipc.new_file(sink, pa.schema([("text", pa.large_string())]))
+                    sink = done.enter_context(atomic_open(text_path, sync=False))
+                    writer = done.enter_context(pa.ipc.new_file(sink, pa.schema([("text", pa.large_string())])))
                 writer.write_batch(pa.record_batch([text], ["text"]))
             report_progress(len(batch.rows))
-        if writer is not None:
-            writer.close()
-            sink.close()
-            writer = sink = None
-            os.replace(text_tmp, text_path)
-    finally:
-        if writer is not None:
-            writer.close()
-        if sink is not None:
-            sink.close()
-        text_tmp.unlink(missing_ok=True)
     cols: dict[str, pa.Array] = {
         "row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64)),
         "length": pa.array(np.concatenate(lengths) if lengths else np.zeros(0, np.int64)),

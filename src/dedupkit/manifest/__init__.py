@@ -88,7 +88,8 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 _LAZY = {
     "read": ("Manifest", "open_manifest", "read_manifest", "part_records", "load_prior", "check_prior_fingerprints"),
-    "write": ("SCHEMA", "LOW_CARDINALITY", "shard_table", "write_table_atomic", "write_summary"),
+    "write": ("SCHEMA", "LOW_CARDINALITY", "shard_table", "write_table_atomic", "write_summary", "summary_header",
+              "versions"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,7 +13,8 @@ import pyarrow.compute as pc
 
 from dedupkit.errors import ManifestError
 from dedupkit.manifest import (
-    MANIFEST_DIR, PARTS_KEY, output_root, part_records, read_manifest, write_summary, write_table_atomic,
+    MANIFEST_DIR, PARTS_KEY, output_root, part_records, read_manifest, summary_header, write_summary,
+    write_table_atomic,
 )
 
 
@@ -32,9 +32,6 @@ def write_combined(od, runs: Sequence, config: dict[str, Any], t0: float) -> dic
     Returns:
         The summary written.
     """
-    from dedupkit import __version__, kernels
-    from dedupkit.runner import versions
-
     root = od.path
     t1 = time.perf_counter()
     tmp = od.manifest_tmp()
@@ -47,13 +44,7 @@ def write_combined(od, runs: Sequence, config: dict[str, Any], t0: float) -> dic
     def summarise(folder: Path) -> None:
         t2 = time.perf_counter()
         summary.update({
-            "dedupkit": __version__,
-            "complete": True,
-            "pipeline": True,
-            "stage": "run",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions(),
-            "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
+            **summary_header("run", pipeline=True),
             "config": config,
             "inputs": last.get("inputs", []),
             "stages": [{"name": r.name, "dir": r.dir, "reused": r.reused, "counts": r.summary.get("counts", {}),

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import platform
+from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -138,6 +141,37 @@ def write_table_atomic(table: pa.Table, path: Path) -> None:
     dictionary = [c for c in LOW_CARDINALITY if c in table.column_names] or False
     with atomic_open(path) as fh:
         pq.write_table(table, fh, compression="zstd", use_dictionary=dictionary)
+
+
+def summary_header(stage: str, pipeline: bool = False) -> dict[str, Any]:
+    """The fields every ``summary.json`` starts with, in this order.
+
+    ``dedupkit`` (the version that wrote it), ``complete`` (true: :func:`write_summary` is the last
+    write of a run), ``pipeline`` (only for a ``dedupkit run`` folder), ``stage`` (``run`` for one),
+    ``created`` (UTC), ``versions`` (Python and the dependencies that decide results) and
+    ``kernels`` (C or Python, :mod:`dedupkit.kernels`).
+    """
+    from dedupkit import __version__, kernels
+
+    head: dict[str, Any] = {"dedupkit": __version__, "complete": True}
+    if pipeline:
+        head["pipeline"] = True
+    head.update({"stage": stage, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "versions": versions(), "kernels": kernels.describe()})
+    return head
+
+
+def versions() -> dict[str, str]:
+    """Versions of dedupkit, Python and the installed dependencies that decide results."""
+    from dedupkit import __version__
+
+    out = {"dedupkit": __version__, "python": platform.python_version()}
+    for pkg in ("pyarrow", "numpy", "xxhash", "datasketch", "sentence-transformers", "faiss-cpu", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def write_summary(root: Path, summary: dict) -> None:
