@@ -62,6 +62,8 @@ class FuzzyMapper(Mapper):
         self.signature = signature
         # the scan keeps a copy of the texts (dedupkit.scan.good_texts) for the char n-gram pass
         self.keep_text = keep_text
+        # decoding a Parquet row against shingling and MinHash of it (dedupkit.scan._cuts)
+        self.decode_weight = 0.15
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
