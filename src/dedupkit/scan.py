@@ -82,10 +82,12 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
 
     Parquet splits by row groups (Arrow files by record batches), and a row group too big for one
-    task by row ranges; uncompressed JSON Lines by byte ranges that start at line starts (found by one pass counting the lines);
-    compressed JSON Lines are one task each. Tasks follow shard order, then row order.
+    task by row ranges; uncompressed JSON Lines by byte ranges that start at line starts (found by
+    one pass counting the lines); compressed JSON Lines and CSV are one task each. Tasks follow
+    shard order, then row order.
     """
-    sizes = [_text_bytes(s) for s in shards]
+    groups = [_groups(s) for s in shards]  # read each file's metadata once
+    sizes = [sum(b for _, b in g) if g is not None else s.size for g, s in zip(groups, shards)]
     total = sum(sizes)
     target = split_bytes
     if workers > 1 and total < target * workers:
@@ -93,8 +95,11 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     tasks: list[ScanTask] = []
     for si, shard in enumerate(shards):
         pieces: list[Piece | None] = [None]
-        if sizes[si] > target or shard.format in ("parquet", "arrow"):
-            pieces = _pieces(shard, target, split_rows, getattr(mapper, "decode_weight", DECODE_WEIGHT)) or [None]
+        if groups[si] is not None:
+            pieces = _row_pieces(groups[si], target, split_rows,
+                                 getattr(mapper, "decode_weight", DECODE_WEIGHT) if shard.format == "parquet" else 0.0)
+        elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
+            pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
             tasks.append(ScanTask(
                 index=len(tasks), shard_index=si, shard=shard, spec=spec, mapper=mapper,
@@ -114,32 +119,23 @@ def _parquet_metadata(shard: Shard):
         ) from exc
 
 
-def _text_bytes(shard: Shard) -> int:
-    """The bytes a shard's tasks decode: Parquet's uncompressed row groups, else the file size."""
-    if shard.format == "parquet" and shard.size > 0:
-        md = _parquet_metadata(shard)
-        return sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
-    return shard.size
-
-
-def _pieces(shard: Shard, target: int, split_rows: int, decode_weight: float = 0.0) -> list[Piece]:
+def _groups(shard: Shard) -> list[tuple[int, int]] | None:
+    """(rows, bytes) of a Parquet file's row groups (uncompressed bytes: what its tasks decode) or
+    an Arrow file's record batches; None for other formats and empty files."""
     if shard.size == 0:
-        return []
+        return None
     if shard.format == "parquet":
         md = _parquet_metadata(shard)
-        return _row_pieces([(md.row_group(g).num_rows, md.row_group(g).total_byte_size)
-                            for g in range(md.num_row_groups)], target, split_rows, decode_weight)
+        return [(md.row_group(g).num_rows, md.row_group(g).total_byte_size) for g in range(md.num_row_groups)]
     if shard.format == "arrow":
         from dedupkit.io.read import ipc_groups
 
         try:
-            return _row_pieces(ipc_groups(shard), target, split_rows)
+            return ipc_groups(shard)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{shard.name}: not a readable Arrow file ({exc}); regenerate it or remove it "
                              "from the input") from exc
-    if shard.format == "jsonl" and shard.compression is None:
-        return _jsonl_pieces(shard, target)
-    return []  # compressed JSON Lines and CSV: one task
+    return None
 
 
 def _cuts(k: int, r: float) -> list[float]:
