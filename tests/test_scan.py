@@ -15,7 +15,7 @@ import pytest
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.runner import RunOptions, run_stage
-from dedupkit.scan import plan_tasks
+from dedupkit.scan import _cuts, plan_tasks
 from dedupkit.stages.exact import ExactStage
 from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
 
@@ -79,6 +79,21 @@ def test_one_big_row_group_splits_by_rows(tmp_path):
     # workers: the input is cut into at least as many tasks as workers (pieces >= MIN_PIECE_BYTES
     # only, so this small file stays whole)
     assert len(_plan([path], workers=2)) == 1
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+@pytest.mark.parametrize("r", [0.0, 0.15, 2.0])
+def test_cuts_of_one_row_group_cost_alike(k, r):
+    """A range ending at s with n of the rows costs r * s + n (it decodes the group from its start):
+    the cuts make every range cost the same, longer ranges first."""
+    cuts = _cuts(k, r)
+    assert cuts[0] == 0.0 and cuts[-1] == 1.0 and len(cuts) == k + 1
+    lens = [b - a for a, b in zip(cuts, cuts[1:])]
+    assert all(x >= y - 1e-12 for x, y in zip(lens, lens[1:]))
+    assert lens[0] <= 1.5 / k + 1e-9  # bounded: no range above 1.5x an equal share
+    if k == 2 or r * k <= 0.5:  # within the bound: equal costs
+        costs = [r * b + (b - a) for a, b in zip(cuts, cuts[1:])]
+        assert max(costs) - min(costs) < 1e-9
 
 
 def test_jsonl_pieces_start_at_lines_and_count_them(tmp_path):

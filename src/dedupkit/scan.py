@@ -40,6 +40,10 @@ SPLIT_ROWS = 1_000_000
 SPLIT_BYTES = 256 * 2**20
 MERGE_BYTES = 32 * 2**20
 MIN_PIECE_BYTES = 4 * 2**20
+# Decoding a Parquet row against a stage's work on it, for cutting one row group into tasks of
+# equal cost; a Mapper may say its own (``decode_weight``: fuzzy's MinHash work is ~7x the decode,
+# exact's hashing less than the decode).
+DECODE_WEIGHT = 0.5
 # Bad records listed by name in summary.json (all of them are in the manifest and counted).
 MAX_LISTED_BAD = 1000
 
@@ -82,10 +86,12 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
 
     Parquet splits by row groups (Arrow files by record batches), and a row group too big for one
-    task by row ranges; uncompressed JSON Lines by byte ranges that start at line starts (found by one pass counting the lines);
-    compressed JSON Lines are one task each. Tasks follow shard order, then row order.
+    task by row ranges; uncompressed JSON Lines by byte ranges that start at line starts (found by
+    one pass counting the lines); compressed JSON Lines and CSV are one task each. Tasks follow
+    shard order, then row order.
     """
-    sizes = [_text_bytes(s) for s in shards]
+    groups = [_groups(s) for s in shards]  # read each file's metadata once
+    sizes = [sum(b for _, b in g) if g is not None else s.size for g, s in zip(groups, shards)]
     total = sum(sizes)
     target = split_bytes
     if workers > 1 and total < target * workers:
@@ -93,8 +99,11 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     tasks: list[ScanTask] = []
     for si, shard in enumerate(shards):
         pieces: list[Piece | None] = [None]
-        if sizes[si] > target or shard.format in ("parquet", "arrow"):
-            pieces = _pieces(shard, target, split_rows) or [None]
+        if groups[si] is not None:
+            pieces = _row_pieces(groups[si], target, split_rows,
+                                 getattr(mapper, "decode_weight", DECODE_WEIGHT) if shard.format == "parquet" else 0.0)
+        elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
+            pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
             tasks.append(ScanTask(
                 index=len(tasks), shard_index=si, shard=shard, spec=spec, mapper=mapper,
@@ -122,36 +131,55 @@ def _parquet_metadata(shard: Shard):
         ) from exc
 
 
-def _text_bytes(shard: Shard) -> int:
-    """The bytes a shard's tasks decode: Parquet's uncompressed row groups, else the file size."""
-    if shard.format == "parquet" and shard.size > 0:
-        md = _parquet_metadata(shard)
-        return sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
-    return shard.size
-
-
-def _pieces(shard: Shard, target: int, split_rows: int) -> list[Piece]:
+def _groups(shard: Shard) -> list[tuple[int, int]] | None:
+    """(rows, bytes) of a Parquet file's row groups (uncompressed bytes: what its tasks decode) or
+    an Arrow file's record batches; None for other formats and empty files."""
     if shard.size == 0:
-        return []
+        return None
     if shard.format == "parquet":
         md = _parquet_metadata(shard)
-        return _row_pieces([(md.row_group(g).num_rows, md.row_group(g).total_byte_size)
-                            for g in range(md.num_row_groups)], target, split_rows)
+        return [(md.row_group(g).num_rows, md.row_group(g).total_byte_size) for g in range(md.num_row_groups)]
     if shard.format == "arrow":
         from dedupkit.io.read import ipc_groups
 
         try:
-            return _row_pieces(ipc_groups(shard), target, split_rows)
+            return ipc_groups(shard)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{shard.name}: not a readable Arrow file ({exc}); regenerate it or remove it "
                              "from the input") from exc
-    if shard.format == "jsonl" and shard.compression is None:
-        return _jsonl_pieces(shard, target)
-    return []  # compressed JSON Lines and CSV: one task
+    return None
 
 
-def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int) -> list[Piece]:
-    """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut."""
+def _cuts(k: int, r: float) -> list[float]:
+    """Where to cut one row group into ``k`` row ranges (fractions, 0 to 1) so the tasks cost alike.
+
+    A range's reader decodes the group from its start (Parquet decodes a column chunk's pages in
+    order), so the range ending at fraction ``s`` with ``n`` of the rows costs about ``r * s + n``
+    (``r``: decoding a row against the stage's work on it). Equal costs give the cuts
+    ``(1 - a**i) / (1 - a**k)`` with ``a = 1 / (1 + r)``: longer ranges first (r = 0: equal ones),
+    ``r`` lowered so that no range holds more than 1.5x an equal share.
+    """
+    def first(r: float) -> float:
+        a = 1.0 / (1.0 + r)
+        return (1 - a) / (1 - a ** k)
+
+    # no range more than 1.5x an equal share: tasks stay bounded in size (memory) when decoding
+    # dominates, which would otherwise give the first range nearly all the rows
+    if k > 1 and r > 0 and first(r) > 1.5 / k:
+        lo, hi = 0.0, r
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if first(mid) <= 1.5 / k else (lo, mid)
+        r = lo
+    if r <= 0 or k == 1:
+        return [i / k for i in range(k + 1)]
+    a = 1.0 / (1.0 + r)
+    return [0.0] + [(1 - a ** i) / (1 - a ** k) for i in range(1, k)] + [1.0]
+
+
+def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
+                decode_weight: float = 0.0) -> list[Piece]:
+    """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut (see _cuts)."""
     pieces: list[Piece] = []
     start = 0
     merged_rows = merged_bytes = 0
@@ -162,7 +190,7 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int) -> 
             merged_rows = merged_bytes = 0
         if merged_rows == 0 and (nbytes > target or rows > split_rows):
             k = max(-(-nbytes // target), -(-rows // split_rows))
-            cuts = [start + rows * i // k for i in range(k + 1)]
+            cuts = [start + int(rows * f) for f in _cuts(k, decode_weight)]
             pieces += [Piece(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
             start += rows
             continue

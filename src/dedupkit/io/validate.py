@@ -71,6 +71,14 @@ def _sniff(head: bytes) -> tuple[str, str | None] | None:
     return None
 
 
+def _misnamed(name: str, label: str, sniffed: tuple[str, str | None] | None, what: str, fix: str) -> None:
+    """Refuse a file whose first bytes are not what its suffix says: what it is, and the rename."""
+    if sniffed:
+        what = f"it is {sniffed[0]}"
+        fix = f"rename it to end in {sniffed[1]}" if sniffed[1] else fix
+    raise InputError(f"{name}: named as {label} but {what}; {fix}, or leave it out")
+
+
 def check_shard(shard: Shard) -> None:
     """Check that ``shard`` is a readable regular file whose content matches its suffix.
 
@@ -115,24 +123,17 @@ def _check_content(shard: Shard, size: int) -> None:
                              "truncated or corrupt: regenerate it or remove it from the input")
         if not head.startswith(PARQUET_MAGIC):
             sniffed = _sniff(head) or (("JSON text", ".jsonl") if head.lstrip()[:1] in (b"{", b"[") else None)
-            what = f"it is {sniffed[0]}" if sniffed else "it does not start with the PAR1 mark"
-            fix = f"rename it to end in {sniffed[1]}" if sniffed and sniffed[1] else "regenerate it"
-            raise InputError(f"{name}: named as Parquet but {what}; {fix}, or leave it out")
+            _misnamed(name, "Parquet", sniffed, "it does not start with the PAR1 mark", "regenerate it")
         return
     if shard.format == "arrow":
         # an IPC file starts with ARROW1, a stream with a message (0xFFFFFFFF continuation)
         if not (head.startswith(ARROW_MAGIC) or head.startswith(b"\xff\xff\xff\xff")):
-            sniffed = _sniff(head)
-            what = f"it is {sniffed[0]}" if sniffed else "it is not an Arrow IPC file or stream"
-            fix = f"rename it to end in {sniffed[1]}" if sniffed and sniffed[1] else "regenerate it"
-            raise InputError(f"{name}: named as Arrow/Feather but {what}; {fix}, or leave it out")
+            _misnamed(name, "Arrow/Feather", _sniff(head), "it is not an Arrow IPC file or stream", "regenerate it")
         return
     if shard.format in ("csv", "tsv"):
         sniffed = _sniff(head[3:] if head.startswith(b"\xef\xbb\xbf") else head)
         if sniffed:
-            what, suffix = sniffed
-            fix = f"rename it to end in {suffix}" if suffix else "convert it to UTF-8 text"
-            raise InputError(f"{name}: named as {shard.format.upper()} but it is {what}; {fix}, or leave it out")
+            _misnamed(name, shard.format.upper(), sniffed, "", "convert it to UTF-8 text")
         return
     if shard.compression == "gzip":
         expected, label = GZIP_MAGIC, "gzip"
@@ -143,9 +144,7 @@ def _check_content(shard: Shard, size: int) -> None:
     else:
         sniffed = _sniff(head[3:] if head.startswith(b"\xef\xbb\xbf") else head)
         if sniffed:
-            what, suffix = sniffed
-            fix = f"rename it to end in {suffix}" if suffix else "convert it to UTF-8 JSON Lines"
-            raise InputError(f"{name}: named as JSON Lines but it is {what}; {fix}, or leave it out")
+            _misnamed(name, "JSON Lines", sniffed, "", "convert it to UTF-8 JSON Lines")
         return
     if not head.startswith(expected):
         sniffed = _sniff(head)

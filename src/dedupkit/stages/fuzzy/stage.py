@@ -152,7 +152,8 @@ class FuzzyStage(Stage):
         self.bands, self.rows = config.minhash.resolved()
 
     def mapper(self) -> Mapper:
-        return FuzzyMapper(self.config.minhash, self.word_sets(), self.config.verify != "sets")
+        f = self.config
+        return FuzzyMapper(f.minhash, self.word_sets(), f.verify != "sets", f.verify == "sets" and "char" in f.measures)
 
     def word_sets(self) -> bool:
         """Whether the scan keeps word-shingle sets (verification on true sets by a word measure)."""

@@ -53,13 +53,17 @@ class FuzzyMapper(Mapper):
     every document's distinct word-shingle hashes (top 32 bits, sorted: ``wset``, ``wsetn`` values
     per document) for verification on the true sets without reading the text again."""
 
-    def __init__(self, cfg: MinHashConfig, word_sets: bool = False, signature: bool = True):
+    def __init__(self, cfg: MinHashConfig, word_sets: bool = False, signature: bool = True, keep_text: bool = False):
         self.cfg = cfg
         self.bands, self.rows = cfg.resolved()
         self.word_sets = word_sets
         # without ``sig`` (only the signature modes verify with it), only the permutations the
         # bands use are computed
         self.signature = signature
+        # the scan keeps a copy of the texts (dedupkit.scan.good_texts) for the char n-gram pass
+        self.keep_text = keep_text
+        # decoding a Parquet row against shingling and MinHash of it (dedupkit.scan._cuts)
+        self.decode_weight = 0.15
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -294,23 +298,24 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
 def shingle_set_task(task: ShingleSetTask) -> int:
     from dedupkit.minhash import char_shingle_hashes
 
+    from dedupkit.scan import good_texts
+
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
-    reader = st.reader()
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
-    for batch in reader:
-        lo, hi = np.searchsorted(wanted, [pos, pos + len(batch)])
+    for text in good_texts(st):
+        lo, hi = np.searchsorted(wanted, [pos, pos + len(text)])
         if hi > lo:
-            texts = batch.text.take(wanted[lo:hi] - pos)
+            texts = text.take(wanted[lo:hi] - pos)
             for kind in kinds:
                 if kind == "word":
                     h, c = batch_shingle_hashes(texts, task.cfg)
                 else:
                     h, c = char_shingle_hashes(texts, task.char_ngram)
                 parts[kind].append(sorted_sets(h, c))
-        pos += len(batch)
+        pos += len(text)
     save_npy(task.out + ".idx.npy", wanted + task.offset)
     for kind in kinds:
         hs = [h for h, _ in parts[kind]]
@@ -323,13 +328,19 @@ def shingle_set_task(task: ShingleSetTask) -> int:
     return int(len(wanted))
 
 
-def _read_at(path: str, pos: np.ndarray) -> np.ndarray:
-    """Values at ``pos`` of a .npy file, through a memory map that is closed again on return: the
-    pages read stay out of the process's resident memory between blocks (a map kept open for the
-    whole verification made every set file that the pairs touch resident, up to all of them)."""
+def _read_runs(path: str, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The runs ``[starts[i], starts[i] + lens[i])`` of a .npy file, concatenated: copied by the C
+    kernel (else through an index of every position), through a memory map that is closed again on
+    return: the pages read stay out of the process's resident memory between blocks (a map kept
+    open for the whole verification made every set file that the pairs touch resident)."""
     arr = np.load(path, mmap_mode="r")
     try:
-        return np.asarray(arr[pos])
+        if kernels.speedups is None:
+            pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()), dtype=np.int64)
+            return np.asarray(arr[pos])
+        raw = kernels.speedups.gather_runs(arr, arr.itemsize, np.ascontiguousarray(starts, np.int64),
+                                           np.ascontiguousarray(lens, np.int64))
+        return np.frombuffer(raw, arr.dtype)
     finally:
         mm = getattr(arr, "_mmap", None)
         del arr
@@ -357,8 +368,7 @@ class _Sets:
             k = np.searchsorted(self.idx[t], docs[t_of == t])
             a, b = self.off[t][k], self.off[t][k + 1]
             ln = b - a
-            pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-            hashes.append(_read_at(self.hash_paths[t], pos))
+            hashes.append(_read_runs(self.hash_paths[t], a, ln))
             lens.append(ln)
         off = np.zeros(len(docs) + 1, np.int64)
         if lens:
@@ -386,8 +396,7 @@ class _ScanSets:
             k = docs[t_of == t] - self.first[t]
             a, b = self.off[t][k], self.off[t][k + 1]
             ln = b - a
-            pos = np.repeat(a - (np.cumsum(ln) - ln), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-            hashes.append(_read_at(self.hash_paths[t], pos).astype(np.uint64))
+            hashes.append(_read_runs(self.hash_paths[t], a, ln).astype(np.uint64))
             lens.append(ln)
         off = np.zeros(len(docs) + 1, np.int64)
         if lens:
