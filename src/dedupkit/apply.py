@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from dedupkit import settings as _S
 from dedupkit.errors import ManifestError, OutputError
+from dedupkit.io.fs import parquet_source
 from dedupkit.io.read import open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
@@ -149,7 +150,7 @@ def _table_source(shard: Shard, batch_size: int):
     from dedupkit.io import read
 
     if shard.format == "parquet":
-        pf = pq.ParquetFile(shard.path)
+        pf = pq.ParquetFile(parquet_source(shard.path))
         schema = pf.schema_arrow
         return schema, lambda dest: pq.ParquetWriter(dest, schema, compression="zstd"), \
             _numbered(pf.iter_batches(batch_size=batch_size)), lambda: pf.metadata.num_rows
@@ -323,7 +324,14 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     """
     if not manifests:
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
-    out = Path(out)
+    from dedupkit.io import fs
+
+    if fs.is_remote(out):
+        # the clean corpus is written in a local staging folder, then uploaded with
+        # _dedupkit_apply.json last (never pulled back: apply is not reused)
+        return fs.remote_output(str(out), None, lambda local: apply_manifests(
+            inputs, manifests, local, overwrite=True, batch_size=batch_size), pull=False, overwrite=overwrite)
+    out = Path(fs.local(out))
     roots = [str(output_root(m)) for m in manifests]
     replaced = check_output(out, inputs, roots, overwrite)
     opened = {d: open_manifest(d) for d in roots}  # the whole contract checked before any work

@@ -212,8 +212,14 @@ def run_pipeline(
         >>> from dedupkit.config import resolve  # doctest: +SKIP
         >>> run_pipeline(["data/"], "out/run", resolve("configs/default.toml"))
     """
+    from dedupkit.io import fs
+
+    if fs.is_remote(out):
+        # built in a local staging folder, published with the top summary.json last
+        return fs.remote_output(str(out), None, lambda local: run_pipeline(
+            inputs, local, config, rerun=rerun, overwrite=overwrite, dry_run=dry_run, progress=progress, log=log))
     t0 = time.perf_counter()
-    root = Path(out)
+    root = Path(fs.local(out))
     clean = Path(config.clean) if config.clean else None
     stages: list = [None] * len(config.stages)
     if rerun or not (root / RUN_STATE).exists():

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from dedupkit.atomic import atomic_open, atomic_write
 from dedupkit.errors import InputError
+from dedupkit.io.fs import abspath, change_token, open_input, parquet_source
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Piece, Shard, fingerprint
@@ -103,7 +104,7 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
 
 def _parquet_metadata(shard: Shard):
     try:
-        return pq.ParquetFile(shard.path).metadata
+        return pq.ParquetFile(parquet_source(shard.path)).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(
             f"{shard.name}: not a readable Parquet file ({exc}); the file may be truncated or "
@@ -178,7 +179,7 @@ def _jsonl_pieces(shard: Shard, target: int, block: int = 1 << 24) -> list[Piece
     lines = pos = 0
     last = b"\n"
     try:
-        with open(shard.path, "rb") as fh:
+        with open_input(shard.path) as fh:
             while True:
                 data = fh.read(block)
                 if not data:
@@ -254,7 +255,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     # Only part 0 of a split shard fingerprints the file (reading it once); the other parts check
     # size and modification time, so a shard rewritten between a killed run and its rerun is
     # rescanned rather than mixed with results from its old content.
-    mtime = os.stat(task.shard.path).st_mtime_ns
+    mtime = change_token(task.shard.path)
     if done_path.exists():
         try:
             meta = json.loads(done_path.read_text())
@@ -369,9 +370,34 @@ class ShardInfo:
         return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
 
     def to_dict(self) -> dict:
-        return {"name": self.shard.name, "path": os.path.abspath(self.shard.path),
+        return {"name": self.shard.name, "path": abspath(self.shard.path),
                 "format": self.shard.format, "compression": self.shard.compression,
                 "size": self.size, "fingerprint": self.fingerprint, "rows": self.n_rows}
+
+
+def shard_infos(tasks: list[ScanTask], results: list[ScanResult], shards: list[Shard]
+                ) -> tuple[list[ShardInfo], np.ndarray]:
+    """Per-shard info from the scan results (rows, fingerprint, bad records), and every shard's
+    first global row number (plus the total rows at the end)."""
+    per_shard_rows = [0] * len(shards)
+    fps: list[str | None] = [None] * len(shards)
+    sizes = [s.size for s in shards]
+    bad: list[list[dict]] = [[] for _ in shards]
+    n_bad = [0] * len(shards)
+    bad_files: list[list[str]] = [[] for _ in shards]
+    for t, r in zip(tasks, results):
+        per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
+        if t.part == 0:
+            fps[t.shard_index] = r.fingerprint
+            sizes[t.shard_index] = r.size
+        if len(bad[t.shard_index]) < MAX_LISTED_BAD:
+            bad[t.shard_index].extend(r.bad[:MAX_LISTED_BAD - len(bad[t.shard_index])])
+        if r.n_bad:
+            n_bad[t.shard_index] += r.n_bad
+            bad_files[t.shard_index].append(str(_bad_path(t)))
+    infos = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i], n_bad[i], bad_files[i])
+             for i, s in enumerate(shards)]
+    return infos, np.cumsum([0] + per_shard_rows)
 
 
 class Corpus:
@@ -393,25 +419,7 @@ class Corpus:
     def __init__(self, tasks: list[ScanTask], results: list[ScanResult], shards: list[Shard]):
         self.tasks = tasks
         self.results = results
-        per_shard_rows = [0] * len(shards)
-        fps: list[str | None] = [None] * len(shards)
-        sizes = [s.size for s in shards]
-        bad: list[list[dict]] = [[] for _ in shards]
-        n_bad = [0] * len(shards)
-        bad_files: list[list[str]] = [[] for _ in shards]
-        for t, r in zip(tasks, results):
-            per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
-            if t.part == 0:
-                fps[t.shard_index] = r.fingerprint
-                sizes[t.shard_index] = r.size
-            if len(bad[t.shard_index]) < MAX_LISTED_BAD:
-                bad[t.shard_index].extend(r.bad[:MAX_LISTED_BAD - len(bad[t.shard_index])])
-            if r.n_bad:
-                n_bad[t.shard_index] += r.n_bad
-                bad_files[t.shard_index].append(str(_bad_path(t)))
-        self.shards = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i], n_bad[i], bad_files[i])
-                       for i, s in enumerate(shards)]
-        offsets = np.cumsum([0] + per_shard_rows)
+        self.shards, offsets = shard_infos(tasks, results, shards)
         self.shard_offsets = offsets
         tables = [self._table(t) for t in tasks]
         self.task_sizes = [len(tb) for tb in tables]

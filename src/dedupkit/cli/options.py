@@ -16,6 +16,16 @@ from dedupkit.settings import GuardConfig, KeepConfig, ReadConfig, RunConfig, sp
 from dedupkit.terminal import safe_text
 
 
+class PathOrURL(click.Path):
+    """A ``click.Path`` that lets store URLs (``s3://``, ``gs://``, ...) through unchecked:
+    :mod:`dedupkit.io.fs` opens them and says what is wrong."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and "://" in value and not value.lower().startswith("file://"):
+            return value
+        return super().convert(value, param, ctx)
+
+
 def read_column_options(f: Callable) -> Callable:
     """--text-column, --id-column, --batch-size, --on-bad-record (for commands whose inputs are
     named another way, e.g. `index create --from`)."""

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dedupkit.cli.options import handle_errors, progress_factory
+from dedupkit.cli.options import PathOrURL, handle_errors, progress_factory
 from dedupkit.cli.schema import config_options
 from dedupkit.settings import PipelineSettings, ReadConfig, RunConfig
 from dedupkit.terminal import safe_text
@@ -103,7 +103,7 @@ Example:
   dedupkit stats out/run
   dedupkit stats out/run --json | jq '.total.drop_rate'
 """)
-@click.argument("output", metavar="OUT", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", metavar="OUT", type=PathOrURL(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @handle_errors
 def stats(output, as_json):

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
+from dedupkit.io.fs import is_remote, open_input, parquet_source
 from dedupkit.io.shards import Piece, Shard
 
 BAD_RECORD_MODES = ("fail", "skip")
@@ -142,7 +143,7 @@ def _why(exc: BaseException) -> str:
 
 def open_text_stream(shard: Shard) -> IO[bytes]:
     """The bytes of a JSONL shard, decompressed (gzip, zstd) as they are read."""
-    raw = open(shard.path, "rb")
+    raw = open_input(shard.path)
     if shard.compression == "gzip":
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if shard.compression == "zstd":
@@ -278,7 +279,7 @@ class ShardReader:
                     f"{self.shard.name}: the file is empty (0 bytes), not a Parquet file; remove it "
                     "from the input or regenerate it"
                 )
-            return pq.ParquetFile(self.shard.path)
+            return pq.ParquetFile(parquet_source(self.shard.path))
         except InputError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
@@ -561,7 +562,7 @@ def rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordB
 def ipc_batches(shard: Shard) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The schema and record batches of an Arrow IPC file (Feather v2) or stream (Hugging Face's
     ``save_to_disk`` writes streams), memory-mapped."""
-    source = pa.memory_map(shard.path, "r")
+    source = pa.PythonFile(open_input(shard.path), mode="r") if is_remote(shard.path) else pa.memory_map(shard.path, "r")
     try:
         reader = pa.ipc.open_file(source)
 
@@ -584,7 +585,7 @@ def ipc_batches(shard: Shard) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
 
 def ipc_is_stream(path: str) -> bool:
     """Whether an Arrow file holds the IPC stream format (no ``ARROW1`` magic at its start)."""
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         return fh.read(6) != b"ARROW1"
 
 
@@ -598,7 +599,7 @@ def csv_columns(shard: Shard) -> list[str]:
     """The header of a CSV/TSV shard."""
     import csv
 
-    with open(shard.path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+    with io.TextIOWrapper(open_input(shard.path), newline="", encoding="utf-8-sig", errors="replace") as fh:
         header = next(csv.reader(fh, delimiter="\t" if shard.format == "tsv" else ","), [])
     return header
 
@@ -653,7 +654,7 @@ def open_csv(shard: Shard, rows: CsvRows, columns: list[str] | None = None, stri
     import pyarrow.csv as pcsv
 
     return pcsv.open_csv(
-        shard.path,
+        open_input(shard.path) if is_remote(shard.path) else shard.path,
         read_options=pcsv.ReadOptions(use_threads=False, block_size=1 << 22),
         parse_options=pcsv.ParseOptions(delimiter="\t" if shard.format == "tsv" else ",", newlines_in_values=True,
                                         ignore_empty_lines=False, invalid_row_handler=rows.handler),
@@ -673,7 +674,7 @@ def count_rows(shard: Shard) -> int:
         return rows.total()
     if shard.format == "parquet":
         try:
-            return pq.ParquetFile(shard.path).metadata.num_rows
+            return pq.ParquetFile(parquet_source(shard.path)).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{shard.name}: not a readable Parquet file ({_why(exc)})") from exc
     n = 0
@@ -738,7 +739,7 @@ def read_rows(shard: Shard, spec: ReadSpec, rows: Sequence[int] | np.ndarray,
 def _groups_holding(shard: Shard, want: np.ndarray) -> list[tuple[int, int]]:
     """The runs ``(first, stop)`` of consecutive Parquet row groups that hold rows of ``want`` (sorted)."""
     try:
-        md = pq.ParquetFile(shard.path).metadata
+        md = pq.ParquetFile(parquet_source(shard.path)).metadata
     except (pa.ArrowInvalid, OSError):
         return [(0, 0)]  # the reader itself says what is wrong with the file
     runs: list[tuple[int, int]] = []

@@ -33,8 +33,19 @@ PARTS_KEY = "manifest_parts"
 
 
 def output_root(path: str | os.PathLike) -> Path:
-    """Accept ``OUT`` or ``OUT/manifest`` and return ``OUT``."""
-    p = Path(path)
+    """Accept ``OUT`` or ``OUT/manifest`` and return ``OUT``.
+
+    A URL (``s3://bucket/out``) is fetched into a local read copy first (:func:`dedupkit.io.fs.fetch`),
+    and that copy is returned: every reader then validates it as a local folder.
+    """
+    from dedupkit.io import fs
+
+    if fs.is_remote(path):
+        url = str(path).rstrip("/")
+        if url.rsplit("/", 1)[-1] == MANIFEST_DIR:
+            url = url.rsplit("/", 1)[0]
+        return fs.fetch(url)
+    p = Path(fs.local(path))
     if p.name == MANIFEST_DIR and (p.parent / SUMMARY).exists():
         return p.parent
     return p
