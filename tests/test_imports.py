@@ -28,6 +28,12 @@ KNOWN_LAZY_BACK_EDGES = {
     ("dedupkit.io.shards", "dedupkit.io.validate"),
     ("dedupkit.manifest", "dedupkit.io.validate"),
     ("dedupkit.decontaminate", "dedupkit.index.redis_store"),
+    # remote storage (io/fs.py) reached from the manifest and span readers and back
+    ("dedupkit.manifest", "dedupkit.io.fs"),
+    ("dedupkit.io.fs", "dedupkit.embed"),
+    ("dedupkit.spans", "dedupkit.manifest"),
+    ("dedupkit.decontaminate", "dedupkit.manifest"),
+    ("dedupkit.decontaminate", "dedupkit.spans"),
     # the fuzzy stage picks its global step (one process or partitioned), whose modules read the
     # stage's config class
     ("dedupkit.stages.fuzzy.stage", "dedupkit.stages.fuzzy.partitioned"),
