@@ -14,8 +14,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol, Sequence
 
-from dedupkit import settings as _S
-
 
 class Progress(Protocol):
     """One progress bar: ``update(n)`` adds ``n`` done units, ``close()`` ends it."""
@@ -72,7 +70,7 @@ class Engine(ABC):
 
     name: str = ""
     distributed: bool = False
-    workers: int = _S.RunConfig.workers
+    workers: int = 1
     progress: ProgressFactory = no_progress
 
     @abstractmethod
