@@ -15,8 +15,6 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol, Sequence
 
-from dedupkit import settings as _S
-
 
 class Progress(Protocol):
     """One progress bar: ``update(n)`` adds ``n`` done units, ``close()`` ends it."""
@@ -148,7 +146,7 @@ class Engine(ABC):
 
     name: str = ""
     distributed: bool = False
-    workers: int = _S.RunConfig.workers
+    workers: int = 1
     progress: ProgressFactory = no_progress
 
     @abstractmethod
