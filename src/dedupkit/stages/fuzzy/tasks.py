@@ -27,7 +27,8 @@ from dedupkit import settings as _S
 from dedupkit.atomic import atomic_open
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
-from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, signatures_from_hashes
+from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, char_shingle_hashes, signatures_from_hashes
+from dedupkit.scan import good_texts
 from dedupkit.stages.base import Mapper
 
 # Codes of the measure that decided a verified pair (stored beside its score), and their names in
@@ -296,10 +297,6 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def shingle_set_task(task: ShingleSetTask) -> int:
-    from dedupkit.minhash import char_shingle_hashes
-
-    from dedupkit.scan import good_texts
-
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
     pos = 0
