@@ -13,21 +13,25 @@ from dedupkit.terminal import safe_text
 def print_analysis(analysis: dict) -> None:
     """Per-eps drop counts and the sample pairs, on stderr (stdout carries only the result)."""
     n = analysis.get("documents", 0)
-    click.echo(f"semantic analysis: {n} documents, {analysis.get('clusters', 0)} k-means clusters; "
-               "nothing was dropped", err=True)
+    search = analysis.get("search", {})
+    how = search.get("method", "?")
+    if "recall" in search:
+        how += f", recall@{search['recall']['k']} {search['recall']['recall_at_k']:.3f} against exact"
+    click.echo(f"semantic analysis: {n} documents, neighbour search {how}; nothing was dropped", err=True)
     click.echo(f"{'eps':>8}  {'cosine >=':>9}  {'would drop':>10}  {'share':>7}", err=True)
     for row in analysis["per_eps"]:
         click.echo(f"{row['eps']:>8g}  {row['threshold']:>9.4f}  {row['drop']:>10d}  {row['drop_rate']:>7.2%}",
                    err=True)
     for s in analysis.get("samples", []):
-        click.echo(f"\neps {s['eps']:g} (cosine >= {s['threshold']:.4f}):", err=True)
-        for side, label in (("above", "dropped"), ("below", "kept")):
+        click.echo(f"\neps {s['eps']:g} (cosine >= {s['threshold']:.4f}): nearest pairs just inside and "
+                   "just outside", err=True)
+        for side, label in (("above", "inside "), ("below", "outside")):
             for p in s[side]:
                 # texts and ids are data: shown with control characters escaped
                 click.echo(safe_text(f"  {label} {p['cosine']:.4f}  {p['doc']}: {p['text'][:90]}", True),
                            err=True)
-                click.echo(safe_text(f"  {'':>{len(label)}} {'':>6}  ~ {p['higher_ranked']}: "
-                                     f"{p['higher_ranked_text'][:90]}", True), err=True)
+                click.echo(safe_text(f"  {'':>{len(label)}} {'':>6}  ~ {p['neighbour']}: "
+                                     f"{p['neighbour_text'][:90]}", True), err=True)
 
 
 @click.command(epilog="""\b
@@ -48,18 +52,29 @@ Example:
               help="Truncate each text to this many model tokens (MiniLM was trained on 128; longer "
                    "costs time for little gain). Part of the embedding cache key.")
 @click.option("--eps", default="0.07", show_default=True,
-              help="Duplicate when cosine to a higher-ranked member of the cluster >= 1 - eps. "
+              help="Duplicate when cosine to a kept neighbour >= 1 - eps. "
                    "With --analyze, a comma-separated list.")
+@click.option("--search", type=click.Choice(["auto", "exact", "ivf", "kmeans"]), default="auto",
+              show_default=True,
+              help="Where neighbours are looked for: exact = all documents (FAISS brute force); ivf = "
+                   "an approximate index, its recall against exact measured and reported; auto = exact "
+                   "up to 200,000 documents, ivf beyond; kmeans = only inside each k-means cluster "
+                   "(SemDeDup).")
+@click.option("--neighbours", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Nearest documents looked at per document.")
+@click.option("--nprobe", type=click.IntRange(min=1), default=None,
+              help="With ivf: lists scanned per query [default: max(16, lists / 32)].")
 @click.option("--clusters", type=click.IntRange(min=1), default=None,
-              help="k-means clusters [default: ceil(docs / 1000), so pairwise blocks stay ~1000^2].")
+              help="With --search kmeans: k-means clusters [default: ceil(docs / 1000)].")
 @click.option("--fit-sample", type=click.IntRange(min=1), default=None,
               help="Fit k-means on a seeded sample of this many documents, then assign all "
                    "[default: max(256 x clusters, 10,000)].")
 @click.option("--niter", type=click.IntRange(min=1), default=20, show_default=True, help="k-means iterations.")
 @click.option("--keep", type=click.Choice(["hard", "easy", "random", "first", "last", "longest", "shortest"]),
               default="hard", show_default=True,
-              help="Which member of a duplicate group survives: hard = farthest from the k-means "
-                   "centroid (SemDeDup), easy = nearest, random (seeded), first = lowest (shard, row).")
+              help="Which document of a duplicate group survives: hard = the least typical (lowest "
+                   "mean cosine to its neighbours; with --search kmeans farthest from the centroid, "
+                   "SemDeDup), easy = the most typical, random (seeded), first = lowest (shard, row).")
 @click.option("--keep-by", default=None, metavar="COLUMN",
               help="Rank by this column first (ties: --keep).")
 @click.option("--keep-order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True,
@@ -75,11 +90,11 @@ Example:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache.")
 @handle_errors
 def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
-             as_json, skip, max_drop_rate, model, device, embed_batch_size, max_tokens, eps, clusters,
-             fit_sample, niter, keep, keep_by, keep_order, seed, analyze, cache_dir, no_cache, engine,
+             as_json, skip, max_drop_rate, model, device, embed_batch_size, max_tokens, eps, search,
+             neighbours, nprobe, clusters, fit_sample, niter, keep, keep_by, keep_order, seed, analyze, cache_dir, no_cache, engine,
              ray_address):
-    """Drop semantic duplicates with SemDeDup: sentence embeddings, spherical k-means, and
-    pairwise cosine inside each cluster.
+    """Drop semantic duplicates: sentence embeddings, each document's nearest neighbours over the
+    whole corpus (or inside its k-means cluster, SemDeDup), greedy centres in keep order.
 
     INPUT is files, folders (recursive) or globs of .parquet, .jsonl, .jsonl.gz and .jsonl.zst
     shards. Embeddings are cached per shard (keyed by model, --max-tokens and the shard's
@@ -92,7 +107,8 @@ def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, 
     result = api.semantic(
         inputs, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
         on_bad_record=on_bad_record, model=model, device=device, embed_batch_size=embed_batch_size,
-        max_tokens=max_tokens, eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep,
+        max_tokens=max_tokens, eps=eps, search=search,
+        neighbours=neighbours, nprobe=nprobe, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep,
         keep_by=keep_by, keep_order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir,
         use_cache=not no_cache, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),
         max_drop_rate=max_drop_rate, progress=progress_factory(quiet),
