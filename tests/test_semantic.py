@@ -201,6 +201,12 @@ def test_analyze_drops_nothing_and_matches_real_runs(tmp_path):
         assert p["cosine"] >= 0.9 and p["text"] and p["neighbour_text"]
     for p in s["below"]:
         assert p["cosine"] < 0.9
+    # the samples are the nearest pairs closest to the boundary, on each side
+    sims = sorted(r["nearest_sim"] for r in rows)
+    inside = [v for v in sims if v >= 0.9]
+    outside = [v for v in sims if v < 0.9]
+    assert s["above"] and s["above"][0]["cosine"] == pytest.approx(inside[0], abs=1e-4)
+    assert s["below"] and s["below"][0]["cosine"] == pytest.approx(outside[-1], abs=1e-4)
 
 
 def test_cache_reuse_invalidation_and_partial_rows(tmp_path):
@@ -313,7 +319,17 @@ def test_cli_help_analyze_and_errors(tmp_path):
                             "--cache-dir", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == str(out)
-    assert "would drop" in r.stderr and "eps 0.25" in r.stderr
+    assert "would drop" in r.stderr and "eps 0.25" in r.stderr and "just inside" in r.stderr
+    # the HTML report shows the same table and boundary pairs
+    rep = runner.invoke(cli, ["report", str(out), "-o", str(tmp_path / "rep.html")])
+    assert rep.exit_code == 0, rep.output
+    page = (tmp_path / "rep.html").read_text()
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert "what each eps would remove" in page
+    for row in analysis["per_eps"]:
+        assert f"<td>{row['eps']}</td><td>{row['threshold']}</td><td>{row['drop']}</td>" in page
+    pair = next(p for smp in analysis["samples"] for p in smp["above"] + smp["below"])
+    assert pair["doc"] in page and pair["neighbour"] in page
     bad = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "x"), "--model", FAKE, "--eps", "0.1,0.2"])
     assert bad.exit_code == 1 and "--analyze" in bad.stderr
     neg = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "y"), "--model", FAKE, "--eps", "-1"])

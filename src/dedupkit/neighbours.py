@@ -30,12 +30,15 @@ import numpy as np
 from dedupkit.errors import ConfigError, require
 
 SEARCH_MODES = ("auto", "exact", "ivf", "kmeans")
-#: ``auto`` searches exactly up to this many documents: 200,000^2 x 384 inner products take a few
-#: minutes on two cores, which is what one pass of IVF plus its training costs at that size.
-EXACT_MAX_DOCS = 200_000
+#: ``auto`` searches exactly up to this many documents: 100,000^2 x 384 inner products take a
+#: minute or two on two cores; beyond, exact time grows with n^2 while IVF grows with n.
+EXACT_MAX_DOCS = 100_000
 #: Query rows per search call: bounds the (rows x k) result arrays and FAISS's own work buffers.
 QUERY_CHUNK = 8192
 DEFAULT_K = 32
+#: ``density`` (how typical a document is, for the keep policies) is the mean cosine to this many
+#: nearest neighbours, whatever ``k``: so a larger ``k`` finds more pairs without reordering.
+DENSITY_K = 10
 #: Queries whose exact neighbours are computed to measure an IVF run's recall.
 RECALL_SAMPLE = 1000
 
@@ -61,7 +64,8 @@ class Neighbours:
         sims: float32 (m,), the cosine of each edge, recomputed from the vectors.
         nearest: int64 (n,), each document's nearest other document found (-1: none).
         nearest_sim: float32 (n,), its cosine (-inf: none).
-        density: float32 (n,), mean cosine to the neighbours found (how typical a document is).
+        density: float32 (n,), mean cosine to the :data:`DENSITY_K` nearest neighbours found (how
+            typical a document is).
         method: ``exact``, ``ivf`` or ``kmeans``.
         stats: counts, timings, IVF lists / probes and measured recall.
     """
@@ -174,8 +178,9 @@ class _Collector:
         r = np.arange(len(rows))
         self.nearest[rows[has]] = i[r[has], first[has]]
         self.nearest_sim[rows[has]] = d[r[has], first[has]]
-        cnt = keep.sum(axis=1)
-        self.density[rows] = np.where(cnt > 0, np.where(keep, d, 0).sum(axis=1) / np.maximum(cnt, 1), 0)
+        near = keep & (np.cumsum(keep, axis=1) <= DENSITY_K)
+        cnt = near.sum(axis=1)
+        self.density[rows] = np.where(near, d, 0).sum(axis=1) / np.maximum(cnt, 1)
         sel = keep & (d >= self.threshold)
         qi = np.broadcast_to(rows[:, None], i.shape)[sel]
         nj = i[sel]

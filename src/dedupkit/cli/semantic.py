@@ -58,7 +58,7 @@ Example:
               show_default=True,
               help="Where neighbours are looked for: exact = all documents (FAISS brute force); ivf = "
                    "an approximate index, its recall against exact measured and reported; auto = exact "
-                   "up to 200,000 documents, ivf beyond; kmeans = only inside each k-means cluster "
+                   "up to 100,000 documents, ivf beyond; kmeans = only inside each k-means cluster "
                    "(SemDeDup).")
 @click.option("--neighbours", type=click.IntRange(min=1), default=32, show_default=True,
               help="Nearest documents looked at per document.")

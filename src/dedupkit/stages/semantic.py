@@ -6,7 +6,7 @@ Steps:
    reusing the per-shard embedding cache (:class:`dedupkit.embed.EmbeddingCache`) keyed by the
    embedder (model files, truncation) and the shard's content fingerprint.
 2. **Search** each document's ``neighbours`` nearest documents (:mod:`dedupkit.neighbours`): over
-   the whole corpus, exactly up to 200,000 documents and with an IVF index beyond (``search =
+   the whole corpus, exactly up to 100,000 documents and with an IVF index beyond (``search =
    auto``), or only inside its k-means cluster (``search = kmeans``, SemDeDup's way, Abbas et al.
    2023). Pairs at cosine >= 1 - max(eps) are kept. This is the costly step, and it does not depend
    on eps beyond that bound, so ``analyze`` evaluates many eps values at the cost of one.
@@ -63,7 +63,7 @@ class SemanticConfig:
         eps: a document is a duplicate when its cosine to a kept neighbour is at least ``1 - eps``.
             With ``analyze``, every value is evaluated.
         search: auto | exact | ivf | kmeans: where neighbours are looked for (see
-            :mod:`dedupkit.neighbours`); auto = exact up to 200,000 documents, ivf beyond.
+            :mod:`dedupkit.neighbours`); auto = exact up to 100,000 documents, ivf beyond.
         neighbours: nearest documents looked at per document.
         nprobe: with ivf, inverted lists scanned per query; None = max(16, lists / 32).
         clusters: with search = kmeans, k-means centroids; None = ``ceil(n / 1000)``.

@@ -1,0 +1,156 @@
+"""The semantic stage's default eps across labelled suites, against an all-pairs reference.
+
+For every suite: one ``--analyze`` run embeds it (filling the embedding cache, so the eps sweep
+never re-encodes), then one real ``dedupkit semantic`` run per eps (default settings otherwise:
+``--search auto``, which is exact FAISS search at these sizes, 32 neighbours, ``--keep hard``),
+each scored with the shared ``score.py``. Beside each run, the **all-pairs reference**: every pair
+of documents at cosine >= 1 - eps (the full similarity matrix, in row blocks, no neighbour cap),
+clustered by the same greedy centres with the same keep ranking, scored the same way. The
+must-show at the default eps: precision >= 0.85 and F1 >= all-pairs F1 - 0.01 on every suite.
+
+Usage:
+    OMP_NUM_THREADS=1 nice python benchmarks/semantic_defaults.py --score ../shared/eval/score.py \
+        --suites ../shared/data/qqp-sample,../shared/data/mrpc-groups,../shared/data/clough-stevenson,\
+/work/suites/dhammapada-pairs --cache-dir /tmp/ss/cache --out benchmarks/results/semantic_defaults.json
+
+Suites are read where they are (never copied into the repository); build dhammapada-pairs with
+``benchmarks/suites/build_dhammapada_pairs.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from dedupkit import api  # noqa: E402
+from dedupkit.embed import EmbeddingCache  # noqa: E402
+from dedupkit.io.shards import fingerprint  # noqa: E402
+from dedupkit.neighbours import DEFAULT_K, Neighbours, search  # noqa: E402
+from dedupkit.policy import priority_rank  # noqa: E402
+from dedupkit.stages.semantic import DEFAULT_EPS, claims  # noqa: E402
+
+EPS = [0.03, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.15, 0.2, 0.25]
+
+
+def score(score_py: str, suite: Path, manifest: Path) -> dict:
+    p = subprocess.run([sys.executable, score_py, "--suite", str(suite), "--manifest", str(manifest), "--json"],
+                       capture_output=True, text=True, check=True)
+    res = json.loads(p.stdout)
+    m = res["pair"] if res["kind"] == "pair" else res["pairwise"]
+    out = {"P": round(m["precision"], 4), "R": round(m["recall"], 4), "F1": round(m["f1"], 4),
+           "drops": res["drops"]["predicted"]}
+    if res["kind"] != "pair":
+        out["unique_lost"] = res.get("unique_lost")
+    return out
+
+
+def cached_embeddings(docs: Path, cache_dir: str, key: str) -> np.ndarray:
+    got = EmbeddingCache(cache_dir, key).load(fingerprint(str(docs)))
+    if got is None:
+        raise SystemExit(f"{docs}: no cached embeddings under {cache_dir} for {key}")
+    rows, emb = got
+    return np.asarray(emb, np.float32)[np.argsort(rows)]
+
+
+def all_pairs(x: np.ndarray, thr: float, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair (i < j) at cosine >= thr, from the full similarity matrix in row blocks."""
+    parts, sims = [], []
+    for a in range(0, len(x), block):
+        s = x[a:a + block] @ x.T
+        i, j = np.nonzero(s >= thr)
+        keep = j > i + a
+        parts.append(np.stack([i[keep] + a, j[keep]], 1))
+        sims.append(s[i[keep], j[keep]])
+    return np.concatenate(parts).astype(np.int64), np.concatenate(sims).astype(np.float32)
+
+
+def write_manifest(path: Path, ids: list[str], n: int, docs: np.ndarray, centre: np.ndarray) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keep = np.ones(n, bool)
+    keep[docs] = False
+    cluster = np.full(n, -1, np.int64)
+    cluster[docs] = centre
+    cluster[centre] = centre
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"doc_id": ids, "keep": keep,
+                             "cluster_id": pa.array(cluster, mask=cluster < 0)}), path / "m.parquet")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suites", required=True, help="comma-separated suite folders")
+    ap.add_argument("--score", required=True, help="path of shared/eval/score.py")
+    ap.add_argument("--eps", default=",".join(map(str, EPS)))
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--cache-dir", required=True, help="embedding cache (filled by the first run)")
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    import pyarrow.parquet as pq
+
+    eps_list = sorted({float(e) for e in args.eps.split(",")} | {DEFAULT_EPS})
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="semdef-"))
+    results = []
+    for suite in [Path(s) for s in args.suites.split(",")]:
+        docs = suite / "docs.parquet"
+        base = work / suite.name
+        t0 = time.perf_counter()
+        an = api.semantic([str(docs)], str(base / "analyze"), id_column="id", model=args.model, analyze=True,
+                          eps=",".join(map(str, eps_list)), cache_dir=args.cache_dir, overwrite=True)
+        st = an.summary["stats"]
+        print(f"{suite.name}: analysis {time.perf_counter() - t0:.1f}s (embedded {st['embedded_now']}, "
+              f"cached {st['from_cache']})", file=sys.stderr)
+        x = cached_embeddings(docs, args.cache_dir, st["model_key"])
+        ids = pq.read_table(docs, columns=["id"]).column("id").to_pylist()
+        n = len(ids)
+        # the stage's ranking under --keep hard: least typical (lowest mean cosine to neighbours) first
+        dens = search(x, DEFAULT_K, 1.0, "exact").density
+        rank = priority_rank([dens], n)
+        for eps in eps_list:
+            thr = 1.0 - eps
+            out = base / f"eps{eps}"
+            t1 = time.perf_counter()
+            api.semantic([str(docs)], str(out), id_column="id", model=args.model, eps=eps,
+                         cache_dir=args.cache_dir, overwrite=True)
+            run_s = time.perf_counter() - t1
+            got = score(args.score, suite, out / "manifest")
+            e, s = all_pairs(x, thr)
+            ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
+                                density=dens, method="all-pairs")
+            d, c, _ = claims(ref_nb, thr, rank)
+            write_manifest(base / f"ref{eps}", ids, n, d, c)
+            ref = score(args.score, suite, base / f"ref{eps}")
+            row = {"suite": suite.name, "eps": eps, "default": eps == DEFAULT_EPS, **got,
+                   "allpairs_P": ref["P"], "allpairs_R": ref["R"], "allpairs_F1": ref["F1"],
+                   "allpairs_pairs": int(len(e)), "run_s": round(run_s, 2)}
+            results.append(row)
+            print(f"{suite.name:18s} eps {eps:<5g} P {got['P']:.3f} R {got['R']:.3f} F1 {got['F1']:.3f}"
+                  f"  all-pairs P {ref['P']:.3f} R {ref['R']:.3f} F1 {ref['F1']:.3f}"
+                  + (f"  unique_lost {got['unique_lost']}" if "unique_lost" in got else "")
+                  + ("  <- default" if eps == DEFAULT_EPS else ""))
+    print("\nat the default eps %g:" % DEFAULT_EPS)
+    ok_all = True
+    for r in results:
+        if r["default"]:
+            ok = r["P"] >= 0.85 and r["F1"] >= r["allpairs_F1"] - 0.01
+            ok_all &= ok
+            print(f"  {r['suite']:18s} P {r['P']:.3f} F1 {r['F1']:.3f} (all-pairs {r['allpairs_F1']:.3f}) "
+                  f"{'ok' if ok else 'FAIL'}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"default_eps": DEFAULT_EPS, "model": args.model,
+                                              "all_ok": ok_all, "rows": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
