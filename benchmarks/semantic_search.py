@@ -1,6 +1,6 @@
 """Neighbour search of the semantic stage on synthetic embeddings: ANN recall, time and peak RSS.
 
-Synthetic unit vectors shaped like sentence embeddings: topics (one centre per 50 documents, members
+Synthetic unit vectors shaped like sentence embeddings: topics (one centre per 200 documents, members
 at cosine ~0.6 to each other) and planted near copies (30 % of the documents, cosine 0.8-0.999 to
 their source). Two measurements, each in a fresh process (peak RSS is the process's own):
 
@@ -35,17 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 def synthetic(n: int, d: int, seed: int, dup_share: float = 0.3, chunk: int = 100_000) -> np.ndarray:
     """n unit vectors: topics plus planted near copies, built in chunks (float32 throughout)."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((max(1, n // 50), d), dtype=np.float32)
+    centres = rng.standard_normal((max(1, n // 200), d), dtype=np.float32)
     x = np.empty((n, d), np.float32)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         x[a:b] = centres[rng.integers(0, len(centres), b - a)]
-        x[a:b] += 0.8 * rng.standard_normal((b - a, d), dtype=np.float32)
+        x[a:b] += 1.2 * rng.standard_normal((b - a, d), dtype=np.float32)
     ndup = int(n * dup_share)
     src = rng.integers(0, n - ndup, ndup)
     for a in range(0, ndup, chunk):
         b = min(ndup, a + chunk)
-        noise = rng.uniform(0.05, 0.6, (b - a, 1)).astype(np.float32)
+        noise = rng.uniform(0.05, 1.0, (b - a, 1)).astype(np.float32)
         x[n - ndup + a:n - ndup + b] = x[src[a:b]] + noise * rng.standard_normal((b - a, d), dtype=np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x

@@ -308,6 +308,24 @@ def test_no_chaining_on_a_path():
     assert docs.tolist() == [1] and centre.tolist() == [0]  # c is kept, not chained to a through b
 
 
+def test_archaic_forms_are_modernised_for_the_embedder_only(tmp_path):
+    rows = make_rows(["Thou hast kept thy word unto me and he keepeth it",
+                      "You have kept your word to me and he keeps it",
+                      "a recipe for bread needs flour water salt and yeast"])
+    write_parquet(tmp_path / "d" / "a.parquet", rows)
+    cache = str(tmp_path / "c")
+    on = run(tmp_path / "d", tmp_path / "on", eps=0.05, cache_dir=cache, keep="first")
+    off = run(tmp_path / "d", tmp_path / "off", eps=0.05, cache_dir=cache, keep="first", embed_normalize="none")
+    assert on.summary["counts"]["dropped"] == 1 and off.summary["counts"]["dropped"] == 0
+    dropped = [r for r in read_manifest(tmp_path / "on") if not r["keep"]]
+    assert dropped[0]["duplicate_of"] == rows[0]["id"] and dropped[0]["score"] > 0.99
+    # two cache entries: normalized text has its own key
+    assert on.summary["stats"]["model_key"] != off.summary["stats"]["model_key"]
+    assert off.summary["stats"]["embedded_now"] == 3
+    with pytest.raises(ConfigError, match="embed_normalize"):
+        SemanticConfig(embed_normalize="old")
+
+
 def test_cli_help_analyze_and_errors(tmp_path):
     d = para_corpus(tmp_path)
     runner = CliRunner()

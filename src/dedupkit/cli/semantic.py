@@ -54,6 +54,10 @@ Example:
 @click.option("--eps", default="0.07", show_default=True,
               help="Duplicate when cosine to a kept neighbour >= 1 - eps. "
                    "With --analyze, a comma-separated list.")
+@click.option("--embed-normalize", type=click.Choice(["archaic", "none"]), default="archaic", show_default=True,
+              help="What the embedder reads: archaic = archaic English forms (thou hast, he maketh, "
+                   "unto) replaced by modern ones, so old and modern translations compare by meaning; "
+                   "none = the text as it is. The data is never changed. Part of the cache key.")
 @click.option("--search", type=click.Choice(["auto", "exact", "ivf", "kmeans"]), default="auto",
               show_default=True,
               help="Where neighbours are looked for: exact = all documents (FAISS brute force); ivf = "
@@ -90,9 +94,9 @@ Example:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache.")
 @handle_errors
 def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
-             as_json, skip, max_drop_rate, model, device, embed_batch_size, max_tokens, eps, search,
-             neighbours, nprobe, clusters, fit_sample, niter, keep, keep_by, keep_order, seed, analyze, cache_dir, no_cache, engine,
-             ray_address):
+             as_json, skip, max_drop_rate, model, device, embed_batch_size, max_tokens, eps, embed_normalize,
+             search, neighbours, nprobe, clusters, fit_sample, niter, keep, keep_by, keep_order, seed, analyze,
+             cache_dir, no_cache, engine, ray_address):
     """Drop semantic duplicates: sentence embeddings, each document's nearest neighbours over the
     whole corpus (or inside its k-means cluster, SemDeDup), greedy centres in keep order.
 
@@ -107,7 +111,7 @@ def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, 
     result = api.semantic(
         inputs, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
         on_bad_record=on_bad_record, model=model, device=device, embed_batch_size=embed_batch_size,
-        max_tokens=max_tokens, eps=eps, search=search,
+        max_tokens=max_tokens, eps=eps, embed_normalize=embed_normalize, search=search,
         neighbours=neighbours, nprobe=nprobe, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep,
         keep_by=keep_by, keep_order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir,
         use_cache=not no_cache, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),

@@ -62,6 +62,9 @@ class SemanticConfig:
         embed: which embedder, device, batch size, truncation.
         eps: a document is a duplicate when its cosine to a kept neighbour is at least ``1 - eps``.
             With ``analyze``, every value is evaluated.
+        embed_normalize: what the embedder reads: ``archaic`` (default) replaces archaic English
+            word forms by modern ones (:mod:`dedupkit.archaic`), ``none`` the text as it is. The
+            data itself is never changed.
         search: auto | exact | ivf | kmeans: where neighbours are looked for (see
             :mod:`dedupkit.neighbours`); auto = exact up to 100,000 documents, ivf beyond.
         neighbours: nearest documents looked at per document.
@@ -81,6 +84,7 @@ class SemanticConfig:
 
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     eps: tuple[float, ...] = (DEFAULT_EPS,)
+    embed_normalize: str = "archaic"
     search: str = "auto"
     neighbours: int = 32
     nprobe: int | None = None
@@ -105,8 +109,12 @@ class SemanticConfig:
             raise ConfigError(f"keep must be one of {', '.join(SEMANTIC_KEEP)}, got {self.keep!r}")
         if self.order not in ("asc", "desc"):
             raise ConfigError(f"keep order must be asc or desc, got {self.order!r}")
+        from dedupkit.archaic import EMBED_NORMALIZE
         from dedupkit.neighbours import SEARCH_MODES
 
+        if self.embed_normalize not in EMBED_NORMALIZE:
+            raise ConfigError(f"embed_normalize must be one of {', '.join(EMBED_NORMALIZE)}, "
+                              f"got {self.embed_normalize!r}")
         if self.search not in SEARCH_MODES:
             raise ConfigError(f"search must be one of {', '.join(SEARCH_MODES)}, got {self.search!r}")
         if self.neighbours < 1:
@@ -162,6 +170,7 @@ class EmbedTask:
     cache_dir: str | None
     use_cache: bool
     out_path: str
+    text_normalize: str = "none"  # what the embedder reads: "archaic" = dedupkit.archaic.modernise
 
     @property
     def ray_resources(self) -> dict:
@@ -202,16 +211,22 @@ def cache_key(emb, config: EmbedConfig) -> str:
     return emb.key
 
 
+def normalized_key(key: str | None, text_normalize: str) -> str | None:
+    """The cache key of embeddings of normalized text (``none`` keeps the embedder's own key)."""
+    return key if key is None or text_normalize == "none" else f"{key}:text={text_normalize}"
+
+
 def run_embed_task(task: EmbedTask) -> EmbedResult:
     """Worker entry point: the embeddings of one shard's active rows, saved to ``task.out_path``."""
     t0 = time.perf_counter()
     key_fn = getattr(task.factory, "cache_key", None)
     key = key_fn(task.arg, task.config) if key_fn else None
+    key = normalized_key(key, task.text_normalize)
     emb = None
     load_s = encode_s = 0.0
     if key is None:
         emb = get_embedder(task.config, task.factory, task.arg)
-        key = cache_key(emb, task.config)
+        key = normalized_key(cache_key(emb, task.config), task.text_normalize)
         load_s = time.perf_counter() - t0
     cache = EmbeddingCache(task.cache_dir, key) if task.use_cache else None
     cached = cache.load(task.fingerprint) if cache else None
@@ -227,6 +242,10 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
         if not np.array_equal(rows, missing):
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
                              f"rows, read {len(rows)}); rerun on a stable copy")
+        if task.text_normalize == "archaic":
+            from dedupkit.archaic import modernise
+
+            texts = modernise(texts)
         t_enc = time.perf_counter()
         parts = [emb.encode(texts[a:a + ENCODE_CHUNK]) for a in range(0, len(texts), ENCODE_CHUNK)]
         encode_s = time.perf_counter() - t_enc
@@ -252,7 +271,7 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
 
 
 def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_dir: str | None = None,
-                 use_cache: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+                 use_cache: bool = True, text_normalize: str = "none") -> tuple[np.ndarray, dict[str, Any]]:
     """Embeddings of every active document of ``corpus`` in global order, and embedding stats."""
     if cache_dir and config.cache_dir != cache_dir:  # --model static keeps its distilled model there too
         config = replace(config, cache_dir=str(cache_dir))
@@ -269,7 +288,7 @@ def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_d
         tasks.append(EmbedTask(
             index=len(tasks), shard=info.shard, text_spec=text_spec, n_rows=info.n_rows,
             rows=np.asarray(corpus.rows[a:b], np.int64), fingerprint=info.fingerprint, config=config,
-            factory=factory, arg=arg, cache_dir=cache_dir, use_cache=use_cache,
+            factory=factory, arg=arg, cache_dir=cache_dir, use_cache=use_cache, text_normalize=text_normalize,
             out_path=str(Path(workdir) / f"emb-{len(tasks):05d}.npy"),
         ))
     if engine is None:
@@ -401,7 +420,8 @@ class SemanticStage(Stage):
         c = self.config
         n = len(corpus)
         t0 = time.perf_counter()
-        x, stats = embed_corpus(corpus, c.embed, workdir, self.engine, c.cache_dir, c.use_cache)
+        x, stats = embed_corpus(corpus, c.embed, workdir, self.engine, c.cache_dir, c.use_cache,
+                                c.embed_normalize)
         t1 = time.perf_counter()
         method = resolve_method(c.search, n)
         assign = centroids = None
