@@ -1,10 +1,13 @@
 """The semantic stage's default eps across labelled suites, against an all-pairs reference.
 
-For every suite: one ``--analyze`` run embeds it (filling the embedding cache, so the eps sweep
-never re-encodes), then one real ``dedupkit semantic`` run per eps (default settings otherwise:
-``--search auto``, which is exact FAISS search at these sizes, 32 neighbours, ``--keep hard``),
-each scored with the shared ``score.py``. Beside each run, the **all-pairs reference**: every pair
-of documents at cosine >= 1 - eps (the full similarity matrix, in row blocks, no neighbour cap),
+For every suite: one real ``dedupkit semantic --analyze`` run over every eps (default settings
+otherwise: ``--search auto``, which is exact FAISS search at these sizes, 32 neighbours, ``--keep
+hard``) embeds it into the cache and counts what each eps would drop. The decisions per eps are
+then taken by the stage's own functions (``neighbours.search`` + ``claims``) on the cached
+embeddings, checked against the analysis's drop count for every eps, and scored with the shared
+``score.py``; one real run at the default eps is scored too and must agree (so a sweep costs one
+search, not one run per eps). Beside each eps, the **all-pairs reference**: every pair of
+documents at cosine >= 1 - eps (the full similarity matrix, in row blocks, no neighbour cap),
 clustered by the same greedy centres with the same keep ranking, scored the same way. The
 must-show at the default eps: precision >= 0.85 and F1 >= all-pairs F1 - 0.01 on every suite.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -49,7 +53,7 @@ def score(score_py: str, suite: Path, manifest: Path) -> dict:
     out = {"P": round(m["precision"], 4), "R": round(m["recall"], 4), "F1": round(m["f1"], 4),
            "drops": res["drops"]["predicted"]}
     if res["kind"] != "pair":
-        out["unique_lost"] = res.get("unique_lost")
+        out["unique_lost"] = res["drops"]["unique_lost"]
     return out
 
 
@@ -114,31 +118,41 @@ def main() -> None:
         x = cached_embeddings(docs, args.cache_dir, st["model_key"])
         ids = pq.read_table(docs, columns=["id"]).column("id").to_pylist()
         n = len(ids)
+        t1 = time.perf_counter()
+        nb = search(x, DEFAULT_K, 1.0 - max(eps_list), "exact")
         # the stage's ranking under --keep hard: least typical (lowest mean cosine to neighbours) first
-        dens = search(x, DEFAULT_K, 1.0, "exact").density
-        rank = priority_rank([dens], n)
+        rank = priority_rank([nb.density], n)
+        search_s = time.perf_counter() - t1
+        would = {round(r["eps"], 6): r["drop"] for r in st["per_eps"]}
         for eps in eps_list:
             thr = 1.0 - eps
-            out = base / f"eps{eps}"
-            t1 = time.perf_counter()
-            api.semantic([str(docs)], str(out), id_column="id", model=args.model, eps=eps,
-                         cache_dir=args.cache_dir, overwrite=True)
-            run_s = time.perf_counter() - t1
-            got = score(args.score, suite, out / "manifest")
+            d, c, _ = claims(nb, thr, rank)
+            if len(d) != would[round(eps, 6)]:
+                raise SystemExit(f"{suite.name} eps {eps}: {len(d)} drops here, the stage's analysis says "
+                                 f"{would[round(eps, 6)]}")
+            write_manifest(base / f"dk{eps}", ids, n, d, c)
+            got = score(args.score, suite, base / f"dk{eps}")
+            if eps == DEFAULT_EPS:  # the default row also from a real run, which must agree
+                api.semantic([str(docs)], str(base / "default"), id_column="id", model=args.model,
+                             cache_dir=args.cache_dir, overwrite=True)
+                real = score(args.score, suite, base / "default" / "manifest")
+                if (real["P"], real["R"], real["drops"]) != (got["P"], got["R"], got["drops"]):
+                    raise SystemExit(f"{suite.name}: the real default run scored {real}, the sweep {got}")
             e, s = all_pairs(x, thr)
             ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
-                                density=dens, method="all-pairs")
+                                density=nb.density, method="all-pairs")
             d, c, _ = claims(ref_nb, thr, rank)
             write_manifest(base / f"ref{eps}", ids, n, d, c)
             ref = score(args.score, suite, base / f"ref{eps}")
             row = {"suite": suite.name, "eps": eps, "default": eps == DEFAULT_EPS, **got,
                    "allpairs_P": ref["P"], "allpairs_R": ref["R"], "allpairs_F1": ref["F1"],
-                   "allpairs_pairs": int(len(e)), "run_s": round(run_s, 2)}
+                   "pairs": int((nb.sims >= thr).sum()), "allpairs_pairs": int(len(e)),
+                   "search_s": round(search_s, 2)}
             results.append(row)
             print(f"{suite.name:18s} eps {eps:<5g} P {got['P']:.3f} R {got['R']:.3f} F1 {got['F1']:.3f}"
                   f"  all-pairs P {ref['P']:.3f} R {ref['R']:.3f} F1 {ref['F1']:.3f}"
                   + (f"  unique_lost {got['unique_lost']}" if "unique_lost" in got else "")
-                  + ("  <- default" if eps == DEFAULT_EPS else ""))
+                  + ("  <- default" if eps == DEFAULT_EPS else ""), flush=True)
     print("\nat the default eps %g:" % DEFAULT_EPS)
     ok_all = True
     for r in results:
@@ -148,7 +162,7 @@ def main() -> None:
             print(f"  {r['suite']:18s} P {r['P']:.3f} F1 {r['F1']:.3f} (all-pairs {r['allpairs_F1']:.3f}) "
                   f"{'ok' if ok else 'FAIL'}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"default_eps": DEFAULT_EPS, "model": args.model,
+        Path(args.out).write_text(json.dumps({"default_eps": DEFAULT_EPS, "model": args.model, "load": os.getloadavg(),
                                               "all_ok": ok_all, "rows": results}, indent=1))
 
 
