@@ -36,12 +36,13 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, OutputError, require
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "minilm"
-DEFAULT_MAX_TOKENS = 128
+DEFAULT_MODEL = _S.SemanticConfig.model
+DEFAULT_MAX_TOKENS = _S.SemanticConfig.max_tokens
 DEVICES = ("auto", "cpu", "cuda")
 #: Texts handed to one ``encode`` call. Embeddings are computed in fixed chunks of the shard's
 #: text stream, so they do not depend on the read batch size (sentence-transformers sorts each
@@ -76,8 +77,8 @@ class EmbedConfig:
     """
 
     model: str = DEFAULT_MODEL
-    device: str = "auto"
-    batch_size: int = 64
+    device: str = _S.SemanticConfig.device
+    batch_size: int = _S.SemanticConfig.embed_batch_size
     max_tokens: int = DEFAULT_MAX_TOKENS
     cache_dir: str | None = None
 
