@@ -101,7 +101,7 @@ def child_scale(a) -> dict:
     gen_s = time.perf_counter() - t0
     rss_data = peak_rss_mb()
     t0 = time.perf_counter()
-    nb = search(x, k=32, threshold=a.threshold, method=a.method, nprobe=a.nprobe, seed=a.seed)
+    nb = search(x, 32, a.threshold, a.method, nprobe=a.nprobe, seed=a.seed)
     search_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     docs, _, _ = claims(nb, a.threshold, np.arange(a.n))

@@ -91,6 +91,6 @@ def test_methods_and_errors():
     with pytest.raises(ConfigError, match="search must be one of"):
         resolve_method("hnsw", 10)
     with pytest.raises(ConfigError, match="groups"):
-        search(np.eye(3, dtype=np.float32), method="kmeans")
+        search(np.eye(3, dtype=np.float32), 2, 0.9, method="kmeans")
     with pytest.raises(ConfigError, match="at least 1"):
-        search(np.eye(3, dtype=np.float32), k=0)
+        search(np.eye(3, dtype=np.float32), 0, 0.9)

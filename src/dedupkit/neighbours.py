@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, require
 
 SEARCH_MODES = ("auto", "exact", "ivf", "kmeans")
@@ -35,7 +36,7 @@ SEARCH_MODES = ("auto", "exact", "ivf", "kmeans")
 EXACT_MAX_DOCS = 100_000
 #: Query rows per search call: bounds the (rows x k) result arrays and FAISS's own work buffers.
 QUERY_CHUNK = 8192
-DEFAULT_K = 32
+DEFAULT_K = _S.SemanticConfig.neighbours
 #: ``density`` (how typical a document is, for the keep policies) is the mean cosine to this many
 #: nearest neighbours, whatever ``k``: so a larger ``k`` finds more pairs without reordering.
 DENSITY_K = 10
@@ -123,7 +124,7 @@ def build_ivf(x: np.ndarray, nlist: int, seed: int):
     return index
 
 
-def ann_recall(index, x: np.ndarray, k: int, sample: int = RECALL_SAMPLE, seed: int = 0,
+def ann_recall(index, x: np.ndarray, k: int, *, seed: int, sample: int = RECALL_SAMPLE,
                threshold: float | None = None) -> dict:
     """Recall of ``index`` against exact search on a seeded sample of queries from x.
 
@@ -206,9 +207,9 @@ def pair_cosines(x: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 16) -> np.n
     return out
 
 
-def search(x: np.ndarray, k: int = DEFAULT_K, threshold: float = 0.9, method: str = "auto",
+def search(x: np.ndarray, k: int, threshold: float, method: str = "auto", *,
            groups: np.ndarray | None = None, nlist: int | None = None, nprobe: int | None = None,
-           seed: int = 0, chunk: int = QUERY_CHUNK) -> Neighbours:
+           seed: int = _S.SemanticConfig.seed, chunk: int = QUERY_CHUNK) -> Neighbours:
     """Each document's k nearest other documents, and the pairs among them at cosine >= threshold.
 
     Args:
