@@ -91,6 +91,61 @@ def write_manifest(path: Path, ids: list[str], n: int, docs: np.ndarray, centre:
                              "cluster_id": pa.array(cluster, mask=cluster < 0)}), path / "m.parquet")
 
 
+def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: Path, score_py: str,
+          reference: bool = True) -> tuple[list[dict], np.ndarray]:
+    """dedupkit's scores per eps on one suite (and the all-pairs reference's); also the embeddings."""
+    import pyarrow.parquet as pq
+
+    docs = suite / "docs.parquet"
+    t0 = time.perf_counter()
+    an = api.semantic([str(docs)], str(base / "analyze"), id_column="id", model=model, analyze=True,
+                      eps=",".join(map(str, eps_list)), cache_dir=cache_dir, overwrite=True)
+    st = an.summary["stats"]
+    print(f"{suite.name}: analysis {time.perf_counter() - t0:.1f}s (embedded {st['embedded_now']}, "
+          f"cached {st['from_cache']})", file=sys.stderr)
+    x = cached_embeddings(docs, cache_dir, st["model_key"])
+    ids = pq.read_table(docs, columns=["id"]).column("id").to_pylist()
+    n = len(ids)
+    t1 = time.perf_counter()
+    nb = search(x, DEFAULT_K, 1.0 - max(eps_list), "exact")
+    # the stage's ranking under --keep hard: least typical (lowest mean cosine to neighbours) first
+    rank = priority_rank([nb.density], n)
+    search_s = time.perf_counter() - t1
+    would = {round(r["eps"], 6): r["drop"] for r in st["per_eps"]}
+    results = []
+    for eps in eps_list:
+        thr = 1.0 - eps
+        d, c, _ = claims(nb, thr, rank)
+        if len(d) != would[round(eps, 6)]:
+            raise SystemExit(f"{suite.name} eps {eps}: {len(d)} drops here, the stage's analysis says "
+                             f"{would[round(eps, 6)]}")
+        write_manifest(base / f"dk{eps}", ids, n, d, c)
+        got = score(score_py, suite, base / f"dk{eps}")
+        if eps == DEFAULT_EPS:  # the default row also from a real run, which must agree
+            api.semantic([str(docs)], str(base / "default"), id_column="id", model=model,
+                         cache_dir=cache_dir, overwrite=True)
+            real = score(score_py, suite, base / "default" / "manifest")
+            if (real["P"], real["R"], real["drops"]) != (got["P"], got["R"], got["drops"]):
+                raise SystemExit(f"{suite.name}: the real default run scored {real}, the sweep {got}")
+        row = {"suite": suite.name, "eps": eps, "default": eps == DEFAULT_EPS, **got,
+               "pairs": int((nb.sims >= thr).sum()), "search_s": round(search_s, 2)}
+        if reference:
+            e, s = all_pairs(x, thr)
+            ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
+                                density=nb.density, method="all-pairs")
+            d, c, _ = claims(ref_nb, thr, rank)
+            write_manifest(base / f"ref{eps}", ids, n, d, c)
+            ref = score(score_py, suite, base / f"ref{eps}")
+            row.update({"allpairs_P": ref["P"], "allpairs_R": ref["R"], "allpairs_F1": ref["F1"],
+                        "allpairs_pairs": int(len(e))})
+        results.append(row)
+        print(f"{suite.name:18s} eps {eps:<5g} P {got['P']:.3f} R {got['R']:.3f} F1 {got['F1']:.3f}"
+              + (f"  all-pairs P {ref['P']:.3f} R {ref['R']:.3f} F1 {ref['F1']:.3f}" if reference else "")
+              + (f"  unique_lost {got['unique_lost']}" if "unique_lost" in got else "")
+              + ("  <- default" if eps == DEFAULT_EPS else ""), flush=True)
+    return results, x
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suites", required=True, help="comma-separated suite folders")
@@ -101,58 +156,13 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    import pyarrow.parquet as pq
 
     eps_list = sorted({float(e) for e in args.eps.split(",")} | {DEFAULT_EPS})
     work = Path(args.workdir or tempfile.mkdtemp(prefix="semdef-"))
     results = []
     for suite in [Path(s) for s in args.suites.split(",")]:
-        docs = suite / "docs.parquet"
-        base = work / suite.name
-        t0 = time.perf_counter()
-        an = api.semantic([str(docs)], str(base / "analyze"), id_column="id", model=args.model, analyze=True,
-                          eps=",".join(map(str, eps_list)), cache_dir=args.cache_dir, overwrite=True)
-        st = an.summary["stats"]
-        print(f"{suite.name}: analysis {time.perf_counter() - t0:.1f}s (embedded {st['embedded_now']}, "
-              f"cached {st['from_cache']})", file=sys.stderr)
-        x = cached_embeddings(docs, args.cache_dir, st["model_key"])
-        ids = pq.read_table(docs, columns=["id"]).column("id").to_pylist()
-        n = len(ids)
-        t1 = time.perf_counter()
-        nb = search(x, DEFAULT_K, 1.0 - max(eps_list), "exact")
-        # the stage's ranking under --keep hard: least typical (lowest mean cosine to neighbours) first
-        rank = priority_rank([nb.density], n)
-        search_s = time.perf_counter() - t1
-        would = {round(r["eps"], 6): r["drop"] for r in st["per_eps"]}
-        for eps in eps_list:
-            thr = 1.0 - eps
-            d, c, _ = claims(nb, thr, rank)
-            if len(d) != would[round(eps, 6)]:
-                raise SystemExit(f"{suite.name} eps {eps}: {len(d)} drops here, the stage's analysis says "
-                                 f"{would[round(eps, 6)]}")
-            write_manifest(base / f"dk{eps}", ids, n, d, c)
-            got = score(args.score, suite, base / f"dk{eps}")
-            if eps == DEFAULT_EPS:  # the default row also from a real run, which must agree
-                api.semantic([str(docs)], str(base / "default"), id_column="id", model=args.model,
-                             cache_dir=args.cache_dir, overwrite=True)
-                real = score(args.score, suite, base / "default" / "manifest")
-                if (real["P"], real["R"], real["drops"]) != (got["P"], got["R"], got["drops"]):
-                    raise SystemExit(f"{suite.name}: the real default run scored {real}, the sweep {got}")
-            e, s = all_pairs(x, thr)
-            ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
-                                density=nb.density, method="all-pairs")
-            d, c, _ = claims(ref_nb, thr, rank)
-            write_manifest(base / f"ref{eps}", ids, n, d, c)
-            ref = score(args.score, suite, base / f"ref{eps}")
-            row = {"suite": suite.name, "eps": eps, "default": eps == DEFAULT_EPS, **got,
-                   "allpairs_P": ref["P"], "allpairs_R": ref["R"], "allpairs_F1": ref["F1"],
-                   "pairs": int((nb.sims >= thr).sum()), "allpairs_pairs": int(len(e)),
-                   "search_s": round(search_s, 2)}
-            results.append(row)
-            print(f"{suite.name:18s} eps {eps:<5g} P {got['P']:.3f} R {got['R']:.3f} F1 {got['F1']:.3f}"
-                  f"  all-pairs P {ref['P']:.3f} R {ref['R']:.3f} F1 {ref['F1']:.3f}"
-                  + (f"  unique_lost {got['unique_lost']}" if "unique_lost" in got else "")
-                  + ("  <- default" if eps == DEFAULT_EPS else ""), flush=True)
+        rows, _ = sweep(suite, eps_list, args.cache_dir, args.model, work / suite.name, args.score)
+        results += rows
     print("\nat the default eps %g:" % DEFAULT_EPS)
     ok_all = True
     for r in results:

@@ -8,7 +8,8 @@ cached), so the comparison is of the decisions, not of the encoders: semhash thr
 dedupkit through real ``dedupkit semantic`` runs on the cached embeddings.
 
 For every suite: semhash at thresholds 0.80-0.95 (its default is 0.9) and dedupkit at eps
-0.03-0.2 plus its default, each scored with the shared ``score.py``. Then:
+0.03-0.2 plus its default (one real ``--analyze`` run and the stage's own decisions per eps,
+as ``benchmarks/semantic_defaults.py`` does), each scored with the shared ``score.py``. Then:
 
 - **curve**: for each dedupkit point, semhash's precision at the same recall (linear between
   semhash's points); dedupkit is "on or above" when its precision is at least that (- 0.005);
@@ -34,7 +35,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,6 @@ EPS = [0.03, 0.05, 0.07, 0.08, 0.09, 0.1, 0.12, 0.15, 0.2]
 PEER = r'''
 import json, sys, time
 import numpy as np
-import pyarrow as pa, pyarrow.parquet as pq
 from semhash import SemHash
 
 class Precomputed:
@@ -57,22 +56,20 @@ class Precomputed:
         return np.stack([self.by_text[t] for t in inputs])
 
 x = np.load(sys.argv[1])
-t = pq.read_table(sys.argv[2])
-ids, texts = t.column("id").to_pylist(), t.column("text").to_pylist()
-out = sys.argv[3]
+with open(sys.argv[2]) as f:
+    ids, texts = json.load(f)
+out = {}
 records = [{"id": i, "text": s} for i, s in zip(ids, texts)]
 t0 = time.perf_counter()
 sh = SemHash.from_embeddings(x, records, model=Precomputed(texts, x), columns=["text"])
 build_s = time.perf_counter() - t0
 times = {}
-for thr in json.loads(sys.argv[4]):
+for thr in json.loads(sys.argv[3]):
     t1 = time.perf_counter()
     res = sh.self_deduplicate(threshold=thr)
     times[thr] = time.perf_counter() - t1 + build_s
-    dup = {r.record["id"]: r.duplicate_of["id"] for r in res.filtered}
-    pq.write_table(pa.table({"doc_id": ids, "keep": [i not in dup for i in ids],
-                             "duplicate_of": [dup.get(i) for i in ids]}), f"{out}/semhash-{thr}.parquet")
-print(json.dumps(times))
+    out[thr] = {r.record["id"]: r.duplicate_of["id"] for r in res.filtered}
+print(json.dumps({"times": times, "dups": out}))
 '''
 
 
@@ -101,9 +98,10 @@ def main() -> None:
     a = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from semantic_defaults import cached_embeddings, score
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from semantic_defaults import score, sweep
 
-    from dedupkit import api
     from dedupkit.stages.semantic import DEFAULT_EPS
 
     eps_list = sorted({float(e) for e in a.eps.split(",")} | {DEFAULT_EPS})
@@ -114,28 +112,30 @@ def main() -> None:
         docs = suite / "docs.parquet"
         base = work / suite.name
         base.mkdir(parents=True, exist_ok=True)
-        an = api.semantic([str(docs)], str(base / "analyze"), id_column="id", analyze=True, eps=DEFAULT_EPS,
-                          cache_dir=a.cache_dir, overwrite=True)
-        x = cached_embeddings(docs, a.cache_dir, an.summary["stats"]["model_key"])
+        # dedupkit's points: one real --analyze run, then the stage's own decisions per eps
+        # (checked against the analysis and a real default run; see semantic_defaults.sweep)
+        dk_rows, x = sweep(suite, eps_list, a.cache_dir, "minilm", base, a.score, reference=False)
         np.save(base / "x.npy", x)
-        p = subprocess.run([a.peer_python, "-c", PEER, str(base / "x.npy"), str(docs), str(base),
+        t = pq.read_table(docs, columns=["id", "text"])
+        ids = t.column("id").to_pylist()
+        (base / "docs.json").write_text(json.dumps([ids, t.column("text").to_pylist()]))
+        p = subprocess.run([a.peer_python, "-c", PEER, str(base / "x.npy"), str(base / "docs.json"),
                             json.dumps(SEMHASH_THRESHOLDS)], capture_output=True, text=True)
         if p.returncode:
             raise SystemExit(f"semhash failed on {suite.name}:\n{p.stderr[-3000:]}")
-        sh_times = json.loads(p.stdout.strip().splitlines()[-1])
+        got = json.loads(p.stdout.strip().splitlines()[-1])
+        sh_times = got["times"]
+        for thr in SEMHASH_THRESHOLDS:  # semhash's decisions as a manifest: dropped rows name their kept one
+            dup = got["dups"][str(thr)]
+            pq.write_table(pa.table({"doc_id": ids, "keep": [i not in dup for i in ids],
+                                     "duplicate_of": [dup.get(i) for i in ids]}), base / f"semhash-{thr}.parquet")
         sh = []
         for thr in SEMHASH_THRESHOLDS:
             m = score(a.score, suite, base / f"semhash-{thr}.parquet")
             sh.append({"suite": suite.name, "tool": "semhash", "setting": f"threshold {thr}", "cosine": thr,
                        "default": thr == SEMHASH_DEFAULT, "s": round(sh_times[str(thr)], 2), **m})
-        dk = []
-        for eps in eps_list:
-            t0 = time.perf_counter()
-            api.semantic([str(docs)], str(base / f"dk{eps}"), id_column="id", eps=eps, cache_dir=a.cache_dir,
-                         overwrite=True)
-            m = score(a.score, suite, base / f"dk{eps}" / "manifest")
-            dk.append({"suite": suite.name, "tool": "dedupkit", "setting": f"eps {eps}", "cosine": round(1 - eps, 4),
-                       "default": eps == DEFAULT_EPS, "s": round(time.perf_counter() - t0, 2), **m})
+        dk = [{"suite": suite.name, "tool": "dedupkit", "setting": f"eps {r['eps']}", "cosine": round(1 - r["eps"], 4),
+               "default": r["default"], **{k: r[k] for k in ("P", "R", "F1", "drops")}} for r in dk_rows]
         curve = [(r["R"], r["P"]) for r in sh]
         for r in dk:
             ref = interp_precision(curve, r["R"])
