@@ -58,7 +58,7 @@ def peak_rss_mb() -> float:
 def child_recall(a) -> dict:
     from dedupkit.neighbours import build_ivf, default_nprobe, exact_knn, ivf_lists
 
-    x = synthetic(a.recall_n, a.dim, a.seed)
+    x = np.load(a.real).astype(np.float32) if a.real else synthetic(a.recall_n, a.dim, a.seed)
     k = a.k
     t0 = time.perf_counter()
     de = np.empty((len(x), k + 1), np.float32)
@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--nprobe", type=int, default=None)
     ap.add_argument("--method", default="auto")
+    ap.add_argument("--real", default=None, help="recall on these embeddings (.npy, unit rows) instead of synthetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma-separated: recall, scale")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -145,7 +146,7 @@ def main() -> None:
     res["load_after"] = os.getloadavg()
     if "recall" in res:
         r = res["recall"]
-        print(f"\nrecall on {r['n']:,} x {a.dim}: IVF {r['nlist']} lists, nprobe {r['nprobe']}: "
+        print(f"\nrecall on {r['n']:,} x {a.dim} ({a.real or 'synthetic'}): IVF {r['nlist']} lists, nprobe {r['nprobe']}: "
               f"recall@{r['k']} {r['recall_at_k']:.4f}, pairs >= {r['threshold']}: {r['recall_above_threshold']:.4f} "
               f"(exact {r['exact_s']} s, IVF {r['ivf_total_s']} s)")
     if "scale" in res:
