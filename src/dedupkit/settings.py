@@ -503,7 +503,7 @@ class SemanticConfig(_Checked):
                                   "auto = exact up to 100,000 documents, ivf beyond; kmeans = only inside each "
                                   "k-means cluster (SemDeDup).", choices=("auto", "exact", "ivf", "kmeans"))
     neighbours: int = setting(32, "Nearest documents looked at per document.", range=(1, None))
-    nprobe: int | None = setting(None, "With --search ivf: lists scanned per query [default: 16].", kind="int",
+    nprobe: int | None = setting(None, "With --search ivf: lists scanned per query [default: 32].", kind="int",
                                  range=(1, None))
     clusters: int | None = setting(None, "With --search kmeans: k-means clusters [default: ceil(docs / 1000)].",
                                    kind="int", range=(1, None))

@@ -69,7 +69,7 @@ class SemanticConfig:
         search: auto | exact | ivf | kmeans: where neighbours are looked for (see
             :mod:`dedupkit.neighbours`); auto = exact up to 100,000 documents, ivf beyond.
         neighbours: nearest documents looked at per document.
-        nprobe: with ivf, inverted lists scanned per query; None = 16.
+        nprobe: with ivf, inverted lists scanned per query; None = 32.
         clusters: with search = kmeans, k-means centroids; None = ``ceil(n / 1000)``.
         fit_sample: documents k-means is fitted on (a seeded sample); None = max(256 * clusters,
             10,000), all documents when there are fewer.
