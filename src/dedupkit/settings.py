@@ -496,23 +496,37 @@ class SemanticConfig(_Checked):
     max_tokens: int = setting(128, "Truncate each text to this many model tokens (MiniLM was trained on 128; "
                                    "longer costs time for little gain). Part of the embedding cache key.",
                               range=(8, 8192))
-    eps: str = setting("0.07", "Duplicate when cosine to a higher-ranked member of the cluster >= 1 - eps. "
-                               "With --analyze, a comma-separated list.")
-    clusters: int | None = setting(None, "k-means clusters [default: ceil(docs / 1000), so pairwise blocks stay "
-                                         "~1000^2].", kind="int", range=(1, None))
+    eps: str = setting("0.065", "Duplicate when cosine to a kept neighbour >= 1 - eps. "
+                                "With --analyze, a comma-separated list.")
+    embed_normalize: str = setting("archaic", "What the embedder reads: archaic = archaic English forms (thou "
+                                              "hast, he maketh, unto) replaced by modern ones, so old and modern "
+                                              "translations compare by meaning; none = the text as it is. The "
+                                              "data is never changed. Part of the cache key.",
+                                   choices=("archaic", "none"))
+    search: str = setting("auto", "Where neighbours are looked for: exact = all documents (FAISS brute force); "
+                                  "ivf = an approximate index, its recall against exact measured and reported; "
+                                  "auto = exact up to 100,000 documents, ivf beyond; kmeans = only inside each "
+                                  "k-means cluster (SemDeDup).", choices=("auto", "exact", "ivf", "kmeans"))
+    neighbours: int = setting(32, "Nearest documents looked at per document.", range=(1, None))
+    nprobe: int | None = setting(None, "With --search ivf: lists scanned per query [default: 32].", kind="int",
+                                 range=(1, None))
+    clusters: int | None = setting(None, "With --search kmeans: k-means clusters [default: ceil(docs / 1000)].",
+                                   kind="int", range=(1, None))
     fit_sample: int | None = setting(None, "Fit k-means on a seeded sample of this many documents, then assign "
                                            "all [default: max(256 x clusters, 10,000)].", kind="int",
                                      range=(1, None))
     niter: int = setting(20, "k-means iterations.", range=(1, None))
-    keep: str = setting("hard", "Which member of a duplicate group survives: hard = farthest from the k-means "
-                                "centroid (SemDeDup), easy = nearest, random (seeded), first = lowest (shard, "
+    keep: str = setting("hard", "Which document of a duplicate group survives: hard = the least typical (lowest "
+                                "mean cosine to its neighbours; with --search kmeans farthest from the centroid, "
+                                "SemDeDup), easy = the most typical, random (seeded), first = lowest (shard, "
                                 "row).", choices=("hard", "easy", "random", "first", "last", "longest", "shortest"))
     keep_by: str | None = _keep_by("Rank by this column first (ties: --keep).")
     keep_order: str = _keep_order("With --keep-by: desc keeps the largest value, asc the smallest.")
-    seed: int = setting(42, "k-means and --keep random seed.")
+    seed: int = setting(42, "IVF / k-means sample and --keep random seed.")
     analyze: bool = setting(False, "Drop nothing: write an all-keep manifest and OUTPUT/analysis.json with, per "
-                                   "--eps value, how many documents would be dropped and sample pairs near each "
-                                   "threshold (also printed on stderr).")
+                                   "--eps value, how many documents would be dropped and the nearest pairs just "
+                                   "inside and just outside each threshold (also printed on stderr and shown by "
+                                   "`dedupkit report`).")
     cache_dir: str | None = setting(None, "Cache root for the embeddings and the model --model static distills "
                                           "[default: $XDG_CACHE_HOME/dedupkit, else ~/.cache/dedupkit]; see "
                                           "`dedupkit cache info`.", kind="path", env="DEDUPKIT_CACHE_DIR")
@@ -532,7 +546,8 @@ class SemanticConfig(_Checked):
         return (stage_class or SemanticStage)(_Semantic(
             embed=EmbedConfig(model=self.model, device=self.device, batch_size=self.embed_batch_size,
                               max_tokens=self.max_tokens),
-            eps=self.eps, clusters=self.clusters, fit_sample=self.fit_sample, niter=self.niter, keep=self.keep,
+            eps=self.eps, embed_normalize=self.embed_normalize, search=self.search, neighbours=self.neighbours,
+            nprobe=self.nprobe, clusters=self.clusters, fit_sample=self.fit_sample, niter=self.niter, keep=self.keep,
             keep_by=self.keep_by, order=self.keep_order, seed=self.seed, analyze=self.analyze,
             cache_dir=self.cache_dir, use_cache=not self.no_cache))
 

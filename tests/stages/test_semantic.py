@@ -24,9 +24,8 @@ from dedupkit import api
 from dedupkit.cli.main import cli
 from dedupkit.embed import EmbedConfig, register_embedder
 from dedupkit.errors import ConfigError
-from dedupkit.stages.semantic import (
-    SemanticConfig, nearest_higher_ranked, parse_eps, resolve_representatives,
-)
+from dedupkit.neighbours import search
+from dedupkit.stages.semantic import SemanticConfig, claims, parse_eps
 
 
 class HashEmbedder:
@@ -84,8 +83,11 @@ def test_nearest_columns_are_written(corpus, tmp_path):
     t = ds.dataset(str(tmp_path / "out" / "manifest")).to_table()
     assert {"nearest_sim", "nearest_doc"} <= set(t.column_names)
     rows = {r["doc_id"]: r for r in t.to_pylist()}
-    assert rows["s0-0"]["nearest_sim"] is None  # top-ranked member of its cluster
-    assert rows["s0-2"]["nearest_doc"] == "s0-0"
+    # every document's nearest other document over the whole corpus, kept or not
+    assert all(r["nearest_doc"] is not None and r["nearest_doc"] != d for d, r in rows.items())
+    assert rows["s0-2"]["nearest_sim"] > 0.99  # a copy of "The quick brown fox ..."
+    assert rows[rows["s0-2"]["nearest_doc"]]["nearest_sim"] > 0.99
+    assert min(r["nearest_sim"] for r in rows.values()) < 0.9  # the unique text
 
 
 PARA = [
@@ -187,9 +189,15 @@ def test_analyze_drops_nothing_and_matches_real_runs(tmp_path):
     s = analysis["samples"][1]
     assert s["eps"] == 0.1
     for p in s["above"]:
-        assert p["cosine"] >= 0.9 and p["text"] and p["higher_ranked_text"]
+        assert p["cosine"] >= 0.9 and p["text"] and p["neighbour_text"]
     for p in s["below"]:
         assert p["cosine"] < 0.9
+    # the samples are the nearest pairs closest to the boundary, on each side
+    sims = sorted(r["nearest_sim"] for r in rows)
+    inside = [v for v in sims if v >= 0.9]
+    outside = [v for v in sims if v < 0.9]
+    assert s["above"] and s["above"][0]["cosine"] == pytest.approx(inside[0], abs=1e-4)
+    assert s["below"] and s["below"][0]["cosine"] == pytest.approx(outside[-1], abs=1e-4)
 
 
 def test_cache_reuse_invalidation_and_partial_rows(tmp_path):
@@ -252,32 +260,61 @@ def test_config_errors():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 40), k=st.integers(1, 4), seed=st.integers(0, 1000),
-       block=st.sampled_from([1, 7, 50, 1 << 20]), thr=st.floats(0.3, 0.99))
-def test_blocked_pairwise_matches_brute_force(n, k, seed, block, thr):
+@given(n=st.integers(1, 60), seed=st.integers(0, 1000), thr=st.floats(0.3, 0.99),
+       method=st.sampled_from(["exact", "kmeans"]), k=st.integers(1, 8))
+def test_no_chaining_every_drop_points_to_a_kept_direct_neighbour(n, seed, thr, method, k):
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(3, 8))
     x = base[rng.integers(0, 3, n)] + 0.3 * rng.normal(size=(n, 8))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    assign = rng.integers(0, k, n)
+    groups = rng.integers(0, 2, n)
+    nb = search(x, k=k, threshold=thr, method=method, groups=groups if method == "kmeans" else None)
     rank = rng.permutation(n)
-    order = np.lexsort([rank, assign])
-    bounds = np.r_[0, np.cumsum(np.bincount(assign, minlength=k))]
-    best, arg = nearest_higher_ranked(x, order, bounds, block_floats=block)
-    pos = np.empty(n, int)
-    pos[order] = np.arange(n)
-    for i in range(n):
-        earlier = [j for j in range(n) if assign[j] == assign[i] and pos[j] < pos[i]]
-        if not earlier:
-            assert arg[i] == -1
-            continue
-        sims = x[earlier] @ x[i]
-        assert best[i] == pytest.approx(sims.max(), abs=1e-5)
-        assert pos[arg[i]] < pos[i] and assign[arg[i]] == assign[i]
-    drop, rep = resolve_representatives(best, arg, thr)
-    assert not drop[rep].any()  # every representative is kept
-    assert (assign[rep] == assign).all()
-    assert (rep[~drop] == np.flatnonzero(~drop)).all()
+    docs, centre, sim = claims(nb, thr, rank)
+    dropped = set(docs.tolist())
+    edges = {tuple(e) for e in nb.edges.tolist()}
+    for d, c, s in zip(docs.tolist(), centre.tolist(), sim.tolist()):
+        assert c not in dropped  # the representative is kept ...
+        assert (min(c, d), max(c, d)) in edges  # ... a neighbour the search found ...
+        assert s == pytest.approx(float(x[c] @ x[d]), abs=1e-5) and s >= thr  # ... at the threshold
+        assert rank[c] < rank[d]  # and ranked before it
+    # greedy centres leave no two kept documents linked: each kept one was free when visited
+    assert not [e for e in edges if e[0] not in dropped and e[1] not in dropped and
+                float(x[e[0]] @ x[e[1]]) >= thr]
+
+
+def test_no_chaining_on_a_path():
+    # a ~ b ~ c at 0.9, a ~ c at 0.62: c is not a duplicate of a, so it stays
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([0.9, np.sqrt(1 - 0.81), 0.0])
+    c = np.array([0.62, 0.0, 0.0]) + 0.0
+    # c with cos 0.9 to b and 0.62 to a
+    cb = 0.9
+    c_y = (cb - 0.62 * b[0]) / b[1]
+    c = np.array([0.62, c_y, np.sqrt(max(0.0, 1 - 0.62 ** 2 - c_y ** 2))])
+    x = np.stack([a, b, c]).astype(np.float32)
+    assert x[0] @ x[2] < 0.85 <= min(x[0] @ x[1], x[1] @ x[2])
+    nb = search(x, k=2, threshold=0.85, method="exact")
+    docs, centre, _ = claims(nb, 0.85, np.arange(3))
+    assert docs.tolist() == [1] and centre.tolist() == [0]  # c is kept, not chained to a through b
+
+
+def test_archaic_forms_are_modernised_for_the_embedder_only(tmp_path):
+    rows = make_rows(["Thou hast kept thy word unto me and he keepeth it",
+                      "You have kept your word to me and he keeps it",
+                      "a recipe for bread needs flour water salt and yeast"])
+    write_parquet(tmp_path / "d" / "a.parquet", rows)
+    cache = str(tmp_path / "c")
+    on = run(tmp_path / "d", tmp_path / "on", eps=0.05, cache_dir=cache, keep="first")
+    off = run(tmp_path / "d", tmp_path / "off", eps=0.05, cache_dir=cache, keep="first", embed_normalize="none")
+    assert on.summary["counts"]["dropped"] == 1 and off.summary["counts"]["dropped"] == 0
+    dropped = [r for r in read_manifest(tmp_path / "on") if not r["keep"]]
+    assert dropped[0]["duplicate_of"] == rows[0]["id"] and dropped[0]["score"] > 0.99
+    # two cache entries: normalized text has its own key
+    assert on.summary["stats"]["model_key"] != off.summary["stats"]["model_key"]
+    assert off.summary["stats"]["embedded_now"] == 3
+    with pytest.raises(ConfigError, match="embed_normalize"):
+        SemanticConfig(embed_normalize="old")
 
 
 def test_cli_help_analyze_and_errors(tmp_path):
@@ -291,7 +328,17 @@ def test_cli_help_analyze_and_errors(tmp_path):
                             "--cache-dir", str(tmp_path / "c")])
     assert r.exit_code == 0, r.output
     assert r.stdout.strip() == str(out)
-    assert "would drop" in r.stderr and "eps 0.25" in r.stderr
+    assert "would drop" in r.stderr and "eps 0.25" in r.stderr and "just inside" in r.stderr
+    # the HTML report shows the same table and boundary pairs
+    rep = runner.invoke(cli, ["report", str(out), "-o", str(tmp_path / "rep.html")])
+    assert rep.exit_code == 0, rep.output
+    page = (tmp_path / "rep.html").read_text()
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert "what each eps would remove" in page
+    for row in analysis["per_eps"]:
+        assert f"<td>{row['eps']}</td><td>{row['threshold']}</td><td>{row['drop']}</td>" in page
+    pair = next(p for smp in analysis["samples"] for p in smp["above"] + smp["below"])
+    assert pair["doc"] in page and pair["neighbour"] in page
     bad = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "x"), "--model", FAKE, "--eps", "0.1,0.2"])
     assert bad.exit_code == 1 and "--analyze" in bad.stderr
     neg = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "y"), "--model", FAKE, "--eps", "-1"])

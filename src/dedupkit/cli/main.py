@@ -14,7 +14,7 @@ from dedupkit import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "exact": ("dedupkit.cli.exact", "exact", "Drop exact duplicates (xxh3-128 of normalized text)."),
     "fuzzy": ("dedupkit.cli.fuzzy", "fuzzy", "Drop near-duplicates (MinHash signatures + LSH)."),
-    "semantic": ("dedupkit.cli.semantic", "semantic", "Drop semantic duplicates (embeddings + SemDeDup)."),
+    "semantic": ("dedupkit.cli.semantic", "semantic", "Drop semantic duplicates (embeddings + nearest neighbours)."),
     "substring": ("dedupkit.cli.substring", "substring", "Cut repeated passages out of documents (spans)."),
     "audit": ("dedupkit.cli.substring", "audit", "Memorisation-risk profile: how much text repeats."),
     "apply": ("dedupkit.cli.apply", "apply", "Write the kept rows of INPUT shards, as manifests say."),

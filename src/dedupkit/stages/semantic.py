@@ -1,23 +1,23 @@
-"""Semantic deduplication (SemDeDup, Abbas et al. 2023) on sentence embeddings and FAISS k-means.
+"""Semantic deduplication on sentence embeddings: nearest neighbours over the whole corpus.
 
 Steps:
 
 1. **Embed** every active document, shard by shard (in worker processes through the run's engine),
    reusing the per-shard embedding cache (:class:`dedupkit.embed.EmbeddingCache`) keyed by the
    embedder (model files, truncation) and the shard's content fingerprint.
-2. **Cluster** the unit vectors with FAISS spherical k-means, fitted on a seeded sample
-   (``fit_sample``) and then assigning every document to its nearest centroid.
-3. **Rank** the members of each cluster by the keep policy (``hard`` keeps the member farthest from
-   the centroid first, ``easy`` the nearest, ``random`` a seeded shuffle, ``first`` the lowest
-   (shard, row)); ``keep_by`` ranks by a column first.
-4. **Compare** inside each cluster in row blocks: for every member, the highest cosine similarity
-   to a *higher-ranked* member (``nearest_sim``) and which one (``nearest``). This is the only
-   O(cluster size^2) step, and it does not depend on eps.
-5. **Decide**: a member is a duplicate when ``nearest_sim >= 1 - eps`` (SemDeDup's rule). Its
-   representative is found by following ``nearest`` links up to a kept member, so every dropped
-   row points to a kept row of its own group; ``score`` is the cosine to that representative.
-
-Because step 4 is eps-free, ``analyze`` evaluates many eps values at the cost of one.
+2. **Search** each document's ``neighbours`` nearest documents (:mod:`dedupkit.neighbours`): over
+   the whole corpus, exactly up to 100,000 documents and with an IVF index beyond (``search =
+   auto``), or only inside its k-means cluster (``search = kmeans``, SemDeDup's way, Abbas et al.
+   2023). Pairs at cosine >= 1 - max(eps) are kept. This is the costly step, and it does not depend
+   on eps beyond that bound, so ``analyze`` evaluates many eps values at the cost of one.
+3. **Rank** by the keep policy (``hard`` keeps the least typical document first: farthest from its
+   k-means centroid, or with a global search the lowest mean cosine to its neighbours; ``easy`` the
+   most typical; ``random`` a seeded shuffle; ``first`` the lowest (shard, row)); ``keep_by`` ranks
+   by a column first.
+4. **Decide** with greedy centres, as the fuzzy stage does: in rank order, an unclaimed document is
+   kept and claims its unclaimed neighbours at cosine >= 1 - eps. Every dropped row's
+   ``duplicate_of`` is therefore a direct neighbour at or above the threshold (no chaining through
+   intermediate documents), and ``score`` is that cosine.
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ DEFAULT_EPS = float(_S.SemanticConfig.eps)
 #: Automatic cluster count: one cluster per this many documents, so the average pairwise block
 #: is ~1000 x 1000 and k-means stays cheap (K = n / 1000 centroids).
 AUTO_CLUSTER_SIZE = 1000
-#: Floats in one pairwise similarity block (128 MiB): the block's row count shrinks as the
-#: cluster grows, so memory stays bounded whatever the cluster size.
-BLOCK_FLOATS = 1 << 25
 POINTS_PER_CENTROID = 256  # default fit sample: 256 documents per centroid ...
 MIN_FIT_SAMPLE = 10_000  # ... and at least 10,000
 SAMPLE_PAIRS = 3  # pairs shown on each side of each eps threshold
@@ -65,9 +62,16 @@ class SemanticConfig:
 
     Attributes:
         embed: which embedder, device, batch size, truncation.
-        eps: a document is a duplicate when its cosine to a higher-ranked member of its k-means
-            cluster is at least ``1 - eps``. With ``analyze``, every value is evaluated.
-        clusters: k-means centroids; None = ``ceil(n / 1000)``.
+        eps: a document is a duplicate when its cosine to a kept neighbour is at least ``1 - eps``.
+            With ``analyze``, every value is evaluated.
+        embed_normalize: what the embedder reads: ``archaic`` (default) replaces archaic English
+            word forms by modern ones (:mod:`dedupkit.archaic`), ``none`` the text as it is. The
+            data itself is never changed.
+        search: auto | exact | ivf | kmeans: where neighbours are looked for (see
+            :mod:`dedupkit.neighbours`); auto = exact up to 100,000 documents, ivf beyond.
+        neighbours: nearest documents looked at per document.
+        nprobe: with ivf, inverted lists scanned per query; None = 32.
+        clusters: with search = kmeans, k-means centroids; None = ``ceil(n / 1000)``.
         fit_sample: documents k-means is fitted on (a seeded sample); None = max(256 * clusters,
             10,000), all documents when there are fewer.
         niter: k-means iterations.
@@ -82,6 +86,10 @@ class SemanticConfig:
 
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     eps: tuple[float, ...] = (DEFAULT_EPS,)
+    embed_normalize: str = _S.SemanticConfig.embed_normalize
+    search: str = _S.SemanticConfig.search
+    neighbours: int = _S.SemanticConfig.neighbours
+    nprobe: int | None = None
     clusters: int | None = None
     fit_sample: int | None = None
     niter: int = _S.SemanticConfig.niter
@@ -103,6 +111,18 @@ class SemanticConfig:
             raise ConfigError(f"keep must be one of {', '.join(SEMANTIC_KEEP)}, got {self.keep!r}")
         if self.order not in ("asc", "desc"):
             raise ConfigError(f"keep order must be asc or desc, got {self.order!r}")
+        from dedupkit.archaic import EMBED_NORMALIZE
+        from dedupkit.neighbours import SEARCH_MODES
+
+        if self.embed_normalize not in EMBED_NORMALIZE:
+            raise ConfigError(f"embed_normalize must be one of {', '.join(EMBED_NORMALIZE)}, "
+                              f"got {self.embed_normalize!r}")
+        if self.search not in SEARCH_MODES:
+            raise ConfigError(f"search must be one of {', '.join(SEARCH_MODES)}, got {self.search!r}")
+        if self.neighbours < 1:
+            raise ConfigError(f"neighbours must be at least 1, got {self.neighbours}")
+        if self.nprobe is not None and self.nprobe < 1:
+            raise ConfigError(f"nprobe must be at least 1, got {self.nprobe}")
         if self.clusters is not None and self.clusters < 1:
             raise ConfigError(f"clusters must be at least 1, got {self.clusters}")
         if self.fit_sample is not None and self.fit_sample < 1:
@@ -152,6 +172,7 @@ class EmbedTask:
     cache_dir: str | None
     use_cache: bool
     out_path: str
+    text_normalize: str = "none"  # what the embedder reads: "archaic" = dedupkit.archaic.modernise
 
     @property
     def ray_resources(self) -> dict:
@@ -180,16 +201,22 @@ def cache_key(emb, config: EmbedConfig) -> str:
     return emb.key
 
 
+def normalized_key(key: str | None, text_normalize: str) -> str | None:
+    """The cache key of embeddings of normalized text (``none`` keeps the embedder's own key)."""
+    return key if key is None or text_normalize == "none" else f"{key}:text={text_normalize}"
+
+
 def run_embed_task(task: EmbedTask) -> EmbedResult:
     """Worker entry point: the embeddings of one shard's active rows, saved to ``task.out_path``."""
     t0 = time.perf_counter()
     key_fn = getattr(task.factory, "cache_key", None)
     key = key_fn(task.arg, task.config) if key_fn else None
+    key = normalized_key(key, task.text_normalize)
     emb = None
     load_s = encode_s = 0.0
     if key is None:
         emb = get_embedder(task.config, task.factory, task.arg)
-        key = cache_key(emb, task.config)
+        key = normalized_key(cache_key(emb, task.config), task.text_normalize)
         load_s = time.perf_counter() - t0
     cache = EmbeddingCache(task.cache_dir, key) if task.use_cache else None
     cached = cache.load(task.fingerprint) if cache else None
@@ -205,6 +232,10 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
         if not np.array_equal(rows, missing):
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
                              f"rows, read {len(rows)}); rerun on a stable copy")
+        if task.text_normalize == "archaic":
+            from dedupkit.archaic import modernise
+
+            texts = modernise(texts)
         t_enc = time.perf_counter()
         report_progress(len(task.rows) - len(missing))  # cached rows
         parts = []
@@ -234,7 +265,7 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
 
 
 def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_dir: str | None = None,
-                 use_cache: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+                 use_cache: bool = True, text_normalize: str = "none") -> tuple[np.ndarray, dict[str, Any]]:
     """Embeddings of every active document of ``corpus`` in global order, and embedding stats."""
     if cache_dir and config.cache_dir != cache_dir:  # --model static keeps its distilled model there too
         config = replace(config, cache_dir=str(cache_dir))
@@ -251,7 +282,7 @@ def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_d
         tasks.append(EmbedTask(
             index=len(tasks), shard=info.shard, text_spec=text_spec, n_rows=info.n_rows,
             rows=np.asarray(corpus.rows[a:b], np.int64), fingerprint=info.fingerprint, config=config,
-            factory=factory, arg=arg, cache_dir=cache_dir, use_cache=use_cache,
+            factory=factory, arg=arg, cache_dir=cache_dir, use_cache=use_cache, text_normalize=text_normalize,
             out_path=str(Path(workdir) / f"emb-{len(tasks):05d}.npy"),
         ))
     if engine is None:
@@ -277,7 +308,7 @@ def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_d
     return x, stats
 
 
-# -- steps 2-4: k-means, ranking, blocked pairwise ---------------------------------------------
+# -- step 2 with search = kmeans: the clusters -------------------------------------------------
 
 
 def auto_clusters(n: int) -> int:
@@ -309,59 +340,29 @@ def kmeans(x: np.ndarray, k: int, fit_sample: int | None, niter: int, seed: int)
     return assign, np.asarray(km.centroids, dtype=np.float32)
 
 
-def nearest_higher_ranked(x: np.ndarray, order: np.ndarray, bounds: np.ndarray,
-                          block_floats: int = BLOCK_FLOATS) -> tuple[np.ndarray, np.ndarray]:
-    """For every document, the best cosine to a higher-ranked member of its cluster and which one.
+def claims(nb, threshold: float, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy centres over the neighbour pairs at cosine >= threshold, in keep-priority order.
 
-    Args:
-        x: (n, d) unit vectors.
-        order: document indices grouped by cluster, each cluster's members in rank order.
-        bounds: cluster boundaries in ``order`` (length clusters + 1).
-        block_floats: the most similarity values held at once.
+    The fuzzy stage's clustering (:func:`dedupkit.engine.graph.centre_clusters`): the best-ranked
+    unclaimed document becomes a kept centre and claims its unclaimed neighbours, so every dropped
+    document's ``duplicate_of`` is a direct neighbour at or above the threshold (no chaining).
 
     Returns:
-        (nearest_sim float32, nearest int64): -inf and -1 for each cluster's top-ranked member.
+        ``(docs, centre, cosine)``: dropped documents (ascending), the centre of each, and their cosine.
     """
-    n = len(x)
-    best = np.full(n, -np.inf, np.float32)
-    arg = np.full(n, -1, np.int64)
-    for c in range(len(bounds) - 1):
-        s, e = int(bounds[c]), int(bounds[c + 1])
-        m = e - s
-        if m < 2:
-            continue
-        members = order[s:e]
-        xc = np.ascontiguousarray(x[members])
-        rows_per_block = max(1, min(m, block_floats // m, 8192))
-        for a in range(1, m, rows_per_block):
-            b = min(m, a + rows_per_block)
-            # Row r (member a + r) may only look at members ranked before it: columns < a + r.
-            sim = xc[a:b] @ xc[:b].T
-            cols = np.arange(b)
-            sim[cols[None, :] >= (np.arange(a, b)[:, None])] = -np.inf
-            j = np.argmax(sim, axis=1)
-            best[members[a:b]] = sim[np.arange(b - a), j]
-            arg[members[a:b]] = members[j]
-    return best, arg
+    from dedupkit.engine import graph
 
-
-def resolve_representatives(nearest_sim: np.ndarray, nearest: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(drop mask, representative) for one threshold: follow nearest links up to a kept member."""
-    n = len(nearest)
-    drop = (nearest_sim >= threshold) & (nearest >= 0)
-    rep = np.where(drop, nearest, np.arange(n, dtype=np.int64))
-    # A link always points to a higher-ranked member, so the chains are acyclic: pointer jumping
-    # reaches the kept root in O(log depth) rounds.
-    while True:
-        nxt = rep[rep]
-        if np.array_equal(nxt, rep):
-            break
-        rep = nxt
-    return drop, rep
+    sel = nb.sims >= threshold
+    e = nb.edges[sel]
+    # the cosine rides along as the pair's payload: its float32 bits in an int64
+    pay = nb.sims[sel].astype(np.float32).view(np.int32).astype(np.int64)
+    docs, centre, payload = graph.centre_clusters(np.column_stack([e, pay]) if len(e) else
+                                                  np.zeros((0, 3), np.int64), rank)
+    return docs, centre, payload.astype(np.int32).view(np.float32)
 
 
 class SemanticStage(Stage):
-    """Drop documents whose embedding is within ``eps`` (cosine >= 1 - eps) of a higher-ranked one.
+    """Drop documents whose embedding is within ``eps`` (cosine >= 1 - eps) of a kept neighbour.
 
     Example:
         >>> from dedupkit.runner import run_stage  # doctest: +SKIP
@@ -387,52 +388,64 @@ class SemanticStage(Stage):
         d.update({f"embed_{k}": v for k, v in asdict(c.embed).items()})
         return d
 
-    def _priority(self, corpus, x: np.ndarray, assign: np.ndarray, centroids: np.ndarray) -> list[np.ndarray]:
+    def _priority(self, corpus, x: np.ndarray, assign: np.ndarray | None, centroids: np.ndarray | None,
+                  density: np.ndarray) -> list[np.ndarray]:
         c = self.config
         n = len(corpus)
         base = "first" if c.keep in ("hard", "easy", "random") else c.keep
         pol = KeepPolicy(base, c.keep_by, c.order)
         keys = pol.priority(n, corpus.lengths, corpus.extra.get(c.keep_by) if c.keep_by else None)
         if c.keep in ("hard", "easy"):
-            to_centroid = np.einsum("ij,ij->i", x, centroids[assign]) if n else np.zeros(0, np.float32)
-            # hard: farthest from the centroid (lowest cosine) ranks first; easy: nearest first.
-            keys.append(to_centroid if c.keep == "hard" else -to_centroid)
+            # How typical a document is: its cosine to its k-means centroid (SemDeDup) or, with a
+            # global search, the mean cosine to its nearest neighbours (the same idea, local).
+            if assign is not None and centroids is not None and n:
+                typical = np.einsum("ij,ij->i", x, centroids[assign])
+            else:
+                typical = np.asarray(density, np.float32)
+            # hard: the least typical ranks first; easy: the most typical.
+            keys.append(typical if c.keep == "hard" else -typical)
         elif c.keep == "random":
             keys.append(np.random.default_rng(c.seed).random(n))
         return keys
 
     def identify(self, corpus, workdir: str) -> Decisions:
+        from dedupkit.neighbours import resolve_method, search
+        from dedupkit.policy import priority_rank
+
         c = self.config
         n = len(corpus)
         t0 = time.perf_counter()
-        x, stats = embed_corpus(corpus, c.embed, workdir, self.engine, c.cache_dir, c.use_cache)
+        x, stats = embed_corpus(corpus, c.embed, workdir, self.engine, c.cache_dir, c.use_cache,
+                                c.embed_normalize)
         t1 = time.perf_counter()
-        k = c.clusters or auto_clusters(n)
-        if n:
-            assign, centroids = kmeans(x, k, c.fit_sample, c.niter, c.seed)
-        else:
-            assign, centroids = np.zeros(0, np.int64), np.zeros((1, x.shape[1] if x.ndim == 2 else 1), np.float32)
+        method = resolve_method(c.search, n)
+        assign = centroids = None
+        if method == "kmeans" and n:
+            assign, centroids = kmeans(x, c.clusters or auto_clusters(n), c.fit_sample, c.niter, c.seed)
+            sizes = np.bincount(assign, minlength=len(centroids))
+            stats.update({"clusters": int(len(centroids)), "largest_kmeans_cluster": int(sizes.max())})
         t2 = time.perf_counter()
-        keys = self._priority(corpus, x, assign, centroids)
-        idx = np.arange(n, dtype=np.int64)
-        order = np.lexsort([idx] + [np.asarray(kk) for kk in reversed(keys)] + [assign]) if n else idx
-        sizes = np.bincount(assign, minlength=len(centroids)) if n else np.zeros(0, np.int64)
-        bounds = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-        nearest_sim, nearest = nearest_higher_ranked(x, order, bounds)
-        t3 = time.perf_counter()
-        stats.update({
-            "clusters": int(len(centroids)) if n else 0, "largest_kmeans_cluster": int(sizes.max()) if n else 0,
-            "kmeans_s": round(t2 - t1, 3), "pairwise_s": round(t3 - t2, 3),
-        })
-
         thresholds = {eps: 1.0 - eps for eps in c.eps}
+        nb = search(x, c.neighbours, min(thresholds.values()), method, groups=assign, nprobe=c.nprobe,
+                    seed=c.seed) if n else None
+        t3 = time.perf_counter()
+        stats["search"] = nb.stats if nb else {"method": method}
+        stats.update({"kmeans_s": round(t2 - t1, 3), "search_s": round(t3 - t2, 3)})
+        density = nb.density if nb else np.zeros(0, np.float32)
+        rank = priority_rank(self._priority(corpus, x, assign, centroids, density), n)
+
         per_eps = []
+        decided = {}
         for eps, thr in thresholds.items():
-            drop, _ = resolve_representatives(nearest_sim, nearest, thr)
-            per_eps.append({"eps": eps, "threshold": round(thr, 6), "drop": int(drop.sum()),
-                            "drop_rate": float(drop.sum() / n) if n else 0.0})
+            docs, centre, sim = claims(nb, thr, rank) if nb else (np.zeros(0, np.int64),) * 3
+            decided[eps] = (docs, centre, sim)
+            per_eps.append({"eps": eps, "threshold": round(thr, 6), "drop": int(len(docs)),
+                            "drop_rate": float(len(docs) / n) if n else 0.0,
+                            "pairs": int((nb.sims >= thr).sum()) if nb else 0})
         stats["per_eps"] = per_eps
 
+        nearest = nb.nearest if nb else np.zeros(0, np.int64)
+        nearest_sim = nb.nearest_sim if nb else np.zeros(0, np.float32)
         has = nearest >= 0
         near_ids = corpus.doc_ids(np.where(has, nearest, 0)) if n else pa.array([], pa.string())
         extra = {
@@ -441,30 +454,35 @@ class SemanticStage(Stage):
             "nearest_doc": pc.if_else(pa.array(has, pa.bool_()), near_ids, pa.scalar(None, pa.string()))
             if n else pa.array([], pa.string()),
         }
+        idx = np.arange(n, dtype=np.int64)
         if c.analyze:
-            self.analysis = {"per_eps": per_eps,
-                             "samples": self._samples(corpus, nearest_sim, nearest, list(thresholds.items())),
-                             "clusters": stats["clusters"], "documents": n}
+            self.analysis = {"per_eps": per_eps, "search": stats["search"],
+                             "samples": self._samples(corpus, nb, list(thresholds.items())) if nb else [],
+                             "clusters": stats.get("clusters", 0), "documents": n}
             stats["analysis"] = self.analysis
             stats["identify_s"] = round(time.perf_counter() - t0, 3)
             return Decisions(representative=idx.copy(), labels=np.full(n, -1, np.int64),
                              score=np.full(n, np.nan, np.float32), extra=extra, stats=stats)
 
-        drop, rep = resolve_representatives(nearest_sim, nearest, thresholds[c.eps[0]])
-        in_group = np.zeros(n, bool)
-        in_group[drop] = True
-        in_group[rep[drop]] = True
-        labels = np.where(in_group, rep, -1).astype(np.int64)
+        docs, centre, sim = decided[c.eps[0]]
+        rep = idx.copy()
+        labels = np.full(n, -1, np.int64)
         score = np.full(n, np.nan, np.float32)
-        if n:
-            score[in_group] = np.einsum("ij,ij->i", x[in_group], x[rep[in_group]])
-            score[in_group & ~drop] = 1.0
+        if len(docs):
+            rep[docs] = centre
+            labels[docs] = centre
+            labels[centre] = centre
+            score[centre] = 1.0
+            score[docs] = sim
         stats["identify_s"] = round(time.perf_counter() - t0, 3)
         return Decisions(representative=rep, labels=labels, score=score, extra=extra, stats=stats)
 
-    def _samples(self, corpus, nearest_sim, nearest, thresholds: list[tuple[float, float]]) -> list[dict]:
-        """Pairs just above and just below each threshold, with their texts."""
-        has = np.flatnonzero(nearest >= 0)
+    def _samples(self, corpus, nb, thresholds: list[tuple[float, float]]) -> list[dict]:
+        """Pairs (a document and its nearest neighbour) just above and just below each threshold."""
+        has = np.flatnonzero(nb.nearest >= 0)
+        # each unordered pair once: the document with the smaller index speaks for it
+        has = has[(has < nb.nearest[has]) | (nb.nearest[nb.nearest[has]] != has)]
+        nearest, nearest_sim = nb.nearest, nb.nearest_sim
         if not len(has):
             return [{"eps": eps, "threshold": thr, "above": [], "below": []} for eps, thr in thresholds]
         sims = nearest_sim[has]
@@ -487,8 +505,8 @@ class SemanticStage(Stage):
             for d in docs:
                 p = int(nearest[d])
                 entry[side].append({"cosine": round(float(nearest_sim[d]), 4), "doc": id_of[int(d)],
-                                    "text": _clip(texts.get(int(d), "")), "higher_ranked": id_of[p],
-                                    "higher_ranked_text": _clip(texts.get(p, ""))})
+                                    "text": _clip(texts.get(int(d), "")), "neighbour": id_of[p],
+                                    "neighbour_text": _clip(texts.get(p, ""))})
         return list(out.values())
 
 
