@@ -14,9 +14,19 @@ Measures, printing a table and writing JSON:
    planted near-duplicates), median of ``--runs``.
 4. **Fast option**: documents per second of the ``static`` embedder (model2vec distilled locally
    from the packaged model) versus MiniLM, on the same texts, median of ``--runs``.
+5. **Backends** (``onnx`` vs ``torch``, same packaged MiniLM, ``--threads`` threads each, in this
+   process): docs/s on the first ``--backend-n`` texts of ``--docs``, median of ``--runs``; and for
+   every ``--suites`` folder (``docs.parquet`` with a ``text`` column): the cosine of each
+   document's ONNX embedding to its torch embedding (min, 1st percentile, mean), and the share of
+   rows whose keep/drop decision is the same when ``dedupkit semantic`` runs with each backend at
+   the default settings.
 
 Usage:
     python benchmarks/semantic.py --docs CORPUS/docs.parquet --n 20000 --out benchmarks/results/semantic.json
+    # the backends alone (what RESULTS.md "ONNX backend" cites):
+    python benchmarks/semantic.py --docs CORPUS/docs.parquet --skip e2e,cluster,speed \
+        --suites ../shared/data/qqp-sample ../shared/data/mrpc-groups ../shared/data/clough-stevenson \
+        --out benchmarks/results/semantic_backends.json
 
 The corpus is any Parquet/JSONL file with a ``text`` column, e.g. from
 ``python ../shared/bench/make_corpus.py --n 20000 --out /tmp/corpus``.
@@ -141,6 +151,60 @@ def speed_bench(texts: list[str], runs: int, max_tokens: int, minilm_n: int) -> 
     return {**out, "minilm_docs": len(sub), "minilm_docs_per_s": m_dps, "speedup": s_dps / m_dps}
 
 
+def backend_bench(texts: list[str], suites: list[str], runs: int, max_tokens: int, batch_size: int,
+                  threads: int, work: Path) -> dict:
+    """docs/s of the onnx and torch backends on ``texts``; per suite, cosine and decision agreement."""
+    import torch
+
+    from dedupkit import api
+    from dedupkit.embed import EmbedConfig, get_embedder
+
+    torch.set_num_threads(threads)  # ONNX Runtime reads OMP_NUM_THREADS (set in main)
+    cache = str(work / "backend-cache")  # the ONNX export is made here (timed separately)
+    emb = {}
+    t0 = time.perf_counter()
+    for b in ("torch", "onnx"):
+        emb[b] = get_embedder(EmbedConfig(model="minilm", device="cpu", backend=b, max_tokens=max_tokens,
+                                          batch_size=batch_size, cache_dir=cache))
+        if b == "onnx":
+            export_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    out: dict = {"threads": threads, "docs": len(texts), "onnx_export_and_load_s": export_s}
+    for b in emb:
+        emb[b].encode(texts[:32])  # warm-up
+    times: dict = {b: [] for b in emb}
+    for _ in range(runs):
+        for b in emb:  # interleaved, so a load change hits both alike
+            t = time.perf_counter()
+            emb[b].encode(texts)
+            times[b].append(time.perf_counter() - t)
+    for b in emb:
+        out[f"{b}_runs_s"] = times[b]
+        out[f"{b}_docs_per_s"] = len(texts) / statistics.median(times[b])
+    out["speedup"] = out["onnx_docs_per_s"] / out["torch_docs_per_s"]
+    print(f"backends: torch {out['torch_docs_per_s']:.1f} docs/s, onnx {out['onnx_docs_per_s']:.1f} docs/s "
+          f"({out['speedup']:.2f}x)", file=sys.stderr)
+    out["suites"] = {}
+    for suite in suites:
+        name = Path(suite).name
+        docs = str(Path(suite) / "docs.parquet")
+        st = pq.read_table(docs, columns=["text"]).column("text").to_pylist()
+        cos = np.einsum("ij,ij->i", emb["torch"].encode(st), emb["onnx"].encode(st))
+        keep = {}
+        for b in emb:
+            api.semantic([docs], str(work / f"{name}-{b}"), backend=b, device="cpu", max_tokens=max_tokens,
+                         embed_batch_size=batch_size, cache_dir=cache)
+            m = pq.read_table(work / f"{name}-{b}" / "manifest").sort_by([("shard", "ascending"), ("row", "ascending")])
+            keep[b] = np.asarray(m.column("keep").to_pylist())
+        same = float(np.mean(keep["torch"] == keep["onnx"]))
+        out["suites"][name] = {"docs": len(st), "cos_min": float(cos.min()), "cos_p1": float(np.percentile(cos, 1)),
+                               "cos_mean": float(cos.mean()), "docs_below_0.98": int((cos < 0.98).sum()),
+                               "same_decision": same, "dropped_torch": int((~keep["torch"]).sum()),
+                               "dropped_onnx": int((~keep["onnx"]).sum())}
+        print(f"suite {name}: {out['suites'][name]}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,9 +219,14 @@ def main() -> None:
     ap.add_argument("--minilm-speed-docs", type=int, default=500,
                     help="documents for the MiniLM docs/s reference (0: skip; the e2e bare runs also give it)")
     ap.add_argument("--speed-n", type=int, default=20000, help="documents for the static docs/s measurement")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: e2e,cluster,speed")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: e2e,cluster,speed,backends")
+    ap.add_argument("--suites", nargs="*", default=[],
+                    help="pair-suite folders (docs.parquet) for the backends' cosine and decision checks")
+    ap.add_argument("--backend-n", type=int, default=2000, help="documents for the onnx/torch docs/s")
+    ap.add_argument("--threads", type=int, default=2, help="threads of each backend in the backends part")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch loads; ONNX Runtime reads it too
     from dedupkit.stages.semantic import DEFAULT_EPS
 
     eps = args.eps or DEFAULT_EPS
@@ -213,6 +282,9 @@ def main() -> None:
                 res["speed"]["minilm_docs"] = f"{n} (the bare e2e runs)"
                 res["speed"]["minilm_docs_per_s"] = n / res["e2e"]["bare_median_s"]
                 res["speed"]["speedup"] = res["speed"]["static_docs_per_s"] / res["speed"]["minilm_docs_per_s"]
+        if "backends" not in skip:
+            res["backends"] = backend_bench(texts[:args.backend_n], args.suites, args.runs, args.max_tokens,
+                                            args.batch_size, args.threads, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_avg_end"] = os.getloadavg()
@@ -240,6 +312,20 @@ def main() -> None:
         if "minilm_docs_per_s" in s:
             print(f"| all-MiniLM-L6-v2 docs/s ({s['minilm_docs']} docs) | {s['minilm_docs_per_s']:,.1f} |")
             print(f"| static speed-up | {s['speedup']:,.0f}x |")
+    if "backends" in res:
+        b = res["backends"]
+        print(f"| torch backend docs/s ({b['docs']} docs, {b['threads']} threads) | {b['torch_docs_per_s']:,.1f} |")
+        print(f"| onnx backend (int8) docs/s | {b['onnx_docs_per_s']:,.1f} |")
+        print(f"| onnx speed-up over torch | {b['speedup']:.2f}x |")
+        print(f"| onnx export (once) + load (s) | {b['onnx_export_and_load_s']:.1f} |")
+        for name, r in b["suites"].items():
+            print(f"| {name} ({r['docs']} docs): onnx-torch cosine min / p1 / mean | {r['cos_min']:.4f} / "
+                  f"{r['cos_p1']:.4f} / {r['cos_mean']:.4f} |")
+            print(f"| {name}: same keep/drop decision (dropped torch, onnx) | {r['same_decision']:.2%} "
+                  f"({r['dropped_torch']}, {r['dropped_onnx']}) |")
+    print(json.dumps({"load_avg_start": res["load_avg_start"], "load_avg_end": res["load_avg_end"],
+                      **({"backends": {k: v for k, v in res["backends"].items() if not k.endswith("runs_s")}}
+                         if "backends" in res else {})}, default=float))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2, default=float))

@@ -190,7 +190,7 @@ def stats(out: str) -> dict:
 
 def semantic(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
              batch_size: int = 8192, on_bad_record: str = "fail", model: str = "minilm",
-             device: str = "auto", embed_batch_size: int = 64, max_tokens: int = 128,
+             device: str = "auto", embed_batch_size: int = 64, max_tokens: int = 128, backend: str = "auto",
              eps: float | str | Sequence[float] = 0.07, clusters: int | None = None,
              fit_sample: int | None = None, niter: int = 20, keep: str = "hard", keep_by: str | None = None,
              keep_order: str = "desc", seed: int = 42, analyze: bool = False, cache_dir: str | None = None,
@@ -213,7 +213,8 @@ def semantic(inputs: Sequence[str], out: str, *, text_column: str = "text", id_c
     from dedupkit.stages.semantic import SemanticConfig, SemanticStage
 
     cfg = SemanticConfig(
-        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens),
+        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens,
+                          backend=backend),
         eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep, keep_by=keep_by,
         order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir, use_cache=use_cache,
     )

@@ -66,7 +66,8 @@ def build_fuzzy(keep="first", keep_by=None, keep_order="desc", **options):
     return FuzzyStage(FuzzyConfig.from_options(keep=keep, keep_by=keep_by, keep_order=keep_order, **known))
 
 
-def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, eps=0.07, clusters=None,
+def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, backend="auto", eps=0.07,
+                   clusters=None,
                    fit_sample=None, niter=20, keep="hard", keep_by=None, keep_order="desc", seed=42,
                    analyze=False, cache_dir=None, no_cache=False, **unknown):
     """The semantic (SemDeDup) stage from its command's options."""
@@ -78,7 +79,8 @@ def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_token
         raise ConfigError("analyze = true drops nothing, so it has no place in a pipeline; run "
                           "`dedupkit semantic --analyze --skip OUT/NN-stage` on the earlier stages' output")
     cfg = SemanticConfig(
-        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens),
+        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens,
+                          backend=backend),
         eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep, keep_by=keep_by,
         order=keep_order, seed=seed, analyze=False, cache_dir=cache_dir, use_cache=not no_cache,
     )

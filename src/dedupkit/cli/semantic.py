@@ -42,6 +42,12 @@ Example:
                    "model2vec:PATH; or any sentence-transformers name or local folder.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               envvar="DEDUPKIT_DEVICE", help="auto uses CUDA when torch sees a GPU.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              envvar="DEDUPKIT_BACKEND",
+              help="How minilm (or another BERT sentence-transformers folder) runs: onnx = ONNX Runtime "
+                   "with an int8 export made once from the model's weights and cached (~3x faster on a "
+                   "CPU, cosine >= 0.98 to torch; needs no torch); torch = sentence-transformers; auto = "
+                   "onnx on a CPU when onnxruntime is installed, torch on a GPU.")
 @click.option("--embed-batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Texts per model forward pass (--batch-size is the read batch).")
 @click.option("--max-tokens", type=click.IntRange(8, 8192), default=128, show_default=True,
@@ -75,7 +81,7 @@ Example:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the embedding cache.")
 @handle_errors
 def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
-             as_json, skip, max_drop_rate, model, device, embed_batch_size, max_tokens, eps, clusters,
+             as_json, skip, max_drop_rate, model, device, backend, embed_batch_size, max_tokens, eps, clusters,
              fit_sample, niter, keep, keep_by, keep_order, seed, analyze, cache_dir, no_cache, engine,
              ray_address):
     """Drop semantic duplicates with SemDeDup: sentence embeddings, spherical k-means, and
@@ -91,7 +97,7 @@ def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, 
 
     result = api.semantic(
         inputs, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
-        on_bad_record=on_bad_record, model=model, device=device, embed_batch_size=embed_batch_size,
+        on_bad_record=on_bad_record, model=model, device=device, backend=backend, embed_batch_size=embed_batch_size,
         max_tokens=max_tokens, eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep,
         keep_by=keep_by, keep_order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir,
         use_cache=not no_cache, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),
