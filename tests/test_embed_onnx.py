@@ -145,7 +145,7 @@ def test_static_and_onnx_paths_run_without_torch(tmp_path):
         for name, args in (("o-static", ["--model", "model2vec:{static}"]), ("o-onnx", ["--backend", "onnx"]),
                            ("o-auto", [])):
             sys.argv = ["dedupkit", "semantic", "{data}", "-o", "{tmp_path}/" + name, "--cache-dir",
-                        "{tmp_path}/cache", "--eps", "0.05", "-q", *args]
+                        "{tmp_path}/cache", "--eps", "0.05", "--id-column", "id", "-q", *args]
             try:
                 main()
             except SystemExit as e:
