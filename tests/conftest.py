@@ -1,22 +1,19 @@
-"""Shared fixtures: tiny corpora written to tmp_path as Parquet and JSONL, and CLI runners."""
+"""Shared fixtures (tiny corpora in tmp_path) and a test session that never writes under HOME.
+
+Helpers that tests import (corpus writers, manifest readers, the subprocess runner) live in
+:mod:`tests.support`."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import pytest
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from tests.support import BASE_DOCS, make_rows, write_jsonl, write_parquet
 
 # Nothing the test suite runs may write under the user's home: HOME (and XDG_CACHE_HOME, where
 # dedupkit, Hugging Face and torch would put caches) point at fresh temporary folders for the whole
@@ -48,35 +45,6 @@ def home_stays_empty():
     assert not left, ("the test suite wrote under HOME (or a dedupkit cache under XDG_CACHE_HOME); pass "
                       "cache folders explicitly:\n  " + "\n  ".join(left[:20]))
 
-BASE_DOCS = [
-    "The quick brown fox jumps over the lazy dog near the river bank today.",
-    "A completely different sentence about databases, indexes and query planners.",
-    "The quick brown fox jumps over the lazy dog near the river bank today.",
-    "Rain is expected tomorrow across the northern region with strong winds.",
-    "the  quick brown fox jumps over the lazy dog near the river bank today.\n",
-    "A completely different sentence about databases, indexes and query planners.",
-    "Entirely unique text number seven with nothing in common with the others.",
-    "Rain is expected tomorrow across the northern region with strong winds.",
-]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return path
-
-
-def write_parquet(path: Path, rows: list[dict], row_group_size: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
-    return path
-
-
-def make_rows(texts: list[str], prefix: str = "d") -> list[dict]:
-    return [{"id": f"{prefix}{i}", "text": t, "n": i} for i, t in enumerate(texts)]
-
 
 @pytest.fixture(params=["parquet", "jsonl"])
 def fmt(request) -> str:
@@ -95,19 +63,3 @@ def corpus(tmp_path, fmt) -> Path:
         else:
             write_jsonl(d / f"part{i}.jsonl", rows)
     return d
-
-
-def read_manifest(out: Path) -> list[dict]:
-    t = ds.dataset(str(Path(out) / "manifest"), format="parquet").to_table()
-    return t.sort_by([("shard", "ascending"), ("row", "ascending")]).to_pylist()
-
-
-def run_subprocess(*args: str, cwd: str | os.PathLike | None = None, input: str | None = None,
-                   env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real ``dedupkit`` command line in a subprocess (this checkout's src first)."""
-    e = dict(os.environ)
-    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
-    if env:
-        e.update(env)
-    return subprocess.run([sys.executable, "-m", "dedupkit", *args], cwd=cwd, input=input,
-                          capture_output=True, text=True, env=e, timeout=600)

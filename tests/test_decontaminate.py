@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from conftest import read_manifest, run_subprocess, write_jsonl, write_parquet
+from tests.support import read_manifest, run_subprocess, write_jsonl, write_parquet
 from dedupkit import api
 from dedupkit.cli.main import cli
 from dedupkit.decontaminate import (
@@ -347,7 +347,7 @@ def test_ray_engine_gives_the_local_manifest(tmp_path):
     ray = pytest.importorskip("ray")
     import os
 
-    from conftest import SRC
+    from tests.support import SRC
     from dedupkit.engine.ray import init_local
 
     rng = random.Random(5)

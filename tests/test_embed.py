@@ -98,7 +98,7 @@ def tiny_model2vec(path: Path) -> Path:
 
 
 def test_model2vec_folder_runs_through_the_stage(tmp_path):
-    from conftest import make_rows, read_manifest, write_jsonl
+    from tests.support import make_rows, read_manifest, write_jsonl
     from dedupkit import api
 
     model = tiny_model2vec(tmp_path / "m2v")
@@ -116,7 +116,7 @@ def test_model2vec_folder_runs_through_the_stage(tmp_path):
 
 def test_missing_model2vec_folder(tmp_path):
     from dedupkit import api
-    from conftest import make_rows, write_jsonl
+    from tests.support import make_rows, write_jsonl
 
     write_jsonl(tmp_path / "d" / "a.jsonl", make_rows(["x"]))
     with pytest.raises(ConfigError, match="does not exist"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SRC, make_rows, read_manifest, run_subprocess, write_parquet
+from tests.support import SRC, make_rows, read_manifest, run_subprocess, write_parquet
 from dedupkit.embed import EmbedConfig, get_embedder, onnx_export, packaged_model_path, resolve_backend
 from dedupkit.errors import ConfigError
 

@@ -209,3 +209,44 @@ def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
     h, c = batch_shingle_hashes(big, cfg)
     rh, rc = batch_shingle_hashes(big, cfg, use_c=False)
     assert c.tolist() == rc.tolist() and h.tolist() == rh.tolist()
+
+
+UNICODE_SAMPLE = ("aZ_9 .,\n\t-éÉдД東Σσςİıßẞµ²½…™，ＡＢﬁﬃǅǄ\u0301\u0308¨´˘"
+                  "한가\u1161\u11a8ᄀ😀\ufe0f✓Ωℂ℃①ⅻ\u00a0\u2003\u200bॐनमस्ते عربي ـ")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from(UNICODE_SAMPLE), max_size=60),
+                          st.text(max_size=40)), max_size=10), st.integers(1, 5))
+def test_c_unicode_word_shingles_equal_the_arrow_path(texts, ngram):
+    """Non-ASCII documents that NFKC leaves alone (or changes code point by code point, as ``…``
+    to ``...``) are shingled by the C kernel from per-code-point classes; the values equal Arrow's
+    NFKC + lower + RE2 path exactly, whatever the code points (any plane, marks, jamo, ligatures)."""
+    import pyarrow as pa
+
+    from dedupkit import minhash as mh
+
+    if mh._speedups is None:
+        pytest.skip("the C extension is not built in this checkout")
+    cfg = MinHashConfig(ngram=ngram)
+    arr = pa.array(texts, pa.string())
+    h, c = batch_shingle_hashes(arr, cfg)
+    rh, rc = batch_shingle_hashes(arr, cfg, use_c=False)
+    assert c.tolist() == rc.tolist()
+    assert h.tolist() == rh.tolist()
+
+
+def test_c_unicode_path_takes_most_non_ascii_documents():
+    """Accented letters, Greek, Cyrillic, CJK, ellipses, superscripts and emoji do not need Arrow's
+    path; a combining accent does (NFKC composes it with the letter before)."""
+    from dedupkit import minhash as mh
+    from dedupkit.normalize import text_buffers
+
+    if mh._speedups is None:
+        pytest.skip("the C extension is not built in this checkout")
+    import pyarrow as pa
+
+    texts = ["Zürich café…", "ΟΔΟΣ οδός", "Привет мир", "東京 タワー", "x² ½ ™ ＡＢ", "ok 😀\ufe0f", "e\u0301tude"]
+    arr, buf, off = text_buffers(pa.array(texts))
+    _, _, flags = mh._speedups.word_shingles(buf, off.tobytes(), len(arr), 5, *mh._cp_tables(buf, off, len(arr)))
+    assert list(flags) == [0, 0, 0, 0, 0, 0, 1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from conftest import write_jsonl, write_parquet
+from tests.support import write_jsonl, write_parquet
 from dedupkit.cli.main import cli
 
 

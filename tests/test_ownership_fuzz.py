@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import write_jsonl, write_parquet
+from tests.support import write_jsonl, write_parquet
 from dedupkit.cli.main import cli
 
 EXAMPLES = int(os.environ.get("DEDUPKIT_FUZZ_EXAMPLES", "60"))

@@ -13,12 +13,13 @@ from hypothesis import strategies as st
 
 from dedupkit import api
 from dedupkit.cli.main import cli
-from dedupkit.config import register_stage, unregister_stage
 from dedupkit.errors import GuardrailError, OutputError
-from dedupkit.pipeline import build_exact, combine_manifests
+from dedupkit.pipeline import combine_manifests
+from dedupkit.settings import ExactConfig
+from dedupkit.stages import register_stage, unregister_stage
 from dedupkit.stages.exact import ExactStage
 
-from conftest import make_rows, read_manifest, write_jsonl, write_parquet
+from tests.support import make_rows, read_manifest, write_jsonl, write_parquet
 
 
 class Exact2(ExactStage):
@@ -27,14 +28,10 @@ class Exact2(ExactStage):
     name = "exact2"
 
 
-def build_exact2(**kw):
-    s = build_exact(**kw)
-    return Exact2(s.config)
-
-
 @pytest.fixture(autouse=True)
 def exact2():
-    register_stage("exact2", "dedupkit.cli.exact:exact", build_exact2)
+    # a third-party stage is a Stage class and a config class (here the exact stage's settings)
+    register_stage("exact2", Exact2, ExactConfig)
     yield
     unregister_stage("exact2")
 
@@ -381,7 +378,7 @@ def test_shell_chain_gives_the_same_combined_result(tmp_path):
     import subprocess
     import sys
 
-    from conftest import SRC
+    from tests.support import SRC
 
     data = chain_corpus(tmp_path)
     env = {**os.environ, "PYTHONPATH": SRC}
@@ -413,7 +410,7 @@ def test_shell_exact_fuzzy_pipe_equals_dedupkit_run(tmp_path):
 
     import pyarrow.dataset as ds
 
-    from conftest import SRC, run_subprocess
+    from tests.support import SRC, run_subprocess
 
     data = str(Path(__file__).resolve().parents[1] / "examples" / "corpus")
     env = {**os.environ, "PYTHONPATH": SRC}

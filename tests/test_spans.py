@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import write_jsonl, write_parquet
+from tests.support import write_jsonl, write_parquet
 from dedupkit import api
 from dedupkit.errors import ManifestError
 from dedupkit.io.read import Batch, ReadSpec

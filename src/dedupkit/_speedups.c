@@ -342,6 +342,37 @@ static void legacy_update(uint64_t *restrict row, const uint64_t *restrict a, co
     }
 }
 
+#ifdef DEDUPKIT_X86
+/* One document's affine64 signature with AVX-512 (a CPU with AVX512F and AVX512DQ: vpmullq): the
+ * permutations go 64 at a time, their minima, multipliers and offsets held in 24 registers over all
+ * of the document's shingles (the generic loop loads and stores the whole row for every shingle).
+ * Same uint64 arithmetic, same values. */
+__attribute__((target("avx512f,avx512dq")))
+static void affine_doc_avx512(uint64_t *row, const uint64_t *a, const uint64_t *b, Py_ssize_t p,
+                              const uint64_t *h, int64_t m) {
+    for (Py_ssize_t k0 = 0; k0 < p; k0 += 64) {
+        __m512i acc[8], va[8], vb[8];
+        __mmask8 mk[8];
+        for (int q = 0; q < 8; q++) {  /* lanes past p are masked off (loaded as 0, never stored) */
+            Py_ssize_t lanes = p - k0 - 8 * q;
+            lanes = lanes < 0 ? 0 : (lanes > 8 ? 8 : lanes);
+            mk[q] = (__mmask8)((1u << lanes) - 1);
+            acc[q] = _mm512_set1_epi64(-1);
+            va[q] = _mm512_maskz_loadu_epi64(mk[q], (const void *)(a + k0 + 8 * q));
+            vb[q] = _mm512_maskz_loadu_epi64(mk[q], (const void *)(b + k0 + 8 * q));
+        }
+        for (int64_t j = 0; j < m; j++) {
+            __m512i x = _mm512_set1_epi64((long long)fmix64(h[j]));
+            for (int q = 0; q < 8; q++)
+                acc[q] = _mm512_min_epu64(acc[q], _mm512_add_epi64(_mm512_mullo_epi64(va[q], x), vb[q]));
+        }
+        for (int q = 0; q < 8; q++) _mm512_mask_storeu_epi64((void *)(row + k0 + 8 * q), mk[q], acc[q]);
+    }
+}
+
+static int HAS_AVX512DQ = -1;
+#endif
+
 /* minhash(hashes, offsets, n, a, b, p, legacy) -> bytearray of n*p uint64
  *   hashes: m uint64 shingle hashes, documents concatenated; offsets: n+1 int64 into hashes.
  *   a, b: p uint64 permutation parameters. Same arithmetic as dedupkit.minhash._permute
@@ -370,9 +401,23 @@ static PyObject *minhash(PyObject *self, PyObject *args) {
         const uint64_t *a = (const uint64_t *)ab.buf;
         const uint64_t *b = (const uint64_t *)bb.buf;
         const uint64_t MAX32 = 0xFFFFFFFFULL;
+        int wide = 0;
+#ifdef DEDUPKIT_X86
+        if (HAS_AVX512DQ < 0) {
+            __builtin_cpu_init();
+            HAS_AVX512DQ = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+        }
+        wide = HAS_AVX512DQ && !legacy;
+#endif
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t d = 0; d < n; d++) {
             uint64_t *row = sig + d * p;
+#ifdef DEDUPKIT_X86
+            if (wide) {
+                affine_doc_avx512(row, a, b, p, h + o[d], o[d + 1] - o[d]);
+                continue;
+            }
+#endif
             for (Py_ssize_t k = 0; k < p; k++) row[k] = legacy ? MAX32 : UINT64_MAX;
             for (int64_t j = o[d]; j < o[d + 1]; j++) {
                 if (legacy) legacy_update(row, a, b, p, h[j]);
@@ -417,16 +462,106 @@ static int push_u64(uint64_t **buf, size_t *cap, size_t *len, uint64_t v) {
     return 1;
 }
 
+static inline uint32_t utf8_at(const unsigned char *p, int64_t j, int *len);
+
+/* Code-point classes of the Unicode path (dedupkit.minhash fills the table from Arrow's own
+ * kernels, for the code points a batch holds): */
+#define CP_UNKNOWN 0    /* not classified yet */
+#define CP_UNSAFE 1     /* NFKC may change it or its neighbours: the document takes Arrow's path */
+#define CP_SEP 2        /* NFKC-stable, lower-case mapping to one code point, not a token character */
+#define CP_WORD 3       /* the same, a token character (\p{L}, \p{N}, \p{M}, _) */
+#define CP_MAP 4        /* NFKC replaces it, context-free, by safe code points: lower[c] is the
+                         * offset in the map table of their count, then each lower-cased one with
+                         * the top bit set for a token character */
+#define N_CP 0x110000
+
+static inline size_t put_utf8(unsigned char *d, uint32_t c) {
+    if (c < 0x80) { d[0] = (unsigned char)c; return 1; }
+    if (c < 0x800) { d[0] = (unsigned char)(0xC0 | (c >> 6)); d[1] = (unsigned char)(0x80 | (c & 0x3F)); return 2; }
+    if (c < 0x10000) {
+        d[0] = (unsigned char)(0xE0 | (c >> 12)); d[1] = (unsigned char)(0x80 | ((c >> 6) & 0x3F));
+        d[2] = (unsigned char)(0x80 | (c & 0x3F));
+        return 3;
+    }
+    d[0] = (unsigned char)(0xF0 | (c >> 18)); d[1] = (unsigned char)(0x80 | ((c >> 12) & 0x3F));
+    d[2] = (unsigned char)(0x80 | ((c >> 6) & 0x3F)); d[3] = (unsigned char)(0x80 | (c & 0x3F));
+    return 4;
+}
+
+/* unknown_codepoints(data, offsets, n, state) -> bytes (uint32 per code point)
+ *   The distinct non-ASCII code points of the documents whose class in state (N_CP bytes) is still
+ *   CP_UNKNOWN, in first-seen order. */
+static PyObject *unknown_codepoints(PyObject *self, PyObject *args) {
+    Py_buffer data, offs, stb;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y*y*nw*", &data, &offs, &n, &stb)) return NULL;
+    if (stb.len < N_CP) {
+        PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&stb);
+        PyErr_SetString(PyExc_ValueError, "unknown_codepoints: state must hold 0x110000 bytes");
+        return NULL;
+    }
+    if (check_offsets(&data, &offs, n, "unknown_codepoints", NULL) < 0) { PyBuffer_Release(&stb); return NULL; }
+    const int64_t *o = (const int64_t *)offs.buf;
+    const unsigned char *src = (const unsigned char *)data.buf;
+    unsigned char *st = (unsigned char *)stb.buf;
+    size_t cap = 256, w = 0;
+    uint32_t *out = (uint32_t *)PyMem_RawMalloc(cap * sizeof(uint32_t));
+    int oom = !out;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t j = o[0]; j < o[n] && !oom;) {
+        if (src[j] < 0x80) { j++; continue; }
+        int len;
+        uint32_t c = utf8_at(src, j, &len);
+        j += len;
+        if (c >= N_CP || st[c] != CP_UNKNOWN) continue;
+        st[c] = 0xFF;  /* seen: listed once (the caller overwrites it with the class) */
+        if (w == cap) {
+            uint32_t *g = (uint32_t *)PyMem_RawRealloc(out, cap * 2 * sizeof(uint32_t));
+            if (!g) { oom = 1; break; }
+            out = g;
+            cap *= 2;
+        }
+        out[w++] = c;
+    }
+    Py_END_ALLOW_THREADS
+    for (size_t k = 0; k < w; k++) st[out[k]] = CP_UNKNOWN;
+    PyBuffer_Release(&data); PyBuffer_Release(&offs); PyBuffer_Release(&stb);
+    if (oom) { PyMem_RawFree(out); return PyErr_NoMemory(); }
+    PyObject *res = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(w * sizeof(uint32_t)));
+    PyMem_RawFree(out);
+    return res;
+}
+
+/* word_shingles(data, offsets, n, ngram[, state, lower]) -> (hashes, counts, flags)
+ *   Without the tables, as described above: a document holding a byte >= 0x80 gets flag 1. With
+ *   state (N_CP bytes of CP_* classes) and lower (N_CP uint32: each code point's lower case), a
+ *   non-ASCII document whose code points are all CP_SEP or CP_WORD is shingled here too: tokens
+ *   are runs of token characters, lower-cased code point by code point and hashed as UTF-8, which
+ *   is what Arrow's NFKC + utf8_lower + RE2 split give for such text (NFKC leaves it unchanged:
+ *   every code point is stable and none combines with its neighbours). A document with another
+ *   code point gets flag 1. */
 static PyObject *word_shingles(PyObject *self, PyObject *args) {
-    Py_buffer data, offs;
+    Py_buffer data, offs, stb = {0}, lwb = {0}, mpb = {0};
     Py_ssize_t n, ngram;
-    if (!PyArg_ParseTuple(args, "y*y*nn", &data, &offs, &n, &ngram)) return NULL;
+    if (!PyArg_ParseTuple(args, "y*y*nn|y*y*y*", &data, &offs, &n, &ngram, &stb, &lwb, &mpb)) return NULL;
+    const unsigned char *cls = stb.buf && stb.len >= N_CP ? (const unsigned char *)stb.buf : NULL;
+    const uint32_t *lw = lwb.buf && lwb.len >= (Py_ssize_t)(N_CP * sizeof(uint32_t)) ? (const uint32_t *)lwb.buf : NULL;
+    const uint32_t *mp = mpb.buf ? (const uint32_t *)mpb.buf : NULL;
+    Py_ssize_t nmp = mpb.buf ? mpb.len / 4 : 0;
+    if (!lw) cls = NULL;
+#define WS_RELEASE() do { PyBuffer_Release(&data); PyBuffer_Release(&offs); \
+        if (stb.obj) PyBuffer_Release(&stb); if (lwb.obj) PyBuffer_Release(&lwb); \
+        if (mpb.obj) PyBuffer_Release(&mpb); } while (0)
     if (ngram < 1) {
-        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        WS_RELEASE();
         PyErr_SetString(PyExc_ValueError, "word_shingles: ngram must be at least 1");
         return NULL;
     }
-    if (check_offsets(&data, &offs, n, "word_shingles", NULL) < 0) return NULL;
+    if (check_offsets(&data, &offs, n, "word_shingles", NULL) < 0) {
+        if (stb.obj) PyBuffer_Release(&stb);
+        if (lwb.obj) PyBuffer_Release(&lwb);
+        return NULL;
+    }
     const int64_t *o = (const int64_t *)offs.buf;
     const unsigned char *src = (const unsigned char *)data.buf;
     /* Memory stays proportional to the output, not to the longest document: the shingle buffer
@@ -442,7 +577,7 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
     if (!out || !win || !tok || !counts || !flags) {
         PyMem_RawFree(out); PyMem_RawFree(win); PyMem_RawFree(tok);
         Py_XDECREF(counts); Py_XDECREF(flags);
-        PyBuffer_Release(&data); PyBuffer_Release(&offs);
+        WS_RELEASE();
         return PyErr_NoMemory();
     }
     int64_t *cnt = (int64_t *)PyBytes_AS_STRING(counts);
@@ -456,28 +591,77 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
         for (int64_t j = a; j < b; j++) hi |= src[j];
         cnt[i] = 0;
         fl[i] = (unsigned char)(hi >> 7);
-        if (fl[i]) continue;
+        if (fl[i] && !cls) continue;
+        size_t w0 = w;
         int64_t nt = 0, slot = 0;
-        for (int64_t j = a; j < b && !oom;) {
-            if (!WORD[src[j]]) { j++; continue; }
-            size_t len = 0;
-            for (; j < b && WORD[src[j]]; j++) {
-                if (len == tokcap) {
-                    unsigned char *t2 = (unsigned char *)PyMem_RawRealloc(tok, tokcap * 2);
-                    if (!t2) { oom = 1; break; }
-                    tok = t2;
-                    tokcap *= 2;
+        size_t len = 0;
+        if (!fl[i]) {  /* ASCII: the tight loop */
+            for (int64_t j = a; j < b && !oom;) {
+                if (!WORD[src[j]]) { j++; continue; }
+                len = 0;
+                for (; j < b && WORD[src[j]]; j++) {
+                    if (len == tokcap) {
+                        unsigned char *t2 = (unsigned char *)PyMem_RawRealloc(tok, tokcap * 2);
+                        if (!t2) { oom = 1; break; }
+                        tok = t2;
+                        tokcap *= 2;
+                    }
+                    tok[len++] = LOWER[src[j]];
                 }
-                tok[len++] = LOWER[src[j]];
+                if (oom) break;
+                uint64_t th = XXH3_64bits(tok, len);
+                win[slot] = win[slot + ngram] = th;   /* after this, the oldest of the last ngram is at slot + 1 */
+                slot = slot + 1 == ngram ? 0 : slot + 1;
+                nt++;
+                if (nt >= ngram && !push_u64(&out, &cap, &w, combine(win + slot, ngram))) oom = 1;
             }
-            if (oom) break;
-            uint64_t th = XXH3_64bits(tok, len);
-            win[slot] = win[slot + ngram] = th;   /* after this, the oldest of the last ngram is at slot + 1 */
-            slot = slot + 1 == ngram ? 0 : slot + 1;
-            nt++;
-            if (nt >= ngram && !push_u64(&out, &cap, &w, combine(win + slot, ngram))) oom = 1;
+            len = 0;
         }
-        if (oom || nt == 0) continue;
+        fl[i] = 0;
+        for (int64_t j = a; j <= b && !oom && (hi >> 7);) {
+            /* one code point (or the end of the document, which ends the last token) as units:
+             * lower-cased code points, the top bit set for a token character */
+            uint32_t one, *units = &one;
+            int64_t nu = 1;
+            int clen = 1;
+            if (j == b) {
+                one = ' ';
+            } else if (src[j] < 0x80) {
+                one = LOWER[src[j]] | ((uint32_t)WORD[src[j]] << 31);
+            } else {
+                uint32_t cp = utf8_at(src, j, &clen);
+                unsigned char k = cp < N_CP ? cls[cp] : CP_UNSAFE;
+                if (k == CP_WORD) one = lw[cp] | 0x80000000u;
+                else if (k == CP_SEP) one = lw[cp];
+                else if (k == CP_MAP && mp && lw[cp] < nmp && lw[cp] + 1 + mp[lw[cp]] <= nmp) {
+                    units = (uint32_t *)mp + lw[cp] + 1;
+                    nu = mp[lw[cp]];
+                } else { fl[i] = 1; break; }
+            }
+            for (int64_t u = 0; u < nu && !oom; u++) {
+                uint32_t lc = units[u] & 0x7FFFFFFFu;
+                if (units[u] >> 31) {
+                    if (len + 4 > tokcap) {
+                        unsigned char *t2 = (unsigned char *)PyMem_RawRealloc(tok, tokcap * 2);
+                        if (!t2) { oom = 1; break; }
+                        tok = t2;
+                        tokcap *= 2;
+                    }
+                    if (lc < 0x80) tok[len++] = (unsigned char)lc; else len += put_utf8(tok + len, lc);
+                } else if (len) {
+                    uint64_t th = XXH3_64bits(tok, len);
+                    len = 0;
+                    win[slot] = win[slot + ngram] = th;
+                    slot = slot + 1 == ngram ? 0 : slot + 1;
+                    nt++;
+                    if (nt >= ngram && !push_u64(&out, &cap, &w, combine(win + slot, ngram))) oom = 1;
+                }
+            }
+            j += clen;
+        }
+        if (oom) break;
+        if (fl[i]) { w = w0; continue; }  /* a code point Arrow must normalise: its path redoes all */
+        if (nt == 0) continue;
         if (nt < ngram) {  /* fewer tokens than one n-gram: one shingle of them all */
             if (!push_u64(&out, &cap, &w, combine(win, nt))) oom = 1;
             cnt[i] = 1;
@@ -487,16 +671,15 @@ static PyObject *word_shingles(PyObject *self, PyObject *args) {
     }
     Py_END_ALLOW_THREADS
     PyMem_RawFree(win); PyMem_RawFree(tok);
+    WS_RELEASE();
+#undef WS_RELEASE
     if (oom) {
         PyMem_RawFree(out);
         Py_DECREF(counts); Py_DECREF(flags);
-        PyBuffer_Release(&data); PyBuffer_Release(&offs);
         return PyErr_NoMemory();
     }
     PyObject *hashes = PyBytes_FromStringAndSize((const char *)out, (Py_ssize_t)(w * sizeof(uint64_t)));
     PyMem_RawFree(out);
-    PyBuffer_Release(&data);
-    PyBuffer_Release(&offs);
     if (!hashes) { Py_DECREF(counts); Py_DECREF(flags); return NULL; }
     return Py_BuildValue("(NNN)", hashes, counts, flags);
 }
@@ -797,6 +980,7 @@ static PyMethodDef methods[] = {
     {"collapse_ws", collapse_ws, METH_VARARGS,
      "Collapse ASCII whitespace runs, trim, optionally ASCII-lower; flags documents with non-ASCII bytes."},
     {"word_shingles", word_shingles, METH_VARARGS, "Word-shingle hashes of ASCII documents (dedupkit.minhash)."},
+    {"unknown_codepoints", unknown_codepoints, METH_VARARGS, "Distinct non-ASCII code points not classified yet."},
     {"hash_texts", hash_texts, METH_VARARGS, "xxh3-128 of each document, raw or after collapse_ws."},
     {"utf8_lengths", utf8_lengths, METH_VARARGS, "Characters per document of UTF-8 text (int64 bytes)."},
     {"char_shingles", char_shingles, METH_VARARGS, "Char-shingle hashes of NFKC-lower-cased documents."},

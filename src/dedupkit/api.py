@@ -1,104 +1,207 @@
 """Public entry points: the same calls the command line makes.
 
+Every stage function takes the inputs, the output folder and the stage's config object
+(:mod:`dedupkit.settings`); any setting may instead be given as a keyword (``threshold=0.8``,
+``id_column="id"``, ``workers=4``): it goes to the stage config, the read config or the run config,
+whichever has it. It returns a :class:`StageResult`.
+
 Example:
-    >>> from dedupkit import api  # doctest: +SKIP
-    >>> res = api.exact(["data/"], "out/exact", id_column="id")
-    >>> api.apply(["data/"], ["out/exact"], "out/clean")
+    >>> import dedupkit
+    >>> res = dedupkit.exact([str(data)], str(tmp / "exact"), id_column="id", workers=2)
+    >>> res.counts["dropped"]
+    1
+    >>> dedupkit.apply([str(data)], [str(res.out)], str(tmp / "clean")).summary["kept"]
+    3
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypeVar
 
-from typing import TYPE_CHECKING, Sequence
-
-from dedupkit.engine.local import no_progress
-from dedupkit.io.read import ReadSpec
-from dedupkit.policy import KeepPolicy
-from dedupkit.runner import RunOptions, RunResult, run_stage
+from dedupkit.errors import ConfigError
+from dedupkit.settings import (
+    AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, IndexConfig, InspectConfig, KeepConfig, ReadConfig, ReportConfig,
+    RunConfig, SemanticConfig, SubstringConfig, specs,
+)
 
 if TYPE_CHECKING:  # apply pulls in pyarrow.dataset; stage runs do not need it
     from dedupkit.apply import ApplyResult
+    from dedupkit.io.read import ReadSpec
+    from dedupkit.pipeline import PipelineResult
+
+C = TypeVar("C")
 
 
-def read_spec(text_column: str = "text", id_column: str | None = None, batch_size: int = 8192,
-              on_bad_record: str = "fail") -> ReadSpec:
-    return ReadSpec(text_column=text_column, id_column=id_column, batch_size=batch_size,
-                    on_bad_record=on_bad_record)
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage run produced.
+
+    Attributes:
+        out: the output folder (``out/manifest/``, ``out/summary.json``).
+        summary: the run's summary.json (counts, settings, timings, stage statistics).
+        reused: the folder already held a finished run of the same stage, settings and inputs,
+            which was kept as it was.
+    """
+
+    out: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+    reused: bool = False
+
+    @property
+    def stage(self) -> str:
+        """The stage name (``exact``, ``fuzzy``, ...)."""
+        return self.summary.get("stage", "")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows, kept, dropped, ... of the manifest."""
+        return dict(self.summary.get("counts") or {})
+
+    @property
+    def manifest(self) -> Path:
+        """The manifest folder (one Parquet row per input row)."""
+        return Path(self.out) / "manifest"
+
+    @classmethod
+    def _of(cls, res: Any) -> "StageResult":
+        return cls(out=Path(res.out), summary=res.summary, reused=bool(getattr(res, "reused", False)))
 
 
-def exact(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
-          batch_size: int = 8192, on_bad_record: str = "fail", normalize: str | Sequence[str] = "lower,whitespace",
-          keep: str = "first", keep_by: str | None = None, keep_order: str = "desc", workers: int = 1,
-          overwrite: bool = False, skip: Sequence[str] = (), max_drop_rate: float | None = None,
-          engine: str = "local", ray_address: str | None = None, progress=no_progress) -> RunResult:
-    """Run the exact stage. See ``dedupkit exact --help`` for the meaning of each argument."""
-    from dedupkit.stages.exact import ExactConfig, ExactStage
+def _configs(name: str, cls: type[C], config: C | None, read: ReadConfig | None, runtime: RunConfig | None,
+             settings: Mapping[str, Any]) -> tuple[C, ReadConfig, RunConfig]:
+    """Sort keyword settings into the stage, read and run configs (given objects are the base)."""
+    config = cls() if config is None else config
+    read = ReadConfig() if read is None else read
+    runtime = RunConfig() if runtime is None else runtime
+    parts: list[dict[str, Any]] = [{}, {}, {}]
+    known = [specs(cls), specs(ReadConfig), specs(RunConfig)]
+    for key, value in settings.items():
+        for i, k in enumerate(known):
+            if key in k:
+                parts[i][key] = value
+                break
+        else:
+            from dedupkit.stages.registry import did_you_mean
 
-    stage = ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
-    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
-                      overwrite=overwrite, max_drop_rate=max_drop_rate)
-    return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
-                     opts, progress)
+            valid = sorted(set().union(*known))
+            raise ConfigError(f"{name} has no setting {key!r}{did_you_mean(key, valid)}; settings are: "
+                              f"{', '.join(valid)}")
+    return (dataclasses.replace(config, **parts[0]) if parts[0] else config,
+            dataclasses.replace(read, **parts[1]) if parts[1] else read,
+            dataclasses.replace(runtime, **parts[2]) if parts[2] else runtime)
 
 
-def fuzzy(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
-          batch_size: int = 8192, on_bad_record: str = "fail", keep: str = "first", keep_by: str | None = None,
-          keep_order: str = "desc", workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
-          max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
-          progress=no_progress, **options) -> RunResult:
-    """Run the fuzzy (MinHash-LSH) stage. See ``dedupkit fuzzy --help`` for each argument.
+@dataclass(frozen=True)
+class _NoSettings:
+    """The stage config of a command that has none of its own."""
 
-    ``options`` are the fuzzy settings of :meth:`dedupkit.stages.fuzzy.FuzzyConfig.from_options`
-    (shingle, ngram, num_perm, seed, threshold, candidate_threshold, bands, rows, scheme, verify,
-    measure, containment_threshold, containment_min, char_threshold, char_ngram, cluster); the
-    defaults are those of ``dedupkit fuzzy``.
 
-    Raises:
-        ConfigError: an unknown or invalid option.
+def _read_run(name: str, read: ReadConfig | None, runtime: RunConfig | None,
+              settings: Mapping[str, Any]) -> tuple[ReadConfig, RunConfig]:
+    _, read, runtime = _configs(name, _NoSettings, None, read, runtime, settings)
+    return read, runtime
+
+
+def read_spec(read: ReadConfig | None = None, **settings: Any) -> "ReadSpec":
+    """The :class:`dedupkit.io.read.ReadSpec` of a read config (or of keyword settings)."""
+    from dedupkit.io.read import ReadSpec
+
+    read = dataclasses.replace(read or ReadConfig(), **settings)
+    return ReadSpec(text_column=read.text_column, id_column=read.id_column, batch_size=read.batch_size,
+                    on_bad_record=read.on_bad_record)
+
+
+def _progress(progress: Callable | None) -> Callable:
+    if progress is not None:
+        return progress
+    from dedupkit.engine.local import no_progress
+
+    return no_progress
+
+
+def _run(stage: Any, inputs: Sequence[str], out: str | os.PathLike, read: ReadConfig, runtime: RunConfig,
+         skip: Sequence[str], overwrite: bool, max_drop_rate: float | None, progress: Callable | None):
+    from dedupkit.runner import RunOptions, run_stage
+
+    opts = RunOptions(workers=runtime.workers, engine=runtime.engine, ray_address=runtime.ray_address,
+                      skip=tuple(str(s) for s in skip), overwrite=overwrite, max_drop_rate=max_drop_rate)
+    return run_stage(stage, [str(i) for i in inputs], str(out), read_spec(read), opts, _progress(progress))
+
+
+def exact(inputs: Sequence[str], out: str | os.PathLike, config: ExactConfig | None = None, *,
+          read: ReadConfig | None = None, runtime: RunConfig | None = None, skip: Sequence[str] = (),
+          overwrite: bool = False, max_drop_rate: float | None = None, progress: Callable | None = None,
+          **settings: Any) -> StageResult:
+    """Drop exact duplicates: documents whose normalized text has the same xxh3-128 hash.
+
+    Args:
+        inputs: files, folders (recursive) or globs of Parquet / JSONL shards.
+        out: the output folder (``manifest/`` and ``summary.json``).
+        config: the stage's settings (``dedupkit exact --help``).
+        read, runtime: how shards are read; where the work runs.
+        skip: manifest folders of earlier stages whose dropped rows are left out.
+        overwrite: replace a finished run made otherwise.
+        max_drop_rate: abort (GuardrailError) when more than this share would be dropped.
+        settings: any field of ``config``, ``read`` or ``runtime`` as a keyword.
 
     Example:
-        >>> api.fuzzy(["data/"], "out/fuzzy", id_column="id", threshold=0.8)  # doctest: +SKIP
+        >>> import dedupkit
+        >>> res = dedupkit.exact([str(data)], str(tmp / "exact-lower"), dedupkit.ExactConfig(normalize="lower"))
+        >>> res.counts["dropped"]
+        1
     """
-    from dedupkit.pipeline import build_fuzzy
-
-    stage = build_fuzzy(keep=keep, keep_by=keep_by, keep_order=keep_order, **options)
-    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
-                      overwrite=overwrite, max_drop_rate=max_drop_rate)
-    return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
-                     opts, progress)
+    config, read, runtime = _configs("exact", ExactConfig, config, read, runtime, settings)
+    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+                                progress))
 
 
-def substring(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
-              batch_size: int = 8192, on_bad_record: str = "fail", unit: str = "span",
-              min_tokens: int | None = None, keep: str = "first", min_length: int = 0, min_docs: int = 2,
-              protect: float = 0.8, partitions: int = 0, keep_by: str | None = None, keep_order: str = "desc",
-              workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
-              max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
-              progress=no_progress) -> RunResult:
+def fuzzy(inputs: Sequence[str], out: str | os.PathLike, config: FuzzyConfig | None = None, *,
+          read: ReadConfig | None = None, runtime: RunConfig | None = None, skip: Sequence[str] = (),
+          overwrite: bool = False, max_drop_rate: float | None = None, progress: Callable | None = None,
+          **settings: Any) -> StageResult:
+    """Drop near-duplicates: MinHash signatures of shingle sets, LSH band buckets, verified pairs.
+
+    Arguments as :func:`exact`; ``config`` is a :class:`dedupkit.FuzzyConfig` (``dedupkit fuzzy --help``).
+
+    Raises:
+        ConfigError: an unknown or invalid setting.
+
+    Example:
+        >>> import dedupkit
+        >>> res = dedupkit.fuzzy([str(data)], str(tmp / "fuzzy-0.7"), threshold=0.7, id_column="id")
+        >>> res.stage, res.counts["rows"]
+        ('fuzzy', 4)
+    """
+    config, read, runtime = _configs("fuzzy", FuzzyConfig, config, read, runtime, settings)
+    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+                                progress))
+
+
+def substring(inputs: Sequence[str], out: str | os.PathLike, config: SubstringConfig | None = None, *,
+              read: ReadConfig | None = None, runtime: RunConfig | None = None, skip: Sequence[str] = (),
+              overwrite: bool = False, max_drop_rate: float | None = None, progress: Callable | None = None,
+              **settings: Any) -> StageResult:
     """Cut repeated passages (``unit="span"``), lines or paragraphs out of documents.
 
     Writes ``out/manifest`` (documents dropped when cut below ``min_length``), ``out/spans`` (the cut
-    spans) and ``out/summary.json`` (with the audit figures for spans). See ``dedupkit substring --help``.
+    spans) and ``out/summary.json`` (with the audit figures for spans). Arguments as :func:`exact`.
 
     Example:
-        >>> api.substring(["data/"], "out/substring", min_tokens=50)  # doctest: +SKIP
-        >>> api.apply(["data/"], ["out/substring"], "out/clean")  # doctest: +SKIP
+        >>> dedupkit.substring(["data/"], "out/substring", min_tokens=50)  # doctest: +SKIP
+        >>> dedupkit.apply(["data/"], ["out/substring"], "out/clean")  # doctest: +SKIP
     """
-    from dedupkit.stages.substring import SubstringConfig, SubstringStage
-
-    cfg = SubstringConfig(unit=unit, min_tokens=min_tokens, keep=keep, min_length=min_length, min_docs=min_docs,
-                          protect=protect, partitions=partitions, policy=KeepPolicy("first", keep_by, keep_order))
-    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
-                      overwrite=overwrite, max_drop_rate=max_drop_rate)
-    return run_stage(SubstringStage(cfg), inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
-                     opts, progress)
+    config, read, runtime = _configs("substring", SubstringConfig, config, read, runtime, settings)
+    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+                                progress))
 
 
-def audit(inputs: Sequence[str], *, text_column: str = "text", id_column: str | None = None,
-          batch_size: int = 8192, on_bad_record: str = "fail", min_tokens: int = 50, partitions: int = 0,
-          workers: int = 1, skip: Sequence[str] = (), engine: str = "local", ray_address: str | None = None,
-          work_dir: str | None = None, progress=no_progress) -> dict:
+def audit(inputs: Sequence[str], config: AuditConfig | None = None, *, read: ReadConfig | None = None,
+          runtime: RunConfig | None = None, skip: Sequence[str] = (), progress: Callable | None = None,
+          **settings: Any) -> dict[str, Any]:
     """The memorisation-risk profile of a corpus (see ``dedupkit audit --help``).
 
     Returns:
@@ -106,21 +209,20 @@ def audit(inputs: Sequence[str], *, text_column: str = "text", id_column: str | 
         repeated at least 2, 10 and 100 times, the same per shard, and the ``top_spans``.
 
     Example:
-        >>> api.audit(["data/"], min_tokens=50)["share"]["repeated_2x"]  # doctest: +SKIP
+        >>> dedupkit.audit(["data/"], min_tokens=50)["share"]["repeated_2x"]  # doctest: +SKIP
         0.031
     """
     import shutil
     import tempfile
 
-    from dedupkit.stages.substring import SubstringConfig, SubstringStage
+    from dedupkit.stages.substring import SubstringConfig as _Substring, SubstringStage
 
-    tmp = tempfile.mkdtemp(prefix="dedupkit-audit-", dir=work_dir)
+    config, read, runtime = _configs("audit", AuditConfig, config, read, runtime, settings)
+    tmp = tempfile.mkdtemp(prefix="dedupkit-audit-", dir=config.work_dir)
     try:
-        stage = SubstringStage(SubstringConfig(unit="span", min_tokens=min_tokens, partitions=partitions),
+        stage = SubstringStage(_Substring(unit="span", min_tokens=config.min_tokens, partitions=config.partitions),
                                write_spans=False)
-        opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip))
-        res = run_stage(stage, inputs, tmp, read_spec(text_column, id_column, batch_size, on_bad_record), opts,
-                        progress)
+        res = _run(stage, inputs, tmp, read, runtime, skip, False, None, progress)
         return {"inputs": [s["name"] for s in res.summary["inputs"]], **res.summary["stats"]["audit"]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,34 +232,39 @@ def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: 
     """Write the rows every manifest keeps. See :func:`dedupkit.apply.apply_manifests`."""
     from dedupkit.apply import apply_manifests
 
-    return apply_manifests(inputs, manifests, out, overwrite=overwrite)
+    return apply_manifests([str(i) for i in inputs], [str(m) for m in manifests], str(out), overwrite=overwrite)
 
 
-def report(out: str, html_path: str, *, largest: int = 20, sample: int = 30, max_members: int = 8,
-           max_chars: int = 2000, seed: int = 0, title: str | None = None, max_bytes: int = 4_000_000,
-           overwrite: bool = False):
-    """Write the HTML report of a finished run. See :func:`dedupkit.report.html.build_report`."""
+def report(out: str | os.PathLike, html_path: str | os.PathLike, config: ReportConfig | None = None, *,
+           overwrite: bool = False, **settings: Any):
+    """Write the HTML report of a finished run (``dedupkit report --help``); ``settings`` are fields
+    of :class:`dedupkit.settings.ReportConfig`. See :func:`dedupkit.report.html.build_report`."""
     from dedupkit.report.html import ReportOptions, build_report
 
-    return build_report(out, html_path, ReportOptions(largest=largest, sample=sample, max_members=max_members,
-                                                      max_chars=max_chars, seed=seed, title=title,
-                                                      max_bytes=max_bytes), overwrite=overwrite)
+    c = dataclasses.replace(config or ReportConfig(), **settings)
+    return build_report(out, html_path, ReportOptions(largest=c.largest, sample=c.sample, max_members=c.max_members,
+                                                      max_chars=c.max_chars, seed=c.seed, title=c.title,
+                                                      max_bytes=int(c.max_mb * 1e6)), overwrite=overwrite)
 
 
-def inspect(out: str, *, cluster: int | None = None, doc: str | None = None, largest: int | None = None,
-            stage: str | None = None, max_members: int = 20, max_chars: int = 1500):
-    """Clusters of a finished run with texts and diffs. See :func:`dedupkit.report.inspect.inspect_run`."""
+def inspect(out: str | os.PathLike, *, cluster: int | None = None, doc: str | None = None,
+            largest: int | None = None, stage: str | None = None, config: InspectConfig | None = None,
+            **settings: Any):
+    """Clusters of a finished run with texts and diffs (``dedupkit inspect --help``); ``settings``
+    are fields of :class:`dedupkit.settings.InspectConfig`. See :func:`dedupkit.report.inspect.inspect_run`."""
     from dedupkit.report.inspect import inspect_run
 
+    c = dataclasses.replace(config or InspectConfig(), **settings)
     return inspect_run(out, cluster=cluster, doc=doc, largest=largest, stage=stage,
-                       max_members=max_members, max_chars=max_chars)
+                       max_members=c.max_members, max_chars=c.max_chars)
+
 
 def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: str | Sequence[str] | None = None,
         sets: Sequence[str] = (), text_column: str | None = None, id_column: str | None = None,
         batch_size: int | None = None, on_bad_record: str | None = None, workers: int | None = None,
         engine: str | None = None, ray_address: str | None = None, max_drop_rate: float | None = None,
         clean: str | None = None, dry_run: bool = False, overwrite: bool = False, env=None,
-        progress=no_progress, log=lambda msg: None):
+        progress: Callable | None = None, log: Callable[[str], None] = lambda msg: None) -> "PipelineResult":
     """Run several stages in order and combine their manifests (``dedupkit run``).
 
     Arguments left as None come from the environment (``DEDUPKIT_*``), then ``config`` (a TOML
@@ -168,7 +275,7 @@ def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: s
         :class:`dedupkit.pipeline.PipelineResult`.
 
     Example:
-        >>> api.run(["data/"], "out/run", config="configs/default.toml", id_column="id")  # doctest: +SKIP
+        >>> dedupkit.run(["data/"], "out/run", config="configs/default.toml", id_column="id")  # doctest: +SKIP
     """
     from dedupkit.config import resolve
     from dedupkit.pipeline import run_pipeline
@@ -179,7 +286,7 @@ def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: s
              "on_bad_record": on_bad_record, "workers": workers, "engine": engine, "ray_address": ray_address,
              "max_drop_rate": max_drop_rate, "clean": clean}
     cfg = resolve(config, flags=flags, sets=sets, env=env)
-    return run_pipeline(inputs, out, cfg, overwrite=overwrite, dry_run=dry_run, progress=progress, log=log)
+    return run_pipeline(inputs, out, cfg, overwrite=overwrite, dry_run=dry_run, progress=_progress(progress), log=log)
 
 
 def stats(out: str) -> dict:
@@ -188,55 +295,41 @@ def stats(out: str) -> dict:
 
     return _stats(out)
 
-def semantic(inputs: Sequence[str], out: str, *, text_column: str = "text", id_column: str | None = None,
-             batch_size: int = 8192, on_bad_record: str = "fail", model: str = "minilm",
-             device: str = "auto", embed_batch_size: int = 64, max_tokens: int = 128, backend: str = "auto",
-             eps: float | str | Sequence[float] = 0.07, clusters: int | None = None,
-             fit_sample: int | None = None, niter: int = 20, keep: str = "hard", keep_by: str | None = None,
-             keep_order: str = "desc", seed: int = 42, analyze: bool = False, cache_dir: str | None = None,
-             use_cache: bool = True, workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
-             max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
-             progress=no_progress) -> RunResult:
-    """Run the semantic (SemDeDup) stage. See ``dedupkit semantic --help`` for each argument.
+def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConfig | None = None, *,
+             read: ReadConfig | None = None, runtime: RunConfig | None = None, skip: Sequence[str] = (),
+             overwrite: bool = False, max_drop_rate: float | None = None, progress: Callable | None = None,
+             **settings: Any) -> StageResult:
+    """Drop semantic duplicates with SemDeDup (``dedupkit semantic --help``). Arguments as :func:`exact`.
 
     With ``analyze=True`` nothing is dropped: the manifest keeps every row (with the
     ``nearest_sim``/``nearest_doc`` columns) and ``OUT/analysis.json`` holds, per eps, the number of
     documents that would be dropped and sample pairs just above and below each threshold.
 
     Example:
-        >>> api.semantic(["data/"], "out/sem", eps="0.02,0.05,0.1", analyze=True)  # doctest: +SKIP
+        >>> dedupkit.semantic(["data/"], "out/sem", eps="0.02,0.05,0.1", analyze=True)  # doctest: +SKIP
     """
     import json
-    import os
 
-    from dedupkit.embed import EmbedConfig
-    from dedupkit.stages.semantic import SemanticConfig, SemanticStage
-
-    cfg = SemanticConfig(
-        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens,
-                          backend=backend),
-        eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep, keep_by=keep_by,
-        order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir, use_cache=use_cache,
-    )
-    stage = SemanticStage(cfg)
-    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
-                      overwrite=overwrite, max_drop_rate=None if analyze else max_drop_rate)
-    result = run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
-                       opts, progress)
-    if analyze and stage.analysis is not None:
-        from pathlib import Path
-
+    if isinstance(settings.get("eps"), (list, tuple)):  # eps=[0.02, 0.05]: the list --eps takes
+        settings["eps"] = ",".join(map(str, settings["eps"]))
+    config, read, runtime = _configs("semantic", SemanticConfig, config, read, runtime, settings)
+    stage = config.make_stage()
+    result = _run(stage, inputs, out, read, runtime, skip, overwrite, None if config.analyze else max_drop_rate,
+                  progress)
+    if config.analyze and stage.analysis is not None:
         path = Path(out) / "analysis.json"
         tmp = path.with_name(f".analysis.json.tmp{os.getpid()}")
         tmp.write_text(json.dumps(stage.analysis, indent=2, ensure_ascii=False))
         os.replace(tmp, path)
-    return result
+    return StageResult._of(result)
 
-def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = "exact",
+def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = IndexConfig.stages,
                  normalize: str | Sequence[str] | None = None, minhash: dict | None = None,
-                 overwrite: bool = False, text_column: str = "text", id_column: str | None = None,
-                 batch_size: int = 8192, on_bad_record: str = "fail", workers: int = 1, progress=no_progress):
+                 overwrite: bool = False, read: ReadConfig | None = None, runtime: RunConfig | None = None,
+                 progress: Callable | None = None, **settings: Any):
     """Create an index (a folder, or ``redis://HOST:PORT/DB``) and add ``inputs`` to it.
+
+    ``settings`` are fields of the read and run configs as keywords (``id_column="id"``).
 
     Returns:
         :class:`dedupkit.index.ops.AddResult`.
@@ -248,10 +341,12 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     from dedupkit.index.ops import AddResult, add_inputs, make_settings
     from dedupkit.index.redis_store import is_redis_url
 
+    read, runtime = _read_run("index create", read, runtime, settings)
+    workers, progress = runtime.workers, _progress(progress)
     settings = make_settings(stages, normalize, minhash)  # normalize None: the exact stage's default
     if inputs:
         discover_inputs_first(inputs)
-    spec = read_spec(text_column, id_column, batch_size, on_bad_record)
+    spec = read_spec(read)
     if not is_redis_url(location):
         return _create_local_index(location, settings, inputs, spec, overwrite, workers, progress)
     with create_index(location, settings, overwrite=overwrite) as store:
@@ -353,16 +448,19 @@ def discover_inputs_first(inputs: Sequence[str]) -> None:
     discover(inputs)
 
 
-def index_add(location: str, inputs: Sequence[str], *, text_column: str = "text", id_column: str | None = None,
-              batch_size: int = 8192, on_bad_record: str = "fail", workers: int = 1, progress=no_progress):
-    """Add the documents of ``inputs`` to an existing index, with the index's own settings."""
+def index_add(location: str, inputs: Sequence[str], *, read: ReadConfig | None = None,
+              runtime: RunConfig | None = None, progress: Callable | None = None, **settings: Any):
+    """Add the documents of ``inputs`` to an existing index, with the index's own settings.
+
+    ``settings`` are fields of the read and run configs as keywords (``id_column="id"``).
+    """
     from dedupkit.index import open_index
     from dedupkit.index.ops import add_inputs
 
+    read, runtime = _read_run("index add", read, runtime, settings)
     discover_inputs_first(inputs)
     with open_index(location) as store:
-        return add_inputs(store, inputs, read_spec(text_column, id_column, batch_size, on_bad_record),
-                          workers=workers, progress=progress)
+        return add_inputs(store, inputs, read_spec(read), workers=runtime.workers, progress=_progress(progress))
 
 
 def index_info(location: str) -> dict:
@@ -374,59 +472,53 @@ def index_info(location: str) -> dict:
 
 
 def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float | None = None,
-          update: bool = False, text_column: str = "text", id_column: str | None = None,
-          batch_size: int = 8192, on_bad_record: str = "fail", keep: str = "first", keep_by: str | None = None,
-          keep_order: str = "desc", stages: str | None = None, normalize: str | None = None,
-          minhash: dict | None = None, workers: int = 1, overwrite: bool = False, engine: str = "local",
-          ray_address: str | None = None, progress=no_progress):
+          update: bool = False, policy: KeepConfig | None = None, stages: str | None = None,
+          normalize: str | None = None, minhash: dict | None = None, overwrite: bool = False,
+          read: ReadConfig | None = None, runtime: RunConfig | None = None, progress: Callable | None = None,
+          **settings: Any):
     """Check a new drop against an index; see ``dedupkit check --help``.
 
     ``stages``, ``normalize`` and ``minhash`` are optional: left out, the index's settings are used;
-    given, they must equal the index's (a mismatch raises ConfigError).
+    given, they must equal the index's (a mismatch raises ConfigError). ``settings`` are fields of
+    the keep policy (:class:`dedupkit.settings.KeepConfig`), read and run configs as keywords.
 
     Raises:
         CheckFailed: the duplicate rate is above ``max_dup_rate`` (the manifest is written first).
     """
     from dedupkit.index import open_index
     from dedupkit.index.ops import run_check
+    from dedupkit.runner import RunOptions
 
-    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, overwrite=overwrite)
+    policy, read, runtime = _configs("check", KeepConfig, policy, read, runtime, settings)
+    opts = RunOptions(workers=runtime.workers, engine=runtime.engine, ray_address=runtime.ray_address,
+                      overwrite=overwrite)
     with open_index(against) as store:
-        return run_check(store, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record),
-                         policy=KeepPolicy(keep, keep_by, keep_order), max_dup_rate=max_dup_rate,
-                         update=update, options=opts, progress=progress,
+        return run_check(store, inputs, out, read_spec(read), policy=policy.policy(), max_dup_rate=max_dup_rate,
+                         update=update, options=opts, progress=_progress(progress),
                          requested={"stages": stages, "normalize": normalize, "minhash": minhash})
 
 
-def decontaminate(inputs: Sequence[str], out: str, against: Sequence[str], *, eval_fields: str | Sequence[str] | None = None,
-                  eval_id: str | None = None, ngram: int = 13, min_tokens: int = 5, min_overlap: float = 0.5,
-                  mode: str = "drop", margin: int = 200, max_pieces: int = 8, max_cut_fraction: float = 0.5,
-                  text_column: str = "text", id_column: str | None = None, batch_size: int = 8192,
-                  on_bad_record: str = "fail", workers: int = 1, overwrite: bool = False, skip: Sequence[str] = (),
-                  max_drop_rate: float | None = None, engine: str = "local", ray_address: str | None = None,
-                  progress=no_progress) -> RunResult:
+def decontaminate(inputs: Sequence[str], out: str | os.PathLike, against: Sequence[str],
+                  config: DecontaminateConfig | None = None, *, read: ReadConfig | None = None,
+                  runtime: RunConfig | None = None, skip: Sequence[str] = (), overwrite: bool = False,
+                  max_drop_rate: float | None = None, progress: Callable | None = None,
+                  **settings: Any) -> StageResult:
     """Find eval-set items in ``inputs``; drop (or cut) the documents that hold them.
 
-    See ``dedupkit decontaminate --help`` and :mod:`dedupkit.decontaminate` for the method. In
-    ``cut`` mode, ``OUT/spans/`` lists the cut spans.
+    ``against`` are eval sets (files, folders, ``NAME=PATH``). See ``dedupkit decontaminate --help``
+    and :mod:`dedupkit.decontaminate` for the method. In ``cut`` mode, ``OUT/spans/`` lists the cut
+    spans. Other arguments as :func:`exact`.
 
     Example:
-        >>> api.decontaminate(["data/"], "out/decon", ["quiz=evals/quiz.jsonl"],
-        ...                   eval_fields="question,answer")  # doctest: +SKIP
+        >>> dedupkit.decontaminate(["data/"], "out/decon", ["quiz=evals/quiz.jsonl"],
+        ...                        eval_fields="question,answer")  # doctest: +SKIP
     """
-    from pathlib import Path
+    from dedupkit.decontaminate import DecontaminateStage, load_eval_sets
 
-    from dedupkit.decontaminate import DecontaminateConfig, DecontaminateStage, load_eval_sets
-
-    if isinstance(eval_fields, str):
-        eval_fields = [f.strip() for f in eval_fields.split(",") if f.strip()] or None
-    cfg = DecontaminateConfig(ngram=ngram, min_tokens=min_tokens, min_overlap=min_overlap, mode=mode, margin=margin,
-                              max_pieces=max_pieces, max_cut_fraction=max_cut_fraction)
-    items = load_eval_sets(against, eval_fields, eval_id)
-    stage = DecontaminateStage(items, cfg, str(Path(out) / ".work" / "decontaminate-index"))
-    opts = RunOptions(workers=workers, engine=engine, ray_address=ray_address, skip=tuple(skip),
-                      overwrite=overwrite, max_drop_rate=max_drop_rate)
-    return run_stage(stage, inputs, out, read_spec(text_column, id_column, batch_size, on_bad_record), opts, progress)
+    config, read, runtime = _configs("decontaminate", DecontaminateConfig, config, read, runtime, settings)
+    items = load_eval_sets(against, config.fields_list(), config.eval_id)
+    stage = DecontaminateStage(items, config.stage_config(), str(Path(out) / ".work" / "decontaminate-index"))
+    return StageResult._of(_run(stage, inputs, out, read, runtime, skip, overwrite, max_drop_rate, progress))
 
 
 def check_evals(inputs: Sequence[str], out: str, evals: Sequence[str], **kwargs):

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dedupkit import settings as _S
 from dedupkit.errors import ManifestError, OutputError
 from dedupkit.io.read import _open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
@@ -241,7 +242,7 @@ def _lock_dir(path: Path, out: Path) -> int:
 
 
 def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | os.PathLike,
-                    overwrite: bool = False, batch_size: int = 8192) -> ApplyResult:
+                    overwrite: bool = False, batch_size: int = _S.ReadConfig.batch_size) -> ApplyResult:
     """Write the rows that every manifest keeps, one output shard per input shard.
 
     A row is dropped if any manifest drops it. Span manifests (``OUT/spans``, see

@@ -19,227 +19,82 @@ fuzzy.threshold=0.7``), a ``DEDUPKIT_*`` environment variable (run-wide ``DEDUPK
 per stage ``DEDUPKIT_FUZZY_THRESHOLD``, or the stage option's own variable such as
 ``DEDUPKIT_NORMALIZE``), the config file, the option's default.
 
-The set of valid keys of a stage table is read from the stage command's Click options, so a stage
-that lands later (or a third-party one, see :func:`register_stage`) is configurable without
-changes here. Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming
-the key and the file.
+The valid keys of a stage table, their types, ranges, defaults and environment variables are the
+fields of the stage's config dataclass (:mod:`dedupkit.settings`, the one schema the commands'
+options are generated from too), so a stage that lands later (or a third-party one, see
+:func:`dedupkit.stages.registry.register_stage`) is configurable without changes here. This module
+never imports Click. Unknown keys, wrong types and out-of-range values raise :class:`ConfigError`
+naming the key and the file.
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import importlib.util
 import os
-import tomllib
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from dedupkit.errors import ConfigError
+from dedupkit.settings import (
+    GuardConfig, PipelineSettings, ReadConfig, RunConfig, Spec, default_of, specs, type_name as _type_name,
+)
+from dedupkit.stages.registry import (
+    _REGISTRY, StageEntry, build_stage, did_you_mean as _did_you_mean, known_stages, register_stage, stage_entry,
+    unregister_stage,
+)
 
-# Options of a stage command that are run-wide in a pipeline (set at the top level of the file or
-# by `dedupkit run` itself), never in a stage table.
-READ_KEYS = ("text_column", "id_column", "batch_size", "on_bad_record")
-RUN_KEYS = ("stages", "workers", "engine", "ray_address", "max_drop_rate", "clean")
-NOT_STAGE_KEYS = frozenset(READ_KEYS + ("inputs", "output", "overwrite", "quiet", "as_json", "skip",
-                                        "workers", "engine", "ray_address", "config", "json"))
-DEFAULT_STAGES = ("exact", "fuzzy")
-ENGINES = ("local", "ray")
-BAD_RECORD_MODES = ("fail", "skip")
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["PipelineConfig", "StageSettings", "StageEntry", "apply_stage_checks", "build_pipeline_stage", "build_stage", "command_defaults",
+           "known_stages", "load_toml", "parse_set", "register_stage", "resolve", "stage_available", "stage_entry",
+           "stage_params", "unregister_stage"]
+
+# Settings that are run-wide in a pipeline (set at the top level of the file or by `dedupkit run`
+# itself), never in a stage table.
+READ_KEYS = tuple(specs(ReadConfig))
+RUN_KEYS = ("stages",) + tuple(specs(RunConfig)) + ("max_drop_rate", "clean")
+NOT_STAGE_KEYS = frozenset(READ_KEYS + tuple(specs(RunConfig)) + (
+    "inputs", "output", "overwrite", "quiet", "as_json", "skip", "config", "json"))
+DEFAULT_STAGES = tuple(default_of(PipelineSettings, "stages").split(","))
+ENGINES = specs(RunConfig)["engine"].choices
+BAD_RECORD_MODES = specs(ReadConfig)["on_bad_record"].choices
 
 
 # --------------------------------------------------------------------------------------------
-# Stage registry
-
-
-@dataclass(frozen=True)
-class StageEntry:
-    """How ``dedupkit run`` finds a stage.
-
-    Attributes:
-        name: the stage name (config table name, ``--stages`` item, manifest ``stage`` value).
-        command: ``"module:attr"`` of the stage's Click command; its options define the keys of the
-            stage's config table, their types, ranges, defaults and environment variables.
-        build: a callable, or the ``"module:attr"`` of one, taking the stage options as keyword
-            arguments (without ``max_drop_rate``) and returning a :class:`dedupkit.stages.base.Stage`.
-    """
-
-    name: str
-    command: str
-    build: Any
-
-
-_REGISTRY: dict[str, StageEntry] = {}
-
-
-def register_stage(name: str, command: str, build: Any) -> None:
-    """Make a stage available to ``dedupkit run`` and config files.
-
-    Modules are imported only when the stage is used, so registering costs nothing.
-
-    Example:
-        >>> register_stage("mystage", "mypkg.cli:mystage", "mypkg.stage:build")  # doctest: +SKIP
-    """
-    if not name or not name.replace("_", "").isalnum():
-        raise ConfigError(f"stage name must be letters, digits and underscores, got {name!r}")
-    if name in READ_KEYS or name in RUN_KEYS:
-        raise ConfigError(f"{name!r} cannot name a stage: it is a run-wide config key")
-    _REGISTRY[name] = StageEntry(name, command, build)
-
-
-def unregister_stage(name: str) -> None:
-    """Remove a stage added with :func:`register_stage` (tests use this)."""
-    _REGISTRY.pop(name, None)
-
-
-register_stage("exact", "dedupkit.cli.exact:exact", "dedupkit.pipeline:build_exact")
-register_stage("fuzzy", "dedupkit.cli.fuzzy:fuzzy", "dedupkit.pipeline:build_fuzzy")
-register_stage("semantic", "dedupkit.cli.semantic:semantic", "dedupkit.pipeline:build_semantic")
-register_stage("substring", "dedupkit.cli.substring:substring", "dedupkit.stages.substring:build_substring")
-
-
-def known_stages() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
-
-
-def _load(ref: str):
-    mod, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(mod), attr)
+# Stage registry (kept in dedupkit.stages.registry)
 
 
 def stage_available(name: str) -> bool:
-    """True when the stage is registered and its command module is importable."""
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        return False
-    try:
-        return importlib.util.find_spec(entry.command.partition(":")[0]) is not None
-    except (ImportError, ValueError):
-        return False
+    """True when the stage is registered."""
+    return name in _REGISTRY
 
 
-def stage_entry(name: str) -> StageEntry:
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(_REGISTRY)}"
-                          f"{_did_you_mean(name, _REGISTRY)}")
-    if not stage_available(name):
-        raise ConfigError(f"stage {name!r} is not available in this installation of dedupkit "
-                          f"(module {entry.command.partition(':')[0]} is missing); choose --stages from: "
-                          f"{', '.join(n for n in _REGISTRY if stage_available(n))}")
-    return entry
+# A stage table's max_drop_rate: the stage's own guardrail. Only the run-wide key has an
+# environment variable of its own; per stage it is DEDUPKIT_<STAGE>_MAX_DROP_RATE.
+_STAGE_RATE = replace(specs(GuardConfig)["max_drop_rate"], env=None)
 
 
-def stage_params(name: str) -> dict[str, Any]:
-    """The Click options of a stage command that a stage table may set, by key."""
-    cmd = _load(stage_entry(name).command)
-    return {p.name: p for p in cmd.params
-            if p.name and p.name not in NOT_STAGE_KEYS and not getattr(p, "hidden", False)
-            and p.param_type_name == "option"}
-
-
-def build_stage(name: str, options: Mapping[str, Any]):
-    """Construct the stage object from resolved options (``max_drop_rate`` is left out)."""
-    build = stage_entry(name).build
-    builder = build if callable(build) else _load(build)
-    kwargs = {k: v for k, v in options.items() if k != "max_drop_rate"}
-    return builder(**kwargs)
+def stage_params(name: str) -> dict[str, Spec]:
+    """The settings a stage table may set, by key: the stage config's fields and ``max_drop_rate``."""
+    return {**specs(stage_entry(name).config_class()), "max_drop_rate": _STAGE_RATE}
 
 
 # --------------------------------------------------------------------------------------------
 # Values
 
 
-def _did_you_mean(key: str, choices) -> str:
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "table"}.get(type(v), type(v).__name__)
-
-
-def convert_param(param, value: Any, where: str) -> Any:
-    """Check a TOML / env / --set value against a Click option and convert it.
+def convert_param(spec: Spec, value: Any, where: str) -> Any:
+    """Check a TOML / ``--set`` value against a setting's spec and convert it.
 
     Raises:
         ConfigError: naming ``where`` (e.g. ``"configs/web.toml: [fuzzy] threshold"``), the value,
             and what is expected.
     """
-    import click
-
-    ptype = param.type
-    kind = getattr(ptype, "name", "")
-    multiple = getattr(param, "multiple", False)
-    is_flag = getattr(param, "is_flag", False)
-    if value is None:
-        return None
-    if is_flag:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: expected true or false, got {_type_name(value)}")
-        return value
-    if multiple:
-        items = value if isinstance(value, list) else [value]
-    else:
-        if isinstance(value, list):
-            # Comma-separated string options (normalize steps, ...) may be written as arrays.
-            if kind in ("text", "choice") and all(isinstance(v, str) for v in value):
-                value = ",".join(value)
-            else:
-                raise ConfigError(f"{where} = {value!r}: expected a single {kind or 'value'}, got an array")
-        items = [value]
-    checked = []
-    for v in items:
-        if isinstance(v, (dict, list)):
-            raise ConfigError(f"{where} = {value!r}: expected a {kind or 'value'}, got {_type_name(v)}")
-        if kind in ("integer", "integer range") and (isinstance(v, bool) or isinstance(v, float)):
-            raise ConfigError(f"{where} = {v!r}: expected an integer, got {_type_name(v)}")
-        if kind in ("integer", "integer range", "float", "float range") and isinstance(v, str):
-            raise ConfigError(f"{where} = {v!r}: expected a number, got a string (write it without quotes)")
-        if kind in ("float", "float range") and isinstance(v, bool):
-            raise ConfigError(f"{where} = {v!r}: expected a number, got {_type_name(v)}")
-        if kind == "text" and isinstance(v, (int, float)) and not isinstance(v, bool):
-            v = str(v)  # free-text options that hold numbers (semantic's eps = 0.07) may be written bare
-        if kind in ("text", "choice", "path", "directory", "file") and not isinstance(v, str):
-            raise ConfigError(f"{where} = {v!r}: expected a string, got {_type_name(v)} (quote it)")
-        if kind == "boolean" and not isinstance(v, bool):
-            raise ConfigError(f"{where} = {v!r}: expected true or false, got {_type_name(v)}")
-        try:
-            checked.append(ptype.convert(v, param, None))
-        except click.BadParameter as exc:
-            raise ConfigError(f"{where} = {v!r}: {exc.message}") from None
-    return tuple(checked) if multiple else checked[0]
-
-
-def _from_env_string(param, raw: str, where: str) -> Any:
-    """Environment values are strings: let the option's type parse them, with our message."""
-    import click
-
-    if getattr(param, "is_flag", False):
-        low = raw.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off", ""):
-            return False
-        raise ConfigError(f"{where}={raw!r}: expected true or false")
-    if getattr(param, "multiple", False):
-        parts = [p for p in raw.replace(",", " ").split() if p]
-        return tuple(_from_env_string_one(param, p, where) for p in parts)
-    try:
-        return param.type.convert(raw, param, None)
-    except click.BadParameter as exc:
-        raise ConfigError(f"{where}={raw!r}: {exc.message}") from None
-
-
-def _from_env_string_one(param, raw: str, where: str) -> Any:
-    import click
-
-    try:
-        return param.type.convert(raw, param, None)
-    except click.BadParameter as exc:
-        raise ConfigError(f"{where}={raw!r}: {exc.message}") from None
+    return spec.check(value, where)
 
 
 def parse_set(item: str) -> tuple[str, str, Any]:
@@ -304,14 +159,14 @@ class PipelineConfig:
     """
 
     stages: tuple[StageSettings, ...]
-    text_column: str = "text"
-    id_column: str | None = None
-    batch_size: int = 8192
-    on_bad_record: str = "fail"
-    workers: int = 1
-    engine: str = "local"
-    ray_address: str | None = None
-    clean: str | None = None
+    text_column: str = default_of(ReadConfig, "text_column")
+    id_column: str | None = default_of(ReadConfig, "id_column")
+    batch_size: int = default_of(ReadConfig, "batch_size")
+    on_bad_record: str = default_of(ReadConfig, "on_bad_record")
+    workers: int = default_of(RunConfig, "workers")
+    engine: str = default_of(RunConfig, "engine")
+    ray_address: str | None = default_of(RunConfig, "ray_address")
+    clean: str | None = default_of(PipelineSettings, "clean")
     source: str | None = None
 
     def __post_init__(self) -> None:
@@ -385,19 +240,20 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {exc}; fix the line named") from None
 
 
+def _top_specs() -> dict[str, Spec]:
+    run = specs(PipelineSettings)
+    return {"stages": run["stages"], **specs(ReadConfig), **specs(RunConfig), "max_drop_rate": run["max_drop_rate"],
+            "clean": run["clean"]}
+
+
+def _top_kind(spec: Spec) -> str:
+    if spec.name == "stages":
+        return "stages"
+    return {"int": "int", "float": "rate"}.get(spec.kind, "str")
+
+
 # Run-wide keys: (TOML type check, environment variable)
-_TOP: dict[str, tuple[str, str]] = {
-    "stages": ("stages", "DEDUPKIT_STAGES"),
-    "text_column": ("str", "DEDUPKIT_TEXT_COLUMN"),
-    "id_column": ("str", "DEDUPKIT_ID_COLUMN"),
-    "batch_size": ("int", "DEDUPKIT_BATCH_SIZE"),
-    "on_bad_record": ("str", "DEDUPKIT_ON_BAD_RECORD"),
-    "workers": ("int", "DEDUPKIT_WORKERS"),
-    "engine": ("str", "DEDUPKIT_ENGINE"),
-    "ray_address": ("str", "DEDUPKIT_RAY_ADDRESS"),
-    "max_drop_rate": ("rate", "DEDUPKIT_MAX_DROP_RATE"),
-    "clean": ("str", "DEDUPKIT_CLEAN"),
-}
+_TOP: dict[str, tuple[str, str]] = {k: (_top_kind(sp), sp.env) for k, sp in _top_specs().items()}
 
 
 def _check_top(key: str, value: Any, where: str) -> Any:
@@ -559,14 +415,8 @@ def resolve(
     stages = tuple(StageSettings(n, by_name[n][0], by_name[n][1]) for n in stage_names)
     return PipelineConfig(
         stages=stages,
-        text_column=top("text_column", "text"),
-        id_column=top("id_column", None),
-        batch_size=top("batch_size", 8192),
-        on_bad_record=top("on_bad_record", "fail"),
-        workers=top("workers", 1),
-        engine=top("engine", "local"),
-        ray_address=top("ray_address", None),
-        clean=top("clean", None),
+        **{k: top(k, sp.default) for k, sp in {**specs(ReadConfig), **specs(RunConfig)}.items()},
+        clean=top("clean", default_of(PipelineSettings, "clean")),
         source=src,
     )
 
@@ -574,17 +424,9 @@ def resolve(
 _MISSING = object()
 
 
-def _default(stage: str, param) -> Any:
-    """The option's default as Click itself computes it (flags: False, multiple: a tuple)."""
-    import click
-
-    ctx = click.Context(_load(stage_entry(stage).command))
-    value = param.get_default(ctx, call=True)
-    if getattr(param, "multiple", False):
-        return tuple(value or ())
-    if value is not None:
-        value = param.type_cast_value(ctx, value)
-    return value
+def _default(stage: str, spec: Spec) -> Any:
+    """The setting's default, as the schema declares it."""
+    return spec.default
 
 
 def _stage_value(stage: str, params: Mapping[str, Any], key: str, value: Any, src: str | None) -> Any:
@@ -598,17 +440,25 @@ def _stage_value(stage: str, params: Mapping[str, Any], key: str, value: Any, sr
     return convert_param(params[key], value, where)
 
 
-def _stage_env(stage: str, key: str, param, env: Mapping[str, str]) -> Any:
-    if param is None:
+def _stage_env(stage: str, key: str, spec: Spec | None, env: Mapping[str, str]) -> Any:
+    if spec is None:
         return _MISSING
-    var = f"DEDUPKIT_{stage.upper()}_{key.upper()}"
-    if var in env:
-        return _from_env_string(param, env[var], var)
-    own = getattr(param, "envvar", None)
-    for v in ([own] if isinstance(own, str) else list(own or [])):
-        if v in env:
-            return _from_env_string(param, env[v], v)
+    for var in (f"DEDUPKIT_{stage.upper()}_{key.upper()}", spec.env):
+        if var and var in env:
+            return spec.parse(env[var], var)
     return _MISSING
+
+
+def build_pipeline_stage(name: str, options: Mapping[str, Any]):
+    """The stage of a pipeline step; a config may refuse settings that make no sense in a pipeline
+    (``check_pipeline()``: semantic's analyze)."""
+    from dedupkit.stages.registry import make_config
+
+    config = make_config(name, {k: v for k, v in options.items() if k != "max_drop_rate"})
+    check = getattr(config, "check_pipeline", None)
+    if callable(check):
+        check()
+    return build_stage(name, config)
 
 
 def apply_stage_checks(config: PipelineConfig) -> None:
@@ -616,7 +466,7 @@ def apply_stage_checks(config: PipelineConfig) -> None:
     a threshold and num_perm that no band split satisfies) fails before any work starts."""
     for s in config.stages:
         try:
-            build_stage(s.name, s.options)
+            build_pipeline_stage(s.name, s.options)
         except ConfigError as exc:
             where = f"{config.source}: [{s.name}]" if config.source else f"[{s.name}]"
             raise ConfigError(f"{where}: {exc}") from None
@@ -651,9 +501,8 @@ def command_defaults(config_path: str | os.PathLike, commands: Sequence[str]) ->
         if name not in _REGISTRY or not stage_available(name):
             continue
         params = stage_params(name)
-        cmd = _load(stage_entry(name).command)
-        names = {p.name for p in cmd.params}
-        d = {k: v for k, v in top.items() if k in names and k not in ("stages", "clean")}
+        names = set(READ_KEYS) | set(specs(RunConfig)) | {"max_drop_rate"}
+        d = {k: v for k, v in top.items() if k in names}
         for key, value in data.get(name, {}).items():
             d[key] = _stage_value(name, params, key, value, src)
         out[name] = d

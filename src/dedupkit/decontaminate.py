@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, DedupkitError, InputError
 from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
@@ -74,13 +75,13 @@ class DecontaminateConfig:
         max_cut_fraction: cut mode drops a document when more than this share of its bytes is cut.
     """
 
-    ngram: int = 13
-    min_tokens: int = 5
-    min_overlap: float = 0.5
-    mode: str = "drop"
-    margin: int = 200
-    max_pieces: int = 8
-    max_cut_fraction: float = 0.5
+    ngram: int = _S.DecontaminateConfig.ngram
+    min_tokens: int = _S.DecontaminateConfig.min_tokens
+    min_overlap: float = _S.DecontaminateConfig.min_overlap
+    mode: str = _S.DecontaminateConfig.mode
+    margin: int = _S.DecontaminateConfig.margin
+    max_pieces: int = _S.DecontaminateConfig.max_pieces
+    max_cut_fraction: float = _S.DecontaminateConfig.max_cut_fraction
 
     def __post_init__(self) -> None:
         if not isinstance(self.ngram, int) or not 1 <= self.ngram <= 64:
@@ -794,27 +795,23 @@ class DetailTask:
 
 
 def _readers(task: DetailTask):
-    """Readers of just the row groups that hold the wanted rows (Parquet), or of the shard (JSONL,
-    read up to the last wanted line)."""
-    from dedupkit.io.read import ShardReader
-
+    """Readers of just the row groups that hold the wanted rows (Parquet), or of the task's rows
+    (JSONL, read up to the last wanted line)."""
     st = task.scan_task
     if st.shard.format != "parquet":
-        return [ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)]
+        return [st.reader()]
     import pyarrow.parquet as pq
 
     md = pq.ParquetFile(st.shard.path).metadata
-    first, stop = st.row_groups if st.row_groups else (0, md.num_row_groups)
     ends = np.cumsum([md.row_group(g).num_rows for g in range(md.num_row_groups)])
     groups = sorted(set(int(g) for g in np.searchsorted(ends, np.asarray(task.rows), side="right")))
-    groups = [g for g in groups if first <= g < stop]
     ranges: list[list[int]] = []
     for g in groups:  # consecutive groups make one reader
         if ranges and ranges[-1][1] == g:
             ranges[-1][1] = g + 1
         else:
             ranges.append([g, g + 1])
-    return [ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=(a, b)) for a, b in ranges]
+    return [st.reader(row_groups=(a, b)) for a, b in ranges]
 
 
 def detail_task(task: DetailTask) -> list[dict]:
@@ -1066,7 +1063,8 @@ def is_decontamination_run(out: str | os.PathLike) -> bool:
 
 
 def inspect_decontamination(out: str | os.PathLike, *, doc: str | None = None, cluster: int | None = None,
-                            largest: int | None = None, max_members: int = 20) -> list[dict]:
+                            largest: int | None = None,
+                            max_members: int = _S.InspectConfig.max_members) -> list[dict]:
     """Findings of a decontamination run: per item (``largest`` items found in most documents, or
     ``cluster``, whose id groups the documents holding one item) its documents with the overlap and
     the matched text; or (``doc``) one document's decision and every item it holds.

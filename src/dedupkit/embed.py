@@ -38,12 +38,13 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, MissingExtraError, OutputError, require
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "minilm"
-DEFAULT_MAX_TOKENS = 128
+DEFAULT_MODEL = _S.SemanticConfig.model
+DEFAULT_MAX_TOKENS = _S.SemanticConfig.max_tokens
 DEVICES = ("auto", "cpu", "cuda")
 #: ``auto``: ONNX Runtime (int8) on a CPU when the model can be exported and onnxruntime is
 #: installed, else torch; ``torch``: sentence-transformers on torch; ``onnx``: always ONNX Runtime.
@@ -83,11 +84,11 @@ class EmbedConfig:
     """
 
     model: str = DEFAULT_MODEL
-    device: str = "auto"
-    batch_size: int = 64
+    device: str = _S.SemanticConfig.device
+    batch_size: int = _S.SemanticConfig.embed_batch_size
     max_tokens: int = DEFAULT_MAX_TOKENS
     cache_dir: str | None = None
-    backend: str = "auto"
+    backend: str = _S.SemanticConfig.backend
 
     def __post_init__(self) -> None:
         if not self.model:

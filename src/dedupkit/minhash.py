@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from dedupkit.errors import ConfigError
+from dedupkit import settings as _S
 from dedupkit.normalize import text_buffers
 
 try:  # optional C kernel (setup.py); the numpy code in signatures_from_hashes is the fallback
@@ -75,28 +76,20 @@ class MinHashConfig:
         scheme: the datasketch permutation scheme, ``affine64`` or ``legacy``.
     """
 
-    num_perm: int = 128
-    seed: int = 1
-    shingle: str = "word"
-    ngram: int = 5
-    threshold: float = 0.65
+    num_perm: int = _S.IndexConfig.num_perm
+    seed: int = _S.IndexConfig.seed
+    shingle: str = _S.IndexConfig.shingle
+    ngram: int = _S.IndexConfig.ngram
+    threshold: float = _S.IndexConfig.threshold
     bands: int | None = None
     rows: int | None = None
-    scheme: str = "affine64"
+    scheme: str = _S.FuzzyConfig.scheme
 
     def __post_init__(self) -> None:
-        if not isinstance(self.num_perm, int) or not 1 <= self.num_perm <= 4096:
-            raise ConfigError(f"num_perm must be an integer from 1 to 4096, got {self.num_perm!r}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be an integer from 0 to 2**32-1, got {self.seed!r}")
-        if self.shingle not in SHINGLES:
-            raise ConfigError(f"shingle must be word or char, got {self.shingle!r}")
-        if not isinstance(self.ngram, int) or not 1 <= self.ngram <= 64:
-            raise ConfigError(f"ngram must be an integer from 1 to 64, got {self.ngram!r}")
-        if not 0.0 < float(self.threshold) <= 1.0:
-            raise ConfigError(f"threshold must be in (0, 1], got {self.threshold!r}")
-        if self.scheme not in SCHEMES:
-            raise ConfigError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        # ranges and choices: the schema's (dedupkit.settings), checked without converting
+        _S.validate(_S.IndexConfig, {k: getattr(self, k) for k in ("num_perm", "seed", "shingle", "ngram",
+                                                                      "threshold")})
+        _S.validate(_S.FuzzyConfig, {"scheme": self.scheme})
         if (self.bands is None) != (self.rows is None):
             raise ConfigError("give both bands and rows (--bands B --rows R), or neither to derive "
                               "them from the threshold")
@@ -349,11 +342,81 @@ def _char_shingle_list(s: str, n: int) -> list[str]:
     return [s[i:i + n] for i in range(len(s) - n + 1)]
 
 
+# Code-point classes for the C kernel's Unicode path (the CP_* constants of _speedups.c), filled
+# per process for the code points met so far: each is classified by Arrow's own kernels, so the C
+# path gives exactly what NFKC + utf8_lower + the RE2 split give.
+_CP_UNSAFE, _CP_SEP, _CP_WORD, _CP_MAP = 1, 2, 3, 4
+_CP: dict = {}  # "class": uint8 per code point, "lower": uint32 per code point, "map": uint32 table
+# Hangul conjoining jamo compose with their neighbours under NFKC without being marks; variation
+# selectors are marks that never compose (no decomposition holds them) and follow many emoji.
+_JAMO = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
+_VS = ((0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+
+
+def _inert(ch: str) -> bool:
+    """A code point that NFKC never combines with a neighbour (it composes nothing and is not
+    reordered): not a mark (except variation selectors), not a conjoining jamo, assigned."""
+    import unicodedata
+
+    c = ord(ch)
+    cat = unicodedata.category(ch)
+    if any(a <= c <= b for a, b in _VS):
+        return True
+    return cat[0] != "M" and cat not in ("Cn", "Cs") and not unicodedata.combining(ch) and \
+        not any(a <= c <= b for a, b in _JAMO)
+
+
+def _classify(cps: np.ndarray) -> None:
+    """Fill the class and lower case of code points ``cps`` (uint32) from Arrow's kernels.
+
+    A code point is safe (CP_SEP/CP_WORD) when NFKC leaves it unchanged, it is inert (see _inert)
+    and its lower case is one code point: a text of ASCII and safe code points is NFKC-normal, so
+    its tokens are its lower-cased runs of token characters. It is CP_MAP when NFKC replaces it by
+    inert code points (``…`` by ``...``, ``²`` by ``2``): that replacement does not depend on
+    its neighbours, and the C kernel feeds the lower-cased replacement to the tokenizer.
+    """
+    cls, lower = _CP["class"], _CP["lower"]
+    chars = [chr(c) if not 0xD800 <= c <= 0xDFFF else "" for c in cps.tolist()]
+    arr = pa.array(chars, pa.string())
+    nfkc = pc.utf8_normalize(arr, form="NFKC")
+    stable = np.asarray(pc.equal(nfkc, arr), dtype=bool)
+    low = pc.utf8_lower(nfkc).to_pylist()
+    pieces = sorted({x for s in low for x in s})
+    parr = pa.array(pieces, pa.string())
+    is_word = dict(zip(pieces, np.asarray(pc.equal(pc.list_value_length(
+        pc.split_pattern_regex(parr, pattern=SEPARATOR_RE2)), 1), dtype=bool).tolist()))
+    table = list(_CP["map"].tolist())
+    for k, (c, ch) in enumerate(zip(cps.tolist(), chars)):
+        cls[c] = _CP_UNSAFE
+        if not ch or not _inert(ch):
+            continue
+        out, src = low[k], nfkc[k].as_py()
+        if stable[k] and len(out) == 1:
+            cls[c] = _CP_WORD if is_word[out] else _CP_SEP
+            lower[c] = ord(out)
+        elif not stable[k] and out and len(out) <= 30 and len(out) == len(src) and all(map(_inert, src)):
+            cls[c] = _CP_MAP
+            lower[c] = len(table)
+            table += [len(out)] + [ord(x) | (0x80000000 if is_word[x] else 0) for x in out]
+    _CP["map"] = np.asarray(table, np.uint32)
+
+
+def _cp_tables(buf, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not _CP:
+        _CP.update({"class": np.zeros(0x110000, np.uint8), "lower": np.zeros(0x110000, np.uint32),
+                    "map": np.zeros(0, np.uint32)})
+    new = np.frombuffer(_speedups.unknown_codepoints(buf, offsets.tobytes(), n, _CP["class"]), np.uint32)
+    if len(new):
+        _classify(new)
+    return _CP["class"], _CP["lower"], _CP["map"]
+
+
 def _c_word_shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """Word-shingle hashes from the C kernel for ASCII texts, the Arrow path for the others."""
+    """Word-shingle hashes from the C kernel for ASCII texts and texts NFKC leaves unchanged, the
+    Arrow path for the others."""
     arr, buf, offsets = text_buffers(pc.fill_null(texts, "") if texts.null_count else texts)
     n = len(arr)
-    raw, cnt, flags = _speedups.word_shingles(buf, offsets.tobytes(), n, ngram)
+    raw, cnt, flags = _speedups.word_shingles(buf, offsets.tobytes(), n, ngram, *_cp_tables(buf, offsets, n))
     h = np.frombuffer(raw, dtype=np.uint64)
     counts = np.frombuffer(cnt, dtype=np.int64)
     other = np.frombuffer(flags, dtype=np.uint8).astype(bool)
@@ -441,7 +504,7 @@ def shingle_hashes(text: str, cfg: MinHashConfig) -> np.ndarray:
 # --- permutations and signatures --------------------------------------------------------------
 
 @functools.lru_cache(maxsize=16)
-def permutations(num_perm: int, seed: int, scheme: str = "affine64") -> tuple[np.ndarray, np.ndarray]:
+def permutations(num_perm: int, seed: int, scheme: str = _S.FuzzyConfig.scheme) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) permutation parameters, drawn exactly as datasketch draws them for ``scheme``."""
     gen = np.random.RandomState(seed)
     if scheme == "legacy":
@@ -487,14 +550,17 @@ def _permute(hv: np.ndarray, a: np.ndarray, b: np.ndarray, scheme: str, buf: np.
 
 
 def signatures_from_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinHashConfig,
-                           use_c: bool = True) -> np.ndarray:
+                           use_c: bool = True, num: int | None = None) -> np.ndarray:
     """Signatures (uint64, (len(counts), num_perm)) from concatenated shingle hashes.
 
     A document without shingles gets datasketch's empty signature (every slot at the maximum).
     Uses the C extension when it was built (``use_c=False`` forces the numpy path, for tests).
+    ``num``: only the first ``num`` values of each signature (those LSH bands use).
     """
     a, b = permutations(cfg.num_perm, cfg.seed, cfg.scheme)
     n, p = len(counts), cfg.num_perm
+    if num is not None and num < p:
+        a, b, p = a[:num], b[:num], num
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     if _speedups is not None and use_c and n:

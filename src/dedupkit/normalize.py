@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError
 
 try:  # the optional C extension (setup.py); the numpy code below is the fallback
@@ -36,7 +37,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _speedups = None
 
 STEPS = ("nfkc", "lower", "punctuation", "digits", "whitespace")
-DEFAULT = ("lower", "whitespace")
+DEFAULT = tuple(_S.ExactConfig.normalize.split(","))  # lower,whitespace (dedupkit.settings)
 
 
 def parse_steps(value: str | Iterable[str] | None) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from dedupkit import __version__
-from dedupkit.config import PipelineConfig, build_stage
+from dedupkit.config import PipelineConfig, build_pipeline_stage
 from dedupkit.errors import ConfigError, GuardrailError, ManifestError, OutputError
 from dedupkit.explain import count_line, stage_counts
 from dedupkit.io.shards import discover, fingerprint
@@ -42,56 +42,6 @@ MANIFEST_DIR = "manifest"  # = dedupkit.manifest.MANIFEST_DIR
 STATE = "pipeline.json"
 _STAGE_DIR = re.compile(r"^\d{2}-[A-Za-z0-9_]+$")
 _OURS = {LOCK, RECORD, STATE, SUMMARY, MANIFEST_DIR, ".manifest.tmp", ".manifest.old"}
-
-
-# --------------------------------------------------------------------------------------------
-# Stage builders named by the registry in dedupkit.config
-
-
-def build_exact(normalize="lower,whitespace", keep="first", keep_by=None, keep_order="desc", **unknown):
-    """The exact stage from its command's options."""
-    from dedupkit.policy import KeepPolicy
-    from dedupkit.stages.exact import ExactConfig, ExactStage
-
-    _no_unknown("exact", unknown)
-    return ExactStage(ExactConfig(normalize=normalize, policy=KeepPolicy(keep, keep_by, keep_order)))
-
-
-def build_fuzzy(keep="first", keep_by=None, keep_order="desc", **options):
-    """The fuzzy (MinHash-LSH) stage from its command's options."""
-    from dedupkit.stages.fuzzy import FUZZY_OPTIONS, FuzzyConfig, FuzzyStage
-
-    known = {k: v for k, v in options.items() if k in FUZZY_OPTIONS}
-    _no_unknown("fuzzy", {k: v for k, v in options.items() if k not in FUZZY_OPTIONS})
-    return FuzzyStage(FuzzyConfig.from_options(keep=keep, keep_by=keep_by, keep_order=keep_order, **known))
-
-
-def build_semantic(model="minilm", device="auto", embed_batch_size=64, max_tokens=128, backend="auto", eps=0.07,
-                   clusters=None,
-                   fit_sample=None, niter=20, keep="hard", keep_by=None, keep_order="desc", seed=42,
-                   analyze=False, cache_dir=None, no_cache=False, **unknown):
-    """The semantic (SemDeDup) stage from its command's options."""
-    from dedupkit.embed import EmbedConfig
-    from dedupkit.stages.semantic import SemanticConfig, SemanticStage
-
-    _no_unknown("semantic", unknown)
-    if analyze:
-        raise ConfigError("analyze = true drops nothing, so it has no place in a pipeline; run "
-                          "`dedupkit semantic --analyze --skip OUT/NN-stage` on the earlier stages' output")
-    cfg = SemanticConfig(
-        embed=EmbedConfig(model=model, device=device, batch_size=embed_batch_size, max_tokens=max_tokens,
-                          backend=backend),
-        eps=eps, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep, keep_by=keep_by,
-        order=keep_order, seed=seed, analyze=False, cache_dir=cache_dir, use_cache=not no_cache,
-    )
-    return SemanticStage(cfg)
-
-
-def _no_unknown(stage: str, unknown: dict) -> None:
-    # Options of the stage command that change nothing the stage decides (progress, json, ...)
-    # are not passed; anything else here is an option this builder does not know yet.
-    if unknown:
-        raise ConfigError(f"the {stage} stage has no setting {', '.join(sorted(unknown))}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +101,7 @@ def _build_all(config: PipelineConfig, stages: list, start: int) -> None:
         if stages[j] is None:
             s = config.stages[j]
             try:
-                stages[j] = build_stage(s.name, s.options)
+                stages[j] = build_pipeline_stage(s.name, s.options)
             except ConfigError as exc:
                 where = f"{config.source}: [{s.name}]" if config.source else f"stage {s.name}"
                 raise ConfigError(f"{where}: {exc}") from None

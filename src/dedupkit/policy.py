@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError
 
 KEEP_POLICIES = ("first", "last", "longest", "shortest")
@@ -28,9 +29,9 @@ class KeepPolicy:
         order: ``asc`` keeps the smallest ``keep_by`` value, ``desc`` the largest. Nulls lose.
     """
 
-    keep: str = "first"
+    keep: str = _S.KeepConfig.keep
     keep_by: str | None = None
-    order: str = "desc"
+    order: str = _S.KeepConfig.keep_order
 
     def __post_init__(self) -> None:
         if self.keep not in KEEP_POLICIES:

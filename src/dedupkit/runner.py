@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from dedupkit import __version__
 from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
 from dedupkit.io.read import ReadSpec
@@ -57,21 +58,25 @@ class RunOptions:
         max_drop_rate: abort (exit code 4) when the stage would drop more than this share of the
             rows it considered.
         keep_work: keep per-shard intermediate files under ``OUT/.work`` after success.
-        split_rows: rows per scan task when splitting a big Parquet shard.
+        split_rows: at most this many rows per scan task (big shards are split).
+        split_bytes: at most about this many bytes of text per scan task (Parquet: uncompressed).
     """
 
-    workers: int = 1
-    engine: str = "local"
+    workers: int = _S.RunConfig.workers
+    engine: str = _S.RunConfig.engine
     ray_address: str | None = None
     skip: tuple[str, ...] = ()
     overwrite: bool = False
     max_drop_rate: float | None = None
     keep_work: bool = False
     split_rows: int = 1_000_000
+    split_bytes: int = 256 * 2**20
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.split_rows < 1 or self.split_bytes < 1:
+            raise ConfigError(f"split_rows and split_bytes must be positive, got {self.split_rows}, {self.split_bytes}")
         if self.max_drop_rate is not None and not 0.0 <= self.max_drop_rate <= 1.0:
             raise ConfigError(f"max_drop_rate must be between 0 and 1, got {self.max_drop_rate}")
 
@@ -228,7 +233,8 @@ def run_stage(
         key = hashlib.sha1(key_src.encode()).hexdigest()
         scan_dir = od.work / f"{stage.name}-scan"
         scan_dir.mkdir(parents=True, exist_ok=True)
-        tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows)
+        tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows,
+                           options.split_bytes, options.workers)
         engine = get_engine(options.engine, options.workers, progress, options.ray_address)
         try:
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
@@ -348,7 +354,7 @@ def run_stage(
         t_end = time.perf_counter()
         summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
                               "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
-                              "reused_scan_tasks": int(sum(r.reused for r in results))}
+                              "scan_tasks": len(tasks), "reused_scan_tasks": int(sum(r.reused for r in results))}
         stage.before_publish(summary)
         if before_finish is not None:
             before_finish()

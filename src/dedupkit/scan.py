@@ -22,12 +22,20 @@ import pyarrow.parquet as pq
 from dedupkit.errors import InputError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
-from dedupkit.io.shards import Shard, fingerprint
+from dedupkit.io.shards import Piece, Shard, fingerprint
 from dedupkit.normalize import char_lengths
 
-# A Parquet shard with more row groups than this many per task is split, so that --workers helps
-# even when the corpus is one big file.
+# Shards are split into scan tasks of bounded size, so that --workers helps when the corpus is one
+# big file and a task's memory stays bounded: a task holds at most SPLIT_BYTES of text (Parquet:
+# uncompressed row-group bytes; JSON Lines: file bytes) and SPLIT_ROWS rows. Consecutive Parquet
+# row groups are read by one task only while together below MERGE_BYTES (files written with many
+# tiny row groups); a row group above SPLIT_BYTES is split into row ranges. When the whole input
+# makes fewer tasks than workers, the pieces shrink (down to MIN_PIECE_BYTES) until it makes that
+# many. The manifest does not depend on the split (rows keep their whole-file numbers).
 SPLIT_ROWS = 1_000_000
+SPLIT_BYTES = 256 * 2**20
+MERGE_BYTES = 32 * 2**20
+MIN_PIECE_BYTES = 4 * 2**20
 # Bad records listed by name in summary.json (all of them are in the manifest and counted).
 MAX_LISTED_BAD = 1000
 
@@ -42,8 +50,12 @@ class ScanTask:
     workdir: str
     key: str  # stage key: changes when anything that affects the scan output changes
     skip_rows: Any = None  # np.ndarray of rows dropped by earlier stages
-    row_groups: tuple[int, int] | None = None
+    piece: Piece | None = None  # the rows of a split shard this task reads; None: all of them
     part: int = 0  # 0 for the first (or only) task of a shard: it also fingerprints the file
+
+    def reader(self, **kwargs) -> ShardReader:
+        """A reader of this task's rows (``kwargs``: more ShardReader arguments)."""
+        return ShardReader(self.shard, self.spec, skip_rows=self.skip_rows, piece=self.piece, **kwargs)
 
 
 @dataclass
@@ -61,35 +73,124 @@ class ScanResult:
 
 
 def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: str,
-               skip: dict[str, np.ndarray] | None = None, split_rows: int = SPLIT_ROWS) -> list[ScanTask]:
-    """One task per shard; big Parquet shards split by row groups into ~split_rows-row tasks."""
+               skip: dict[str, np.ndarray] | None = None, split_rows: int = SPLIT_ROWS,
+               split_bytes: int = SPLIT_BYTES, workers: int = 1) -> list[ScanTask]:
+    """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
+
+    Parquet splits by row groups, and a row group too big for one task by row ranges; uncompressed
+    JSON Lines by byte ranges that start at line starts (found by one pass counting the lines);
+    compressed JSON Lines are one task each. Tasks follow shard order, then row order.
+    """
+    sizes = [_text_bytes(s) for s in shards]
+    total = sum(sizes)
+    target = split_bytes
+    if workers > 1 and total < target * workers:
+        target = max(MIN_PIECE_BYTES, -(-total // workers))
     tasks: list[ScanTask] = []
     for si, shard in enumerate(shards):
-        ranges: list[tuple[int, int] | None] = [None]
-        if shard.format == "parquet" and shard.size > 0:
-            try:
-                md = pq.ParquetFile(shard.path).metadata
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(
-                    f"{shard.name}: not a readable Parquet file ({exc}); the file may be truncated or "
-                    "corrupt: regenerate it or remove it from the input"
-                ) from exc
-            if md.num_rows > split_rows and md.num_row_groups > 1:
-                ranges, start, acc = [], 0, 0
-                for g in range(md.num_row_groups):
-                    acc += md.row_group(g).num_rows
-                    if acc >= split_rows:
-                        ranges.append((start, g + 1))
-                        start, acc = g + 1, 0
-                if start < md.num_row_groups:
-                    ranges.append((start, md.num_row_groups))
-        for part, rg in enumerate(ranges):
+        pieces: list[Piece | None] = [None]
+        if sizes[si] > target or shard.format == "parquet":
+            pieces = _pieces(shard, target, split_rows) or [None]
+        for part, piece in enumerate(pieces):
             tasks.append(ScanTask(
                 index=len(tasks), shard_index=si, shard=shard, spec=spec, mapper=mapper,
-                workdir=workdir, key=key, skip_rows=(skip or {}).get(shard.name), row_groups=rg,
+                workdir=workdir, key=key, skip_rows=(skip or {}).get(shard.name), piece=piece,
                 part=part,
             ))
     return tasks
+
+
+def _parquet_metadata(shard: Shard):
+    try:
+        return pq.ParquetFile(shard.path).metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(
+            f"{shard.name}: not a readable Parquet file ({exc}); the file may be truncated or "
+            "corrupt: regenerate it or remove it from the input"
+        ) from exc
+
+
+def _text_bytes(shard: Shard) -> int:
+    """The bytes a shard's tasks decode: Parquet's uncompressed row groups, else the file size."""
+    if shard.format == "parquet" and shard.size > 0:
+        md = _parquet_metadata(shard)
+        return sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
+    return shard.size
+
+
+def _pieces(shard: Shard, target: int, split_rows: int) -> list[Piece]:
+    if shard.size == 0:
+        return []
+    if shard.format == "parquet":
+        md = _parquet_metadata(shard)
+        return _row_pieces([(md.row_group(g).num_rows, md.row_group(g).total_byte_size)
+                            for g in range(md.num_row_groups)], target, split_rows)
+    if shard.format == "jsonl" and shard.compression is None:
+        return _jsonl_pieces(shard, target)
+    return []
+
+
+def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int) -> list[Piece]:
+    """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut."""
+    pieces: list[Piece] = []
+    start = 0
+    merged_rows = merged_bytes = 0
+    for rows, nbytes in groups:
+        if merged_rows and (merged_bytes + nbytes > min(target, MERGE_BYTES) or merged_rows + rows > split_rows):
+            pieces.append(Piece(start, start + merged_rows))
+            start += merged_rows
+            merged_rows = merged_bytes = 0
+        if merged_rows == 0 and (nbytes > target or rows > split_rows):
+            k = max(-(-nbytes // target), -(-rows // split_rows))
+            cuts = [start + rows * i // k for i in range(k + 1)]
+            pieces += [Piece(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+            start += rows
+            continue
+        merged_rows += rows
+        merged_bytes += nbytes
+    if merged_rows or not pieces:
+        pieces.append(Piece(start, start + merged_rows))
+    return pieces
+
+
+def _jsonl_pieces(shard: Shard, target: int, block: int = 1 << 24) -> list[Piece]:
+    """Byte ranges of about ``target`` bytes starting at line starts, with their line numbers.
+
+    One pass over the file counts the lines (bytes.count runs at memory speed); each cut moves
+    forward to the first line start at or after it.
+    """
+    size = shard.size
+    k = -(-size // target)
+    if k <= 1:
+        return []
+    wanted = iter([size * i // k for i in range(1, k)])
+    cut = next(wanted, None)
+    starts, lines_at = [0], [0]  # byte offset of each piece's first line, and that line's number
+    lines = pos = 0
+    last = b"\n"
+    try:
+        with open(shard.path, "rb") as fh:
+            while True:
+                data = fh.read(block)
+                if not data:
+                    break
+                while cut is not None:
+                    nl = data.find(b"\n", max(cut - 1, pos) - pos)
+                    if nl < 0:
+                        break  # that newline is in a later block
+                    start = pos + nl + 1
+                    if start < size and start > starts[-1]:
+                        starts.append(start)
+                        lines_at.append(lines + data.count(b"\n", 0, nl + 1))
+                    cut = next(wanted, None)
+                lines += data.count(b"\n")
+                pos += len(data)
+                last = data[-1:]
+    except OSError as exc:
+        raise InputError(f"{shard.name}: cannot read ({exc.strerror})") from exc
+    rows = lines_at + [lines + (0 if last == b"\n" else 1)]
+    bounds = starts + [pos]
+    return [Piece(rows[i], rows[i + 1], bounds[i], bounds[i + 1]) for i in range(len(starts))]
 
 
 def _paths(task: ScanTask) -> tuple[Path, Path]:
@@ -137,6 +238,10 @@ def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
         raise
 
 
+def _piece_dict(piece: Piece | None) -> dict | None:
+    return asdict(piece) if piece is not None else None
+
+
 def run_scan_task(task: ScanTask) -> ScanResult:
     """Worker entry point: scan one task's rows, write its artifacts, return a small result."""
     done_path, table_path = _paths(task)
@@ -149,7 +254,8 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     if done_path.exists():
         try:
             meta = json.loads(done_path.read_text())
-            if meta.get("key") == task.key and meta.get("size") == size and meta.get("mtime_ns") == mtime and (
+            if meta.get("key") == task.key and meta.get("size") == size and meta.get("mtime_ns") == mtime and \
+                    meta.get("piece") == _piece_dict(task.piece) and (
                 task.part != 0 or meta.get("fingerprint") == fp
             ) and table_path.exists() and "n_bad" in meta["result"] and (
                 not meta["result"]["n_bad"] or _bad_path(task).exists()
@@ -162,7 +268,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
                 return res
         except (ValueError, KeyError, TypeError):
             pass  # a damaged marker: redo the task
-    reader = ShardReader(task.shard, task.spec, skip_rows=task.skip_rows, row_groups=task.row_groups)
+    reader = task.reader()
     rows, lengths, ids, extras = [], [], [], {c: [] for c in task.spec.extra_columns}
     feats: dict[str, list[np.ndarray]] = {}
     for batch in reader:
@@ -204,7 +310,9 @@ def run_scan_task(task: ScanTask) -> ScanResult:
         n_good=int(len(table)), bad=reader.bad.listed(MAX_LISTED_BAD), fingerprint=fp, size=size,
         features=sorted(names), n_bad=len(reader.bad),
     )
-    meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "result": asdict(result)}
+    # the piece too: a rerun with other --workers may plan other pieces under the same task number
+    meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "piece": _piece_dict(task.piece),
+            "result": asdict(result)}
     _atomic_write_bytes(done_path, json.dumps(meta).encode())
     return result
 

@@ -5,27 +5,8 @@ from __future__ import annotations
 import click
 
 from dedupkit.cli.options import emit_result, handle_errors, progress_factory, resolve_skip, stage_options
-
-
-def eval_options(f):
-    """--eval-fields, --eval-id, --ngram, --min-tokens, --min-overlap (shared with `check --against`)."""
-    f = click.option("--min-overlap", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-                     help="Share of an item's prompt tokens that matched n-grams must cover; a shared idiom "
-                          "covers little of a long prompt and is not a hit.")(f)
-    f = click.option("--min-tokens", type=click.IntRange(1, 64), default=5, show_default=True,
-                     help="Shortest window: a prompt shorter than --ngram is matched whole, extended into "
-                          "the next fields up to this many tokens; smaller items are not indexed.")(f)
-    f = click.option("--ngram", type=click.IntRange(1, 64), default=13, show_default=True,
-                     help="Window length in tokens (tokens: lower-cased runs of letters, digits and marks "
-                          "of any script; punctuation, whitespace and line breaks do not matter).")(f)
-    f = click.option("--eval-id", default=None, metavar="FIELD",
-                     help="Item id field of the eval files (default: the row or line number).")(f)
-    f = click.option("--eval-fields", default=None, metavar="F1,F2,...",
-                     help="Fields of JSONL/Parquet eval files to index, the prompt first (lists such as "
-                          "choices are joined); default: the first of question, prompt, problem, query, "
-                          "input, text.")(f)
-    return f
-
+from dedupkit.cli.schema import config_options
+from dedupkit.settings import DecontaminateConfig
 
 @click.command(epilog="""\b
 Example:
@@ -34,21 +15,11 @@ Example:
   dedupkit decontaminate data/ --against evals/ -o out/decon-cut --mode cut --margin 200
   dedupkit inspect out/decon --largest 5
 """)
-@stage_options(keep=False)
+@stage_options()
 @click.option("--against", "against", multiple=True, required=True, metavar="EVAL",
               help="An eval set (repeatable): a JSONL/Parquet file, a folder of them, or a text file with "
                    "one item a line; NAME=PATH names it (default: the file name).")
-@eval_options
-@click.option("--mode", type=click.Choice(["drop", "cut"]), default="drop", show_default=True,
-              help="drop: remove a document that holds an item; cut: remove the matched spans plus "
-                   "--margin characters each side (OUT/spans/), dropping a document cut into more than "
-                   "--max-pieces pieces or losing more than --max-cut-fraction of its text.")
-@click.option("--margin", type=click.IntRange(min=0), default=200, show_default=True,
-              help="Characters removed on each side of a matched span (cut mode).")
-@click.option("--max-pieces", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Cut mode: drop a document that would be left in more pieces than this.")
-@click.option("--max-cut-fraction", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="Cut mode: drop a document when more than this share of its bytes would be cut.")
+@config_options(DecontaminateConfig)
 @handle_errors
 def decontaminate(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
                   as_json, engine, ray_address, skip, max_drop_rate, against, eval_fields, eval_id, ngram,

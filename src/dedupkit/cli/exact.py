@@ -7,6 +7,7 @@ import click
 from dedupkit.cli.options import (
     emit_result, handle_errors, progress_factory, resolve_skip, stage_options,
 )
+from dedupkit.settings import ExactConfig
 
 
 @click.command(epilog="""\b
@@ -14,12 +15,7 @@ Example:
   dedupkit exact data/ -o out/exact --normalize nfkc,whitespace --keep longest
   dedupkit exact /mnt/shared/corpus -o /mnt/shared/out/exact --engine ray --ray-address auto --workers 64
 """)
-@stage_options()
-@click.option("--normalize", default="lower,whitespace", show_default=True, envvar="DEDUPKIT_NORMALIZE",
-              help="Comma-separated steps before hashing: nfkc, lower, punctuation, digits, "
-                   "whitespace; or none. The default lower-cases, collapses whitespace runs and "
-                   "trims: it catches re-serialised and re-cased copies without merging texts whose "
-                   "words differ (use whitespace or none for source code).")
+@stage_options(ExactConfig)
 @handle_errors
 def exact(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
           as_json, engine, ray_address, keep, keep_by, keep_order, skip, max_drop_rate, normalize):

@@ -11,8 +11,9 @@ import click
 from dedupkit.cli.options import (
     emit_result, handle_errors, keep_options, output_options, progress_factory, read_column_options, read_options,
 )
+from dedupkit.cli.schema import config_options
 from dedupkit.errors import CheckFailed
-from dedupkit.normalize import DEFAULT
+from dedupkit.settings import EvalConfig, IndexConfig, RunConfig
 from dedupkit.redact import redact_obj
 
 INDEX_HELP = "A local folder, or redis://HOST:PORT/DB[?prefix=NAME] for an index shared through Redis."
@@ -21,23 +22,14 @@ INDEX_HELP = "A local folder, or redis://HOST:PORT/DB[?prefix=NAME] for an index
 def _misc_opts(f: Callable) -> Callable:
     f = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")(f)
     f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
-    f = click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-                     envvar="DEDUPKIT_WORKERS", help="Worker processes for hashing.")(f)
+    f = config_options(RunConfig, only=["workers"], help={"workers": "Worker processes for hashing."})(f)
     return f
 
 
-def _minhash_opts(f: Callable) -> Callable:
-    f = click.option("--rows", type=click.IntRange(min=1), default=None, help="LSH rows per band (with --bands).")(f)
-    f = click.option("--bands", type=click.IntRange(min=1), default=None,
-                     help="LSH bands; default: the optimum for --threshold.")(f)
-    f = click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=None,
-                     help="Jaccard similarity that counts as a near duplicate.")(f)
-    f = click.option("--ngram", type=click.IntRange(min=1), default=None, help="Shingle length.")(f)
-    f = click.option("--shingle", type=click.Choice(["word", "char"]), default=None,
-                     help="Shingles of words or of characters.")(f)
-    f = click.option("--num-perm", type=click.IntRange(min=2), default=None, help="MinHash permutations.")(f)
-    f = click.option("--seed", type=int, default=None, help="MinHash seed.")(f)
-    return f
+# The MinHash options of `index create` and `check`: unset means the defaults of IndexConfig
+# (create; dedupkit.index.ops.minhash_settings fills them in) or the index's own (check).
+_minhash_opts = config_options(IndexConfig, only=IndexConfig.MINHASH, unset=True)
+_check_minhash_opts = config_options(IndexConfig, only=IndexConfig.MINHASH, unset=True, name_defaults=False)
 
 
 def _minhash(seed, num_perm, shingle, ngram, threshold, bands, rows) -> dict:
@@ -83,10 +75,7 @@ Example:
 @click.option("--from", "inputs", multiple=True, metavar="INPUT",
               help="Shards, folders or globs to index (repeatable; more INPUTs may follow). Without it the "
                    "index starts empty (grow it with `check --update` or `index add`).")
-@click.option("--stages", default="exact", show_default=True,
-              help="Keys to keep: exact, fuzzy or exact,fuzzy.")
-@click.option("--normalize", default=",".join(DEFAULT), show_default=True,
-              help="Normalization before the exact hash, as in `dedupkit exact` (same default).")
+@config_options(IndexConfig, only=["stages", "normalize"])
 @_minhash_opts
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at INDEX.")
 @read_column_options
@@ -179,10 +168,9 @@ Example:
 @click.option("--eval-fields", default=None, metavar="F1,F2,...",
               help="With eval sets: fields to index, the prompt first (as in `dedupkit decontaminate`).")
 @click.option("--eval-id", default=None, metavar="FIELD", help="With eval sets: the item id field.")
-@click.option("--eval-ngram", type=click.IntRange(1, 64), default=13, show_default=True,
-              help="With eval sets: `dedupkit decontaminate --ngram`.")
-@click.option("--eval-min-overlap", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
-              help="With eval sets: `dedupkit decontaminate --min-overlap`.")
+@config_options(EvalConfig, only=["ngram", "min_overlap"], prefix="eval_",
+                help={"ngram": "With eval sets: `dedupkit decontaminate --ngram`.",
+                      "min_overlap": "With eval sets: `dedupkit decontaminate --min-overlap`."})
 @click.option("--eval-output", default=None, type=click.Path(file_okay=False),
               help="With eval sets and an index: where the eval check's manifest goes (default: "
                    "OUTPUT-decontaminate, beside OUTPUT; without an index it is OUTPUT).")
@@ -193,9 +181,9 @@ Example:
               help="When the check passes, add the drop's kept documents to the index. Concurrent checks "
                    "with --update take turns (the second waits, saying so on stderr) and decide as if run one "
                    "after the other.")
-@click.option("--stages", default=None, help="Must match the index (default: the index's settings).")
-@click.option("--normalize", default=None, help="Must match the index (default: the index's settings).")
-@_minhash_opts
+@config_options(IndexConfig, only=["stages", "normalize"], unset=True,
+                help=dict.fromkeys(["stages", "normalize"], "Must match the index (default: the index's settings)."))
+@_check_minhash_opts
 @output_options
 @keep_options
 @handle_errors

@@ -9,25 +9,17 @@ from typing import Any, Callable
 
 import click
 
+from dedupkit.cli.schema import config_options
 from dedupkit.errors import DedupkitError
 from dedupkit.redact import redact, redact_obj
+from dedupkit.settings import GuardConfig, KeepConfig, ReadConfig, RunConfig, specs
 from dedupkit.terminal import safe_text
 
 
 def read_column_options(f: Callable) -> Callable:
     """--text-column, --id-column, --batch-size, --on-bad-record (for commands whose inputs are
     named another way, e.g. `index create --from`)."""
-    f = click.option("--on-bad-record", type=click.Choice(["fail", "skip"]), default="fail",
-                     show_default=True, envvar="DEDUPKIT_ON_BAD_RECORD",
-                     help="fail on the first bad record, or skip it (it is counted in the summary "
-                          "and is never kept or indexed).")(f)
-    f = click.option("--batch-size", type=click.IntRange(min=1), default=8192, show_default=True,
-                     help="Records per read batch (bounds memory; the manifest does not depend on it).")(f)
-    f = click.option("--id-column", default=None, envvar="DEDUPKIT_ID_COLUMN",
-                     help='Unique id column; default doc_id is "{shard}:{row}".')(f)
-    f = click.option("--text-column", default="text", show_default=True, envvar="DEDUPKIT_TEXT_COLUMN",
-                     help="Column (JSON key) holding the text.")(f)
-    return f
+    return config_options(ReadConfig)(f)
 
 
 def read_options(f: Callable) -> Callable:
@@ -40,9 +32,7 @@ def output_options(f: Callable) -> Callable:
     """-o/--output, --overwrite, --workers, --quiet, --json."""
     f = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")(f)
     f = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")(f)
-    f = click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-                     envvar="DEDUPKIT_WORKERS",
-                     help="Worker processes; the manifest is identical for any number.")(f)
+    f = config_options(RunConfig, only=["workers"])(f)
     f = click.option("--overwrite", is_flag=True,
                      help="Replace a finished run in the output folder. Without it, a finished run "
                           "of the same settings and inputs is reused and one made otherwise is "
@@ -54,28 +44,12 @@ def output_options(f: Callable) -> Callable:
 
 def engine_options(f: Callable) -> Callable:
     """--engine local|ray, --ray-address."""
-    f = click.option("--ray-address", default=None, envvar="DEDUPKIT_RAY_ADDRESS", metavar="ADDRESS",
-                     help="With --engine ray: the cluster to use ('auto' on a cluster node, "
-                          "ray://HEAD:10001, or 'local'). Default: RAY_ADDRESS if set, else start a "
-                          "local Ray instance with --workers CPUs.")(f)
-    f = click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     envvar="DEDUPKIT_ENGINE",
-                     help="Where per-shard and per-partition work runs: local processes, or Ray "
-                          "(pip install 'dedupkit-corpus[ray]'); the manifest is the same. With ray, "
-                          "--workers is the most tasks running at once.")(f)
-    return f
+    return config_options(RunConfig, only=["engine", "ray_address"])(f)
 
 
 def keep_options(f: Callable) -> Callable:
     """--keep, --keep-by, --keep-order."""
-    f = click.option("--keep-order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True,
-                     help="With --keep-by: desc keeps the largest value, asc the smallest.")(f)
-    f = click.option("--keep-by", default=None, metavar="COLUMN",
-                     help="Keep the duplicate with the best value of COLUMN (ties: --keep).")(f)
-    f = click.option("--keep", type=click.Choice(["first", "last", "longest", "shortest"]), default="first",
-                     show_default=True,
-                     help="Which copy survives; ties go to the lowest (shard, row).")(f)
-    return f
+    return config_options(KeepConfig)(f)
 
 
 def skip_option(f: Callable) -> Callable:
@@ -86,18 +60,21 @@ def skip_option(f: Callable) -> Callable:
 
 
 def guard_options(f: Callable) -> Callable:
-    return click.option("--max-drop-rate", type=click.FloatRange(0, 1), default=None,
-                        help="Abort with exit code 4, writing nothing final, if the stage would drop "
-                             "more than this share of its input.")(f)
+    return config_options(GuardConfig)(f)
 
 
-def stage_options(keep: bool = True) -> Callable[[Callable], Callable]:
-    """Every stage command's shared options: read, output, engine, keep policy (unless the stage
-    has its own), --skip and the guardrail, in that order in --help."""
+def stage_options(config: Any = None) -> Callable[[Callable], Callable]:
+    """Every stage command's options: read, output, engine, the keep policy (for a config built on
+    :class:`dedupkit.settings.KeepConfig`), --skip, the guardrail, then the stage's own settings
+    (generated from ``config``), in that order in --help."""
 
     def decorate(f: Callable) -> Callable:
-        bundles = [read_options, output_options, engine_options] + ([keep_options] if keep else [])
-        for bundle in reversed(bundles + [skip_option, guard_options]):
+        shared = isinstance(config, type) and issubclass(config, KeepConfig)
+        bundles = [read_options, output_options, engine_options] + ([keep_options] if shared else [])
+        bundles += [skip_option, guard_options]
+        if config is not None:
+            bundles.append(config_options(config, exclude=specs(KeepConfig) if shared else ()))
+        for bundle in reversed(bundles):
             f = bundle(f)
         return f
 

@@ -8,6 +8,9 @@ import sys
 
 import click
 
+from dedupkit.cli.schema import config_options
+from dedupkit.settings import InspectConfig, ReportConfig
+
 from dedupkit.cli.options import handle_errors
 from dedupkit.terminal import safe_json, safe_text
 
@@ -27,18 +30,7 @@ Example:
               help="The HTML file to write (written to a temporary name, then renamed).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing report page. Other files (an input, a summary) are never replaced.")
-@click.option("--largest", type=click.IntRange(min=0), default=20, show_default=True,
-              help="Largest clusters listed per stage.")
-@click.option("--sample", type=click.IntRange(min=0), default=30, show_default=True,
-              help="Further clusters listed per stage, drawn at random (see --seed).")
-@click.option("--max-members", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Duplicates listed per cluster, least similar first.")
-@click.option("--max-chars", type=click.IntRange(min=100), default=2000, show_default=True,
-              help="Characters shown of each text.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the cluster sample.")
-@click.option("--max-mb", type=click.FloatRange(min=0.1), default=4.0, show_default=True,
-              help="Budget for the page's data; texts are cut shorter until it fits (the page says so).")
-@click.option("--title", default=None, help="Page title (default: the folder name).")
+@config_options(ReportConfig)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
 @handle_errors
 def report(out, output, overwrite, largest, sample, max_members, max_chars, seed, max_mb, title, as_json):
@@ -53,8 +45,7 @@ def report(out, output, overwrite, largest, sample, max_members, max_chars, seed
     from dedupkit import api
 
     res = api.report(out, output, largest=largest, sample=sample, max_members=max_members,
-                     max_chars=max_chars, seed=seed, title=title, max_bytes=int(max_mb * 1e6),
-                     overwrite=overwrite)
+                     max_chars=max_chars, seed=seed, title=title, max_mb=max_mb, overwrite=overwrite)
     if as_json:
         click.echo(json.dumps({"path": str(res.path), "bytes": res.bytes, "clusters_listed": res.clusters_listed,
                                "clusters_total": res.clusters_total, "sampled": res.sampled,
@@ -78,10 +69,7 @@ Example:
 @click.option("--largest", type=click.IntRange(min=1), default=None, metavar="N",
               help="Show the N largest clusters of each stage.")
 @_STAGE_OPT
-@click.option("--max-members", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Duplicates shown per cluster, least similar first.")
-@click.option("--max-chars", type=click.IntRange(min=50), default=1500, show_default=True,
-              help="Characters shown of each text.")
+@config_options(InspectConfig)
 @click.option("--color/--no-color", default=None,
               help="Highlight the diff with colors (default: when stdout is a terminal and NO_COLOR "
                    "is unset). Without colors, removed words print as [-word-] and added as {+word+}.")

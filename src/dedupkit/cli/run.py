@@ -7,6 +7,8 @@ import json
 import click
 
 from dedupkit.cli.options import handle_errors, progress_factory
+from dedupkit.cli.schema import config_options
+from dedupkit.settings import PipelineSettings, ReadConfig, RunConfig
 from dedupkit.terminal import safe_text
 
 
@@ -43,25 +45,13 @@ Example:
               help="Output folder: NN-stage/ per stage, manifest/ (combined), summary.json.")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="DEDUPKIT_CONFIG",
               help="TOML config: top-level run settings and one [stage] table per stage.")
-@click.option("--stages", default=None, metavar="LIST",
-              help="Comma-separated stages in order [default: config's stages, else exact,fuzzy].")
+@config_options(PipelineSettings, only=["stages"], unset=True, env=False,
+                help={"stages": "Comma-separated stages in order [default: config's stages, else exact,fuzzy]."})
 @click.option("--set", "sets", multiple=True, metavar="STAGE.KEY=VALUE",
               help="Override one stage setting, e.g. --set fuzzy.threshold=0.7 (repeatable).")
-@click.option("--text-column", default=None, help="Column (JSON key) holding the text [default: text].")
-@click.option("--id-column", default=None, help='Unique id column [default: "{shard}:{row}" ids].')
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Records per read batch [8192].")
-@click.option("--on-bad-record", type=click.Choice(["fail", "skip"]), default=None,
-              help="fail on the first bad record, or skip and count it [fail].")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Worker processes; the manifests are identical for any number [1].")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
-              help="Where the per-shard work runs [local].")
-@click.option("--ray-address", default=None, help="Ray cluster address (engine ray).")
-@click.option("--max-drop-rate", type=click.FloatRange(0, 1), default=None,
-              help="Abort with exit code 4, writing nothing final, if any stage would drop more than "
-                   "this share of the rows it sees (overrides per-stage values).")
-@click.option("--clean", default=None, type=click.Path(file_okay=False),
-              help="Also write the kept rows (same names and formats as the input) to this folder.")
+@config_options(ReadConfig, unset=True, env=False)
+@config_options(RunConfig, unset=True, env=False)
+@config_options(PipelineSettings, only=["max_drop_rate", "clean"], unset=True, env=False)
 @click.option("--dry-run", is_flag=True,
               help="Write the manifests and print the per-stage summary, but never the clean corpus.")
 @click.option("--overwrite", is_flag=True,

@@ -9,6 +9,8 @@ import click
 from dedupkit.cli.options import (
     emit_result, engine_options, handle_errors, progress_factory, read_options, resolve_skip, stage_options,
 )
+from dedupkit.cli.schema import config_options
+from dedupkit.settings import AuditConfig, RunConfig, SubstringConfig
 
 
 @click.command(epilog="""\b
@@ -18,30 +20,7 @@ Examples:
   dedupkit substring data/ -o out/lines --unit line --min-docs 5 --protect 0.5
   dedupkit apply data/ --manifest out/substring -o out/clean          # writes the cut text
 """)
-@stage_options(keep=False)
-@click.option("--unit", type=click.Choice(["span", "line", "paragraph"]), default="span", show_default=True,
-              help="span: every passage of at least --min-tokens tokens that occurs twice or more; line / "
-                   "paragraph: whole normalised lines (paragraphs) repeated across documents.")
-@click.option("--min-tokens", type=click.IntRange(min=1), default=None,
-              help="Shortest repeated passage cut (span; default 50), or shortest line/paragraph "
-                   "considered (default 5). Tokens: words, or single CJK/kana/Hangul characters and emoji.")
-@click.option("--keep", type=click.Choice(["first", "none"]), default="first", show_default=True,
-              help="first: keep a passage at its first occurrence (see --keep-by) and cut the other "
-                   "copies; none: cut every copy (ExactSubstr's behaviour).")
-@click.option("--keep-by", default=None, metavar="COLUMN",
-              help="The document with the best value of COLUMN holds the kept occurrence (ties: first).")
-@click.option("--keep-order", type=click.Choice(["asc", "desc"]), default="desc", show_default=True,
-              help="With --keep-by: desc prefers the largest value, asc the smallest.")
-@click.option("--min-length", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Drop a document that cutting leaves shorter than this many bytes.")
-@click.option("--min-docs", type=click.IntRange(min=2), default=2, show_default=True,
-              help="line/paragraph: cut a unit only when it occurs in at least this many documents.")
-@click.option("--protect", type=click.FloatRange(0, 1, min_open=True), default=0.8, show_default=True,
-              help="line/paragraph: leave a document whole when the cuts would remove more than this "
-                   "share of its bytes (so a document is never gutted by accident).")
-@click.option("--partitions", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Hash partitions for span mode (0: about one per 48 MB of input); each is sorted "
-                   "in its own task, so memory stays bounded for corpora larger than memory.")
+@stage_options(SubstringConfig)
 @handle_errors
 def substring(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
               as_json, engine, ray_address, skip, max_drop_rate, unit, min_tokens, keep, keep_by, keep_order,
@@ -79,14 +58,9 @@ Examples:
 @click.option("--skip", "skip", multiple=True, metavar="MANIFEST_DIR",
               help="Leave out rows that this stage's manifest dropped (repeatable): audit what a "
                    "dedup run keeps without writing it first; '-' reads the folder from stdin.")
-@click.option("--min-tokens", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Passage length (tokens) whose repeats are counted.")
-@click.option("--partitions", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Hash partitions (0: about one per 48 MB of input).")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, envvar="DEDUPKIT_WORKERS",
-              help="Worker processes; the figures are identical for any number.")
-@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
-              help="Where the temporary hash files go (default: the system temp folder).")
+@config_options(AuditConfig, only=["min_tokens", "partitions"])
+@config_options(RunConfig, only=["workers"], help={"workers": "Worker processes; the figures are identical for any number."})
+@config_options(AuditConfig, only=["work_dir"])
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def audit(inputs, text_column, id_column, batch_size, on_bad_record, engine, ray_address, skip, min_tokens,

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, DedupkitError
 from dedupkit.normalize import DEFAULT, parse_steps
 
@@ -57,7 +58,7 @@ class IndexSettings:
             and ``rows``), or None without the fuzzy stage.
     """
 
-    stages: tuple[str, ...] = ("exact",)
+    stages: tuple[str, ...] = tuple(_S.IndexConfig.stages.split(","))
     normalize: tuple[str, ...] = DEFAULT
     minhash: dict[str, Any] | None = None
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from dedupkit import settings as _S
 from dedupkit.engine.local import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, MissingExtraError
 from dedupkit.index.base import IndexSettings, IndexStore, IndexStoreError, Segment
@@ -49,7 +50,7 @@ def minhash_settings(options: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def make_settings(stages: str | Sequence[str] = "exact", normalize_steps: str | Sequence[str] | None = None,
+def make_settings(stages: str | Sequence[str] = _S.IndexConfig.stages, normalize_steps: str | Sequence[str] | None = None,
                   minhash: dict[str, Any] | None = None) -> IndexSettings:
     """IndexSettings from command-line style values."""
     st = tuple(s.strip() for s in stages.split(",")) if isinstance(stages, str) else tuple(stages)
@@ -141,8 +142,8 @@ class AddResult:
         return dataclasses.asdict(self)
 
 
-def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers: int = 1,
-               progress: ProgressFactory = no_progress, engine: str = "local") -> AddResult:
+def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers: int = _S.RunConfig.workers,
+               progress: ProgressFactory = no_progress, engine: str = _S.RunConfig.engine) -> AddResult:
     """Scan ``inputs`` with the index's settings and append every good document to ``store``."""
     t0 = time.perf_counter()
     shards = discover(inputs)

@@ -16,8 +16,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
-from dedupkit.io.shards import Shard
+from dedupkit.io.shards import Piece, Shard
 
 BAD_RECORD_MODES = ("fail", "skip")
 _FIX = "fix the record or pass --on-bad-record skip to skip and count such records"
@@ -36,11 +37,11 @@ class ReadSpec:
         max_record_bytes: a JSON line longer than this is a bad record (bounds memory).
     """
 
-    text_column: str = "text"
+    text_column: str = _S.ReadConfig.text_column
     id_column: str | None = None
     extra_columns: tuple[str, ...] = ()
-    batch_size: int = 8192
-    on_bad_record: str = "fail"
+    batch_size: int = _S.ReadConfig.batch_size
+    on_bad_record: str = _S.ReadConfig.on_bad_record
     max_record_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
@@ -163,6 +164,9 @@ class ShardReader:
             yielded nor validated.
         row_groups: for Parquet, a ``(first, stop)`` range of row groups to read (row numbers stay
             those of the whole file).
+        piece: the rows ``[piece.start, piece.stop)`` to read (a split shard's part; JSON Lines
+            seeks to ``piece.byte_start``); row numbers stay those of the whole file. With
+            ``row_groups`` too, the rows of both.
     """
 
     def __init__(
@@ -171,11 +175,13 @@ class ShardReader:
         spec: ReadSpec,
         skip_rows: np.ndarray | None = None,
         row_groups: tuple[int, int] | None = None,
+        piece: Piece | None = None,
     ) -> None:
         self.shard = shard
         self.spec = spec
         self.skip_rows = None if skip_rows is None or len(skip_rows) == 0 else np.asarray(skip_rows, np.int64)
         self.row_groups = row_groups
+        self.piece = piece
         self.n_rows = 0
         self.bad = BadRecords(shard.name)
 
@@ -248,9 +254,17 @@ class ShardReader:
         self._check_schema(schema)
         md = pf.metadata
         first, stop = self.row_groups if self.row_groups else (0, md.num_row_groups)
-        offset = sum(md.row_group(i).num_rows for i in range(first))
-        groups = list(range(first, stop))
-        self.n_rows = offset
+        ends = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+        lo, hi = int(ends[first]), int(ends[stop])
+        if self.piece is not None:
+            # a row range: the row groups holding it (rows before it in its first group are read
+            # and dropped: Parquet decodes a column chunk's pages in order)
+            lo, hi = max(lo, self.piece.start), min(hi, self.piece.stop)
+            first = max(first, int(np.searchsorted(ends, lo, side="right")) - 1)
+            stop = min(stop, int(np.searchsorted(ends, hi, side="left")))
+        offset = int(ends[first])
+        groups = list(range(first, stop)) if hi > lo else []
+        self.n_rows = lo
         if not groups:
             return
         try:
@@ -261,19 +275,28 @@ class ShardReader:
                 batch_size=self.spec.batch_size, row_groups=groups, columns=self.spec.columns,
                 use_threads=False,
             )
-            for rb in batches:
-                n = rb.num_rows
-                rows = np.arange(offset, offset + n, dtype=np.int64)
-                offset += n
-                self.n_rows = offset
-                out = self._parquet_batch(rb, rows)
-                if out is not None:
-                    yield out
+            yield from self._ranged(batches, offset, lo, hi)
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(
-                f"{self.shard.name}: Parquet data unreadable near row {offset} ({_why(exc)}); the file may be "
-                "truncated or corrupt: regenerate it"
+                f"{self.shard.name}: Parquet data unreadable near row {self.n_rows} ({_why(exc)}); the file may "
+                "be truncated or corrupt: regenerate it"
             ) from exc
+
+    def _ranged(self, batches: Iterator[pa.RecordBatch], offset: int, lo: int, hi: int) -> Iterator[Batch]:
+        """Validated batches of the rows ``[lo, hi)`` of record batches whose first row is ``offset``."""
+        for rb in batches:
+            n = rb.num_rows
+            a, b = max(lo, offset), min(hi, offset + n)
+            if b > a:
+                if b - a < n:
+                    rb = rb.slice(a - offset, b - a)
+                self.n_rows = b
+                out = self._parquet_batch(rb, np.arange(a, b, dtype=np.int64))
+                if out is not None:
+                    yield out
+            offset += n
+            if offset >= hi:
+                break
 
     def _parquet_batch(self, rb: pa.RecordBatch, rows: np.ndarray) -> Batch | None:
         spec = self.spec
@@ -332,14 +355,22 @@ class ShardReader:
         ids: list[str] = []
         extra: dict[str, list] = {c: [] for c in extra_cols}
         limit = spec.max_record_bytes
-        row = -1
+        piece = self.piece
+        row = piece.start - 1 if piece is not None else -1
         seen_text = False
+        # a piece reads the lines in its bytes [pos, end): it starts at a line start
+        pos = (piece.byte_start or 0) if piece is not None else 0
+        end = piece.byte_stop if piece is not None else None
+        if piece is not None and piece.byte_start is None:
+            raise ValueError("a JSON Lines piece needs its byte range (dedupkit.scan.plan_tasks makes them)")
         try:
             fh = _open_text_stream(self.shard)
+            if pos:
+                fh.seek(pos)
         except OSError as exc:
             raise InputError(f"{self.shard.name}: cannot open ({_why(exc)})") from exc
         with fh:
-            while True:
+            while end is None or pos < end:
                 try:
                     line = fh.readline(limit + 1)
                 except (OSError, EOFError, ValueError) as exc:
@@ -354,6 +385,7 @@ class ShardReader:
                     ) from exc
                 if not line:
                     break
+                pos += len(line)
                 row += 1
                 if len(line) > limit and not line.endswith(b"\n"):
                     if spec.on_bad_record == "fail" and (skip is None or row not in skip):
@@ -362,6 +394,7 @@ class ShardReader:
                     # Drain the rest of an overlong line without holding it in memory.
                     while True:
                         more = fh.readline(1 << 20)
+                        pos += len(more)
                         if not more or more.endswith(b"\n"):
                             break
                     if skip is None or row not in skip:

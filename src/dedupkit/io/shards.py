@@ -51,6 +51,22 @@ class Shard:
         return os.path.getsize(self.path)
 
 
+@dataclass(frozen=True)
+class Piece:
+    """The part of a shard that one scan task reads: rows ``[start, stop)`` of the shard.
+
+    Rows are 0-based row numbers (JSON Lines: line numbers) of the whole shard, so a piece's
+    manifest rows are those of an unsplit read. A JSON Lines piece also names the bytes
+    ``[byte_start, byte_stop)`` that hold exactly those lines (``byte_start`` is a line start), so
+    its reader seeks there instead of reading the lines before it.
+    """
+
+    start: int
+    stop: int
+    byte_start: int | None = None
+    byte_stop: int | None = None
+
+
 def shard_format(path: str) -> tuple[str, str | None] | None:
     """Return (format, compression) for a file name, or None when the suffix is not supported."""
     lower = path.lower()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dedupkit import __version__
+from dedupkit import settings as _S
 from dedupkit.errors import OutputError
 from dedupkit.redact import redact_obj
 from dedupkit.report.model import (
@@ -45,15 +46,15 @@ class ReportOptions:
             texts in several stages, or multi-byte scripts, could otherwise pass a few MB.
     """
 
-    largest: int = 20
-    sample: int = 30
-    max_members: int = 8
-    max_chars: int = 2000
+    largest: int = _S.ReportConfig.largest
+    sample: int = _S.ReportConfig.sample
+    max_members: int = _S.ReportConfig.max_members
+    max_chars: int = _S.ReportConfig.max_chars
     diff_chars: int = 20000
     doc_index_limit: int = 20000
-    seed: int = 0
+    seed: int = _S.ReportConfig.seed
     title: str | None = None
-    max_bytes: int = 4_000_000
+    max_bytes: int = int(_S.ReportConfig.max_mb * 1e6)
 
 
 @dataclass

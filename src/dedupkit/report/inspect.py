@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
 from dedupkit.report.model import (
     Cluster, StageRun, attach_texts, build_cluster, find_doc, load_run, require_stage, select_clusters,
@@ -29,8 +30,9 @@ class InspectResult:
 
 
 def inspect_run(out: str | os.PathLike, *, cluster: int | None = None, doc: str | None = None,
-                largest: int | None = None, stage: str | None = None, max_members: int = 50,
-                max_chars: int = 4000) -> InspectResult:
+                largest: int | None = None, stage: str | None = None,
+                max_members: int = _S.InspectConfig.max_members,
+                max_chars: int = _S.InspectConfig.max_chars) -> InspectResult:
     """Find clusters of the run in ``out`` and load their texts and diffs.
 
     Exactly one of ``cluster``, ``doc`` and ``largest`` is given.

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dedupkit import settings as _S
 from dedupkit.errors import InputError, ManifestError
 from dedupkit.manifest import MANIFEST_DIR, SUMMARY, load_summary, open_manifest, output_root, read_manifest
 from dedupkit.report.diff import diff_stats, word_diff
@@ -324,7 +325,7 @@ def build_cluster(st: StageTable, cluster_id: int, max_members: int) -> Cluster 
                    kept_others=max(0, len(kept) - (1 if rep.keep else 0)))
 
 
-def select_clusters(st: StageTable, largest: int, sample: int, seed: int = 0,
+def select_clusters(st: StageTable, largest: int, sample: int, seed: int = _S.ReportConfig.seed,
                     show_all_below: int = 0) -> tuple[list[int], list[int], bool]:
     """Pick the largest clusters and a seeded random sample of the others.
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dedupkit import settings as _S
 from dedupkit.errors import InputError
 from dedupkit.report.model import clip_diff, load_run, load_texts, require_stage
 from dedupkit.spans import has_spans, read_spans
@@ -65,7 +66,7 @@ def cut_diff(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, str]]:
 
 
 def cut_documents(out: str | os.PathLike, *, doc: str | None = None, largest: int | None = None,
-                  stage: str | None = None, max_chars: int = 1500) -> CutView:
+                  stage: str | None = None, max_chars: int = _S.InspectConfig.max_chars) -> CutView:
     """The documents a span stage cut: one by doc_id, or the ``largest`` N by bytes cut.
 
     Args:

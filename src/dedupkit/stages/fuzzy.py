@@ -36,6 +36,7 @@ from typing import Sequence
 
 import numpy as np
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
@@ -81,6 +82,9 @@ FUZZY_OPTIONS = ("shingle", "ngram", "num_perm", "seed", "threshold", "candidate
                  "char_ngram", "cluster")
 
 
+_F = _S.FuzzyConfig  # the defaults of every setting (dedupkit.settings)
+
+
 @dataclass(frozen=True)
 class FuzzyConfig:
     """Settings of the fuzzy stage.
@@ -108,15 +112,15 @@ class FuzzyConfig:
         policy: which document of a cluster survives (the centre order).
     """
 
-    minhash: MinHashConfig = MinHashConfig(threshold=0.5)
-    threshold: float | None = 0.65
-    verify: str = "sets"
-    measures: tuple[str, ...] = ("jaccard", "char")
-    containment_threshold: float = 0.9
-    containment_min: int = 20
-    char_threshold: float = 0.9
-    char_ngram: int = 5
-    cluster: str = "centre"
+    minhash: MinHashConfig = MinHashConfig(threshold=_S.FuzzyConfig.candidate_threshold)
+    threshold: float | None = _S.FuzzyConfig.threshold
+    verify: str = _S.FuzzyConfig.verify
+    measures: tuple[str, ...] = tuple(_S.FuzzyConfig.measure.split(","))
+    containment_threshold: float = _S.FuzzyConfig.containment_threshold
+    containment_min: int = _S.FuzzyConfig.containment_min
+    char_threshold: float = _S.FuzzyConfig.char_threshold
+    char_ngram: int = _S.FuzzyConfig.char_ngram
+    cluster: str = _S.FuzzyConfig.cluster
     policy: KeepPolicy = KeepPolicy()
 
     def __post_init__(self) -> None:
@@ -137,25 +141,20 @@ class FuzzyConfig:
             # Only the true sets have containment and char n-grams: signature (and none) verify
             # Jaccard, whatever --measure says (the summary's config records measure = jaccard).
             object.__setattr__(self, "measures", ("jaccard",))
-        for name in ("threshold", "containment_threshold", "char_threshold"):
-            v = getattr(self, name)
-            if not 0.0 < float(v) <= 1.0:
-                raise ConfigError(f"{name} must be in (0, 1], got {v!r}")
-        if not isinstance(self.char_ngram, int) or not 1 <= self.char_ngram <= 64:
-            raise ConfigError(f"char_ngram must be an integer from 1 to 64, got {self.char_ngram!r}")
-        if not isinstance(self.containment_min, int) or self.containment_min < 1:
-            raise ConfigError(f"containment_min must be a positive integer, got {self.containment_min!r}")
-        if self.cluster not in CLUSTER_MODES:
-            raise ConfigError(f"cluster must be one of {', '.join(CLUSTER_MODES)}, got {self.cluster!r}")
+        # ranges and choices: the schema's (dedupkit.settings)
+        _S.validate(_F, {k: getattr(self, k) for k in ("threshold", "containment_threshold", "char_threshold",
+                                                        "char_ngram", "containment_min", "cluster")})
 
     @classmethod
-    def from_options(cls, *, shingle: str = "word", ngram: int = 5, num_perm: int = 128, seed: int = 1,
-                     threshold: float = 0.65, candidate_threshold: float | None = 0.5,
-                     bands: int | None = None, rows: int | None = None, scheme: str = "affine64",
-                     verify: str = "sets", measure: str | Sequence[str] = "jaccard,char",
-                     containment_threshold: float = 0.9, containment_min: int = 20,
-                     char_threshold: float = 0.9, char_ngram: int = 5, cluster: str = "centre",
-                     keep: str = "first", keep_by: str | None = None, keep_order: str = "desc") -> "FuzzyConfig":
+    def from_options(cls, *, shingle: str = _F.shingle, ngram: int = _F.ngram, num_perm: int = _F.num_perm,
+                     seed: int = _F.seed, threshold: float = _F.threshold,
+                     candidate_threshold: float | None = _F.candidate_threshold,
+                     bands: int | None = None, rows: int | None = None, scheme: str = _F.scheme,
+                     verify: str = _F.verify, measure: str | Sequence[str] = _F.measure,
+                     containment_threshold: float = _F.containment_threshold,
+                     containment_min: int = _F.containment_min, char_threshold: float = _F.char_threshold,
+                     char_ngram: int = _F.char_ngram, cluster: str = _F.cluster, keep: str = _F.keep,
+                     keep_by: str | None = None, keep_order: str = _F.keep_order) -> "FuzzyConfig":
         """The config from the ``dedupkit fuzzy`` options (``candidate_threshold`` None: ``threshold``).
 
         The defaults are the command's, chosen by leave-one-suite-out over eight labelled suites
@@ -185,10 +184,13 @@ class FuzzyMapper(Mapper):
     every document's distinct word-shingle hashes (top 32 bits, sorted: ``wset``, ``wsetn`` values
     per document) for verification on the true sets without reading the text again."""
 
-    def __init__(self, cfg: MinHashConfig, word_sets: bool = False):
+    def __init__(self, cfg: MinHashConfig, word_sets: bool = False, signature: bool = True):
         self.cfg = cfg
         self.bands, self.rows = cfg.resolved()
         self.word_sets = word_sets
+        # without ``sig`` (only the signature modes verify with it), only the permutations the
+        # bands use are computed
+        self.signature = signature
 
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -211,12 +213,15 @@ class FuzzyMapper(Mapper):
 
     def _map(self, text) -> dict[str, np.ndarray]:
         hashes, counts = batch_shingle_hashes(text, self.cfg)
-        sig = signatures_from_hashes(hashes, counts, self.cfg)
+        sig = signatures_from_hashes(hashes, counts, self.cfg,
+                                     num=None if self.signature else self.bands * self.rows)
         keys = band_keys(sig, self.bands, self.rows)
-        # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of two
-        # different minima has probability 2**-32) and halve the disk space; legacy values are
-        # 32-bit already.
-        out = {"sig": sig.astype(np.uint32), "band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        out = {"band": keys, "nsh": np.minimum(counts, 2**31 - 1).astype(np.int32)}
+        if self.signature:
+            # The low 32 bits of each value are enough to estimate Jaccard (a false agreement of
+            # two different minima has probability 2**-32) and halve the disk space; legacy values
+            # are 32-bit already.
+            out["sig"] = sig.astype(np.uint32)
         if self.word_sets:
             # The top 32 bits of a 64-bit shingle hash: two different shingles agree by chance with
             # probability 2**-32, about one spurious shared shingle in 10,000 pairs of 600-shingle
@@ -227,8 +232,9 @@ class FuzzyMapper(Mapper):
         return out
 
     def empty(self) -> dict[str, np.ndarray]:
-        out = {"sig": np.zeros((0, self.cfg.num_perm), np.uint32), "band": np.zeros((0, self.bands), np.uint64),
-               "nsh": np.zeros(0, np.int32)}
+        out = {"band": np.zeros((0, self.bands), np.uint64), "nsh": np.zeros(0, np.int32)}
+        if self.signature:
+            out["sig"] = np.zeros((0, self.cfg.num_perm), np.uint32)
         if self.word_sets:
             out["wset"], out["wsetn"] = np.zeros(0, np.uint32), np.zeros(0, np.int32)
         return out
@@ -379,12 +385,11 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray, use_c: bool = True) -> t
 
 
 def shingle_set_task(task: ShingleSetTask) -> int:
-    from dedupkit.io.read import ShardReader
     from dedupkit.minhash import char_shingle_hashes
 
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
-    reader = ShardReader(st.shard, st.spec, skip_rows=st.skip_rows, row_groups=st.row_groups)
+    reader = st.reader()
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
@@ -509,7 +514,7 @@ class VerifyTask:
     offsets: tuple[int, ...]
     set_prefixes: tuple[str, ...] = ()  # char sets (shingle_set_task)
     out: str = ""
-    containment_min: int = 20
+    containment_min: int = _F.containment_min
     wset_paths: tuple[str, ...] = ()  # word sets written by the scan (FuzzyMapper word_sets)
     wsetn_paths: tuple[str, ...] = ()
 
@@ -675,7 +680,7 @@ class FuzzyStage(Stage):
         self.bands, self.rows = config.minhash.resolved()
 
     def mapper(self) -> Mapper:
-        return FuzzyMapper(self.config.minhash, self.word_sets())
+        return FuzzyMapper(self.config.minhash, self.word_sets(), self.config.verify != "sets")
 
     def word_sets(self) -> bool:
         """Whether the scan keeps word-shingle sets (verification on true sets by a word measure)."""
@@ -688,7 +693,8 @@ class FuzzyStage(Stage):
     def key(self) -> str:
         c = self.config.minhash
         return (f"fuzzy:v2:{c.scheme}:{c.shingle}:{c.ngram}:{c.num_perm}:{c.seed}:"
-                f"{self.bands}x{self.rows}" + (":wsets" if self.word_sets() else ""))
+                f"{self.bands}x{self.rows}" + (":wsets" if self.word_sets() else "") +
+                (":nosig" if self.config.verify == "sets" else ""))
 
     def config_dict(self) -> dict:
         c, f = self.config.minhash, self.config

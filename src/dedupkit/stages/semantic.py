@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from dedupkit.embed import (
     ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, passive_openmp, resolve_model,
 )
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Shard
@@ -45,7 +46,7 @@ from dedupkit.stages.base import Decisions, Stage
 log = logging.getLogger(__name__)
 
 SEMANTIC_KEEP = ("hard", "easy", "random", "first", "last", "longest", "shortest")
-DEFAULT_EPS = 0.07
+DEFAULT_EPS = float(_S.SemanticConfig.eps)
 #: Automatic cluster count: one cluster per this many documents, so the average pairwise block
 #: is ~1000 x 1000 and k-means stays cheap (K = n / 1000 centroids).
 AUTO_CLUSTER_SIZE = 1000
@@ -82,11 +83,11 @@ class SemanticConfig:
     eps: tuple[float, ...] = (DEFAULT_EPS,)
     clusters: int | None = None
     fit_sample: int | None = None
-    niter: int = 20
-    keep: str = "hard"
+    niter: int = _S.SemanticConfig.niter
+    keep: str = _S.SemanticConfig.keep
     keep_by: str | None = None
-    order: str = "desc"
-    seed: int = 42
+    order: str = _S.SemanticConfig.keep_order
+    seed: int = _S.SemanticConfig.seed
     analyze: bool = False
     cache_dir: str | None = None
     use_cache: bool = True

@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
-from dedupkit.io.read import Batch, ShardReader
+from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
 from dedupkit.policy import KeepPolicy
 from dedupkit.spans import SpanWriter, corpus_span_table, merge_spans
@@ -84,13 +85,13 @@ class SubstringConfig:
         policy: which document counts as first (``--keep-by`` etc.).
     """
 
-    unit: str = "span"
+    unit: str = _S.SubstringConfig.unit
     min_tokens: int | None = None
-    keep: str = "first"
-    min_length: int = 0
-    min_docs: int = 2
-    protect: float = 0.8
-    partitions: int = 0
+    keep: str = _S.SubstringConfig.keep
+    min_length: int = _S.SubstringConfig.min_length
+    min_docs: int = _S.SubstringConfig.min_docs
+    protect: float = _S.SubstringConfig.protect
+    partitions: int = _S.SubstringConfig.partitions
     policy: KeepPolicy = field(default_factory=KeepPolicy)
 
     def __post_init__(self) -> None:
@@ -197,7 +198,7 @@ class HashTask:
 
 def _read(scan, first_doc: int, n_docs: int):
     """The task's good rows, batch by batch, with the global index of each batch's first document."""
-    reader = ShardReader(scan.shard, scan.spec, skip_rows=scan.skip_rows, row_groups=scan.row_groups)
+    reader = scan.reader()
     g = first_doc
     for batch in reader:
         yield g, batch
@@ -487,16 +488,6 @@ def _auto_pbits(corpus, partitions: int) -> int:
         return max(0, math.ceil(math.log2(partitions)))
     size = sum(s.size for s in corpus.shards)
     return max(0, min(12, math.ceil(math.log2(max(1, size / (48 << 20))))))
-
-
-def build_substring(unit="span", min_tokens=None, keep="first", keep_by=None, keep_order="desc", min_length=0,
-                    min_docs=2, protect=0.8, partitions=0, **unknown) -> "SubstringStage":
-    """The substring stage from its command's options (for ``dedupkit run`` and config files)."""
-    if unknown:
-        raise ConfigError(f"the substring stage has no setting {', '.join(sorted(unknown))}")
-    return SubstringStage(SubstringConfig(unit=unit, min_tokens=min_tokens, keep=keep, min_length=min_length,
-                                          min_docs=min_docs, protect=protect, partitions=partitions,
-                                          policy=KeepPolicy("first", keep_by, keep_order)))
 
 
 class SubstringStage(Stage):

@@ -1,0 +1,431 @@
+"""The semantic stage: SemDeDup decisions, keep policies, analysis, cache, chaining, CLI.
+
+Fast tests use a small hashing embedder registered through the real registry
+(``register_embedder``); ``test_real_packaged_model`` runs the packaged all-MiniLM-L6-v2, and
+``test_real_model_on_cuda_matches_cpu`` runs it on a GPU where torch sees one (skipped elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.support import BASE_DOCS, make_rows, read_manifest, run_subprocess, write_jsonl, write_parquet
+from dedupkit import api
+from dedupkit.cli.main import cli
+from dedupkit.embed import EmbedConfig, register_embedder
+from dedupkit.errors import ConfigError
+from dedupkit.stages.semantic import (
+    SemanticConfig, nearest_higher_ranked, parse_eps, resolve_representatives,
+)
+
+
+class HashEmbedder:
+    """Bag of hashed words: texts sharing most words get a high cosine; deterministic, instant."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.key = f"hash:{dim}"
+        self.calls = 0
+
+    def encode(self, texts):
+        self.calls += len(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                h = zlib.crc32(w.encode())
+                out[i, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+        n = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.divide(out, n, out=np.zeros_like(out), where=n > 0)
+
+
+def hash_factory(arg: str, config: EmbedConfig) -> HashEmbedder:
+    return HashEmbedder(int(arg or 256))
+
+
+register_embedder("hash", hash_factory)
+
+FAKE = "hash:256"
+
+
+def run(inputs, out, **kw):
+    kw.setdefault("model", FAKE)
+    kw.setdefault("id_column", "id")
+    return api.semantic([str(i) for i in inputs] if isinstance(inputs, list) else [str(inputs)], str(out), **kw)
+
+
+def check_invariants(rows: list[dict]) -> None:
+    by_id = {r["doc_id"]: r for r in rows}
+    assert len(by_id) == len(rows)
+    for r in rows:
+        if not r["keep"] and r["stage"] == "semantic":
+            rep = by_id[r["duplicate_of"]]
+            assert rep["keep"], r
+            assert rep["cluster_id"] == r["cluster_id"] is not None
+
+
+def test_fake_embedder_finds_copies_and_keeps_one_row_per_input(corpus, tmp_path):
+    res = run(corpus, tmp_path / "out", cache_dir=str(tmp_path / "cache"), eps=0.01, keep="first")
+    rows = read_manifest(tmp_path / "out")
+    assert len(rows) == len(BASE_DOCS)
+    check_invariants(rows)
+    dropped = {r["doc_id"] for r in rows if not r["keep"]}
+    # BASE_DOCS 2 and 4 repeat doc 0 (4 differs in case/space only), 5 repeats 1, 7 repeats 3.
+    assert dropped == {"s0-2", "s1-0", "s1-1", "s1-3"}
+    by_id = {r["doc_id"]: r for r in rows}
+    assert by_id["s1-0"]["duplicate_of"] == "s0-0"
+    assert by_id["s1-0"]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert by_id["s1-2"]["cluster_id"] is None and by_id["s1-2"]["keep"]
+    assert res.summary["counts"]["dropped"] == 4
+    assert res.summary["stats"]["embedded_now"] == len(BASE_DOCS)
+
+
+def test_nearest_columns_are_written(corpus, tmp_path):
+    run(corpus, tmp_path / "out", cache_dir=str(tmp_path / "cache"), eps=0.01, keep="first")
+    t = ds.dataset(str(tmp_path / "out" / "manifest")).to_table()
+    assert {"nearest_sim", "nearest_doc"} <= set(t.column_names)
+    rows = {r["doc_id"]: r for r in t.to_pylist()}
+    assert rows["s0-0"]["nearest_sim"] is None  # top-ranked member of its cluster
+    assert rows["s0-2"]["nearest_doc"] == "s0-0"
+
+
+PARA = [
+    "the cat sat on the mat in the old house by the sea",  # 0
+    "the cat sat on the mat in the old house by the sea today",  # 1 near 0
+    "stock markets fell sharply after the central bank raised interest rates",  # 2
+    "stock markets fell sharply after the central bank raised interest rates again",  # 3 near 2
+    "a recipe for bread needs flour water salt and yeast",  # 4
+    "the cat sat on the mat in the old house by the sea yesterday evening",  # 5 near 0
+]
+
+
+def para_corpus(tmp_path, fmt="parquet", extra=None):
+    rows = make_rows(PARA)
+    for i, r in enumerate(rows):
+        r["score"] = extra[i] if extra else i
+    d = tmp_path / "para"
+    if fmt == "parquet":
+        write_parquet(d / "a.parquet", rows[:3])
+        write_parquet(d / "b.parquet", rows[3:])
+    else:
+        write_jsonl(d / "a.jsonl", rows[:3])
+        write_jsonl(d / "b.jsonl", rows[3:])
+    return d
+
+
+def kept(out) -> set[str]:
+    return {r["doc_id"] for r in read_manifest(out) if r["keep"]}
+
+
+def test_keep_policies(tmp_path):
+    d = para_corpus(tmp_path, "jsonl")
+    cache = str(tmp_path / "cache")
+    common = dict(cache_dir=cache, eps=0.25, clusters=1)
+    run(d, tmp_path / "first", keep="first", **common)
+    assert kept(tmp_path / "first") == {"d0", "d2", "d4"}
+    run(d, tmp_path / "last", keep="last", **common)
+    assert kept(tmp_path / "last") == {"d5", "d3", "d4"}
+    run(d, tmp_path / "longest", keep="longest", **common)
+    assert kept(tmp_path / "longest") == {"d5", "d3", "d4"}
+    run(d, tmp_path / "by", keep="first", keep_by="score", keep_order="desc", **common)
+    assert kept(tmp_path / "by") == {"d5", "d3", "d4"}
+    run(d, tmp_path / "by_asc", keep="last", keep_by="score", keep_order="asc", **common)
+    assert kept(tmp_path / "by_asc") == {"d0", "d2", "d4"}
+    # hard keeps the member farthest from the centroid, easy the nearest: with one cluster they
+    # must pick different members of the 3-member cat group.
+    run(d, tmp_path / "hard", keep="hard", **common)
+    run(d, tmp_path / "easy", keep="easy", **common)
+    cat = {"d0", "d1", "d5"}
+    hard_cat, easy_cat = kept(tmp_path / "hard") & cat, kept(tmp_path / "easy") & cat
+    assert len(hard_cat) == 1 and len(easy_cat) == 1 and hard_cat != easy_cat
+    for name in ("first", "last", "longest", "by", "by_asc", "hard", "easy"):
+        check_invariants(read_manifest(tmp_path / name))
+
+
+def test_random_policy_is_seeded(tmp_path):
+    d = para_corpus(tmp_path)
+    cache = str(tmp_path / "cache")
+    picks = set()
+    for seed in range(4):
+        run(d, tmp_path / f"r{seed}", keep="random", seed=seed, eps=0.25, clusters=1, cache_dir=cache)
+        picks.add(frozenset(kept(tmp_path / f"r{seed}")))
+        check_invariants(read_manifest(tmp_path / f"r{seed}"))
+    run(d, tmp_path / "again", keep="random", seed=0, eps=0.25, clusters=1, cache_dir=cache)
+    assert kept(tmp_path / "again") == kept(tmp_path / "r0")
+    assert len(picks) > 1
+
+
+def test_same_manifest_for_any_worker_count_and_batch_size(tmp_path):
+    texts = [PARA[i % len(PARA)] + (" extra words" * (i % 3)) for i in range(60)]
+    d = tmp_path / "many"
+    for s in range(3):
+        write_parquet(d / f"p{s}.parquet", make_rows(texts[s * 20:(s + 1) * 20], prefix=f"p{s}-"))
+    outs = []
+    for i, (workers, bs) in enumerate([(1, 8192), (2, 7)]):
+        run(d, tmp_path / f"o{i}", workers=workers, batch_size=bs, eps=0.1, clusters=4,
+            cache_dir=str(tmp_path / f"cache{i}"))
+        t = ds.dataset(str(tmp_path / f"o{i}" / "manifest")).to_table().sort_by([("shard", "ascending"), ("row", "ascending")])
+        outs.append(t)
+        check_invariants(t.to_pylist())
+    assert outs[0].equals(outs[1])
+    assert not outs[0].column("keep").to_pylist() == [True] * 60
+
+
+def test_analyze_drops_nothing_and_matches_real_runs(tmp_path):
+    d = para_corpus(tmp_path)
+    cache = str(tmp_path / "cache")
+    res = run(d, tmp_path / "an", analyze=True, eps="0.01,0.1,0.6", clusters=1, keep="first", cache_dir=cache)
+    rows = read_manifest(tmp_path / "an")
+    assert len(rows) == len(PARA) and all(r["keep"] for r in rows)
+    analysis = json.loads((tmp_path / "an" / "analysis.json").read_text())
+    assert analysis == res.summary["stats"]["analysis"]
+    drops = [e["drop"] for e in analysis["per_eps"]]
+    assert drops == sorted(drops) and drops[-1] > drops[0]
+    for e in analysis["per_eps"]:
+        r = run(d, tmp_path / f"e{e['eps']}", eps=e["eps"], clusters=1, keep="first", cache_dir=cache)
+        assert r.summary["counts"]["dropped"] == e["drop"]
+        assert r.summary["stats"]["embedded_now"] == 0  # the analysis filled the cache
+    s = analysis["samples"][1]
+    assert s["eps"] == 0.1
+    for p in s["above"]:
+        assert p["cosine"] >= 0.9 and p["text"] and p["higher_ranked_text"]
+    for p in s["below"]:
+        assert p["cosine"] < 0.9
+
+
+def test_cache_reuse_invalidation_and_partial_rows(tmp_path):
+    d = para_corpus(tmp_path)
+    cache = str(tmp_path / "cache")
+    r1 = run(d, tmp_path / "o1", eps=0.1, cache_dir=cache)
+    assert r1.summary["stats"]["embedded_now"] == len(PARA)
+    r2 = run(d, tmp_path / "o2", eps=0.3, clusters=2, keep="easy", cache_dir=cache)
+    assert r2.summary["stats"]["embedded_now"] == 0 and r2.summary["stats"]["from_cache"] == len(PARA)
+    # Another max_tokens is another cache key.
+    r3 = run(d, tmp_path / "o3", eps=0.1, cache_dir=cache, max_tokens=64)
+    assert r3.summary["stats"]["embedded_now"] == len(PARA)
+    # Changing one shard re-embeds only that shard.
+    write_parquet(d / "b.parquet", make_rows(["a brand new text about rivers and boats"] * 3, prefix="n"))
+    r4 = run(d, tmp_path / "o4", eps=0.1, cache_dir=cache)
+    assert r4.summary["stats"]["embedded_now"] == 3
+    # no cache: computes everything, writes nothing new
+    r5 = run(d, tmp_path / "o5", eps=0.1, cache_dir=str(tmp_path / "nocache"), no_cache=True)
+    assert r5.summary["stats"]["embedded_now"] == 6
+    assert not (tmp_path / "nocache").exists()
+
+
+def test_skip_chaining_and_cache_grows(tmp_path, corpus):
+    cache = str(tmp_path / "cache")
+    ex = api.exact([str(corpus)], str(tmp_path / "exact"), id_column="id", normalize="whitespace,lower")
+    assert ex.summary["counts"]["dropped"] == 4
+    r = run(corpus, tmp_path / "sem", skip=[str(tmp_path / "exact")], eps=0.01, cache_dir=cache)
+    rows = read_manifest(tmp_path / "sem")
+    assert len(rows) == len(BASE_DOCS)
+    assert r.summary["stats"]["embedded_now"] == 4  # only rows exact kept
+    assert sum(not x["keep"] for x in rows) == 4
+    assert all(x["stage"] == "exact" for x in rows if not x["keep"])
+    # A run without --skip needs the other rows too: only those are embedded now.
+    r2 = run(corpus, tmp_path / "sem2", eps=0.01, cache_dir=cache)
+    assert r2.summary["stats"]["embedded_now"] == 4 and r2.summary["stats"]["from_cache"] == 4
+
+
+def test_bad_records_are_counted_not_embedded(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "a.jsonl").write_text('{"id": "a", "text": "hello there world"}\nnot json\n'
+                               '{"id": "b", "text": "hello there world"}\n')
+    r = run(d, tmp_path / "o", on_bad_record="skip", eps=0.01, cache_dir=str(tmp_path / "c"))
+    assert r.summary["counts"]["bad_records"] == 1
+    rows = read_manifest(tmp_path / "o")
+    assert [x["keep"] for x in rows] == [True, False, False]
+    assert rows[2]["duplicate_of"] == "a"
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="--analyze"):
+        SemanticConfig(eps="0.1,0.2")
+    with pytest.raises(ConfigError, match="eps"):
+        parse_eps("0.1,abc")
+    with pytest.raises(ConfigError, match=r"\(0, 2\]"):
+        parse_eps(0)
+    with pytest.raises(ConfigError, match="keep must be"):
+        SemanticConfig(keep="median")
+    assert parse_eps("0.2, 0.05,0.05") == (0.05, 0.2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), k=st.integers(1, 4), seed=st.integers(0, 1000),
+       block=st.sampled_from([1, 7, 50, 1 << 20]), thr=st.floats(0.3, 0.99))
+def test_blocked_pairwise_matches_brute_force(n, k, seed, block, thr):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(3, 8))
+    x = base[rng.integers(0, 3, n)] + 0.3 * rng.normal(size=(n, 8))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    assign = rng.integers(0, k, n)
+    rank = rng.permutation(n)
+    order = np.lexsort([rank, assign])
+    bounds = np.r_[0, np.cumsum(np.bincount(assign, minlength=k))]
+    best, arg = nearest_higher_ranked(x, order, bounds, block_floats=block)
+    pos = np.empty(n, int)
+    pos[order] = np.arange(n)
+    for i in range(n):
+        earlier = [j for j in range(n) if assign[j] == assign[i] and pos[j] < pos[i]]
+        if not earlier:
+            assert arg[i] == -1
+            continue
+        sims = x[earlier] @ x[i]
+        assert best[i] == pytest.approx(sims.max(), abs=1e-5)
+        assert pos[arg[i]] < pos[i] and assign[arg[i]] == assign[i]
+    drop, rep = resolve_representatives(best, arg, thr)
+    assert not drop[rep].any()  # every representative is kept
+    assert (assign[rep] == assign).all()
+    assert (rep[~drop] == np.flatnonzero(~drop)).all()
+
+
+def test_cli_help_analyze_and_errors(tmp_path):
+    d = para_corpus(tmp_path)
+    runner = CliRunner()
+    h = runner.invoke(cli, ["semantic", "--help"])
+    assert h.exit_code == 0 and "Example:" in h.output and "--analyze" in h.output
+    out = tmp_path / "an"
+    r = runner.invoke(cli, ["semantic", str(d), "-o", str(out), "--id-column", "id", "--model", FAKE,
+                            "--analyze", "--eps", "0.05,0.25", "--clusters", "1",
+                            "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip() == str(out)
+    assert "would drop" in r.stderr and "eps 0.25" in r.stderr
+    bad = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "x"), "--model", FAKE, "--eps", "0.1,0.2"])
+    assert bad.exit_code == 1 and "--analyze" in bad.stderr
+    neg = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "y"), "--model", FAKE, "--eps", "-1"])
+    assert neg.exit_code == 1 and "eps must be" in neg.stderr
+    missing = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "z"), "--model",
+                                  str(tmp_path / "no-such-model"), "--cache-dir", str(tmp_path / "c")])
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
+    assert not (tmp_path / "z" / "summary.json").exists()
+
+
+def test_guardrail(tmp_path):
+    d = para_corpus(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "g"), "--model", FAKE, "--eps", "0.6",
+                            "--clusters", "1", "--max-drop-rate", "0.1", "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 4, r.output
+    assert not (tmp_path / "g" / "summary.json").exists()
+
+
+@pytest.mark.model
+def test_real_packaged_model(tmp_path):
+    """The packaged all-MiniLM-L6-v2, no fake: a paraphrase pair is merged, unrelated texts kept."""
+    texts = [
+        "How do I learn to program in Python?",
+        "What is the best way to learn Python programming?",
+        "What is the capital city of France?",
+        "My bicycle tire keeps going flat.",
+    ]
+    d = tmp_path / "tiny"
+    write_jsonl(d / "q.jsonl", make_rows(texts))
+    cache = tmp_path / "cache"
+    r = api.semantic([str(d)], str(tmp_path / "out"), id_column="id", eps=0.3, keep="first",
+                     cache_dir=str(cache), device="cpu")
+    rows = read_manifest(tmp_path / "out")
+    check_invariants(rows)
+    assert [x["keep"] for x in rows] == [True, False, True, True]
+    assert rows[1]["duplicate_of"] == "d0" and 0.7 <= rows[1]["score"] < 1.0
+    assert r.summary["stats"]["dim"] == 384
+    assert r.summary["stats"]["device"] == "cpu"
+    emb = np.load(next(cache.rglob("*.emb.npy")))
+    assert emb.shape == (4, 384)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    assert emb[0] @ emb[1] > 0.7 > max(emb[0] @ emb[2], emb[0] @ emb[3])
+    r2 = api.semantic([str(d)], str(tmp_path / "out2"), id_column="id", eps=0.01, cache_dir=str(cache))
+    assert r2.summary["stats"]["embedded_now"] == 0 and r2.summary["counts"]["dropped"] == 0
+    assert r2.summary["stats"]["device"] == "cache"
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.model
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU that torch can see")
+def test_real_model_on_cuda_matches_cpu(tmp_path):
+    """--device cuda embeds on the GPU and decides exactly what --device cpu decides."""
+    from dedupkit.embed import get_embedder
+
+    topics = ["learn to program in Python", "the capital city of France", "fix a flat bicycle tire",
+              "bake sourdough bread at home", "train for a marathon", "the price of gold today",
+              "grow tomatoes on a balcony", "renew a passport quickly"]
+    texts = []
+    for t in topics:
+        texts += [f"How do I {t}?" if not t.startswith("the") else f"What is {t}?",
+                  f"What is the best way to {t}?" if not t.startswith("the") else f"Tell me {t}.",
+                  f"Unrelated note number {len(texts)}: the meeting moved to Thursday afternoon."]
+    d = tmp_path / "q"
+    write_parquet(d / "q.parquet", make_rows(texts))
+    cpu = get_embedder(EmbedConfig(device="cpu")).encode(texts)
+    gpu_emb = get_embedder(EmbedConfig(device="cuda"))
+    assert gpu_emb.device == "cuda"
+    gpu = gpu_emb.encode(texts)
+    assert gpu.shape == cpu.shape == (len(texts), 384)
+    assert np.min(np.einsum("ij,ij->i", cpu, gpu)) > 0.9999
+    runs = {}
+    for device in ("cpu", "cuda", "auto"):
+        r = api.semantic([str(d)], str(tmp_path / f"o-{device}"), id_column="id", eps=0.2, keep="first",
+                         cache_dir=str(tmp_path / f"c-{device}"), device=device)
+        assert r.summary["stats"]["device"] == ("cpu" if device == "cpu" else "cuda")
+        runs[device] = read_manifest(tmp_path / f"o-{device}")
+    for device in ("cuda", "auto"):
+        for a, b in zip(runs["cpu"], runs[device]):
+            assert (a["doc_id"], a["keep"], a["duplicate_of"], a["cluster_id"]) == \
+                (b["doc_id"], b["keep"], b["duplicate_of"], b["cluster_id"])
+            assert (a["score"] is None) == (b["score"] is None)
+            if a["score"] is not None:
+                assert abs(a["score"] - b["score"]) < 1e-4
+    assert sum(not x["keep"] for x in runs["cpu"]) >= 3
+
+
+def test_cli_subprocess_usage_errors(tmp_path):
+    d = para_corpus(tmp_path)
+    p = run_subprocess("semantic", str(d), "-o", str(tmp_path / "o"), "--eps", "0.1,0.2")
+    assert p.returncode == 1 and "--analyze" in p.stderr and p.stdout == ""
+    p = run_subprocess("semantic", str(d), "-o", str(tmp_path / "o"), "--keep", "median")
+    assert p.returncode == 2 and "median" in p.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+WORDS = ["alpha", "beta", "gamma", "delta", "river", "stone", "cloud", "market", "bread", "train"]
+
+
+@settings(max_examples=8, deadline=None)
+@given(docs=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join), min_size=1, max_size=25),
+       eps=st.sampled_from([0.01, 0.1, 0.3]), keep=st.sampled_from(["hard", "easy", "random", "first"]),
+       clusters=st.integers(1, 3))
+def test_manifest_invariants_property(tmp_path_factory, docs, eps, keep, clusters):
+    tmp = tmp_path_factory.mktemp("prop")
+    half = len(docs) // 2
+    write_parquet(tmp / "d" / "a.parquet", make_rows(docs[:half] or ["alpha"], prefix="a"))
+    write_jsonl(tmp / "d" / "b.jsonl", make_rows(docs[half:], prefix="b"))
+    n_in = (half or 1) + len(docs) - half
+    r = run(tmp / "d", tmp / "o", eps=eps, keep=keep, clusters=clusters, cache_dir=str(tmp / "c"))
+    rows = read_manifest(tmp / "o")
+    assert len(rows) == n_in == r.summary["counts"]["rows"]
+    assert sorted((x["shard"].rsplit("/", 1)[-1], x["row"]) for x in rows) == sorted(
+        [("a.parquet", i) for i in range(half or 1)] + [("b.jsonl", i) for i in range(len(docs) - half)])
+    check_invariants(rows)
+    for x in rows:
+        if x["keep"]:
+            assert x["duplicate_of"] is None
+        else:
+            assert x["nearest_sim"] >= 1 - eps - 1e-6

@@ -1,0 +1,155 @@
+"""Big shards split into scan tasks of bounded size (dedupkit.scan.plan_tasks): Parquet by row group
+and by row ranges of one big row group, JSON Lines by byte ranges at line starts; the manifest is
+the unsplit run's, byte for byte."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dedupkit.io.read import ReadSpec
+from dedupkit.io.shards import discover
+from dedupkit.runner import RunOptions, run_stage
+from dedupkit.scan import plan_tasks
+from dedupkit.stages.exact import ExactStage
+from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
+         "tau upsilon phi chi psi omega").split()
+
+
+def _texts(n: int, seed: int = 3) -> list[str]:
+    """Documents with exact copies, near copies and unique ones (some non-ASCII)."""
+    rng = random.Random(seed)
+    base = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60))) for _ in range(n // 3)]
+    out = []
+    for i in range(n):
+        b = base[rng.randrange(len(base))]
+        kind = rng.random()
+        if kind < 0.3:
+            out.append(b)
+        elif kind < 0.6:
+            w = b.split()
+            w[rng.randrange(len(w))] = rng.choice(["Zürich", "naïve", "ÉTÉ", "x"])
+            out.append(" ".join(w))
+        else:
+            out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 50))) + f" u{i}")
+    return out
+
+
+def _manifest_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "manifest").glob("*.parquet"))}
+
+
+def _plan(paths, **kw):
+    shards = discover([str(p) for p in paths])
+    return plan_tasks(shards, ReadSpec(), None, "/nonexistent", "k", **kw)
+
+
+def test_parquet_row_groups_become_tasks(tmp_path):
+    """16 row groups of a file 16 x split_bytes big: at least 16 tasks, rows in order, none twice."""
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"text": _texts(1600)}), path, row_group_size=100)
+    md = pq.ParquetFile(path).metadata
+    assert md.num_row_groups == 16
+    per_group = max(md.row_group(g).total_byte_size for g in range(16))
+    tasks = _plan([path], split_bytes=per_group)
+    assert len(tasks) >= 16
+    ranges = [(t.piece.start, t.piece.stop) for t in tasks]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1600
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    # tiny row groups merge (up to MERGE_BYTES), so a file of many small groups is not 1,000 tasks
+    assert len(_plan([path])) == 1
+
+
+def test_one_big_row_group_splits_by_rows(tmp_path):
+    path = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"text": _texts(1000)}), path, row_group_size=10_000)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    tasks = _plan([path], split_bytes=5_000)
+    assert len(tasks) > 5
+    assert [t.part for t in tasks] == list(range(len(tasks)))
+    assert sum(t.piece.stop - t.piece.start for t in tasks) == 1000
+    # workers: the input is cut into at least as many tasks as workers (pieces >= MIN_PIECE_BYTES
+    # only, so this small file stays whole)
+    assert len(_plan([path], workers=2)) == 1
+
+
+def test_jsonl_pieces_start_at_lines_and_count_them(tmp_path):
+    lines = [json.dumps({"text": t}) for t in _texts(300)]
+    lines[7] = ""  # a blank line and a malformed one are rows too
+    lines[150] = "{not json"
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(lines))  # no newline after the last line
+    data = path.read_bytes()
+    tasks = _plan([path], split_bytes=len(data) // 9)
+    assert len(tasks) >= 9
+    prev_row, prev_byte = 0, 0
+    for t in tasks:
+        p = t.piece
+        assert (p.start, p.byte_start) == (prev_row, prev_byte)
+        assert p.byte_start == 0 or data[p.byte_start - 1:p.byte_start] == b"\n"
+        assert data[p.byte_start:p.byte_stop].count(b"\n") in (p.stop - p.start, p.stop - p.start - 1)
+        assert p.start == data[:p.byte_start].count(b"\n")
+        prev_row, prev_byte = p.stop, p.byte_stop
+    assert (prev_row, prev_byte) == (300, len(data))
+
+
+def _run(stage_factory, inp, out, **opts):
+    spec = ReadSpec(batch_size=37, on_bad_record=opts.pop("on_bad_record", "fail"))
+    return run_stage(stage_factory(), [str(inp)], out, spec, RunOptions(**opts))
+
+
+@pytest.mark.parametrize("fmt", ["parquet-one-group", "parquet-groups", "jsonl"])
+@pytest.mark.parametrize("stage", ["exact", "fuzzy"])
+def test_split_manifest_is_byte_identical(tmp_path, fmt, stage):
+    texts = _texts(900)
+    if fmt == "jsonl":
+        inp = tmp_path / "c.jsonl"
+        lines = [json.dumps({"text": t}) for t in texts]
+        lines[10] = "   "
+        lines[500] = '{"text": 5}'
+        inp.write_text("\n".join(lines) + "\n")
+    else:
+        inp = tmp_path / "c.parquet"
+        pq.write_table(pa.table({"text": texts}), inp, row_group_size=10_000 if fmt == "parquet-one-group" else 64)
+    factory = ExactStage if stage == "exact" else (lambda: FuzzyStage(FuzzyConfig()))
+    whole = _run(factory, inp, tmp_path / "whole", on_bad_record="skip")
+    split = _run(factory, inp, tmp_path / "split", on_bad_record="skip", split_bytes=4_000, workers=2)
+    assert split.summary["counts"] == whole.summary["counts"]
+    assert whole.summary["timings"]["scan_tasks"] == 1 and split.summary["timings"]["scan_tasks"] > 4
+    assert whole.summary["counts"]["rows"] == 900
+    assert split.summary["counts"]["dropped"] > 0
+    assert _manifest_bytes(split.out) == _manifest_bytes(whole.out)
+    if fmt == "jsonl":
+        assert [b["row"] for b in split.summary["bad_records"]] == [10, 500]
+
+
+def test_split_jsonl_bad_record_names_its_line(tmp_path):
+    lines = [json.dumps({"text": t}) for t in _texts(400)]
+    lines[333] = "[1, 2]"
+    inp = tmp_path / "c.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    from dedupkit.errors import InputError
+
+    with pytest.raises(InputError, match=r"c\.jsonl: line 334: expected a JSON object"):
+        _run(ExactStage, inp, tmp_path / "o", split_bytes=2_000)
+
+
+def test_rerun_with_other_pieces_rescans(tmp_path):
+    """A run killed after some tasks, rerun with other pieces under the same task numbers, must
+    not reuse a finished task of the old plan."""
+    inp = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": _texts(600)}), inp, row_group_size=10_000)
+    ref = _run(ExactStage, inp, tmp_path / "ref")
+    out = tmp_path / "o"
+    _run(ExactStage, inp, out, split_bytes=3_000, keep_work=True)
+    (out / "summary.json").unlink()  # as if killed before the end: the work files stay
+    again = _run(ExactStage, inp, out, split_bytes=9_000)
+    assert again.summary["timings"]["reused_scan_tasks"] == 0
+    assert _manifest_bytes(again.out) == _manifest_bytes(ref.out)
