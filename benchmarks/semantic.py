@@ -20,9 +20,20 @@ Measures, printing a table and writing JSON:
    document's ONNX embedding to its torch embedding (min, 1st percentile, mean), and the share of
    rows whose keep/drop decision is the same when ``dedupkit semantic`` runs with each backend at
    the default settings.
+6. **semhash end to end** (``--peer-python``: a virtualenv with semhash, onnxruntime, tokenizers
+   and pyarrow): wall time of a fresh ``dedupkit semantic DOCS --backend onnx --no-cache -q``
+   process versus a fresh process that reads the same texts, loads the same int8 ONNX export with
+   dedupkit's encoder (this checkout's ``src`` on its path) and runs semhash's
+   ``SemHash.from_records(...).self_deduplicate()`` at its default threshold: same model, same
+   backend, same threads. The export is made once beforehand; neither run pays for it. Runs
+   alternate ``--runs`` times; medians are reported.
 
 Usage:
     python benchmarks/semantic.py --docs CORPUS/docs.parquet --n 20000 --out benchmarks/results/semantic.json
+    # dedupkit vs semhash end to end, same model and backend:
+    python benchmarks/semantic.py --docs ../shared/data/qqp-sample/docs.parquet --n 20000 \
+        --skip e2e,cluster,speed,backends --peer-python /work/peers/sem-onnx/bin/python \
+        --out benchmarks/results/semantic_vs_semhash.json
     # the backends alone (what RESULTS.md "ONNX backend" cites):
     python benchmarks/semantic.py --docs CORPUS/docs.parquet --skip e2e,cluster,speed \
         --suites ../shared/data/qqp-sample ../shared/data/mrpc-groups ../shared/data/clough-stevenson \
@@ -151,6 +162,48 @@ def speed_bench(texts: list[str], runs: int, max_tokens: int, minilm_n: int) -> 
     return {**out, "minilm_docs": len(sub), "minilm_docs_per_s": m_dps, "speedup": s_dps / m_dps}
 
 
+PEER = r"""
+import sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+import pyarrow.parquet as pq
+from semhash import SemHash
+from dedupkit.embed_onnx import OnnxEmbedder
+
+class Encoder:  # semhash's encoder protocol on dedupkit's ONNX encoder
+    def __init__(self, e): self.e = e
+    def encode(self, inputs, **kw): return self.e.encode(list(inputs))
+
+texts = pq.read_table(sys.argv[1], columns=["text"]).column("text").to_pylist()
+enc = Encoder(OnnxEmbedder(Path(sys.argv[2]), "peer", int(sys.argv[3]), int(sys.argv[4])))
+records = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+res = SemHash.from_records(records, columns=["text"], model=enc).self_deduplicate(threshold=float(sys.argv[5]))
+print(len(texts), len(res.filtered), time.perf_counter() - t0)
+"""
+
+
+def peer_bench(docs: Path, peer_python: str, runs: int, max_tokens: int, batch_size: int, work: Path) -> dict:
+    """Wall time of dedupkit and semhash end to end, same ONNX model, fresh processes."""
+    from dedupkit.embed import onnx_export, packaged_model_path
+
+    cache = work / "peer-cache"
+    export = onnx_export(packaged_model_path(), cache)  # made once, outside the timed runs
+    dk, sh, dk_drop, sh_drop = [], [], None, None
+    for r in range(runs):
+        d, _ = timed([sys.executable, "-m", "dedupkit", "semantic", str(docs), "-o", str(work / f"peer-o{r}"),
+                      "--backend", "onnx", "--device", "cpu", "--max-tokens", str(max_tokens), "--embed-batch-size",
+                      str(batch_size), "--cache-dir", str(cache), "--no-cache", "-q"])
+        dk.append(d)
+        dk_drop = json.loads((work / f"peer-o{r}" / "summary.json").read_text())["counts"]["dropped"]
+        s, out = timed([peer_python, "-c", PEER, str(docs), str(export), str(batch_size), str(max_tokens), "0.9"])
+        sh.append(s)
+        sh_drop = int(out.split()[1])
+        print(f"run {r}: dedupkit {d:.1f}s, semhash {s:.1f}s", file=sys.stderr)
+    return {"docs": str(docs), "dedupkit_s": dk, "semhash_s": sh, "dedupkit_median_s": statistics.median(dk),
+            "semhash_median_s": statistics.median(sh), "dedupkit_dropped": dk_drop, "semhash_dropped": sh_drop,
+            "ratio": statistics.median(sh) / statistics.median(dk)}
+
+
 def backend_bench(texts: list[str], suites: list[str], runs: int, max_tokens: int, batch_size: int,
                   threads: int, work: Path) -> dict:
     """docs/s of the onnx and torch backends on ``texts``; per suite, cosine and decision agreement."""
@@ -224,6 +277,9 @@ def main() -> None:
                     help="pair-suite folders (docs.parquet) for the backends' cosine and decision checks")
     ap.add_argument("--backend-n", type=int, default=2000, help="documents for the onnx/torch docs/s")
     ap.add_argument("--threads", type=int, default=2, help="threads of each backend in the backends part")
+    ap.add_argument("--peer-python", default=None,
+                    help="python of a virtualenv with semhash, onnxruntime, tokenizers, pyarrow: dedupkit vs "
+                         "semhash end to end (part 'peer')")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch loads; ONNX Runtime reads it too
@@ -285,6 +341,8 @@ def main() -> None:
         if "backends" not in skip:
             res["backends"] = backend_bench(texts[:args.backend_n], args.suites, args.runs, args.max_tokens,
                                             args.batch_size, args.threads, work)
+        if "peer" not in skip and args.peer_python:
+            res["peer"] = peer_bench(docs, args.peer_python, args.runs, args.max_tokens, args.batch_size, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_avg_end"] = os.getloadavg()
@@ -323,9 +381,17 @@ def main() -> None:
                   f"{r['cos_p1']:.4f} / {r['cos_mean']:.4f} |")
             print(f"| {name}: same keep/drop decision (dropped torch, onnx) | {r['same_decision']:.2%} "
                   f"({r['dropped_torch']}, {r['dropped_onnx']}) |")
+    if "peer" in res:
+        p = res["peer"]
+        print(f"| dedupkit semantic --backend onnx end to end, median (s) | {p['dedupkit_median_s']:.1f} "
+              f"(dropped {p['dedupkit_dropped']}) |")
+        print(f"| semhash, same ONNX encoder, threshold 0.9, median (s) | {p['semhash_median_s']:.1f} "
+              f"(dropped {p['semhash_dropped']}) |")
+        print(f"| semhash time / dedupkit time | {p['ratio']:.2f} |")
     print(json.dumps({"load_avg_start": res["load_avg_start"], "load_avg_end": res["load_avg_end"],
                       **({"backends": {k: v for k, v in res["backends"].items() if not k.endswith("runs_s")}}
-                         if "backends" in res else {})}, default=float))
+                         if "backends" in res else {}), **({"peer": res["peer"]} if "peer" in res else {})},
+                     default=float))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2, default=float))

@@ -7,7 +7,7 @@ installed transformers 5.x), and its export runs the model through torch. Instea
 written here from the model's safetensors weights with the ``onnx`` package (BERT encoder, mean
 pooling and L2 normalisation: the whole sentence-transformers pipeline of ``minilm``), then
 dynamically quantised to int8 with ``onnxruntime.quantization``. Neither the export nor the
-run imports torch, so ``pip install 'dedupkit-corpus[onnx]'`` (about 1/10 of torch's size) is
+run imports torch, so ``pip install 'dedupkit-corpus[semantic-lite]'`` (no torch) is
 enough for ``--backend onnx``.
 
 The export is made once per model folder and kept under ``CACHE/onnx/`` (see
@@ -77,8 +77,8 @@ def export_supported(src: Path) -> str | None:
 def build_graph(src: Path):
     """The ONNX model (fp32) of a BERT sentence-transformers folder: token ids and attention
     mask in, L2-normalised mean-pooled sentence embeddings out."""
-    onnx = require("onnx", "onnx")
-    st_np = require("safetensors.numpy", "onnx")
+    onnx = require("onnx", "semantic-lite")
+    st_np = require("safetensors.numpy", "semantic-lite")
     from onnx import TensorProto, helper, numpy_helper
 
     cfg = json.loads((src / "config.json").read_text())
@@ -169,7 +169,7 @@ def export_onnx(src: Path, out: Path, quantize: bool = True) -> Path:
     Raises:
         ConfigError: ``src`` is not a model this export covers (:func:`export_supported`).
     """
-    onnx = require("onnx", "onnx")
+    onnx = require("onnx", "semantic-lite")
     reason = export_supported(src)
     if reason:
         raise ConfigError(f"cannot export {src} to ONNX: {reason}; use --backend torch")
@@ -177,7 +177,7 @@ def export_onnx(src: Path, out: Path, quantize: bool = True) -> Path:
     fp32 = out / FP32_FILE
     onnx.save(build_graph(src), str(fp32))
     if quantize:
-        quant = require("onnxruntime.quantization", "onnx")
+        quant = require("onnxruntime.quantization", "semantic-lite")
         # onnxruntime.quantization logs advice through the root logger; keep it off stderr.
         root = logging.getLogger()
         level = root.level
@@ -211,8 +211,8 @@ class OnnxEmbedder:
     """
 
     def __init__(self, export_dir: Path, key: str, batch_size: int, max_tokens: int):
-        ort = require("onnxruntime", "onnx")
-        tok = require("tokenizers", "onnx")
+        ort = require("onnxruntime", "semantic-lite")
+        tok = require("tokenizers", "semantic-lite")
         opts = ort.SessionOptions()
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0)  # 0: ONNX Runtime picks (physical cores)
         opts.intra_op_num_threads = threads
