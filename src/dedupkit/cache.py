@@ -8,7 +8,7 @@ else ``$DEDUPKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/dedupkit``, else ``~/.cache
   fingerprint; reused by any later run on the same shard and model.
 - ``static/<model>/``: static embedders distilled by ``--model static`` (about 30 MB each).
 - ``onnx/<model>/``: int8 ONNX exports of sentence-transformers models made by ``--backend onnx``
-  (about 60 MB for MiniLM).
+  (about 150 MB for MiniLM: the float and the int8 model).
 
 Nothing else writes there; exact and fuzzy keep their work files under ``OUT/.work``.
 
