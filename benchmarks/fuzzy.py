@@ -1,29 +1,31 @@
 #!/usr/bin/env python
-"""Speed of ``dedupkit fuzzy`` beside rensa and datasketch's documented usage, same settings.
+"""Speed of ``dedupkit fuzzy`` beside rensa, gaoya and datasketch's documented usage (issue 13).
 
-Settings for every tool: word 5-grams of NFKC-lower-cased word tokens (the baselines get them from
-``py_shingles``: Python's ``re`` ``\\w+``; on this English corpus they are dedupkit's shingles),
-128 permutations, Jaccard threshold 0.8.
+Whole processes on the corpus as ``make_corpus.py`` writes it: ONE ``docs.parquet`` with one row
+group (dedupkit splits it into scan tasks itself; ``--shards N`` rewrites it as N files instead).
 
-- dedupkit: ``dedupkit fuzzy SHARDS -o OUT --workers W`` as a subprocess (the CLI a user runs).
+- dedupkit: ``dedupkit fuzzy docs.parquet -o OUT --workers W --ngram 5 --num-perm 128`` at its
+  defaults otherwise (threshold 0.65 verified on the true word-shingle sets, char n-grams for what
+  Jaccard misses, candidates from LSH at 0.5), as a subprocess: the CLI a user runs.
 - rensa: ``RMinHash(num_perm=128, seed=42).update(shingles)`` per document, ``RMinHashLSH(threshold=0.8,
   num_perm=128, num_bands=16)`` (its README's choice), insert all, query all.
+- gaoya: ``MinHashStringIndex`` with its Rust word tokenizer (lower case, word 5-grams), 16 bands of
+  8 x 32-bit hashes, threshold 0.8, ``par_bulk_insert_docs`` + ``par_bulk_query`` on all cores.
 - datasketch, documented usage: ``MinHash(num_perm=128)`` per document, ``m.update(s.encode("utf8"))``
-  per shingle, ``MinHashLSH(threshold=0.8, num_perm=128)``, insert all, query all.
+  per shingle, ``MinHashLSH(threshold=0.8, num_perm=128)``, insert all, query all (first
+  ``--datasketch-docs`` documents: it is slow).
 
-Every tool runs in its own subprocess; wall time covers reading the text, shingling, hashing,
-LSH and collecting duplicate pairs; peak RSS is the largest sum of RSS over the tool's process tree,
-sampled every 50 ms from /proc. Slow baselines can run on the first N documents (``--rensa-docs``,
-``--datasketch-docs``); throughput (docs/s) is compared, and every number is the median of
-``--repeat`` runs. The CPU is shared, so only ratios measured in the same invocation mean much.
-
-The corpus (``make_corpus.py`` output) is one Parquet file with one row group; ``--workers`` spreads
-dedupkit's scan over shards, so the script first writes it as ``--shards`` Parquet shards under
-``--work`` (not timed; the baselines read the same shards).
+The Python baselines get word 5-grams from ``py_shingles`` (NFKC, lower case, ``re`` ``\\w+``; on
+this English corpus they are dedupkit's shingles) and run in the peers' virtualenv
+(``--peer-python``). Every tool runs in its own subprocess; wall time covers reading the text,
+shingling, hashing, LSH and collecting duplicate pairs; peak RSS is the largest sum of RSS over the
+tool's process tree, sampled every 50 ms from /proc. Throughput (docs/s) is compared, every number
+is the median of ``--repeat`` runs, round-robin over the tools so that load from other processes hits
+all alike. The CPU may be shared: the table prints the load average.
 
 Usage:
-  python benchmarks/fuzzy.py --corpus /tmp/bench100k --work /tmp/fuzzy-bench --workers 2 --repeat 3
-  python benchmarks/fuzzy.py --corpus /tmp/bench1m --work /tmp/fuzzy-bench1m --tools dedupkit --repeat 1
+  python benchmarks/fuzzy.py --corpus /tmp/c100k --workers 2 --repeat 3 --json-out benchmarks/results/fuzzy-onefile.json
+  python benchmarks/fuzzy.py --corpus /tmp/c1m --tools dedupkit --repeat 1
 """
 
 from __future__ import annotations
@@ -154,6 +156,25 @@ def run_datasketch(shards: list[str], limit: int) -> dict:
     return {"docs": len(mhs), "pairs": pairs}
 
 
+def run_gaoya(shards: list[str], limit: int) -> dict:
+    """gaoya as the issue runs it: its Rust word tokenizer (lower case, word 5-grams) and MinHash
+    LSH with 16 bands of 8 rows (128 x 32-bit hashes), jaccard_threshold 0.8, bulk insert and bulk
+    query on all cores (rayon)."""
+    from gaoya.minhash import MinHashStringIndex
+
+    texts = list(_texts(shards, limit))
+    index = MinHashStringIndex(hash_size=32, jaccard_threshold=0.8, num_bands=16, band_size=8, analyzer="word",
+                               lowercase=True, ngram_range=(5, 5), id_container="smallvec")
+    ids = list(range(len(texts)))
+    index.par_bulk_insert_docs(ids, texts)
+    found = index.par_bulk_query(texts)
+    pairs = sum(len([k for k in r if k > i]) for i, r in enumerate(found))
+    return {"docs": len(texts), "pairs": pairs}
+
+
+BASELINES = {"rensa": run_rensa, "datasketch": run_datasketch, "gaoya": run_gaoya}
+
+
 def fmt_bytes(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB"
 
@@ -162,32 +183,39 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, help="make_corpus.py output folder (docs.jsonl, meta.json)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fuzzy-bench"))
-    ap.add_argument("--shards", type=int, default=16)
+    ap.add_argument("--shards", type=int, default=0,
+                    help="0 (default): the corpus's one docs.parquet as make_corpus.py writes it; N: rewrite it as N "
+                         "Parquet shards first")
+    ap.add_argument("--peer-python", default="/work/peers/fuzzy/bin/python",
+                    help="python of the peers' virtualenv (rensa, datasketch, gaoya)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--tools", nargs="+", default=["dedupkit", "rensa", "datasketch"])
+    ap.add_argument("--tools", nargs="+", default=["dedupkit", "rensa", "gaoya", "datasketch"])
     ap.add_argument("--rensa-docs", type=int, default=0, help="documents for rensa (0 = all)")
     ap.add_argument("--datasketch-docs", type=int, default=5000)
     ap.add_argument("--json-out", type=Path, default=None)
     ap.add_argument("--dedupkit-args", default="",
                     help="more options for dedupkit fuzzy, e.g. \"--verify sets --candidate-threshold 0.5\" "
                          "(after the fixed ones, so they may override --threshold)")
-    ap.add_argument("--baseline", choices=["rensa", "datasketch"], help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", choices=list(BASELINES), help=argparse.SUPPRESS)
     ap.add_argument("--limit", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--shard-files", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
 
     if a.baseline:  # inside a measured subprocess
-        fn = run_rensa if a.baseline == "rensa" else run_datasketch
-        print(json.dumps(fn(a.shard_files, a.limit or 10**12)))
+        print(json.dumps(BASELINES[a.baseline](a.shard_files, a.limit or 10**12)))
         return
 
     n_total = json.loads((a.corpus / "meta.json").read_text())["n"]
     t0 = time.perf_counter()
-    shards = [str(p) for p in make_shards(a.corpus, a.work / "shards", a.shards)]
+    if a.shards:
+        shards = [str(p) for p in make_shards(a.corpus, a.work / "shards", a.shards)]
+    else:
+        shards = [str(a.corpus / "docs.parquet")]
     print(f"shards ready in {time.perf_counter() - t0:.1f} s: {len(shards)} files, {n_total:,} docs", file=sys.stderr)
     env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     runs: dict[str, list[dict]] = {t: [] for t in a.tools}
+    load = os.getloadavg()
     # Round-robin over tools so that load from other processes on a shared machine hits all alike.
     for r in range(a.repeat):
         for tool in a.tools:
@@ -195,12 +223,12 @@ def main() -> None:
                 docs = n_total
                 shutil.rmtree(a.work / "out", ignore_errors=True)  # no scan task reused from an earlier run
                 cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *shards, "-o", str(a.work / "out"), "--overwrite",
-                       "--workers", str(a.workers), "--ngram", "5", "--num-perm", "128", "--threshold", "0.8",
+                       "--workers", str(a.workers), "--ngram", "5", "--num-perm", "128",
                        "--id-column", "id", "-q", "--json", *a.dedupkit_args.split()]
             else:
-                docs = (a.rensa_docs if tool == "rensa" else a.datasketch_docs) or n_total
+                docs = {"rensa": a.rensa_docs, "datasketch": a.datasketch_docs}.get(tool) or n_total
                 docs = min(docs, n_total)
-                cmd = [sys.executable, __file__, "--baseline", tool, "--limit", str(docs), "--shard-files", *shards]
+                cmd = [a.peer_python, __file__, "--baseline", tool, "--limit", str(docs), "--shard-files", *shards]
             m = measure(cmd, env)
             info = m["info"]
             if tool == "dedupkit":
@@ -221,7 +249,9 @@ def main() -> None:
                         "peak_rss": max(x["peak_rss"] for x in rs), "runs": rs})
     base = {r["tool"]: r["docs_per_s"] for r in results}
     ours = base.get("dedupkit")
-    print(f"\nworkers={a.workers}, repeat={a.repeat} (median), word 5-grams, 128 permutations, threshold 0.8")
+    print(f"\n{len(shards)} input file(s), {n_total:,} docs, workers={a.workers}, repeat={a.repeat} (median), "
+          f"load average at start {load[0]:.1f}; dedupkit fuzzy at its defaults{' + ' + a.dedupkit_args if a.dedupkit_args else ''} "
+          "(word 5-grams, 128 permutations), peers at Jaccard 0.8")
     ours_cpu = next((r["docs_per_cpu_s"] for r in results if r["tool"] == "dedupkit"), None)
     print("| tool | docs | median wall s | docs/s | dedupkit speed-up (wall) | CPU s | docs per CPU s | "
           "dedupkit per-CPU ratio | peak RSS |")
@@ -233,7 +263,9 @@ def main() -> None:
         print(f"| {r['tool']} | {r['docs']:,} | {r['median_wall_s']:.1f} | {r['docs_per_s']:,.0f} | {ratio} | "
               f"{r['median_cpu_s']:.1f} | {r['docs_per_cpu_s']:,.0f} | {cratio} | {fmt_bytes(r['peak_rss'])} |")
     if a.json_out:
-        a.json_out.write_text(json.dumps(results, indent=1))
+        a.json_out.parent.mkdir(parents=True, exist_ok=True)
+        a.json_out.write_text(json.dumps({"files": shards, "docs": n_total, "workers": a.workers, "load_at_start": load,
+                                          "dedupkit_args": a.dedupkit_args, "results": results}, indent=1))
 
 
 if __name__ == "__main__":

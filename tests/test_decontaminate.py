@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from tests.support import read_manifest, run_subprocess, write_jsonl, write_parquet
-from dedupkit import api
+from dedupkit import api, kernels
 from dedupkit.cli.main import cli
 from dedupkit.decontaminate import (
-    DecontaminateConfig, EvalIndex, _decon, find_matches, load_eval_sets, ngram_scan, parse_against,
+    DecontaminateConfig, EvalIndex, find_matches, load_eval_sets, ngram_scan, parse_against,
 )
 from dedupkit.errors import ConfigError, GuardrailError, InputError
 
@@ -109,7 +109,7 @@ def test_match_offsets_point_at_the_matched_text(index):
     assert text.encode("utf-8")[m.start:m.end].decode() == "what is the supreme law of the land"
 
 
-@pytest.mark.skipif(_decon is None, reason="C extension not built")
+@pytest.mark.skipif(kernels.decon is None, reason="C extension not built")
 def test_c_kernel_equals_python_twin():
     rng = random.Random(3)
     vocab = ["alpha", "Beta", "GAMMA", "délta", "ЖУК", "川", "x_1", "42", "naïve", "Ωmega"]
@@ -118,7 +118,7 @@ def test_c_kernel_equals_python_twin():
     texts += ["", "   ", "ﬁne ligature", "ＦＵＬＬ width"]
     sizes = [3, 5, 8]
     all_c = ngram_scan(texts, sizes, emit_all=True, k0=3)
-    all_py = ngram_scan(texts, sizes, emit_all=True, k0=3, use_c=False)
+    all_py = kernels.call_python(ngram_scan, texts, sizes, emit_all=True, k0=3)
     for a, b in zip(all_c, all_py):
         assert np.array_equal(a, b)
     assert len(all_c[0]) > 100
@@ -129,18 +129,18 @@ def test_c_kernel_equals_python_twin():
     pre, pl = _bitmap(all_c[4][::2], min_log2=10)
     full, fl = _bitmap(keys, min_log2=10)
     c = ngram_scan(texts, sizes, pre, pl, full, fl, k0=3)
-    py = ngram_scan(texts, sizes, pre, pl, full, fl, k0=3, use_c=False)
+    py = kernels.call_python(ngram_scan, texts, sizes, pre, pl, full, fl, k0=3)
     for a, b in zip(c, py):
         assert np.array_equal(a, b)
     assert np.isin(keys, c[3]).all()  # no false negatives
 
 
 def test_c_kernel_rejects_bad_offsets():
-    if _decon is None:
+    if kernels.decon is None:
         pytest.skip("C extension not built")
     off = np.array([0, 10], np.int64).tobytes()
     with pytest.raises(ValueError, match="ngram_scan: offsets"):
-        _decon.ngram_scan(b"abc", off, 1, bytes(65), 1, np.zeros(1, np.uint8), 3, np.zeros(1, np.uint8), 3, True)
+        kernels.decon.ngram_scan(b"abc", off, 1, bytes(65), 1, np.zeros(1, np.uint8), 3, np.zeros(1, np.uint8), 3, True)
 
 
 # --- eval sets --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from datasketch import MinHash, MinHashLSH
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dedupkit import kernels
 from dedupkit.errors import ConfigError
 from dedupkit.minhash import (
     MinHashConfig, band_keys, batch_shingle_hashes, detection_probability, optimal_params,
@@ -101,6 +102,31 @@ def test_unicode_tokens_nfkc_lowercase():
     assert shingles("snake_case x2, 3.14", cfg) == ["snake_case", "x2", "3", "14"]
 
 
+def _reference_params(threshold: float, num_perm: int) -> tuple[int, int]:
+    """The (b, r) search dedupkit carried itself until it took datasketch's: the same integrals
+    written out here, so a change in datasketch's choice shows up as a failure."""
+    from scipy.integrate import quad
+
+    best, opt = float("inf"), (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
+            fn = quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)[0]
+            if fp * 0.5 + fn * 0.5 < best:
+                best, opt = fp * 0.5 + fn * 0.5, (b, r)
+    return opt
+
+
+# every default (fuzzy's candidate threshold 0.5, MinHashConfig's 0.65, the index's) and a grid
+@pytest.mark.parametrize("num_perm", [16, 64, 128])
+def test_optimal_params_from_datasketch_equal_the_former_search(num_perm):
+    grid = [round(0.3 + 0.05 * k, 2) for k in range(14)]  # 0.3 .. 0.95
+    got = {t: optimal_params(t, num_perm) for t in grid}
+    want = {t: _reference_params(t, num_perm) for t in grid}
+    assert got == want
+    assert MinHashConfig().resolved() == _reference_params(0.65, 128)
+
+
 @pytest.mark.parametrize("threshold,num_perm", [(0.8, 128), (0.7, 128), (0.5, 64), (0.9, 256)])
 def test_optimal_params_match_datasketch(threshold, num_perm):
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
@@ -168,7 +194,7 @@ def test_c_kernel_equals_numpy_path_for_both_schemes():
     """The optional C kernel and the numpy fallback give identical signatures."""
     from dedupkit import minhash as mh
 
-    if mh._speedups is None:
+    if kernels.speedups is None:
         if os.environ.get("CI"):
             pytest.fail("the C extension did not build in CI (pip install -e . -v shows why)")
         pytest.skip("the C extension is not built in this checkout (pip install -e . builds it)")
@@ -179,7 +205,7 @@ def test_c_kernel_equals_numpy_path_for_both_schemes():
     for scheme in mh.SCHEMES:
         cfg = mh.MinHashConfig(scheme=scheme, num_perm=64)
         c = mh.signatures_from_hashes(h, counts, cfg)
-        f = mh.signatures_from_hashes(h, counts, cfg, use_c=False)
+        f = kernels.call_python(mh.signatures_from_hashes, h, counts, cfg)
         assert c.shape == (300, 64) and np.array_equal(c, f)
         assert (c[:3] == mh.empty_value(scheme)).all()
 
@@ -192,14 +218,12 @@ def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
     exactly the hashes and counts of the Arrow + numpy path, in document order."""
     import pyarrow as pa
 
-    from dedupkit import minhash as mh
-
-    if mh._speedups is None:
-        pytest.skip("the C extension is not built in this checkout")
+    if kernels.speedups is None:
+        pytest.skip("the C kernels are off (DEDUPKIT_KERNELS=python or not built)")
     cfg = MinHashConfig(ngram=ngram)
     arr = pa.array(texts, pa.string())
     h, c = batch_shingle_hashes(arr, cfg)
-    rh, rc = batch_shingle_hashes(arr, cfg, use_c=False)
+    rh, rc = kernels.call_python(batch_shingle_hashes, arr, cfg)
     assert c.tolist() == rc.tolist()
     assert h.tolist() == rh.tolist()
     # long documents; a token longer than the kernel's first token buffer; more shingles than its
@@ -207,7 +231,7 @@ def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
     big = [" ".join(f"Tok{i % 13}_x" for i in range(300)), "ÀÉ " * 50 + "tail words here",
            "Q" * 1000 + " after the long token", "a " * 3000] * 3
     h, c = batch_shingle_hashes(big, cfg)
-    rh, rc = batch_shingle_hashes(big, cfg, use_c=False)
+    rh, rc = kernels.call_python(batch_shingle_hashes, big, cfg)
     assert c.tolist() == rc.tolist() and h.tolist() == rh.tolist()
 
 
@@ -224,14 +248,12 @@ def test_c_unicode_word_shingles_equal_the_arrow_path(texts, ngram):
     NFKC + lower + RE2 path exactly, whatever the code points (any plane, marks, jamo, ligatures)."""
     import pyarrow as pa
 
-    from dedupkit import minhash as mh
-
-    if mh._speedups is None:
-        pytest.skip("the C extension is not built in this checkout")
+    if kernels.speedups is None:
+        pytest.skip("the C kernels are off (DEDUPKIT_KERNELS=python or not built)")
     cfg = MinHashConfig(ngram=ngram)
     arr = pa.array(texts, pa.string())
     h, c = batch_shingle_hashes(arr, cfg)
-    rh, rc = batch_shingle_hashes(arr, cfg, use_c=False)
+    rh, rc = kernels.call_python(batch_shingle_hashes, arr, cfg)
     assert c.tolist() == rc.tolist()
     assert h.tolist() == rh.tolist()
 
@@ -242,11 +264,11 @@ def test_c_unicode_path_takes_most_non_ascii_documents():
     from dedupkit import minhash as mh
     from dedupkit.normalize import text_buffers
 
-    if mh._speedups is None:
-        pytest.skip("the C extension is not built in this checkout")
+    if kernels.speedups is None:
+        pytest.skip("the C kernels are off (DEDUPKIT_KERNELS=python or not built)")
     import pyarrow as pa
 
     texts = ["Zürich café…", "ΟΔΟΣ οδός", "Привет мир", "東京 タワー", "x² ½ ™ ＡＢ", "ok 😀\ufe0f", "e\u0301tude"]
     arr, buf, off = text_buffers(pa.array(texts))
-    _, _, flags = mh._speedups.word_shingles(buf, off.tobytes(), len(arr), 5, *mh._cp_tables(buf, off, len(arr)))
+    _, _, flags = kernels.speedups.word_shingles(buf, off.tobytes(), len(arr), 5, *mh._cp_tables(buf, off, len(arr)))
     assert list(flags) == [0, 0, 0, 0, 0, 0, 1]

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dedupkit import kernels
 from dedupkit.errors import ConfigError
-from dedupkit.normalize import _speedups, collapse_whitespace, normalize, parse_steps
+from dedupkit.normalize import collapse_whitespace, normalize, parse_steps
 from dedupkit.stages.exact import hash128, normalized_hash128
 
 
@@ -34,12 +35,12 @@ def test_collapse_whitespace_matches_python_and_fallback(texts):
     # only ASCII whitespace collapses; NBSP and other Unicode spaces are nfkc's job
     expected = [" ".join(p for p in "".join(" " if c in ws else c for c in t).split(" ") if p) for t in texts]
     assert collapse_whitespace(arr).to_pylist() == expected
-    assert collapse_whitespace(arr, use_c=False).to_pylist() == expected
+    assert kernels.call_python(collapse_whitespace, arr).to_pylist() == expected
     ascii_only = [t for t in texts if t.isascii()]
     a2 = pa.array(ascii_only, pa.large_string())
     lowered = [e.lower() for t, e in zip(texts, expected) if t.isascii()]
     assert collapse_whitespace(a2, ascii_lower=True).to_pylist() == lowered
-    assert collapse_whitespace(a2, ascii_lower=True, use_c=False).to_pylist() == lowered
+    assert kernels.call_python(collapse_whitespace, a2, ascii_lower=True).to_pylist() == lowered
     assert normalize(arr, ("lower", "whitespace")).to_pylist() == [e.lower() for e in expected]
 
 
@@ -54,7 +55,7 @@ LONG = st.lists(st.text(alphabet=st.sampled_from(list("  \t\n\r\x0bAaZzQq@[`{Ã©â
                         max_size=150), max_size=12)
 
 
-@pytest.mark.skipif(_speedups is None, reason="the C extension was not built")
+@pytest.mark.skipif(kernels.speedups is None, reason="the C extension was not built")
 @settings(max_examples=300, deadline=None)
 @given(LONG, st.booleans())
 def test_simd_paths_equal_scalar_and_python(texts, lower):
@@ -63,7 +64,7 @@ def test_simd_paths_equal_scalar_and_python(texts, lower):
     arr = pa.array(texts, pa.large_string())
     data = arr.buffers()[2] or b""
     offs = np.frombuffer(arr.buffers()[1], np.int64)[: len(arr) + 1].tobytes()
-    results = [_speedups.collapse_ws(data, offs, len(texts), lower, level) for level in (0, 2)]
+    results = [kernels.speedups.collapse_ws(data, offs, len(texts), lower, level) for level in (0, 2)]
     assert results[0] == results[1]
     out, new_offs, flags = results[0]
     o = np.frombuffer(new_offs, np.int64)
@@ -105,12 +106,12 @@ def test_char_lengths_equal_arrow(texts, start):
 
     arr = pa.array(texts, pa.string()).slice(min(start, len(texts)))
     want = np.asarray(pc.utf8_length(arr), dtype=np.int64)
-    assert (char_lengths(arr) == want).all() and (char_lengths(arr, use_c=False) == want).all()
-    if _speedups is not None and len(arr):
+    assert (char_lengths(arr) == want).all() and (kernels.call_python(char_lengths, arr) == want).all()
+    if kernels.speedups is not None and len(arr):
         big = arr.cast(pa.large_string())
         offs = np.frombuffer(big.buffers()[1], np.int64)[big.offset: big.offset + len(big) + 1].tobytes()
         for level in (0, 2):
-            got = np.frombuffer(_speedups.utf8_lengths(big.buffers()[2] or b"", offs, len(big), level), np.int64)
+            got = np.frombuffer(kernels.speedups.utf8_lengths(big.buffers()[2] or b"", offs, len(big), level), np.int64)
             assert (got == want).all()
 
 
@@ -126,22 +127,22 @@ def test_fused_hashing_equals_normalize_then_hash(texts, steps):
                       int.from_bytes(xxhash.xxh3_128_digest(t.encode())[8:], "big")]
                      for t in (normalize(arr, steps).to_pylist() if steps else texts)], dtype=np.uint64).reshape(-1, 2)
     assert (normalized_hash128(arr, steps) == want).all()
-    assert (normalized_hash128(arr, steps, use_c=False) == want).all()
-    assert (hash128(arr, use_c=False) == hash128(arr)).all()
+    assert (kernels.call_python(normalized_hash128, arr, steps) == want).all()
+    assert (kernels.call_python(hash128, arr) == hash128(arr)).all()
 
 
-@pytest.mark.skipif(_speedups is None, reason="the C extension was not built")
+@pytest.mark.skipif(kernels.speedups is None, reason="the C extension was not built")
 def test_c_kernels_refuse_offsets_outside_the_buffer():
     import numpy as np
 
     bad = np.array([0, 3, 99], np.int64).tobytes()  # past the end of 5 bytes
     backwards = np.array([0, 4, 2], np.int64).tobytes()
     for offs in (bad, backwards):
-        for name, call in [("collapse_ws", lambda o: _speedups.collapse_ws(b"abcde", o, 2, True)),
-                           ("utf8_lengths", lambda o: _speedups.utf8_lengths(b"abcde", o, 2)),
-                           ("hash_texts", lambda o: _speedups.hash_texts(b"abcde", o, 2, 2)),
-                           ("word_shingles", lambda o: _speedups.word_shingles(b"abcde", o, 2, 5))]:
+        for name, call in [("collapse_ws", lambda o: kernels.speedups.collapse_ws(b"abcde", o, 2, True)),
+                           ("utf8_lengths", lambda o: kernels.speedups.utf8_lengths(b"abcde", o, 2)),
+                           ("hash_texts", lambda o: kernels.speedups.hash_texts(b"abcde", o, 2, 2)),
+                           ("word_shingles", lambda o: kernels.speedups.word_shingles(b"abcde", o, 2, 5))]:
             with pytest.raises(ValueError, match=f"{name}: offsets out of range"):
                 call(offs)
     with pytest.raises(ValueError, match="mode"):
-        _speedups.hash_texts(b"ab", np.array([0, 2], np.int64).tobytes(), 1, 7)
+        kernels.speedups.hash_texts(b"ab", np.array([0, 2], np.int64).tobytes(), 1, 7)

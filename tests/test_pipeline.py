@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from dedupkit import api
 from dedupkit.cli.main import cli
 from dedupkit.errors import GuardrailError, OutputError
-from dedupkit.pipeline import combine_manifests
+from dedupkit.manifest.combine import combine_manifests
 from dedupkit.settings import ExactConfig
 from dedupkit.stages import register_stage, unregister_stage
 from dedupkit.stages.exact import ExactStage

@@ -48,6 +48,7 @@ def _manifest_bytes(out: Path) -> dict[str, bytes]:
 
 def _plan(paths, **kw):
     shards = discover([str(p) for p in paths])
+    kw.setdefault("workers", 1)
     return plan_tasks(shards, ReadSpec(), None, "/nonexistent", "k", **kw)
 
 

@@ -975,7 +975,41 @@ static PyObject *sort_unique_runs(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", vals, counts);
 }
 
+/* gather_runs(src, itemsize, starts, lens) -> bytes
+ *   The runs src[starts[i] : starts[i] + lens[i]] (in items of itemsize bytes) concatenated: the
+ *   shingle sets of the documents of candidate pairs, copied from a memory-mapped file without an
+ *   index array of one position per value. */
+static PyObject *gather_runs(PyObject *self, PyObject *args) {
+    Py_buffer src, st, ln;
+    Py_ssize_t isz;
+    if (!PyArg_ParseTuple(args, "y*ny*y*", &src, &isz, &st, &ln)) return NULL;
+    Py_ssize_t m = st.len / 8, nitems = isz > 0 ? src.len / isz : 0;
+    const int64_t *a = (const int64_t *)st.buf, *l = (const int64_t *)ln.buf;
+    int64_t total = 0;
+    int bad = isz <= 0 || ln.len / 8 != m;
+    for (Py_ssize_t i = 0; !bad && i < m; i++) {
+        bad = a[i] < 0 || l[i] < 0 || a[i] + l[i] > nitems;
+        total += l[i];
+    }
+    PyObject *out = NULL;
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "gather_runs: runs out of range");
+    } else if ((out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(total * isz)))) {
+        char *d = PyBytes_AS_STRING(out);
+        const char *sp = (const char *)src.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < m; i++) {
+            memcpy(d, sp + a[i] * isz, (size_t)(l[i] * isz));
+            d += l[i] * isz;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&src); PyBuffer_Release(&st); PyBuffer_Release(&ln);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"gather_runs", gather_runs, METH_VARARGS, "Concatenate runs of items of a buffer."},
     {"minhash", minhash, METH_VARARGS, "MinHash signatures of concatenated shingle hashes."},
     {"collapse_ws", collapse_ws, METH_VARARGS,
      "Collapse ASCII whitespace runs, trim, optionally ASCII-lower; flags documents with non-ASCII bytes."},

@@ -290,8 +290,8 @@ def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: s
 
 
 def stats(out: str) -> dict:
-    """Per-stage counts of a finished run. See :func:`dedupkit.pipeline.stats`."""
-    from dedupkit.pipeline import stats as _stats
+    """Per-stage counts of a finished run. See :func:`dedupkit.manifest.stats.stats`."""
+    from dedupkit.manifest.stats import stats as _stats
 
     return _stats(out)
 
@@ -318,9 +318,9 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
                   progress)
     if config.analyze and stage.analysis is not None:
         path = Path(out) / "analysis.json"
-        tmp = path.with_name(f".analysis.json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(stage.analysis, indent=2, ensure_ascii=False))
-        os.replace(tmp, path)
+        from dedupkit.atomic import atomic_write
+
+        atomic_write(path, json.dumps(stage.analysis, indent=2, ensure_ascii=False), hidden=True, sync=False)
     return StageResult._of(result)
 
 def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = IndexConfig.stages,
@@ -371,13 +371,13 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
     it was (no index folder, no parent folders it made).
     """
     import dataclasses
-    import fcntl
     import shutil
     from pathlib import Path
 
     from dedupkit.index import IndexStoreError, create_index
     from dedupkit.index.ops import AddResult, add_inputs
     from dedupkit.index.local import FORMAT as INDEX_FORMAT
+    from dedupkit.locks import LockFile
     from dedupkit.ownership import check_creatable, check_separate, made_dirs, read_json, remove_made_dirs
 
     root = Path(location)
@@ -422,15 +422,15 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
         raise
     if build != root:
         old = root.with_name(f".{root.name}.dedupkit-old")
-        with open(root / ".lock", "a+") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                shutil.rmtree(build, ignore_errors=True)
-                raise IndexStoreError(f"{root} is being written by another process; retry when it has "
-                                      "finished") from None
+        lock = LockFile(root / ".lock")
+        if not lock.try_acquire():
+            shutil.rmtree(build, ignore_errors=True)
+            raise IndexStoreError(f"{root} is being written by another process; retry when it has finished")
+        try:
             os.replace(root, old)  # one step each: INDEX is always the old or the new index
             os.replace(build, root)
+        finally:
+            lock.release()
         (old / "index.json").unlink(missing_ok=True)
         shutil.rmtree(old / "segments", ignore_errors=True)
         (old / ".lock").unlink(missing_ok=True)

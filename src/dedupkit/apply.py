@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import os
@@ -17,7 +16,7 @@ import pyarrow.parquet as pq
 
 from dedupkit import settings as _S
 from dedupkit.errors import ManifestError, OutputError
-from dedupkit.io.read import _open_text_stream
+from dedupkit.io.read import open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
 from dedupkit.outdir import write_error
@@ -144,35 +143,91 @@ def _open_out(path: Path, compression: str | None) -> IO[bytes]:
     return raw
 
 
-def _write_parquet(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int, spans=None,
-                   text_column: str | None = None) -> int:
-    pf = pq.ParquetFile(shard.path)
-    schema = pf.schema_arrow
-    written = 0
+def _table_source(shard: Shard, batch_size: int):
+    """(schema, a writer factory for ``dest``, batches of (row numbers, record batch), row count)
+    of a table shard: Parquet, Arrow IPC (file or stream, as the input is) or CSV/TSV."""
+    from dedupkit.io import read
+
+    if shard.format == "parquet":
+        pf = pq.ParquetFile(shard.path)
+        schema = pf.schema_arrow
+        return schema, lambda dest: pq.ParquetWriter(dest, schema, compression="zstd"), \
+            _numbered(pf.iter_batches(batch_size=batch_size)), lambda: pf.metadata.num_rows
+    if shard.format == "arrow":
+        schema, batches = read.ipc_batches(shard)
+        new = pa.ipc.new_stream if read.ipc_is_stream(shard.path) else pa.ipc.new_file
+        return schema, lambda dest: new(str(dest), schema), \
+            _numbered(read.rechunk(batches, batch_size)), None
+    import pyarrow.csv as pcsv
+
+    rows = read.CsvRows()
+    # every column as text: values are written back as they were read (no "007" -> 7)
+    reader = read.open_csv(shard, rows, strings=read.csv_columns(shard), nulls=True)
+    schema = reader.schema
+    delimiter = "\t" if shard.format == "tsv" else ","
+    batches = ((rows.take(rb.num_rows), rb) for rb in read.rechunk(reader, batch_size))
+    return schema, lambda dest: pcsv.CSVWriter(str(dest), schema, write_options=pcsv.WriteOptions(
+        delimiter=delimiter)), batches, rows.total
+
+
+def _numbered(batches):
     offset = 0
+    for rb in batches:
+        yield np.arange(offset, offset + rb.num_rows, dtype=np.int64), rb
+        offset += rb.num_rows
+
+
+def _write_table(shard: Shard, mask: np.ndarray, dest: Path, batch_size: int, spans=None,
+                 text_column: str | None = None) -> int:
+    """Write the kept rows of a Parquet, Arrow or CSV shard in its own format, schema and all
+    columns as they were (span manifests cut the text column)."""
+    schema, writer_for, batches, count = _table_source(shard, batch_size)
+    written = 0
+    seen = 0
     if spans is not None and text_column not in schema.names:
         raise ManifestError(f"{shard.name} has no column {text_column!r}, which the span manifest cuts; "
                             "rerun the stage on the current data")
-    with pq.ParquetWriter(dest, schema, compression="zstd") as writer:
-        for rb in pf.iter_batches(batch_size=batch_size):
-            m = mask[offset: offset + rb.num_rows]
+    with writer_for(dest) as writer:
+        for rows, rb in batches:
+            if len(rows) and rows[-1] >= len(mask):
+                raise ManifestError(f"{shard.name} has more rows than the manifest ({len(mask)}); rerun the stage")
+            m = mask[rows]
             if spans is not None:
-                lo, hi = np.searchsorted(spans[0], [offset, offset + rb.num_rows])
+                lo, hi = np.searchsorted(spans[0], [rows[0], rows[-1] + 1]) if len(rows) else (0, 0)
                 if hi > lo:  # cut the text of this batch's rows that have spans
                     ci = rb.schema.get_field_index(text_column)
-                    col = cut_array(rb.column(ci), spans[0][lo:hi] - offset, spans[1][lo:hi], spans[2][lo:hi],
-                                    where=shard.name)
+                    col = cut_array(rb.column(ci), np.searchsorted(rows, spans[0][lo:hi]), spans[1][lo:hi],
+                                    spans[2][lo:hi], where=shard.name)
                     rb = pa.RecordBatch.from_arrays([col if i == ci else rb.column(i) for i in range(rb.num_columns)],
                                                     schema=rb.schema)
-            offset += rb.num_rows
+            seen = int(rows[-1]) + 1 if len(rows) else seen
             if m.all():
                 writer.write_batch(rb)
             elif m.any():
                 writer.write_batch(rb.filter(pa.array(m)))
             written += int(m.sum())
-    if offset != len(mask):
-        raise ManifestError(f"{shard.name} has {offset} rows, the manifest {len(mask)}; rerun the stage")
+    total = count() if count is not None else seen
+    if max(total, seen) != len(mask):
+        raise ManifestError(f"{shard.name} has {max(total, seen)} rows, the manifest {len(mask)}; rerun the stage")
     return written
+
+
+def _dataset_files(shard: Shard, dest: Path, tmp: Path) -> list[str]:
+    """For a data file of a Hugging Face ``save_to_disk`` folder, copy its ``state.json`` and
+    ``dataset_info.json`` beside the output, so the output folder loads with ``load_from_disk``.
+    Returns the files copied (relative to ``tmp``), once per folder."""
+    from dedupkit.io.shards import HF_STATE, hf_data_files
+
+    folder = os.path.dirname(shard.path)
+    if shard.format != "arrow" or os.path.basename(shard.path) not in (hf_data_files(folder) or []):
+        return []
+    copied = []
+    for name in (HF_STATE, "dataset_info.json"):
+        src, out = Path(folder) / name, dest.parent / name
+        if src.is_file() and not out.exists():
+            shutil.copyfile(src, out)
+            copied.append(str(out.relative_to(tmp)))
+    return copied
 
 
 def _cut_json_line(line: bytes, text_column: str, start: np.ndarray, end: np.ndarray, where: str) -> bytes:
@@ -195,7 +250,7 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
     row = -1
     at_line_start = True
     keep = False
-    with _open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
+    with open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
         while True:
             piece = src.readline(chunk)
             if not piece:
@@ -228,16 +283,21 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
 
 
 def _lock_dir(path: Path, out: Path) -> int:
-    """Create ``path`` and hold an exclusive flock on it; refuse if another apply holds it."""
+    """Create ``path`` and hold an exclusive lock on it; refuse if another apply holds it."""
+    from dedupkit.locks import try_lock
+
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        got = try_lock(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not got:
         os.close(fd)
         raise OutputError(
             f"another dedupkit apply is writing {out} right now; wait for it to finish or choose another -o"
-        ) from None
+        )
     return fd
 
 
@@ -306,10 +366,12 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
                 report["spans"] = report.get("spans", 0) + int(len(spans[0]))
             dest = tmp / name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if shard.format == "parquet":
-                kept = _write_parquet(shard, mask, dest, batch_size, spans, text_column)
-            else:
+            if shard.format == "jsonl":
                 kept = _write_jsonl(shard, mask, dest, spans=spans, text_column=text_column)
+            else:
+                kept = _write_table(shard, mask, dest, batch_size, spans, text_column)
+            for extra in _dataset_files(shard, dest, tmp):
+                report.setdefault("files", []).append(extra)
             report["shards"].append({"name": shard.name, "output": str(dest.relative_to(tmp)),
                                      "rows": int(len(mask)), "kept": kept})
             report["rows"] += int(len(mask))
@@ -349,6 +411,7 @@ def _recorded(folder: Path) -> set[str] | None:
     for s in rec["shards"]:
         if isinstance(s, dict) and isinstance(s.get("output"), str):
             files.add(os.path.normpath(s["output"]))
+    files.update(os.path.normpath(f) for f in rec.get("files", []) if isinstance(f, str))
     return files
 
 

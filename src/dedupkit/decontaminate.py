@@ -42,16 +42,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from dedupkit import kernels
 from dedupkit import settings as _S
+from dedupkit.atomic import atomic_write
 from dedupkit.errors import ConfigError, DedupkitError, InputError
 from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
 from dedupkit.stages.base import Decisions, Mapper, Stage
-
-try:  # optional C kernel (setup.py); _py_ngram_scan below gives the same values
-    from dedupkit import _decon
-except ImportError:  # pragma: no cover - depends on the build
-    _decon = None
 
 MODES = ("drop", "cut")
 #: prompt fields tried, in order, when --eval-fields is not given
@@ -447,7 +444,7 @@ def _py_ngram_scan(prepared: list[str], sizes: bytes, k0: int, pre: np.ndarray, 
 
 def ngram_scan(texts, sizes: Sequence[int], pre: np.ndarray | None = None, pre_log2: int = 3,
                full: np.ndarray | None = None, full_log2: int = 3, emit_all: bool = False,
-               use_c: bool = True, k0: int | None = None):
+               k0: int | None = None):
     """Window keys of ``texts`` (see ``_decon.c``): arrays doc, pos, size, key, prefix, and the
     token count of every text. ``texts``: a string array or a sequence of str, not yet prepared."""
     if not isinstance(texts, (pa.Array, pa.ChunkedArray)):
@@ -461,19 +458,19 @@ def ngram_scan(texts, sizes: Sequence[int], pre: np.ndarray | None = None, pre_l
         pre = np.zeros(1, np.uint8)
     if full is None:
         full = np.zeros(1, np.uint8)
-    if _decon is not None and use_c:
+    if kernels.decon is not None:
         arr, buf, offsets = text_buffers(arr)
-        r = _decon.ngram_scan(buf, offsets.tobytes(), len(arr), bytes(flags), k0, pre, pre_log2, full,
-                              full_log2, emit_all)
+        r = kernels.decon.ngram_scan(buf, offsets.tobytes(), len(arr), bytes(flags), k0, pre, pre_log2, full,
+                                     full_log2, emit_all)
         return (np.frombuffer(r[0], np.int64), np.frombuffer(r[1], np.int64), np.frombuffer(r[2], np.int64),
                 np.frombuffer(r[3], np.uint64), np.frombuffer(r[4], np.uint64), np.frombuffer(r[5], np.int64))
     return _py_ngram_scan(arr.to_pylist(), bytes(flags), k0, pre, pre_log2, full, full_log2, emit_all)
 
 
-def token_counts(texts, use_c: bool = True) -> np.ndarray:
+def token_counts(texts) -> np.ndarray:
     """Tokens of every text (as decontamination counts them)."""
     # k0 = 1 and an empty prefix bitmap: every chain stops after its first token.
-    return ngram_scan(texts, [64], emit_all=False, use_c=use_c, k0=1)[5]
+    return ngram_scan(texts, [64], emit_all=False, k0=1)[5]
 
 
 # --- the index --------------------------------------------------------------------------------
@@ -543,11 +540,11 @@ class EvalIndex:
         return [int(w) for w in self.meta["sizes"]]
 
     @classmethod
-    def build(cls, items: EvalItems, cfg: DecontaminateConfig, use_c: bool = True) -> "EvalIndex":
+    def build(cls, items: EvalItems, cfg: DecontaminateConfig) -> "EvalIndex":
         """Index ``items`` with the window rule of the module docstring."""
         n = len(items)
-        lq = token_counts(items.prompts, use_c) if n else np.zeros(0, np.int64)
-        total = token_counts(items.texts, use_c) if n else np.zeros(0, np.int64)
+        lq = token_counts(items.prompts) if n else np.zeros(0, np.int64)
+        total = token_counts(items.texts) if n else np.zeros(0, np.int64)
         # A prompt that several items share ("Which of the following is true?") does not identify
         # an item: such items are matched on all their fields (the unit is the whole item).
         shared = _shared_prompts(items.prompts) & (total > lq)
@@ -566,7 +563,7 @@ class EvalIndex:
                 idx = np.flatnonzero(mask)
                 for a in range(0, len(idx), _BUILD_CHUNK):  # bounded memory for a million items
                     part = idx[a:a + _BUILD_CHUNK]
-                    d, p, _, k, x, _ = ngram_scan(src.take(pa.array(part)), [w], emit_all=True, use_c=use_c,
+                    d, p, _, k, x, _ = ngram_scan(src.take(pa.array(part)), [w], emit_all=True,
                                                   k0=sizes[0])
                     ok = slice(None) if every else (p == 0)
                     keys.append(k[ok]); item.append(part[d[ok]].astype(np.int32)); ipos.append(p[ok].astype(np.int32))
@@ -592,7 +589,7 @@ class EvalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         for name in _INDEX_FILES:
             np.save(folder / f"{name}.npy", getattr(self, name))
-        (folder / "meta.json").write_text(json.dumps(self.meta))
+        atomic_write(folder / "meta.json", json.dumps(self.meta), sync=False)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "EvalIndex":
@@ -604,14 +601,14 @@ class EvalIndex:
 
     # --- matching ---
 
-    def scan(self, texts, use_c: bool = True):
+    def scan(self, texts):
         """Candidate windows of ``texts`` that are exactly indexed windows: arrays doc, pos (token),
         width, item, ipos."""
         if not self.meta["sizes"] or len(texts) == 0:
             z = np.zeros(0, np.int64)
             return z, z, z, z, z
         d, p, s, k, _, _ = ngram_scan(texts, self.sizes, self.pre, self.meta["pre_log2"], self.full,
-                                      self.meta["full_log2"], emit_all=False, use_c=use_c)
+                                      self.meta["full_log2"], emit_all=False)
         lo = np.searchsorted(self.keys, k, "left")
         hi = np.searchsorted(self.keys, k, "right")
         cnt = hi - lo
@@ -733,9 +730,9 @@ def _byte_offsets(text: str) -> np.ndarray:
     return out
 
 
-def find_matches(text: str, index: EvalIndex, min_overlap: float, use_c: bool = True) -> list[Match]:
+def find_matches(text: str, index: EvalIndex, min_overlap: float) -> list[Match]:
     """Every item that ``text`` contains, best overlap first (ties: lowest item)."""
-    d, p, w, it, ip = index.scan(pa.array([text], pa.large_string()), use_c)
+    d, p, w, it, ip = index.scan(pa.array([text], pa.large_string()))
     gd, gi, _, ov = index.coverage(d, it, ip, w)
     hit = ov >= np.float32(min_overlap) - np.float32(1e-6)
     if not hit.any():

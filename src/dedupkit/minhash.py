@@ -33,14 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from dedupkit import kernels
 from dedupkit.errors import ConfigError
 from dedupkit import settings as _S
 from dedupkit.normalize import text_buffers
-
-try:  # optional C kernel (setup.py); the numpy code in signatures_from_hashes is the fallback
-    from dedupkit import _speedups
-except ImportError:  # pragma: no cover - depends on the build
-    _speedups = None
 
 SHINGLES = ("word", "char")
 SCHEMES = ("affine64", "legacy")
@@ -107,37 +103,28 @@ class MinHashConfig:
         return optimal_params(float(self.threshold), self.num_perm)
 
 
-# --- LSH parameters (datasketch.lsh._optimal_param, same integrals, same tie-breaking) ---------
-
-def _fp(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    return quad(lambda s: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)[0]
-
-
-def _fn(threshold: float, b: int, r: int) -> float:
-    from scipy.integrate import quad
-
-    return quad(lambda s: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)[0]
-
+# --- LSH parameters: datasketch's rule, from datasketch -----------------------------------------
 
 @functools.lru_cache(maxsize=64)
 def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5,
                    fn_weight: float = 0.5) -> tuple[int, int]:
     """The (bands, rows) that minimise the weighted false-positive + false-negative area.
 
-    This is datasketch's rule (``MinHashLSH(threshold, num_perm)`` picks the same pair): the
-    probability that two documents of Jaccard ``s`` share at least one band is
-    ``1 - (1 - s**r)**b``; the false-positive area integrates it over ``[0, threshold]``, the
-    false-negative area integrates its complement over ``[threshold, 1]``.
+    This is datasketch's own search (``datasketch.lsh._optimal_param``, what
+    ``MinHashLSH(threshold, num_perm)`` uses; datasketch has no public name for it, and
+    ``MinHashLSH`` itself refuses fewer than 2 bands): the probability that two documents of
+    Jaccard ``s`` share at least one band is ``1 - (1 - s**r)**b``; the false-positive area
+    integrates it over ``[0, threshold]``, the false-negative area its complement over
+    ``[threshold, 1]`` (scipy's ``quad``), and the first (b, r) with the smallest weighted sum wins.
+
+    Example:
+        >>> optimal_params(0.5, 128)
+        (25, 5)
     """
-    best, opt = float("inf"), (0, 0)
-    for b in range(1, num_perm + 1):
-        for r in range(1, num_perm // b + 1):
-            err = _fp(threshold, b, r) * fp_weight + _fn(threshold, b, r) * fn_weight
-            if err < best:
-                best, opt = err, (b, r)
-    return opt
+    from datasketch.lsh import _optimal_param
+
+    b, r = _optimal_param(float(threshold), int(num_perm), float(fp_weight), float(fn_weight))
+    return int(b), int(r)
 
 
 def detection_probability(s: float, bands: int, rows: int) -> float:
@@ -405,7 +392,7 @@ def _cp_tables(buf, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray
     if not _CP:
         _CP.update({"class": np.zeros(0x110000, np.uint8), "lower": np.zeros(0x110000, np.uint32),
                     "map": np.zeros(0, np.uint32)})
-    new = np.frombuffer(_speedups.unknown_codepoints(buf, offsets.tobytes(), n, _CP["class"]), np.uint32)
+    new = np.frombuffer(kernels.speedups.unknown_codepoints(buf, offsets.tobytes(), n, _CP["class"]), np.uint32)
     if len(new):
         _classify(new)
     return _CP["class"], _CP["lower"], _CP["map"]
@@ -416,27 +403,41 @@ def _c_word_shingle_hashes(texts: pa.Array, ngram: int) -> tuple[np.ndarray, np.
     Arrow path for the others."""
     arr, buf, offsets = text_buffers(pc.fill_null(texts, "") if texts.null_count else texts)
     n = len(arr)
-    raw, cnt, flags = _speedups.word_shingles(buf, offsets.tobytes(), n, ngram, *_cp_tables(buf, offsets, n))
+    raw, cnt, flags = kernels.speedups.word_shingles(buf, offsets.tobytes(), n, ngram, *_cp_tables(buf, offsets, n))
     h = np.frombuffer(raw, dtype=np.uint64)
     counts = np.frombuffer(cnt, dtype=np.int64)
     other = np.frombuffer(flags, dtype=np.uint8).astype(bool)
     if not other.any():
         return h, counts
-    ia, ib = np.flatnonzero(~other), np.flatnonzero(other)
+    ib = np.flatnonzero(other)
     flat, cb = _tokens(normalize_array(arr.take(pa.array(ib))))
     hb, cb = _word_shingle_hashes(flat, cb, ngram)
-    idx, counts = _interleave(n, ia, len(h), counts[ia], ib, cb)
-    return np.concatenate([h, hb])[idx], counts
+    # splice each Arrow-path document's run into the C output (which holds none for it): a few
+    # slices per such document, not an index over every shingle of the batch
+    at = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=at[1:])
+    hb_at = np.zeros(len(ib) + 1, np.int64)
+    np.cumsum(cb, out=hb_at[1:])
+    cut = at[ib].tolist()
+    parts = []
+    prev = 0
+    for k, c in enumerate(cut):
+        parts += [h[prev:c], hb[hb_at[k]:hb_at[k + 1]]]
+        prev = c
+    parts.append(h[prev:])
+    counts = counts.copy()
+    counts[ib] = cb
+    return np.concatenate(parts), counts
 
 
-def batch_shingle_hashes(texts, cfg: MinHashConfig, use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def batch_shingle_hashes(texts, cfg: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of many texts: (all hashes concatenated in text order, count per text).
 
     ``texts`` is a pyarrow string array or a sequence of str (None = no text). With the C
     extension, word shingles of ASCII texts come from one C pass (lower case, tokens, xxh3-64,
     n-gram combination: the same values as the Arrow + numpy path, which tests compare).
     """
-    if cfg.shingle == "word" and _speedups is not None and use_c:
+    if cfg.shingle == "word" and kernels.speedups is not None:
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
         elif not isinstance(texts, pa.Array):
@@ -445,7 +446,7 @@ def batch_shingle_hashes(texts, cfg: MinHashConfig, use_c: bool = True) -> tuple
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
         return _c_word_shingle_hashes(texts, cfg.ngram)
     if cfg.shingle == "char":
-        return char_shingle_hashes(texts, cfg.ngram, use_c)
+        return char_shingle_hashes(texts, cfg.ngram)
     norm = normalize_array(texts)
     if len(norm) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
@@ -453,16 +454,16 @@ def batch_shingle_hashes(texts, cfg: MinHashConfig, use_c: bool = True) -> tuple
     return _word_shingle_hashes(flat, counts, cfg.ngram)
 
 
-def char_shingle_hashes(texts, k: int, use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def char_shingle_hashes(texts, k: int) -> tuple[np.ndarray, np.ndarray]:
     """xxh3-64 hashes of the character ``k``-grams of many texts (see :func:`shingles`, ``char``):
     (all hashes concatenated in text order, count per text). One C pass per batch after Arrow's
     NFKC and lower case; the Python fallback hashes :func:`_char_shingle_list` (tests compare)."""
     norm = normalize_array(texts)
     if len(norm) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    if _speedups is not None and use_c:
+    if kernels.speedups is not None:
         _, buf, offsets = text_buffers(pc.fill_null(norm, "") if norm.null_count else norm)
-        raw, cnt = _speedups.char_shingles(buf, offsets.tobytes(), len(norm), k)
+        raw, cnt = kernels.speedups.char_shingles(buf, offsets.tobytes(), len(norm), k)
         return np.frombuffer(raw, np.uint64), np.frombuffer(cnt, np.int64)
     h = xxhash.xxh3_64_intdigest
     out: list[int] = []
@@ -550,11 +551,11 @@ def _permute(hv: np.ndarray, a: np.ndarray, b: np.ndarray, scheme: str, buf: np.
 
 
 def signatures_from_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinHashConfig,
-                           use_c: bool = True, num: int | None = None) -> np.ndarray:
+                           num: int | None = None) -> np.ndarray:
     """Signatures (uint64, (len(counts), num_perm)) from concatenated shingle hashes.
 
     A document without shingles gets datasketch's empty signature (every slot at the maximum).
-    Uses the C extension when it was built (``use_c=False`` forces the numpy path, for tests).
+    The C kernel when :mod:`dedupkit.kernels` has it, else numpy (the same values).
     ``num``: only the first ``num`` values of each signature (those LSH bands use).
     """
     a, b = permutations(cfg.num_perm, cfg.seed, cfg.scheme)
@@ -563,10 +564,10 @@ def signatures_from_hashes(hashes: np.ndarray, counts: np.ndarray, cfg: MinHashC
         a, b, p = a[:num], b[:num], num
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    if _speedups is not None and use_c and n:
+    if kernels.speedups is not None and n:
         # The C kernel does the same uint64 arithmetic in one pass per document (no (m, p) buffer).
-        raw = _speedups.minhash(np.ascontiguousarray(hashes, dtype=np.uint64), offsets, n, a, b, p,
-                                cfg.scheme == "legacy")
+        raw = kernels.speedups.minhash(np.ascontiguousarray(hashes, dtype=np.uint64), offsets, n, a, b, p,
+                                       cfg.scheme == "legacy")
         return np.frombuffer(raw, dtype=np.uint64).reshape(n, p)
     sig = np.full((n, p), empty_value(cfg.scheme), dtype=np.uint64)
     if n == 0 or len(hashes) == 0:

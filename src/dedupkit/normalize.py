@@ -28,13 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dedupkit import kernels
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError
-
-try:  # the optional C extension (setup.py); the numpy code below is the fallback
-    from dedupkit import _speedups
-except ImportError:  # pragma: no cover - depends on the build
-    _speedups = None
 
 STEPS = ("nfkc", "lower", "punctuation", "digits", "whitespace")
 DEFAULT = tuple(_S.ExactConfig.normalize.split(","))  # lower,whitespace (dedupkit.settings)
@@ -69,7 +65,7 @@ def text_buffers(arr: pa.Array) -> tuple[pa.Array, object, np.ndarray]:
     return arr, (bufs[2] if bufs[2] is not None else b""), offsets
 
 
-def _collapse(arr: pa.Array, ascii_lower: bool, use_c: bool) -> tuple[pa.Array, np.ndarray | None]:
+def _collapse(arr: pa.Array, ascii_lower: bool) -> tuple[pa.Array, np.ndarray | None]:
     """collapse_whitespace, plus (C path only) a bool per document: holds a non-ASCII byte."""
     arr = _large(arr)
     if len(arr) == 0:
@@ -77,8 +73,8 @@ def _collapse(arr: pa.Array, ascii_lower: bool, use_c: bool) -> tuple[pa.Array, 
     if arr.null_count:
         raise ValueError("collapse_whitespace expects no nulls")
     arr, buf, offsets = text_buffers(arr)
-    if _speedups is not None and use_c:
-        out, new_offsets, flags = _speedups.collapse_ws(buf, offsets.tobytes(), len(arr), ascii_lower)
+    if kernels.speedups is not None:
+        out, new_offsets, flags = kernels.speedups.collapse_ws(buf, offsets.tobytes(), len(arr), ascii_lower)
         result = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(out))
         return result, np.frombuffer(flags, dtype=np.uint8).astype(bool)
     if ascii_lower:
@@ -106,15 +102,15 @@ def _collapse(arr: pa.Array, ascii_lower: bool, use_c: bool) -> tuple[pa.Array, 
     return pc.ascii_rtrim_whitespace(result), None  # at most one trailing ASCII space is left
 
 
-def char_lengths(arr: pa.Array, use_c: bool = True) -> np.ndarray:
+def char_lengths(arr: pa.Array) -> np.ndarray:
     """Length in characters (code points) of every string of a string array without nulls."""
-    if _speedups is None or not use_c or len(arr) == 0:
+    if kernels.speedups is None or len(arr) == 0:
         return np.asarray(pc.utf8_length(arr), dtype=np.int64)
     arr, buf, offsets = text_buffers(arr)
-    return np.frombuffer(_speedups.utf8_lengths(buf, offsets.tobytes(), len(arr)), dtype=np.int64)
+    return np.frombuffer(kernels.speedups.utf8_lengths(buf, offsets.tobytes(), len(arr)), dtype=np.int64)
 
 
-def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False, use_c: bool = True) -> pa.Array:
+def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False) -> pa.Array:
     """Collapse ASCII whitespace runs to one space and trim, on the raw UTF-8 bytes.
 
     Uses the C extension when it was built (one pass, several GB/s with AVX2), else numpy (several
@@ -124,9 +120,8 @@ def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False, use_c: bool = 
     Args:
         arr: strings without nulls.
         ascii_lower: also lower-case ASCII letters (leaves other letters as they are).
-        use_c: allow the C extension (tests compare both paths).
     """
-    return _collapse(arr, ascii_lower, use_c)[0]
+    return _collapse(arr, ascii_lower)[0]
 
 
 def normalize_split(arr: pa.Array, steps: tuple[str, ...]) -> tuple[pa.Array, np.ndarray | None, pa.Array | None]:
@@ -145,8 +140,8 @@ def normalize_split(arr: pa.Array, steps: tuple[str, ...]) -> tuple[pa.Array, np
     if "nfkc" in steps:
         arr = pc.utf8_normalize(arr, "NFKC")
     fusable = "lower" in steps and "whitespace" in steps and "punctuation" not in steps and "digits" not in steps
-    if fusable and _speedups is not None:
-        out, flags = _collapse(arr, True, True)
+    if fusable and kernels.speedups is not None:
+        out, flags = _collapse(arr, True)
         if flags is None or not flags.any():
             return out, None, None
         if flags.mean() > 0.5:  # mostly non-ASCII text: one pass over everything is cheaper

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedupkit import __version__
-from dedupkit.engine.local import LocalEngine, ProgressFactory, get_engine, no_progress
+from dedupkit import __version__, kernels
 from dedupkit import settings as _S
+from dedupkit.engine import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
 from dedupkit.io.read import ReadSpec
@@ -234,11 +234,11 @@ def run_stage(
         scan_dir = od.work / f"{stage.name}-scan"
         scan_dir.mkdir(parents=True, exist_ok=True)
         tasks = plan_tasks(shards, spec, stage.mapper(), str(scan_dir), key, skip_rows, options.split_rows,
-                           options.split_bytes, options.workers)
-        engine = get_engine(options.engine, options.workers, progress, options.ray_address)
-        try:
+                           options.split_bytes, workers=options.workers)
+        # the engine's workers serve the scan and the stage's global steps, and stop at the end
+        with get_engine(options.engine, options.workers, progress, options.ray_address) as engine:
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
-            if not stage.uses_engine and isinstance(engine, LocalEngine):
+            if not stage.uses_engine:
                 engine.close(wait=False)  # idle workers exit while the driver groups
             t_scan = time.perf_counter()
             corpus = Corpus(tasks, results, shards)
@@ -250,9 +250,6 @@ def run_stage(
             stage.engine = engine
             decisions = stage.identify(corpus, str(stage_work))
             t_ident = time.perf_counter()
-        finally:
-            if isinstance(engine, LocalEngine):
-                engine.close()  # stop the worker pool reused by the scan and the global steps
 
         n = len(corpus)
         keep = decisions.keep_mask()
@@ -287,7 +284,8 @@ def run_stage(
                                 pc.coalesce(override, dup_of))
         score = np.where(labels >= 0, decisions.score, np.nan).astype(np.float32)
         # what decided (exact, fuzzy, semantic): the built-in stage class, whatever the stage's name
-        kind = next((c.__module__.rsplit(".", 1)[-1] for c in type(stage).__mro__
+        # (dedupkit.stages.KIND or a module of the package dedupkit.stages.KIND)
+        kind = next((c.__module__.split(".")[2] for c in type(stage).__mro__
                      if c.__module__.startswith("dedupkit.stages.") and c is not Stage), None)
         reasons = drop_reasons(stage.name, keep, dup_of, score, extra_cols, kind)
         extra_types = {c: a.type for c, a in extra_cols.items()}
@@ -323,6 +321,7 @@ def run_stage(
             "stage": stage.name,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(),
+            "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
             "config": {"stage": stage.config_dict(), "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
                        "workers": options.workers, "engine": options.engine,
                        "max_drop_rate": options.max_drop_rate},

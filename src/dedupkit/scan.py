@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dedupkit.atomic import atomic_open, atomic_write
 from dedupkit.errors import InputError
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
@@ -74,11 +75,11 @@ class ScanResult:
 
 def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: str,
                skip: dict[str, np.ndarray] | None = None, split_rows: int = SPLIT_ROWS,
-               split_bytes: int = SPLIT_BYTES, workers: int = 1) -> list[ScanTask]:
+               split_bytes: int = SPLIT_BYTES, *, workers: int) -> list[ScanTask]:
     """Scan tasks of bounded size: one per shard, big shards split into pieces (see SPLIT_BYTES).
 
-    Parquet splits by row groups, and a row group too big for one task by row ranges; uncompressed
-    JSON Lines by byte ranges that start at line starts (found by one pass counting the lines);
+    Parquet splits by row groups (Arrow files by record batches), and a row group too big for one
+    task by row ranges; uncompressed JSON Lines by byte ranges that start at line starts (found by one pass counting the lines);
     compressed JSON Lines are one task each. Tasks follow shard order, then row order.
     """
     sizes = [_text_bytes(s) for s in shards]
@@ -89,7 +90,7 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     tasks: list[ScanTask] = []
     for si, shard in enumerate(shards):
         pieces: list[Piece | None] = [None]
-        if sizes[si] > target or shard.format == "parquet":
+        if sizes[si] > target or shard.format in ("parquet", "arrow"):
             pieces = _pieces(shard, target, split_rows) or [None]
         for part, piece in enumerate(pieces):
             tasks.append(ScanTask(
@@ -125,9 +126,17 @@ def _pieces(shard: Shard, target: int, split_rows: int) -> list[Piece]:
         md = _parquet_metadata(shard)
         return _row_pieces([(md.row_group(g).num_rows, md.row_group(g).total_byte_size)
                             for g in range(md.num_row_groups)], target, split_rows)
+    if shard.format == "arrow":
+        from dedupkit.io.read import ipc_groups
+
+        try:
+            return _row_pieces(ipc_groups(shard), target, split_rows)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"{shard.name}: not a readable Arrow file ({exc}); regenerate it or remove it "
+                             "from the input") from exc
     if shard.format == "jsonl" and shard.compression is None:
         return _jsonl_pieces(shard, target)
-    return []
+    return []  # compressed JSON Lines and CSV: one task
 
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int) -> list[Piece]:
@@ -202,40 +211,35 @@ def _bad_path(task: ScanTask) -> Path:
     return Path(task.workdir) / f"task-{task.index:05d}.bad.arrow"
 
 
+def _text_path(task: ScanTask) -> Path:
+    return Path(task.workdir) / f"task-{task.index:05d}.text.arrow"
+
+
+def good_texts(task: ScanTask) -> Iterable[pa.Array]:
+    """The texts of a scan task's good rows in order, as arrays: from the copy the scan kept when
+    its mapper asked for one (``keep_text``: a memory-mapped Arrow file, no Parquet decoding again),
+    else read from the shard again."""
+    path = _text_path(task)
+    if path.exists():
+        with pa.memory_map(str(path), "r") as src:
+            reader = pa.ipc.open_file(src)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i).column(0)
+        return
+    for batch in task.reader():
+        yield batch.text
+
+
 def _write_ipc_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, sync=False) as fh, pa.ipc.new_file(fh, table.schema) as writer:
+        writer.write_table(table)
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     # The completion marker is written after every feature file, so a half-written .npy is never
     # trusted; the temporary name keeps a failed write (disk full) from leaving a truncated file.
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    try:
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def _piece_dict(piece: Piece | None) -> dict | None:
@@ -262,7 +266,8 @@ def run_scan_task(task: ScanTask) -> ScanResult:
             ) and all(
                 (Path(task.workdir) / f"task-{task.index:05d}.{name}.npy").exists()
                 for name in meta["result"].get("features", [])
-            ):
+            ) and (not getattr(task.mapper, "keep_text", False) or not meta["result"]["n_good"]
+                   or _text_path(task).exists()):
                 res = ScanResult(**meta["result"])
                 res.reused = True
                 return res
@@ -271,16 +276,42 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     reader = task.reader()
     rows, lengths, ids, extras = [], [], [], {c: [] for c in task.spec.extra_columns}
     feats: dict[str, list[np.ndarray]] = {}
-    for batch in reader:
-        rows.append(batch.rows)
-        lengths.append(char_lengths(batch.text))
-        if batch.ids is not None:
-            ids.append(batch.ids)
-        for c in extras:
-            extras[c].append(batch.extra[c])
-        if task.mapper is not None:
-            for name, arr in task.mapper.map_batch(batch).items():
-                feats.setdefault(name, []).append(arr)
+    # a mapper with keep_text (fuzzy's char n-grams read candidate texts again) gets the texts of
+    # the good rows written as they are read: an Arrow file read back by memory map, instead of
+    # decoding the shard (and, for a piece of one big row group, the rows before it) once more
+    keep_text = bool(getattr(task.mapper, "keep_text", False))
+    text_path = _text_path(task)
+    text_path.unlink(missing_ok=True)
+    text_tmp = text_path.with_name(text_path.name + f".tmp{os.getpid()}")
+    sink = writer = None
+    try:
+        for batch in reader:
+            rows.append(batch.rows)
+            lengths.append(char_lengths(batch.text))
+            if batch.ids is not None:
+                ids.append(batch.ids)
+            for c in extras:
+                extras[c].append(batch.extra[c])
+            if task.mapper is not None:
+                for name, arr in task.mapper.map_batch(batch).items():
+                    feats.setdefault(name, []).append(arr)
+            if keep_text:
+                text = batch.text if pa.types.is_large_string(batch.text.type) else batch.text.cast(pa.large_string())
+                if writer is None:
+                    sink = pa.OSFile(str(text_tmp), "wb")
+                    writer = pa.ipc.new_file(sink, pa.schema([("text", pa.large_string())]))
+                writer.write_batch(pa.record_batch([text], ["text"]))
+        if writer is not None:
+            writer.close()
+            sink.close()
+            writer = sink = None
+            os.replace(text_tmp, text_path)
+    finally:
+        if writer is not None:
+            writer.close()
+        if sink is not None:
+            sink.close()
+        text_tmp.unlink(missing_ok=True)
     cols: dict[str, pa.Array] = {
         "row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64)),
         "length": pa.array(np.concatenate(lengths) if lengths else np.zeros(0, np.int64)),
@@ -313,7 +344,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     # the piece too: a rerun with other --workers may plan other pieces under the same task number
     meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "piece": _piece_dict(task.piece),
             "result": asdict(result)}
-    _atomic_write_bytes(done_path, json.dumps(meta).encode())
+    atomic_write(done_path, json.dumps(meta).encode())
     return result
 
 

@@ -151,8 +151,8 @@ CASES = [
     Bad("not-gzip-named-gz", lambda d: (d / "a.jsonl.gz").write_bytes(_jsonl_bytes()),
         r"a\.jsonl\.gz: named as gzip-compressed but its first bytes are not a gzip header", None),
     Bad("symlink-loops", symlink_loop, None, 0, rows=40),
-    Bad("unsupported-file-named", lambda d: (d / "a.csv").write_text("text\nx\n"),
-        r"a\.csv: unknown format; supported suffixes are", None, args=("{d}/a.csv",)),
+    Bad("unsupported-file-named", lambda d: (d / "a.xlsx").write_text("text\nx\n"),
+        r"a\.xlsx: unknown format; supported suffixes are", None, args=("{d}/a.xlsx",)),
     Bad("folder-without-shards", lambda d: (d / "notes.txt").write_text("x"), r"holds no supported shard", None),
     Bad("missing-input", lambda d: None, r"nope\.parquet: no such file or folder", None, args=("{d}/nope.parquet",)),
 ]
@@ -163,7 +163,8 @@ def _invoke(args: list[str]):
 
 
 _SRC = Path(__file__).resolve().parents[2] / "src" / "dedupkit"
-_HAVE = [s for s in ("exact", "fuzzy", "semantic") if (_SRC / "stages" / f"{s}.py").exists()]
+_HAVE = [s for s in ("exact", "fuzzy", "semantic")
+         if (_SRC / "stages" / f"{s}.py").exists() or (_SRC / "stages" / s / "__init__.py").exists()]
 # Every stage command reads through the same readers, so each gets the whole table; `run` chains
 # the cheap stages. (semantic, when present, runs the table too: the model loads only when a run
 # gets past reading, which the error cases never do.)

@@ -21,6 +21,7 @@ appended to ``$DEDUPKIT_CRASH_REPORT`` when that is set.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import random
@@ -45,7 +46,7 @@ pytestmark = pytest.mark.slow
 
 # The stages `dedupkit run` chains in its crash case: exact and, once this checkout has it, fuzzy
 # (semantic has its own case: loading the model makes each of its runs slow).
-RUN_STAGES = ",".join(s for s in ("exact", "fuzzy") if (Path(SRC) / "dedupkit" / "stages" / f"{s}.py").exists())
+RUN_STAGES = ",".join(s for s in ("exact", "fuzzy") if importlib.util.find_spec(f"dedupkit.stages.{s}") is not None)
 
 
 # -- the corpus ---------------------------------------------------------------------------------
@@ -412,8 +413,8 @@ def test_kill_and_resume(case: Case, crash_corpus, clean_outputs, tmp_path):
     for need in case.needs:
         if need not in clean_outputs:
             pytest.skip(f"needs the clean output of {need!r}, which did not run")
-    if case.argv is not None and case.kind == "stage" and not (
-            Path(SRC) / "dedupkit" / "stages" / f"{case.argv(Path('d'), Path('o'), {'_m2v': ''})[0]}.py").exists():
+    if case.argv is not None and case.kind == "stage" and importlib.util.find_spec(
+            f"dedupkit.stages.{case.argv(Path('d'), Path('o'), {'_m2v': ''})[0]}") is None:
         pytest.skip(f"{case.name}: this checkout has no such stage yet")
     rng = random.Random(f"{SEED}-{case.name}")
     points = max(1, round(POINTS * case.share))

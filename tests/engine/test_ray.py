@@ -336,7 +336,7 @@ def test_cuda_embedding_tasks_ask_ray_for_a_gpu(tmp_path):
 ])
 def test_fuzzy_manifest_equals_local(ray_session, multi_shard, tmp_path, monkeypatch, verify, more):
     from dedupkit.engine import graph
-    from dedupkit.stages import fuzzy_partitioned
+    from dedupkit.stages.fuzzy import partitioned as fuzzy_partitioned
 
     # Small partitions, so that the pair shuffle and the components really span several tasks.
     monkeypatch.setattr(fuzzy_partitioned, "PAIRS_PER_PARTITION", 8)

@@ -18,7 +18,6 @@ from tests.support import read_manifest, write_jsonl, write_parquet
 from dedupkit import api
 from dedupkit.errors import CheckFailed, ConfigError
 from dedupkit.index import IndexSettings, IndexStoreError, Segment, create_index, open_index
-from dedupkit.index.ops import connected_components
 
 import pyarrow as pa
 
@@ -320,28 +319,6 @@ def test_unreachable_redis_is_an_error():
 
 
 # -- the bits ------------------------------------------------------------------------------------
-
-@settings(max_examples=60, deadline=None)
-@given(st.integers(1, 40).flatmap(lambda n: st.tuples(
-    st.just(n), st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=60))))
-def test_connected_components_match_a_plain_search(case):
-    n, edges = case
-    a = np.array([e[0] for e in edges], np.int64)
-    b = np.array([e[1] for e in edges], np.int64)
-    got = connected_components(n, a, b)
-    adj = {i: set() for i in range(n)}
-    for x, y in edges:
-        adj[x].add(y)
-        adj[y].add(x)
-    for i in range(n):
-        seen, todo = {i}, [i]
-        while todo:
-            for y in adj[todo.pop()]:
-                if y not in seen:
-                    seen.add(y)
-                    todo.append(y)
-        assert got[i] == min(seen)
-
 
 def test_index_add_uses_the_index_settings_and_skips_bad_records(tmp_path):
     loc = str(tmp_path / "i")

@@ -32,9 +32,9 @@ def test_discover_files_folders_globs_sorted(tmp_path):
 def test_discover_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         discover([str(tmp_path / "missing.parquet")])
-    (tmp_path / "x.csv").write_text("a,b")
+    (tmp_path / "x.xlsx").write_text("a,b")
     with pytest.raises(InputError, match="unknown format.*supported suffixes"):
-        discover([str(tmp_path / "x.csv")])
+        discover([str(tmp_path / "x.xlsx")])
     with pytest.raises(InputError, match="matches no supported shard"):
         discover([str(tmp_path / "*.jsonl")])
 

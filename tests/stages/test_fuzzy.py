@@ -119,8 +119,8 @@ def test_partitioned_buckets_give_the_same_manifest(tmp_path, monkeypatch):
     texts, _ = near_dup_texts()
     data = write(tmp_path, texts * 2)
     api.fuzzy([str(data)], str(tmp_path / "one"))
-    monkeypatch.setattr(fz, "DOCS_PER_PARTITION", 3)
-    monkeypatch.setattr(fz, "PAIRS_PER_TASK", 2)
+    monkeypatch.setattr("dedupkit.stages.fuzzy.stage.DOCS_PER_PARTITION", 3)
+    monkeypatch.setattr("dedupkit.stages.fuzzy.single.PAIRS_PER_TASK", 2)
     res = api.fuzzy([str(data)], str(tmp_path / "many"))
     assert res.summary["stats"]["partitions_per_band"] > 1
     assert read_manifest(tmp_path / "one") == read_manifest(tmp_path / "many")
@@ -206,34 +206,12 @@ def test_property_one_row_per_input_and_valid_links(tmp_path_factory, picks, bat
     assert rows == read_manifest(tmp / "b")
 
 
-def test_connected_components_matches_naive():
-    rng = np.random.default_rng(1)
-    n = 300
-    pairs = rng.integers(0, n, size=(250, 2))
-    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
-    root = fz.connected_components(n, pairs)
-    # naive: repeated relabelling to the minimum over edges
-    lab = np.arange(n)
-    changed = True
-    while changed:
-        changed = False
-        for a, b in pairs:
-            m = min(lab[a], lab[b])
-            if lab[a] != m or lab[b] != m:
-                lab[a] = lab[b] = m
-                changed = True
-    for _ in range(n):
-        lab = lab[lab]
-    np.testing.assert_array_equal(root, lab)
-    assert (root <= np.arange(n)).all()
-
-
 def test_bucket_pairs_small_and_large_buckets(monkeypatch):
     keys = np.array([5, 7, 5, 5, 9, 7], np.uint64)
     idx = np.arange(6, dtype=np.int64) + 10
     pairs = {tuple(p) for p in fz.bucket_pairs(keys, idx).tolist()}
     assert pairs == {(10, 12), (10, 13), (12, 13), (11, 15)}
-    monkeypatch.setattr(fz, "ALL_PAIRS_MAX", 2)
+    monkeypatch.setattr("dedupkit.stages.fuzzy.tasks.ALL_PAIRS_MAX", 2)
     pairs = {tuple(p) for p in fz.bucket_pairs(keys, idx).tolist()}
     # star to the first member plus a chain: connected without all n(n-1)/2 pairs
     assert pairs == {(10, 12), (10, 13), (12, 13), (11, 15)}  # star (10,12),(10,13) + chain (12,13)
@@ -286,7 +264,7 @@ def test_mapper_slices_give_the_same_features(monkeypatch):
     batch = Batch(np.arange(len(texts)), pa.array(texts + [None])[: len(texts)])
     mapper = fz.FuzzyMapper(MinHashConfig())
     whole = mapper.map_batch(batch)
-    monkeypatch.setattr(fz, "SLICE_BYTES", 100)  # about one document per slice
+    monkeypatch.setattr("dedupkit.stages.fuzzy.tasks.SLICE_BYTES", 100)  # about one document per slice
     sliced = mapper.map_batch(batch)
     for k in whole:
         np.testing.assert_array_equal(whole[k], sliced[k])

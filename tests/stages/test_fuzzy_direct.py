@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dedupkit import kernels
 from dedupkit import api
 from dedupkit.engine import graph
 from dedupkit.errors import ConfigError
@@ -163,7 +164,7 @@ TEXT = st.text(alphabet=st.sampled_from(list("ab cD\t\n\u00a0\u2003é漢ß\u0301
 @given(st.lists(st.one_of(st.none(), TEXT), max_size=12), st.integers(1, 7))
 def test_char_shingles_c_equals_fallback(texts, k):
     hc, cc = char_shingle_hashes(texts, k)
-    hp, cp = char_shingle_hashes(texts, k, use_c=False)
+    hp, cp = kernels.call_python(char_shingle_hashes, texts, k)
     assert cc.tolist() == cp.tolist() and hc.tolist() == hp.tolist()
 
 
@@ -177,7 +178,7 @@ def test_set_intersections_c_equals_fallback(sets, data):
                      np.int64).reshape(-1, 2)
     want = [len(sets[a] & sets[b]) for a, b in pairs.tolist()]
     assert fz.set_intersections(hashes, off, pairs).tolist() == want
-    assert fz.set_intersections(hashes, off, pairs, use_c=False).tolist() == want
+    assert kernels.call_python(fz.set_intersections, hashes, off, pairs).tolist() == want
 
 
 @settings(max_examples=200, deadline=None)
@@ -188,7 +189,7 @@ def test_greedy_centres_c_equals_fallback_and_claims_are_direct(n, data):
     edges = np.array([[a, b, 1000 * a + b] for a, b in sorted(pairs)], np.int64).reshape(-1, 3)
     rank = np.array(data.draw(st.permutations(list(range(n)))), np.int64)
     c = graph.centre_clusters(edges, rank)
-    p = graph.centre_clusters(edges, rank, use_c=False)
+    p = kernels.call_python(graph.centre_clusters, edges, rank)
     assert all(x.tolist() == y.tolist() for x, y in zip(c, p))
     docs, centre, pay = c
     adj = {(a, b) for a, b in pairs} | {(b, a) for a, b in pairs}
@@ -207,7 +208,7 @@ def test_greedy_centres_c_equals_fallback_and_claims_are_direct(n, data):
 def test_sorted_sets_c_equals_fallback(runs):
     hashes = np.array([v for r in runs for v in r], np.uint64)
     counts = np.array([len(r) for r in runs], np.int64)
-    c, p = fz.sorted_sets(hashes, counts), fz.sorted_sets(hashes, counts, use_c=False)
+    c, p = fz.sorted_sets(hashes, counts), kernels.call_python(fz.sorted_sets, hashes, counts)
     assert c[1].tolist() == p[1].tolist() and c[0].tolist() == p[0].tolist()
     assert [c[0][c[1][i]:c[1][i + 1]].tolist() for i in range(len(runs))] == [sorted(set(r)) for r in runs]
 

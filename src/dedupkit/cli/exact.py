@@ -21,7 +21,7 @@ def exact(inputs, text_column, id_column, batch_size, on_bad_record, output, ove
           as_json, engine, ray_address, keep, keep_by, keep_order, skip, max_drop_rate, normalize):
     """Drop exact duplicates: documents whose normalized text has the same xxh3-128 hash.
 
-    INPUT is files, folders (recursive) or globs of .parquet, .jsonl, .jsonl.gz and .jsonl.zst
+    INPUT is files, folders (recursive) or globs of .parquet, .jsonl(.gz|.zst), .arrow, .csv, .tsv
     shards. Writes OUTPUT/manifest/ (one row per input row) and OUTPUT/summary.json, and prints
     OUTPUT on stdout.
     """

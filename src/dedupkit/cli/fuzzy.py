@@ -30,7 +30,7 @@ def fuzzy(inputs, text_column, id_column, batch_size, on_bad_record, output, ove
           as_json, keep, keep_by, keep_order, skip, max_drop_rate, engine, ray_address, **options):
     """Drop near-duplicates: MinHash signatures of shingle sets, LSH band buckets, verified pairs.
 
-    INPUT is files, folders (recursive) or globs of .parquet, .jsonl, .jsonl.gz and .jsonl.zst
+    INPUT is files, folders (recursive) or globs of .parquet, .jsonl(.gz|.zst), .arrow, .csv, .tsv
     shards. Writes OUTPUT/manifest/ (one row per input row; score = similarity to the kept
     document, measure = which measure decided) and OUTPUT/summary.json (bands, rows, candidate and
     verified pairs per measure), and prints OUTPUT.

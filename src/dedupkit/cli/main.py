@@ -62,8 +62,25 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``dedupkit --version``: the version, then which kernels run (C extensions or Python)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from dedupkit.errors import DedupkitError
+
+    try:
+        from dedupkit import kernels
+
+        line = kernels.summary_line()
+    except DedupkitError as exc:  # a bad DEDUPKIT_KERNELS
+        line = f"kernels: {exc}"
+    click.echo(f"dedupkit, version {__version__}\n{line}")
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="dedupkit")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and which kernels (C or Python) run, and exit.")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), envvar="DEDUPKIT_CONFIG",
               help="TOML config whose [stage] tables (and top-level read settings) give defaults to "

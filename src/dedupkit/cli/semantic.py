@@ -45,7 +45,7 @@ def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, 
     """Drop semantic duplicates with SemDeDup: sentence embeddings, spherical k-means, and
     pairwise cosine inside each cluster.
 
-    INPUT is files, folders (recursive) or globs of .parquet, .jsonl, .jsonl.gz and .jsonl.zst
+    INPUT is files, folders (recursive) or globs of .parquet, .jsonl(.gz|.zst), .arrow, .csv, .tsv
     shards. Embeddings are cached per shard (keyed by model, --max-tokens and the shard's
     content), so rerunning with another --eps, --clusters or --keep is fast. Writes
     OUTPUT/manifest/ (one row per input row, with nearest_sim and nearest_doc columns) and

@@ -24,12 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dedupkit import kernels
+from dedupkit.atomic import atomic_open
 from dedupkit.errors import DedupkitError
-
-try:  # optional C kernel for greedy_centres; a Python loop is the fallback
-    from dedupkit import _speedups
-except ImportError:  # pragma: no cover - depends on the build
-    _speedups = None
 
 # Edges per partition: ~16 bytes each, times a few copies while sorting -> a few hundred MB a task.
 EDGES_PER_PARTITION = 8_000_000
@@ -45,6 +42,31 @@ def partitions_for(n_edges: int, per_partition: int | None = None) -> int:
     return max(1, -(-int(n_edges) // per))
 
 
+def component_roots(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root (the smallest member) of every node's connected component, in one process.
+
+    The graph has nodes ``0..n-1`` and undirected edges ``a[k]-b[k]``; a node without an edge is its
+    own root. The single-process twin of :func:`connected_components` (which never gathers the
+    edges): the fuzzy stage's ``cluster = "split"``, the index check and ``run``'s combined clusters
+    use it.
+
+    Example:
+        >>> component_roots(5, np.array([3, 1]), np.array([4, 3])).tolist()
+        [0, 1, 2, 1, 1]
+    """
+    if n == 0 or len(a) == 0:
+        return np.arange(n, dtype=np.int64)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as scipy_components
+
+    a = np.asarray(a, np.int64)
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, np.asarray(b, np.int64))), shape=(n, n))
+    _, labels = scipy_components(graph, directed=False)
+    # the first occurrence of each label is its smallest member
+    _, first = np.unique(labels, return_index=True)
+    return first[labels].astype(np.int64)
+
+
 def part_of(nodes: np.ndarray, nparts: int) -> np.ndarray:
     """Hash partition (0..nparts-1) of each node id (Fibonacci hashing: consecutive ids spread)."""
     if nparts == 1:
@@ -55,9 +77,8 @@ def part_of(nodes: np.ndarray, nparts: int) -> np.ndarray:
 
 
 def _save(path: str, arr: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def _load_pairs(paths: Sequence[str]) -> np.ndarray:
@@ -287,8 +308,7 @@ def connected_components(n: int, files: Sequence[str], work: str | Path, engine:
 
 # --- greedy centre clustering ------------------------------------------------------------------
 
-def greedy_centres(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray,
-                   use_c: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def greedy_centres(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Greedy centre clustering of a graph in CSR form (both directions of every edge).
 
     Nodes are visited in ``order`` (best first); a node nobody claimed becomes a centre and claims
@@ -304,8 +324,8 @@ def greedy_centres(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray,
     indptr = np.ascontiguousarray(indptr, np.int64)
     indices = np.ascontiguousarray(indices, np.int64)
     order = np.ascontiguousarray(order, np.int64)
-    if _speedups is not None and use_c:
-        c, v = _speedups.greedy_centres(indptr, indices, order, n)
+    if kernels.speedups is not None:
+        c, v = kernels.speedups.greedy_centres(indptr, indices, order, n)
         return np.frombuffer(c, np.int64).copy(), np.frombuffer(v, np.int64).copy()
     claim = np.full(n, -1, np.int64)
     via = np.full(n, -1, np.int64)
@@ -323,7 +343,7 @@ def greedy_centres(indptr: np.ndarray, indices: np.ndarray, order: np.ndarray,
     return claim, via
 
 
-def centre_clusters(edges: np.ndarray, rank: np.ndarray, use_c: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def centre_clusters(edges: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy centres over verified pairs, in keep-priority order.
 
     Args:
@@ -355,7 +375,7 @@ def centre_clusters(edges: np.ndarray, rank: np.ndarray, use_c: bool = True) -> 
     indptr = np.zeros(k + 1, np.int64)
     np.cumsum(np.bincount(src, minlength=k), out=indptr[1:])
     order = np.lexsort((nodes, np.asarray(rank)[nodes]))
-    claim, via = greedy_centres(indptr, indices, order, use_c)
+    claim, via = greedy_centres(indptr, indices, order)
     got = np.flatnonzero(claim >= 0)
     return nodes[got], nodes[claim[got]], pay[via[got]]
 

@@ -7,32 +7,15 @@ import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
+from dedupkit.engine.base import Engine, Progress, ProgressFactory, no_progress
 from dedupkit.errors import ConfigError, DedupkitError
 
-
-class Progress(Protocol):
-    def update(self, n: int = 1) -> None: ...
-    def close(self) -> None: ...
+__all__ = ["LocalEngine", "exit_with_parent", "Progress", "ProgressFactory", "no_progress"]
 
 
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-ProgressFactory = Callable[[int, str], Progress]
-
-
-def no_progress(total: int, desc: str) -> Progress:
-    return _NoProgress()
-
-
-class LocalEngine:
+class LocalEngine(Engine):
     """Run ``fn(task)`` for every task on this machine.
 
     ``workers=1`` runs in the calling process (no pickling, easiest to debug); more workers use a
@@ -45,6 +28,7 @@ class LocalEngine:
     """
 
     name = "local"
+    distributed = False
 
     def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress) -> None:
         if workers < 1:
@@ -141,15 +125,3 @@ def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:
         os._exit(70)
 
     threading.Thread(target=watch, name="dedupkit-exit-with-parent", daemon=True).start()
-
-
-def get_engine(name: str = "local", workers: int = 1, progress: ProgressFactory = no_progress,
-               ray_address: str | None = None):
-    """Build the engine named by ``--engine``."""
-    if name == "local":
-        return LocalEngine(workers=workers, progress=progress)
-    if name == "ray":
-        from dedupkit.engine.ray import RayEngine  # imported only when used
-
-        return RayEngine(workers=workers, progress=progress, address=ray_address)
-    raise ConfigError(f"unknown engine {name!r}; choose local or ray")

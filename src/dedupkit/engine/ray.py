@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dedupkit.engine.local import ProgressFactory, no_progress
+from dedupkit.engine.base import Engine, ProgressFactory, no_progress
 from dedupkit.errors import ConfigError, DedupkitError, require
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,14 @@ class RayEngineError(DedupkitError):
 
 
 def _worker_env() -> dict[str, Any]:
-    """runtime_env for a Ray instance started by dedupkit: the driver's dedupkit on the path."""
+    """runtime_env for a Ray instance started by dedupkit: the driver's dedupkit on the path, and
+    its choice of kernels."""
     path = os.environ.get("PYTHONPATH", "")
     parts = [_PKG_PARENT] + [p for p in path.split(os.pathsep) if p and p != _PKG_PARENT]
-    return {"env_vars": {"PYTHONPATH": os.pathsep.join(parts)}}
+    env = {"PYTHONPATH": os.pathsep.join(parts)}
+    if os.environ.get("DEDUPKIT_KERNELS"):  # workers choose the same kernels (dedupkit.kernels)
+        env["DEDUPKIT_KERNELS"] = os.environ["DEDUPKIT_KERNELS"]
+    return {"env_vars": env}
 
 
 def init_local(num_cpus: int, **kwargs: Any) -> None:
@@ -88,7 +92,7 @@ def _task_resources(tasks: Sequence[Any]) -> dict[str, Any]:
     return dict(res or {})
 
 
-class RayEngine:
+class RayEngine(Engine):
     """Run ``fn(task)`` for every task as a Ray task; results come back in task order.
 
     Args:
@@ -112,6 +116,7 @@ class RayEngine:
     """
 
     name = "ray"
+    distributed = True
 
     def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress,
                  address: str | None = None, max_retries: int | None = None) -> None:
@@ -272,7 +277,11 @@ class RayEngine:
         finally:
             bar.close()
 
-    def shutdown(self) -> None:
-        """Disconnect from Ray (stops a local instance this process started)."""
-        if self._ray.is_initialized():
-            self._ray.shutdown()
+    def close(self, wait: bool = True) -> None:
+        """Release this engine's Ray resources (its remote function; actors go after each map).
+
+        The Ray instance stays up, whoever started it: a local one started here serves the next
+        engine of this process (``dedupkit run``'s later stages) and stops when the process exits;
+        call ``ray.shutdown()`` to stop it sooner.
+        """
+        self._remote = None

@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from dedupkit import settings as _S
-from dedupkit.engine.local import ProgressFactory, get_engine, no_progress
+from dedupkit.engine import ProgressFactory, get_engine, no_progress
+from dedupkit.engine.graph import component_roots
 from dedupkit.errors import ConfigError, MissingExtraError
 from dedupkit.index.base import IndexSettings, IndexStore, IndexStoreError, Segment
 from dedupkit.index.faults import point
@@ -148,8 +149,9 @@ def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers
     t0 = time.perf_counter()
     shards = discover(inputs)
     with tempfile.TemporaryDirectory(prefix="dedupkit-index-") as work:
-        tasks = plan_tasks(shards, spec, IndexMapper(store.settings), work, "index")
-        results = get_engine(engine, workers, progress).map(run_scan_task, tasks, desc="index: scan")
+        tasks = plan_tasks(shards, spec, IndexMapper(store.settings), work, "index", workers=workers)
+        with get_engine(engine, workers, progress) as eng:
+            results = eng.map(run_scan_task, tasks, desc="index: scan")
         corpus = Corpus(tasks, results, shards)
         corpus.check_unique_ids()
         seg = _segment(corpus, store.settings)
@@ -167,31 +169,6 @@ def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers
 
 
 # -- check ----------------------------------------------------------------------------------------
-
-def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Component label (its smallest member) of every node of an undirected graph with edges a-b.
-
-    Vectorized union-find: hook every edge's larger root onto its smaller one, then halve paths,
-    until no edge joins two roots; a handful of rounds even for long chains.
-    """
-    parent = np.arange(n, dtype=np.int64)
-    if len(a) == 0:
-        return parent
-    a = np.asarray(a, np.int64)
-    b = np.asarray(b, np.int64)
-    while True:
-        while True:
-            gp = parent[parent]
-            if np.array_equal(gp, parent):
-                break
-            parent = gp
-        ra, rb = parent[a], parent[b]
-        diff = ra != rb
-        if not diff.any():
-            return parent
-        lo, hi = np.minimum(ra[diff], rb[diff]), np.maximum(ra[diff], rb[diff])
-        np.minimum.at(parent, hi, lo)
-
 
 def _group_edges(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Edges joining every row to the first row of its group of equal keys ((n, k) uint64)."""
@@ -305,8 +282,8 @@ class CheckStage(Stage):
             for j in range(s.bands):
                 a, b = _group_edges(k[rest, j:j + 1])
                 ea.append(a), eb.append(b)
-        comp = connected_components(len(rest), np.concatenate(ea) if ea else np.zeros(0, np.int64),
-                                    np.concatenate(eb) if eb else np.zeros(0, np.int64))
+        comp = component_roots(len(rest), np.concatenate(ea) if ea else np.zeros(0, np.int64),
+                               np.concatenate(eb) if eb else np.zeros(0, np.int64))
         sizes = np.bincount(comp, minlength=len(rest))
         labels = np.full(n, -1, np.int64)
         in_group = sizes[comp] > 1

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
-from dataclasses import dataclass, field
-from typing import IO, Iterator
+from dataclasses import dataclass, field, replace
+from typing import IO, Iterator, Sequence
 
 import numpy as np
 import orjson
@@ -140,7 +140,8 @@ def _why(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _open_text_stream(shard: Shard) -> IO[bytes]:
+def open_text_stream(shard: Shard) -> IO[bytes]:
+    """The bytes of a JSONL shard, decompressed (gzip, zstd) as they are read."""
     raw = open(shard.path, "rb")
     if shard.compression == "gzip":
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
@@ -200,7 +201,74 @@ class ShardReader:
     def __iter__(self) -> Iterator[Batch]:
         if self.shard.format == "parquet":
             return self._parquet()
+        if self.shard.format == "arrow":
+            return self._arrow()
+        if self.shard.format in CSV_FORMATS:
+            return self._csv()
         return self._jsonl()
+
+    def _bounds(self) -> tuple[int, int]:
+        return (self.piece.start, self.piece.stop) if self.piece is not None else (0, 2**62)
+
+    # -- Arrow IPC (Feather v2, Hugging Face save_to_disk) --------------------------------------
+    def _arrow(self) -> Iterator[Batch]:
+        if self.shard.size == 0:
+            raise InputError(f"{self.shard.name}: the file is empty (0 bytes), not an Arrow file; remove it "
+                             "from the input or regenerate it")
+        lo, hi = self._bounds()
+        self.n_rows = lo
+        try:
+            schema, batches = ipc_batches(self.shard)
+            self._check_schema(schema)
+            cols = self.spec.columns
+            sel = (rb.select(cols) for rb in batches)
+            yield from self._ranged(rechunk(sel, self.spec.batch_size), 0, lo, hi)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(
+                f"{self.shard.name}: Arrow data unreadable near row {self.n_rows} ({_why(exc)}); the file may be "
+                "truncated or corrupt: regenerate it"
+            ) from exc
+
+    # -- CSV / TSV ------------------------------------------------------------------------------
+    def _csv(self) -> Iterator[Batch]:
+        if self.shard.size == 0:
+            raise InputError(f"{self.shard.name}: the file is empty (0 bytes); remove it from the input")
+        spec = self.spec
+        lo, hi = self._bounds()
+        self.n_rows = lo
+        strings = [c for c in (spec.text_column, spec.id_column) if c]
+        try:
+            names = csv_columns(self.shard)
+            missing = [c for c in spec.columns if c not in names]
+            if missing:  # the same message as a Parquet file's
+                self._check_schema(pa.schema([(n, pa.string()) for n in names]))
+            rows = CsvRows()
+            reader = open_csv(self.shard, rows, spec.columns, strings)
+            skip = self.skip_rows
+            for rb in rechunk(reader, spec.batch_size):
+                numbers = rows.take(rb.num_rows)
+                for r, reason in rows.pop_bad():
+                    if lo <= r < hi and (skip is None or not np.isin(r, skip)):
+                        self._bad(r, reason)
+                keep = (numbers >= lo) & (numbers < hi)
+                if not keep.all():
+                    rb, numbers = rb.filter(pa.array(keep)), numbers[keep]
+                if len(numbers):
+                    self.n_rows = int(numbers[-1]) + 1
+                    out = self._parquet_batch(rb, numbers)
+                    if out is not None:
+                        yield out
+                if rows.next >= hi:
+                    break
+            for r, reason in rows.pop_bad():
+                if lo <= r < hi and (skip is None or not np.isin(r, skip)):
+                    self._bad(r, reason)
+            self.n_rows = max(self.n_rows, min(hi, rows.total()))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(
+                f"{self.shard.name}: CSV data unreadable near row {self.n_rows} ({_why(exc)}); fix the file "
+                "(quotes must be closed; every row needs the header's columns)"
+            ) from exc
 
     # -- Parquet ------------------------------------------------------------------------------
     def _open_parquet(self) -> pq.ParquetFile:
@@ -364,7 +432,7 @@ class ShardReader:
         if piece is not None and piece.byte_start is None:
             raise ValueError("a JSON Lines piece needs its byte range (dedupkit.scan.plan_tasks makes them)")
         try:
-            fh = _open_text_stream(self.shard)
+            fh = open_text_stream(self.shard)
             if pos:
                 fh.seek(pos)
         except OSError as exc:
@@ -477,8 +545,132 @@ class ShardReader:
         )
 
 
+CSV_FORMATS = ("csv", "tsv")
+
+
+def rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``size`` rows (zero-copy slices of bigger ones)."""
+    for rb in batches:
+        if rb.num_rows <= size:
+            yield rb
+            continue
+        for s in range(0, rb.num_rows, size):
+            yield rb.slice(s, size)
+
+
+def ipc_batches(shard: Shard) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The schema and record batches of an Arrow IPC file (Feather v2) or stream (Hugging Face's
+    ``save_to_disk`` writes streams), memory-mapped."""
+    source = pa.memory_map(shard.path, "r")
+    try:
+        reader = pa.ipc.open_file(source)
+
+        def batches():
+            with source:
+                for i in range(reader.num_record_batches):
+                    yield reader.get_batch(i)
+
+        return reader.schema, batches()
+    except pa.ArrowInvalid:
+        source.seek(0)
+        stream = pa.ipc.open_stream(source)
+
+        def streamed():
+            with source:
+                yield from stream
+
+        return stream.schema, streamed()
+
+
+def ipc_is_stream(path: str) -> bool:
+    """Whether an Arrow file holds the IPC stream format (no ``ARROW1`` magic at its start)."""
+    with open(path, "rb") as fh:
+        return fh.read(6) != b"ARROW1"
+
+
+def ipc_groups(shard: Shard) -> list[tuple[int, int]]:
+    """(rows, bytes) of each record batch of an Arrow file (memory-mapped: nothing is copied)."""
+    _, batches = ipc_batches(shard)
+    return [(rb.num_rows, rb.nbytes) for rb in batches]
+
+
+def csv_columns(shard: Shard) -> list[str]:
+    """The header of a CSV/TSV shard."""
+    import csv
+
+    with open(shard.path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = next(csv.reader(fh, delimiter="\t" if shard.format == "tsv" else ","), [])
+    return header
+
+
+class CsvRows:
+    """Row numbers of the records a CSV reader returns: 0-based record numbers after the header,
+    skipping the records that its ``invalid_row_handler`` (``self.handler``) left out (a wrong
+    number of fields): those are rows too, reported by :meth:`pop_bad`. A blank line is a row of
+    empty fields, as pyarrow and Python's csv module read it."""
+
+    def __init__(self) -> None:
+        self.next = 0  # the first row not returned yet
+        self.bad: list[int] = []  # rows left out, ascending
+        self.reasons: list[tuple[int, str]] = []
+        self._done = 0
+
+    def handler(self, row) -> str:
+        number = row.number
+        if number is None:  # pragma: no cover - known with one parsing thread
+            return "error"
+        r = int(number) - 2  # InvalidRow.number counts records from 1, the header first
+        self.bad.append(r)
+        self.reasons.append((r, f"{row.actual_columns} fields where the header has {row.expected_columns}"))
+        return "skip"
+
+    def take(self, n: int) -> np.ndarray:
+        """The row numbers of the next ``n`` records returned."""
+        bad = np.asarray(self.bad[self._done:], np.int64)
+        bad = bad[bad >= self.next]
+        cand = np.arange(self.next, self.next + n + len(bad), dtype=np.int64)
+        rows = cand[~np.isin(cand, bad)][:n]
+        if len(rows):
+            self.next = int(rows[-1]) + 1
+        return rows
+
+    def pop_bad(self) -> list[tuple[int, str]]:
+        """The left-out rows below the next row to return, once each."""
+        out = [(r, w) for r, w in self.reasons if r < self.next]
+        self.reasons = [(r, w) for r, w in self.reasons if r >= self.next]
+        return out
+
+    def total(self) -> int:
+        """Rows seen so far (returned and left out), once the reader is exhausted."""
+        return max([self.next] + [r + 1 for r in self.bad])
+
+
+def open_csv(shard: Shard, rows: CsvRows, columns: list[str] | None = None, strings: list[str] = (),
+             nulls: bool = False):
+    """A streaming pyarrow CSV reader of ``shard`` (one thread: records come in file order, and
+    ``rows.handler`` numbers the invalid ones), ``strings`` columns read as text, others inferred.
+    ``nulls``: an empty unquoted field is null (so a writer writes it back the same way)."""
+    import pyarrow.csv as pcsv
+
+    return pcsv.open_csv(
+        shard.path,
+        read_options=pcsv.ReadOptions(use_threads=False, block_size=1 << 22),
+        parse_options=pcsv.ParseOptions(delimiter="\t" if shard.format == "tsv" else ",", newlines_in_values=True,
+                                        ignore_empty_lines=False, invalid_row_handler=rows.handler),
+        convert_options=pcsv.ConvertOptions(include_columns=columns, column_types={c: pa.string() for c in strings},
+                                            strings_can_be_null=nulls, quoted_strings_can_be_null=False),
+    )
+
+
 def count_rows(shard: Shard) -> int:
-    """Number of rows (Parquet) or lines (JSONL) in a shard, read cheaply."""
+    """Number of rows (Parquet, Arrow, CSV records) or lines (JSONL) in a shard, read cheaply."""
+    if shard.format == "arrow":
+        return sum(r for r, _ in ipc_groups(shard))
+    if shard.format in CSV_FORMATS:
+        rows = CsvRows()
+        for rb in open_csv(shard, rows):
+            rows.take(rb.num_rows)
+        return rows.total()
     if shard.format == "parquet":
         try:
             return pq.ParquetFile(shard.path).metadata.num_rows
@@ -486,7 +678,7 @@ def count_rows(shard: Shard) -> int:
             raise InputError(f"{shard.name}: not a readable Parquet file ({_why(exc)})") from exc
     n = 0
     last = b"\n"
-    with _open_text_stream(shard) as fh:
+    with open_text_stream(shard) as fh:
         while True:
             block = fh.read(1 << 22)
             if not block:
@@ -494,4 +686,71 @@ def count_rows(shard: Shard) -> int:
             n += block.count(b"\n")
             last = block[-1:]
     return n + (0 if last == b"\n" else 1)
+
+
+def read_rows(shard: Shard, spec: ReadSpec, rows: Sequence[int] | np.ndarray,
+              n_rows: int) -> tuple[np.ndarray, list[str]]:
+    """The texts of some rows of a shard, read by the validating :class:`ShardReader`.
+
+    Every other row is skipped unread (never validated); only the Parquet row groups that hold
+    wanted rows are decoded, and a JSONL shard is read only up to the last wanted line it finds.
+
+    Args:
+        shard: the shard.
+        spec: its columns and bad-record policy (``"skip"``: a wanted row that is a bad record is
+            left out of the result; ``"fail"``: it raises).
+        rows: the 0-based row numbers wanted.
+        n_rows: the shard's row count (rows at or beyond it are never found).
+
+    Returns:
+        ``(found, texts)``: the wanted rows found, sorted, and their texts.
+
+    Raises:
+        InputError: the shard is unreadable (or a wanted row is bad, with ``"fail"``).
+
+    Example:
+        >>> read_rows(Shard("a.jsonl", "a.jsonl", "jsonl"), ReadSpec(), [0, 7], n_rows=10)  # doctest: +SKIP
+        (array([0, 7]), ['first text', 'eighth text'])
+    """
+    want = np.unique(np.asarray(rows, dtype=np.int64))
+    want = want[(want >= 0) & (want < n_rows)]
+    got: list[np.ndarray] = []
+    texts: list[str] = []
+    if not len(want):
+        return np.zeros(0, np.int64), texts
+    skip = np.setdiff1d(np.arange(n_rows, dtype=np.int64), want, assume_unique=True)
+    last = int(want[-1])
+    if shard.format == "parquet":
+        readers = [ShardReader(shard, spec, skip_rows=skip, row_groups=g) for g in _groups_holding(shard, want)]
+    else:
+        # a batch as large as the wanted rows: it is complete (and reading stops) at the last of them
+        readers = [ShardReader(shard, replace(spec, batch_size=min(spec.batch_size, len(want))), skip_rows=skip)]
+    for reader in readers:
+        for batch in reader:
+            got.append(batch.rows)
+            texts.extend(batch.text.to_pylist())
+            if batch.rows[-1] >= last:
+                break
+    found = np.concatenate(got).astype(np.int64) if got else np.zeros(0, np.int64)
+    return found, texts
+
+
+def _groups_holding(shard: Shard, want: np.ndarray) -> list[tuple[int, int]]:
+    """The runs ``(first, stop)`` of consecutive Parquet row groups that hold rows of ``want`` (sorted)."""
+    try:
+        md = pq.ParquetFile(shard.path).metadata
+    except (pa.ArrowInvalid, OSError):
+        return [(0, 0)]  # the reader itself says what is wrong with the file
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for g in range(md.num_row_groups):
+        n = md.row_group(g).num_rows
+        lo, hi = np.searchsorted(want, [start, start + n])
+        if hi > lo:
+            if runs and runs[-1][1] == g:
+                runs[-1] = (runs[-1][0], g + 1)
+            else:
+                runs.append((g, g + 1))
+        start += n
+    return runs
 

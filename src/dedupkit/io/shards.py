@@ -25,6 +25,11 @@ _SUFFIXES = {
     ".jsonl.zst": ("jsonl", "zstd"),
     ".json.zst": ("jsonl", "zstd"),
     ".ndjson.zst": ("jsonl", "zstd"),
+    ".arrow": ("arrow", None),  # Arrow IPC file or stream (Hugging Face save_to_disk writes streams)
+    ".feather": ("arrow", None),  # Feather v2 is the Arrow IPC file format
+    ".ipc": ("arrow", None),
+    ".csv": ("csv", None),
+    ".tsv": ("tsv", None),
 }
 SUPPORTED = ", ".join(sorted(_SUFFIXES))
 
@@ -37,7 +42,8 @@ class Shard:
         name: the name recorded in manifests: the path as the user typed it, or the folder as typed
             joined with the path relative to it. Sorting is by name.
         path: the path to open.
-        format: ``"parquet"`` or ``"jsonl"``.
+        format: ``"parquet"``, ``"jsonl"``, ``"arrow"`` (IPC file/stream, Feather v2), ``"csv"`` or
+            ``"tsv"``.
         compression: ``None``, ``"gzip"`` or ``"zstd"`` (JSONL only).
     """
 
@@ -88,6 +94,32 @@ def _clean(name: str) -> str:
 # killed or refused run must not hide a data folder. Name its files explicitly to read them anyway.
 
 
+HF_STATE = "state.json"
+HF_DICT = "dataset_dict.json"
+
+
+def hf_data_files(folder: str, files: Iterable[str] | None = None) -> list[str] | None:
+    """The Arrow files of a Hugging Face ``Dataset.save_to_disk`` folder, in its order, or None.
+
+    Such a folder holds ``state.json`` naming its data files (``data-00000-of-00002.arrow``...)
+    beside ``dataset_info.json``: the data files are the shards, the two JSON files are not. (A
+    ``DatasetDict`` folder holds ``dataset_dict.json`` and one such folder per split.)
+    """
+    import json
+
+    if files is not None and HF_STATE not in files:
+        return None
+    try:
+        with open(os.path.join(folder, HF_STATE), encoding="utf-8") as fh:
+            state = json.load(fh)
+        names = [d["filename"] for d in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not names or not all(isinstance(n, str) and os.path.isfile(os.path.join(folder, n)) for n in names):
+        return None
+    return names
+
+
 def _walk(folder: str, exclude: Sequence[str]) -> Iterable[str]:
     """Yield files below folder, following symlinks but never visiting a directory twice."""
     seen: set[str] = set()
@@ -98,6 +130,13 @@ def _walk(folder: str, exclude: Sequence[str]) -> Iterable[str]:
             continue
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        hf = hf_data_files(root, files)
+        if hf is not None:  # a save_to_disk folder: its data files only
+            dirs[:] = []
+            yield from (os.path.join(root, f) for f in hf)
+            continue
+        if HF_DICT in files and all(os.path.isfile(os.path.join(root, d, HF_STATE)) for d in dirs):
+            files = [f for f in files if f != HF_DICT]
         for f in sorted(files):
             if f.startswith((".", "_")):
                 continue
@@ -129,7 +168,7 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
         [Shard(name='data/a.parquet', ...), Shard(name='data/b.jsonl.gz', ...)]
     """
     if not inputs:
-        raise InputError("no INPUT given; name files, folders or globs of .parquet/.jsonl shards")
+        raise InputError(f"no INPUT given; name files, folders or globs of shards ({SUPPORTED})")
     found: dict[str, Shard] = {}
     for raw in inputs:
         if raw == "-":

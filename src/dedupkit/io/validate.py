@@ -18,12 +18,14 @@ from dedupkit.io.shards import Shard
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ARROW_MAGIC = b"ARROW1"
 
 # first bytes -> what the file probably is, and the suffix that reads it
 _SNIFF = (
     (PARQUET_MAGIC, "a Parquet file", ".parquet"),
     (GZIP_MAGIC, "gzip-compressed", ".jsonl.gz"),
     (ZSTD_MAGIC, "zstd-compressed", ".jsonl.zst"),
+    (ARROW_MAGIC, "an Arrow IPC file", ".arrow"),
     (b"BZh", "bzip2-compressed", None),
     (b"\xfd7zXZ\x00", "xz-compressed", None),
     (b"PK\x03\x04", "a zip archive", None),
@@ -108,6 +110,21 @@ def check_shard(shard: Shard) -> None:
             what = f"it is {sniffed[0]}" if sniffed else "it does not start with the PAR1 mark"
             fix = f"rename it to end in {sniffed[1]}" if sniffed and sniffed[1] else "regenerate it"
             raise InputError(f"{name}: named as Parquet but {what}; {fix}, or leave it out")
+        return
+    if shard.format == "arrow":
+        # an IPC file starts with ARROW1, a stream with a message (0xFFFFFFFF continuation)
+        if not (head.startswith(ARROW_MAGIC) or head.startswith(b"\xff\xff\xff\xff")):
+            sniffed = _sniff(head)
+            what = f"it is {sniffed[0]}" if sniffed else "it is not an Arrow IPC file or stream"
+            fix = f"rename it to end in {sniffed[1]}" if sniffed and sniffed[1] else "regenerate it"
+            raise InputError(f"{name}: named as Arrow/Feather but {what}; {fix}, or leave it out")
+        return
+    if shard.format in ("csv", "tsv"):
+        sniffed = _sniff(head[3:] if head.startswith(b"\xef\xbb\xbf") else head)
+        if sniffed:
+            what, suffix = sniffed
+            fix = f"rename it to end in {suffix}" if suffix else "convert it to UTF-8 text"
+            raise InputError(f"{name}: named as {shard.format.upper()} but it is {what}; {fix}, or leave it out")
         return
     if shard.compression == "gzip":
         expected, label = GZIP_MAGIC, "gzip"

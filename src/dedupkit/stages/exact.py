@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from dedupkit import kernels
 from dedupkit.io.read import Batch
-from dedupkit.normalize import DEFAULT, _speedups, normalize, normalize_split, parse_steps, text_buffers
+from dedupkit.normalize import DEFAULT, normalize, normalize_split, parse_steps, text_buffers
 from dedupkit.policy import KeepPolicy, choose_representatives
 from dedupkit.stages.base import Decisions, Mapper, Stage
 
@@ -34,11 +35,11 @@ def _c_hashes(arr, mode: int) -> tuple[np.ndarray, np.ndarray]:
     """The C kernel's (n, 2) hashes and per-row non-ASCII flags of a string array (no nulls)."""
     arr, buf, offsets = text_buffers(arr)
     n = len(arr)
-    raw, flags = _speedups.hash_texts(buf, offsets.tobytes(), n, mode)
+    raw, flags = kernels.speedups.hash_texts(buf, offsets.tobytes(), n, mode)
     return np.frombuffer(raw, dtype=np.uint64).reshape(n, 2).copy(), np.frombuffer(flags, np.uint8).astype(bool)
 
 
-def hash128(arr, use_c: bool = True) -> np.ndarray:
+def hash128(arr) -> np.ndarray:
     """xxh3-128 of every string of an Arrow string array, as an (n, 2) uint64 array (hi, lo).
 
     With the C extension, one call hashes the whole batch. Without it, the UTF-8 bytes are hashed
@@ -48,7 +49,7 @@ def hash128(arr, use_c: bool = True) -> np.ndarray:
     n = len(arr)
     if n == 0:
         return np.zeros((0, 2), np.uint64)
-    if _speedups is not None and use_c:
+    if kernels.speedups is not None:
         return _c_hashes(arr, 0)[0]
     bufs = arr.buffers()
     dtype = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) else np.int32
@@ -65,21 +66,21 @@ def hash128(arr, use_c: bool = True) -> np.ndarray:
 _C_MODES = {("whitespace",): 1, ("lower", "whitespace"): 2}
 
 
-def normalized_hash128(text, steps: tuple[str, ...], use_c: bool = True) -> np.ndarray:
+def normalized_hash128(text, steps: tuple[str, ...]) -> np.ndarray:
     """:func:`hash128` of the texts after the normalization ``steps`` (shared with the index)."""
     if not steps or len(text) == 0:
-        return hash128(text, use_c)
+        return hash128(text)
     mode = _C_MODES.get(tuple(steps))
-    if _speedups is not None and use_c and mode is not None:
+    if kernels.speedups is not None and mode is not None:
         h, nonascii = _c_hashes(text, mode)
         if mode == 2 and nonascii.any():  # these rows need Unicode (not only ASCII) lower-casing
             idx = np.flatnonzero(nonascii)
             h[idx] = hash128(normalize(text.take(pa.array(idx)), steps))
         return h
     out, idx, fixed = normalize_split(text, steps)
-    h = hash128(out, use_c)
+    h = hash128(out)
     if idx is not None:  # rows that needed Unicode lower-casing after the fast pass
-        h[idx] = hash128(fixed, use_c)
+        h[idx] = hash128(fixed)
     return h
 
 

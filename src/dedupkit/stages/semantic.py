@@ -38,7 +38,7 @@ from dedupkit.embed import (
 )
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
-from dedupkit.io.read import ReadSpec, ShardReader
+from dedupkit.io.read import ReadSpec, read_rows
 from dedupkit.io.shards import Shard
 from dedupkit.policy import KeepPolicy
 from dedupkit.stages.base import Decisions, Stage
@@ -172,18 +172,6 @@ class EmbedResult:
     device: str | None = None  # where encode() ran; None when every row came from the cache
 
 
-def _read_texts(shard: Shard, spec: ReadSpec, n_rows: int, want: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Texts of the ``want`` rows (sorted) of a shard, read by the same validating reader."""
-    skip = np.setdiff1d(np.arange(n_rows, dtype=np.int64), want, assume_unique=True)
-    reader = ShardReader(shard, spec, skip_rows=skip)
-    rows, texts = [], []
-    for batch in reader:
-        rows.append(batch.rows)
-        texts.extend(batch.text.to_pylist())
-    got = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    return got.astype(np.int64), texts
-
-
 def cache_key(emb, config: EmbedConfig) -> str:
     """The embedder's key plus the truncation, unless the embedder says it does not truncate."""
     if getattr(emb, "truncates", True) and f"maxtok={config.max_tokens}" not in emb.key:
@@ -212,7 +200,7 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
             t_load = time.perf_counter()
             emb = get_embedder(task.config, task.factory, task.arg)
             load_s = time.perf_counter() - t_load
-        rows, texts = _read_texts(task.shard, task.text_spec, task.n_rows, missing)
+        rows, texts = read_rows(task.shard, task.text_spec, missing, task.n_rows)
         if not np.array_equal(rows, missing):
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
                              f"rows, read {len(rows)}); rerun on a stable copy")
@@ -514,7 +502,7 @@ def fetch_texts(corpus, index: np.ndarray) -> dict[int, str]:
         rows = corpus.rows[sel]
         info = corpus.shards[int(si)]
         order = np.argsort(rows)
-        got_rows, texts = _read_texts(info.shard, spec, info.n_rows, rows[order])
+        got_rows, texts = read_rows(info.shard, spec, rows[order], info.n_rows)
         by_row = dict(zip(got_rows.tolist(), texts))
         for g, r in zip(sel.tolist(), rows.tolist()):
             out[g] = by_row.get(r, "")

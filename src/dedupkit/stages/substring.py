@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from dedupkit import kernels
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
 from dedupkit.io.read import Batch
@@ -46,11 +47,6 @@ from dedupkit.normalize import text_buffers
 from dedupkit.policy import KeepPolicy
 from dedupkit.spans import SpanWriter, corpus_span_table, merge_spans
 from dedupkit.stages.base import Decisions, Mapper, Stage
-
-try:
-    from dedupkit import _substring
-except ImportError:  # pragma: no cover - no C compiler: the Python path below
-    _substring = None
 
 UNITS = ("span", "line", "paragraph")
 KEEPS = ("first", "none")
@@ -135,8 +131,8 @@ def _tokens(text):
     """(start, end, counts, doc base per token), positions in the Arrow data buffer."""
     arr, buf, offsets = text_buffers(text)
     n = len(arr)
-    if _substring is not None:
-        a, b, c = _substring.tokenize(buf, offsets.tobytes(), n)
+    if kernels.substring is not None:
+        a, b, c = kernels.substring.tokenize(buf, offsets.tobytes(), n)
         ts, te, cnt = np.frombuffer(a, np.int64), np.frombuffer(b, np.int64), np.frombuffer(c, np.int64)
     else:
         ts_l, te_l, cnt_l = [], [], []
@@ -157,9 +153,10 @@ def _tokens(text):
 def _window_hashes(text, ts, te, cnt, k: int) -> np.ndarray:
     """(n_windows, 2) uint64 xxh3-128 (high, low) of every window of ``k`` tokens."""
     arr, buf, _ = text_buffers(text)
-    if _substring is not None:
-        raw = _substring.window_hashes(buf, np.ascontiguousarray(ts).tobytes(), np.ascontiguousarray(te).tobytes(),
-                                       np.ascontiguousarray(cnt).tobytes(), k)
+    if kernels.substring is not None:
+        raw = kernels.substring.window_hashes(buf, np.ascontiguousarray(ts).tobytes(),
+                                              np.ascontiguousarray(te).tobytes(),
+                                              np.ascontiguousarray(cnt).tobytes(), k)
         return np.frombuffer(raw, np.uint64).reshape(-1, 2)
     import xxhash
 

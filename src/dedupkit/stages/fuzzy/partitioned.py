@@ -1,9 +1,10 @@
 """The fuzzy stage's global step for a distributed engine: nothing pair-sized on the driver.
 
 :meth:`dedupkit.stages.fuzzy.FuzzyStage.identify` hands over to :func:`identify_partitioned` when
-its engine is not the local one (``--engine ray``). The per-document steps are the fuzzy stage's
-own functions (``bucket_task``, ``verify_task``, ``shingle_set_task``); what changes is how pairs
-move between them:
+its engine is distributed (``--engine ray``). The per-document steps are the task functions of
+:mod:`dedupkit.stages.fuzzy.tasks` (``bucket_task``, ``verify_task``, ``shingle_set_task``), as in
+the single-process step (:mod:`dedupkit.stages.fuzzy.single`); what changes is how pairs move
+between them:
 
 1. band buckets -> candidate pairs, one task per (band, key partition) as in the local path;
 2. the candidate pair files are hash-partitioned by their smaller document and made distinct per
@@ -29,7 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from dedupkit.engine import graph
+from dedupkit.errors import ConfigError
+from dedupkit.policy import priority_rank
 from dedupkit.stages.base import Decisions
+from dedupkit.stages.fuzzy.tasks import bucket_task, save_npy
 
 # Candidate pairs per partition of the pair shuffle (16 bytes each, a few copies while sorting).
 PAIRS_PER_PARTITION = 4_000_000
@@ -42,10 +46,6 @@ def _rows(path: str) -> int:
 
 def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     """:meth:`FuzzyStage.identify` with partitioned pair shuffles and clusters (see module doc)."""
-    from dedupkit.errors import ConfigError
-    from dedupkit.policy import priority_rank
-    from dedupkit.stages import fuzzy as fz
-
     if stage.config.cluster != "centre":
         raise ConfigError(f"cluster = {stage.config.cluster!r} runs on the local engine only; use "
                           "--engine local or cluster = \"centre\"")
@@ -56,12 +56,12 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     keys = stage.priority(corpus)
     rank = priority_rank(keys, n)
     rank_path = str(work / "rank.npy")
-    fz._save(rank_path, rank)
+    save_npy(rank_path, rank)
     paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path if keys else "")
     n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
     cand: list[str] = []
     if n:
-        counts = engine.map(fz.bucket_task, btasks, desc="fuzzy: buckets")
+        counts = engine.map(bucket_task, btasks, desc="fuzzy: buckets")
         pparts = graph.partitions_for(sum(counts), PAIRS_PER_PARTITION)
         cand = graph.unique_pairs([t.out for t in btasks], work, engine, pparts, name="cand")
     n_candidates = sum(_rows(f) for f in cand)

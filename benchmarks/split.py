@@ -1,0 +1,147 @@
+#!/usr/bin/env python
+"""One file is as parallel as many (issue 19): `exact` and `fuzzy` on ONE big Parquet file, --workers 1 vs 2.
+
+The corpus is `make_corpus.py` output as it writes it: one `docs.parquet` with one row group (100,000
+rows for `--n 100000`). Before shards were split into bounded tasks, that file was one scan task, so
+`--workers 2` scanned on one core. Every run is a whole `dedupkit STAGE docs.parquet --workers W`
+process (wall, CPU, peak RSS of the process tree); throughput = rows / median wall. Round-robin over
+the configurations, so load from other processes hits them alike. The table gives each stage's
+speed-up of --workers 2 over --workers 1 (target >= 1.7x) and the scan tasks the run planned.
+
+`--big-gb G` also writes a G-GB Parquet file with 16 row groups (the corpus's rows repeated, under
+--work) and shows how many scan tasks `dedupkit.scan.plan_tasks` makes of it (target >= 16); with
+`--run-big` it runs `dedupkit exact --workers 2` on it too.
+
+Usage:
+  python ../shared/bench/make_corpus.py --n 100000 --seed 42 --out /tmp/c100k
+  python benchmarks/split.py --corpus /tmp/c100k --repeat 3 --big-gb 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "src"))
+from _util import PY, run_measured, table  # noqa: E402
+
+
+def run(stage: str, path: Path, out: Path, workers: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [PY, "-m", "dedupkit", stage, str(path), "-o", str(out), "--workers", str(workers), "--id-column", "id",
+           "--overwrite", "-q", "--json"]
+    m = run_measured(cmd)
+    info = json.loads(m["stdout"])
+    return {"wall_s": round(m["wall_s"], 2), "cpu_s": round(m["cpu_s"], 2), "peak_rss_mib": round(m["peak_rss_mib"]),
+            "rows": info["counts"]["rows"], "dropped": info["counts"]["dropped"], "timings": info["timings"]}
+
+
+def big_file(src: Path, dest: Path, gb: float, groups: int = 16) -> Path:
+    """A Parquet file of about ``gb`` GB (as written, zstd) with ``groups`` equal row groups: the
+    rows of ``src`` repeated (ids renumbered)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    done = dest.with_suffix(".json")
+    if dest.exists() and done.exists() and json.loads(done.read_text()) == {"gb": gb, "groups": groups}:
+        return dest
+    base = pq.read_table(src)
+    copies = max(1, round(gb * 2**30 / src.stat().st_size))
+    per_group = -(-base.num_rows * copies // groups)
+    tmp = dest.with_name(dest.name + ".tmp")
+    with pq.ParquetWriter(tmp, base.schema, compression="zstd") as w:
+        buf: list = []
+        n = 0
+        for c in range(copies + 1):
+            if c < copies:
+                ids = pa.array(range(c * base.num_rows, (c + 1) * base.num_rows), pa.int64())
+                buf.append(base.set_column(0, "id", ids))
+                n += base.num_rows
+            while n >= per_group or (c == copies and n):
+                whole = pa.concat_tables(buf)
+                w.write_table(whole.slice(0, per_group), row_group_size=per_group)
+                rest = whole.slice(per_group)
+                buf, n = [rest], rest.num_rows
+    os.replace(tmp, dest)
+    done.write_text(json.dumps({"gb": gb, "groups": groups}))
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder (docs.parquet)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/split-bench"))
+    ap.add_argument("--stages", nargs="+", default=["exact", "fuzzy"])
+    ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--big-gb", type=float, default=0.0, help="also plan (and with --run-big run) a file this big")
+    ap.add_argument("--run-big", action="store_true")
+    ap.add_argument("--json-out", type=Path, default=HERE / "results" / "split.json")
+    a = ap.parse_args()
+
+    path = a.corpus / "docs.parquet"
+    import pyarrow.parquet as pq
+
+    md = pq.ParquetFile(path).metadata
+    print(f"{path}: {md.num_rows:,} rows, {md.num_row_groups} row group(s), {path.stat().st_size / 2**20:,.0f} MiB",
+          file=sys.stderr)
+    load = os.getloadavg()
+    runs: dict[tuple[str, int], list[dict]] = {(s, w): [] for s in a.stages for w in a.workers}
+    for r in range(a.repeat):
+        for (stage, w) in runs:
+            res = run(stage, path, a.work / f"{stage}-w{w}", w)
+            runs[(stage, w)].append(res)
+            print(f"{stage} --workers {w} run {r + 1}: {res['wall_s']} s, {res['cpu_s']} CPU s, "
+                  f"{res['timings'].get('scan_tasks')} scan tasks, {res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
+    rows, out = [], []
+    for (stage, w), rs in runs.items():
+        wall = statistics.median(x["wall_s"] for x in rs)
+        base = statistics.median(x["wall_s"] for x in runs[(stage, a.workers[0])])
+        rec = {"stage": stage, "workers": w, "median_wall_s": wall, "docs_per_s": rs[0]["rows"] / wall,
+               "speedup_vs_first": base / wall, "median_cpu_s": statistics.median(x["cpu_s"] for x in rs),
+               "scan_tasks": rs[0]["timings"].get("scan_tasks"), "peak_rss_mib": max(x["peak_rss_mib"] for x in rs),
+               "runs": rs}
+        out.append(rec)
+        rows.append([stage, w, round(wall, 2), round(rec["docs_per_s"]), f"{rec['speedup_vs_first']:.2f}x",
+                     round(rec["median_cpu_s"], 1), rec["scan_tasks"], rec["peak_rss_mib"]])
+    print(f"\n{md.num_rows:,} rows in one file ({md.num_row_groups} row group), repeat={a.repeat} (median); "
+          f"load average at start {load[0]:.1f}")
+    print(table(["stage", "workers", "median wall s", "docs/s", f"speed-up vs --workers {a.workers[0]}", "CPU s",
+                 "scan tasks", "peak RSS MiB"], rows))
+    result = {"corpus": str(path), "rows": md.num_rows, "row_groups": md.num_row_groups, "load_at_start": load,
+              "runs": out}
+    if a.big_gb:
+        from dedupkit.io.read import ReadSpec
+        from dedupkit.io.shards import discover
+        from dedupkit.scan import plan_tasks
+
+        t0 = time.perf_counter()
+        big = big_file(path, a.work / "big.parquet", a.big_gb)
+        bmd = pq.ParquetFile(big).metadata
+        info = {"file": str(big), "bytes": big.stat().st_size, "row_groups": bmd.num_row_groups, "rows": bmd.num_rows,
+                "build_s": round(time.perf_counter() - t0, 1)}
+        for w in (1, 2):
+            info[f"planned_tasks_workers{w}"] = len(plan_tasks(discover([str(big)]), ReadSpec(), None, "/nonexistent",
+                                                               "k", workers=w))
+        print(f"\n{big}: {info['bytes'] / 2**30:.2f} GiB, {info['row_groups']} row groups, {info['rows']:,} rows: "
+              f"{info['planned_tasks_workers1']} scan tasks (--workers 1), {info['planned_tasks_workers2']} (--workers 2)")
+        if a.run_big:
+            res = run("exact", big, a.work / "exact-big", 2)
+            info["exact_workers2"] = res
+            print(f"dedupkit exact --workers 2 on it: {res['wall_s']} s, {res['timings']['scan_tasks']} scan tasks, "
+                  f"{res['peak_rss_mib']} MiB peak RSS")
+        result["big"] = info
+    a.json_out.parent.mkdir(parents=True, exist_ok=True)
+    a.json_out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
