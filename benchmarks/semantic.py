@@ -14,9 +14,30 @@ Measures, printing a table and writing JSON:
    planted near-duplicates), median of ``--runs``.
 4. **Fast option**: documents per second of the ``static`` embedder (model2vec distilled locally
    from the packaged model) versus MiniLM, on the same texts, median of ``--runs``.
+5. **Backends** (``onnx`` vs ``torch``, same packaged MiniLM, ``--threads`` threads each, in this
+   process): docs/s on the first ``--backend-n`` texts of ``--docs``, median of ``--runs``; and for
+   every ``--suites`` folder (``docs.parquet`` with a ``text`` column): the cosine of each
+   document's ONNX embedding to its torch embedding (min, 1st percentile, mean), and the share of
+   rows whose keep/drop decision is the same when ``dedupkit semantic`` runs with each backend at
+   the default settings.
+6. **semhash end to end** (``--peer-python``: a virtualenv with semhash, onnxruntime, tokenizers
+   and pyarrow): wall time of a fresh ``dedupkit semantic DOCS --backend onnx --no-cache -q``
+   process versus a fresh process that reads the same texts, loads the same int8 ONNX export with
+   dedupkit's encoder (this checkout's ``src`` on its path) and runs semhash's
+   ``SemHash.from_records(...).self_deduplicate()`` at its default threshold: same model, same
+   backend, same threads. The export is made once beforehand; neither run pays for it. Runs
+   alternate ``--runs`` times; medians are reported.
 
 Usage:
     python benchmarks/semantic.py --docs CORPUS/docs.parquet --n 20000 --out benchmarks/results/semantic.json
+    # dedupkit vs semhash end to end, same model and backend:
+    python benchmarks/semantic.py --docs ../shared/data/qqp-sample/docs.parquet --n 20000 \
+        --skip e2e,cluster,speed,backends --peer-python /work/peers/sem-onnx/bin/python \
+        --out benchmarks/results/semantic_vs_semhash.json
+    # the backends alone (what RESULTS.md "ONNX backend" cites):
+    python benchmarks/semantic.py --docs CORPUS/docs.parquet --skip e2e,cluster,speed \
+        --suites ../shared/data/qqp-sample ../shared/data/mrpc-groups ../shared/data/clough-stevenson \
+        --out benchmarks/results/semantic_backends.json
 
 The corpus is any Parquet/JSONL file with a ``text`` column, e.g. from
 ``python ../shared/bench/make_corpus.py --n 20000 --out /tmp/corpus``.
@@ -141,6 +162,108 @@ def speed_bench(texts: list[str], runs: int, max_tokens: int, minilm_n: int) -> 
     return {**out, "minilm_docs": len(sub), "minilm_docs_per_s": m_dps, "speedup": s_dps / m_dps}
 
 
+PEER = r"""
+import sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+import pyarrow.parquet as pq
+from semhash import SemHash
+from dedupkit.embed_onnx import OnnxEmbedder
+
+class Encoder:  # semhash's encoder protocol on dedupkit's ONNX encoder
+    def __init__(self, e): self.e = e
+    def encode(self, inputs, **kw): return self.e.encode(list(inputs))
+
+texts = pq.read_table(sys.argv[1], columns=["text"]).column("text").to_pylist()
+enc = Encoder(OnnxEmbedder(Path(sys.argv[2]), "peer", int(sys.argv[3]), int(sys.argv[4])))
+records = [{"id": str(i), "text": t} for i, t in enumerate(texts)]
+res = SemHash.from_records(records, columns=["text"], model=enc).self_deduplicate(threshold=float(sys.argv[5]))
+print(len(texts), len(res.filtered), time.perf_counter() - t0)
+"""
+
+
+def peer_bench(docs: Path, peer_python: str, runs: int, max_tokens: int, batch_size: int, work: Path) -> dict:
+    """Wall time of dedupkit and semhash end to end, same ONNX model, fresh processes."""
+    from dedupkit.embed import onnx_export, packaged_model_path
+
+    cache = work / "peer-cache"
+    export = onnx_export(packaged_model_path(), cache)  # made once, outside the timed runs
+    dk, sh, dk_drop, sh_drop = [], [], None, None
+    for r in range(runs):
+        d, _ = timed([sys.executable, "-m", "dedupkit", "semantic", str(docs), "-o", str(work / f"peer-o{r}"),
+                      "--backend", "onnx", "--device", "cpu", "--max-tokens", str(max_tokens), "--embed-batch-size",
+                      str(batch_size), "--cache-dir", str(cache), "--no-cache", "-q"])
+        dk.append(d)
+        dk_drop = json.loads((work / f"peer-o{r}" / "summary.json").read_text())["counts"]["dropped"]
+        s, out = timed([peer_python, "-c", PEER, str(docs), str(export), str(batch_size), str(max_tokens), "0.9"])
+        sh.append(s)
+        sh_drop = int(out.split()[1])
+        print(f"run {r}: dedupkit {d:.1f}s, semhash {s:.1f}s", file=sys.stderr)
+    return {"docs": str(docs), "dedupkit_s": dk, "semhash_s": sh, "dedupkit_median_s": statistics.median(dk),
+            "semhash_median_s": statistics.median(sh), "dedupkit_dropped": dk_drop, "semhash_dropped": sh_drop,
+            "ratio": statistics.median(sh) / statistics.median(dk)}
+
+
+def backend_bench(texts: list[str], suites: list[str], runs: int, max_tokens: int, batch_size: int,
+                  threads: int, work: Path) -> dict:
+    """docs/s of the onnx and torch backends on ``texts``; per suite, cosine and decision agreement."""
+    import torch
+
+    from dedupkit import api
+    from dedupkit.embed import EmbedConfig, get_embedder
+
+    torch.set_num_threads(threads)  # ONNX Runtime reads OMP_NUM_THREADS (set in main)
+    cache = str(work / "backend-cache")  # the ONNX export is made here (timed separately)
+    emb = {}
+    t0 = time.perf_counter()
+    for b in ("torch", "onnx"):
+        emb[b] = get_embedder(EmbedConfig(model="minilm", device="cpu", backend=b, max_tokens=max_tokens,
+                                          batch_size=batch_size, cache_dir=cache))
+        if b == "onnx":
+            export_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    out: dict = {"threads": threads, "docs": len(texts), "onnx_export_and_load_s": export_s}
+    for b in emb:
+        emb[b].encode(texts[:32])  # warm-up
+    times: dict = {b: [] for b in emb}
+    cpu: dict = {b: [] for b in emb}
+    for _ in range(runs):
+        for b in emb:  # interleaved, so a load change hits both alike
+            t, c = time.perf_counter(), time.process_time()
+            emb[b].encode(texts)
+            times[b].append(time.perf_counter() - t)
+            cpu[b].append(time.process_time() - c)
+    for b in emb:
+        out[f"{b}_runs_s"] = times[b]
+        out[f"{b}_docs_per_s"] = len(texts) / statistics.median(times[b])
+        # CPU seconds of this process: on a loaded machine the wall time mostly measures the load
+        out[f"{b}_cpu_s"] = cpu[b]
+        out[f"{b}_docs_per_cpu_s"] = len(texts) / statistics.median(cpu[b])
+    out["speedup"] = out["onnx_docs_per_s"] / out["torch_docs_per_s"]
+    out["speedup_cpu"] = out["onnx_docs_per_cpu_s"] / out["torch_docs_per_cpu_s"]
+    print(f"backends: torch {out['torch_docs_per_s']:.1f} docs/s, onnx {out['onnx_docs_per_s']:.1f} docs/s "
+          f"({out['speedup']:.2f}x; per CPU second {out['speedup_cpu']:.2f}x)", file=sys.stderr)
+    out["suites"] = {}
+    for suite in suites:
+        name = Path(suite).name
+        docs = str(Path(suite) / "docs.parquet")
+        st = pq.read_table(docs, columns=["text"]).column("text").to_pylist()
+        cos = np.einsum("ij,ij->i", emb["torch"].encode(st), emb["onnx"].encode(st))
+        keep = {}
+        for b in emb:
+            api.semantic([docs], str(work / f"{name}-{b}"), backend=b, device="cpu", max_tokens=max_tokens,
+                         embed_batch_size=batch_size, cache_dir=cache)
+            m = pq.read_table(work / f"{name}-{b}" / "manifest").sort_by([("shard", "ascending"), ("row", "ascending")])
+            keep[b] = np.asarray(m.column("keep").to_pylist())
+        same = float(np.mean(keep["torch"] == keep["onnx"]))
+        out["suites"][name] = {"docs": len(st), "cos_min": float(cos.min()), "cos_p1": float(np.percentile(cos, 1)),
+                               "cos_mean": float(cos.mean()), "docs_below_0.98": int((cos < 0.98).sum()),
+                               "same_decision": same, "dropped_torch": int((~keep["torch"]).sum()),
+                               "dropped_onnx": int((~keep["onnx"]).sum())}
+        print(f"suite {name}: {out['suites'][name]}", file=sys.stderr)
+    return out
+
+
 def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,9 +278,17 @@ def main() -> None:
     ap.add_argument("--minilm-speed-docs", type=int, default=500,
                     help="documents for the MiniLM docs/s reference (0: skip; the e2e bare runs also give it)")
     ap.add_argument("--speed-n", type=int, default=20000, help="documents for the static docs/s measurement")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: e2e,cluster,speed")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: e2e,cluster,speed,backends")
+    ap.add_argument("--suites", nargs="*", default=[],
+                    help="pair-suite folders (docs.parquet) for the backends' cosine and decision checks")
+    ap.add_argument("--backend-n", type=int, default=2000, help="documents for the onnx/torch docs/s")
+    ap.add_argument("--threads", type=int, default=2, help="threads of each backend in the backends part")
+    ap.add_argument("--peer-python", default=None,
+                    help="python of a virtualenv with semhash, onnxruntime, tokenizers, pyarrow: dedupkit vs "
+                         "semhash end to end (part 'peer')")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch loads; ONNX Runtime reads it too
     from dedupkit.stages.semantic import DEFAULT_EPS
 
     eps = args.eps or DEFAULT_EPS
@@ -213,6 +344,11 @@ def main() -> None:
                 res["speed"]["minilm_docs"] = f"{n} (the bare e2e runs)"
                 res["speed"]["minilm_docs_per_s"] = n / res["e2e"]["bare_median_s"]
                 res["speed"]["speedup"] = res["speed"]["static_docs_per_s"] / res["speed"]["minilm_docs_per_s"]
+        if "backends" not in skip:
+            res["backends"] = backend_bench(texts[:args.backend_n], args.suites, args.runs, args.max_tokens,
+                                            args.batch_size, args.threads, work)
+        if "peer" not in skip and args.peer_python:
+            res["peer"] = peer_bench(docs, args.peer_python, args.runs, args.max_tokens, args.batch_size, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["load_avg_end"] = os.getloadavg()
@@ -240,6 +376,30 @@ def main() -> None:
         if "minilm_docs_per_s" in s:
             print(f"| all-MiniLM-L6-v2 docs/s ({s['minilm_docs']} docs) | {s['minilm_docs_per_s']:,.1f} |")
             print(f"| static speed-up | {s['speedup']:,.0f}x |")
+    if "backends" in res:
+        b = res["backends"]
+        print(f"| torch backend docs/s ({b['docs']} docs, {b['threads']} threads) | {b['torch_docs_per_s']:,.1f} |")
+        print(f"| onnx backend (int8) docs/s | {b['onnx_docs_per_s']:,.1f} |")
+        print(f"| onnx speed-up over torch | {b['speedup']:.2f}x |")
+        print(f"| docs per CPU second: torch, onnx (speed-up) | {b['torch_docs_per_cpu_s']:,.1f}, "
+              f"{b['onnx_docs_per_cpu_s']:,.1f} ({b['speedup_cpu']:.2f}x) |")
+        print(f"| onnx export (once) + load (s) | {b['onnx_export_and_load_s']:.1f} |")
+        for name, r in b["suites"].items():
+            print(f"| {name} ({r['docs']} docs): onnx-torch cosine min / p1 / mean | {r['cos_min']:.4f} / "
+                  f"{r['cos_p1']:.4f} / {r['cos_mean']:.4f} |")
+            print(f"| {name}: same keep/drop decision (dropped torch, onnx) | {r['same_decision']:.2%} "
+                  f"({r['dropped_torch']}, {r['dropped_onnx']}) |")
+    if "peer" in res:
+        p = res["peer"]
+        print(f"| dedupkit semantic --backend onnx end to end, median (s) | {p['dedupkit_median_s']:.1f} "
+              f"(dropped {p['dedupkit_dropped']}) |")
+        print(f"| semhash, same ONNX encoder, threshold 0.9, median (s) | {p['semhash_median_s']:.1f} "
+              f"(dropped {p['semhash_dropped']}) |")
+        print(f"| semhash time / dedupkit time | {p['ratio']:.2f} |")
+    print(json.dumps({"load_avg_start": res["load_avg_start"], "load_avg_end": res["load_avg_end"],
+                      **({"backends": {k: v for k, v in res["backends"].items() if not k.endswith("runs_s")}}
+                         if "backends" in res else {}), **({"peer": res["peer"]} if "peer" in res else {})},
+                     default=float))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2, default=float))

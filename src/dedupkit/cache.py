@@ -7,6 +7,8 @@ else ``$DEDUPKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/dedupkit``, else ``~/.cache
   dimension per document: 1.5 KB a document for MiniLM), named by the shard's content
   fingerprint; reused by any later run on the same shard and model.
 - ``static/<model>/``: static embedders distilled by ``--model static`` (about 30 MB each).
+- ``onnx/<model>/``: int8 ONNX exports of sentence-transformers models made by ``--backend onnx``
+  (about 150 MB for MiniLM: the float and the int8 model).
 
 Nothing else writes there; exact and fuzzy keep their work files under ``OUT/.work``.
 
@@ -28,6 +30,7 @@ KINDS = {
     "embeddings": "per-shard embeddings of the semantic stage",
     "static": "static embedders distilled by --model static",
     "remote": "staging and read copies of s3://, gs://, az:// outputs and manifests (docs/storage.md)",
+    "onnx": "int8 ONNX exports made by --backend onnx",
 }
 
 

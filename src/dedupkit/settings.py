@@ -491,6 +491,11 @@ class SemanticConfig(_Checked):
                          env="DEDUPKIT_MODEL")
     device: str = setting("auto", "auto uses CUDA when torch sees a GPU.", choices=("auto", "cpu", "cuda"),
                           env="DEDUPKIT_DEVICE")
+    backend: str = setting("auto", "How minilm (or another BERT sentence-transformers folder) runs: onnx = ONNX "
+                                   "Runtime with an int8 export made once from the model's weights and cached "
+                                   "(faster on a CPU; needs no torch); torch = sentence-transformers; auto = "
+                                   "torch when it is installed, else onnx.",
+                           choices=("auto", "torch", "onnx"), env="DEDUPKIT_BACKEND")
     embed_batch_size: int = setting(64, "Texts per model forward pass (--batch-size is the read batch).",
                                     range=(1, None))
     max_tokens: int = setting(128, "Truncate each text to this many model tokens (MiniLM was trained on 128; "
@@ -527,8 +532,8 @@ class SemanticConfig(_Checked):
                                    "--eps value, how many documents would be dropped and the nearest pairs just "
                                    "inside and just outside each threshold (also printed on stderr and shown by "
                                    "`dedupkit report`).")
-    cache_dir: str | None = setting(None, "Cache root for the embeddings and the model --model static distills "
-                                          "[default: $XDG_CACHE_HOME/dedupkit, else ~/.cache/dedupkit]; see "
+    cache_dir: str | None = setting(None, "Cache root for the embeddings, the model --model static distills "
+                                          "and the --backend onnx export [default: $XDG_CACHE_HOME/dedupkit, else ~/.cache/dedupkit]; see "
                                           "`dedupkit cache info`.", kind="path", env="DEDUPKIT_CACHE_DIR")
     no_cache: bool = setting(False, "Neither read nor write the embedding cache.")
 
@@ -545,7 +550,7 @@ class SemanticConfig(_Checked):
 
         return (stage_class or SemanticStage)(_Semantic(
             embed=EmbedConfig(model=self.model, device=self.device, batch_size=self.embed_batch_size,
-                              max_tokens=self.max_tokens),
+                              max_tokens=self.max_tokens, backend=self.backend),
             eps=self.eps, embed_normalize=self.embed_normalize, search=self.search, neighbours=self.neighbours,
             nprobe=self.nprobe, clusters=self.clusters, fit_sample=self.fit_sample, niter=self.niter, keep=self.keep,
             keep_by=self.keep_by, order=self.keep_order, seed=self.seed, analyze=self.analyze,

@@ -412,7 +412,7 @@ def test_real_model_on_cuda_matches_cpu(tmp_path):
                   f"Unrelated note number {len(texts)}: the meeting moved to Thursday afternoon."]
     d = tmp_path / "q"
     write_parquet(d / "q.parquet", make_rows(texts))
-    cpu = get_embedder(EmbedConfig(device="cpu")).encode(texts)
+    cpu = get_embedder(EmbedConfig(device="cpu", backend="torch")).encode(texts)  # the same fp32 model
     gpu_emb = get_embedder(EmbedConfig(device="cuda"))
     assert gpu_emb.device == "cuda"
     gpu = gpu_emb.encode(texts)
@@ -421,7 +421,7 @@ def test_real_model_on_cuda_matches_cpu(tmp_path):
     runs = {}
     for device in ("cpu", "cuda", "auto"):
         r = api.semantic([str(d)], str(tmp_path / f"o-{device}"), id_column="id", eps=0.2, keep="first",
-                         cache_dir=str(tmp_path / f"c-{device}"), device=device)
+                         cache_dir=str(tmp_path / f"c-{device}"), device=device, backend="torch")
         assert r.summary["stats"]["device"] == ("cpu" if device == "cpu" else "cuda")
         runs[device] = read_manifest(tmp_path / f"o-{device}")
     for device in ("cuda", "auto"):

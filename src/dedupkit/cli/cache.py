@@ -38,7 +38,7 @@ Example:
 @click.option("--json", "as_json", is_flag=True, help="Print the info as JSON on stdout.")
 @handle_errors
 def info(cache_dir, as_json):
-    """Show the cache folder, and per part (embeddings, static) its entries, files and size."""
+    """Show the cache folder, and per part (embeddings, static, onnx) its entries, files and size."""
     from dedupkit.cache import cache_info
 
     d = cache_info(cache_dir)
@@ -56,11 +56,11 @@ Example:
   dedupkit cache clear --part static --cache-dir /scratch/dedupkit-cache
 """)
 @_DIR
-@click.option("--part", "parts", multiple=True, type=click.Choice(["embeddings", "static"]),
+@click.option("--part", "parts", multiple=True, type=click.Choice(["embeddings", "static", "onnx"]),
               help="Remove only this part (repeatable) [default: all].")
 @handle_errors
 def clear(cache_dir, parts):
-    """Remove the cached embeddings and distilled static models (or only --part); other files in
+    """Remove the cached embeddings, distilled static models and ONNX exports (or only --part); other files in
     the folder stay. Prints the folder on stdout."""
     from dedupkit.cache import KINDS, clear_cache
 

@@ -91,6 +91,7 @@ def cli(ctx: click.Context, verbose: int, config_path: str | None) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)  # again: an earlier -q in this process raised it
     if config_path and ctx.invoked_subcommand:
         from dedupkit.config import command_defaults
         from dedupkit.errors import DedupkitError

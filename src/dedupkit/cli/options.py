@@ -105,8 +105,48 @@ def resolve_skip(skip: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+#: Environment that keeps third-party libraries quiet; inherited by worker processes (local and
+#: Ray), which import those libraries after the command starts.
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar, hub downloads
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",  # tokenizers' fork warning
+    "PYTHONWARNINGS": "ignore",  # warnings.warn of torch, sentence-transformers, ... in workers
+    "ORT_LOGGING_LEVEL": "3",
+}
+
+
+_QUIET = False  # set by quiet_stderr(): emit_result then leaves out its count line
+
+
+def quiet_stderr() -> None:
+    """``-q``: nothing on stderr but errors, from dedupkit and from the libraries it loads.
+
+    Raises the logging threshold to ERROR (dedupkit's own notices, e.g. "distilling ..."), ignores
+    Python warnings here and, through :data:`QUIET_ENV`, in worker processes, and turns off
+    transformers' and the Hugging Face hub's progress bars before they are imported.
+    """
+    import logging
+    import os
+    import warnings
+
+    for k, v in QUIET_ENV.items():
+        os.environ[k] = v
+    warnings.filterwarnings("ignore")
+    logging.getLogger().setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported: its env variables were read then
+        sys.modules["transformers"].logging.set_verbosity_error()
+        sys.modules["transformers"].logging.disable_progress_bar()
+
+
 def progress_factory(quiet: bool):
-    """tqdm bars on stderr, hidden when stderr is not a terminal or with --quiet."""
+    """tqdm bars on stderr, hidden when stderr is not a terminal or with --quiet (which also
+    silences everything on stderr but errors: :func:`quiet_stderr`)."""
+    global _QUIET
+    _QUIET = quiet
+    if quiet:
+        quiet_stderr()
     if quiet or not sys.stderr.isatty():
         from dedupkit.engine import no_progress
 
@@ -127,7 +167,7 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
         click.echo(json.dumps(redact_obj(summary), indent=2, default=str))
     else:
         click.echo(str(out))
-    if summary.get("counts"):
+    if summary.get("counts") and not _QUIET:
         from dedupkit.explain import count_line, stage_counts
 
         note = "up to date, reused the finished run (--overwrite reruns it)" if summary.get("reused") else ""

@@ -1,0 +1,256 @@
+"""The ONNX Runtime backend of the semantic stage: a BERT sentence-transformers model exported
+offline to ONNX, int8-quantised, cached, and run without torch.
+
+Why not sentence-transformers' own ``backend="onnx"``: it needs ``optimum-onnx``, which pins
+``transformers<4.58`` (``pip install --dry-run 'optimum-onnx[onnxruntime]'`` would downgrade the
+installed transformers 5.x), and its export runs the model through torch. Instead the graph is
+written here from the model's safetensors weights with the ``onnx`` package (BERT encoder, mean
+pooling and L2 normalisation: the whole sentence-transformers pipeline of ``minilm``), then
+dynamically quantised to int8 with ``onnxruntime.quantization``. Neither the export nor the
+run imports torch, so ``pip install 'dedupkit-corpus[semantic-lite]'`` (no torch) is
+enough for ``--backend onnx``.
+
+The export is made once per model folder and kept under ``CACHE/onnx/`` (see
+:func:`dedupkit.embed.cache_root` and ``dedupkit cache info``).
+
+Example:
+    >>> from dedupkit.embed import EmbedConfig, get_embedder  # doctest: +SKIP
+    >>> emb = get_embedder(EmbedConfig(model="minilm", backend="onnx"))
+    >>> emb.encode(["How do I learn Python?"]).shape
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from dedupkit.errors import ConfigError, require
+
+log = logging.getLogger(__name__)
+
+#: Bumped whenever the exported graph or its quantisation changes: part of the cache folder name
+#: and of the embedding cache key, so old exports and embeddings are never reused.
+EXPORT_VERSION = 2
+MODEL_FILE = "model_int8.onnx"
+FP32_FILE = "model_fp32.onnx"
+#: Batches of texts this short (in tokens, with [CLS] and [SEP]) run the float model: int8 noise
+#: averages out over many tokens but not over a few (cosine to torch fell to 0.97 for one-word
+#: texts), and short texts cost little either way.
+FLOAT_MAX_TOKENS = 16
+OPSET = 17  # LayerNormalization
+
+
+def export_supported(src: Path) -> str | None:
+    """None when ``src`` (a sentence-transformers folder) can be exported, else the reason."""
+    try:
+        cfg = json.loads((src / "config.json").read_text())
+        modules = json.loads((src / "modules.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"cannot read its config.json/modules.json ({exc})"
+    if cfg.get("model_type") != "bert" or cfg.get("hidden_act", "gelu") != "gelu":
+        return f"it is a {cfg.get('model_type')!r} model; the ONNX export covers BERT models (like minilm)"
+    if cfg.get("position_embedding_type", "absolute") != "absolute":
+        return "it uses relative position embeddings"
+    if not (src / "model.safetensors").exists() or not (src / "tokenizer.json").exists():
+        return "it has no model.safetensors or tokenizer.json"
+    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k not in ("Transformer", "Pooling", "Normalize") for k in kinds):
+        return f"its modules are {kinds}; the export covers Transformer + mean Pooling (+ Normalize)"
+    pooling = next(m for m in modules if m.get("type", "").endswith("Pooling"))
+    try:
+        pcfg = json.loads((src / pooling.get("path", "") / "config.json").read_text())
+    except (OSError, ValueError):
+        pcfg = {}
+    if not pcfg.get("pooling_mode_mean_tokens") or any(
+            v for k, v in pcfg.items() if k.startswith("pooling_mode_") and k != "pooling_mode_mean_tokens"):
+        return "it does not use mean pooling"
+    return None
+
+
+def build_graph(src: Path):
+    """The ONNX model (fp32) of a BERT sentence-transformers folder: token ids and attention
+    mask in, L2-normalised mean-pooled sentence embeddings out."""
+    onnx = require("onnx", "semantic-lite")
+    st_np = require("safetensors.numpy", "semantic-lite")
+    from onnx import TensorProto, helper, numpy_helper
+
+    cfg = json.loads((src / "config.json").read_text())
+    w = st_np.load_file(str(src / "model.safetensors"))
+    w = {k.removeprefix("bert."): v for k, v in w.items()}
+    hidden, heads, layers = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_hidden_layers"]
+    eps = float(cfg.get("layer_norm_eps", 1e-12))
+    inits: list = []
+    nodes: list = []
+
+    def const(name: str, arr) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(arr), name))
+        return name
+
+    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def linear(x: str, prefix: str, name: str) -> str:
+        # torch Linear stores (out, in); MatMul wants (in, out)
+        wt = const(f"{prefix}.wT", np.ascontiguousarray(w[f"{prefix}.weight"].T))
+        return node("Add", [node("MatMul", [x, wt], f"{name}_mm"), const(f"{prefix}.b", w[f"{prefix}.bias"])], name)
+
+    def layer_norm(x: str, prefix: str, name: str) -> str:
+        return node("LayerNormalization", [x, const(f"{prefix}.g", w[f"{prefix}.weight"]),
+                                           const(f"{prefix}.beta", w[f"{prefix}.bias"])], name, axis=-1, epsilon=eps)
+
+    # embeddings: word + position + token type 0, then LayerNorm
+    words = node("Gather", [const("word_emb", w["embeddings.word_embeddings.weight"]), "input_ids"], "words")
+    seq_len = node("Gather", [node("Shape", ["input_ids"], "ids_shape"), const("one_i", np.array(1, np.int64))],
+                   "seq_len")
+    positions = node("Range", [const("zero_i", np.array(0, np.int64)), seq_len, "one_i"], "positions")
+    pos = node("Gather", [const("pos_emb", w["embeddings.position_embeddings.weight"]), positions], "pos")
+    typ = const("type0", w["embeddings.token_type_embeddings.weight"][0])
+    x = layer_norm(node("Add", [node("Add", [words, pos], "emb_wp"), typ], "emb_sum"), "embeddings.LayerNorm", "emb")
+
+    maskf = node("Cast", ["attention_mask"], "maskf", to=TensorProto.FLOAT)
+    mask_i32 = node("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
+    const("one_f", np.array(1, np.float32))
+
+    for i in range(layers):
+        p = f"encoder.layer.{i}"
+        # ONNX Runtime's fused Attention op (Q, K and V in one GEMM, softmax, heads): one kernel
+        # instead of about 15 small ops per layer.
+        qkv_w = np.concatenate([w[f"{p}.attention.self.{n}.weight"] for n in ("query", "key", "value")]).T
+        qkv_b = np.concatenate([w[f"{p}.attention.self.{n}.bias"] for n in ("query", "key", "value")])
+        nodes.append(helper.make_node(
+            "Attention", [x, const(f"{p}.qkv.w", np.ascontiguousarray(qkv_w)), const(f"{p}.qkv.b", qkv_b), mask_i32],
+            [f"l{i}_ctx"], name=f"l{i}_attention", domain="com.microsoft", num_heads=heads))
+        ctx = f"l{i}_ctx"
+        attn = linear(ctx, f"{p}.attention.output.dense", f"l{i}_attn_out")
+        x = layer_norm(node("Add", [attn, x], f"l{i}_res1"), f"{p}.attention.output.LayerNorm", f"l{i}_ln1")
+        h = linear(x, f"{p}.intermediate.dense", f"l{i}_ff1")
+        # exact (erf) GELU, as BERT's "gelu"
+        h = node("Mul", [node("Mul", [h, const(f"l{i}_half", np.array(0.5, np.float32))], f"l{i}_gh"),
+                         node("Add", [node("Erf", [node("Div", [h, const(f"l{i}_sqrt2", np.array(np.sqrt(2), np.float32))],
+                                                        f"l{i}_gd")], f"l{i}_ge"), "one_f"], f"l{i}_g1")], f"l{i}_gelu")
+        out = linear(h, f"{p}.output.dense", f"l{i}_ff2")
+        x = layer_norm(node("Add", [out, x], f"l{i}_res2"), f"{p}.output.LayerNorm", f"l{i}_ln2")
+
+    # mean pooling over real tokens, then L2 normalisation (sentence-transformers' Pooling + Normalize)
+    m3 = node("Unsqueeze", [maskf, const("axis2", np.array([2], np.int64))], "mask3")
+    summed = node("ReduceSum", [node("Mul", [x, m3], "masked"), "one_i_1d"], "summed", keepdims=0)
+    const("one_i_1d", np.array([1], np.int64))
+    count = node("Max", [node("ReduceSum", [maskf, "one_i_1d"], "count", keepdims=1),
+                         const("tiny", np.array(1e-9, np.float32))], "count_c")
+    mean = node("Div", [summed, count], "mean")
+    norm = node("Max", [node("ReduceL2", [mean], "l2", axes=[1], keepdims=1), "tiny_n"], "l2_c")
+    const("tiny_n", np.array(1e-12, np.float32))
+    nodes.append(helper.make_node("Div", [mean, norm], ["sentence_embedding"], name="normalize"))
+
+    graph = helper.make_graph(
+        nodes, "sentence_embedding",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+                              producer_name="dedupkit", producer_version=str(EXPORT_VERSION))
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_onnx(src: Path, out: Path, quantize: bool = True) -> Path:
+    """Write ``out/`` with the float and int8 ONNX models of ``src``, its tokenizer and ``export.json``
+    (written last). :func:`dedupkit.embed.onnx_export` makes it once, atomically, in the cache.
+
+    Raises:
+        ConfigError: ``src`` is not a model this export covers (:func:`export_supported`).
+    """
+    onnx = require("onnx", "semantic-lite")
+    reason = export_supported(src)
+    if reason:
+        raise ConfigError(f"cannot export {src} to ONNX: {reason}; use --backend torch")
+    out.mkdir(parents=True, exist_ok=True)
+    fp32 = out / FP32_FILE
+    onnx.save(build_graph(src), str(fp32))
+    if quantize:
+        quant = require("onnxruntime.quantization", "semantic-lite")
+        # onnxruntime.quantization logs advice through the root logger; keep it off stderr.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            # The weights of the output and feed-forward GEMMs, per output channel (per tensor
+            # lost up to 0.12 of cosine on some texts); activations are quantised per batch at
+            # run time. Attention (Q/K/V GEMM and softmax) stays float: int8 QAttention was ~10%
+            # faster but fell to 0.978 cosine on make_corpus texts. Embedding tables stay float.
+            quant.quantize_dynamic(
+                str(fp32), str(out / MODEL_FILE), op_types_to_quantize=["MatMul"],
+                weight_type=quant.QuantType.QInt8, per_channel=True,
+                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            root.setLevel(level)
+    else:
+        shutil.copy2(fp32, out / MODEL_FILE)
+    shutil.copy2(src / "tokenizer.json", out / "tokenizer.json")
+    (out / "export.json").write_text(json.dumps({"source": str(src), "version": EXPORT_VERSION,
+                                                 "quantized": "int8-dynamic" if quantize else None}))
+    return out
+
+
+class OnnxEmbedder:
+    """A BERT sentence-transformers model run by ONNX Runtime from its cached int8 export.
+
+    Texts are tokenised with the model's own ``tokenizer.json`` (Hugging Face ``tokenizers``),
+    truncated to ``max_tokens``, sorted by token count and batched, so each batch pads only to
+    its own longest text; embeddings come back in input order. Batches of at most
+    :data:`FLOAT_MAX_TOKENS` tokens run the float export, the rest the int8 one.
+    """
+
+    def __init__(self, export_dir: Path, key: str, batch_size: int, max_tokens: int):
+        ort = require("onnxruntime", "semantic-lite")
+        tok = require("tokenizers", "semantic-lite")
+        opts = ort.SessionOptions()
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 0)  # 0: ONNX Runtime picks (physical cores)
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only: -q must leave stderr empty
+        # Idle threads sleep instead of spinning: on a shared CPU spinning steals the working
+        # threads' cores (the same reason dedupkit sets OMP_WAIT_POLICY=PASSIVE for torch).
+        opts.add_session_config_entry("session.intra_op.allow_spinning",
+                                      os.environ.get("DEDUPKIT_ORT_SPINNING", "0"))
+        self.session = ort.InferenceSession(str(export_dir / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
+        self.float_session = ort.InferenceSession(str(export_dir / FP32_FILE), opts,
+                                                  providers=["CPUExecutionProvider"])
+        self.tokenizer = tok.Tokenizer.from_file(str(export_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_tokens)
+        self.dim = int(self.session.get_outputs()[0].shape[1])
+        self.batch_size = batch_size
+        self.key = key
+        self.device = "cpu"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32 L2-normalised embeddings, in input order."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        if not len(texts):
+            return out
+        # sentence-transformers strips each text before tokenising; do the same so both agree.
+        ids = [e.ids for e in self.tokenizer.encode_batch([str(t).strip() for t in texts])]
+        lengths = np.fromiter((len(i) for i in ids), np.int64, len(ids))
+        order = np.argsort(-lengths, kind="stable")  # longest first: a memory error shows at once
+        n_long = int((lengths > FLOAT_MAX_TOKENS).sum())
+        for part, session in ((order[:n_long], self.session), (order[n_long:], self.float_session)):
+            for start in range(0, len(part), self.batch_size):
+                idx = part[start:start + self.batch_size]
+                width = int(lengths[idx[0]])
+                batch = np.zeros((len(idx), width), np.int64)
+                mask = np.zeros((len(idx), width), np.int64)
+                for r, i in enumerate(idx):
+                    batch[r, :lengths[i]] = ids[i]
+                    mask[r, :lengths[i]] = 1
+                out[idx] = session.run(None, {"input_ids": batch, "attention_mask": mask})[0]
+        return out
