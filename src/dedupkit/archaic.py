@@ -3,7 +3,7 @@
 Sentence embedders such as all-MiniLM-L6-v2 were trained on modern English. Early Modern English
 forms (``thou hast``, ``he maketh``, ``unto thee``) are rare tokens to them, so an old translation
 and a modern one of the same passage land further apart than their meaning is. The semantic
-stage therefore embeds ``modernise(text)`` (``--embed-normalize archaic``, the default): a fixed
+stage can embed ``modernise(text)`` instead (``--embed-normalize archaic``, opt-in): a fixed
 word list of unambiguous archaic forms (pronouns, auxiliaries, ``unto``) and third-person ``-eth``
 verbs. Words that are also modern words (``art``, ``wilt``, ``ere``) are left alone, so modern text
 is unchanged apart from those rare forms. The manifest and ``apply`` always see the original text.

@@ -503,10 +503,10 @@ class SemanticConfig(_Checked):
                               range=(8, 8192))
     eps: str = setting("0.065", "Duplicate when cosine to a kept neighbour >= 1 - eps. "
                                 "With --analyze, a comma-separated list.")
-    embed_normalize: str = setting("archaic", "What the embedder reads: archaic = archaic English forms (thou "
-                                              "hast, he maketh, unto) replaced by modern ones, so old and modern "
-                                              "translations compare by meaning; none = the text as it is. The "
-                                              "data is never changed. Part of the cache key.",
+    embed_normalize: str = setting("none", "What the embedder reads: none = the text as it is; archaic = "
+                                           "archaic English forms (thou hast, he maketh, unto) replaced by modern "
+                                           "ones (opt-in, for old and modern translations of one text). The data "
+                                           "is never changed. Part of the cache key.",
                                    choices=("archaic", "none"))
     search: str = setting("auto", "Where neighbours are looked for: exact = all documents (FAISS brute force); "
                                   "ivf = an approximate index, its recall against exact measured and reported; "

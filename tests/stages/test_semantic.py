@@ -305,8 +305,8 @@ def test_archaic_forms_are_modernised_for_the_embedder_only(tmp_path):
                       "a recipe for bread needs flour water salt and yeast"])
     write_parquet(tmp_path / "d" / "a.parquet", rows)
     cache = str(tmp_path / "c")
-    on = run(tmp_path / "d", tmp_path / "on", eps=0.05, cache_dir=cache, keep="first")
-    off = run(tmp_path / "d", tmp_path / "off", eps=0.05, cache_dir=cache, keep="first", embed_normalize="none")
+    on = run(tmp_path / "d", tmp_path / "on", eps=0.05, cache_dir=cache, keep="first", embed_normalize="archaic")
+    off = run(tmp_path / "d", tmp_path / "off", eps=0.05, cache_dir=cache, keep="first")  # default: none
     assert on.summary["counts"]["dropped"] == 1 and off.summary["counts"]["dropped"] == 0
     dropped = [r for r in read_manifest(tmp_path / "on") if not r["keep"]]
     assert dropped[0]["duplicate_of"] == rows[0]["id"] and dropped[0]["score"] > 0.99

@@ -64,9 +64,9 @@ class SemanticConfig:
         embed: which embedder, device, batch size, truncation.
         eps: a document is a duplicate when its cosine to a kept neighbour is at least ``1 - eps``.
             With ``analyze``, every value is evaluated.
-        embed_normalize: what the embedder reads: ``archaic`` (default) replaces archaic English
-            word forms by modern ones (:mod:`dedupkit.archaic`), ``none`` the text as it is. The
-            data itself is never changed.
+        embed_normalize: what the embedder reads: ``none`` (default) the text as it is,
+            ``archaic`` (opt-in) archaic English word forms replaced by modern ones
+            (:mod:`dedupkit.archaic`). The data itself is never changed.
         search: auto | exact | ivf | kmeans: where neighbours are looked for (see
             :mod:`dedupkit.neighbours`); auto = exact up to 100,000 documents, ivf beyond.
         neighbours: nearest documents looked at per document.
