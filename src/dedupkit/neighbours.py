@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dedupkit import settings as _S
+from dedupkit.embed import passive_openmp
 from dedupkit.errors import ConfigError, require
 
-SEARCH_MODES = ("auto", "exact", "ivf", "kmeans")
+SEARCH_MODES = _S.choices(_S.SemanticConfig, "search")
 #: ``auto`` searches exactly up to this many documents: 100,000^2 x 384 inner products take a
 #: minute or two on two cores; beyond, exact time grows with n^2 while IVF grows with n.
 EXACT_MAX_DOCS = 100_000
@@ -91,8 +92,6 @@ def resolve_method(method: str, n: int) -> str:
 
 
 def _faiss():
-    from dedupkit.embed import passive_openmp
-
     passive_openmp()
     return require("faiss", "semantic")
 

@@ -41,6 +41,7 @@ from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
 from dedupkit.io.read import ReadSpec, read_rows
 from dedupkit.io.shards import Shard
+from dedupkit.neighbours import SEARCH_MODES, resolve_method, search
 from dedupkit.policy import KeepPolicy
 from dedupkit.stages.base import Decisions, Stage
 
@@ -112,7 +113,6 @@ class SemanticConfig:
         if self.order not in ("asc", "desc"):
             raise ConfigError(f"keep order must be asc or desc, got {self.order!r}")
         from dedupkit.archaic import EMBED_NORMALIZE
-        from dedupkit.neighbours import SEARCH_MODES
 
         if self.embed_normalize not in EMBED_NORMALIZE:
             raise ConfigError(f"embed_normalize must be one of {', '.join(EMBED_NORMALIZE)}, "
@@ -409,7 +409,6 @@ class SemanticStage(Stage):
         return keys
 
     def identify(self, corpus, workdir: str) -> Decisions:
-        from dedupkit.neighbours import resolve_method, search
         from dedupkit.policy import priority_rank
 
         c = self.config
