@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install Debian's chromium for the headless report test (tests/test_report_browser.py).
+# Install Debian's chromium for the headless report test (tests/report/test_html_browser.py).
 # Idempotent and quiet: does nothing when chromium is already on PATH.
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -105,3 +106,36 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 PY = sys.executable
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for dp, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dp, f))
+            except OSError:
+                pass
+    return total
+
+
+def reshard(corpus: Path, shards: int, dest: Path, limit: int | None = None) -> tuple[list[str], int]:
+    import pyarrow.parquet as pq
+
+    dest.mkdir(parents=True, exist_ok=True)
+    marker = dest / f"done-{shards}.json"
+    if marker.exists():
+        meta = json.loads(marker.read_text())
+        return meta["files"], meta["rows"]
+    table = pq.read_table(corpus, columns=["id", "text"])
+    if limit is not None:
+        table = table.slice(0, limit)
+    n = table.num_rows
+    files = []
+    for i in range(shards):
+        a, b = i * n // shards, (i + 1) * n // shards
+        f = dest / f"part-{i:03d}.parquet"
+        pq.write_table(table.slice(a, b - a), f, row_group_size=8192)
+        files.append(str(f))
+    marker.write_text(json.dumps({"files": files, "rows": n}))
+    return files, n

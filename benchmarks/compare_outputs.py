@@ -20,7 +20,8 @@ DEDUPKIT_* variables of the environment pass through (e.g. DEDUPKIT_KERNELS=pyth
 `compare A B` checks, command by command: the exit codes; every Parquet file (manifests, spans,
 clean shards) and every other data file byte for byte, printing the first differing rows of a
 Parquet file that differs; every JSON file (summaries) and JSON stdout with timings, creation times
-and the run folder's absolute path left out. Hidden files (ownership markers, locks) and caches are
+and the run folder's absolute path left out and SHA-1 digests masked (they hash summaries, which
+hold timings). Hidden files (ownership markers, locks) and caches are
 not compared. `--ignore-key KEY` leaves out one more JSON key (e.g. one a change adds on purpose).
 
 About 36 commands; 4-6 minutes on two shared cores. Distilling the static model takes 1-3 of them:
@@ -115,8 +116,12 @@ COMMANDS: list[tuple[str, list[str], bool, bool]] = [
     ("index-info-after-add", ["index", "info", "out/idx", "--json"], False, True),
 ]
 
-# JSON keys whose values change from run to run (or with the run folder) and say nothing of results.
-VOLATILE = {"created", "timings", "seconds", "elapsed", "wall_s", "total_s", "rate", "eta"}
+# JSON keys whose values change from run to run and say nothing of results: times, and any key
+# ending in _s (seconds). SHA-1 digests (40 hex digits: settings keys, pipeline.json's summary_sha)
+# hash files that hold timings or absolute paths, so they are masked too; the xxh3 fingerprints and
+# checksums of inputs and manifest parts are compared.
+VOLATILE = {"created", "updated", "timings", "seconds", "elapsed", "rate", "eta"}
+SHA1 = re.compile(r"\b[0-9a-f]{40}\b")
 
 
 def _prepare(out: Path, data: Path, make_corpus: Path, static_cache: Path | None) -> None:
@@ -194,13 +199,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _scrub(obj, root: str, ignore: set[str]):
-    """The JSON value without volatile keys, with the run folder's absolute path replaced by <RUN>."""
+    """The JSON value without volatile keys, the run folder's absolute path replaced by <RUN> and
+    SHA-1 digests by <sha1>."""
     if isinstance(obj, dict):
-        return {k: _scrub(v, root, ignore) for k, v in obj.items() if k not in ignore}
+        return {k: _scrub(v, root, ignore) for k, v in obj.items() if k not in ignore and not k.endswith("_s")}
     if isinstance(obj, list):
         return [_scrub(v, root, ignore) for v in obj]
     if isinstance(obj, str):
-        return obj.replace(root, "<RUN>")
+        return SHA1.sub("<sha1>", obj.replace(root, "<RUN>"))
     return obj
 
 
@@ -255,7 +261,9 @@ def _text_diff(a: Path, b: Path) -> list[str]:
     la, lb = a.read_bytes().split(b"\n"), b.read_bytes().split(b"\n")
     for i, (x, y) in enumerate(zip(la, lb)):
         if x != y:
-            return [f"line {i + 1}: A={x[:160]!r} B={y[:160]!r}"]
+            j = next((k for k, (c, d) in enumerate(zip(x, y)) if c != d), min(len(x), len(y)))
+            lo = max(0, j - 40)
+            return [f"line {i + 1}, byte {j}: A=...{x[lo:j + 80]!r} B=...{y[lo:j + 80]!r}"]
     return [f"lines: A={len(la)} B={len(lb)}"]
 
 

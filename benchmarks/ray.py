@@ -21,6 +21,10 @@ Usage:
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench --repeats 3
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench \
         --configs local:2,ray:2 --repeats 3 --json-out benchmarks/results/ray_fuzzy_2workers_only.json
+    # the driver's peak RSS over corpus sizes, and the bucket step's bytes read per task:
+    python /work/shared/bench/make_corpus.py --n 1000000 --seed 42 --min-words 30 --max-words 60 --out /tmp/c1m
+    python benchmarks/ray.py --corpus /tmp/c1m/docs.parquet --work /tmp/raybench \
+        --driver-series 200000,1000000 --bucket-partitions 1,4,16 --json-out benchmarks/results/ray_driver.json
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import _children, _rss_kb  # noqa: E402
+from _util import _children, _rss_kb, dir_bytes, reshard  # noqa: E402
 CONFIGS = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
 
 
@@ -87,17 +91,6 @@ def sample_tree(root: int, seen_cmd: dict[int, str], cpu: dict[int, float] | Non
                 worker = max(worker, rss)
         stack.extend(_children(p))
     return total, driver, worker
-
-
-def dir_bytes(path: Path) -> int:
-    total = 0
-    for dp, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(dp, f))
-            except OSError:
-                pass
-    return total
 
 
 def run_once(cmd: list[str], out: Path) -> dict:
@@ -148,26 +141,6 @@ def manifest_digest(out: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def reshard(corpus: Path, shards: int, dest: Path) -> tuple[list[str], int]:
-    import pyarrow.parquet as pq
-
-    dest.mkdir(parents=True, exist_ok=True)
-    marker = dest / f"done-{shards}.json"
-    if marker.exists():
-        meta = json.loads(marker.read_text())
-        return meta["files"], meta["rows"]
-    table = pq.read_table(corpus, columns=["id", "text"])
-    n = table.num_rows
-    files = []
-    for i in range(shards):
-        a, b = i * n // shards, (i + 1) * n // shards
-        f = dest / f"part-{i:03d}.parquet"
-        pq.write_table(table.slice(a, b - a), f, row_group_size=8192)
-        files.append(str(f))
-    marker.write_text(json.dumps({"files": files, "rows": n}))
-    return files, n
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", required=True, help="docs.parquet from make_corpus.py")
@@ -178,7 +151,19 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(f"{e}:{w}" for e, w in CONFIGS),
                     help="engine:workers list, the first is the baseline of the overhead column")
     ap.add_argument("--json-out", default=None, help="write the results here as JSON")
+    ap.add_argument("--driver-series", default=None,
+                    help="document counts (e.g. 200000,1000000): the first N documents of --corpus, fuzzy "
+                         "on Ray at --series-workers workers, once per count: the driver's peak RSS "
+                         "(keep first: the driver touches no rows; keep longest: the classic driver)")
+    ap.add_argument("--series-workers", type=int, default=2)
+    ap.add_argument("--series-keeps", default="first,longest")
+    ap.add_argument("--bucket-partitions", default=None,
+                    help="key partitions per band (e.g. 1,4,16): fuzzy on the local engine with "
+                         "DEDUPKIT_DOCS_PER_PARTITION set to match; the bucket step's bytes read per task")
+    ap.add_argument("--bucket-docs", type=int, default=200_000, help="documents for --bucket-partitions")
     args = ap.parse_args()
+    if args.driver_series or args.bucket_partitions:
+        return series(args)
 
     work = Path(args.work)
     files, n = reshard(Path(args.corpus), args.shards, work / "shards")
@@ -241,6 +226,66 @@ def main() -> None:
                                                    "manifests_identical": same}, indent=2))
     if not same:
         raise SystemExit("manifests differ between engines")
+
+
+def series(args) -> None:
+    """--driver-series and --bucket-partitions: one table each, one JSON for both."""
+    work = Path(args.work)
+    out_json: dict = {"uptime": os.getloadavg()}
+    if args.driver_series:
+        rows = []
+        for n in [int(x) for x in args.driver_series.split(",")]:
+            files, n = reshard(Path(args.corpus), args.shards, work / f"shards-{n}", limit=n)
+            for keep in args.series_keeps.split(","):
+                out = work / f"series-{n}-{keep}"
+                cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *files, "-o", str(out), "--id-column", "id",
+                       "--workers", str(args.series_workers), "--engine", "ray", "--keep", keep, "--quiet",
+                       "--json", "--overwrite"]
+                res = run_once(cmd, out)
+                g = res["summary"]["stats"].get("global_step", {})
+                rows.append({"docs": n, "keep": keep, "driver": g.get("mode"), "wall_s": round(res["wall_s"], 1),
+                             "peak_driver_mib": round(res["peak_driver_mib"]), "peak_tree_mib": round(res["peak_tree_mib"]),
+                             "peak_worker_mib": round(res["peak_worker_mib"]),
+                             "dropped": res["summary"]["counts"]["dropped"]})
+                print(f"series: {n} docs, keep {keep}: {res['wall_s']:.1f} s, driver {res['peak_driver_mib']:.0f} MiB",
+                      file=sys.stderr, flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+        print("| docs | keep | driver path | wall s | peak driver MiB | peak worker MiB | peak tree MiB | dropped |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['docs']:,} | {r['keep']} | {r['driver']} | {r['wall_s']} | {r['peak_driver_mib']:,} | "
+                  f"{r['peak_worker_mib']:,} | {r['peak_tree_mib']:,} | {r['dropped']:,} |")
+        out_json["driver_series"] = rows
+    if args.bucket_partitions:
+        files, n = reshard(Path(args.corpus), args.shards, work / f"shards-{args.bucket_docs}", limit=args.bucket_docs)
+        rows = []
+        for p in [int(x) for x in args.bucket_partitions.split(",")]:
+            out = work / f"buckets-{p}"
+            env_per = str(max(1, -(-n // p)))
+            cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *files, "-o", str(out), "--id-column", "id",
+                   "--workers", "2", "--quiet", "--json", "--overwrite"]
+            os.environ["DEDUPKIT_DOCS_PER_PARTITION"] = env_per
+            try:
+                res = run_once(cmd, out)
+            finally:
+                os.environ.pop("DEDUPKIT_DOCS_PER_PARTITION", None)
+            st = res["summary"]["stats"]
+            b = st["bucket_bytes_read_per_task"]
+            rows.append({"partitions": st["partitions_per_band"], "tasks": b["tasks"], "max_bytes": b["max"],
+                         "mean_bytes": b["mean"], "buckets_s": st["timings"]["buckets_s"],
+                         "candidate_pairs": st["candidate_pairs"], "wall_s": round(res["wall_s"], 1)})
+            shutil.rmtree(out, ignore_errors=True)
+        print(f"\nbucket step, {n:,} documents:")
+        print("| partitions per band | bucket tasks | bytes read per task (max) | (mean) | buckets s | candidate pairs |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['partitions']} | {r['tasks']} | {r['max_bytes']:,} | {r['mean_bytes']:,} | {r['buckets_s']} | "
+                  f"{r['candidate_pairs']:,} |")
+        out_json["bucket_partitions"] = rows
+    print(f"load average when done: {os.getloadavg()}")
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(out_json, indent=2))
 
 
 if __name__ == "__main__":

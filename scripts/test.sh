@@ -4,7 +4,7 @@
 #   sentence-transformers does not pull a multi-GB CUDA build (on this project's machines that
 #   version is a CPU build; elsewhere pip picks what your platform offers).
 # - Debian packages for the service tests: redis-server and chromium (when running as root).
-# Extra arguments go to pytest.
+# Runs every test, the slow ones too (--run-slow; a plain `pytest` skips them). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -25,4 +25,4 @@ fi
 .venv/bin/python -m pip install -q -e ".[dev]"
 .venv/bin/python -c "import dedupkit._speedups" 2>/dev/null \
   || echo "warning: the optional C speed-ups did not build (pip install -e . -v shows why); using numpy" >&2
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --run-slow "$@"

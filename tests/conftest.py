@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support import BASE_DOCS, make_rows, write_jsonl, write_parquet
+from tests.support import BASE_DOCS, free_port, make_rows, write_jsonl, write_parquet
 
 # Nothing the test suite runs may write under the user's home: HOME (and XDG_CACHE_HOME, where
 # dedupkit, Hugging Face and torch would put caches) point at fresh temporary folders for the whole
@@ -63,3 +65,51 @@ def corpus(tmp_path, fmt) -> Path:
         else:
             write_jsonl(d / f"part{i}.jsonl", rows)
     return d
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    """A real redis-server on a free port for the module; yields the port (skips without one)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); the Redis index is untested")
+    port = free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("redis-server did not start")
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+# ---- slow tests ------------------------------------------------------------------------------
+# A plain `pytest` skips tests marked `slow` (more than ~10 s: wheel installs, SIGKILL and
+# concurrency harnesses, resource limits, fuzzing, Ray, the browser); `--run-slow` (or
+# DEDUPKIT_TEST_SLOW=1) runs them too, and scripts/test.sh, which .ci/run calls, passes it.
+# Ray and browser tests count as slow whatever their own marks say: each starts a heavy service.
+SLOW_MARKS = ("slow", "ray", "browser")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run tests marked slow (and the ray and browser tests)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or os.environ.get("DEDUPKIT_TEST_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (scripts/test.sh does)")
+    for item in items:
+        if any(item.get_closest_marker(m) for m in SLOW_MARKS):
+            item.add_marker(skip)

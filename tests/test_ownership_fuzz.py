@@ -32,6 +32,7 @@ from tests.support import write_jsonl, write_parquet
 from dedupkit.cli.main import cli
 
 EXAMPLES = int(os.environ.get("DEDUPKIT_FUZZ_EXAMPLES", "60"))
+pytestmark = pytest.mark.slow  # hypothesis builds and runs every writing command on many trees
 
 NAMES = ["a", "b", "docs", "2025", "out", "clean", "x.jsonl", "y.parquet", "notes.txt", "report.html",
          "summary.json", "manifest", ".work", ".dedupkit.lock", ".dedupkit.json", "_dedupkit_apply.json",

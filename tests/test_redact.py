@@ -11,9 +11,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tests.support import make_rows, write_jsonl
+from tests.support import free_port, make_rows, write_jsonl
 from dedupkit.cli.main import cli
-from tests.index.test_ops import _free_port, redis_server  # noqa: F401 (a fixture)
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -93,7 +92,7 @@ def test_password_never_printed_or_written(redis_pw, tmp_path):
     r = _cli("index", "info", bad)
     assert r.exit_code == 1 and "Error:" in r.output and "Traceback" not in r.output, r.output
     seen.append(r.output)
-    r = _cli("check", drop, "--against", f"redis://:{SECRET}@127.0.0.1:{_free_port()}/0", "-o", tmp_path / "o2")
+    r = _cli("check", drop, "--against", f"redis://:{SECRET}@127.0.0.1:{free_port()}/0", "-o", tmp_path / "o2")
     assert r.exit_code == 1 and "cannot connect" in r.output, r.output
     seen.append(r.output)
     for text in seen:

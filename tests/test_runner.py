@@ -10,25 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import make_rows, read_manifest, write_jsonl, write_parquet
+from tests.support.invariants import check_manifest
 from dedupkit.io.read import ReadSpec
 from dedupkit.policy import KeepPolicy
 from dedupkit.runner import RunOptions, run_stage
 from dedupkit.stages.exact import ExactConfig, ExactStage
 
 texts = st.lists(st.sampled_from(["a", "b", "a ", " b", "c\n", "d d", "D d", "é", ""]), min_size=1, max_size=40)
-
-
-def check_invariants(rows: list[dict], n_input: int) -> None:
-    assert len(rows) == n_input
-    assert len({(r["shard"], r["row"]) for r in rows}) == n_input
-    assert len({r["doc_id"] for r in rows}) == n_input
-    by_id = {r["doc_id"]: r for r in rows}
-    for r in rows:
-        assert (r["reason"] is None) == r["keep"], "every dropped row, and only those, says why"
-        if not r["keep"] and not r["reason"].startswith("bad record"):
-            rep = by_id[r["duplicate_of"]]
-            assert rep["keep"], "duplicate_of must point to a kept row"
-            assert rep["cluster_id"] == r["cluster_id"] is not None
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -50,7 +38,7 @@ def test_exact_manifest_invariants_and_batch_independence(shards, batch, keep, s
         b = run_stage(stage, [str(tmp / "in")], tmp / "b", ReadSpec(id_column="id", batch_size=1000),
                       RunOptions(split_rows=split))
         ra, rb = read_manifest(a.out), read_manifest(b.out)
-        check_invariants(ra, n)
+        check_manifest(ra, n)
         assert ra == rb
         # the number kept equals the number of distinct whitespace-normalized texts
         distinct = {" ".join(t.lower().split()) for s in shards for t in s}
@@ -68,7 +56,7 @@ def test_manifest_identical_for_one_and_two_workers(tmp_path):
     b = run_stage(ExactStage(), [str(tmp_path / "in")], tmp_path / "b", spec, RunOptions(workers=2))
     ra = read_manifest(a.out)
     assert ra == read_manifest(b.out)
-    check_invariants(ra, 240)
+    check_manifest(ra, 240)
     files_a = sorted((a.out / "manifest").iterdir())
     files_b = sorted((b.out / "manifest").iterdir())
     assert [f.read_bytes() for f in files_a] == [f.read_bytes() for f in files_b]

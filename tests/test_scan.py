@@ -169,3 +169,47 @@ def test_rerun_with_other_pieces_rescans(tmp_path):
     again = _run(ExactStage, inp, out, split_bytes=9_000)
     assert again.summary["timings"]["reused_scan_tasks"] == 0
     assert _manifest_bytes(again.out) == _manifest_bytes(ref.out)
+
+
+class _TextKeeper:
+    """A mapper that asks the scan to keep a copy of the good rows' texts (fuzzy's char pass does)."""
+
+    keep_text = True
+
+    def map_batch(self, batch):
+        return {}
+
+    def empty(self):
+        return {}
+
+
+def test_kept_text_copy_is_complete_or_absent(tmp_path):
+    """keep_text: the scan writes the texts' Arrow copy through one atomic write; a failed scan
+    leaves neither it nor a temporary file."""
+    from dedupkit.scan import _text_path, good_texts, run_scan_task
+
+    path = tmp_path / "a.jsonl"
+    texts = _texts(300)
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    work = tmp_path / "work"
+    work.mkdir()
+    shards = discover([str(path)])
+    task = plan_tasks(shards, ReadSpec(batch_size=64), _TextKeeper(), str(work), "k", workers=1)[0]
+    run_scan_task(task)
+    assert _text_path(task).exists()
+    assert [t for a in good_texts(task) for t in a.to_pylist()] == texts
+    assert not [p.name for p in work.iterdir() if ".tmp" in p.name]
+
+    class Boom(_TextKeeper):
+        def map_batch(self, batch):
+            if batch.rows[0] >= 128:
+                raise RuntimeError("worker died")
+            return {}
+
+    work2 = tmp_path / "work2"
+    work2.mkdir()
+    task = plan_tasks(shards, ReadSpec(batch_size=64), Boom(), str(work2), "k", workers=1)[0]
+    with pytest.raises(RuntimeError):
+        run_scan_task(task)
+    assert not _text_path(task).exists()
+    assert not [p.name for p in work2.iterdir() if ".tmp" in p.name]

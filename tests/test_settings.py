@@ -60,9 +60,10 @@ def _same_type(a, b) -> bool:
 OTHER_MEANING = {("inspect", "cluster"): "a cluster id, not the fuzzy stage's --cluster mode",
                  ("inspect", "largest"): "which clusters to show (unset: none), not how many the report lists"}
 
-# Modules being rewritten by another change of issue 16 (the engine protocol): their
-# `workers: int = 1` parameters move to the schema's default there.
-PENDING = ("engine/",)
+# Modules left out of the scans below: the engines keep `workers: int = 1`, because importing the
+# schema there would close an import cycle through settings' lazy stage imports
+# (tests/test_imports.py); their callers always pass workers.
+PENDING: tuple[str, ...] = ("engine/",)
 
 
 def _unset(value) -> bool:
@@ -140,6 +141,23 @@ def _declared_defaults(tree: ast.AST):
             for kw in node.keywords:
                 if kw.arg == "default":
                     yield kw.value.lineno, flag[2:].replace("-", "_"), _literal(kw.value)
+
+
+def test_no_choices_are_written_outside_the_schema():
+    """A module-level tuple of strings that equals a choice setting's values reads them from the
+    schema (``_S.choices(_S.FuzzyConfig, "shingle")``) instead of repeating them."""
+    all_choices = {s.choices for specs in SPECS.values() for s in specs if len(s.choices) > 1}
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = str(path.relative_to(SRC))
+        if rel == "settings.py" or rel.startswith(PENDING):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple):
+                value = _literal(node.value)
+                if value in all_choices:
+                    found.append(f"{rel}:{node.lineno}: {ast.unparse(node.targets[0])} = {value!r}")
+    assert not found, "choices written outside dedupkit/settings.py:\n" + "\n".join(found)
 
 
 def _valid(spec: settings.Spec, value) -> bool:

@@ -38,7 +38,7 @@ from dedupkit.errors import (  # noqa: E402
 if TYPE_CHECKING:  # pragma: no cover
     from dedupkit.api import (
         StageResult, apply, audit, check, decontaminate, exact, fuzzy, index_add, index_create, index_info, inspect,
-        report, run, semantic, stats, substring,
+        run, semantic, stats, substring,
     )
     from dedupkit.settings import (
         AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, IndexConfig, InspectConfig, KeepConfig,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from dedupkit.stages.registry import register_stage
 
 _API = ("exact", "fuzzy", "semantic", "substring", "audit", "decontaminate", "run", "apply", "check",
-        "index_create", "index_add", "index_info", "report", "inspect", "stats", "StageResult")
+        "index_create", "index_add", "index_info", "inspect", "stats", "StageResult")
 _SETTINGS = ("ExactConfig", "FuzzyConfig", "SemanticConfig", "SubstringConfig", "AuditConfig",
              "DecontaminateConfig", "IndexConfig", "KeepConfig", "ReadConfig", "RunConfig", "ReportConfig",
              "InspectConfig")
@@ -87,9 +87,11 @@ def __dir__() -> list[str]:
 
 
 class _Package(_types.ModuleType):
-    """``dedupkit.apply``, ``dedupkit.decontaminate`` and ``dedupkit.report`` are both functions of
-    the API and submodules: importing a submodule must not replace the function on the package
-    (``from dedupkit.apply import ...`` still finds the module in ``sys.modules``)."""
+    """``dedupkit.apply`` and ``dedupkit.decontaminate`` are both functions of the API and
+    submodules: importing a submodule must not replace the function on the package. Import from
+    the submodules with ``from dedupkit.apply import apply_manifests`` (``import dedupkit.apply as
+    m`` gives the function). The HTML report is ``dedupkit.api.report`` (``dedupkit.report`` is the
+    package)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _API and isinstance(value, _types.ModuleType):

@@ -290,8 +290,8 @@ def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: s
 
 
 def stats(out: str) -> dict:
-    """Per-stage counts of a finished run. See :func:`dedupkit.pipeline.stats`."""
-    from dedupkit.pipeline import stats as _stats
+    """Per-stage counts of a finished run. See :func:`dedupkit.manifest.stats.stats`."""
+    from dedupkit.manifest.stats import stats as _stats
 
     return _stats(out)
 
@@ -318,9 +318,9 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
                   progress)
     if config.analyze and stage.analysis is not None:
         path = Path(out) / "analysis.json"
-        tmp = path.with_name(f".analysis.json.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(stage.analysis, indent=2, ensure_ascii=False))
-        os.replace(tmp, path)
+        from dedupkit.atomic import atomic_write
+
+        atomic_write(path, json.dumps(stage.analysis, indent=2, ensure_ascii=False), hidden=True, sync=False)
     return StageResult._of(result)
 
 def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = IndexConfig.stages,
@@ -347,6 +347,13 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     if inputs:
         discover_inputs_first(inputs)
     spec = read_spec(read)
+    from dedupkit.io import fs
+
+    if fs.is_remote(location) and not is_redis_url(location):
+        # built locally, then uploaded with index.json (its completion mark) last
+        return fs.remote_output(location, ("index.json", "segments"), lambda local: _create_local_index(
+            str(local), settings, inputs, spec, False, workers, progress), markers=("index.json",), pull=False,
+            overwrite=overwrite)
     if not is_redis_url(location):
         return _create_local_index(location, settings, inputs, spec, overwrite, workers, progress)
     with create_index(location, settings, overwrite=overwrite) as store:
@@ -371,13 +378,13 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
     it was (no index folder, no parent folders it made).
     """
     import dataclasses
-    import fcntl
     import shutil
     from pathlib import Path
 
     from dedupkit.index import IndexStoreError, create_index
     from dedupkit.index.ops import AddResult, add_inputs
     from dedupkit.index.local import FORMAT as INDEX_FORMAT
+    from dedupkit.locks import LockFile
     from dedupkit.ownership import check_creatable, check_separate, made_dirs, read_json, remove_made_dirs
 
     root = Path(location)
@@ -422,15 +429,15 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
         raise
     if build != root:
         old = root.with_name(f".{root.name}.dedupkit-old")
-        with open(root / ".lock", "a+") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                shutil.rmtree(build, ignore_errors=True)
-                raise IndexStoreError(f"{root} is being written by another process; retry when it has "
-                                      "finished") from None
+        lock = LockFile(root / ".lock")
+        if not lock.try_acquire():
+            shutil.rmtree(build, ignore_errors=True)
+            raise IndexStoreError(f"{root} is being written by another process; retry when it has finished")
+        try:
             os.replace(root, old)  # one step each: INDEX is always the old or the new index
             os.replace(build, root)
+        finally:
+            lock.release()
         (old / "index.json").unlink(missing_ok=True)
         shutil.rmtree(old / "segments", ignore_errors=True)
         (old / ".lock").unlink(missing_ok=True)
@@ -439,6 +446,19 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
         except OSError:
             pass
     return dataclasses.replace(result, location=str(root))
+
+
+def _no_remote_writes(location: str, what: str) -> None:
+    """Object stores have no lock and no rename: growing an index there could lose a writer's update."""
+    from dedupkit.index import IndexStoreError
+    from dedupkit.index.redis_store import is_redis_url
+    from dedupkit.io import fs
+
+    if fs.is_remote(location) and not is_redis_url(location):
+        raise IndexStoreError(
+            f"`dedupkit {what}` cannot grow an index on an object store ({fs.clean(location)}): a store "
+            "has no lock, so two writers could lose each other's documents. Use a local or shared-disk "
+            "index folder, or a Redis index (redis://...), and `index create` a new store copy from it")
 
 
 def discover_inputs_first(inputs: Sequence[str]) -> None:
@@ -457,6 +477,7 @@ def index_add(location: str, inputs: Sequence[str], *, read: ReadConfig | None =
     from dedupkit.index import open_index
     from dedupkit.index.ops import add_inputs
 
+    _no_remote_writes(location, "index add")
     read, runtime = _read_run("index add", read, runtime, settings)
     discover_inputs_first(inputs)
     with open_index(location) as store:
@@ -489,6 +510,8 @@ def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float 
     from dedupkit.index.ops import run_check
     from dedupkit.runner import RunOptions
 
+    if update:
+        _no_remote_writes(against, "check --update")
     policy, read, runtime = _configs("check", KeepConfig, policy, read, runtime, settings)
     opts = RunOptions(workers=runtime.workers, engine=runtime.engine, ray_address=runtime.ray_address,
                       overwrite=overwrite)
@@ -517,7 +540,10 @@ def decontaminate(inputs: Sequence[str], out: str | os.PathLike, against: Sequen
 
     config, read, runtime = _configs("decontaminate", DecontaminateConfig, config, read, runtime, settings)
     items = load_eval_sets(against, config.fields_list(), config.eval_id)
-    stage = DecontaminateStage(items, config.stage_config(), str(Path(out) / ".work" / "decontaminate-index"))
+    from dedupkit.io import fs
+
+    root = fs.staging_dir(out) if fs.is_remote(out) else Path(fs.local(out))  # where the run is built
+    stage = DecontaminateStage(items, config.stage_config(), str(root / ".work" / "decontaminate-index"))
     return StageResult._of(_run(stage, inputs, out, read, runtime, skip, overwrite, max_drop_rate, progress))
 
 

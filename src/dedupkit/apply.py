@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import json
 import os
@@ -17,7 +16,8 @@ import pyarrow.parquet as pq
 
 from dedupkit import settings as _S
 from dedupkit.errors import ManifestError, OutputError
-from dedupkit.io.read import _open_text_stream
+from dedupkit.io.fs import parquet_source
+from dedupkit.io.read import open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
 from dedupkit.outdir import write_error
@@ -150,7 +150,7 @@ def _table_source(shard: Shard, batch_size: int):
     from dedupkit.io import read
 
     if shard.format == "parquet":
-        pf = pq.ParquetFile(shard.path)
+        pf = pq.ParquetFile(parquet_source(shard.path))
         schema = pf.schema_arrow
         return schema, lambda dest: pq.ParquetWriter(dest, schema, compression="zstd"), \
             _numbered(pf.iter_batches(batch_size=batch_size)), lambda: pf.metadata.num_rows
@@ -251,7 +251,7 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
     row = -1
     at_line_start = True
     keep = False
-    with _open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
+    with open_text_stream(shard) as src, _open_out(dest, shard.compression) as dst:
         while True:
             piece = src.readline(chunk)
             if not piece:
@@ -284,16 +284,21 @@ def _write_jsonl(shard: Shard, mask: np.ndarray, dest: Path, chunk: int = 1 << 2
 
 
 def _lock_dir(path: Path, out: Path) -> int:
-    """Create ``path`` and hold an exclusive flock on it; refuse if another apply holds it."""
+    """Create ``path`` and hold an exclusive lock on it; refuse if another apply holds it."""
+    from dedupkit.locks import try_lock
+
     path.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        got = try_lock(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not got:
         os.close(fd)
         raise OutputError(
             f"another dedupkit apply is writing {out} right now; wait for it to finish or choose another -o"
-        ) from None
+        )
     return fd
 
 
@@ -319,7 +324,14 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     """
     if not manifests:
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
-    out = Path(out)
+    from dedupkit.io import fs
+
+    if fs.is_remote(out):
+        # the clean corpus is written in a local staging folder, then uploaded with
+        # _dedupkit_apply.json last (never pulled back: apply is not reused)
+        return fs.remote_output(str(out), None, lambda local: apply_manifests(
+            inputs, manifests, local, overwrite=True, batch_size=batch_size), pull=False, overwrite=overwrite)
+    out = Path(fs.local(out))
     roots = [str(output_root(m)) for m in manifests]
     replaced = check_output(out, inputs, roots, overwrite)
     opened = {d: open_manifest(d) for d in roots}  # the whole contract checked before any work

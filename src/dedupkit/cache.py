@@ -27,6 +27,7 @@ from typing import Any
 KINDS = {
     "embeddings": "per-shard embeddings of the semantic stage",
     "static": "static embedders distilled by --model static",
+    "remote": "staging and read copies of s3://, gs://, az:// outputs and manifests (docs/storage.md)",
 }
 
 

@@ -44,12 +44,13 @@ import xxhash
 
 from dedupkit import kernels
 from dedupkit import settings as _S
+from dedupkit.atomic import atomic_write
 from dedupkit.errors import ConfigError, DedupkitError, InputError
 from dedupkit.io.read import Batch
 from dedupkit.normalize import text_buffers
 from dedupkit.stages.base import Decisions, Mapper, Stage
 
-MODES = ("drop", "cut")
+MODES = _S.choices(_S.DecontaminateConfig, "mode")
 #: prompt fields tried, in order, when --eval-fields is not given
 GUESS_FIELDS = ("question", "prompt", "problem", "query", "input", "text")
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".ndjson")
@@ -588,7 +589,7 @@ class EvalIndex:
         folder.mkdir(parents=True, exist_ok=True)
         for name in _INDEX_FILES:
             np.save(folder / f"{name}.npy", getattr(self, name))
-        (folder / "meta.json").write_text(json.dumps(self.meta))
+        atomic_write(folder / "meta.json", json.dumps(self.meta), sync=False)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "EvalIndex":

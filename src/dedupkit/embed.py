@@ -37,13 +37,14 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from dedupkit import settings as _S
+from dedupkit.atomic import atomic_open, atomic_write
 from dedupkit.errors import ConfigError, OutputError, require
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = _S.SemanticConfig.model
 DEFAULT_MAX_TOKENS = _S.SemanticConfig.max_tokens
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = _S.choices(_S.SemanticConfig, "device")
 #: Texts handed to one ``encode`` call. Embeddings are computed in fixed chunks of the shard's
 #: text stream, so they do not depend on the read batch size (sentence-transformers sorts each
 #: chunk by length, which keeps padding low).
@@ -400,12 +401,10 @@ class EmbeddingCache:
             if meta_p.exists():
                 meta_p.unlink()  # invalidate before replacing the arrays
             for path, arr in ((rows_p, rows), (emb_p, emb)):
-                tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-                np.save(tmp, arr)
-                os.replace(tmp, path)
-            tmp = meta_p.with_name(meta_p.name + f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps({"key": self.embedder_key, "n": int(len(rows)), "dim": int(emb.shape[1])}))
-            os.replace(tmp, meta_p)
+                with atomic_open(path, sync=False) as fh:
+                    np.save(fh, arr)
+            atomic_write(meta_p, json.dumps({"key": self.embedder_key, "n": int(len(rows)),
+                                             "dim": int(emb.shape[1])}), sync=False)
         except OSError as exc:
             raise OutputError(f"cannot write the embedding cache in {self.dir} ({exc}); pass --cache-dir to a "
                              "writable folder or set DEDUPKIT_CACHE_DIR") from exc

@@ -38,8 +38,8 @@ from dedupkit.errors import ConfigError
 from dedupkit import settings as _S
 from dedupkit.normalize import text_buffers
 
-SHINGLES = ("word", "char")
-SCHEMES = ("affine64", "legacy")
+SHINGLES = _S.choices(_S.FuzzyConfig, "shingle")
+SCHEMES = _S.choices(_S.FuzzyConfig, "scheme")
 
 _MERSENNE = np.uint64((1 << 61) - 1)
 _MAX32 = np.uint64((1 << 32) - 1)

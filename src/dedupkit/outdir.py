@@ -8,8 +8,10 @@ import re
 import shutil
 from pathlib import Path
 
+from dedupkit.atomic import fsync_dir
 from dedupkit.errors import OutputError
-from dedupkit.ownership import LOCK, MANIFEST_DIR, RECORD, SUMMARY, Claim, is_output_folder
+from dedupkit.manifest import MANIFEST_DIR, SUMMARY
+from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json
 
 WORK = ".work"
 WORK_TRASH = ".work.trash"
@@ -17,14 +19,14 @@ MANIFEST_TMP = ".manifest.tmp"
 MANIFEST_OLD = ".manifest.old"
 ANALYSIS = "analysis.json"
 SPANS = "spans"  # = dedupkit.spans.SPANS_DIR (not imported: pyarrow)
-_OURS = {LOCK, RECORD, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, MANIFEST_TMP, MANIFEST_OLD, ANALYSIS, SPANS,
-         ".spans.old"}
-_OURS_PREFIXES = (SUMMARY + ".tmp", "." + ANALYSIS + ".tmp")
+SPANS_OLD = ".spans.old"
+RUN_STATE = "pipeline.json"  # a `dedupkit run` folder's record of what produced each stage folder
+_STAGE_DIR = re.compile(r"^\d{2}-[A-Za-z0-9_]+$")  # a `dedupkit run` folder's stage folders: 01-exact, ...
 _PART = re.compile(r"^part-\d{5,}\.parquet$")
 
 
 class OutputDir(Claim):
-    """An output folder held for one stage run.
+    """An output folder held for one stage run (see :class:`RunDir` for a ``dedupkit run`` folder).
 
     On entry: refuses a folder with other files unless it already holds a dedupkit run, a folder
     holding a finished run unless ``overwrite``, and a second run on the same folder (an exclusive
@@ -37,6 +39,11 @@ class OutputDir(Claim):
     """
 
     kind = "stage"
+    names = frozenset({LOCK, RECORD, WORK, WORK_TRASH, SUMMARY, MANIFEST_DIR, MANIFEST_TMP, MANIFEST_OLD, ANALYSIS,
+                       SPANS, SPANS_OLD})
+    """The top-level names this kind of folder holds."""
+    temporaries = (SUMMARY + ".tmp", "." + ANALYSIS + ".tmp")
+    """Prefixes of the temporary files a write leaves when killed (see :func:`dedupkit.atomic.temp_name`)."""
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False, allowed: tuple[str, ...] = ()):
         super().__init__(path)
@@ -48,7 +55,7 @@ class OutputDir(Claim):
         return self.path / WORK
 
     def ours(self, name: str) -> bool:
-        return name in _OURS or name in self.allowed or name.startswith(_OURS_PREFIXES)
+        return name in self.names or name in self.allowed or name.startswith(self.temporaries)
 
     def check(self, entries: set[str], locked: bool) -> None:
         super().check(entries, locked)
@@ -80,11 +87,11 @@ class OutputDir(Claim):
         are kept: the rerun reuses the finished ones and removes the folder when it succeeds.
         """
         for p in self.path.iterdir():
-            if p.name.startswith(_OURS_PREFIXES):
+            if p.name.startswith(self.temporaries):
                 p.unlink(missing_ok=True)
             elif p.name in (MANIFEST_TMP, WORK_TRASH):
                 shutil.rmtree(p, ignore_errors=True)
-            elif p.name in (MANIFEST_OLD, ".spans.old"):
+            elif p.name in (MANIFEST_OLD, SPANS_OLD):
                 _remove_manifest(p)
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -95,15 +102,12 @@ class OutputDir(Claim):
                 shutil.rmtree(self.path / MANIFEST_TMP, ignore_errors=True)
         finally:
             super().__exit__(exc_type, exc, tb)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError):  # disk full: a clear error, not a traceback
             raise write_error(exc, self.path) from exc
 
     def manifest_tmp(self) -> Path:
-        tmp = self.path / MANIFEST_TMP
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        return tmp
+        """A new, empty ``.manifest.tmp`` to write the new manifest's parts into (see :meth:`finish`)."""
+        return fresh_folder(self.path / MANIFEST_TMP)
 
     def finish(self, tmp_manifest: Path, write_summary, keep_work: bool = False, spans: Path | None = None) -> None:
         """Swap the new manifest in, remove the work files, then write the summary.
@@ -119,7 +123,7 @@ class OutputDir(Claim):
         (self.path / ANALYSIS).unlink(missing_ok=True)  # an old run's; the new one writes its own
         # A span stage's OUT/spans (span manifests) is swapped the same way; an old run's spans
         # go when the new run has none.
-        _swap_parts(self.path, SPANS, ".spans.old", spans)
+        _swap_parts(self.path, SPANS, SPANS_OLD, spans)
         swap_manifest(self.path, tmp_manifest)
         if not keep_work and self.work.exists():
             # Rename first, in one step: a kill during the deletion must not leave a .work folder
@@ -128,7 +132,65 @@ class OutputDir(Claim):
             os.replace(self.work, trash)
             shutil.rmtree(trash, ignore_errors=True)
         write_summary(self.path)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
+
+
+class RunDir(OutputDir):
+    """The ``dedupkit run`` output folder, held for one run.
+
+    Only a new, an empty or an earlier ``dedupkit run`` folder is used, and nothing in it but
+    dedupkit's own names (the stage folders ``NN-name`` among them only when they hold dedupkit
+    stage output) is ever touched. A finished run in it is not refused here: ``dedupkit run``
+    decides whether it is reused, rerun in part, or refused.
+    """
+
+    kind = "run"
+    names = frozenset({LOCK, RECORD, RUN_STATE, SUMMARY, MANIFEST_DIR, MANIFEST_TMP, MANIFEST_OLD})
+    temporaries = (SUMMARY + ".tmp", RUN_STATE + ".tmp")
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, overwrite=True)
+
+    def ours(self, name: str) -> bool:
+        if super().ours(name):
+            return True
+        return bool(_STAGE_DIR.match(name)) and is_output_folder(self.path / name, kind="stage")
+
+    def check(self, entries: set[str], locked: bool) -> None:
+        foreign = sorted(e for e in entries if not self.ours(e))
+        if foreign:
+            raise OutputError(f"{self.path} already holds other files ({', '.join(foreign[:3])}); `dedupkit run` "
+                              "only writes into a new folder or one it wrote before: choose another -o")
+        if SUMMARY in entries:
+            s = read_json(self.path / SUMMARY)
+            if not (isinstance(s, dict) and s.get("pipeline")):
+                stage = s.get("stage", "stage") if isinstance(s, dict) else "stage"
+                raise OutputError(f"{self.path} holds the output of a single `dedupkit {stage}` "
+                                  "run, not of `dedupkit run`; choose another -o")
+        Claim.check(self, entries, locked)
+
+    def check_early(self) -> None:
+        """Refuse a folder ``dedupkit run`` must not use, before any work (creates nothing)."""
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_dir()):
+            raise OutputError(f"{self.path} exists and is not a folder; choose another -o")
+        if self.path.exists():
+            self.check(self.entries(), locked=False)
+
+    def prepare(self) -> None:
+        self._remove_stale_temporaries()
+        self.create(RUN_STATE)
+
+    def stage_dirs(self) -> list[Path]:
+        """The stage folders (``NN-name``) in the run folder, sorted."""
+        return sorted(p for p in self.path.iterdir() if _STAGE_DIR.match(p.name))
+
+
+def fresh_folder(path: Path) -> Path:
+    """Create the folder ``path`` empty (a leftover of a killed run is removed first)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir()
+    return path
 
 
 def swap_manifest(root: Path, tmp_manifest: Path) -> None:
@@ -155,7 +217,7 @@ def _swap_parts(root: Path, name: str, old_name: str, new: Path | None) -> None:
         _remove_manifest(old)
     if new is not None:
         os.replace(new, final)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def discard_output(folder: Path) -> None:
@@ -170,11 +232,11 @@ def discard_output(folder: Path) -> None:
     for p in folder.iterdir():
         if p.name == RECORD or p.name == LOCK:
             continue
-        if p.name in (MANIFEST_DIR, MANIFEST_OLD, SPANS, ".spans.old") and p.is_dir() and not p.is_symlink():
+        if p.name in (MANIFEST_DIR, MANIFEST_OLD, SPANS, SPANS_OLD) and p.is_dir() and not p.is_symlink():
             _remove_manifest(p)
         elif p.name in (WORK, WORK_TRASH, MANIFEST_TMP) and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
-        elif p.name == ANALYSIS or p.name.startswith(_OURS_PREFIXES):
+        elif p.name == ANALYSIS or p.name.startswith(OutputDir.temporaries):
             p.unlink(missing_ok=True)
     (folder / RECORD).unlink(missing_ok=True)
     try:
@@ -229,16 +291,3 @@ def _disk_full(exc: OSError, out: Path) -> bool:
     except OSError:
         return False
     return st.f_bavail * st.f_frsize < (1 << 20)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

@@ -21,7 +21,6 @@ Every command that writes (the stages, ``run`` and its ``--clean`` corpus, ``app
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -35,11 +34,10 @@ from dedupkit.errors import (
     MissingExtraError,
     OutputError,
 )
+from dedupkit.manifest import SUMMARY
 
 LOCK = ".dedupkit.lock"
 RECORD = ".dedupkit.json"
-SUMMARY = "summary.json"  # = dedupkit.manifest.SUMMARY (not imported: that module pulls in pyarrow)
-MANIFEST_DIR = "manifest"  # = dedupkit.manifest.MANIFEST_DIR
 APPLY_RECORD = "_dedupkit_apply.json"  # = dedupkit.apply.APPLY_SUMMARY
 REPORT_MARK = b'<meta name="generator" content="dedupkit '  # the head of every report page
 
@@ -155,71 +153,44 @@ def remove_made_dirs(dirs: Sequence[Path]) -> None:
 
 
 class FolderLock:
-    """An exclusive ``flock`` on ``folder/.dedupkit.lock``, removed again on release.
+    """An exclusive lock on ``folder/.dedupkit.lock`` (a :class:`dedupkit.locks.LockFile`), removed
+    again on release.
 
     The lock file names the holder's pid (another run's refusal message shows it). Removing the
     file on release leaves no trace of a finished or refused run (a stale lock file that was there
-    before gets its old content back instead); the inode is checked after the lock is taken, so a
-    run that opened the file just before the holder removed it retries on the new file instead of
-    believing it holds the lock.
+    before gets its old content back instead).
     """
 
     def __init__(self, folder: Path, busy: str):
+        from dedupkit.locks import LockFile
+
         self.path = Path(folder) / LOCK
         self.busy = busy
-        self.fh = None
-        self.existed = False
-        self.old: str | None = None
+        self.file = LockFile(self.path, remove=True)
+
+    @property
+    def old(self) -> str | None:
+        return self.file.old
+
+    @old.setter
+    def old(self, value: str | None) -> None:
+        self.file.old = value
 
     def acquire(self) -> "FolderLock":
-        for _ in range(100):
-            self.existed = self.path.exists()
-            try:  # never through a link: it could point at anybody's file
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            except OSError as exc:
-                if self.path.is_symlink():
-                    raise OutputError(f"{self.path} is a symbolic link; remove it (dedupkit never writes "
-                                      "through links)") from None
-                raise exc
-            fh = open(fd, "r+")
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                who = fh.read().strip() or "unknown pid"
-                fh.close()
-                raise OutputError(self.busy.format(who=who)) from None
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                fh.seek(0)
-                self.old = fh.read() if self.existed else None
-                fh.seek(0)
-                fh.truncate()
-                fh.write(f"pid {os.getpid()}")
-                fh.flush()
-                self.fh = fh
-                return self
-            fh.close()  # the holder removed the file while we opened it: lock the new one
-        raise OutputError(self.busy.format(who="unknown pid"))
+        try:  # never through a link: it could point at anybody's file
+            got = self.file.try_acquire(f"pid {os.getpid()}")
+        except OSError:
+            if self.path.is_symlink():
+                raise OutputError(f"{self.path} is a symbolic link; remove it (dedupkit never writes "
+                                  "through links)") from None
+            raise
+        if not got:
+            who = (self.file.holder() or "").strip() or "unknown pid"
+            raise OutputError(self.busy.format(who=who))
+        return self
 
     def release(self) -> None:
-        if self.fh is None:
-            return
-        try:
-            if self.old is None:
-                self.path.unlink(missing_ok=True)  # still under the lock: nobody else holds this inode
-            else:  # a stale lock file was there before: leave it as it was
-                self.fh.seek(0)
-                self.fh.truncate()
-                self.fh.write(self.old)
-                self.fh.flush()
-        finally:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
-            self.fh.close()
-            self.fh = None
+        self.file.release()
 
 
 class Claim:

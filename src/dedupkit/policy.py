@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError
 
-KEEP_POLICIES = ("first", "last", "longest", "shortest")
-ORDERS = ("asc", "desc")
+KEEP_POLICIES = _S.choices(_S.KeepConfig, "keep")
+ORDERS = _S.choices(_S.KeepConfig, "keep_order")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ MASK = "***"
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s/]+@")
 # scheme://password@ with no user (redis://SECRET@host is how redis-py reads a bare password)
 _BARE = re.compile(r"(?i)\b((?:redis|rediss|valkey|valkeys)://)(?![^\s@/]*:)[^\s/]+@")
-_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|secret|token|auth|api[_-]?key|access[_-]?key)=)[^&\s;#]*")
+_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|secret|token|auth|api[_-]?key|access[_-]?key|"
+                    r"sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|access_token|"
+                    r"sas[_-]?token|account[_-]?key|secret[_-]?access[_-]?key|x-goog-signature|x-goog-credential)=)[^&\s;#]*")
 
 
 def redact(text: str) -> str:

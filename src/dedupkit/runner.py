@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -17,11 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dedupkit import __version__, kernels
+from dedupkit import __version__
 from dedupkit import settings as _S
 from dedupkit.engine import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
 from dedupkit.explain import drop_reasons
+from dedupkit.io import fs
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.manifest import (
@@ -33,13 +31,14 @@ from dedupkit.manifest import (
     SUMMARY,
     output_root,
     shard_table,
+    summary_header,
     write_summary,
     write_table_atomic,
 )
 from dedupkit.outdir import OutputDir
 from dedupkit.ownership import check_separate
 from dedupkit.policy import cluster_ids
-from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task
+from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task, task_rows
 from dedupkit.spans import SPANS_DIR, read_spans, span_counts
 from dedupkit.stages.base import Stage
 
@@ -92,10 +91,13 @@ class RunResult:
             which was kept as it was (see :func:`reusable_run`).
     """
 
-    out: Path
+    out: Path | str  # a str for a URL (s3://...)
     summary: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
 
+
+#: What a stage's output folder holds besides its completion marker (published to object stores).
+_PUBLISHED = ("manifest", "spans", "analysis.json")
 
 #: Settings that change where or how fast a stage works, never its manifest (the embedding cache).
 _NOT_DECIDING = frozenset({"cache_dir", "use_cache", "embed_cache_dir"})
@@ -162,16 +164,6 @@ def reusable_run(out: Path, stage: Stage, settings: str, shards) -> dict[str, An
                       "reuses the finished run")
 
 
-def versions() -> dict[str, str]:
-    out = {"dedupkit": __version__, "python": platform.python_version()}
-    for pkg in ("pyarrow", "numpy", "xxhash", "datasketch", "sentence-transformers", "faiss-cpu", "torch"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def run_stage(
     stage: Stage,
     inputs: Sequence[str],
@@ -203,8 +195,13 @@ def run_stage(
         >>> from dedupkit.stages.exact import ExactStage  # doctest: +SKIP
         >>> run_stage(ExactStage(), ["data/"], "out/exact", ReadSpec(text_column="text"))
     """
+    if fs.is_remote(out):
+        # s3://, gs://, ...: built in a local staging folder, published with summary.json last
+        opts = replace(options, skip=tuple(str(fs.fetch(s)) if fs.is_remote(s) else s for s in options.skip))
+        return fs.remote_output(str(out), _PUBLISHED, lambda local: run_stage(
+            stage, inputs, local, spec, opts, progress, before_finish))
     t0 = time.perf_counter()
-    out = Path(out)
+    out = Path(fs.local(out))
     # Before anything else: an -o that is (or holds, or lies in) a --skip manifest would destroy
     # the manifest this run reads.
     check_separate(out, [("--skip", output_root(s)) for s in options.skip])
@@ -237,7 +234,28 @@ def run_stage(
                            options.split_bytes, workers=options.workers)
         # the engine's workers serve the scan and the stage's global steps, and stop at the end
         with get_engine(options.engine, options.workers, progress, options.ray_address) as engine:
-            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan")
+            from dedupkit.engine import driver
+
+            if driver.eligible(stage, engine, options):
+                # A distributed engine: tasks identify and write every manifest part; the driver
+                # plans, collects counts and writes the summary (dedupkit.engine.driver).
+                results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
+                                     sizes=[task_rows(t) for t in tasks])
+                t_scan = time.perf_counter()
+                corpus = driver.LightCorpus(tasks, results, shards)
+                shard_dicts = [s.to_dict() for s in corpus.shards]
+                check_prior_fingerprints(prior_summaries, shard_dicts)
+                c, stats = driver.run_rowless(
+                    stage, corpus, od.work / stage.name, od.manifest_tmp(), engine, _kind(stage), spec,
+                    lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered))
+                t_ident = t_write = time.perf_counter()
+                summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts,
+                                   c["active"], c["kept"], c["clusters"], c["largest_cluster"], stats)
+                summary["timings"] = _timings(t0, t_scan, t_ident, t_write, results)
+                _publish(stage, od, summary, options, before_finish, None)
+                return RunResult(out=out, summary=summary)
+            results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
+                                 sizes=[task_rows(t) for t in tasks])
             if not stage.uses_engine:
                 engine.close(wait=False)  # idle workers exit while the driver groups
             t_scan = time.perf_counter()
@@ -256,20 +274,10 @@ def run_stage(
         rep = decisions.representative
         labels = decisions.labels
         cid = cluster_ids(labels, corpus.global_rows)
-        n_rows = int(sum(s.n_rows for s in corpus.shards))
         n_bad = corpus.n_bad
-        n_prior = int(sum(len(t) for t in prior.values()))
         # This stage's own input and drops (bad records included: this stage drops them); see
         # dedupkit.explain for the one meaning of each count.
-        considered = n + n_bad
-        dropped_here = int(n - keep.sum()) + n_bad
-        if options.max_drop_rate is not None and considered and dropped_here / considered > options.max_drop_rate:
-            raise GuardrailError(
-                f"{stage.name} would drop {dropped_here} of {considered} rows "
-                f"({dropped_here / considered:.1%}), more than --max-drop-rate {options.max_drop_rate:g}; "
-                "nothing was written. Check the settings (threshold, normalization) on a sample, "
-                "or raise --max-drop-rate if this is expected"
-            )
+        _check_drop_rate(stage, options, int(n - keep.sum()) + n_bad, n + n_bad)
 
         doc_ids = corpus.doc_ids()
         # take() with a null index gives a null, so only dropped rows copy their representative's
@@ -283,11 +291,7 @@ def run_stage(
             dup_of = pc.if_else(pa.array(keep, pa.bool_()), pa.scalar(None, pa.string()),
                                 pc.coalesce(override, dup_of))
         score = np.where(labels >= 0, decisions.score, np.nan).astype(np.float32)
-        # what decided (exact, fuzzy, semantic): the built-in stage class, whatever the stage's name
-        # (dedupkit.stages.KIND or a module of the package dedupkit.stages.KIND)
-        kind = next((c.__module__.split(".")[2] for c in type(stage).__mro__
-                     if c.__module__.startswith("dedupkit.stages.") and c is not Stage), None)
-        reasons = drop_reasons(stage.name, keep, dup_of, score, extra_cols, kind)
+        reasons = drop_reasons(stage.name, keep, dup_of, score, extra_cols, _kind(stage))
         extra_types = {c: a.type for c, a in extra_cols.items()}
         tmp = od.manifest_tmp()
         bounds = np.searchsorted(corpus.shard_index, np.arange(len(shards) + 1), side="left")
@@ -313,56 +317,90 @@ def run_stage(
 
         sizes = np.bincount(np.unique(labels[labels >= 0], return_inverse=True)[1]) if (labels >= 0).any() \
             else np.zeros(0, np.int64)
-        kept_total = int(keep.sum())
-        bad_list = corpus.bad_records
-        summary: dict[str, Any] = {
-            "dedupkit": __version__,
-            "complete": True,
-            "stage": stage.name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions(),
-            "kernels": kernels.describe(),  # C or Python kernels (dedupkit.kernels)
-            "config": {"stage": stage.config_dict(), "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
-                       "workers": options.workers, "engine": options.engine,
-                       "max_drop_rate": options.max_drop_rate},
-            "seed": stage.config_dict().get("seed"),
-            "skip": [e["path"] for e in prior_summaries],
-            "inputs": shard_dicts,
-            "counts": {
-                "rows": n_rows,
-                "considered": considered,
-                "kept": kept_total,
-                "dropped": n_rows - kept_total,
-                "dropped_by_stage": dropped_here,
-                "dropped_earlier": n_prior,
-                "duplicates": dropped_here - n_bad,
-                "bad_records": n_bad,
-                "clusters": int(len(sizes)),
-                "largest_cluster": int(sizes.max()) if len(sizes) else 0,
-                "drop_rate": (dropped_here / considered) if considered else 0.0,
-            },
-            "bad_records": bad_list[:MAX_LISTED_BAD],
-            "bad_records_listed": min(n_bad, MAX_LISTED_BAD),
-            "stats": decisions.stats,
-            "settings_key": settings,
-            "timings": {},
-        }
+        summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts, n,
+                           int(keep.sum()), int(len(sizes)), int(sizes.max()) if len(sizes) else 0, decisions.stats)
         if decisions.spans is not None:
             # validated before it is moved: a folder with broken spans never becomes OUT/spans
             summary["counts"].update(span_counts(read_spans(decisions.spans)))
-        t_end = time.perf_counter()
-        summary["timings"] = {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
-                              "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
-                              "scan_tasks": len(tasks), "reused_scan_tasks": int(sum(r.reused for r in results))}
-        stage.before_publish(summary)
-        if before_finish is not None:
-            before_finish()
-
-        def finish(root: Path) -> None:
-            summary[PARTS_KEY] = part_records(root / MANIFEST_DIR)
-            write_summary(root, summary)
-
-        # OUT/spans is swapped in by finish() with the manifest, after the old summary is gone
-        od.finish(tmp, finish, keep_work=options.keep_work,
-                  spans=Path(decisions.spans) if decisions.spans is not None else None)
+        summary["timings"] = _timings(t0, t_scan, t_ident, t_write, results)
+        _publish(stage, od, summary, options, before_finish,
+                 Path(decisions.spans) if decisions.spans is not None else None, tmp)
     return RunResult(out=out, summary=summary)
+
+
+def _kind(stage: Stage) -> str | None:
+    """What decided (exact, fuzzy, semantic): the built-in stage class, whatever the stage's name."""
+    # (dedupkit.stages.KIND or a module of the package dedupkit.stages.KIND)
+    return next((c.__module__.split(".")[2] for c in type(stage).__mro__
+                 if c.__module__.startswith("dedupkit.stages.") and c is not Stage), None)
+
+
+def _check_drop_rate(stage: Stage, options: RunOptions, dropped_here: int, considered: int) -> None:
+    if options.max_drop_rate is not None and considered and dropped_here / considered > options.max_drop_rate:
+        raise GuardrailError(
+            f"{stage.name} would drop {dropped_here} of {considered} rows "
+            f"({dropped_here / considered:.1%}), more than --max-drop-rate {options.max_drop_rate:g}; "
+            "nothing was written. Check the settings (threshold, normalization) on a sample, "
+            "or raise --max-drop-rate if this is expected"
+        )
+
+
+def _timings(t0: float, t_scan: float, t_ident: float, t_write: float, results) -> dict:
+    t_end = time.perf_counter()
+    return {"scan_s": round(t_scan - t0, 3), "identify_s": round(t_ident - t_scan, 3),
+            "write_s": round(t_write - t_ident, 3), "total_s": round(t_end - t0, 3),
+            "scan_tasks": len(results), "reused_scan_tasks": int(sum(r.reused for r in results))}
+
+
+def _summary(stage: Stage, spec: ReadSpec, options: RunOptions, settings: str, prior: dict, prior_summaries: list,
+             corpus, shard_dicts: list, n: int, kept_total: int, clusters: int, largest: int, stats: dict) -> dict:
+    """summary.json of a stage run (counts: see dedupkit.explain for the one meaning of each)."""
+    n_rows = int(sum(s.n_rows for s in corpus.shards))
+    n_bad = corpus.n_bad
+    n_prior = int(sum(len(t) for t in prior.values()))
+    # This stage's own input and drops (bad records included: this stage drops them)
+    considered = n + n_bad
+    dropped_here = int(n - kept_total) + n_bad
+    bad_list = corpus.bad_records
+    return {
+        **summary_header(stage.name),
+        "config": {"stage": stage.config_dict(), "read": {**asdict(spec), "extra_columns": list(spec.extra_columns)},
+                   "workers": options.workers, "engine": options.engine,
+                   "max_drop_rate": options.max_drop_rate},
+        "seed": stage.config_dict().get("seed"),
+        "skip": [e["path"] for e in prior_summaries],
+        "inputs": shard_dicts,
+        "counts": {
+            "rows": n_rows,
+            "considered": considered,
+            "kept": kept_total,
+            "dropped": n_rows - kept_total,
+            "dropped_by_stage": dropped_here,
+            "dropped_earlier": n_prior,
+            "duplicates": dropped_here - n_bad,
+            "bad_records": n_bad,
+            "clusters": clusters,
+            "largest_cluster": largest,
+            "drop_rate": (dropped_here / considered) if considered else 0.0,
+        },
+        "bad_records": bad_list[:MAX_LISTED_BAD],
+        "bad_records_listed": min(n_bad, MAX_LISTED_BAD),
+        "stats": stats,
+        "settings_key": settings,
+        "timings": {},
+    }
+
+
+def _publish(stage: Stage, od: OutputDir, summary: dict, options: RunOptions, before_finish, spans: Path | None,
+             tmp: Path | None = None) -> None:
+    """Swap the finished manifest in and write the summary last (OutputDir.finish)."""
+    stage.before_publish(summary)
+    if before_finish is not None:
+        before_finish()
+
+    def finish(root: Path) -> None:
+        summary[PARTS_KEY] = part_records(root / MANIFEST_DIR)
+        write_summary(root, summary)
+
+    # OUT/spans is swapped in by finish() with the manifest, after the old summary is gone
+    od.finish(tmp if tmp is not None else od.path / ".manifest.tmp", finish, keep_work=options.keep_work, spans=spans)

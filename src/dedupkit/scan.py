@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,7 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dedupkit.atomic import atomic_open, atomic_write
+from dedupkit.engine.base import report_progress
 from dedupkit.errors import InputError
+from dedupkit.io.fs import abspath, change_token, open_input, parquet_source
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import ReadSpec, ShardReader
 from dedupkit.io.shards import Piece, Shard, fingerprint
@@ -109,9 +113,17 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     return tasks
 
 
+def task_rows(task: ScanTask) -> int | None:
+    """Rows a scan task reads, when known before reading it (a piece of a split shard, an empty
+    file), else None (a whole JSON Lines file): the scan's progress bar counts documents."""
+    if task.piece is not None:
+        return task.piece.stop - task.piece.start
+    return 0 if task.shard.size == 0 else None
+
+
 def _parquet_metadata(shard: Shard):
     try:
-        return pq.ParquetFile(shard.path).metadata
+        return pq.ParquetFile(parquet_source(shard.path)).metadata
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(
             f"{shard.name}: not a readable Parquet file ({exc}); the file may be truncated or "
@@ -205,7 +217,7 @@ def _jsonl_pieces(shard: Shard, target: int, block: int = 1 << 24) -> list[Piece
     lines = pos = 0
     last = b"\n"
     try:
-        with open(shard.path, "rb") as fh:
+        with open_input(shard.path) as fh:
             while True:
                 data = fh.read(block)
                 if not data:
@@ -258,39 +270,15 @@ def good_texts(task: ScanTask) -> Iterable[pa.Array]:
 
 
 def _write_ipc_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, sync=False) as fh, pa.ipc.new_file(fh, table.schema) as writer:
+        writer.write_table(table)
 
 
 def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
     # The completion marker is written after every feature file, so a half-written .npy is never
     # trusted; the temporary name keeps a failed write (disk full) from leaving a truncated file.
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
-    try:
-        np.save(tmp, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def _piece_dict(piece: Piece | None) -> dict | None:
@@ -305,7 +293,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     # Only part 0 of a split shard fingerprints the file (reading it once); the other parts check
     # size and modification time, so a shard rewritten between a killed run and its rerun is
     # rescanned rather than mixed with results from its old content.
-    mtime = os.stat(task.shard.path).st_mtime_ns
+    mtime = change_token(task.shard.path)
     if done_path.exists():
         try:
             meta = json.loads(done_path.read_text())
@@ -333,9 +321,8 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     keep_text = bool(getattr(task.mapper, "keep_text", False))
     text_path = _text_path(task)
     text_path.unlink(missing_ok=True)
-    text_tmp = text_path.with_name(text_path.name + f".tmp{os.getpid()}")
-    sink = writer = None
-    try:
+    with ExitStack() as done:  # on leaving: the text file closed, then renamed into place (or removed)
+        writer = None
         for batch in reader:
             rows.append(batch.rows)
             lengths.append(char_lengths(batch.text))
@@ -349,20 +336,10 @@ def run_scan_task(task: ScanTask) -> ScanResult:
             if keep_text:
                 text = batch.text if pa.types.is_large_string(batch.text.type) else batch.text.cast(pa.large_string())
                 if writer is None:
-                    sink = pa.OSFile(str(text_tmp), "wb")
-                    writer = pa.ipc.new_file(sink, pa.schema([("text", pa.large_string())]))
+                    sink = done.enter_context(atomic_open(text_path, sync=False))
+                    writer = done.enter_context(pa.ipc.new_file(sink, pa.schema([("text", pa.large_string())])))
                 writer.write_batch(pa.record_batch([text], ["text"]))
-        if writer is not None:
-            writer.close()
-            sink.close()
-            writer = sink = None
-            os.replace(text_tmp, text_path)
-    finally:
-        if writer is not None:
-            writer.close()
-        if sink is not None:
-            sink.close()
-        text_tmp.unlink(missing_ok=True)
+            report_progress(len(batch.rows))
     cols: dict[str, pa.Array] = {
         "row": pa.array(np.concatenate(rows) if rows else np.zeros(0, np.int64)),
         "length": pa.array(np.concatenate(lengths) if lengths else np.zeros(0, np.int64)),
@@ -395,7 +372,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
     # the piece too: a rerun with other --workers may plan other pieces under the same task number
     meta = {"key": task.key, "size": size, "mtime_ns": mtime, "fingerprint": fp, "piece": _piece_dict(task.piece),
             "result": asdict(result)}
-    _atomic_write_bytes(done_path, json.dumps(meta).encode())
+    atomic_write(done_path, json.dumps(meta).encode())
     return result
 
 
@@ -420,9 +397,34 @@ class ShardInfo:
         return pa.concat_tables(tables, promote_options="permissive").unify_dictionaries()
 
     def to_dict(self) -> dict:
-        return {"name": self.shard.name, "path": os.path.abspath(self.shard.path),
+        return {"name": self.shard.name, "path": abspath(self.shard.path),
                 "format": self.shard.format, "compression": self.shard.compression,
                 "size": self.size, "fingerprint": self.fingerprint, "rows": self.n_rows}
+
+
+def shard_infos(tasks: list[ScanTask], results: list[ScanResult], shards: list[Shard]
+                ) -> tuple[list[ShardInfo], np.ndarray]:
+    """Per-shard info from the scan results (rows, fingerprint, bad records), and every shard's
+    first global row number (plus the total rows at the end)."""
+    per_shard_rows = [0] * len(shards)
+    fps: list[str | None] = [None] * len(shards)
+    sizes = [s.size for s in shards]
+    bad: list[list[dict]] = [[] for _ in shards]
+    n_bad = [0] * len(shards)
+    bad_files: list[list[str]] = [[] for _ in shards]
+    for t, r in zip(tasks, results):
+        per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
+        if t.part == 0:
+            fps[t.shard_index] = r.fingerprint
+            sizes[t.shard_index] = r.size
+        if len(bad[t.shard_index]) < MAX_LISTED_BAD:
+            bad[t.shard_index].extend(r.bad[:MAX_LISTED_BAD - len(bad[t.shard_index])])
+        if r.n_bad:
+            n_bad[t.shard_index] += r.n_bad
+            bad_files[t.shard_index].append(str(_bad_path(t)))
+    infos = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i], n_bad[i], bad_files[i])
+             for i, s in enumerate(shards)]
+    return infos, np.cumsum([0] + per_shard_rows)
 
 
 class Corpus:
@@ -444,25 +446,7 @@ class Corpus:
     def __init__(self, tasks: list[ScanTask], results: list[ScanResult], shards: list[Shard]):
         self.tasks = tasks
         self.results = results
-        per_shard_rows = [0] * len(shards)
-        fps: list[str | None] = [None] * len(shards)
-        sizes = [s.size for s in shards]
-        bad: list[list[dict]] = [[] for _ in shards]
-        n_bad = [0] * len(shards)
-        bad_files: list[list[str]] = [[] for _ in shards]
-        for t, r in zip(tasks, results):
-            per_shard_rows[t.shard_index] = max(per_shard_rows[t.shard_index], r.n_rows)
-            if t.part == 0:
-                fps[t.shard_index] = r.fingerprint
-                sizes[t.shard_index] = r.size
-            if len(bad[t.shard_index]) < MAX_LISTED_BAD:
-                bad[t.shard_index].extend(r.bad[:MAX_LISTED_BAD - len(bad[t.shard_index])])
-            if r.n_bad:
-                n_bad[t.shard_index] += r.n_bad
-                bad_files[t.shard_index].append(str(_bad_path(t)))
-        self.shards = [ShardInfo(s, per_shard_rows[i], fps[i] or "", sizes[i], bad[i], n_bad[i], bad_files[i])
-                       for i, s in enumerate(shards)]
-        offsets = np.cumsum([0] + per_shard_rows)
+        self.shards, offsets = shard_infos(tasks, results, shards)
         self.shard_offsets = offsets
         tables = [self._table(t) for t in tasks]
         self.task_sizes = [len(tb) for tb in tables]

@@ -248,6 +248,11 @@ def validate(cls: Any, values: Mapping[str, Any]) -> None:
         sp[name].check(value, name)
 
 
+def choices(cls: Any, name: str) -> tuple[str, ...]:
+    """The valid values of one choice setting (for code that checks them: it reads them from here)."""
+    return specs(cls)[name].choices
+
+
 def type_name(v: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
             dict: "table"}.get(type(v), type(v).__name__)

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import SRC, read_manifest, write_jsonl
+from tests.support import SRC, free_port, make_texts, read_manifest, write_jsonl
+from tests.support import near_copy as near
 from dedupkit import api
 from dedupkit.index import open_index
-from tests.index.test_ops import _free_port as free_port, make_texts, near_copy as near
 MANIFEST_COLS = ("doc_id", "keep", "duplicate_of", "match", "matched_doc_id")
 
 

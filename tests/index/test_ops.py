@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,65 +10,19 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.support import read_manifest, write_jsonl, write_parquet
+from tests.support import make_texts, near_copy, read_manifest, write_jsonl, write_parquet
+from tests.support.invariants import check_output
 from dedupkit import api
 from dedupkit.errors import CheckFailed, ConfigError
 from dedupkit.index import IndexSettings, IndexStoreError, Segment, create_index, open_index
 
 import pyarrow as pa
 
-VOCAB = [f"w{i}x{(i * 7919) % 1000}" for i in range(3000)]
-
-
-def make_texts(n: int, seed: int, words: int = 200) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [" ".join(rng.choice(VOCAB, size=words)) for _ in range(n)]
-
-
-def near_copy(text: str, seed: int) -> str:
-    """One word replaced in the middle: word-5-gram Jaccard about 0.95 for 200 words."""
-    w = text.split(" ")
-    w[len(w) // 2] = f"edited{seed}"
-    return " ".join(w)
-
 
 def write_rows(path: Path, rows: list[dict], fmt: str) -> Path:
     if fmt == "parquet":
         return write_parquet(path.with_suffix(".parquet"), rows)
     return write_jsonl(path.with_suffix(".jsonl"), rows)
-
-
-# -- a real redis-server -------------------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); the Redis index is untested")
-    port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError("redis-server did not start")
-    yield port
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -117,8 +67,7 @@ def test_planted_exact_and_near_copies_are_found(tmp_path, location, fmt):
 
     out = tmp_path / "out"
     chk = api.check([str(tmp_path / "drop")], str(out), location, id_column="id", max_dup_rate=0.5)
-    m = {r["doc_id"]: r for r in read_manifest(out)}
-    assert len(m) == len(rows)
+    m = {r["doc_id"]: r for r in check_output(out, len(rows), pointers="external")}
     for doc, (want, shard, kind) in planted.items():
         r = m[doc]
         assert not r["keep"], doc
@@ -313,7 +262,7 @@ def test_redis_that_lost_data_is_an_error(tmp_path, redis_url):
 
 
 def test_unreachable_redis_is_an_error():
-    port = _free_port()
+    port = free_port()
     with pytest.raises(IndexStoreError, match="cannot connect to Redis"):
         open_index(f"redis://127.0.0.1:{port}/0")
 

@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dedupkit.errors import InputError
 from dedupkit.io.read import ReadSpec, ShardReader, count_rows
 from dedupkit.io.shards import Shard
+
+pytestmark = pytest.mark.slow  # hypothesis fuzzing of both readers
 
 EXAMPLES = int(os.environ.get("DEDUPKIT_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.support import BASE_DOCS, make_rows, read_manifest, run_subprocess, write_jsonl, write_parquet
+from tests.support.invariants import check_manifest
 from dedupkit import api
 from dedupkit.cli.main import cli
 from dedupkit.errors import InputError, OutputError
@@ -27,11 +28,8 @@ def test_exact_finds_copies_and_whitespace_variants(corpus, tmp_path):
     assert not by_id["s1-1"]["keep"] and by_id["s1-1"]["duplicate_of"] == "s0-1"
     assert not by_id["s1-3"]["keep"] and by_id["s1-3"]["duplicate_of"] == "s0-3"
     assert res.summary["counts"] == {**res.summary["counts"], "rows": 8, "kept": 4, "dropped": 4}
-    for r in rows:
-        assert r["stage"] == "exact"
-        if not r["keep"]:
-            rep = by_id[r["duplicate_of"]]
-            assert rep["keep"] and rep["cluster_id"] == r["cluster_id"]
+    check_manifest(rows, len(BASE_DOCS))
+    assert {r["stage"] for r in rows} == {"exact"}
 
 
 def test_whitespace_only_normalization_keeps_case_variants(corpus, tmp_path):

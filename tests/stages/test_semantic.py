@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support import BASE_DOCS, make_rows, read_manifest, run_subprocess, write_jsonl, write_parquet
+from tests.support.invariants import check_manifest
 from dedupkit import api
 from dedupkit.cli.main import cli
 from dedupkit.embed import EmbedConfig, register_embedder
@@ -62,21 +63,11 @@ def run(inputs, out, **kw):
     return api.semantic([str(i) for i in inputs] if isinstance(inputs, list) else [str(inputs)], str(out), **kw)
 
 
-def check_invariants(rows: list[dict]) -> None:
-    by_id = {r["doc_id"]: r for r in rows}
-    assert len(by_id) == len(rows)
-    for r in rows:
-        if not r["keep"] and r["stage"] == "semantic":
-            rep = by_id[r["duplicate_of"]]
-            assert rep["keep"], r
-            assert rep["cluster_id"] == r["cluster_id"] is not None
-
-
 def test_fake_embedder_finds_copies_and_keeps_one_row_per_input(corpus, tmp_path):
     res = run(corpus, tmp_path / "out", cache_dir=str(tmp_path / "cache"), eps=0.01, keep="first")
     rows = read_manifest(tmp_path / "out")
     assert len(rows) == len(BASE_DOCS)
-    check_invariants(rows)
+    check_manifest(rows, stage="semantic")
     dropped = {r["doc_id"] for r in rows if not r["keep"]}
     # BASE_DOCS 2 and 4 repeat doc 0 (4 differs in case/space only), 5 repeats 1, 7 repeats 3.
     assert dropped == {"s0-2", "s1-0", "s1-1", "s1-3"}
@@ -147,7 +138,7 @@ def test_keep_policies(tmp_path):
     hard_cat, easy_cat = kept(tmp_path / "hard") & cat, kept(tmp_path / "easy") & cat
     assert len(hard_cat) == 1 and len(easy_cat) == 1 and hard_cat != easy_cat
     for name in ("first", "last", "longest", "by", "by_asc", "hard", "easy"):
-        check_invariants(read_manifest(tmp_path / name))
+        check_manifest(read_manifest(tmp_path / name), stage="semantic")
 
 
 def test_random_policy_is_seeded(tmp_path):
@@ -157,7 +148,7 @@ def test_random_policy_is_seeded(tmp_path):
     for seed in range(4):
         run(d, tmp_path / f"r{seed}", keep="random", seed=seed, eps=0.25, clusters=1, cache_dir=cache)
         picks.add(frozenset(kept(tmp_path / f"r{seed}")))
-        check_invariants(read_manifest(tmp_path / f"r{seed}"))
+        check_manifest(read_manifest(tmp_path / f"r{seed}"), stage="semantic")
     run(d, tmp_path / "again", keep="random", seed=0, eps=0.25, clusters=1, cache_dir=cache)
     assert kept(tmp_path / "again") == kept(tmp_path / "r0")
     assert len(picks) > 1
@@ -174,7 +165,7 @@ def test_same_manifest_for_any_worker_count_and_batch_size(tmp_path):
             cache_dir=str(tmp_path / f"cache{i}"))
         t = ds.dataset(str(tmp_path / f"o{i}" / "manifest")).to_table().sort_by([("shard", "ascending"), ("row", "ascending")])
         outs.append(t)
-        check_invariants(t.to_pylist())
+        check_manifest(t.to_pylist(), stage="semantic")
     assert outs[0].equals(outs[1])
     assert not outs[0].column("keep").to_pylist() == [True] * 60
 
@@ -335,7 +326,7 @@ def test_real_packaged_model(tmp_path):
     r = api.semantic([str(d)], str(tmp_path / "out"), id_column="id", eps=0.3, keep="first",
                      cache_dir=str(cache), device="cpu")
     rows = read_manifest(tmp_path / "out")
-    check_invariants(rows)
+    check_manifest(rows, stage="semantic")
     assert [x["keep"] for x in rows] == [True, False, True, True]
     assert rows[1]["duplicate_of"] == "d0" and 0.7 <= rows[1]["score"] < 1.0
     assert r.summary["stats"]["dim"] == 384
@@ -423,7 +414,7 @@ def test_manifest_invariants_property(tmp_path_factory, docs, eps, keep, cluster
     assert len(rows) == n_in == r.summary["counts"]["rows"]
     assert sorted((x["shard"].rsplit("/", 1)[-1], x["row"]) for x in rows) == sorted(
         [("a.parquet", i) for i in range(half or 1)] + [("b.jsonl", i) for i in range(len(docs) - half)])
-    check_invariants(rows)
+    check_manifest(rows, stage="semantic")
     for x in rows:
         if x["keep"]:
             assert x["duplicate_of"] is None

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -60,3 +62,25 @@ def run_subprocess(*args: str, cwd: str | os.PathLike | None = None, input: str 
         e.update(env)
     return subprocess.run([sys.executable, "-m", "dedupkit", *args], cwd=cwd, input=input,
                           capture_output=True, text=True, env=e, timeout=600)
+
+
+VOCAB = [f"w{i}x{(i * 7919) % 1000}" for i in range(3000)]
+
+
+def make_texts(n: int, seed: int, words: int = 200) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(VOCAB, size=words)) for _ in range(n)]
+
+
+def near_copy(text: str, seed: int) -> str:
+    """One word replaced in the middle: word-5-gram Jaccard about 0.95 for 200 words."""
+    w = text.split(" ")
+    w[len(w) // 2] = f"edited{seed}"
+    return " ".join(w)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a redis-server or Ray of one test)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import sys
 
@@ -45,14 +44,12 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name, (mod, _, _) in COMMANDS.items() if importlib.util.find_spec(mod)]
+        return list(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
         mod, attr, _ = COMMANDS[name]
-        if importlib.util.find_spec(mod) is None:
-            return None
         return getattr(importlib.import_module(mod), attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

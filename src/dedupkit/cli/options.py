@@ -16,6 +16,16 @@ from dedupkit.settings import GuardConfig, KeepConfig, ReadConfig, RunConfig, sp
 from dedupkit.terminal import safe_text
 
 
+class PathOrURL(click.Path):
+    """A ``click.Path`` that lets store URLs (``s3://``, ``gs://``, ...) through unchecked:
+    :mod:`dedupkit.io.fs` opens them and says what is wrong."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and "://" in value and not value.lower().startswith("file://"):
+            return value
+        return super().convert(value, param, ctx)
+
+
 def read_column_options(f: Callable) -> Callable:
     """--text-column, --id-column, --batch-size, --on-bad-record (for commands whose inputs are
     named another way, e.g. `index create --from`)."""
@@ -98,13 +108,15 @@ def resolve_skip(skip: tuple[str, ...]) -> tuple[str, ...]:
 def progress_factory(quiet: bool):
     """tqdm bars on stderr, hidden when stderr is not a terminal or with --quiet."""
     if quiet or not sys.stderr.isatty():
-        from dedupkit.engine.local import no_progress
+        from dedupkit.engine import no_progress
 
         return no_progress
     from tqdm import tqdm
 
-    def make(total: int, desc: str):
-        return tqdm(total=total, desc=desc, file=sys.stderr, unit="task", leave=False)
+    def make(total: int | None, desc: str, unit: str = "task"):
+        # documents: 12.3k/100k [00:05<00:20, 2.40kdoc/s]; tasks: 3/16 [00:02<00:08, 1.5task/s]
+        return tqdm(total=total, desc=desc, file=sys.stderr, unit=unit, unit_scale=unit == "doc",
+                    leave=False, smoothing=0.1)
 
     return make
 

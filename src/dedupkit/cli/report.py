@@ -11,10 +11,10 @@ import click
 from dedupkit.cli.schema import config_options
 from dedupkit.settings import InspectConfig, ReportConfig
 
-from dedupkit.cli.options import handle_errors
+from dedupkit.cli.options import PathOrURL, handle_errors
 from dedupkit.terminal import safe_json, safe_text
 
-_OUT_ARG = click.argument("out", metavar="OUT", type=click.Path(exists=True, file_okay=False))
+_OUT_ARG = click.argument("out", metavar="OUT", type=PathOrURL(exists=True, file_okay=False))
 _STAGE_OPT = click.option("--stage", default=None, metavar="NAME",
                           help="Only this stage of a `dedupkit run` folder (name or sub-folder, "
                                "e.g. fuzzy or 02-fuzzy).")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from dedupkit.cli.options import handle_errors, progress_factory
+from dedupkit.cli.options import PathOrURL, handle_errors, progress_factory
 from dedupkit.cli.schema import config_options
 from dedupkit.settings import PipelineSettings, ReadConfig, RunConfig
 from dedupkit.terminal import safe_text
@@ -75,7 +75,8 @@ def run(inputs, output, config_path, stages, sets, text_column, id_column, batch
     # Not through dedupkit.api, which imports every stage's runtime: an up-to-date rerun should
     # cost little more than starting Python.
     from dedupkit.config import resolve
-    from dedupkit.pipeline import run_pipeline, stats
+    from dedupkit.manifest.stats import stats
+    from dedupkit.pipeline import run_pipeline
 
     log = (lambda msg: None) if quiet else (lambda msg: click.echo(msg, err=True))
     flags = {"stages": stages, "text_column": text_column, "id_column": id_column, "batch_size": batch_size,
@@ -102,7 +103,7 @@ Example:
   dedupkit stats out/run
   dedupkit stats out/run --json | jq '.total.drop_rate'
 """)
-@click.argument("output", metavar="OUT", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", metavar="OUT", type=PathOrURL(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
 @handle_errors
 def stats(output, as_json):
@@ -113,7 +114,7 @@ def stats(output, as_json):
     stage saw (the rows earlier stages kept), "dropped by stage" its own drops, "dropped in
     total" every drop up to that stage; the total row is all stages together.
     """
-    from dedupkit.pipeline import stats as get_stats
+    from dedupkit.manifest.stats import stats as get_stats
 
     st = get_stats(output)
     # stage names and folders come from summaries: shown with control characters escaped

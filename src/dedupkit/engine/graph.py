@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from dedupkit import kernels
+from dedupkit.atomic import atomic_open
 from dedupkit.errors import DedupkitError
 
 # Edges per partition: ~16 bytes each, times a few copies while sorting -> a few hundred MB a task.
@@ -76,9 +77,8 @@ def part_of(nodes: np.ndarray, nparts: int) -> np.ndarray:
 
 
 def _save(path: str, arr: np.ndarray) -> None:
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
 
 
 def _load_pairs(paths: Sequence[str]) -> np.ndarray:
@@ -241,7 +241,7 @@ def unique_pairs(files: Sequence[str], work: str | Path, engine: Any, nparts: in
 
 
 def connected_components(n: int, files: Sequence[str], work: str | Path, engine: Any,
-                         nparts: int | None = None) -> tuple[np.ndarray, dict]:
+                         nparts: int | None = None, assemble: bool = True) -> tuple[Any, dict]:
     """Root (smallest member) of every node 0..n-1's component, over the pairs in ``files``.
 
     Args:
@@ -250,6 +250,9 @@ def connected_components(n: int, files: Sequence[str], work: str | Path, engine:
         work: a folder for the shuffle files.
         engine: anything with ``map(fn, tasks, desc)`` (LocalEngine, RayEngine).
         nparts: hash partitions; default from the number of pairs (:func:`partitions_for`).
+        assemble: False keeps the roots in files (no array of n on the caller): ``root`` is then
+            the list of ``nparts`` .npy files of (node, root) rows for the non-root nodes whose
+            partition (:func:`part_of`) is q, sorted by node.
 
     Returns:
         ``(root, stats)``: int64 array of length n (a node without edges is its own root), and
@@ -297,13 +300,16 @@ def connected_components(n: int, files: Sequence[str], work: str | Path, engine:
     roots = [RootTask(srcs[q], str(work / f"cc-roots-p{q:04d}.npy")) for q in range(nparts)]
     engine.map(root_task, roots, desc="components: roots")
     _unlink_all(garbage)
+    stats = {"partitions": nparts, "rounds": len(history), "history": history}
+    if not assemble:
+        return [t.out for t in roots], stats
     root = np.arange(n, dtype=np.int64)
     for t in roots:
         nr = np.load(t.out)
         if len(nr):
             root[nr[:, 0]] = nr[:, 1]
         _unlink(t.out)
-    return root, {"partitions": nparts, "rounds": len(history), "history": history}
+    return root, stats
 
 
 # --- greedy centre clustering ------------------------------------------------------------------

@@ -5,11 +5,13 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import queue as queue_mod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
-from dedupkit.engine.base import Engine, Progress, ProgressFactory, no_progress
+from dedupkit.engine import base
+from dedupkit.engine.base import Engine, Progress, ProgressFactory, ProgressTracker, no_progress
 from dedupkit.errors import ConfigError, DedupkitError
 
 __all__ = ["LocalEngine", "exit_with_parent", "Progress", "ProgressFactory", "no_progress"]
@@ -36,12 +38,24 @@ class LocalEngine(Engine):
         self.workers = workers
         self.progress = progress
         self._pool: ProcessPoolExecutor | None = None
+        self._reports: Any = None  # the pool's queue of (task index, documents done) from workers
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(os.getpid(),))
+            ctx = mp.get_context("spawn")
+            self._reports = ctx.Queue()
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,
+                                             initializer=_init_worker, initargs=(os.getpid(), self._reports))
         return self._pool
+
+    def _drain(self, tracker: ProgressTracker) -> None:
+        """Apply the workers' in-task progress reports that have arrived."""
+        while True:
+            try:
+                i, n = self._reports.get_nowait()
+            except (queue_mod.Empty, OSError, ValueError):
+                return
+            tracker.report(i, n)
 
     def close(self, wait: bool = True) -> None:
         """Stop the worker processes (a later ``map`` starts new ones).
@@ -60,14 +74,20 @@ class LocalEngine(Engine):
             for proc in list((getattr(pool, "_processes", None) or {}).values()):
                 proc.terminate()
 
-    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "") -> list[Any]:
-        bar = self.progress(len(tasks), desc)
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "",
+            sizes: Sequence[int | None] | None = None) -> list[Any]:
+        tracker = ProgressTracker(self.progress, len(tasks), desc, sizes)
         try:
             if self.workers == 1 or len(tasks) <= 1:
                 out = []
-                for t in tasks:
-                    out.append(fn(t))
-                    bar.update()
+                previous_hook = base._reporter
+                try:
+                    for i, t in enumerate(tasks):
+                        base._reporter = lambda n, i=i: tracker.report(i, n)
+                        out.append(fn(t))
+                        tracker.finish(i)
+                finally:
+                    base._reporter = previous_hook
                 return out
             results: list[Any] = [None] * len(tasks)
             pool = self._get_pool()
@@ -76,16 +96,20 @@ class LocalEngine(Engine):
             # (no worker tracebacks); the main process then stops the workers itself.
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
             try:
-                pending = {pool.submit(fn, t): i for i, t in enumerate(tasks)}
+                pending = {pool.submit(_run_task, fn, i, t): i for i, t in enumerate(tasks)}
             finally:
                 signal.signal(signal.SIGINT, previous)
             try:
                 while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    # wake up now and then for the workers' in-task reports
+                    done, _ = wait(pending, timeout=0.5 if sizes is not None else None,
+                                   return_when=FIRST_COMPLETED)
+                    if sizes is not None:
+                        self._drain(tracker)
                     for fut in done:
                         i = pending.pop(fut)
                         results[i] = fut.result()
-                        bar.update()
+                        tracker.finish(i)
             except BrokenProcessPool as exc:
                 self._abort()
                 raise DedupkitError(
@@ -100,12 +124,24 @@ class LocalEngine(Engine):
                 raise
             return results
         finally:
-            bar.close()
+            tracker.close()
 
 
-def _init_worker(parent_pid: int) -> None:
+def _init_worker(parent_pid: int, reports: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since exec; keep it so
     exit_with_parent(parent_pid)
+    if reports is not None:
+        base._reporter = lambda n: reports.put((_current_task, n))
+
+
+_current_task = -1  # the index (in its map) of the task this worker runs
+
+
+def _run_task(fn: Callable[[Any], Any], i: int, task: Any) -> Any:
+    """A pool worker's call: ``fn(task)``, with ``i`` tagging its progress reports."""
+    global _current_task
+    _current_task = i
+    return fn(task)
 
 
 def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:

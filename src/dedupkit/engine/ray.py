@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from dedupkit.engine.base import Engine, ProgressFactory, no_progress
+from dedupkit.engine.base import Engine, ProgressFactory, ProgressTracker, no_progress
 from dedupkit.errors import ConfigError, DedupkitError, require
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,8 @@ class RayEngine(Engine):
             self._remote = self._ray.remote(max_retries=self.max_retries)(_call)
         return self._remote
 
-    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "") -> list[Any]:
+    def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "",
+            sizes: Sequence[int | None] | None = None) -> list[Any]:
         """Run ``fn`` over ``tasks`` on Ray, at most ``workers`` at a time; results in task order.
 
         A task (or its ``mapper``) with a ``ray_resources`` dict (e.g. ``{"num_gpus": 1}`` from an
@@ -191,14 +192,15 @@ class RayEngine(Engine):
         res = _task_resources(tasks)
         fn_ref = ray.put(fn) if len(tasks) > 1 else fn
         if res.get("num_gpus"):
-            return self._map_on_actors(fn_ref, tasks, desc, res)
+            return self._map_on_actors(fn_ref, tasks, desc, res, sizes)
         remote = self._remote_fn()
         if res:
             remote = remote.options(**res)
         return self._drive(tasks, desc, self.workers, lambda i: remote.remote(fn_ref, tasks[i]),
-                           lambda ref: None)
+                           lambda ref: None, sizes)
 
-    def _map_on_actors(self, fn_ref: Any, tasks: Sequence[Any], desc: str, res: dict) -> list[Any]:
+    def _map_on_actors(self, fn_ref: Any, tasks: Sequence[Any], desc: str, res: dict,
+                       sizes: Sequence[int | None] | None = None) -> list[Any]:
         ray = self._ray
         gpus = float(ray.cluster_resources().get("GPU", 0))
         per = float(res["num_gpus"])
@@ -223,7 +225,7 @@ class RayEngine(Engine):
             idle.append(busy.pop(ref))
 
         try:
-            return self._drive(tasks, desc, n_actors, submit, release)
+            return self._drive(tasks, desc, n_actors, submit, release, sizes)
         finally:
             for a in actors:
                 try:
@@ -232,12 +234,15 @@ class RayEngine(Engine):
                     pass
 
     def _drive(self, tasks: Sequence[Any], desc: str, slots: int, submit: Callable[[int], Any],
-               release: Callable[[Any], None]) -> list[Any]:
-        """Keep up to ``slots`` tasks in flight; gather results by task index."""
+               release: Callable[[Any], None], sizes: Sequence[int | None] | None = None) -> list[Any]:
+        """Keep up to ``slots`` tasks in flight; gather results by task index.
+
+        The bar moves as tasks finish (a task's documents at once: Ray workers do not relay
+        in-task progress)."""
         ray = self._ray
         from ray import exceptions as rex
 
-        bar = self.progress(len(tasks), desc)
+        tracker = ProgressTracker(self.progress, len(tasks), desc, sizes)
         results: list[Any] = [None] * len(tasks)
         pending: dict[Any, int] = {}
         next_i = 0
@@ -265,7 +270,7 @@ class RayEngine(Engine):
                             "Finished tasks are kept on disk: rerun the same command to resume; if "
                             "workers run out of memory, lower --batch-size or --workers"
                         ) from exc
-                    bar.update()
+                    tracker.finish(i)
             return results
         except BaseException:
             for ref in pending:
@@ -275,7 +280,7 @@ class RayEngine(Engine):
                     pass
             raise
         finally:
-            bar.close()
+            tracker.close()
 
     def close(self, wait: bool = True) -> None:
         """Release this engine's Ray resources (its remote function; actors go after each map).

@@ -24,8 +24,11 @@ def open_index(location: str, verify: bool = True) -> IndexStore:
 
         return RedisIndex.open(location, verify=verify)
     from dedupkit.index.local import LocalIndex
+    from dedupkit.io import fs
 
-    return LocalIndex.open(location, verify=verify)
+    if fs.is_remote(location):  # s3://...: read from a local copy (writes are refused by the api)
+        return LocalIndex.open(str(fs.fetch(location)), verify=verify)
+    return LocalIndex.open(fs.local(location), verify=verify)
 
 
 def create_index(location: str, settings: IndexSettings, overwrite: bool = False) -> IndexStore:

@@ -30,7 +30,6 @@ damaged index is an error, never a silent pass.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -42,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
+from dedupkit.atomic import atomic_open, fsync_dir, fsync_file
 from dedupkit.errors import ConfigError
 from dedupkit.index.base import (
     BAND_CAP, FORMAT, FORMAT_VERSION, BandMatches, IndexInfo, IndexSettings, IndexStore,
@@ -66,28 +66,11 @@ def _checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
+    with atomic_open(path, sync_dir=True) as fh:
+        fh.write(json.dumps(data, indent=1).encode())
         fh.flush()
-        os.fsync(fh.fileno())
-    point("local: new index.json written, not yet in place")
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        point("local: new index.json written, not yet in place")
 
 
 class _Seg:
@@ -326,7 +309,7 @@ class LocalIndex(IndexStore):
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            _fsync_dir(seg_root)
+            fsync_dir(seg_root)
             point("local: segment folder in place, not yet listed")
             entry = {"name": name, "base": base, "n": len(segment), "files": files}
             if key is not None:
@@ -371,9 +354,9 @@ class LocalIndex(IndexStore):
         point("local: docs.parquet written")
         files = {}
         for p in sorted(d.iterdir()):
-            _fsync_file(p)
+            fsync_file(p)
             files[p.name] = {"size": p.stat().st_size, "xxh3_64": _checksum(p)}
-        _fsync_dir(d)
+        fsync_dir(d)
         point("local: segment files synced")
         return files
 
@@ -469,16 +452,18 @@ class LocalIndex(IndexStore):
 
 
 class _Lock(WriterLock):
-    """Exclusive writer lock: ``flock`` on INDEX/.lock, which names the holder.
+    """Exclusive writer lock on INDEX/.lock (a :class:`dedupkit.locks.LockFile`), which names the holder.
 
-    The kernel releases a flock when its holder dies, so a killed writer never blocks the next.
+    The operating system releases it when its holder dies, so a killed writer never blocks the next.
     """
 
     def __init__(self, root: Path, command: str = "dedupkit"):
+        from dedupkit.locks import LockFile
+
         self.root = root
         self.what = f"index {root}"
         self.command = command
-        self.fh = None
+        self.file = LockFile(root / LOCK)
 
     def __enter__(self):
         return self.acquire()
@@ -487,40 +472,19 @@ class _Lock(WriterLock):
         self.release()
 
     def try_acquire(self) -> bool:
-        if self.fh is None:
-            self.fh = open(self.root / LOCK, "a+")
-        try:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(json.dumps(holder_record(self.command)))
-        self.fh.flush()
-        return True
+        return self.file.try_acquire(json.dumps(holder_record(self.command)))
 
     def holder(self) -> dict | None:
         try:
-            return json.loads((self.root / LOCK).read_text())
-        except (OSError, ValueError):
+            return json.loads(self.file.holder() or "")
+        except ValueError:
             return None
 
     def probe(self):
         """The holder's record while a writer holds the lock, else False (never blocks a writer long)."""
-        try:
-            fh = open(self.root / LOCK, "a+")
-        except OSError:
+        if not self.file.is_locked():
             return False
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return self.holder() or {}
-        finally:
-            fh.close()  # closing drops a shared lock we may have taken
-        return False
+        return self.holder() or {}
 
     def release(self) -> None:
-        if self.fh is not None:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_UN)
-            self.fh.close()
-            self.fh = None
+        self.file.release()

@@ -28,7 +28,7 @@ from dedupkit.index.faults import point
 from dedupkit.io.read import Batch, ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.policy import KeepPolicy, choose_representatives
-from dedupkit.scan import Corpus, plan_tasks, run_scan_task
+from dedupkit.scan import Corpus, plan_tasks, run_scan_task, task_rows
 from dedupkit.stages.base import Decisions, Mapper, Stage
 from dedupkit.stages.exact import group_labels, hash128, normalized_hash128
 
@@ -151,7 +151,7 @@ def add_inputs(store: IndexStore, inputs: Sequence[str], spec: ReadSpec, workers
     with tempfile.TemporaryDirectory(prefix="dedupkit-index-") as work:
         tasks = plan_tasks(shards, spec, IndexMapper(store.settings), work, "index", workers=workers)
         with get_engine(engine, workers, progress) as eng:
-            results = eng.map(run_scan_task, tasks, desc="index: scan")
+            results = eng.map(run_scan_task, tasks, desc="index: scan", sizes=[task_rows(t) for t in tasks])
         corpus = Corpus(tasks, results, shards)
         corpus.check_unique_ids()
         seg = _segment(corpus, store.settings)

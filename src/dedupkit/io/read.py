@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gzip
 import io
-from dataclasses import dataclass, field
-from typing import IO, Iterator
+from dataclasses import dataclass, field, replace
+from typing import IO, Iterator, Sequence
 
 import numpy as np
 import orjson
@@ -18,9 +18,10 @@ import pyarrow.parquet as pq
 
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
+from dedupkit.io.fs import is_remote, open_input, parquet_source
 from dedupkit.io.shards import Piece, Shard
 
-BAD_RECORD_MODES = ("fail", "skip")
+BAD_RECORD_MODES = _S.choices(_S.ReadConfig, "on_bad_record")
 _FIX = "fix the record or pass --on-bad-record skip to skip and count such records"
 
 
@@ -140,8 +141,9 @@ def _why(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _open_text_stream(shard: Shard) -> IO[bytes]:
-    raw = open(shard.path, "rb")
+def open_text_stream(shard: Shard) -> IO[bytes]:
+    """The bytes of a JSONL shard, decompressed (gzip, zstd) as they are read."""
+    raw = open_input(shard.path)
     if shard.compression == "gzip":
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     if shard.compression == "zstd":
@@ -277,7 +279,7 @@ class ShardReader:
                     f"{self.shard.name}: the file is empty (0 bytes), not a Parquet file; remove it "
                     "from the input or regenerate it"
                 )
-            return pq.ParquetFile(self.shard.path)
+            return pq.ParquetFile(parquet_source(self.shard.path))
         except InputError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
@@ -431,7 +433,7 @@ class ShardReader:
         if piece is not None and piece.byte_start is None:
             raise ValueError("a JSON Lines piece needs its byte range (dedupkit.scan.plan_tasks makes them)")
         try:
-            fh = _open_text_stream(self.shard)
+            fh = open_text_stream(self.shard)
             if pos:
                 fh.seek(pos)
         except OSError as exc:
@@ -560,7 +562,7 @@ def rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.RecordB
 def ipc_batches(shard: Shard) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """The schema and record batches of an Arrow IPC file (Feather v2) or stream (Hugging Face's
     ``save_to_disk`` writes streams), memory-mapped."""
-    source = pa.memory_map(shard.path, "r")
+    source = pa.PythonFile(open_input(shard.path), mode="r") if is_remote(shard.path) else pa.memory_map(shard.path, "r")
     try:
         reader = pa.ipc.open_file(source)
 
@@ -583,7 +585,7 @@ def ipc_batches(shard: Shard) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
 
 def ipc_is_stream(path: str) -> bool:
     """Whether an Arrow file holds the IPC stream format (no ``ARROW1`` magic at its start)."""
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         return fh.read(6) != b"ARROW1"
 
 
@@ -597,7 +599,7 @@ def csv_columns(shard: Shard) -> list[str]:
     """The header of a CSV/TSV shard."""
     import csv
 
-    with open(shard.path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+    with io.TextIOWrapper(open_input(shard.path), newline="", encoding="utf-8-sig", errors="replace") as fh:
         header = next(csv.reader(fh, delimiter="\t" if shard.format == "tsv" else ","), [])
     return header
 
@@ -652,7 +654,7 @@ def open_csv(shard: Shard, rows: CsvRows, columns: list[str] | None = None, stri
     import pyarrow.csv as pcsv
 
     return pcsv.open_csv(
-        shard.path,
+        open_input(shard.path) if is_remote(shard.path) else shard.path,
         read_options=pcsv.ReadOptions(use_threads=False, block_size=1 << 22),
         parse_options=pcsv.ParseOptions(delimiter="\t" if shard.format == "tsv" else ",", newlines_in_values=True,
                                         ignore_empty_lines=False, invalid_row_handler=rows.handler),
@@ -672,12 +674,12 @@ def count_rows(shard: Shard) -> int:
         return rows.total()
     if shard.format == "parquet":
         try:
-            return pq.ParquetFile(shard.path).metadata.num_rows
+            return pq.ParquetFile(parquet_source(shard.path)).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{shard.name}: not a readable Parquet file ({_why(exc)})") from exc
     n = 0
     last = b"\n"
-    with _open_text_stream(shard) as fh:
+    with open_text_stream(shard) as fh:
         while True:
             block = fh.read(1 << 22)
             if not block:
@@ -685,4 +687,71 @@ def count_rows(shard: Shard) -> int:
             n += block.count(b"\n")
             last = block[-1:]
     return n + (0 if last == b"\n" else 1)
+
+
+def read_rows(shard: Shard, spec: ReadSpec, rows: Sequence[int] | np.ndarray,
+              n_rows: int) -> tuple[np.ndarray, list[str]]:
+    """The texts of some rows of a shard, read by the validating :class:`ShardReader`.
+
+    Every other row is skipped unread (never validated); only the Parquet row groups that hold
+    wanted rows are decoded, and a JSONL shard is read only up to the last wanted line it finds.
+
+    Args:
+        shard: the shard.
+        spec: its columns and bad-record policy (``"skip"``: a wanted row that is a bad record is
+            left out of the result; ``"fail"``: it raises).
+        rows: the 0-based row numbers wanted.
+        n_rows: the shard's row count (rows at or beyond it are never found).
+
+    Returns:
+        ``(found, texts)``: the wanted rows found, sorted, and their texts.
+
+    Raises:
+        InputError: the shard is unreadable (or a wanted row is bad, with ``"fail"``).
+
+    Example:
+        >>> read_rows(Shard("a.jsonl", "a.jsonl", "jsonl"), ReadSpec(), [0, 7], n_rows=10)  # doctest: +SKIP
+        (array([0, 7]), ['first text', 'eighth text'])
+    """
+    want = np.unique(np.asarray(rows, dtype=np.int64))
+    want = want[(want >= 0) & (want < n_rows)]
+    got: list[np.ndarray] = []
+    texts: list[str] = []
+    if not len(want):
+        return np.zeros(0, np.int64), texts
+    skip = np.setdiff1d(np.arange(n_rows, dtype=np.int64), want, assume_unique=True)
+    last = int(want[-1])
+    if shard.format == "parquet":
+        readers = [ShardReader(shard, spec, skip_rows=skip, row_groups=g) for g in _groups_holding(shard, want)]
+    else:
+        # a batch as large as the wanted rows: it is complete (and reading stops) at the last of them
+        readers = [ShardReader(shard, replace(spec, batch_size=min(spec.batch_size, len(want))), skip_rows=skip)]
+    for reader in readers:
+        for batch in reader:
+            got.append(batch.rows)
+            texts.extend(batch.text.to_pylist())
+            if batch.rows[-1] >= last:
+                break
+    found = np.concatenate(got).astype(np.int64) if got else np.zeros(0, np.int64)
+    return found, texts
+
+
+def _groups_holding(shard: Shard, want: np.ndarray) -> list[tuple[int, int]]:
+    """The runs ``(first, stop)`` of consecutive Parquet row groups that hold rows of ``want`` (sorted)."""
+    try:
+        md = pq.ParquetFile(parquet_source(shard.path)).metadata
+    except (pa.ArrowInvalid, OSError):
+        return [(0, 0)]  # the reader itself says what is wrong with the file
+    runs: list[tuple[int, int]] = []
+    start = 0
+    for g in range(md.num_row_groups):
+        n = md.row_group(g).num_rows
+        lo, hi = np.searchsorted(want, [start, start + n])
+        if hi > lo:
+            if runs and runs[-1][1] == g:
+                runs[-1] = (runs[-1][0], g + 1)
+            else:
+                runs.append((g, g + 1))
+        start += n
+    return runs
 

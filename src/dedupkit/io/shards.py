@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 import xxhash
 
 from dedupkit.errors import InputError
+from dedupkit.io import fs
 from dedupkit.ownership import is_output_folder
 
 # suffix -> (format, compression)
@@ -54,7 +55,7 @@ class Shard:
 
     @property
     def size(self) -> int:
-        return os.path.getsize(self.path)
+        return fs.size(self.path)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,13 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
     for raw in inputs:
         if raw == "-":
             raise InputError("reading shards from stdin is not supported; name files, folders or globs")
+        if fs.is_remote(raw):
+            # s3://, gs://, az://, hf://: listed through fsspec; a folder or glob as on disk
+            for path, name in fs.expand(raw, exclude, supported=shard_format):
+                fmt, comp = shard_format(path)  # type: ignore[misc]
+                found.setdefault(name, Shard(name=name, path=path, format=fmt, compression=comp))
+            continue
+        raw = fs.local(raw)
         if os.path.isdir(raw):
             candidates = [(p, _clean(p)) for p in _walk(raw, exclude) if shard_format(p)]
             if not candidates:
@@ -226,7 +234,7 @@ def fingerprint(path: str, chunk: int = 1 << 22) -> str:
     """
     h = xxhash.xxh3_128()
     try:
-        with open(path, "rb") as fh:
+        with fs.open_input(path) as fh:
             while True:
                 block = fh.read(chunk)
                 if not block:

@@ -13,6 +13,7 @@ import os
 import stat
 
 from dedupkit.errors import InputError
+from dedupkit.io import fs
 from dedupkit.io.shards import Shard
 
 PARQUET_MAGIC = b"PAR1"
@@ -85,6 +86,8 @@ def check_shard(shard: Shard) -> None:
         InputError: naming the file, what it is, and the fix.
     """
     name = shard.name
+    if fs.is_remote(shard.path):
+        return _check_content(shard, fs.size(shard.path))
     try:
         st = os.stat(shard.path)
     except FileNotFoundError:
@@ -97,17 +100,22 @@ def check_shard(shard: Shard) -> None:
             "(scan, fingerprint, apply), so a pipe or device can never be a shard: write the data to a file "
             "and name that file"
         )
+    _check_content(shard, st.st_size)
+
+
+def _check_content(shard: Shard, size: int) -> None:
+    name = shard.name
     try:
-        with open(shard.path, "rb") as fh:
+        with fs.open_input(shard.path) as fh:
             head = fh.read(16)
             tail = b""
-            if shard.format == "parquet" and st.st_size >= 8:
+            if shard.format == "parquet" and size >= 8:
                 fh.seek(-4, os.SEEK_END)
                 tail = fh.read(4)
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror}); fix the permissions (chmod a+r) or leave "
                          "it out") from exc
-    if st.st_size == 0:
+    if size == 0:
         return  # the readers say "the file is empty" with their own fix
     if shard.format == "parquet":
         if head.startswith(PARQUET_MAGIC) and tail != PARQUET_MAGIC:

@@ -19,6 +19,7 @@ import numpy as np
 
 from dedupkit import __version__
 from dedupkit import settings as _S
+from dedupkit.atomic import atomic_open
 from dedupkit.errors import OutputError
 from dedupkit.redact import redact_obj
 from dedupkit.report.model import (
@@ -269,13 +270,6 @@ def _fmt_num(v: Any) -> str:
     return f"{int(v):,}"
 
 
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:  # e.g. a parent that is a file: there is nothing to remove
-        pass
-
-
 def _protected(run) -> list[str]:
     """What a report must never overwrite: the run's summaries and manifests, and its inputs."""
     paths: list[str] = []
@@ -317,21 +311,16 @@ def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
     check_creatable(path)
     data, result = build_data(run, options)
     page = render_html(data).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     made: list[Path] = []
     try:
         made = made_dirs(path.parent)
-        with open(tmp, "wb") as fh:
+        with atomic_open(path, hidden=True, sync=False) as fh:
             fh.write(page)
-        try:
             check_replace_file(path, overwrite, _protected(run))
-        except OutputError:
-            _unlink_quietly(tmp)
-            remove_made_dirs(made)
-            raise
-        os.replace(tmp, path)
+    except OutputError:
+        remove_made_dirs(made)
+        raise
     except OSError as exc:
-        _unlink_quietly(tmp)
         remove_made_dirs(made)
         raise OutputError(f"cannot write {path} ({exc.strerror}); pass -o with a writable path") from exc
     result.path = path

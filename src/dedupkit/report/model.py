@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dedupkit import settings as _S
-from dedupkit.errors import InputError, ManifestError
+from dedupkit.errors import DedupkitError, InputError, ManifestError
 from dedupkit.manifest import MANIFEST_DIR, SUMMARY, load_summary, open_manifest, output_root, read_manifest
 from dedupkit.report.diff import diff_stats, word_diff
 
@@ -372,17 +372,16 @@ def load_texts(summary: dict, wanted: Iterable[tuple[str, int]], max_chars: int,
     Returns:
         ``({(shard, row): (text, truncated)}, notes)``.
     """
-    from dedupkit.io.read import _open_text_stream
+    from dedupkit.io.read import ReadSpec, read_rows
     from dedupkit.io.shards import Shard, fingerprint
-
-    import orjson
-    import pyarrow.parquet as pq
 
     by_shard: dict[str, set[int]] = {}
     for shard, row in wanted:
         by_shard.setdefault(shard, set()).add(int(row))
     inputs = _input_index(summary)
     col = _text_column(summary)
+    # bad records are left out (not shown); small batches: reading stops at the last wanted row
+    spec = ReadSpec(text_column=col, on_bad_record="skip", batch_size=256)
     texts: dict[tuple[str, int], tuple[str, bool]] = {}
     notes: list[str] = []
 
@@ -411,38 +410,15 @@ def load_texts(summary: dict, wanted: Iterable[tuple[str, int]], max_chars: int,
             notes.append(f"texts of {name} not shown: {path} changed since the run (fingerprint differs)")
             continue
         fmt = info.get("format") or ("parquet" if path.endswith((".parquet", ".pq")) else "jsonl")
+        shard = Shard(name=name, path=path, format=fmt, compression=info.get("compression"))
+        n_rows = info.get("rows") if isinstance(info.get("rows"), int) else max(rows) + 1
         try:
-            if fmt == "parquet":
-                pf = pq.ParquetFile(path)
-                md = pf.metadata
-                start = 0
-                want = np.array(sorted(rows), dtype=np.int64)
-                for g in range(md.num_row_groups):
-                    n = md.row_group(g).num_rows
-                    lo, hi = np.searchsorted(want, [start, start + n])
-                    if hi > lo:
-                        arr = pf.read_row_group(g, columns=[col]).column(col)
-                        local = want[lo:hi] - start
-                        vals = arr.take(pa.array(local)).to_pylist()
-                        for r, v in zip(want[lo:hi], vals):
-                            put(name, int(r), v)
-                    start += n
-            else:
-                shard = Shard(name=name, path=path, format="jsonl", compression=info.get("compression"))
-                last = max(rows)
-                with _open_text_stream(shard) as fh:
-                    for i, line in enumerate(fh):
-                        if i in rows:
-                            try:
-                                obj = orjson.loads(line)
-                            except orjson.JSONDecodeError:
-                                continue
-                            if isinstance(obj, dict):
-                                put(name, i, obj.get(col))
-                        if i >= last:
-                            break
-        except (OSError, pa.ArrowInvalid, KeyError) as exc:
+            found, values = read_rows(shard, spec, sorted(rows), n_rows)
+        except (OSError, DedupkitError) as exc:
             notes.append(f"texts of {name} unavailable: cannot read {path} ({exc})")
+            continue
+        for r, v in zip(found.tolist(), values):
+            put(name, r, v)
     return texts, notes
 
 

@@ -33,19 +33,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dedupkit.engine.base import report_progress
 from dedupkit.embed import (
     ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, passive_openmp, resolve_model,
 )
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
-from dedupkit.io.read import ReadSpec, ShardReader
+from dedupkit.io.read import ReadSpec, read_rows
 from dedupkit.io.shards import Shard
 from dedupkit.policy import KeepPolicy
 from dedupkit.stages.base import Decisions, Stage
 
 log = logging.getLogger(__name__)
 
-SEMANTIC_KEEP = ("hard", "easy", "random", "first", "last", "longest", "shortest")
+SEMANTIC_KEEP = _S.choices(_S.SemanticConfig, "keep")
 DEFAULT_EPS = float(_S.SemanticConfig.eps)
 #: Automatic cluster count: one cluster per this many documents, so the average pairwise block
 #: is ~1000 x 1000 and k-means stays cheap (K = n / 1000 centroids).
@@ -172,18 +173,6 @@ class EmbedResult:
     device: str | None = None  # where encode() ran; None when every row came from the cache
 
 
-def _read_texts(shard: Shard, spec: ReadSpec, n_rows: int, want: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Texts of the ``want`` rows (sorted) of a shard, read by the same validating reader."""
-    skip = np.setdiff1d(np.arange(n_rows, dtype=np.int64), want, assume_unique=True)
-    reader = ShardReader(shard, spec, skip_rows=skip)
-    rows, texts = [], []
-    for batch in reader:
-        rows.append(batch.rows)
-        texts.extend(batch.text.to_pylist())
-    got = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    return got.astype(np.int64), texts
-
-
 def cache_key(emb, config: EmbedConfig) -> str:
     """The embedder's key plus the truncation, unless the embedder says it does not truncate."""
     if getattr(emb, "truncates", True) and f"maxtok={config.max_tokens}" not in emb.key:
@@ -212,12 +201,16 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
             t_load = time.perf_counter()
             emb = get_embedder(task.config, task.factory, task.arg)
             load_s = time.perf_counter() - t_load
-        rows, texts = _read_texts(task.shard, task.text_spec, task.n_rows, missing)
+        rows, texts = read_rows(task.shard, task.text_spec, missing, task.n_rows)
         if not np.array_equal(rows, missing):
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
                              f"rows, read {len(rows)}); rerun on a stable copy")
         t_enc = time.perf_counter()
-        parts = [emb.encode(texts[a:a + ENCODE_CHUNK]) for a in range(0, len(texts), ENCODE_CHUNK)]
+        report_progress(len(task.rows) - len(missing))  # cached rows
+        parts = []
+        for a in range(0, len(texts), ENCODE_CHUNK):
+            parts.append(emb.encode(texts[a:a + ENCODE_CHUNK]))
+            report_progress(len(parts[-1]))
         encode_s = time.perf_counter() - t_enc
         new = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
         computed = len(rows)
@@ -266,7 +259,8 @@ def embed_corpus(corpus, config: EmbedConfig, workdir: str, engine=None, cache_d
 
         engine = LocalEngine(1)
     t0 = time.perf_counter()
-    results: list[EmbedResult] = engine.map(run_embed_task, tasks, desc="semantic: embed") if tasks else []
+    results: list[EmbedResult] = engine.map(run_embed_task, tasks, desc="semantic: embed",
+                                            sizes=[len(t.rows) for t in tasks]) if tasks else []
     parts = [np.load(r.path) for r in results]
     if parts:
         x = np.concatenate(parts)
@@ -514,7 +508,7 @@ def fetch_texts(corpus, index: np.ndarray) -> dict[int, str]:
         rows = corpus.rows[sel]
         info = corpus.shards[int(si)]
         order = np.argsort(rows)
-        got_rows, texts = _read_texts(info.shard, spec, info.n_rows, rows[order])
+        got_rows, texts = read_rows(info.shard, spec, rows[order], info.n_rows)
         by_row = dict(zip(got_rows.tolist(), texts))
         for g, r in zip(sel.tolist(), rows.tolist()):
             out[g] = by_row.get(r, "")

@@ -48,8 +48,8 @@ from dedupkit.policy import KeepPolicy
 from dedupkit.spans import SpanWriter, corpus_span_table, merge_spans
 from dedupkit.stages.base import Decisions, Mapper, Stage
 
-UNITS = ("span", "line", "paragraph")
-KEEPS = ("first", "none")
+UNITS = _S.choices(_S.SubstringConfig, "unit")
+KEEPS = _S.choices(_S.SubstringConfig, "keep")
 THRESHOLDS = (2, 10, 100)
 TOP_SPANS = 20
 SNIPPET_BYTES = 240

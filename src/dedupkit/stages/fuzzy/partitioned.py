@@ -33,7 +33,7 @@ from dedupkit.engine import graph
 from dedupkit.errors import ConfigError
 from dedupkit.policy import priority_rank
 from dedupkit.stages.base import Decisions
-from dedupkit.stages.fuzzy.tasks import bucket_task, save_npy
+from dedupkit.stages.fuzzy.tasks import bucket_bytes, save_npy
 
 # Candidate pairs per partition of the pair shuffle (16 bytes each, a few copies while sorting).
 PAIRS_PER_PARTITION = 4_000_000
@@ -60,10 +60,11 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path if keys else "")
     n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
     cand: list[str] = []
+    bres: list[dict] = []
     if n:
-        counts = engine.map(bucket_task, btasks, desc="fuzzy: buckets")
-        pparts = graph.partitions_for(sum(counts), PAIRS_PER_PARTITION)
-        cand = graph.unique_pairs([t.out for t in btasks], work, engine, pparts, name="cand")
+        bres = stage.candidate_buckets(engine, btasks)
+        pparts = graph.partitions_for(sum(r["pairs"] for r in bres), PAIRS_PER_PARTITION)
+        cand = graph.unique_pairs([t.out for t in btasks[1]], work, engine, pparts, name="cand")
     n_candidates = sum(_rows(f) for f in cand)
     t1 = time.perf_counter()
 
@@ -77,6 +78,7 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     docs, centre, payload = graph.centre_clusters_partitioned(verified, root, rank, work / "centres", engine)
     t3 = time.perf_counter()
     stats = stage.base_stats(n_empty, nparts, n_candidates, vres)
+    stats["bucket_bytes_read_per_task"] = bucket_bytes(bres)
     stats["global_step"] = {"mode": "partitioned", "pair_partitions": len(cand),
                             "component_partitions": cc["partitions"], "component_rounds": cc["rounds"]}
     stats["timings"] = {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),

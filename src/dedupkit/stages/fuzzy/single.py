@@ -17,7 +17,7 @@ import numpy as np
 from dedupkit.engine.graph import centre_clusters, component_roots
 from dedupkit.policy import choose_representatives, priority_rank
 from dedupkit.stages.base import Decisions
-from dedupkit.stages.fuzzy.tasks import bucket_task, save_npy
+from dedupkit.stages.fuzzy.tasks import bucket_bytes, save_npy
 
 # Candidate pairs per verification task (at least one task per worker, never tiny ones).
 PAIRS_PER_TASK = 500_000
@@ -38,9 +38,10 @@ def identify_single(stage, corpus, workdir: str, engine) -> Decisions:
     paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path if keys else "")
     nsh = np.concatenate([np.load(p) for p in paths("nsh")]) if n else np.zeros(0, np.int32)
     pairs = np.zeros((0, 2), np.int64)
+    bres: list[dict] = []
     if n:
-        engine.map(bucket_task, btasks, desc="fuzzy: buckets")
-        pairs = _unique_pairs([t.out for t in btasks], n)
+        bres = stage.candidate_buckets(engine, btasks)
+        pairs = _unique_pairs([t.out for t in btasks[1]], n)
     t1 = time.perf_counter()
     n_candidates = len(pairs)
 
@@ -66,6 +67,7 @@ def identify_single(stage, corpus, workdir: str, engine) -> Decisions:
         docs, centre, payload = centre_clusters(edges, rank)
     t3 = time.perf_counter()
     stats = stage.base_stats(int((nsh == 0).sum()), nparts, n_candidates, vres)
+    stats["bucket_bytes_read_per_task"] = bucket_bytes(bres)
     stats["timings"] = {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),
                         "clusters_s": round(t3 - t2, 3)}
     return stage.decisions(n, docs, centre, payload, stats)

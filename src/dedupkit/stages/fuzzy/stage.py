@@ -8,6 +8,7 @@ driver); both give the same manifest.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,15 +21,17 @@ from dedupkit.minhash import MinHashConfig, detection_probability
 from dedupkit.policy import KeepPolicy
 from dedupkit.stages.base import Decisions, Mapper, Stage
 from dedupkit.stages.fuzzy.tasks import (
-    MEASURE_NAMES, BucketTask, FuzzyMapper, ShingleSetTask, VerifyTask, rest_path, save_npy, shingle_set_task,
-    unpack_payload, verify_task,
+    MEASURE_NAMES, BandSplitTask, BucketTask, FuzzyMapper, ShingleSetTask, VerifyTask, band_split_task, bucket_task,
+    rest_path, save_npy, shingle_set_task, unpack_payload, verify_task,
 )
 
 VERIFY_MODES = ("none", "signature", "sets")
 MEASURES = ("jaccard", "containment", "char")
-CLUSTER_MODES = ("centre", "split")
-# Documents per bucket task: more documents split a band by key hash into partitions.
-DOCS_PER_PARTITION = 4_000_000
+CLUSTER_MODES = _S.choices(_S.FuzzyConfig, "cluster")
+# Documents per bucket task: more documents split a band by key hash into partitions. Each task
+# reads only its partition's band keys (BandSplitTask), 16 bytes a document; the environment
+# variable sets it for a cluster (more, bigger tasks) or a benchmark (docs/scaling.md).
+DOCS_PER_PARTITION = int(os.environ.get("DEDUPKIT_DOCS_PER_PARTITION", "4000000"))
 
 
 # The fuzzy-specific options of ``dedupkit fuzzy`` (config keys of [fuzzy]), as FuzzyConfig.from_options takes them.
@@ -216,10 +219,22 @@ class FuzzyStage(Stage):
 
         offsets = tuple(int(x) for x in corpus.task_offsets[:-1])
         nparts = max(1, -(-len(corpus) // DOCS_PER_PARTITION))
-        btasks = [BucketTask(b, p, nparts, paths("band"), paths("nsh"), offsets,
+        splits = [BandSplitTask(b, s, o, nparts, str(work / f"bands-t{t:05d}"))
+                  for t, (b, s, o) in enumerate(zip(paths("band"), paths("nsh"), offsets))]
+        btasks = [BucketTask(b, p, nparts, tuple(s.prefix for s in splits),
                              str(work / f"pairs-b{b:03d}-p{p:03d}.npy"), rank_path)
                   for b in range(self.bands) for p in range(nparts)]
-        return paths, offsets, nparts, btasks
+        return paths, offsets, nparts, (splits, btasks)
+
+    def candidate_buckets(self, engine, tasks) -> list[dict[str, int]]:
+        """Run the band split, then the bucket tasks; the bucket tasks' ``{"pairs", "bytes_read"}``."""
+        splits, btasks = tasks
+        engine.map(band_split_task, splits, desc="fuzzy: band split")
+        res = engine.map(bucket_task, btasks, desc="fuzzy: buckets")
+        for s in splits:
+            for name in ("keys", "idx", "bounds"):
+                Path(f"{s.prefix}.{name}.npy").unlink(missing_ok=True)
+        return res
 
     def verify_tasks(self, files: list[str], paths, offsets, set_prefixes: tuple[str, ...], work: Path,
                      name: str, thresholds: dict[str, float]) -> list[VerifyTask]:
@@ -230,13 +245,16 @@ class FuzzyStage(Stage):
                            str(work / f"verified-{name}{k:05d}.npy"), f.containment_min, *ws)
                 for k, p in enumerate(files)]
 
-    def verify(self, corpus, files: list[str], paths, offsets, work: Path, engine, name: str
-               ) -> tuple[list[str], list[dict]]:
+    def verify(self, corpus, files: list[str], paths, offsets, work: Path, engine, name: str,
+               char_sets=None) -> tuple[list[str], list[dict]]:
         """Verify the candidate pair files; returns the verified pair files and the tasks' counts.
 
         Word measures (and the signature modes) first, on data the scan wrote; then, for the pairs
         they left, the char measure, whose n-gram sets need the text of those pairs' documents read
         again. Shared by the local global step and the partitioned one (:mod:`~dedupkit.stages.fuzzy.partitioned`).
+        ``char_sets(files)`` (default: the documents gathered here, :meth:`shingle_sets`) returns the
+        char n-gram set prefixes of the documents of the leftover pair files (``()`` for none);
+        :mod:`dedupkit.engine.driver` passes one that finds them with tasks.
         """
         thr = self.config.measure_thresholds()
         char = self.config.verify == "sets" and "char" in thr
@@ -249,11 +267,8 @@ class FuzzyStage(Stage):
             outs += [t.out for t in tasks]
             files = [rest_path(t.out) for t in tasks]
         if char and files:
-            # Only the ids of documents in pairs left over reach the driver (at most one per document).
-            ids = [np.unique(np.load(f)) for f in files]
-            docs = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
-            if len(docs):
-                prefixes = self.shingle_sets(corpus, docs, work, engine)
+            prefixes = (char_sets or (lambda fs: self._gathered_sets(corpus, fs, work, engine)))(files)
+            if prefixes:
                 tasks = self.verify_tasks(files, paths, offsets, prefixes, work, name + "c", {"char": thr["char"]})
                 vres += engine.map(verify_task, tasks, desc="fuzzy: verify char n-grams")
                 outs += [t.out for t in tasks]
@@ -291,6 +306,12 @@ class FuzzyStage(Stage):
         from dedupkit.stages.fuzzy.single import identify_single
 
         return identify_single(self, corpus, workdir, engine)
+
+    def _gathered_sets(self, corpus, files: list[str], work: Path, engine) -> tuple[str, ...]:
+        # Only the ids of documents in pairs left over reach the driver (at most one per document).
+        ids = [np.unique(np.load(f)) for f in files]
+        docs = np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        return self.shingle_sets(corpus, docs, work, engine) if len(docs) else ()
 
     def shingle_sets(self, corpus, docs: np.ndarray, work: Path, engine) -> tuple[str, ...]:
         """Char n-gram sets of ``docs`` (sorted global indices), one task per scan task holding some

@@ -18,13 +18,13 @@ module imports nothing of the stage (:mod:`dedupkit.stages.fuzzy.stage`) nor of 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from dedupkit import kernels
 from dedupkit import settings as _S
+from dedupkit.atomic import atomic_open
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
 from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, signatures_from_hashes
@@ -116,13 +116,50 @@ class FuzzyMapper(Mapper):
 # --- step 2: buckets -> candidate pairs -------------------------------------------------------
 
 @dataclass(frozen=True)
+class BandSplitTask:
+    """Lay one scan task's band keys out by (band, key partition), read once.
+
+    The scan writes ``(n_t, bands)`` band keys, row by row. Read as it is, every bucket task (one
+    per band and key partition) would read the whole file to keep 1/(bands x partitions) of it.
+    This task writes, per scan task, ``PREFIX.keys.npy`` and ``PREFIX.idx.npy`` (``(bands, m)``,
+    documents with shingles only, each band's row ordered by key partition and, within one, by
+    document) and ``PREFIX.bounds.npy`` (``(bands, nparts + 1)``), so a bucket task reads one
+    contiguous slice of each: its own partition, nothing else.
+    """
+
+    band_path: str  # (n_t, bands) uint64 from the scan
+    nsh_path: str
+    offset: int  # global index of the scan task's first document
+    nparts: int
+    prefix: str
+
+
+def band_split_task(task: BandSplitTask) -> int:
+    """Write the partitioned layout of one scan task's band keys (see :class:`BandSplitTask`)."""
+    k = np.load(task.band_path)
+    ok = np.load(task.nsh_path) > 0  # documents without shingles are never duplicates here
+    sel = np.flatnonzero(ok)
+    bands = k.shape[1] if k.ndim == 2 else 0
+    keys = np.empty((bands, len(sel)), np.uint64)
+    idx = np.empty((bands, len(sel)), np.int64)
+    bounds = np.zeros((bands, task.nparts + 1), np.int64)
+    for b in range(bands):
+        col = k[sel, b]
+        part = (col % np.uint64(task.nparts)).astype(np.int64) if task.nparts > 1 else np.zeros(len(col), np.int64)
+        order = np.argsort(part, kind="stable")  # stable: documents stay ascending within a partition
+        keys[b], idx[b] = col[order], sel[order] + task.offset
+        bounds[b] = np.searchsorted(part[order], np.arange(task.nparts + 1), side="left")
+    for name, arr in (("keys", keys), ("idx", idx), ("bounds", bounds)):
+        save_npy(f"{task.prefix}.{name}.npy", arr)
+    return int(len(sel))
+
+
+@dataclass(frozen=True)
 class BucketTask:
     band: int
     part: int
     nparts: int
-    band_paths: tuple[str, ...]  # per scan task: (n_t, bands) uint64
-    nsh_paths: tuple[str, ...]
-    offsets: tuple[int, ...]  # global index of each scan task's first document
+    split_prefixes: tuple[str, ...]  # per scan task: the BandSplitTask's output prefix
     out: str
     rank: str = ""  # .npy of every document's keep-priority rank (0 = kept first); "" = index order
 
@@ -160,20 +197,21 @@ def bucket_pairs(keys: np.ndarray, idx: np.ndarray, rank: np.ndarray | None = No
     return np.sort(np.concatenate(out).astype(np.int64, copy=False), axis=1)
 
 
-def bucket_task(task: BucketTask) -> int:
-    """Candidate pairs of one band (one hash partition of it), saved to ``task.out``."""
+def bucket_task(task: BucketTask) -> dict[str, int]:
+    """Candidate pairs of one band (one hash partition of it), saved to ``task.out``.
+
+    Reads only its partition's slice of each scan task's split band keys (:class:`BandSplitTask`);
+    returns ``{"pairs", "bytes_read"}``.
+    """
     keys, idx = [], []
-    for path, nsh_path, off in zip(task.band_paths, task.nsh_paths, task.offsets):
-        k = np.load(path, mmap_mode="r")
-        if len(k) == 0:
+    read = 0
+    for prefix in task.split_prefixes:
+        a, b = np.load(f"{prefix}.bounds.npy")[task.band, task.part:task.part + 2]
+        if b <= a:
             continue
-        col = np.ascontiguousarray(k[:, task.band])
-        ok = np.load(nsh_path) > 0  # documents without shingles are never duplicates here
-        if task.nparts > 1:
-            ok &= (col % np.uint64(task.nparts)) == np.uint64(task.part)
-        sel = np.flatnonzero(ok)
-        keys.append(col[sel])
-        idx.append(sel.astype(np.int64) + off)
+        keys.append(np.array(np.load(f"{prefix}.keys.npy", mmap_mode="r")[task.band, a:b]))
+        idx.append(np.array(np.load(f"{prefix}.idx.npy", mmap_mode="r")[task.band, a:b]))
+        read += int(b - a) * 16
     if keys:
         idx_all = np.concatenate(idx)
         rank = np.asarray(np.load(task.rank, mmap_mode="r")[idx_all]) if task.rank else None
@@ -183,7 +221,7 @@ def bucket_task(task: BucketTask) -> int:
     if len(pairs):
         pairs = np.unique(pairs, axis=0)
     save_npy(task.out, pairs)
-    return int(len(pairs))
+    return {"pairs": int(len(pairs)), "bytes_read": read}
 
 
 # --- step 3: verification ---------------------------------------------------------------------
@@ -493,6 +531,11 @@ def verify_task(task: VerifyTask) -> dict[str, int]:
 
 def save_npy(path: str, arr: np.ndarray) -> None:
     """``np.save`` to a temporary name, then rename: a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}.npy"
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_open(path, sync=False) as fh:
+        np.save(fh, arr)
+
+
+def bucket_bytes(res: list[dict]) -> dict[str, int]:
+    """Bytes of band keys read per bucket task: the most and the mean (for the summary)."""
+    b = [r["bytes_read"] for r in res]
+    return {"tasks": len(b), "max": max(b) if b else 0, "mean": int(sum(b) / len(b)) if b else 0}

@@ -1,0 +1,485 @@
+"""A driver that touches no rows: fuzzy on a distributed engine (``--engine ray``), end to end.
+
+On the local engine the driver process holds per-document arrays (rows, lengths, ids, the
+decisions) and writes every manifest part: ~200 bytes a document. On a distributed engine this
+module runs the whole stage so that the driver only plans tasks, collects their small results
+(counts, file names), checks completion and writes the summary; every per-document step runs in
+tasks that read and write files under ``OUT/.work`` and ``OUT/.manifest.tmp``:
+
+1. scan (as always): per scan task, rows, ids and MinHash features;
+2. ids are unique: ids hashed into partitions, one check per partition (``--id-column`` only);
+3. buckets -> candidate pairs -> verification, the fuzzy stage's own partitioned tasks; the char
+   measure's n-gram sets are recomputed for the documents each scan task holds, found by a
+   task per pair file (not gathered on the driver);
+4. components: large-star / small-star, roots kept in partition files
+   (:func:`dedupkit.engine.graph.connected_components` with ``assemble=False``);
+5. each verified pair joined with its component root (a shuffle by node, then by root), greedy
+   centres per root partition, and the decisions written per shard: (document, centre, payload,
+   smallest member) rows;
+6. one manifest task per shard: its rows, ids, decisions, the doc ids of the centres its dropped
+   rows point to (read from those centres' scan tables), cluster ids, reasons; it writes the part.
+
+The manifest is the local engine's, byte for byte (tests/engine/test_driver.py). Used when the
+engine is distributed and the stage is fuzzy with ``cluster = "centre"``, ``keep = "first"`` and no
+``--skip`` (a keep policy that ranks by length or a column needs a global sort, which is not
+spread yet; those runs take the classic path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dedupkit.engine import graph
+
+# Payload of a decision row that marks a cluster's centre (a kept row with score 1.0).
+CENTRE = np.int64(-1)
+
+
+def eligible(stage: Any, engine: Any, options: Any) -> bool:
+    """True when :func:`run_rowless` can run this stage (see the module doc)."""
+    from dedupkit.stages.fuzzy import FuzzyStage
+
+    if not getattr(engine, "distributed", False) or not isinstance(stage, FuzzyStage):
+        return False
+    pol = stage.config.policy
+    return stage.config.cluster == "centre" and pol.keep == "first" and not pol.keep_by and not options.skip
+
+
+class LightCorpus:
+    """The scanned corpus as the driver sees it: tasks, their sizes and offsets; no rows.
+
+    Enough for the fuzzy stage's task planning (``bucket_tasks``, ``verify_tasks``).
+    """
+
+    def __init__(self, tasks: list, results: list, shards: list) -> None:
+        from dedupkit.scan import shard_infos
+
+        self.tasks = tasks
+        self.results = results
+        self.shards, self.shard_offsets = shard_infos(tasks, results, shards)
+        self.task_sizes = [int(r.n_good) for r in results]
+        self.task_offsets = np.cumsum([0] + self.task_sizes).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.task_offsets[-1])
+
+    @property
+    def n_bad(self) -> int:
+        from dedupkit.scan import Corpus
+
+        return Corpus.n_bad.fget(self)  # the same counts as the classic corpus
+
+    @property
+    def bad_records(self) -> list[dict]:
+        from dedupkit.scan import Corpus
+
+        return Corpus.bad_records.fget(self)
+
+
+# --- looking documents up by global index, from the scan tables -------------------------------
+
+@dataclass(frozen=True)
+class Lookup:
+    """Where every document is: scan tables, their first global index, shard names and row offsets."""
+
+    tables: tuple[str, ...]
+    offsets: tuple[int, ...]  # len(tables) + 1
+    task_shard: tuple[int, ...]
+    shard_names: tuple[str, ...]
+    shard_rows: tuple[int, ...]  # global row number of each shard's row 0
+    ids: bool
+
+    def find(self, g: np.ndarray, what: str = "doc_id") -> Any:
+        """doc ids (pa.Array) or global rows (int64) of documents ``g`` (any order, repeats)."""
+        import pyarrow as pa
+
+        g = np.asarray(g, np.int64)
+        t = np.searchsorted(np.asarray(self.offsets), g, side="right") - 1
+        rows = np.zeros(len(g), np.int64)
+        ids = [None] * len(g) if (what == "doc_id" and self.ids) else None
+        for ti in np.unique(t).tolist():
+            sel = np.flatnonzero(t == ti)
+            table = _table(self.tables[ti])
+            local = pa.array(g[sel] - self.offsets[ti])
+            rows[sel] = table.column("row").take(local).to_numpy()
+            if ids is not None:
+                for k, v in zip(sel.tolist(), table.column("id").take(local).to_pylist()):
+                    ids[k] = v
+        shard = np.asarray(self.task_shard, np.int64)[t] if len(g) else np.zeros(0, np.int64)
+        if what == "global_row":
+            return np.asarray(self.shard_rows, np.int64)[shard] + rows
+        if ids is not None:
+            return pa.array(ids, pa.string())
+        return _doc_ids(np.asarray(self.shard_names, dtype=object), shard, rows)
+
+
+def _doc_ids(names: np.ndarray, shard: np.ndarray, rows: np.ndarray):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(rows):
+        return pa.array([], pa.string())
+    prefixes = pa.array([n + ":" for n in names], pa.string()).take(pa.array(shard))
+    return pc.binary_join_element_wise(prefixes, pc.cast(pa.array(rows), pa.string()), "")
+
+
+def _table(path: str):
+    import pyarrow as pa
+
+    with pa.memory_map(path, "r") as src:
+        return pa.ipc.open_file(src).read_all()
+
+
+# --- unique ids ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class IdSplitTask:
+    table: str
+    offset: int
+    prefix: str
+    nparts: int
+
+
+def id_split_task(task: IdSplitTask) -> int:
+    """Write this scan task's (id hash, global index) rows by hash partition."""
+    import xxhash
+
+    ids = _table(task.table).column("id").to_pylist()
+    h = np.fromiter((xxhash.xxh3_64_intdigest(s.encode()) for s in ids), np.uint64, len(ids))
+    g = np.arange(len(ids), dtype=np.int64) + task.offset
+    part = (h % np.uint64(task.nparts)).astype(np.int64)
+    for q in range(task.nparts):
+        sel = part == q
+        graph._save(f"{task.prefix}-d{q:04d}.npy", np.stack([h[sel].view(np.int64), g[sel]], 1))
+    return len(ids)
+
+
+@dataclass(frozen=True)
+class IdCheckTask:
+    srcs: tuple[str, ...]
+    lookup: Lookup
+
+
+def id_check_task(task: IdCheckTask) -> list:
+    """``[]``, or the global indexes of one duplicated id (equal strings, not just equal hashes)."""
+    rows = [np.load(p) for p in task.srcs]
+    rows = [r for r in rows if len(r)]
+    if not rows:
+        return []
+    e = np.concatenate(rows)
+    e = e[np.lexsort((e[:, 1], e[:, 0]))]
+    same = np.flatnonzero(e[1:, 0] == e[:-1, 0])
+    for k in same.tolist():
+        a, b = int(e[k, 1]), int(e[k + 1, 1])
+        ids = task.lookup.find(np.array([a, b])).to_pylist()
+        if ids[0] == ids[1]:
+            return [a, b]
+    return []
+
+
+# --- decisions: components, roots, greedy centres --------------------------------------------
+
+@dataclass(frozen=True)
+class RootJoinTask:
+    srcs: tuple[str, ...]  # (i, j, payload) rows whose i is in node partition q
+    roots: str  # (node, root) rows of partition q, sorted by node
+    prefix: str
+    nparts: int
+
+
+def root_join_task(task: RootJoinTask) -> int:
+    """Each edge's component root (the root of its first node); rows scattered by root."""
+    e = [np.load(p).reshape(-1, 3) for p in task.srcs]
+    e = [x for x in e if len(x)]
+    e = np.concatenate(e) if e else np.zeros((0, 3), np.int64)
+    nr = np.load(task.roots).reshape(-1, 2)
+    root = e[:, 0].copy()
+    if len(nr) and len(e):
+        pos = np.minimum(np.searchsorted(nr[:, 0], e[:, 0]), len(nr) - 1)
+        hit = nr[pos, 0] == e[:, 0]
+        root[hit] = nr[pos[hit], 1]
+    out = np.concatenate([e, root[:, None]], 1)
+    graph._scatter(out, 3, task.prefix, task.nparts)
+    return int(len(e))
+
+
+@dataclass(frozen=True)
+class CentreTask:
+    srcs: tuple[str, ...]  # (i, j, payload, root) rows of this root partition
+    prefix: str
+    shard_starts: tuple[int, ...]  # first global index of each shard, and the end
+    nshards: int
+
+
+def centre_task(task: CentreTask) -> dict:
+    """Greedy centres (keep-first order) of whole components; decision rows written by shard.
+
+    Row: (document, centre, payload, smallest member of the cluster); the centre itself gets a
+    row with payload ``CENTRE``.
+    """
+    from dedupkit.stages.fuzzy import unpack_payload
+
+    e = [np.load(p).reshape(-1, 4) for p in task.srcs]
+    e = [x for x in e if len(x)]
+    e = np.concatenate(e)[:, :3] if e else np.zeros((0, 3), np.int64)
+    if len(e):
+        # keep first = index order: relabel the nodes 0..k-1 (monotonic), rank = identity
+        nodes, inv = np.unique(e[:, :2], return_inverse=True)
+        local = np.concatenate([inv.reshape(-1, 2), e[:, 2:3]], 1)
+        d, c, pay = graph.centre_clusters(local, np.arange(len(nodes), dtype=np.int64))
+        docs, centre = nodes[d], nodes[c]
+    else:
+        docs = centre = pay = np.zeros(0, np.int64)
+    cs, cinv, csize = np.unique(centre, return_inverse=True, return_counts=True)
+    cmin = np.minimum(cs, np.minimum.reduceat(docs[np.argsort(cinv, kind="stable")],
+                                              np.r_[0, np.cumsum(csize)[:-1]]) if len(cs) else cs)
+    rows = np.concatenate([np.stack([docs, centre, pay, cmin[cinv]], 1),
+                           np.stack([cs, cs, np.full(len(cs), CENTRE), cmin], 1)]) if len(cs) \
+        else np.zeros((0, 4), np.int64)
+    shard = np.searchsorted(np.asarray(task.shard_starts), rows[:, 0], side="right") - 1
+    for s in range(task.nshards):
+        graph._save(f"{task.prefix}-s{s:05d}.npy", rows[shard == s])
+    code = unpack_payload(pay)[1] if len(pay) else np.zeros(0, np.int64)
+    return {"dropped": int(len(docs)), "clusters": int(len(cs)),
+            "largest": int(csize.max()) + 1 if len(cs) else 0,
+            "codes": np.bincount(code[code >= 0], minlength=8).tolist() if len(code) else [0] * 8}
+
+
+# --- char-measure documents, found by tasks --------------------------------------------------
+
+@dataclass(frozen=True)
+class WantedTask:
+    src: str  # a pair file
+    offsets: tuple[int, ...]
+    prefix: str
+
+
+def wanted_task(task: WantedTask) -> list[int]:
+    """The distinct documents of one pair file, written per scan task; counts per scan task."""
+    d = np.unique(np.load(task.src))
+    t = np.searchsorted(np.asarray(task.offsets), d, side="right") - 1
+    counts = []
+    for ti in range(len(task.offsets) - 1):
+        sel = d[t == ti]
+        if len(sel):
+            graph._save(f"{task.prefix}-t{ti:05d}.npy", sel)
+        counts.append(int(len(sel)))
+    return counts
+
+
+@dataclass(frozen=True)
+class MergeTask:
+    srcs: tuple[str, ...]
+    out: str
+
+
+def merge_task(task: MergeTask) -> int:
+    parts = [np.load(p) for p in task.srcs]
+    d = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    graph._save(task.out, d)
+    return int(len(d))
+
+
+# --- manifest parts ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ManifestTask:
+    shard_index: int
+    info: Any  # dedupkit.scan.ShardInfo
+    stage: str
+    kind: str | None
+    tables: tuple[str, ...]  # this shard's scan tables, in order
+    first: int  # global index of the shard's first active document
+    decisions: tuple[str, ...]  # decision rows of this shard, one file per centre partition
+    lookup: Lookup
+    out: str
+
+
+def manifest_task(task: ManifestTask) -> dict:
+    """Write one shard's manifest part from its scan tables and decision rows."""
+    import pyarrow as pa
+
+    from dedupkit.explain import drop_reasons
+    from dedupkit.manifest import shard_table, write_table_atomic
+    from dedupkit.stages.fuzzy import MEASURE_NAMES, unpack_payload
+
+    tables = [_table(p) for p in task.tables]
+    rows = np.concatenate([t.column("row").to_numpy() for t in tables]).astype(np.int64) if tables \
+        else np.zeros(0, np.int64)
+    n = len(rows)
+    if task.lookup.ids:
+        doc_ids = pa.chunked_array([c for t in tables for c in t.column("id").chunks], pa.string()).combine_chunks() \
+            if tables else pa.array([], pa.string())
+    else:
+        doc_ids = _doc_ids(np.array([task.info.shard.name], dtype=object), np.zeros(n, np.int64), rows)
+    d = [np.load(p).reshape(-1, 4) for p in task.decisions]
+    d = [x for x in d if len(x)]
+    d = np.concatenate(d) if d else np.zeros((0, 4), np.int64)
+    keep = np.ones(n, bool)
+    score = np.full(n, np.nan, np.float32)
+    code = np.full(n, -1, np.int64)
+    cid = np.full(n, -1, np.int64)
+    at = d[:, 0] - task.first
+    member_rows = task.lookup.find(d[:, 3], "global_row") if len(d) else np.zeros(0, np.int64)
+    cid[at] = member_rows
+    is_centre = d[:, 2] == CENTRE
+    score[at[is_centre]] = 1.0
+    dropped = ~is_centre
+    keep[at[dropped]] = False
+    if dropped.any():
+        score[at[dropped]], code[at[dropped]] = unpack_payload(d[dropped, 2])
+    # doc id of each dropped row's centre (another shard's, possibly): null for kept rows
+    order = np.argsort(at[dropped], kind="stable")
+    drop_at = at[dropped][order]
+    centre_ids = task.lookup.find(d[dropped, 1][order]) if len(drop_at) else pa.array([], pa.string())
+    slot = np.full(n, -1, np.int64)
+    slot[drop_at] = np.arange(len(drop_at))
+    dup_of = centre_ids.take(pa.array(np.where(slot >= 0, slot, 0), mask=slot < 0)) if n else pa.array([], pa.string())
+    names = np.array(MEASURE_NAMES, dtype=object)
+    measure = pa.array(np.where(code >= 0, names[np.maximum(code, 0)], None), pa.string())
+    extra = {"measure": measure}
+    reasons = drop_reasons(task.stage, keep, dup_of, score, extra, task.kind)
+    info = task.info
+    table = shard_table(
+        shard=info.shard.name, n_rows=info.n_rows, stage=task.stage, active_rows=rows, doc_ids=doc_ids,
+        keep=keep, cluster_id=cid, duplicate_of=dup_of, score=score, bad=info.bad_table(), bad_doc_ids=None,
+        prior=None, extra=extra, extra_types={"measure": pa.string()}, reason=reasons,
+    )
+    write_table_atomic(table, Path(task.out))
+    return {"active": n, "kept": int(keep.sum())}
+
+
+# --- the whole stage ----------------------------------------------------------------------------
+
+def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path, engine: Any,
+                kind: str | None, spec: Any, check_drop_rate) -> tuple[dict, dict]:
+    """Identify and write every manifest part on the engine; returns ``(counts, stats)``.
+
+    ``check_drop_rate(dropped_by_stage, considered)`` runs before any part is written (the
+    ``--max-drop-rate`` guardrail).
+    """
+    import time
+
+    from dedupkit.errors import InputError
+    from dedupkit.stages.fuzzy import tasks as fz
+    from dedupkit.stages.fuzzy import partitioned as fp
+
+    work.mkdir(parents=True, exist_ok=True)
+    tasks = corpus.tasks
+    n = len(corpus)
+    tables = tuple(str(Path(t.workdir) / f"task-{t.index:05d}.arrow") for t in tasks)
+    lookup = Lookup(tables, tuple(int(x) for x in corpus.task_offsets), tuple(t.shard_index for t in tasks),
+                    tuple(s.shard.name for s in corpus.shards), tuple(int(x) for x in corpus.shard_offsets[:-1]),
+                    bool(spec.id_column))
+    t0 = time.perf_counter()
+    if spec.id_column and n > 1:
+        q = graph.partitions_for(n, 8_000_000)
+        split = [IdSplitTask(tables[i], int(corpus.task_offsets[i]), str(work / f"ids-t{i:05d}"), q)
+                 for i in range(len(tasks))]
+        engine.map(id_split_task, split, desc="ids: partition")
+        dups = engine.map(id_check_task, [IdCheckTask(tuple(f"{s.prefix}-d{k:04d}.npy" for s in split), lookup)
+                                          for k in range(q)], desc="ids: check")
+        dup = next((x for x in dups if x), None)
+        if dup:
+            value = lookup.find(np.array(dup[:1])).to_pylist()[0]
+            rows = lookup.find(np.array(dup), "global_row")
+            places = []
+            for g in rows.tolist():
+                s = int(np.searchsorted(np.asarray(corpus.shard_offsets), g, side="right") - 1)
+                places.append(f"{corpus.shards[s].shard.name} row {g - int(corpus.shard_offsets[s])}")
+            raise InputError(f"id {value!r} in column {spec.id_column!r} occurs more than once "
+                             f"({' and '.join(places)}); ids must be unique: fix the data, or drop "
+                             "--id-column to use \"{shard}:{row}\" ids")
+
+    # buckets -> candidates -> verification: the stage's own partitioned tasks
+    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, "")
+    n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
+    cand: list[str] = []
+    bres: list[dict] = []
+    if n:
+        bres = stage.candidate_buckets(engine, btasks)
+        pparts = graph.partitions_for(sum(r["pairs"] for r in bres), fp.PAIRS_PER_PARTITION)
+        cand = graph.unique_pairs([t.out for t in btasks[1]], work, engine, pparts, name="cand")
+    n_candidates = sum(fp._rows(f) for f in cand)
+    t1 = time.perf_counter()
+    verified, vres = _verify(stage, corpus, cand, paths, offsets, work, engine) if n_candidates else ([], [])
+    t2 = time.perf_counter()
+
+    # components (roots stay in files), root join, greedy centres -> decision rows by shard
+    shard_starts = tuple(int(x) for x in np.searchsorted(
+        np.asarray([t.shard_index for t in tasks]), np.arange(len(corpus.shards) + 1), side="left"))
+    shard_first = tuple(int(corpus.task_offsets[min(i, len(tasks))]) for i in shard_starts)
+    nsh = len(corpus.shards)
+    cres: list[dict] = []
+    cc = {"partitions": 0, "rounds": 0}
+    centre_prefixes: list[str] = []
+    n_edges = sum(fp._rows(f) for f in verified)
+    if n_edges:
+        q = graph.partitions_for(2 * n_edges)
+        roots, cc = graph.connected_components(n, verified, work / "components", engine, nparts=q, assemble=False)
+        by_node = [graph.SplitTask(f, str(work / f"edges-s{i:05d}"), q, "first3") for i, f in enumerate(verified)]
+        engine.map(_split3_task, by_node, desc="centres: partition by node")
+        joins = [RootJoinTask(tuple(f"{s.prefix}-d{k:04d}.npy" for s in by_node), roots[k],
+                              str(work / f"joined-p{k:04d}"), q) for k in range(q)]
+        engine.map(root_join_task, joins, desc="centres: join roots")
+        centres = [CentreTask(tuple(f"{j.prefix}-d{k:04d}.npy" for j in joins), str(work / f"decisions-p{k:04d}"),
+                              shard_first, nsh) for k in range(q)]
+        cres = engine.map(centre_task, centres, desc="centres: greedy")
+        centre_prefixes = [c.prefix for c in centres]
+    t3 = time.perf_counter()
+    dropped = sum(r["dropped"] for r in cres)
+    check_drop_rate(dropped + corpus.n_bad, n + corpus.n_bad)
+
+    mtasks = [ManifestTask(si, corpus.shards[si], stage.name, kind,
+                           tables[shard_starts[si]:shard_starts[si + 1]], shard_first[si],
+                           tuple(f"{p}-s{si:05d}.npy" for p in centre_prefixes), lookup,
+                           str(tmp_manifest / f"part-{si:05d}.parquet")) for si in range(nsh)]
+    mres = engine.map(manifest_task, mtasks, desc=f"{stage.name}: manifest")
+    codes = np.sum([r["codes"] for r in cres], axis=0) if cres else np.zeros(8, np.int64)
+    stats = stage.base_stats(n_empty, nparts, n_candidates, vres)
+    stats["bucket_bytes_read_per_task"] = fz.bucket_bytes(bres)
+    stats["decided_by"] = {fz.MEASURE_NAMES[c]: int(k) for c, k in enumerate(codes.tolist()) if k}
+    stats["global_step"] = {"mode": "rowless", "pair_partitions": len(cand),
+                            "component_partitions": cc["partitions"], "component_rounds": cc["rounds"]}
+    stats["timings"] = {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),
+                        "clusters_s": round(t3 - t2, 3)}
+    counts = {"active": n, "kept": sum(r["kept"] for r in mres), "clusters": sum(r["clusters"] for r in cres),
+              "largest_cluster": max((r["largest"] for r in cres), default=0)}
+    return counts, stats
+
+
+def _split3_task(task: graph.SplitTask) -> int:
+    """Scatter one verified-pair file's (i, j, payload) rows by the partition of i."""
+    e = np.load(task.src)
+    e = e.reshape(-1, 3) if len(e) else np.zeros((0, 3), np.int64)
+    graph._scatter(e, 0, task.prefix, task.nparts)
+    return int(len(e))
+
+
+def _verify(stage: Any, corpus: LightCorpus, files: list[str], paths, offsets, work: Path, engine):
+    """:meth:`FuzzyStage.verify` with the char measure's documents found by tasks, not the driver."""
+    from dedupkit.stages.fuzzy import tasks as fz
+
+    def char_sets(files: list[str]) -> tuple[str, ...]:
+        offs = tuple(int(x) for x in corpus.task_offsets)
+        wt = [WantedTask(f, offs, str(work / f"want-f{k:05d}")) for k, f in enumerate(files)]
+        counts = engine.map(wanted_task, wt, desc="fuzzy: documents to re-read")
+        merges = []
+        for ti in range(len(corpus.tasks)):
+            srcs = tuple(f"{w.prefix}-t{ti:05d}.npy" for w, c in zip(wt, counts) if c[ti])
+            if srcs:
+                merges.append((ti, MergeTask(srcs, str(work / f"wanted-{ti:05d}.npy"))))
+        if not merges:
+            return ()
+        engine.map(merge_task, [m for _, m in merges], desc="fuzzy: documents to re-read")
+        sets = [fz.ShingleSetTask(corpus.tasks[ti], int(corpus.task_offsets[ti]), m.out, stage.config.minhash,
+                                  str(work / f"sets-{ti:05d}"), False, stage.config.char_ngram)
+                for ti, m in merges]
+        engine.map(fz.shingle_set_task, sets, desc="fuzzy: shingle sets")
+        return tuple(t.out for t in sets)
+
+    return stage.verify(corpus, files, paths, offsets, work, engine, "p", char_sets)

@@ -1,0 +1,127 @@
+"""dedupkit.engine.driver: fuzzy on Ray with a driver that touches no rows, on a real local Ray.
+
+The manifest must be byte-identical to the local engine's (ids or not, bad records, several
+partitions in every shuffle); the driver process must never build the per-document corpus; the
+bucket step's bytes read per task must fall as the key partitions grow.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.support import SRC, write_jsonl, write_parquet
+from dedupkit import api
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+         "sigma tau upsilon phi chi psi omega river stone cloud forest harbor lantern meadow orbit").split()
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    from dedupkit.engine.ray import init_local
+
+    if ray.is_initialized():  # pragma: no cover - another module left one running
+        ray.shutdown()
+    init_local(2, runtime_env={"env_vars": {"PYTHONPATH": SRC}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Five shards, exact and near copies within and across shards, and two bad records."""
+    rng = random.Random(11)
+    d = tmp_path_factory.mktemp("driver") / "data"
+    originals = [" ".join(rng.choice(WORDS) for _ in range(50)) for _ in range(50)]
+    texts = list(originals)
+    for _ in range(30):
+        texts.append(rng.choice(originals))
+    for _ in range(30):
+        w = rng.choice(originals).split()
+        for _ in range(2):
+            w[rng.randrange(len(w))] = rng.choice(WORDS)
+        texts.append(" ".join(w))
+    rng.shuffle(texts)
+    for s in range(5):
+        rows = [{"id": f"s{s}-{i}", "text": t} for i, t in enumerate(texts[s * 22:(s + 1) * 22])]
+        if s == 3:
+            rows.insert(4, {"id": "bad-1", "text": None})
+            rows.append({"id": "bad-2"})
+        (write_parquet if s % 2 == 0 else write_jsonl)(d / f"p{s}.{'parquet' if s % 2 == 0 else 'jsonl'}", rows)
+    return d
+
+
+def _same_parts(a: Path, b: Path) -> None:
+    names = sorted(p.name for p in (a / "manifest").glob("*.parquet"))
+    assert names and names == sorted(p.name for p in (b / "manifest").glob("*.parquet"))
+    for n in names:
+        assert (a / "manifest" / n).read_bytes() == (b / "manifest" / n).read_bytes(), n
+
+
+@pytest.mark.parametrize("id_column", [None, "id"])
+def test_rowless_manifest_is_byte_identical(ray_session, corpus, tmp_path, monkeypatch, id_column):
+    from dedupkit import runner, scan
+    from dedupkit.engine import graph
+    from dedupkit.stages.fuzzy import partitioned as fuzzy_partitioned
+    from dedupkit.stages.fuzzy import stage as fz
+
+    # several partitions in every step: band keys, pairs, components, centres
+    monkeypatch.setattr(fz, "DOCS_PER_PARTITION", 40)
+    monkeypatch.setattr(fuzzy_partitioned, "PAIRS_PER_PARTITION", 8)
+    monkeypatch.setattr(graph, "EDGES_PER_PARTITION", 16)
+    kw = dict(id_column=id_column, on_bad_record="skip")
+    local = api.fuzzy([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
+
+    class NoRows(scan.Corpus):
+        def __init__(self, *a, **k):
+            raise AssertionError("the driver built the per-document corpus")
+
+    # the driver process must never need it (the classic path fails with this in place)
+    monkeypatch.setattr(scan, "Corpus", NoRows)
+    monkeypatch.setattr(runner, "Corpus", NoRows)
+    with pytest.raises(AssertionError, match="per-document corpus"):
+        api.fuzzy([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", keep="longest", **kw)
+    on_ray = api.fuzzy([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    g = on_ray.summary["stats"]["global_step"]
+    assert g["mode"] == "rowless" and g["pair_partitions"] > 1 and g["component_partitions"] > 1
+    _same_parts(local.out, on_ray.out)
+    assert local.summary["counts"] == on_ray.summary["counts"]
+    assert on_ray.summary["counts"]["bad_records"] == 2 and on_ray.summary["counts"]["duplicates"] >= 40
+    for k in ("candidate_pairs", "verified_pairs", "decided_by"):
+        assert local.summary["stats"][k] == on_ray.summary["stats"][k], k
+
+
+def test_duplicate_ids_are_refused_by_tasks(ray_session, tmp_path):
+    from dedupkit.errors import InputError
+
+    write_jsonl(tmp_path / "d" / "a.jsonl", [{"id": "x", "text": "one two three four five six"},
+                                             {"id": "y", "text": "seven eight nine ten eleven"}])
+    write_jsonl(tmp_path / "d" / "b.jsonl", [{"id": "z", "text": "more words here and there"},
+                                             {"id": "x", "text": "another text entirely new"}])
+    with pytest.raises(InputError, match=r"'x'.*a.jsonl row 0 and .*b.jsonl row 1"):
+        api.fuzzy([str(tmp_path / "d")], str(tmp_path / "o"), id_column="id", engine="ray", workers=2)
+
+
+def test_bucket_bytes_read_per_task_fall_with_partitions(corpus, tmp_path, monkeypatch):
+    from dedupkit.stages.fuzzy import stage as fz
+
+    seen = {}
+    for per in (10_000, 60, 20):
+        monkeypatch.setattr(fz, "DOCS_PER_PARTITION", per)
+        res = api.fuzzy([str(corpus)], str(tmp_path / f"o{per}"), on_bad_record="skip")
+        b = res.summary["stats"]["bucket_bytes_read_per_task"]
+        seen[res.summary["stats"]["partitions_per_band"]] = b
+        assert b["tasks"] == res.summary["stats"]["partitions_per_band"] * 25  # 25 bands by default
+    parts = sorted(seen)
+    assert parts[0] == 1 and len(parts) == 3
+    means = [seen[p]["mean"] for p in parts]
+    assert means[0] > means[1] > means[2] > 0
+    # one band's keys of every document, 16 bytes each (key + index), split among the partitions
+    assert seen[1]["max"] == 16 * 110  # 110 good documents
