@@ -298,14 +298,12 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
 def shingle_set_task(task: ShingleSetTask) -> int:
     from dedupkit.minhash import char_shingle_hashes
 
-    from dedupkit.scan import good_texts
-
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
-    for text in good_texts(st):
+    for text in st.good_texts():  # the scan's copy of the texts, else the shard read again
         lo, hi = np.searchsorted(wanted, [pos, pos + len(text)])
         if hi > lo:
             texts = text.take(wanted[lo:hi] - pos)
