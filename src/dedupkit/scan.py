@@ -65,6 +65,10 @@ class ScanTask:
         """A reader of this task's rows (``kwargs``: more ShardReader arguments)."""
         return ShardReader(self.shard, self.spec, skip_rows=self.skip_rows, piece=self.piece, **kwargs)
 
+    def good_texts(self) -> Iterable[pa.Array]:
+        """The texts of this task's good rows (see :func:`good_texts`)."""
+        return good_texts(self)
+
 
 @dataclass
 class ScanResult:

@@ -302,7 +302,7 @@ def shingle_set_task(task: ShingleSetTask) -> int:
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
     parts: dict[str, list] = {k: [] for k in kinds}
-    for text in good_texts(st):
+    for text in st.good_texts():  # the scan's copy of the texts, else the shard read again
         lo, hi = np.searchsorted(wanted, [pos, pos + len(text)])
         if hi > lo:
             texts = text.take(wanted[lo:hi] - pos)
