@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.support import make_texts, near_copy, read_manifest, write_jsonl, write_parquet
+from tests.support import free_port, make_texts, near_copy, read_manifest, write_jsonl, write_parquet
 from tests.support.invariants import check_output
 from dedupkit import api
 from dedupkit.errors import CheckFailed, ConfigError
