@@ -28,7 +28,6 @@ from dedupkit.atomic import atomic_open
 from dedupkit.io.npy import load_npy
 from dedupkit.io.read import Batch
 from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, char_shingle_hashes, signatures_from_hashes
-from dedupkit.scan import good_texts
 from dedupkit.stages.base import Mapper
 
 # Codes of the measure that decided a verified pair (stored beside its score), and their names in
