@@ -87,7 +87,9 @@ def test_export_is_made_once_in_the_cache(onnx_cache):
 def test_backend_resolution_and_errors(tmp_path):
     model = packaged_model_path()
     assert resolve_backend(model, EmbedConfig(backend="torch")) == "torch"
-    assert resolve_backend(model, EmbedConfig(device="cpu")) == "onnx"  # auto on a CPU
+    # auto: torch wherever torch is installed (this venv), ONNX without it (tested with torch blocked)
+    assert resolve_backend(model, EmbedConfig(device="cpu")) == "torch"
+    assert resolve_backend(model, EmbedConfig(backend="onnx", device="cpu")) == "onnx"
     assert resolve_backend("sentence-transformers/all-mpnet-base-v2", EmbedConfig(device="cpu")) == "torch"
     with pytest.raises(ConfigError, match="--backend torch"):
         EmbedConfig(backend="onnx", device="cuda")
