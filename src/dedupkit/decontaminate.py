@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence

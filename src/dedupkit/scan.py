@@ -9,7 +9,6 @@ same shard fingerprint) and reuses the files, so a crashed run resumes where it 
 from __future__ import annotations
 
 import json
-import os
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

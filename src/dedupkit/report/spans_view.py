@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from dedupkit import settings as _S
 from dedupkit.errors import InputError
+from dedupkit.manifest import read_manifest
 from dedupkit.report.model import clip_diff, load_run, load_texts, require_stage
 from dedupkit.spans import has_spans, read_spans
 
@@ -93,8 +94,6 @@ def cut_documents(out: str | os.PathLike, *, doc: str | None = None, largest: in
         if doc is not None:
             t = t.filter(pc.equal(t.column("doc_id"), doc))
             if not len(t):
-                from dedupkit.manifest import read_manifest
-
                 m = read_manifest(sr.path, columns=["doc_id", "keep"])
                 hit = m.filter(pc.equal(m.column("doc_id"), doc))
                 if len(hit):
@@ -112,8 +111,6 @@ def cut_documents(out: str | os.PathLike, *, doc: str | None = None, largest: in
             t = t.filter(pa.array(np.isin(key, top)))
         if not len(t):
             continue
-        from dedupkit.manifest import read_manifest
-
         man = read_manifest(sr.path, columns=["shard", "row", "keep"])
         keep = {(s, r): k for s, r, k in zip(man.column("shard").to_pylist(), man.column("row").to_pylist(),
                                              man.column("keep").to_pylist())}

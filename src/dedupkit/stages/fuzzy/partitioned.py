@@ -25,15 +25,13 @@ equals the local engine's; tests/test_ray.py checks it.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from dedupkit.engine import graph
 from dedupkit.errors import ConfigError
-from dedupkit.policy import priority_rank
 from dedupkit.stages.base import Decisions
-from dedupkit.stages.fuzzy.tasks import bucket_bytes, save_npy
+from dedupkit.stages.fuzzy.tasks import bucket_bytes
 
 # Candidate pairs per partition of the pair shuffle (16 bytes each, a few copies while sorting).
 PAIRS_PER_PARTITION = 4_000_000
@@ -49,15 +47,9 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     if stage.config.cluster != "centre":
         raise ConfigError(f"cluster = {stage.config.cluster!r} runs on the local engine only; use "
                           "--engine local or cluster = \"centre\"")
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
     n = len(corpus)
     t0 = time.perf_counter()
-    keys = stage.priority(corpus)
-    rank = priority_rank(keys, n)
-    rank_path = str(work / "rank.npy")
-    save_npy(rank_path, rank)
-    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path if keys else "")
+    work, keys, rank, (paths, offsets, nparts, btasks) = stage.prepare_buckets(corpus, workdir)
     n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
     cand: list[str] = []
     bres: list[dict] = []

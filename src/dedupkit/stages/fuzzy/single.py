@@ -10,12 +10,11 @@ here only.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from dedupkit.engine.graph import centre_clusters, component_roots
-from dedupkit.policy import choose_representatives, priority_rank
+from dedupkit.policy import choose_representatives
 from dedupkit.stages.base import Decisions
 from dedupkit.stages.fuzzy.tasks import bucket_bytes, save_npy
 
@@ -26,16 +25,9 @@ MIN_PAIRS_PER_TASK = 2_048
 
 def identify_single(stage, corpus, workdir: str, engine) -> Decisions:
     """:meth:`FuzzyStage.identify` with the pairs gathered in this process (see module doc)."""
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
     n = len(corpus)
     t0 = time.perf_counter()
-    keys = stage.priority(corpus)
-    rank = priority_rank(keys, n)
-    rank_path = str(work / "rank.npy")
-    save_npy(rank_path, rank)
-    # keep first: the rank is the index, which bucket_pairs uses without a rank file
-    paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, rank_path if keys else "")
+    work, keys, rank, (paths, offsets, nparts, btasks) = stage.prepare_buckets(corpus, workdir)
     nsh = np.concatenate([np.load(p) for p in paths("nsh")]) if n else np.zeros(0, np.int32)
     pairs = np.zeros((0, 2), np.int64)
     bres: list[dict] = []

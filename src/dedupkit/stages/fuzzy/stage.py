@@ -208,6 +208,23 @@ class FuzzyStage(Stage):
             MEASURE_NAMES)).tolist()) if k}
         return Decisions(representative=rep, labels=labels, score=score, extra={"measure": measure}, stats=stats)
 
+    def prepare_buckets(self, corpus, workdir: str):
+        """The start both global steps share: the keep-priority rank (saved for the bucket tasks
+        unless keep first, where the rank is the index) and :meth:`bucket_tasks`.
+
+        Returns ``(work, keys, rank, (paths, offsets, nparts, btasks))``.
+        """
+        from dedupkit.policy import priority_rank
+        from dedupkit.stages.fuzzy.tasks import save_npy
+
+        work = Path(workdir)
+        work.mkdir(parents=True, exist_ok=True)
+        keys = self.priority(corpus)
+        rank = priority_rank(keys, len(corpus))
+        rank_path = str(work / "rank.npy")
+        save_npy(rank_path, rank)
+        return work, keys, rank, self.bucket_tasks(corpus, work, rank_path if keys else "")
+
     def bucket_tasks(self, corpus, work: Path, rank_path: str = ""):
         """Feature-file paths, task offsets, document partitions and one BucketTask per (band, partition).
 
