@@ -80,7 +80,7 @@ def truth(out: Path, earlier: list[Path]) -> dict:
 def test_stage_line_json_stats_report_and_run_report_the_same_counts(tmp_path):
     data = corpus(tmp_path)
     ex, fz = tmp_path / "exact", tmp_path / "fuzzy"
-    common = ["--id-column", "id", "--on-bad-record", "skip", "-q"]
+    common = ["--id-column", "id", "--on-bad-record", "skip"]  # no -q: it silences the count lines too
     p1 = run_subprocess("exact", str(data), "-o", str(ex), *common)
     assert p1.returncode == 0, p1.stderr
     p2 = run_subprocess("fuzzy", str(data), "-o", str(fz), "--skip", str(ex), "--threshold", "0.5", *common)
@@ -186,13 +186,15 @@ def test_rerunning_a_tour_step_reuses_and_a_different_one_needs_overwrite(tmp_pa
     on the same -o is refused with the fix, --overwrite replaces."""
     data = corpus(tmp_path)
     out = tmp_path / "exact"
-    args = ["exact", str(data), "-o", str(out), "--id-column", "id", "--on-bad-record", "skip", "-q"]
+    args = ["exact", str(data), "-o", str(out), "--id-column", "id", "--on-bad-record", "skip"]
     first = run_subprocess(*args)
     assert first.returncode == 0, first.stderr
     before = (out / "summary.json").read_bytes()
     again = run_subprocess(*args)
     assert again.returncode == 0 and again.stdout.strip() == str(out)
     assert "up to date, reused" in again.stderr and (out / "summary.json").read_bytes() == before
+    quiet = run_subprocess(*args, "-q")  # -q: nothing on stderr but errors, the reuse note included
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout.strip() == str(out)
     other = run_subprocess(*args, "--normalize", "none")
     assert other.returncode == 1 and "--overwrite" in other.stderr and "other settings" in other.stderr
     assert (out / "summary.json").read_bytes() == before
