@@ -68,6 +68,20 @@ def test_parquet_row_groups_become_tasks(tmp_path):
     assert len(_plan([path])) == 1
 
 
+def test_exact_does_not_cut_one_row_group_by_bytes(tmp_path):
+    """Decoding outweighs exact's hashing, and each range decodes the group from its start: exact
+    keeps one big row group whole (split_rows still cuts it), fuzzy cuts it for its workers."""
+    path = tmp_path / "one.parquet"
+    pq.write_table(pa.table({"text": _texts(1000)}), path, row_group_size=10_000)
+    shards = discover([str(path)])
+    exact = plan_tasks(shards, ReadSpec(), ExactStage().mapper(), "/nonexistent", "k", split_bytes=5_000, workers=2)
+    fuzzy = plan_tasks(shards, ReadSpec(), FuzzyStage(FuzzyConfig()).mapper(), "/nonexistent", "k",
+                       split_bytes=5_000, workers=2)
+    assert len(exact) == 1 and len(fuzzy) > 5
+    assert len(plan_tasks(shards, ReadSpec(), ExactStage().mapper(), "/nonexistent", "k", split_rows=300,
+                          workers=2)) == 4
+
+
 def test_one_big_row_group_splits_by_rows(tmp_path):
     path = tmp_path / "one.parquet"
     pq.write_table(pa.table({"text": _texts(1000)}), path, row_group_size=10_000)
@@ -136,7 +150,10 @@ def test_split_manifest_is_byte_identical(tmp_path, fmt, stage):
         pq.write_table(pa.table({"text": texts}), inp, row_group_size=10_000 if fmt == "parquet-one-group" else 64)
     factory = ExactStage if stage == "exact" else (lambda: FuzzyStage(FuzzyConfig()))
     whole = _run(factory, inp, tmp_path / "whole", on_bad_record="skip")
-    split = _run(factory, inp, tmp_path / "split", on_bad_record="skip", split_bytes=4_000, workers=2)
+    # exact does not cut one row group by bytes (each range decodes the group from its start, and
+    # decoding costs more than exact's hashing): split_rows cuts it, as it bounds every stage's tasks
+    split = _run(factory, inp, tmp_path / "split", on_bad_record="skip", split_bytes=4_000, split_rows=150,
+                 workers=2)
     assert split.summary["counts"] == whole.summary["counts"]
     assert whole.summary["timings"]["scan_tasks"] == 1 and split.summary["timings"]["scan_tasks"] > 4
     assert whole.summary["counts"]["rows"] == 900
@@ -164,9 +181,9 @@ def test_rerun_with_other_pieces_rescans(tmp_path):
     pq.write_table(pa.table({"text": _texts(600)}), inp, row_group_size=10_000)
     ref = _run(ExactStage, inp, tmp_path / "ref")
     out = tmp_path / "o"
-    _run(ExactStage, inp, out, split_bytes=3_000, keep_work=True)
+    _run(ExactStage, inp, out, split_rows=100, keep_work=True)
     (out / "summary.json").unlink()  # as if killed before the end: the work files stay
-    again = _run(ExactStage, inp, out, split_bytes=9_000)
+    again = _run(ExactStage, inp, out, split_rows=250)
     assert again.summary["timings"]["reused_scan_tasks"] == 0
     assert _manifest_bytes(again.out) == _manifest_bytes(ref.out)
 

@@ -182,7 +182,15 @@ def _cuts(k: int, r: float) -> list[float]:
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
                 decode_weight: float = 0.0) -> list[Piece]:
-    """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut (see _cuts)."""
+    """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut (see _cuts).
+
+    A row group is cut into ranges of ``target`` bytes (lowered so every worker gets work) only
+    when the stage's work outweighs decoding (``decode_weight < 1``): each range decodes the group
+    from its start, so for a stage whose work costs less than the decode (exact) more ranges only
+    add decoding, and the reader streams a group in batches, so its text never sits in memory at
+    once. Such a group is cut by ``split_rows`` alone (which bounds a task's features).
+    """
+    cut_target = target if decode_weight < 1 else 2**62
     pieces: list[Piece] = []
     start = 0
     merged_rows = merged_bytes = 0
@@ -191,8 +199,8 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
             pieces.append(Piece(start, start + merged_rows))
             start += merged_rows
             merged_rows = merged_bytes = 0
-        if merged_rows == 0 and (nbytes > target or rows > split_rows):
-            k = max(-(-nbytes // target), -(-rows // split_rows))
+        if merged_rows == 0 and (nbytes > cut_target or rows > split_rows):
+            k = max(-(-nbytes // cut_target), -(-rows // split_rows))
             cuts = [start + int(rows * f) for f in _cuts(k, decode_weight)]
             pieces += [Piece(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
             start += rows
