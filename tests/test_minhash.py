@@ -210,12 +210,8 @@ def test_c_kernel_equals_numpy_path_for_both_schemes():
         assert (c[:3] == mh.empty_value(scheme)).all()
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from("aB_1 Z,.\n\t-éд東\u0301ﬁ"), max_size=80)),
-                max_size=10), st.integers(1, 6))
-def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
-    """The C word-shingle pass (ASCII documents; the rest go through Arrow in the same call) gives
-    exactly the hashes and counts of the Arrow + numpy path, in document order."""
+def _assert_c_shingles_equal_python(texts, ngram: int) -> None:
+    """The C word-shingle kernel gives exactly the Arrow + numpy path's hashes and counts."""
     import pyarrow as pa
 
     if kernels.speedups is None:
@@ -226,13 +222,20 @@ def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
     rh, rc = kernels.call_python(batch_shingle_hashes, arr, cfg)
     assert c.tolist() == rc.tolist()
     assert h.tolist() == rh.tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from("aB_1 Z,.\n\t-éд東\u0301ﬁ"), max_size=80)),
+                max_size=10), st.integers(1, 6))
+def test_c_word_shingles_equal_the_arrow_numpy_path(texts, ngram):
+    """The C word-shingle pass (ASCII documents; the rest go through Arrow in the same call) gives
+    exactly the hashes and counts of the Arrow + numpy path, in document order."""
+    _assert_c_shingles_equal_python(texts, ngram)
     # long documents; a token longer than the kernel's first token buffer; more shingles than its
     # first guess (one per two bytes), so both buffers grow
     big = [" ".join(f"Tok{i % 13}_x" for i in range(300)), "ÀÉ " * 50 + "tail words here",
            "Q" * 1000 + " after the long token", "a " * 3000] * 3
-    h, c = batch_shingle_hashes(big, cfg)
-    rh, rc = kernels.call_python(batch_shingle_hashes, big, cfg)
-    assert c.tolist() == rc.tolist() and h.tolist() == rh.tolist()
+    _assert_c_shingles_equal_python(big, ngram)
 
 
 UNICODE_SAMPLE = ("aZ_9 .,\n\t-éÉдД東Σσςİıßẞµ²½…™，ＡＢﬁﬃǅǄ\u0301\u0308¨´˘"
@@ -246,16 +249,7 @@ def test_c_unicode_word_shingles_equal_the_arrow_path(texts, ngram):
     """Non-ASCII documents that NFKC leaves alone (or changes code point by code point, as ``…``
     to ``...``) are shingled by the C kernel from per-code-point classes; the values equal Arrow's
     NFKC + lower + RE2 path exactly, whatever the code points (any plane, marks, jamo, ligatures)."""
-    import pyarrow as pa
-
-    if kernels.speedups is None:
-        pytest.skip("the C kernels are off (DEDUPKIT_KERNELS=python or not built)")
-    cfg = MinHashConfig(ngram=ngram)
-    arr = pa.array(texts, pa.string())
-    h, c = batch_shingle_hashes(arr, cfg)
-    rh, rc = kernels.call_python(batch_shingle_hashes, arr, cfg)
-    assert c.tolist() == rc.tolist()
-    assert h.tolist() == rh.tolist()
+    _assert_c_shingles_equal_python(texts, ngram)
 
 
 def test_c_unicode_path_takes_most_non_ascii_documents():
