@@ -249,7 +249,7 @@ def test_a_waiting_writer_says_so_and_decides_after_the_holder(tmp_path, kind, r
     holder = open_index(loc)
     holder.acquire_writer("a test holding the lock")
     p = spawn("check", str(tmp_path / "b.jsonl"), "--against", loc, "-o", str(tmp_path / "out_b"), "--update",
-              "--id-column", "id", "-q", stderr=tmp_path / "err.txt")
+              "--id-column", "id", stderr=tmp_path / "err.txt")  # no -q: it would silence the waiting note
     deadline = time.monotonic() + 180
     while "waiting" not in (tmp_path / "err.txt").read_text():  # it reached the lock and waits
         assert p.poll() is None and time.monotonic() < deadline, (tmp_path / "err.txt").read_text()
