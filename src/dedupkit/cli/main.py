@@ -104,4 +104,10 @@ def cli(ctx: click.Context, verbose: int, config_path: str | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name="dedupkit")
+    try:
+        cli(prog_name="dedupkit")
+    except KeyboardInterrupt:
+        # a Ctrl-C that lands while a finished or failing command unwinds, outside its own handler
+        # (an uncaught one would end the process by the signal, not with 130 and this line)
+        click.echo("Interrupted; rerun the same command to resume.", err=True)
+        sys.exit(130)
