@@ -361,10 +361,8 @@ class RemoteFolder:
                               "are never deleted or overwritten: choose another -o")
         return files
 
-    def pull(self, dest: Path, files: Sequence[str]) -> None:
-        """Copy a finished remote folder's files into ``dest`` (only when ``dest`` has no run)."""
-        if not files or not any(f.rsplit("/", 1)[-1] in MARKERS for f in files):
-            return
+    def download(self, dest: Path, files: Sequence[str]) -> None:
+        """Copy ``files`` (paths relative to the folder) into ``dest``, keeping their layout."""
         for rel in files:
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -372,6 +370,12 @@ class RemoteFolder:
                 self.fs.get_file(f"{self.root}/{rel}", str(target))
             except (OSError, ValueError) as exc:
                 raise _io_error("read", f"{self.url}/{rel}", exc) from exc
+
+    def pull(self, dest: Path, files: Sequence[str]) -> None:
+        """Copy a finished remote folder's files into ``dest`` (only when ``dest`` has no run)."""
+        if not files or not any(f.rsplit("/", 1)[-1] in MARKERS for f in files):
+            return
+        self.download(dest, files)
 
     def publish(self, src: Path, markers: Sequence[str] = MARKERS) -> None:
         """Make the remote folder equal to the finished local folder ``src``, marker last.
@@ -488,13 +492,7 @@ def fetch(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
         for rel in _rel_files(dest):
             if rel not in wanted:
                 (dest / rel).unlink()
-    for rel in files:
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            src.fs.get_file(f"{src.root}/{rel}", str(target))
-        except (OSError, ValueError) as exc:
-            raise _io_error("read", f"{src.url}/{rel}", exc) from exc
+    src.download(dest, files)
     _FETCHED[key] = dest
     return dest
 
