@@ -43,7 +43,7 @@ from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import _children, _rss_kb, dir_bytes, reshard  # noqa: E402
+from _util import _children, _rss_kb, dir_bytes, reshard, table  # noqa: E402
 CONFIGS = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
 
 
@@ -250,11 +250,10 @@ def series(args) -> None:
                 print(f"series: {n} docs, keep {keep}: {res['wall_s']:.1f} s, driver {res['peak_driver_mib']:.0f} MiB",
                       file=sys.stderr, flush=True)
                 shutil.rmtree(out, ignore_errors=True)
-        print("| docs | keep | driver path | wall s | peak driver MiB | peak worker MiB | peak tree MiB | dropped |")
-        print("|---|---|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['docs']:,} | {r['keep']} | {r['driver']} | {r['wall_s']} | {r['peak_driver_mib']:,} | "
-                  f"{r['peak_worker_mib']:,} | {r['peak_tree_mib']:,} | {r['dropped']:,} |")
+        print(table(["docs", "keep", "driver path", "wall s", "peak driver MiB", "peak worker MiB", "peak tree MiB",
+                     "dropped"],
+                    [[r["docs"], r["keep"], r["driver"], r["wall_s"], r["peak_driver_mib"], r["peak_worker_mib"],
+                      r["peak_tree_mib"], r["dropped"]] for r in rows]))
         out_json["driver_series"] = rows
     if args.bucket_partitions:
         files, n = reshard(Path(args.corpus), args.shards, work / f"shards-{args.bucket_docs}", limit=args.bucket_docs)
@@ -276,11 +275,10 @@ def series(args) -> None:
                          "candidate_pairs": st["candidate_pairs"], "wall_s": round(res["wall_s"], 1)})
             shutil.rmtree(out, ignore_errors=True)
         print(f"\nbucket step, {n:,} documents:")
-        print("| partitions per band | bucket tasks | bytes read per task (max) | (mean) | buckets s | candidate pairs |")
-        print("|---|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['partitions']} | {r['tasks']} | {r['max_bytes']:,} | {r['mean_bytes']:,} | {r['buckets_s']} | "
-                  f"{r['candidate_pairs']:,} |")
+        print(table(["partitions per band", "bucket tasks", "bytes read per task (max)", "(mean)", "buckets s",
+                     "candidate pairs"],
+                    [[r["partitions"], r["tasks"], r["max_bytes"], r["mean_bytes"], r["buckets_s"],
+                      r["candidate_pairs"]] for r in rows]))
         out_json["bucket_partitions"] = rows
     print(f"load average when done: {os.getloadavg()}")
     if args.json_out:
