@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import BASE_DOCS, free_port, make_rows, write_jsonl, write_parquet
+from tests.support import BASE_DOCS, free_port, make_rows, write_rows
 
 # Nothing the test suite runs may write under the user's home: HOME (and XDG_CACHE_HOME, where
 # dedupkit, Hugging Face and torch would put caches) point at fresh temporary folders for the whole
@@ -60,10 +60,7 @@ def corpus(tmp_path, fmt) -> Path:
     half = len(BASE_DOCS) // 2
     for i, chunk in enumerate([BASE_DOCS[:half], BASE_DOCS[half:]]):
         rows = make_rows(chunk, prefix=f"s{i}-")
-        if fmt == "parquet":
-            write_parquet(d / f"part{i}.parquet", rows)
-        else:
-            write_jsonl(d / f"part{i}.jsonl", rows)
+        write_rows(d / f"part{i}", rows, fmt)
     return d
 
 

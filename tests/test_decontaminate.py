@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
-from tests.support import read_manifest, run_subprocess, write_jsonl, write_parquet
+from tests.support import read_manifest, run_subprocess, write_jsonl, write_parquet, write_rows
 from tests.support.invariants import check_output
 from dedupkit import api, kernels
 from dedupkit.cli.main import cli
@@ -205,12 +205,8 @@ DOCS = [
 def corpus(tmp_path: Path, fmt: str) -> Path:
     d = tmp_path / "data"
     rows = [{"id": f"d{i}", "text": t} for i, t in enumerate(DOCS)]
-    if fmt == "parquet":
-        write_parquet(d / "p0.parquet", rows[:3])
-        write_parquet(d / "p1.parquet", rows[3:])
-    else:
-        write_jsonl(d / "p0.jsonl", rows[:3])
-        write_jsonl(d / "p1.jsonl", rows[3:])
+    write_rows(d / "p0", rows[:3], fmt)
+    write_rows(d / "p1", rows[3:], fmt)
     return d
 
 

@@ -19,7 +19,7 @@ from dedupkit.settings import ExactConfig
 from dedupkit.stages import register_stage, unregister_stage
 from dedupkit.stages.exact import ExactStage
 
-from tests.support import make_rows, read_manifest, write_jsonl, write_parquet
+from tests.support import make_rows, read_manifest, write_jsonl, write_rows
 from tests.support.invariants import check_manifest
 
 
@@ -55,12 +55,8 @@ ENV: dict = {}
 def chain_corpus(tmp_path: Path, fmt: str = "jsonl") -> Path:
     d = tmp_path / "data"
     rows = make_rows(CHAIN)
-    if fmt == "parquet":
-        write_parquet(d / "a.parquet", rows[:4])
-        write_parquet(d / "b.parquet", rows[4:])
-    else:
-        write_jsonl(d / "a.jsonl", rows[:4])
-        write_jsonl(d / "b.jsonl", rows[4:])
+    write_rows(d / "a", rows[:4], fmt)
+    write_rows(d / "b", rows[4:], fmt)
     return d
 
 

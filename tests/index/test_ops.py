@@ -10,19 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.support import free_port, make_texts, near_copy, read_manifest, write_jsonl, write_parquet
+from tests.support import free_port, make_texts, near_copy, read_manifest, write_jsonl, write_rows
 from tests.support.invariants import check_output
 from dedupkit import api
 from dedupkit.errors import CheckFailed, ConfigError
 from dedupkit.index import IndexSettings, IndexStoreError, Segment, create_index, open_index
 
 import pyarrow as pa
-
-
-def write_rows(path: Path, rows: list[dict], fmt: str) -> Path:
-    if fmt == "parquet":
-        return write_parquet(path.with_suffix(".parquet"), rows)
-    return write_jsonl(path.with_suffix(".jsonl"), rows)
 
 
 @pytest.fixture

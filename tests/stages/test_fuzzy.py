@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import make_rows, read_manifest, run_subprocess, write_jsonl, write_parquet
+from tests.support import make_rows, read_manifest, run_subprocess, write_rows
 from tests.support.invariants import check_manifest
 from dedupkit import api
 from dedupkit.cli.main import cli
@@ -62,10 +62,7 @@ def write(tmp_path, texts, fmt="parquet", shards=2, prefix="d"):
         part = rows[i * size:(i + 1) * size]
         if not part:
             continue
-        if fmt == "parquet":
-            write_parquet(d / f"part{i}.parquet", part)
-        else:
-            write_jsonl(d / f"part{i}.jsonl", part)
+        write_rows(d / f"part{i}", part, fmt)
     return d
 
 

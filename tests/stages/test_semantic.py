@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support import BASE_DOCS, make_rows, read_manifest, run_subprocess, write_jsonl, write_parquet
+from tests.support import BASE_DOCS, make_rows, read_manifest, run_subprocess, write_jsonl, write_parquet, write_rows
 from tests.support.invariants import check_manifest
 from dedupkit import api
 from dedupkit.cli.main import cli
@@ -105,12 +105,8 @@ def para_corpus(tmp_path, fmt="parquet", extra=None):
     for i, r in enumerate(rows):
         r["score"] = extra[i] if extra else i
     d = tmp_path / "para"
-    if fmt == "parquet":
-        write_parquet(d / "a.parquet", rows[:3])
-        write_parquet(d / "b.parquet", rows[3:])
-    else:
-        write_jsonl(d / "a.jsonl", rows[:3])
-        write_jsonl(d / "b.jsonl", rows[3:])
+    write_rows(d / "a", rows[:3], fmt)
+    write_rows(d / "b", rows[3:], fmt)
     return d
 
 

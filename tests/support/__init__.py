@@ -44,6 +44,13 @@ def write_parquet(path: Path, rows: list[dict], row_group_size: int | None = Non
     return path
 
 
+def write_rows(path: Path, rows: list[dict], fmt: str) -> Path:
+    """``rows`` as ``path.parquet`` (fmt "parquet") or ``path.jsonl`` (any other fmt)."""
+    if fmt == "parquet":
+        return write_parquet(path.with_suffix(".parquet"), rows)
+    return write_jsonl(path.with_suffix(".jsonl"), rows)
+
+
 def make_rows(texts: list[str], prefix: str = "d") -> list[dict]:
     return [{"id": f"{prefix}{i}", "text": t, "n": i} for i, t in enumerate(texts)]
 
