@@ -195,6 +195,9 @@ def test_c_kernel_equals_numpy_path_for_both_schemes():
     from dedupkit import minhash as mh
 
     if kernels.speedups is None:
+        built = kernels._load(kernels.EXTENSIONS["speedups"]) is not None
+        if built:
+            pytest.skip(f"the C kernels are off ({kernels.ENV}={os.environ.get(kernels.ENV)})")
         if os.environ.get("CI"):
             pytest.fail("the C extension did not build in CI (pip install -e . -v shows why)")
         pytest.skip("the C extension is not built in this checkout (pip install -e . builds it)")
