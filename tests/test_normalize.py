@@ -146,3 +146,21 @@ def test_c_kernels_refuse_offsets_outside_the_buffer():
                 call(offs)
     with pytest.raises(ValueError, match="mode"):
         kernels.speedups.hash_texts(b"ab", np.array([0, 2], np.int64).tobytes(), 1, 7)
+
+
+@pytest.mark.parametrize("arrow_composes", [True, False])
+def test_nfkc_composes_on_every_pyarrow(monkeypatch, arrow_composes):
+    """NFKC output is composed whether or not this pyarrow's utf8_normalize composes (before
+    pyarrow 26 it did not: apache/arrow#51225), and equals unicodedata's."""
+    import unicodedata
+
+    from dedupkit import normalize as nm
+
+    if not arrow_composes:
+        monkeypatch.setattr(nm, "_arrow_nfkc_composes", lambda: False)
+    elif not nm._arrow_nfkc_composes():
+        pytest.skip("this pyarrow's utf8_normalize does not compose (pyarrow < 26)")
+    texts = ["héllo wörld", "e\u0301tude", "ﬁne ＡＢ ²", "plain ascii", None, "", "A\u030a \u212b"]
+    got = nm.nfkc(pa.array(texts)).to_pylist()
+    assert got == [None if t is None else unicodedata.normalize("NFKC", t) for t in texts]
+    assert got[1] == "\u00e9tude"

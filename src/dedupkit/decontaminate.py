@@ -46,7 +46,7 @@ from dedupkit import settings as _S
 from dedupkit.atomic import atomic_write
 from dedupkit.errors import ConfigError, DedupkitError, InputError
 from dedupkit.io.read import Batch
-from dedupkit.normalize import text_buffers
+from dedupkit.normalize import nfkc, text_buffers
 from dedupkit.stages.base import Decisions, Mapper, Stage
 
 MODES = _S.choices(_S.DecontaminateConfig, "mode")
@@ -388,7 +388,7 @@ def prepare(texts: pa.Array) -> pa.Array:
     sub = texts.filter(nonascii)
     unstable = pc.match_substring_regex(sub, _NFKC_CLASS)
     if pc.any(unstable).as_py():
-        sub = pc.replace_with_mask(sub, unstable, pc.utf8_normalize(sub.filter(unstable), form="NFKC"))
+        sub = pc.replace_with_mask(sub, unstable, nfkc(sub.filter(unstable)))
     sub = pc.replace_substring_regex(sub, _NON_WORD_NON_ASCII, " ")
     sub = pc.utf8_lower(sub)
     return pc.replace_with_mask(texts.cast(sub.type) if texts.type != sub.type else texts, nonascii, sub)

@@ -36,7 +36,7 @@ import xxhash
 from dedupkit import kernels
 from dedupkit.errors import ConfigError
 from dedupkit import settings as _S
-from dedupkit.normalize import text_buffers
+from dedupkit.normalize import nfkc, text_buffers
 
 SHINGLES = _S.choices(_S.FuzzyConfig, "shingle")
 SCHEMES = _S.choices(_S.FuzzyConfig, "scheme")
@@ -160,7 +160,7 @@ def normalize_array(texts) -> pa.Array:
     if pc.all(pc.string_is_ascii(texts)).as_py() is not False:
         # NFKC leaves ASCII unchanged, and ASCII lower-casing is ~20x faster than the UTF-8 kernel.
         return pc.ascii_lower(texts)
-    return pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
+    return pc.utf8_lower(nfkc(texts))
 
 
 _WORD_BYTE = np.zeros(256, dtype=bool)
@@ -365,9 +365,9 @@ def _classify(cps: np.ndarray) -> None:
     cls, lower = _CP["class"], _CP["lower"]
     chars = [chr(c) if not 0xD800 <= c <= 0xDFFF else "" for c in cps.tolist()]
     arr = pa.array(chars, pa.string())
-    nfkc = pc.utf8_normalize(arr, form="NFKC")
-    stable = np.asarray(pc.equal(nfkc, arr), dtype=bool)
-    low = pc.utf8_lower(nfkc).to_pylist()
+    nfkc_arr = nfkc(arr)
+    stable = np.asarray(pc.equal(nfkc_arr, arr), dtype=bool)
+    low = pc.utf8_lower(nfkc_arr).to_pylist()
     pieces = sorted({x for s in low for x in s})
     parr = pa.array(pieces, pa.string())
     is_word = dict(zip(pieces, np.asarray(pc.equal(pc.list_value_length(
@@ -377,7 +377,7 @@ def _classify(cps: np.ndarray) -> None:
         cls[c] = _CP_UNSAFE
         if not ch or not _inert(ch):
             continue
-        out, src = low[k], nfkc[k].as_py()
+        out, src = low[k], nfkc_arr[k].as_py()
         if stable[k] and len(out) == 1:
             cls[c] = _CP_WORD if is_word[out] else _CP_SEP
             lower[c] = ord(out)

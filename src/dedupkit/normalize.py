@@ -22,6 +22,7 @@ texts a reader may call different (code, tables, prices), so they are opt-in; us
 
 from __future__ import annotations
 
+import functools
 from typing import Iterable
 
 import numpy as np
@@ -124,6 +125,32 @@ def collapse_whitespace(arr: pa.Array, ascii_lower: bool = False) -> pa.Array:
     return _collapse(arr, ascii_lower)[0]
 
 
+@functools.cache
+def _arrow_nfkc_composes() -> bool:
+    """Whether this pyarrow's ``utf8_normalize`` composes: before pyarrow 26 it returned the
+    decomposed form for NFC and NFKC too (apache/arrow#51225; the wheels for Python 3.10 are 25)."""
+    return pc.utf8_normalize(pa.array(["e\u0301\ufb01"]), "NFKC")[0].as_py() == "\u00e9fi"
+
+
+def nfkc(arr: pa.Array) -> pa.Array:
+    """Unicode NFKC of a string array (nulls stay null): Arrow's kernel, or, on a pyarrow whose
+    kernel does not compose, ``unicodedata`` on the non-ASCII rows (ASCII is NFKC-normal).
+
+    Example:
+        >>> nfkc(pa.array(["e\u0301tude", "\uff21B", None])).to_pylist()
+        ['étude', 'AB', None]
+    """
+    if _arrow_nfkc_composes():
+        return pc.utf8_normalize(arr, "NFKC")
+    import unicodedata
+
+    mask = pc.invert(pc.fill_null(pc.string_is_ascii(arr), True))
+    if not pc.any(mask).as_py():
+        return arr
+    fixed = pa.array([unicodedata.normalize("NFKC", s) for s in arr.filter(mask).to_pylist()], arr.type)
+    return pc.replace_with_mask(arr, mask, fixed)
+
+
 def normalize_split(arr: pa.Array, steps: tuple[str, ...]) -> tuple[pa.Array, np.ndarray | None, pa.Array | None]:
     """Normalize, leaving the rare rows that need more work as a separate small array.
 
@@ -138,7 +165,7 @@ def normalize_split(arr: pa.Array, steps: tuple[str, ...]) -> tuple[pa.Array, np
     """
     arr = _large(arr)
     if "nfkc" in steps:
-        arr = pc.utf8_normalize(arr, "NFKC")
+        arr = nfkc(arr)
     fusable = "lower" in steps and "whitespace" in steps and "punctuation" not in steps and "digits" not in steps
     if fusable and kernels.speedups is not None:
         out, flags = _collapse(arr, True)
