@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -228,8 +229,9 @@ class OnnxEmbedder:
         # threads' cores (the same reason dedupkit sets OMP_WAIT_POLICY=PASSIVE for torch).
         opts.add_session_config_entry("session.intra_op.allow_spinning",
                                       os.environ.get("DEDUPKIT_ORT_SPINNING", "0"))
-        self.float_session = ort.InferenceSession(str(export_dir / FP32_FILE), opts,
-                                                  providers=["CPUExecutionProvider"])
+        # the float session is made on first use: corpora of long texts never need it
+        self._float_session = functools.partial(ort.InferenceSession, str(export_dir / FP32_FILE), opts,
+                                                providers=["CPUExecutionProvider"])
         self.session = (ort.InferenceSession(str(export_dir / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
                         if quantized else self.float_session)
         self.tokenizer = tok.Tokenizer.from_file(str(export_dir / "tokenizer.json"))
@@ -239,6 +241,13 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         self.key = key
         self.device = "cpu"
+
+    @property
+    def float_session(self):
+        """The float export's session, made on first use."""
+        if isinstance(self._float_session, functools.partial):
+            self._float_session = self._float_session()
+        return self._float_session
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts), dim)`` float32 L2-normalised embeddings, in input order."""
@@ -250,7 +259,8 @@ class OnnxEmbedder:
         lengths = np.fromiter((len(i) for i in ids), np.int64, len(ids))
         order = np.argsort(-lengths, kind="stable")  # longest first: a memory error shows at once
         n_long = int((lengths > FLOAT_MAX_TOKENS).sum())
-        for part, session in ((order[:n_long], self.session), (order[n_long:], self.float_session)):
+        for part, quantized in ((order[:n_long], True), (order[n_long:], False)):
+            session = self.session if quantized or not len(part) else self.float_session
             for start in range(0, len(part), self.batch_size):
                 idx = part[start:start + self.batch_size]
                 width = int(lengths[idx[0]])
