@@ -128,7 +128,10 @@ class LocalEngine(Engine):
 
 
 def _init_worker(parent_pid: int, reports: Any = None) -> None:
+    from dedupkit.fastart import skip_pandas_probe
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since exec; keep it so
+    skip_pandas_probe()  # 0.2 s less per worker (dedupkit.fastart)
     exit_with_parent(parent_pid)
     if reports is not None:
         base._reporter = lambda n: reports.put((_current_task, n))
