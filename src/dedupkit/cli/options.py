@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -184,6 +185,10 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     from dedupkit.io import fs
     from dedupkit.io.shards import discover
 
+    out = kwargs.get("output")
+    if out and not kwargs.get("overwrite") and not fs.is_remote(str(out)) \
+            and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
+        return  # a finished run is probably reused: no scan
     if not any(fs.is_remote(str(i)) for i in inputs):  # local: only when worth two scan pieces
         try:
             if sum(s.size for s in discover([str(i) for i in inputs])) < 8 * 2**20:
