@@ -27,6 +27,7 @@ from dedupkit.settings import (
     AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, IndexConfig, InspectConfig, KeepConfig, ReadConfig, ReportConfig,
     RunConfig, SemanticConfig, SubstringConfig, specs,
 )
+from dedupkit.stages.builders import decontaminate_config, keep_policy, make_stage
 
 if TYPE_CHECKING:  # apply pulls in pyarrow.dataset; stage runs do not need it
     from dedupkit.apply import ApplyResult
@@ -155,7 +156,7 @@ def exact(inputs: Sequence[str], out: str | os.PathLike, config: ExactConfig | N
         1
     """
     config, read, runtime = _configs("exact", ExactConfig, config, read, runtime, settings)
-    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+    return StageResult._of(_run(make_stage(config), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
                                 progress))
 
 
@@ -177,7 +178,7 @@ def fuzzy(inputs: Sequence[str], out: str | os.PathLike, config: FuzzyConfig | N
         ('fuzzy', 4)
     """
     config, read, runtime = _configs("fuzzy", FuzzyConfig, config, read, runtime, settings)
-    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+    return StageResult._of(_run(make_stage(config), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
                                 progress))
 
 
@@ -195,7 +196,7 @@ def substring(inputs: Sequence[str], out: str | os.PathLike, config: SubstringCo
         >>> dedupkit.apply(["data/"], ["out/substring"], "out/clean")  # doctest: +SKIP
     """
     config, read, runtime = _configs("substring", SubstringConfig, config, read, runtime, settings)
-    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+    return StageResult._of(_run(make_stage(config), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
                                 progress))
 
 
@@ -313,7 +314,7 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
     if isinstance(settings.get("eps"), (list, tuple)):  # eps=[0.02, 0.05]: the list --eps takes
         settings["eps"] = ",".join(map(str, settings["eps"]))
     config, read, runtime = _configs("semantic", SemanticConfig, config, read, runtime, settings)
-    stage = config.make_stage()
+    stage = make_stage(config)
     result = _run(stage, inputs, out, read, runtime, skip, overwrite, None if config.analyze else max_drop_rate,
                   progress)
     if config.analyze and stage.analysis is not None:
@@ -516,7 +517,7 @@ def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float 
     opts = RunOptions(workers=runtime.workers, engine=runtime.engine, ray_address=runtime.ray_address,
                       overwrite=overwrite)
     with open_index(against) as store:
-        return run_check(store, inputs, out, read_spec(read), policy=policy.policy(), max_dup_rate=max_dup_rate,
+        return run_check(store, inputs, out, read_spec(read), policy=keep_policy(policy), max_dup_rate=max_dup_rate,
                          update=update, options=opts, progress=_progress(progress),
                          requested={"stages": stages, "normalize": normalize, "minhash": minhash})
 
@@ -543,7 +544,7 @@ def decontaminate(inputs: Sequence[str], out: str | os.PathLike, against: Sequen
     from dedupkit.io import fs
 
     root = fs.staging_dir(out) if fs.is_remote(out) else Path(fs.local(out))  # where the run is built
-    stage = DecontaminateStage(items, config.stage_config(), str(root / ".work" / "decontaminate-index"))
+    stage = DecontaminateStage(items, decontaminate_config(config), str(root / ".work" / "decontaminate-index"))
     return StageResult._of(_run(stage, inputs, out, read, runtime, skip, overwrite, max_drop_rate, progress))
 
 
