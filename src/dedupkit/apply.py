@@ -20,9 +20,8 @@ from dedupkit.io.fs import parquet_source
 from dedupkit.io.read import open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
-from dedupkit.outdir import write_error
 from dedupkit.spans import cut_array, merge_spans, read_spans, span_dirs
-from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
+from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs, write_error
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 

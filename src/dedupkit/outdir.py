@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
@@ -11,7 +10,7 @@ from pathlib import Path
 from dedupkit.atomic import fsync_dir
 from dedupkit.errors import OutputError
 from dedupkit.manifest import MANIFEST_DIR, SUMMARY
-from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json
+from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json, write_error
 
 WORK = ".work"
 WORK_TRASH = ".work.trash"
@@ -254,40 +253,3 @@ def _remove_manifest(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
-
-
-def write_error(exc: OSError, out: Path) -> OutputError:
-    """Turn an OS error met while writing ``out`` into an OutputError that says what to do."""
-    where = exc.filename or out
-    text = str(exc)
-    if _disk_full(exc, out):
-        return OutputError(
-            f"no space left on the device while writing {where}; nothing final was written "
-            f"(no {SUMMARY}). Free space and rerun the same command to resume, or delete {out} "
-            "and choose an -o on a larger disk"
-        )
-    if exc.filename and not os.path.abspath(str(exc.filename)).startswith(os.path.abspath(out) + os.sep):
-        # Not one of our output files: an input or cache file went missing or became unreadable.
-        return OutputError(f"I/O error on {exc.filename} ({exc.strerror or text}); nothing final was "
-                           "written; check the file and rerun the same command to resume")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write {where} ({exc.strerror or text}); choose an -o you can write to")
-    return OutputError(
-        f"I/O error while writing {where} ({exc.strerror or text}); nothing final was written; "
-        "rerun the same command to resume"
-    )
-
-
-def _disk_full(exc: OSError, out: Path) -> bool:
-    # Not every writer reports ENOSPC: numpy raises "N requested and M written" for a short
-    # write, and some pyarrow errors carry no errno. So also look at the free space left.
-    text = str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower():
-        return True
-    if "requested and" in text and "written" in text:
-        return True
-    try:
-        st = os.statvfs(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)))
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < (1 << 20)
