@@ -428,6 +428,7 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
     from dedupkit.index.ops import AddResult, add_inputs
     from dedupkit.index.local import FORMAT as INDEX_FORMAT
     from dedupkit.locks import LockFile
+    from dedupkit.outdir import swap_folder
     from dedupkit.ownership import check_creatable, check_separate, made_dirs, read_json, remove_made_dirs
 
     root = Path(location)
@@ -471,24 +472,28 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
         remove_made_dirs(made)
         raise
     if build != root:
-        old = root.with_name(f".{root.name}.dedupkit-old")
         lock = LockFile(root / ".lock")
         if not lock.try_acquire():
             shutil.rmtree(build, ignore_errors=True)
             raise IndexStoreError(f"{root} is being written by another process; retry when it has finished")
-        try:
-            os.replace(root, old)  # one step each: INDEX is always the old or the new index
-            os.replace(build, root)
+        try:  # INDEX is always the old or the new index
+            swap_folder(build, root, root.with_name(f".{root.name}.dedupkit-old"), _remove_index_files)
         finally:
             lock.release()
-        (old / "index.json").unlink(missing_ok=True)
-        shutil.rmtree(old / "segments", ignore_errors=True)
-        (old / ".lock").unlink(missing_ok=True)
-        try:
-            old.rmdir()
-        except OSError:
-            pass
     return dataclasses.replace(result, location=str(root))
+
+
+def _remove_index_files(folder: Path) -> None:
+    """Delete a folder index's own files (``_INDEX_NAMES``), then the folder if that emptied it."""
+    import shutil
+
+    (folder / "index.json").unlink(missing_ok=True)
+    shutil.rmtree(folder / "segments", ignore_errors=True)
+    (folder / ".lock").unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _no_remote_writes(location: str, what: str) -> None:

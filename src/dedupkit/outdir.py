@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from dedupkit.atomic import fsync_dir
 from dedupkit.errors import OutputError
@@ -202,21 +203,34 @@ def swap_manifest(root: Path, tmp_manifest: Path) -> None:
 
 
 def _swap_parts(root: Path, name: str, old_name: str, new: Path | None) -> None:
-    """Replace the part folder ``root/name`` by ``new`` (or just remove it when ``new`` is None).
+    """Replace the part folder ``root/name`` by ``new`` (or just remove it when ``new`` is None);
+    of the old folder only its ``part-NNNNN.parquet`` files are deleted (and the folder, if that
+    left it empty)."""
+    swap_folder(new, root / name, root / old_name, _remove_manifest)
 
-    The old folder is renamed aside in one step, then only its ``part-NNNNN.parquet`` files are
-    deleted (and the folder, if that left it empty).
+
+def swap_folder(new: Path | None, final: Path, old: Path, remove_old: Callable[[Path], None], *,
+                links: bool = False) -> None:
+    """Put the finished folder ``new`` in place as ``final`` (``new`` None: just take ``final`` away).
+
+    An existing ``final`` is renamed aside to ``old`` in one step, so ``final`` is always the old or
+    the new folder, never a half-deleted one; then ``new`` is renamed in, and ``remove_old(old)``
+    deletes what of the old folder is dedupkit's (anything else stays under ``old``). A leftover
+    ``old`` of a killed swap is removed the same way first. A symbolic link at ``final`` is moved
+    aside (never followed) with ``links``, else left where it is. The parent folder is fsynced.
+
+    Used by every output that is built beside its place and swapped in: a stage's manifest and
+    spans, ``apply``'s clean corpus, ``index create --overwrite``.
     """
-    final = root / name
-    old = root / old_name
-    if final.exists() and not final.is_symlink():
-        if old.exists():
-            _remove_manifest(old)
+    if old.exists():
+        remove_old(old)
+    if (links and final.is_symlink()) or (final.exists() and not final.is_symlink()):
         os.replace(final, old)
-        _remove_manifest(old)
     if new is not None:
         os.replace(new, final)
-    fsync_dir(root)
+    if old.exists():
+        remove_old(old)
+    fsync_dir(final.parent)
 
 
 def discard_output(folder: Path) -> None:
