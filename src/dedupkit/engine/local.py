@@ -70,10 +70,18 @@ class LocalEngine(Engine):
 
     def _abort(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()
+        if pool is None:
+            return
+        # Take the workers before shutdown(), which forgets them (it sets _processes to None).
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in procs:
+            proc.terminate()
+        # Wait (briefly) until they are gone: a worker still starting up would otherwise unpickle
+        # the pool's queues after this process has exited and removed their semaphores, and print
+        # a traceback after the one-line message.
+        for proc in procs:
+            proc.join(timeout=5)
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "",
             sizes: Sequence[int | None] | None = None) -> list[Any]:
