@@ -475,9 +475,10 @@ class SemanticConfig(_Checked):
                           env="DEDUPKIT_DEVICE")
     backend: str = setting("auto", "How minilm (or another BERT sentence-transformers folder) runs: onnx = ONNX "
                                    "Runtime with an int8 export made once from the model's weights and cached "
-                                   "(faster on a CPU; needs no torch); torch = sentence-transformers; auto = "
-                                   "torch when it is installed, else onnx.",
-                           choices=("auto", "torch", "onnx"), env="DEDUPKIT_BACKEND")
+                                   "(faster on a CPU; needs no torch); onnx-fp32 = the same export unquantised "
+                                   "(the torch model's embeddings, a little faster than torch); torch = "
+                                   "sentence-transformers; auto = torch when it is installed, else onnx.",
+                           choices=("auto", "torch", "onnx", "onnx-fp32"), env="DEDUPKIT_BACKEND")
     embed_batch_size: int = setting(64, "Texts per model forward pass (--batch-size is the read batch).",
                                     range=(1, None))
     max_tokens: int = setting(128, "Truncate each text to this many model tokens (MiniLM was trained on 128; "
@@ -503,9 +504,9 @@ class SemanticConfig(_Checked):
                                            "all [default: max(256 x clusters, 10,000)].", kind="int",
                                      range=(1, None))
     niter: int = setting(20, "k-means iterations.", range=(1, None))
-    keep: str = setting("hard", "Which document of a duplicate group survives: hard = the least typical (lowest "
-                                "mean cosine to its neighbours; with --search kmeans farthest from the centroid, "
-                                "SemDeDup), easy = the most typical, random (seeded), first = lowest (shard, "
+    keep: str = setting("easy", "Which document of a duplicate group survives: easy = the most typical (highest "
+                                "mean cosine to its neighbours; with --search kmeans nearest the centroid), hard = "
+                                "the least typical (SemDeDup's choice), random (seeded), first = lowest (shard, "
                                 "row).", choices=("hard", "easy", "random", "first", "last", "longest", "shortest"))
     keep_by: str | None = _keep_by("Rank by this column first (ties: --keep).")
     keep_order: str = _keep_order("With --keep-by: desc keeps the largest value, asc the smallest.")
