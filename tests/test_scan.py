@@ -135,7 +135,7 @@ def _run(stage_factory, inp, out, **opts):
     return run_stage(stage_factory(), [str(inp)], out, spec, RunOptions(**opts))
 
 
-@pytest.mark.parametrize("fmt", ["parquet-one-group", "parquet-groups", "jsonl"])
+@pytest.mark.parametrize("fmt", ["parquet-one-group", "parquet-one-group-pages", "parquet-groups", "jsonl"])
 @pytest.mark.parametrize("stage", ["exact", "fuzzy"])
 def test_split_manifest_is_byte_identical(tmp_path, fmt, stage):
     texts = _texts(900)
@@ -147,7 +147,9 @@ def test_split_manifest_is_byte_identical(tmp_path, fmt, stage):
         inp.write_text("\n".join(lines) + "\n")
     else:
         inp = tmp_path / "c.parquet"
-        pq.write_table(pa.table({"text": texts}), inp, row_group_size=10_000 if fmt == "parquet-one-group" else 64)
+        texts[77] = texts[401] = None  # bad records
+        pages = dict(write_batch_size=20, data_page_size=2_000) if fmt.endswith("pages") else {}
+        pq.write_table(pa.table({"text": texts}), inp, row_group_size=10_000 if "one-group" in fmt else 64, **pages)
     factory = ExactStage if stage == "exact" else (lambda: FuzzyStage(FuzzyConfig()))
     whole = _run(factory, inp, tmp_path / "whole", on_bad_record="skip")
     # exact does not cut one row group by bytes (each range decodes the group from its start, and
@@ -161,6 +163,8 @@ def test_split_manifest_is_byte_identical(tmp_path, fmt, stage):
     assert _manifest_bytes(split.out) == _manifest_bytes(whole.out)
     if fmt == "jsonl":
         assert [b["row"] for b in split.summary["bad_records"]] == [10, 500]
+    else:
+        assert [b["row"] for b in split.summary["bad_records"]] == [77, 401]
 
 
 def test_split_jsonl_bad_record_names_its_line(tmp_path):

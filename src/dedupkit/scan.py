@@ -103,8 +103,10 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
     for si, shard in enumerate(shards):
         pieces: list[Piece | None] = [None]
         if groups[si] is not None:
-            pieces = _row_pieces(groups[si], target, split_rows,
-                                 getattr(mapper, "decode_weight", DECODE_WEIGHT) if shard.format == "parquet" else 0.0)
+            weight = getattr(mapper, "decode_weight", DECODE_WEIGHT) if shard.format == "parquet" else 0.0
+            pages = _page_starts(shard, groups[si], spec.text_column, target, split_rows) \
+                if shard.format == "parquet" else None
+            pieces = _row_pieces(groups[si], target, split_rows, weight, pages)
         elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
             pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
@@ -153,6 +155,30 @@ def _groups(shard: Shard) -> list[tuple[int, int]] | None:
     return None
 
 
+def _page_starts(shard: Shard, groups: list[tuple[int, int]], text_column: str, target: int,
+                 split_rows: int) -> list[list[int] | None]:
+    """For each row group of a Parquet shard that will be cut into row ranges: the first rows of
+    its text column's data pages, when a range can be read from its own pages alone
+    (:mod:`dedupkit.io.pqpages`); None for the others (whole groups, or no page skipping)."""
+    from dedupkit.io.pqpages import data_page_starts
+
+    out: list[list[int] | None] = [None] * len(groups)
+    if not any(rows > 1 and (nbytes > min(target, MIN_PIECE_BYTES) or rows > split_rows) for rows, nbytes in groups):
+        return out
+    md = _parquet_metadata(shard)
+    schema = md.schema
+    leaf = next((i for i in range(len(schema)) if schema.column(i).path == text_column
+                 and schema.column(i).max_repetition_level == 0), None)
+    if leaf is None:
+        return out
+    with open_input(shard.path) as fh:
+        for g, (rows, nbytes) in enumerate(groups):
+            if rows > 1 and (nbytes > min(target, MIN_PIECE_BYTES) or rows > split_rows):
+                starts = data_page_starts(fh, shard.size, g, leaf)
+                out[g] = starts if starts is not None and len(starts) > 1 else None
+    return out
+
+
 def _cuts(k: int, r: float) -> list[float]:
     """Where to cut one row group into ``k`` row ranges (fractions, 0 to 1) so the tasks cost alike.
 
@@ -181,27 +207,37 @@ def _cuts(k: int, r: float) -> list[float]:
 
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
-                decode_weight: float = 0.0) -> list[Piece]:
-    """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut (see _cuts).
+                decode_weight: float = 0.0, pages: list[list[int] | None] | None = None) -> list[Piece]:
+    """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut.
 
-    A row group is cut into ranges of ``target`` bytes (lowered so every worker gets work) only
-    when the stage's work outweighs decoding (``decode_weight < 1``): each range decodes the group
-    from its start, so for a stage whose work costs less than the decode (exact) more ranges only
-    add decoding, and the reader streams a group in batches, so its text never sits in memory at
-    once. Such a group is cut by ``split_rows`` alone (which bounds a task's features).
+    ``pages[g]``: the first rows of group ``g``'s data pages when a range of it is read from its
+    own pages alone (:mod:`dedupkit.io.pqpages`): such a group is cut into equal ranges of about
+    ``target`` bytes, each cut moved to the nearest page start (no page decoded twice).
+
+    Otherwise a range's reader decodes the group from its start, so the cuts follow :func:`_cuts`,
+    and a group is cut by bytes only when the stage's work outweighs decoding
+    (``decode_weight < 1``): for a stage whose work costs less than the decode (exact) more ranges
+    only add decoding, and the reader streams a group in batches, so its text never sits in memory
+    at once. Such a group is cut by ``split_rows`` alone (which bounds a task's features).
     """
-    cut_target = target if decode_weight < 1 else 2**62
     pieces: list[Piece] = []
     start = 0
     merged_rows = merged_bytes = 0
-    for rows, nbytes in groups:
+    for g, (rows, nbytes) in enumerate(groups):
+        starts = pages[g] if pages is not None else None
+        cut_target = target if decode_weight < 1 or starts else 2**62
         if merged_rows and (merged_bytes + nbytes > min(target, MERGE_BYTES) or merged_rows + rows > split_rows):
             pieces.append(Piece(start, start + merged_rows))
             start += merged_rows
             merged_rows = merged_bytes = 0
         if merged_rows == 0 and (nbytes > cut_target or rows > split_rows):
             k = max(-(-nbytes // cut_target), -(-rows // split_rows))
-            cuts = [start + int(rows * f) for f in _cuts(k, decode_weight)]
+            if starts:
+                at = np.asarray(starts + [rows], np.int64)
+                cuts = sorted({0, rows} | {int(at[np.abs(at - rows * i / k).argmin()]) for i in range(1, k)})
+                cuts = [start + c for c in cuts]
+            else:
+                cuts = [start + int(rows * f) for f in _cuts(k, decode_weight)]
             pieces += [Piece(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
             start += rows
             continue

@@ -104,6 +104,9 @@ def cli(ctx: click.Context, verbose: int, config_path: str | None) -> None:
 
 
 def main() -> None:
+    from dedupkit.fastart import skip_pandas_probe
+
+    skip_pandas_probe()  # pyarrow's probe for pandas costs 0.2 s per process (dedupkit.fastart)
     try:
         cli(prog_name="dedupkit")
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -174,12 +175,36 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
         click.echo(count_line(summary.get("stage", "run"), stage_counts(summary), note), err=True)
 
 
+def _prestart_workers(kwargs: dict[str, Any]) -> None:
+    """Start the local engine's --workers processes while the command imports and plans
+    (dedupkit.engine.local.prestart), when the inputs are big enough to be split into tasks."""
+    workers, inputs = kwargs.get("workers"), kwargs.get("inputs")
+    if not isinstance(workers, int) or workers < 2 or kwargs.get("engine") not in (None, "local") or not inputs:
+        return
+    from dedupkit.engine.local import prestart
+    from dedupkit.io import fs
+    from dedupkit.io.shards import discover
+
+    out = kwargs.get("output")
+    if out and not kwargs.get("overwrite") and not fs.is_remote(str(out)) \
+            and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
+        return  # a finished run is probably reused: no scan
+    if not any(fs.is_remote(str(i)) for i in inputs):  # local: only when worth two scan pieces
+        try:
+            if sum(s.size for s in discover([str(i) for i in inputs])) < 8 * 2**20:
+                return
+        except (DedupkitError, OSError):
+            return  # the command itself reports it
+    prestart(workers)
+
+
 def handle_errors(f: Callable) -> Callable:
     """Turn DedupkitError into a clean message on stderr and its exit code."""
 
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
+            _prestart_workers(kwargs)
             return f(*args, **kwargs)
         except DedupkitError as exc:
             click.echo(f"Error: {safe_text(redact(str(exc)), one_line=True)}", err=True)

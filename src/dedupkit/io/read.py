@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError
 from dedupkit.io.fs import is_remote, open_input, parquet_source
+from dedupkit.io.pqpages import ThriftError as PageError
 from dedupkit.io.shards import Piece, Shard
 
 BAD_RECORD_MODES = _S.choices(_S.ReadConfig, "on_bad_record")
@@ -330,8 +331,7 @@ class ShardReader:
         ends = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
         lo, hi = int(ends[first]), int(ends[stop])
         if self.piece is not None:
-            # a row range: the row groups holding it (rows before it in its first group are read
-            # and dropped: Parquet decodes a column chunk's pages in order)
+            # a row range: the row groups holding it
             lo, hi = max(lo, self.piece.start), min(hi, self.piece.stop)
             first = max(first, int(np.searchsorted(ends, lo, side="right")) - 1)
             stop = min(stop, int(np.searchsorted(ends, hi, side="left")))
@@ -340,6 +340,19 @@ class ShardReader:
         self.n_rows = lo
         if not groups:
             return
+        if len(groups) == 1 and (lo > offset or hi < int(ends[first + 1])):
+            # part of one row group: decode only the pages holding it (Parquet decodes a column
+            # chunk's pages in order, so a plain reader would decode every row before lo too)
+            paged = self._paged(pf, first, lo - offset, hi - offset)
+            if paged is not None:
+                try:
+                    yield from self._ranged(paged, lo, lo, hi)
+                except (pa.ArrowInvalid, OSError, PageError) as exc:
+                    raise InputError(
+                        f"{self.shard.name}: Parquet data unreadable near row {self.n_rows} ({_why(exc)}); the "
+                        "file may be truncated or corrupt: regenerate it"
+                    ) from exc
+                return
         try:
             # One thread per reader: dedupkit parallelises over shards with processes, and Arrow's
             # per-column threads only add hand-offs for the one to three columns read here
@@ -354,6 +367,34 @@ class ShardReader:
                 f"{self.shard.name}: Parquet data unreadable near row {self.n_rows} ({_why(exc)}); the file may "
                 "be truncated or corrupt: regenerate it"
             ) from exc
+
+    def _paged(self, pf: pq.ParquetFile, group: int, lo: int, hi: int) -> Iterator[pa.RecordBatch] | None:
+        """Record batches of rows ``[lo, hi)`` of one row group read from only the pages holding
+        them (:mod:`dedupkit.io.pqpages`), or None when the file does not allow it (a nested
+        column, an encrypted file, pages too big to skip any)."""
+        from dedupkit.io import pqpages
+
+        names = self.spec.columns
+        leaves = []
+        schema = pf.schema
+        paths = {schema.column(i).path: i for i in range(len(schema))}
+        for name in names:
+            leaf = paths.get(name)
+            if leaf is None or schema.column(leaf).max_repetition_level != 0:
+                return None
+            leaves.append(leaf)
+        fh = open_input(self.shard.path)
+        group_reader = pqpages.open_paged(fh, self.shard.size, group, leaves)
+        batches = group_reader.iter_batches(names, lo, hi, self.spec.batch_size) if group_reader else None
+        if batches is None:
+            fh.close()
+            return None
+
+        def closing() -> Iterator[pa.RecordBatch]:
+            with fh:
+                yield from batches
+
+        return closing()
 
     def _ranged(self, batches: Iterator[pa.RecordBatch], offset: int, lo: int, hi: int) -> Iterator[Batch]:
         """Validated batches of the rows ``[lo, hi)`` of record batches whose first row is ``offset``."""
