@@ -204,9 +204,13 @@ def peer_bench(docs: Path, peer_python: str, runs: int, max_tokens: int, batch_s
             "ratio": statistics.median(sh) / statistics.median(dk)}
 
 
+ONNX_BACKENDS = ("onnx", "onnx-fp32")
+
+
 def backend_bench(texts: list[str], suites: list[str], runs: int, max_tokens: int, batch_size: int,
                   threads: int, work: Path) -> dict:
-    """docs/s of the onnx and torch backends on ``texts``; per suite, cosine and decision agreement."""
+    """docs/s of the torch, onnx (int8) and onnx-fp32 backends on ``texts``; per suite, each ONNX
+    backend's cosine to torch and the share of rows with torch's keep/drop decision."""
     import torch
 
     from dedupkit import api
@@ -216,51 +220,60 @@ def backend_bench(texts: list[str], suites: list[str], runs: int, max_tokens: in
     cache = str(work / "backend-cache")  # the ONNX export is made here (timed separately)
     emb = {}
     t0 = time.perf_counter()
-    for b in ("torch", "onnx"):
+    for b in ("torch",) + ONNX_BACKENDS:
         emb[b] = get_embedder(EmbedConfig(model="minilm", device="cpu", backend=b, max_tokens=max_tokens,
                                           batch_size=batch_size, cache_dir=cache))
         if b == "onnx":
             export_s = time.perf_counter() - t0
         t0 = time.perf_counter()
     out: dict = {"threads": threads, "docs": len(texts), "onnx_export_and_load_s": export_s}
-    for b in emb:
-        emb[b].encode(texts[:32])  # warm-up
-    times: dict = {b: [] for b in emb}
-    cpu: dict = {b: [] for b in emb}
-    for _ in range(runs):
-        for b in emb:  # interleaved, so a load change hits both alike
-            t, c = time.perf_counter(), time.process_time()
-            emb[b].encode(texts)
-            times[b].append(time.perf_counter() - t)
-            cpu[b].append(time.process_time() - c)
+    with torch.inference_mode():
+        for b in emb:
+            emb[b].encode(texts[:32])  # warm-up
+        times: dict = {b: [] for b in emb}
+        cpu: dict = {b: [] for b in emb}
+        for _ in range(runs):
+            for b in emb:  # interleaved, so a load change hits both alike
+                t, c = time.perf_counter(), time.process_time()
+                emb[b].encode(texts)
+                times[b].append(time.perf_counter() - t)
+                cpu[b].append(time.process_time() - c)
     for b in emb:
         out[f"{b}_runs_s"] = times[b]
         out[f"{b}_docs_per_s"] = len(texts) / statistics.median(times[b])
         # CPU seconds of this process: on a loaded machine the wall time mostly measures the load
         out[f"{b}_cpu_s"] = cpu[b]
         out[f"{b}_docs_per_cpu_s"] = len(texts) / statistics.median(cpu[b])
-    out["speedup"] = out["onnx_docs_per_s"] / out["torch_docs_per_s"]
-    out["speedup_cpu"] = out["onnx_docs_per_cpu_s"] / out["torch_docs_per_cpu_s"]
+    for b in ONNX_BACKENDS:
+        sfx = "" if b == "onnx" else "_fp32"
+        out[f"speedup{sfx}"] = out[f"{b}_docs_per_s"] / out["torch_docs_per_s"]
+        out[f"speedup_cpu{sfx}"] = out[f"{b}_docs_per_cpu_s"] / out["torch_docs_per_cpu_s"]
     print(f"backends: torch {out['torch_docs_per_s']:.1f} docs/s, onnx {out['onnx_docs_per_s']:.1f} docs/s "
-          f"({out['speedup']:.2f}x; per CPU second {out['speedup_cpu']:.2f}x)", file=sys.stderr)
+          f"({out['speedup']:.2f}x; per CPU second {out['speedup_cpu']:.2f}x), onnx-fp32 "
+          f"{out['onnx-fp32_docs_per_s']:.1f} docs/s ({out['speedup_fp32']:.2f}x; {out['speedup_cpu_fp32']:.2f}x)",
+          file=sys.stderr)
     out["suites"] = {}
     for suite in suites:
         name = Path(suite).name
         docs = str(Path(suite) / "docs.parquet")
         st = pq.read_table(docs, columns=["text"]).column("text").to_pylist()
-        cos = np.einsum("ij,ij->i", emb["torch"].encode(st), emb["onnx"].encode(st))
+        vec = {b: emb[b].encode(st) for b in emb}
         keep = {}
         for b in emb:
             api.semantic([docs], str(work / f"{name}-{b}"), backend=b, device="cpu", max_tokens=max_tokens,
                          embed_batch_size=batch_size, cache_dir=cache)
             m = pq.read_table(work / f"{name}-{b}" / "manifest").sort_by([("shard", "ascending"), ("row", "ascending")])
             keep[b] = np.asarray(m.column("keep").to_pylist())
-        same = float(np.mean(keep["torch"] == keep["onnx"]))
-        out["suites"][name] = {"docs": len(st), "cos_min": float(cos.min()), "cos_p1": float(np.percentile(cos, 1)),
-                               "cos_mean": float(cos.mean()), "docs_below_0.98": int((cos < 0.98).sum()),
-                               "same_decision": same, "dropped_torch": int((~keep["torch"]).sum()),
-                               "dropped_onnx": int((~keep["onnx"]).sum())}
-        print(f"suite {name}: {out['suites'][name]}", file=sys.stderr)
+        res = {"docs": len(st), "dropped_torch": int((~keep["torch"]).sum())}
+        for b in ONNX_BACKENDS:
+            cos = np.einsum("ij,ij->i", vec["torch"], vec[b])
+            sfx = "" if b == "onnx" else "_fp32"
+            res.update({f"cos_min{sfx}": float(cos.min()), f"cos_p1{sfx}": float(np.percentile(cos, 1)),
+                        f"cos_mean{sfx}": float(cos.mean()), f"docs_below_0.98{sfx}": int((cos < 0.98).sum()),
+                        f"same_decision{sfx}": float(np.mean(keep["torch"] == keep[b])),
+                        f"dropped_onnx{sfx}": int((~keep[b]).sum())})
+        out["suites"][name] = res
+        print(f"suite {name}: {res}", file=sys.stderr)
     return out
 
 
@@ -379,16 +392,18 @@ def main() -> None:
     if "backends" in res:
         b = res["backends"]
         print(f"| torch backend docs/s ({b['docs']} docs, {b['threads']} threads) | {b['torch_docs_per_s']:,.1f} |")
-        print(f"| onnx backend (int8) docs/s | {b['onnx_docs_per_s']:,.1f} |")
-        print(f"| onnx speed-up over torch | {b['speedup']:.2f}x |")
-        print(f"| docs per CPU second: torch, onnx (speed-up) | {b['torch_docs_per_cpu_s']:,.1f}, "
-              f"{b['onnx_docs_per_cpu_s']:,.1f} ({b['speedup_cpu']:.2f}x) |")
+        for k, sfx in (("onnx", ""), ("onnx-fp32", "_fp32")):
+            print(f"| {k} backend docs/s (speed-up over torch) | {b[k + '_docs_per_s']:,.1f} "
+                  f"({b['speedup' + sfx]:.2f}x) |")
+            print(f"| {k}: docs per CPU second (torch {b['torch_docs_per_cpu_s']:,.1f}) | "
+                  f"{b[k + '_docs_per_cpu_s']:,.1f} ({b['speedup_cpu' + sfx]:.2f}x) |")
         print(f"| onnx export (once) + load (s) | {b['onnx_export_and_load_s']:.1f} |")
         for name, r in b["suites"].items():
-            print(f"| {name} ({r['docs']} docs): onnx-torch cosine min / p1 / mean | {r['cos_min']:.4f} / "
-                  f"{r['cos_p1']:.4f} / {r['cos_mean']:.4f} |")
-            print(f"| {name}: same keep/drop decision (dropped torch, onnx) | {r['same_decision']:.2%} "
-                  f"({r['dropped_torch']}, {r['dropped_onnx']}) |")
+            for k, sfx in (("onnx", ""), ("onnx-fp32", "_fp32")):
+                print(f"| {name} ({r['docs']} docs): {k}-torch cosine min / p1 / mean | {r['cos_min' + sfx]:.4f} / "
+                      f"{r['cos_p1' + sfx]:.4f} / {r['cos_mean' + sfx]:.4f} |")
+                print(f"| {name}: {k} same keep/drop decision as torch (dropped torch, {k}) | "
+                      f"{r['same_decision' + sfx]:.2%} ({r['dropped_torch']}, {r['dropped_onnx' + sfx]}) |")
     if "peer" in res:
         p = res["peer"]
         print(f"| dedupkit semantic --backend onnx end to end, median (s) | {p['dedupkit_median_s']:.1f} "

@@ -40,6 +40,7 @@ from dedupkit.embed import EmbeddingCache  # noqa: E402
 from dedupkit.io.shards import fingerprint  # noqa: E402
 from dedupkit.neighbours import DEFAULT_K, Neighbours, search  # noqa: E402
 from dedupkit.policy import priority_rank  # noqa: E402
+from dedupkit.settings import SemanticConfig  # noqa: E402
 from dedupkit.stages.semantic import DEFAULT_EPS, claims  # noqa: E402
 
 EPS = [0.03, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.15, 0.2, 0.25]
@@ -108,8 +109,12 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
     n = len(ids)
     t1 = time.perf_counter()
     nb = search(x, DEFAULT_K, 1.0 - max(eps_list), "exact")
-    # the stage's ranking under --keep hard: least typical (lowest mean cosine to neighbours) first
-    rank = priority_rank([nb.density], n)
+    # the stage's ranking under its default --keep: easy = most typical (highest mean cosine to
+    # its neighbours) first, hard = least typical first
+    keep = SemanticConfig.keep
+    if keep not in ("easy", "hard"):
+        raise SystemExit(f"this sweep ranks like --keep easy/hard; the stage's default is {keep}")
+    rank = priority_rank([-nb.density if keep == "easy" else nb.density], n)
     search_s = time.perf_counter() - t1
     would = {round(r["eps"], 6): r["drop"] for r in st["per_eps"]}
     results = []

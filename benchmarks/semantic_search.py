@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def synthetic(n: int, d: int, seed: int, dup_share: float = 0.3, chunk: int = 100_000) -> np.ndarray:
@@ -112,6 +113,36 @@ def child_scale(a) -> dict:
             "peak_rss_mb": round(peak_rss_mb()), "vectors_mb": round(x.nbytes / 2**20)}
 
 
+def summary_table(res: dict, a) -> str:
+    """The measurements as one markdown table (what RESULTS.md shows)."""
+    from _util import table
+
+    load = f"{res['load_before'][0]:.1f} -> {res['load_after'][0]:.1f}"
+    rows = []
+    if "recall" in res:
+        r = res["recall"]
+        what = f"{r['n']:,} x {a.dim} ({'real: ' + a.real if a.real else 'synthetic'})"
+        rows += [[f"recall@{r['k']}, IVF {r['nlist']} lists, nprobe {r['nprobe']}, vs exact (every doc a query)",
+                  what, f"{r['recall_at_k']:.4f}"],
+                 [f"share of exact pairs at cosine >= {r['threshold']} found by IVF", what,
+                  f"{r['recall_above_threshold']:.4f} of {r['pairs_above_threshold']:,}"],
+                 ["exact search / IVF train+add+search (s)", what, f"{r['exact_s']} / {r['ivf_total_s']}"],
+                 ["peak RSS of the recall process (MB)", what, f"{r['peak_rss_mb']:,}"]]
+    if "scale" in res:
+        s = res["scale"]
+        st = s["search"]
+        what = f"{s['n']:,} x {s['dim']} synthetic, search {s['method']}"
+        rec = st.get("recall", {})
+        rows += [[f"neighbour search, {st.get('nlist', '-')} lists, nprobe {st.get('nprobe', '-')}, k 32 (s)", what,
+                  f"{s['search_s']}"],
+                 ["greedy centres on its pairs (s)", what, f"{s['centres_s']}"],
+                 ["pairs at cosine >= threshold / documents dropped", what, f"{s['pairs']:,} / {s['dropped']:,}"],
+                 ["recall@10 measured by the run itself (1,000 queries vs exact)", what,
+                  f"{rec.get('recall_at_k', '-')} (pairs >= threshold: {rec.get('recall_above_threshold', '-')})"],
+                 ["peak RSS (MB) / the vectors alone (MB)", what, f"{s['peak_rss_mb']:,} / {s['vectors_mb']:,}"]]
+    return table(["measurement", "data", f"value (load average {load})"], rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -144,16 +175,8 @@ def main() -> None:
         res[part]["process_s"] = round(time.perf_counter() - t0, 1)
         print(part, json.dumps(res[part]), flush=True)
     res["load_after"] = os.getloadavg()
-    if "recall" in res:
-        r = res["recall"]
-        print(f"\nrecall on {r['n']:,} x {a.dim} ({a.real or 'synthetic'}): IVF {r['nlist']} lists, nprobe {r['nprobe']}: "
-              f"recall@{r['k']} {r['recall_at_k']:.4f}, pairs >= {r['threshold']}: {r['recall_above_threshold']:.4f} "
-              f"(exact {r['exact_s']} s, IVF {r['ivf_total_s']} s)")
-    if "scale" in res:
-        s = res["scale"]
-        print(f"scale {s['n']:,} x {s['dim']} ({s['method']}): search {s['search_s']} s, centres {s['centres_s']} s, "
-              f"peak RSS {s['peak_rss_mb']} MB (vectors {s['vectors_mb']} MB); {s['pairs']:,} pairs, "
-              f"{s['dropped']:,} dropped")
+    print()
+    print(summary_table(res, a))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))
 

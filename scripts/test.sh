@@ -3,7 +3,8 @@
 # - ./.venv with dedupkit and its dev extras; torch 2.13.0 is installed first, explicitly, so that
 #   sentence-transformers does not pull a multi-GB CUDA build (on this project's machines that
 #   version is a CPU build; elsewhere pip picks what your platform offers).
-# - Debian packages for the service tests: redis-server and chromium (when running as root).
+# - Debian packages for the service tests: redis-server and chromium (when running as root), and
+#   Azurite from npm when npm is there.
 # Runs every test, the slow ones too (--run-slow; a plain `pytest` skips them). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,11 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]} ..." >&2
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
+fi
+# Azurite (Azure Blob emulator, from npm) for the az:// tests; they skip with a reason without it.
+if ! command -v azurite-blob >/dev/null && command -v npm >/dev/null; then
+  echo "installing azurite (npm) ..." >&2
+  npm install -g --silent azurite >/dev/null 2>&1 || echo "warning: npm install -g azurite failed; the az:// tests will skip" >&2
 fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -59,6 +59,18 @@ def test_onnx_matches_torch_on_the_packaged_model(onnx_cache):
 
 
 @pytest.mark.model
+def test_onnx_fp32_backend_gives_the_torch_embeddings(onnx_cache):
+    fp32 = get_embedder(EmbedConfig(backend="onnx-fp32", device="cpu", cache_dir=str(onnx_cache)))
+    int8 = get_embedder(EmbedConfig(backend="onnx", device="cpu", cache_dir=str(onnx_cache)))
+    torch_emb = get_embedder(EmbedConfig(backend="torch", device="cpu"))
+    assert len({fp32.key, int8.key, torch_emb.key}) == 3 and "onnx-fp32" in fp32.key  # cached apart
+    a, b, q = fp32.encode(TEXTS), torch_emb.encode(TEXTS), int8.encode(TEXTS)
+    cos = np.einsum("ij,ij->i", a, b)
+    assert cos.min() > 0.9999, cos  # the unquantised export is the torch model
+    assert np.einsum("ij,ij->i", q, b).min() < cos.min()  # int8 is not
+
+
+@pytest.mark.model
 def test_onnx_length_sorted_batches_keep_input_order(onnx_cache):
     emb = get_embedder(EmbedConfig(backend="onnx", device="cpu", cache_dir=str(onnx_cache), batch_size=64))
     perm = np.random.default_rng(0).permutation(len(TEXTS))

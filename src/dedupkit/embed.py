@@ -98,8 +98,9 @@ class EmbedConfig:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.backend == "onnx" and self.device == "cuda":
-            raise ConfigError("--backend onnx runs on the CPU; pass --backend torch (or auto) with --device cuda")
+        if self.backend.startswith("onnx") and self.device == "cuda":
+            raise ConfigError(f"--backend {self.backend} runs on the CPU; pass --backend torch (or auto) with "
+                              "--device cuda")
         if self.batch_size < 1:
             raise ConfigError(f"embedding batch size must be at least 1, got {self.batch_size}")
         if not 8 <= self.max_tokens <= 8192:
@@ -399,10 +400,12 @@ def _st_key(name_or_path: str, config: EmbedConfig) -> str:
     local = Path(name_or_path).expanduser()
     ident = f"local:{_dir_key(local)}" if local.exists() else f"hub:{name_or_path}"
     backend = ""
-    if resolve_backend(name_or_path, config) == "onnx":
+    chosen = resolve_backend(name_or_path, config)
+    if chosen.startswith("onnx"):
         from dedupkit.embed_onnx import EXPORT_VERSION
 
-        backend = f"onnx-int8-v{EXPORT_VERSION}:"  # torch keys stay as they were: their caches remain valid
+        # torch keys stay as they were: their caches remain valid
+        backend = f"onnx-{'fp32' if chosen == 'onnx-fp32' else 'int8'}-v{EXPORT_VERSION}:"
     return f"st:{Path(name_or_path).name}:{ident}:{backend}maxtok={config.max_tokens}"
 
 
@@ -417,12 +420,13 @@ def _static_target(source: str, pca_dims: int = 256, cache_dir: str | os.PathLik
 
 
 def _st_factory(arg: str, config: EmbedConfig) -> Embedder:
-    if resolve_backend(arg, config) == "onnx":
+    chosen = resolve_backend(arg, config)
+    if chosen.startswith("onnx"):
         _offline()
         from dedupkit.embed_onnx import OnnxEmbedder
 
         return OnnxEmbedder(onnx_export(arg, config.cache_dir), _st_key(arg, config), config.batch_size,
-                            config.max_tokens)
+                            config.max_tokens, quantized=chosen == "onnx")
     return SentenceTransformerEmbedder(arg, config)
 
 

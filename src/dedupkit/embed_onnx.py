@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Bumped whenever the exported graph or its quantisation changes: part of the cache folder name
 #: and of the embedding cache key, so old exports and embeddings are never reused.
-EXPORT_VERSION = 2
+EXPORT_VERSION = 3
 MODEL_FILE = "model_int8.onnx"
 FP32_FILE = "model_fp32.onnx"
 #: Batches of texts this short (in tokens, with [CLS] and [SEP]) run the float model: int8 noise
@@ -118,15 +119,20 @@ def build_graph(src: Path):
     maskf = node("Cast", ["attention_mask"], "maskf", to=TensorProto.FLOAT)
     mask_i32 = node("Cast", ["attention_mask"], "mask_i32", to=TensorProto.INT32)
     const("one_f", np.array(1, np.float32))
+    const("split3", np.array([hidden] * 3, np.int64))
 
     for i in range(layers):
         p = f"encoder.layer.{i}"
-        # ONNX Runtime's fused Attention op (Q, K and V in one GEMM, softmax, heads): one kernel
-        # instead of about 15 small ops per layer.
+        # Q, K and V in one GEMM (a plain MatMul, so the int8 export quantises it like the other
+        # GEMMs: 10-15% faster than ORT's fused float Attention op, which took half the time), then
+        # ORT's MultiHeadAttention (bias, heads, padding mask, softmax in float) in one kernel.
         qkv_w = np.concatenate([w[f"{p}.attention.self.{n}.weight"] for n in ("query", "key", "value")]).T
         qkv_b = np.concatenate([w[f"{p}.attention.self.{n}.bias"] for n in ("query", "key", "value")])
+        qkv = node("MatMul", [x, const(f"{p}.qkv.w", np.ascontiguousarray(qkv_w))], f"l{i}_qkv")
+        nodes.append(helper.make_node("Split", [qkv, "split3"], [f"l{i}_q", f"l{i}_k", f"l{i}_v"],
+                                      name=f"l{i}_split", axis=2))
         nodes.append(helper.make_node(
-            "Attention", [x, const(f"{p}.qkv.w", np.ascontiguousarray(qkv_w)), const(f"{p}.qkv.b", qkv_b), mask_i32],
+            "MultiHeadAttention", [f"l{i}_q", f"l{i}_k", f"l{i}_v", const(f"{p}.qkv.b", qkv_b), mask_i32],
             [f"l{i}_ctx"], name=f"l{i}_attention", domain="com.microsoft", num_heads=heads))
         ctx = f"l{i}_ctx"
         attn = linear(ctx, f"{p}.attention.output.dense", f"l{i}_attn_out")
@@ -183,10 +189,10 @@ def export_onnx(src: Path, out: Path, quantize: bool = True) -> Path:
         level = root.level
         root.setLevel(logging.ERROR)
         try:
-            # The weights of the output and feed-forward GEMMs, per output channel (per tensor
-            # lost up to 0.12 of cosine on some texts); activations are quantised per batch at
-            # run time. Attention (Q/K/V GEMM and softmax) stays float: int8 QAttention was ~10%
-            # faster but fell to 0.978 cosine on make_corpus texts. Embedding tables stay float.
+            # The weights of every GEMM (Q/K/V, attention output, feed-forward), per output
+            # channel (per tensor lost up to 0.12 of cosine on some texts); activations are
+            # quantised per batch at run time. Softmax attention and the embedding tables stay
+            # float (ORT's int8 QAttention, per-tensor weights, fell to 0.978 cosine).
             quant.quantize_dynamic(
                 str(fp32), str(out / MODEL_FILE), op_types_to_quantize=["MatMul"],
                 weight_type=quant.QuantType.QInt8, per_channel=True,
@@ -207,10 +213,11 @@ class OnnxEmbedder:
     Texts are tokenised with the model's own ``tokenizer.json`` (Hugging Face ``tokenizers``),
     truncated to ``max_tokens``, sorted by token count and batched, so each batch pads only to
     its own longest text; embeddings come back in input order. Batches of at most
-    :data:`FLOAT_MAX_TOKENS` tokens run the float export, the rest the int8 one.
+    :data:`FLOAT_MAX_TOKENS` tokens run the float export, the rest the int8 one; with
+    ``quantized=False`` (``--backend onnx-fp32``) every batch runs the float export.
     """
 
-    def __init__(self, export_dir: Path, key: str, batch_size: int, max_tokens: int):
+    def __init__(self, export_dir: Path, key: str, batch_size: int, max_tokens: int, quantized: bool = True):
         ort = require("onnxruntime", "semantic-lite")
         tok = require("tokenizers", "semantic-lite")
         opts = ort.SessionOptions()
@@ -222,9 +229,11 @@ class OnnxEmbedder:
         # threads' cores (the same reason dedupkit sets OMP_WAIT_POLICY=PASSIVE for torch).
         opts.add_session_config_entry("session.intra_op.allow_spinning",
                                       os.environ.get("DEDUPKIT_ORT_SPINNING", "0"))
-        self.session = ort.InferenceSession(str(export_dir / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
-        self.float_session = ort.InferenceSession(str(export_dir / FP32_FILE), opts,
-                                                  providers=["CPUExecutionProvider"])
+        # the float session is made on first use: corpora of long texts never need it
+        self._float_session = functools.partial(ort.InferenceSession, str(export_dir / FP32_FILE), opts,
+                                                providers=["CPUExecutionProvider"])
+        self.session = (ort.InferenceSession(str(export_dir / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
+                        if quantized else self.float_session)
         self.tokenizer = tok.Tokenizer.from_file(str(export_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_tokens)
@@ -232,6 +241,13 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         self.key = key
         self.device = "cpu"
+
+    @property
+    def float_session(self):
+        """The float export's session, made on first use."""
+        if isinstance(self._float_session, functools.partial):
+            self._float_session = self._float_session()
+        return self._float_session
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts), dim)`` float32 L2-normalised embeddings, in input order."""
@@ -243,7 +259,8 @@ class OnnxEmbedder:
         lengths = np.fromiter((len(i) for i in ids), np.int64, len(ids))
         order = np.argsort(-lengths, kind="stable")  # longest first: a memory error shows at once
         n_long = int((lengths > FLOAT_MAX_TOKENS).sum())
-        for part, session in ((order[:n_long], self.session), (order[n_long:], self.float_session)):
+        for part, quantized in ((order[:n_long], True), (order[n_long:], False)):
+            session = self.session if quantized or not len(part) else self.float_session
             for start in range(0, len(part), self.batch_size):
                 idx = part[start:start + self.batch_size]
                 width = int(lengths[idx[0]])

@@ -279,6 +279,46 @@ def test_no_chaining_every_drop_points_to_a_kept_direct_neighbour(n, seed, thr, 
                 float(x[e[0]] @ x[e[1]]) >= thr]
 
 
+def path_vectors() -> np.ndarray:
+    """a ~ b ~ c at cosine 0.9, a ~ c at 0.62, and z orthogonal to all three."""
+    b = np.array([0.9, np.sqrt(1 - 0.81), 0.0, 0.0])
+    c_y = (0.9 - 0.62 * b[0]) / b[1]
+    c = np.array([0.62, c_y, np.sqrt(max(0.0, 1 - 0.62 ** 2 - c_y ** 2)), 0.0])
+    return np.stack([[1.0, 0.0, 0.0, 0.0], b, c, [0.0, 0.0, 0.0, 1.0]]).astype(np.float32)
+
+
+class PathEmbedder:
+    """Texts 'a', 'b', 'c', 'z' embedded as :func:`path_vectors`."""
+
+    key = "path:4"
+
+    def encode(self, texts):
+        x = path_vectors()
+        return np.stack([x["abcz".index(t)] for t in texts]) if len(texts) else np.zeros((0, 4), np.float32)
+
+
+def path_factory(arg: str, config: EmbedConfig) -> PathEmbedder:
+    return PathEmbedder()
+
+
+register_embedder("path", path_factory)
+
+
+def test_default_keep_makes_the_central_document_the_centre(tmp_path):
+    # b is the most typical (cosine 0.9 to a and to c): by default it is kept and claims both,
+    # one survivor for the group; --keep hard keeps a first, which claims b but not c (0.62).
+    d = tmp_path / "path"
+    write_rows(d / "a", make_rows(["a", "b", "c", "z"]), "parquet")
+    run(d, tmp_path / "default", model="path:", eps=0.15, cache_dir=str(tmp_path / "cache"))
+    assert kept(tmp_path / "default") == {"d1", "d3"}
+    assert {r["doc_id"]: r["duplicate_of"] for r in read_manifest(tmp_path / "default") if not r["keep"]} == {
+        "d0": "d1", "d2": "d1"}
+    run(d, tmp_path / "hard", model="path:", eps=0.15, keep="hard", cache_dir=str(tmp_path / "cache"))
+    assert kept(tmp_path / "hard") == {"d0", "d2", "d3"}
+    for name in ("default", "hard"):
+        check_manifest(read_manifest(tmp_path / name), stage="semantic")
+
+
 def test_no_chaining_on_a_path():
     # a ~ b ~ c at 0.9, a ~ c at 0.62: c is not a duplicate of a, so it stays
     a = np.array([1.0, 0.0, 0.0])

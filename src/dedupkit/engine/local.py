@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
+from dedupkit import settings as _S
 from dedupkit.engine import base
 from dedupkit.engine.base import Engine, Progress, ProgressFactory, ProgressTracker, no_progress
 from dedupkit.errors import ConfigError, DedupkitError
@@ -33,7 +34,7 @@ class LocalEngine(Engine):
     name = "local"
     distributed = False
 
-    def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress) -> None:
+    def __init__(self, workers: int = _S.RunConfig.workers, progress: ProgressFactory = no_progress) -> None:
         if workers < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         self.workers = workers

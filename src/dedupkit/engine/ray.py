@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dedupkit import settings as _S
 from dedupkit.engine.base import Engine, ProgressFactory, ProgressTracker, no_progress
 from dedupkit.errors import ConfigError, DedupkitError, require
 
@@ -118,7 +119,7 @@ class RayEngine(Engine):
     name = "ray"
     distributed = True
 
-    def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress,
+    def __init__(self, workers: int = _S.RunConfig.workers, progress: ProgressFactory = no_progress,
                  address: str | None = None, max_retries: int | None = None) -> None:
         if max_retries is None:
             env = os.environ.get("DEDUPKIT_RAY_MAX_RETRIES", "3")

@@ -356,15 +356,19 @@ class _Sets:
         self.hash_paths = [f"{p}.{kind}.hash.npy" for p in prefixes]
         self.first = np.array([i[0] if len(i) else np.iinfo(np.int64).max for i in self.idx], np.int64)
 
+    def _rows(self, t: int, docs: np.ndarray) -> np.ndarray:
+        """The rows of file ``t`` that hold ``docs`` (global indices of that file's documents)."""
+        return np.searchsorted(self.idx[t], docs)
+
     def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sets of ``docs`` (sorted global indices) as one hash array and n+1 offsets."""
         t_of = np.searchsorted(self.first, docs, side="right") - 1
         hashes, lens = [], []
         for t in np.unique(t_of).tolist():
-            k = np.searchsorted(self.idx[t], docs[t_of == t])
+            k = self._rows(t, docs[t_of == t])
             a, b = self.off[t][k], self.off[t][k + 1]
             ln = b - a
-            hashes.append(_read_runs(self.hash_paths[t], a, ln))
+            hashes.append(_read_runs(self.hash_paths[t], a, ln).astype(np.uint64, copy=False))
             lens.append(ln)
         off = np.zeros(len(docs) + 1, np.int64)
         if lens:
@@ -372,8 +376,9 @@ class _Sets:
         return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), off
 
 
-class _ScanSets:
-    """The word-shingle sets the scan wrote (``wset``/``wsetn`` per scan task), same API as _Sets."""
+class _ScanSets(_Sets):
+    """The word-shingle sets the scan wrote (``wset``/``wsetn`` per scan task): one row per
+    document of the task, in order."""
 
     def __init__(self, set_paths: tuple[str, ...], count_paths: tuple[str, ...], offsets: tuple[int, ...]):
         self.hash_paths = list(set_paths)
@@ -385,19 +390,8 @@ class _ScanSets:
             self.off.append(o)
         self.first = np.asarray(offsets, np.int64)
 
-    def gather(self, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t_of = np.searchsorted(self.first, docs, side="right") - 1
-        hashes, lens = [], []
-        for t in np.unique(t_of).tolist():
-            k = docs[t_of == t] - self.first[t]
-            a, b = self.off[t][k], self.off[t][k + 1]
-            ln = b - a
-            hashes.append(_read_runs(self.hash_paths[t], a, ln).astype(np.uint64))
-            lens.append(ln)
-        off = np.zeros(len(docs) + 1, np.int64)
-        if lens:
-            np.cumsum(np.concatenate(lens), out=off[1:])
-        return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), off
+    def _rows(self, t: int, docs: np.ndarray) -> np.ndarray:
+        return docs - self.first[t]
 
 
 def set_intersections(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
