@@ -28,8 +28,8 @@ def test_prestarted_workers_run_and_stop(tmp_path):
     two = run_subprocess("exact", str(inp), "-o", str(tmp_path / "w2"), "--workers", "2", "-q")
     assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
     parts = sorted(p.name for p in (tmp_path / "w1" / "manifest").glob("*.parquet"))
-    assert parts and all((tmp_path / "w1" / "manifest" / n).read_bytes() == (tmp_path / "w2" / "manifest" / n).read_bytes()
-                         for n in parts)
+    w1, w2 = tmp_path / "w1" / "manifest", tmp_path / "w2" / "manifest"
+    assert parts and all((w1 / n).read_bytes() == (w2 / n).read_bytes() for n in parts)
     # a command that fails after the pool was started: one clean line, no worker traceback
     bad = run_subprocess("exact", str(inp), "-o", str(tmp_path / "w3"), "--workers", "2", "--text-column", "nope")
     assert bad.returncode == 1 and "column 'nope' not found" in bad.stderr
