@@ -35,7 +35,8 @@ def corpus(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.mark.parametrize("module", ["dedupkit", "dedupkit.api", "dedupkit.settings", "dedupkit.stages.registry"])
+@pytest.mark.parametrize("module", ["dedupkit", "dedupkit.api", "dedupkit.settings", "dedupkit.stages.registry",
+                                    "dedupkit.stages.builders"])
 def test_docstring_examples_run(module, corpus, tmp_path):
     mod = importlib.import_module(module)
     finder = doctest.DocTestFinder()
@@ -74,6 +75,34 @@ def test_unknown_or_invalid_setting_is_a_config_error(corpus, tmp_path):
     with pytest.raises(ConfigError, match="workers"):
         dedupkit.exact([str(corpus)], tmp_path / "x", workers=0)
     assert not (tmp_path / "x").exists()
+
+
+def test_index_functions_take_an_index_config(corpus, tmp_path):
+    from dedupkit import IndexConfig
+
+    idx = str(tmp_path / "idx")
+    made = dedupkit.index_create(idx, [str(corpus)], IndexConfig(stages="exact,fuzzy", num_perm=64), id_column="id")
+    assert made.added == 4
+    info = dedupkit.index_info(idx)["settings"]
+    assert info["stages"] == ["exact", "fuzzy"] and info["minhash"]["num_perm"] == 64
+    # a config object is a requirement on every field; keywords only on those given
+    with pytest.raises(ConfigError, match="num-perm: index has 64, asked for 128"):
+        dedupkit.check([str(corpus)], str(tmp_path / "c1"), idx, IndexConfig(stages="exact,fuzzy"), id_column="id")
+    with pytest.raises(ConfigError, match="stages: index has exact,fuzzy, asked for exact"):
+        dedupkit.check([str(corpus)], str(tmp_path / "c2"), idx, stages="exact", id_column="id")
+    res = dedupkit.check([str(corpus)], str(tmp_path / "c3"), idx, IndexConfig(stages="exact,fuzzy", num_perm=64),
+                         id_column="id")
+    assert res.summary["counts"]["rows"] == 4 and res.summary["counts"]["dropped"] == 4  # all are indexed
+
+
+def test_audit_returns_a_typed_profile(corpus):
+    profile = dedupkit.audit([str(corpus)], dedupkit.AuditConfig(min_tokens=5))
+    assert isinstance(profile, dedupkit.AuditResult)
+    # 15 + 15 + 11 + 11 tokens; d1 and d2 share all but their first (The / the): 2 x 14 in repeats
+    assert profile.tokens == 52 and profile.tokens_in_repeats["2x"] == 28
+    assert profile.inputs == [profile.shards[0]["shard"]] and profile.inputs[0].endswith("a.jsonl")
+    assert list(profile.to_dict()) == ["inputs", "min_tokens", "tokens", "tokens_in_repeats", "share", "shards",
+                                       "top_spans"]
 
 
 def test_all_names_resolve():

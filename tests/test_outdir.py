@@ -114,3 +114,49 @@ def test_second_writer_of_a_run_folder_is_refused_with_the_holder(tmp_path):
         p.communicate("\n", timeout=60)
     with RunDir(out):  # free again
         pass
+
+
+def _remove_txt(folder):
+    """A remove_old that deletes only *.txt (dedupkit's own files, for the test), then the folder if empty."""
+    for p in folder.iterdir():
+        if p.suffix == ".txt":
+            p.unlink()
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
+def test_swap_folder_puts_the_new_folder_in_place_and_keeps_what_is_not_ours(tmp_path):
+    from dedupkit.outdir import swap_folder
+
+    final, new, old = tmp_path / "final", tmp_path / "new", tmp_path / ".final.old"
+    final.mkdir()
+    (final / "a.txt").write_text("old")
+    (final / "notes.md").write_text("not ours")
+    new.mkdir()
+    (new / "a.txt").write_text("new")
+    old.mkdir()  # a killed swap's leftover: removed first, or the rename aside would fail
+    (old / "b.txt").write_text("leftover")
+    swap_folder(new, final, old, _remove_txt)
+    assert (final / "a.txt").read_text() == "new" and not new.exists()
+    assert sorted(p.name for p in old.iterdir()) == ["notes.md"]  # only our files of the old folder went
+    swap_folder(None, final, tmp_path / ".final.old2", _remove_txt)  # no new folder: the old one goes
+    assert not final.exists() and not (tmp_path / ".final.old2").exists()
+
+
+def test_swap_folder_moves_a_link_aside_only_when_asked(tmp_path):
+    from dedupkit.outdir import swap_folder
+
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "a.txt").write_text("must survive")
+    final = tmp_path / "final"
+    final.symlink_to(target)
+    new = tmp_path / "new"
+    new.mkdir()
+    with pytest.raises(OSError):  # a link is never followed or replaced unless links=True
+        swap_folder(new, final, tmp_path / ".old", _remove_txt)
+    assert final.is_symlink() and new.is_dir()
+    swap_folder(new, final, tmp_path / ".old", lambda p: p.unlink(), links=True)
+    assert final.is_dir() and not final.is_symlink() and (target / "a.txt").read_text() == "must survive"

@@ -37,7 +37,7 @@ from dedupkit.errors import (  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from dedupkit.api import (
-        StageResult, apply, audit, check, decontaminate, exact, fuzzy, index_add, index_create, index_info, inspect,
+        AuditResult, StageResult, apply, audit, check, decontaminate, exact, fuzzy, index_add, index_create, index_info, inspect,
         run, semantic, stats, substring,
     )
     from dedupkit.settings import (
@@ -47,7 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from dedupkit.stages.registry import register_stage
 
 _API = ("exact", "fuzzy", "semantic", "substring", "audit", "decontaminate", "run", "apply", "check",
-        "index_create", "index_add", "index_info", "inspect", "stats", "StageResult")
+        "index_create", "index_add", "index_info", "inspect", "stats", "StageResult",
+        "AuditResult")
 _SETTINGS = ("ExactConfig", "FuzzyConfig", "SemanticConfig", "SubstringConfig", "AuditConfig",
              "DecontaminateConfig", "IndexConfig", "KeepConfig", "ReadConfig", "RunConfig", "ReportConfig",
              "InspectConfig")

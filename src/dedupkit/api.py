@@ -27,6 +27,7 @@ from dedupkit.settings import (
     AuditConfig, DecontaminateConfig, ExactConfig, FuzzyConfig, IndexConfig, InspectConfig, KeepConfig, ReadConfig, ReportConfig,
     RunConfig, SemanticConfig, SubstringConfig, specs,
 )
+from dedupkit.stages.builders import decontaminate_config, keep_policy, make_stage
 
 if TYPE_CHECKING:  # apply pulls in pyarrow.dataset; stage runs do not need it
     from dedupkit.apply import ApplyResult
@@ -71,14 +72,11 @@ class StageResult:
         return cls(out=Path(res.out), summary=res.summary, reused=bool(getattr(res, "reused", False)))
 
 
-def _configs(name: str, cls: type[C], config: C | None, read: ReadConfig | None, runtime: RunConfig | None,
-             settings: Mapping[str, Any]) -> tuple[C, ReadConfig, RunConfig]:
-    """Sort keyword settings into the stage, read and run configs (given objects are the base)."""
-    config = cls() if config is None else config
-    read = ReadConfig() if read is None else read
-    runtime = RunConfig() if runtime is None else runtime
-    parts: list[dict[str, Any]] = [{}, {}, {}]
-    known = [specs(cls), specs(ReadConfig), specs(RunConfig)]
+def _sort_settings(name: str, configs: Sequence[tuple[type, Any]], settings: Mapping[str, Any]) -> list[Any]:
+    """Sort keyword settings into configs: each ``(class, object or None)`` pair gives the class whose
+    fields it takes and the base object (None: the defaults); returns the objects, in order."""
+    known = [specs(cls) for cls, _ in configs]
+    parts: list[dict[str, Any]] = [{} for _ in configs]
     for key, value in settings.items():
         for i, k in enumerate(known):
             if key in k:
@@ -90,9 +88,19 @@ def _configs(name: str, cls: type[C], config: C | None, read: ReadConfig | None,
             valid = sorted(set().union(*known))
             raise ConfigError(f"{name} has no setting {key!r}{did_you_mean(key, valid)}; settings are: "
                               f"{', '.join(valid)}")
-    return (dataclasses.replace(config, **parts[0]) if parts[0] else config,
-            dataclasses.replace(read, **parts[1]) if parts[1] else read,
-            dataclasses.replace(runtime, **parts[2]) if parts[2] else runtime)
+    out = []
+    for (cls, obj), part in zip(configs, parts):
+        obj = cls() if obj is None else obj
+        out.append(dataclasses.replace(obj, **part) if part else obj)
+    return out
+
+
+def _configs(name: str, cls: type[C], config: C | None, read: ReadConfig | None, runtime: RunConfig | None,
+             settings: Mapping[str, Any]) -> tuple[C, ReadConfig, RunConfig]:
+    """Sort keyword settings into the stage, read and run configs (given objects are the base)."""
+    config, read, runtime = _sort_settings(name, [(cls, config), (ReadConfig, read), (RunConfig, runtime)],
+                                           settings)
+    return config, read, runtime
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ def exact(inputs: Sequence[str], out: str | os.PathLike, config: ExactConfig | N
         1
     """
     config, read, runtime = _configs("exact", ExactConfig, config, read, runtime, settings)
-    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+    return StageResult._of(_run(make_stage(config), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
                                 progress))
 
 
@@ -177,7 +185,7 @@ def fuzzy(inputs: Sequence[str], out: str | os.PathLike, config: FuzzyConfig | N
         ('fuzzy', 4)
     """
     config, read, runtime = _configs("fuzzy", FuzzyConfig, config, read, runtime, settings)
-    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+    return StageResult._of(_run(make_stage(config), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
                                 progress))
 
 
@@ -195,22 +203,52 @@ def substring(inputs: Sequence[str], out: str | os.PathLike, config: SubstringCo
         >>> dedupkit.apply(["data/"], ["out/substring"], "out/clean")  # doctest: +SKIP
     """
     config, read, runtime = _configs("substring", SubstringConfig, config, read, runtime, settings)
-    return StageResult._of(_run(config.make_stage(), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
+    return StageResult._of(_run(make_stage(config), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
                                 progress))
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """The memorisation-risk profile of a corpus (:func:`audit`; ``dedupkit audit`` prints
+    :meth:`to_dict` as JSON).
+
+    Attributes:
+        inputs: the shard names read.
+        min_tokens: the passage length (tokens) whose repeats were counted.
+        tokens: the corpus's tokens.
+        tokens_in_repeats: ``{"2x": n, "10x": n, "100x": n}``: tokens inside a passage of at least
+            ``min_tokens`` tokens that occurs at least that many times.
+        share: the same as shares of ``tokens`` (``repeated_2x``, ``repeated_10x``, ``repeated_100x``).
+        shards: per shard, ``{"shard", "tokens", "share"}``.
+        top_spans: the most repeated passages, with their counts and two example locations.
+    """
+
+    inputs: list[str]
+    min_tokens: int
+    tokens: int
+    tokens_in_repeats: dict[str, int]
+    share: dict[str, float]
+    shards: list[dict[str, Any]]
+    top_spans: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as a JSON-ready dict, in field order."""
+        return dataclasses.asdict(self)
 
 
 def audit(inputs: Sequence[str], config: AuditConfig | None = None, *, read: ReadConfig | None = None,
           runtime: RunConfig | None = None, skip: Sequence[str] = (), progress: Callable | None = None,
-          **settings: Any) -> dict[str, Any]:
+          **settings: Any) -> AuditResult:
     """The memorisation-risk profile of a corpus (see ``dedupkit audit --help``).
 
     Returns:
-        A dict: ``tokens``, ``share`` of tokens inside passages of at least ``min_tokens`` tokens
-        repeated at least 2, 10 and 100 times, the same per shard, and the ``top_spans``.
+        An :class:`AuditResult`: the ``share`` of tokens inside passages of at least ``min_tokens``
+        tokens repeated at least 2, 10 and 100 times, the same per shard, and the ``top_spans``.
 
     Example:
-        >>> dedupkit.audit(["data/"], min_tokens=50)["share"]["repeated_2x"]  # doctest: +SKIP
-        0.031
+        >>> profile = dedupkit.audit([str(data)], min_tokens=5)
+        >>> profile.tokens, profile.share["repeated_2x"] > 0
+        (52, True)
     """
     import shutil
     import tempfile
@@ -223,7 +261,7 @@ def audit(inputs: Sequence[str], config: AuditConfig | None = None, *, read: Rea
         stage = SubstringStage(_Substring(unit="span", min_tokens=config.min_tokens, partitions=config.partitions),
                                write_spans=False)
         res = _run(stage, inputs, tmp, read, runtime, skip, False, None, progress)
-        return {"inputs": [s["name"] for s in res.summary["inputs"]], **res.summary["stats"]["audit"]}
+        return AuditResult(inputs=[s["name"] for s in res.summary["inputs"]], **res.summary["stats"]["audit"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -313,7 +351,7 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
     if isinstance(settings.get("eps"), (list, tuple)):  # eps=[0.02, 0.05]: the list --eps takes
         settings["eps"] = ",".join(map(str, settings["eps"]))
     config, read, runtime = _configs("semantic", SemanticConfig, config, read, runtime, settings)
-    stage = config.make_stage()
+    stage = make_stage(config)
     result = _run(stage, inputs, out, read, runtime, skip, overwrite, None if config.analyze else max_drop_rate,
                   progress)
     if config.analyze and stage.analysis is not None:
@@ -323,13 +361,18 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
         atomic_write(path, json.dumps(stage.analysis, indent=2, ensure_ascii=False), hidden=True, sync=False)
     return StageResult._of(result)
 
-def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Sequence[str] = IndexConfig.stages,
-                 normalize: str | Sequence[str] | None = None, minhash: dict | None = None,
+def index_create(location: str, inputs: Sequence[str] = (), config: IndexConfig | None = None, *,
                  overwrite: bool = False, read: ReadConfig | None = None, runtime: RunConfig | None = None,
                  progress: Callable | None = None, **settings: Any):
     """Create an index (a folder, or ``redis://HOST:PORT/DB``) and add ``inputs`` to it.
 
-    ``settings`` are fields of the read and run configs as keywords (``id_column="id"``).
+    Args:
+        location: the index folder, or ``redis://HOST:PORT/DB``.
+        inputs: shards, folders or globs to index (none: the index starts empty).
+        config: what the index keeps (``dedupkit index create --help``).
+        overwrite: replace an existing index at ``location``.
+        read, runtime: how shards are read; where the work runs.
+        settings: any field of ``config``, ``read`` or ``runtime`` as a keyword.
 
     Returns:
         :class:`dedupkit.index.ops.AddResult`.
@@ -341,9 +384,9 @@ def index_create(location: str, inputs: Sequence[str] = (), *, stages: str | Seq
     from dedupkit.index.ops import AddResult, add_inputs, make_settings
     from dedupkit.index.redis_store import is_redis_url
 
-    read, runtime = _read_run("index create", read, runtime, settings)
+    config, read, runtime = _configs("index create", IndexConfig, config, read, runtime, settings)
     workers, progress = runtime.workers, _progress(progress)
-    settings = make_settings(stages, normalize, minhash)  # normalize None: the exact stage's default
+    settings = make_settings(config)
     if inputs:
         discover_inputs_first(inputs)
     spec = read_spec(read)
@@ -385,6 +428,7 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
     from dedupkit.index.ops import AddResult, add_inputs
     from dedupkit.index.local import FORMAT as INDEX_FORMAT
     from dedupkit.locks import LockFile
+    from dedupkit.outdir import swap_folder
     from dedupkit.ownership import check_creatable, check_separate, made_dirs, read_json, remove_made_dirs
 
     root = Path(location)
@@ -428,24 +472,28 @@ def _create_local_index(location, settings, inputs, spec, overwrite, workers, pr
         remove_made_dirs(made)
         raise
     if build != root:
-        old = root.with_name(f".{root.name}.dedupkit-old")
         lock = LockFile(root / ".lock")
         if not lock.try_acquire():
             shutil.rmtree(build, ignore_errors=True)
             raise IndexStoreError(f"{root} is being written by another process; retry when it has finished")
-        try:
-            os.replace(root, old)  # one step each: INDEX is always the old or the new index
-            os.replace(build, root)
+        try:  # INDEX is always the old or the new index
+            swap_folder(build, root, root.with_name(f".{root.name}.dedupkit-old"), _remove_index_files)
         finally:
             lock.release()
-        (old / "index.json").unlink(missing_ok=True)
-        shutil.rmtree(old / "segments", ignore_errors=True)
-        (old / ".lock").unlink(missing_ok=True)
-        try:
-            old.rmdir()
-        except OSError:
-            pass
     return dataclasses.replace(result, location=str(root))
+
+
+def _remove_index_files(folder: Path) -> None:
+    """Delete a folder index's own files (``_INDEX_NAMES``), then the folder if that emptied it."""
+    import shutil
+
+    (folder / "index.json").unlink(missing_ok=True)
+    shutil.rmtree(folder / "segments", ignore_errors=True)
+    (folder / ".lock").unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _no_remote_writes(location: str, what: str) -> None:
@@ -492,19 +540,26 @@ def index_info(location: str) -> dict:
         return store.info().to_dict()
 
 
-def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float | None = None,
-          update: bool = False, policy: KeepConfig | None = None, stages: str | None = None,
-          normalize: str | None = None, minhash: dict | None = None, overwrite: bool = False,
-          read: ReadConfig | None = None, runtime: RunConfig | None = None, progress: Callable | None = None,
-          **settings: Any):
+def check(inputs: Sequence[str], out: str, against: str, config: IndexConfig | None = None, *,
+          max_dup_rate: float | None = None, update: bool = False, policy: KeepConfig | None = None,
+          overwrite: bool = False, read: ReadConfig | None = None, runtime: RunConfig | None = None,
+          progress: Callable | None = None, **settings: Any):
     """Check a new drop against an index; see ``dedupkit check --help``.
 
-    ``stages``, ``normalize`` and ``minhash`` are optional: left out, the index's settings are used;
-    given, they must equal the index's (a mismatch raises ConfigError). ``settings`` are fields of
-    the keep policy (:class:`dedupkit.settings.KeepConfig`), read and run configs as keywords.
+    The keys are computed with the index's own settings. ``config`` (an :class:`IndexConfig`) and
+    IndexConfig fields given as keywords (``stages="exact"``, ``num_perm=256``) are requirements: each
+    must equal the index's (a mismatch raises ConfigError); with neither, any index is accepted.
+    ``settings`` are fields of the index config, the keep policy (:class:`KeepConfig`), the read and
+    the run configs as keywords.
+
+    Returns:
+        :class:`dedupkit.index.ops.CheckResult`.
 
     Raises:
         CheckFailed: the duplicate rate is above ``max_dup_rate`` (the manifest is written first).
+
+    Example:
+        >>> api.check(["drop/"], "out/check", "corpus.idx", max_dup_rate=0.05, id_column="id")  # doctest: +SKIP
     """
     from dedupkit.index import open_index
     from dedupkit.index.ops import run_check
@@ -512,13 +567,16 @@ def check(inputs: Sequence[str], out: str, against: str, *, max_dup_rate: float 
 
     if update:
         _no_remote_writes(against, "check --update")
-    policy, read, runtime = _configs("check", KeepConfig, policy, read, runtime, settings)
+    asked = set(specs(IndexConfig)) if config is not None else set(settings) & set(specs(IndexConfig))
+    config, policy, read, runtime = _sort_settings(
+        "check", [(IndexConfig, config), (KeepConfig, policy), (ReadConfig, read), (RunConfig, runtime)], settings)
+    requested = {k: getattr(config, k) if k in asked else None for k in ("stages", "normalize")}
+    requested["minhash"] = {k: getattr(config, k) for k in IndexConfig.MINHASH if k in asked}
     opts = RunOptions(workers=runtime.workers, engine=runtime.engine, ray_address=runtime.ray_address,
                       overwrite=overwrite)
     with open_index(against) as store:
-        return run_check(store, inputs, out, read_spec(read), policy=policy.policy(), max_dup_rate=max_dup_rate,
-                         update=update, options=opts, progress=_progress(progress),
-                         requested={"stages": stages, "normalize": normalize, "minhash": minhash})
+        return run_check(store, inputs, out, read_spec(read), policy=keep_policy(policy), max_dup_rate=max_dup_rate,
+                         update=update, options=opts, progress=_progress(progress), requested=requested)
 
 
 def decontaminate(inputs: Sequence[str], out: str | os.PathLike, against: Sequence[str],
@@ -543,7 +601,7 @@ def decontaminate(inputs: Sequence[str], out: str | os.PathLike, against: Sequen
     from dedupkit.io import fs
 
     root = fs.staging_dir(out) if fs.is_remote(out) else Path(fs.local(out))  # where the run is built
-    stage = DecontaminateStage(items, config.stage_config(), str(root / ".work" / "decontaminate-index"))
+    stage = DecontaminateStage(items, decontaminate_config(config), str(root / ".work" / "decontaminate-index"))
     return StageResult._of(_run(stage, inputs, out, read, runtime, skip, overwrite, max_drop_rate, progress))
 
 

@@ -20,9 +20,9 @@ from dedupkit.io.fs import parquet_source
 from dedupkit.io.read import open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
-from dedupkit.outdir import write_error
+from dedupkit.outdir import swap_folder
 from dedupkit.spans import cut_array, merge_spans, read_spans, span_dirs
-from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs
+from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs, write_error
 
 APPLY_SUMMARY = "_dedupkit_apply.json"
 
@@ -356,8 +356,6 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     try:
         for stale in tmp.iterdir():
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
-        if old.exists():
-            _remove_recorded(old)
         for shard, name in zip(shards, _out_names(shards)):
             fp = fingerprint(shard.path)
             mask = None
@@ -389,12 +387,7 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
             if _replaceable(out, overwrite) != replaced or replaced is None:
                 raise OutputError(f"{out} appeared or changed while apply was writing; nothing was replaced: "
                                   "rerun the command")
-            # Move the old folder aside in one step: OUT is always either the old or the new
-            # corpus, never a half-deleted one.
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old.exists():
-            _remove_recorded(old)
+        swap_folder(tmp, out, old, _remove_recorded, links=True)  # OUT: the old or the new corpus, never half
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         remove_made_dirs(made)

@@ -149,12 +149,18 @@ _K0 = 0x9E3779B97F4A7C15
 _K1 = 0xBF58476D1CE4E5B9
 
 
+def _string_array(texts) -> pa.Array:
+    """One Arrow array of a string array, a chunked one or a sequence of str."""
+    if isinstance(texts, pa.ChunkedArray):
+        return texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
+    if not isinstance(texts, pa.Array):
+        return pa.array(list(texts), pa.string())
+    return texts
+
+
 def normalize_array(texts) -> pa.Array:
     """NFKC and lower case of a string array (or a sequence of str); nulls stay null."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
-    elif not isinstance(texts, pa.Array):
-        texts = pa.array(list(texts), pa.string())
+    texts = _string_array(texts)
     if len(texts) == 0:
         return texts
     if pc.all(pc.string_is_ascii(texts)).as_py() is not False:
@@ -438,10 +444,7 @@ def batch_shingle_hashes(texts, cfg: MinHashConfig) -> tuple[np.ndarray, np.ndar
     n-gram combination: the same values as the Arrow + numpy path, which tests compare).
     """
     if cfg.shingle == "word" and kernels.speedups is not None:
-        if isinstance(texts, pa.ChunkedArray):
-            texts = texts.combine_chunks() if texts.num_chunks else pa.array([], pa.string())
-        elif not isinstance(texts, pa.Array):
-            texts = pa.array(list(texts), pa.string())
+        texts = _string_array(texts)
         if len(texts) == 0:
             return np.zeros(0, np.uint64), np.zeros(0, np.int64)
         return _c_word_shingle_hashes(texts, cfg.ngram)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from dedupkit.atomic import fsync_dir
 from dedupkit.errors import OutputError
 from dedupkit.manifest import MANIFEST_DIR, SUMMARY
-from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json
+from dedupkit.ownership import LOCK, RECORD, Claim, is_output_folder, read_json, write_error
 
 WORK = ".work"
 WORK_TRASH = ".work.trash"
@@ -203,21 +203,34 @@ def swap_manifest(root: Path, tmp_manifest: Path) -> None:
 
 
 def _swap_parts(root: Path, name: str, old_name: str, new: Path | None) -> None:
-    """Replace the part folder ``root/name`` by ``new`` (or just remove it when ``new`` is None).
+    """Replace the part folder ``root/name`` by ``new`` (or just remove it when ``new`` is None);
+    of the old folder only its ``part-NNNNN.parquet`` files are deleted (and the folder, if that
+    left it empty)."""
+    swap_folder(new, root / name, root / old_name, _remove_manifest)
 
-    The old folder is renamed aside in one step, then only its ``part-NNNNN.parquet`` files are
-    deleted (and the folder, if that left it empty).
+
+def swap_folder(new: Path | None, final: Path, old: Path, remove_old: Callable[[Path], None], *,
+                links: bool = False) -> None:
+    """Put the finished folder ``new`` in place as ``final`` (``new`` None: just take ``final`` away).
+
+    An existing ``final`` is renamed aside to ``old`` in one step, so ``final`` is always the old or
+    the new folder, never a half-deleted one; then ``new`` is renamed in, and ``remove_old(old)``
+    deletes what of the old folder is dedupkit's (anything else stays under ``old``). A leftover
+    ``old`` of a killed swap is removed the same way first. A symbolic link at ``final`` is moved
+    aside (never followed) with ``links``, else left where it is. The parent folder is fsynced.
+
+    Used by every output that is built beside its place and swapped in: a stage's manifest and
+    spans, ``apply``'s clean corpus, ``index create --overwrite``.
     """
-    final = root / name
-    old = root / old_name
-    if final.exists() and not final.is_symlink():
-        if old.exists():
-            _remove_manifest(old)
+    if old.exists():
+        remove_old(old)
+    if (links and final.is_symlink()) or (final.exists() and not final.is_symlink()):
         os.replace(final, old)
-        _remove_manifest(old)
     if new is not None:
         os.replace(new, final)
-    fsync_dir(root)
+    if old.exists():
+        remove_old(old)
+    fsync_dir(final.parent)
 
 
 def discard_output(folder: Path) -> None:
@@ -254,40 +267,3 @@ def _remove_manifest(folder: Path) -> None:
         folder.rmdir()
     except OSError:
         pass
-
-
-def write_error(exc: OSError, out: Path) -> OutputError:
-    """Turn an OS error met while writing ``out`` into an OutputError that says what to do."""
-    where = exc.filename or out
-    text = str(exc)
-    if _disk_full(exc, out):
-        return OutputError(
-            f"no space left on the device while writing {where}; nothing final was written "
-            f"(no {SUMMARY}). Free space and rerun the same command to resume, or delete {out} "
-            "and choose an -o on a larger disk"
-        )
-    if exc.filename and not os.path.abspath(str(exc.filename)).startswith(os.path.abspath(out) + os.sep):
-        # Not one of our output files: an input or cache file went missing or became unreadable.
-        return OutputError(f"I/O error on {exc.filename} ({exc.strerror or text}); nothing final was "
-                           "written; check the file and rerun the same command to resume")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write {where} ({exc.strerror or text}); choose an -o you can write to")
-    return OutputError(
-        f"I/O error while writing {where} ({exc.strerror or text}); nothing final was written; "
-        "rerun the same command to resume"
-    )
-
-
-def _disk_full(exc: OSError, out: Path) -> bool:
-    # Not every writer reports ENOSPC: numpy raises "N requested and M written" for a short
-    # write, and some pyarrow errors carry no errno. So also look at the free space left.
-    text = str(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower():
-        return True
-    if "requested and" in text and "written" in text:
-        return True
-    try:
-        st = os.statvfs(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)))
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < (1 << 20)

@@ -21,6 +21,7 @@ Every command that writes (the stages, ``run`` and its ``--clean`` corpus, ``app
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -263,8 +264,6 @@ class Claim:
         except BaseException as exc:
             self._undo(final=True)
             if isinstance(exc, OSError):
-                from dedupkit.outdir import write_error
-
                 raise write_error(exc, self.path) from exc
             raise
         return self
@@ -336,3 +335,40 @@ def check_replace_file(path: str | os.PathLike, overwrite: bool, protected: Sequ
     if REPORT_MARK not in head and not overwrite:
         raise OutputError(f"{p} already exists and was not written by dedupkit report; pass --overwrite to "
                           "replace it, or choose another -o")
+
+
+def write_error(exc: OSError, out: Path) -> OutputError:
+    """Turn an OS error met while writing ``out`` into an OutputError that says what to do."""
+    where = exc.filename or out
+    text = str(exc)
+    if _disk_full(exc, out):
+        return OutputError(
+            f"no space left on the device while writing {where}; nothing final was written "
+            f"(no {SUMMARY}). Free space and rerun the same command to resume, or delete {out} "
+            "and choose an -o on a larger disk"
+        )
+    if exc.filename and not os.path.abspath(str(exc.filename)).startswith(os.path.abspath(out) + os.sep):
+        # Not one of our output files: an input or cache file went missing or became unreadable.
+        return OutputError(f"I/O error on {exc.filename} ({exc.strerror or text}); nothing final was "
+                           "written; check the file and rerun the same command to resume")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write {where} ({exc.strerror or text}); choose an -o you can write to")
+    return OutputError(
+        f"I/O error while writing {where} ({exc.strerror or text}); nothing final was written; "
+        "rerun the same command to resume"
+    )
+
+
+def _disk_full(exc: OSError, out: Path) -> bool:
+    # Not every writer reports ENOSPC: numpy raises "N requested and M written" for a short
+    # write, and some pyarrow errors carry no errno. So also look at the free space left.
+    text = str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower():
+        return True
+    if "requested and" in text and "written" in text:
+        return True
+    try:
+        st = os.statvfs(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)))
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)

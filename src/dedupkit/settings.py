@@ -351,12 +351,6 @@ class KeepConfig(_Checked):
     keep_by: str | None = _keep_by("Keep the duplicate with the best value of COLUMN (ties: --keep).")
     keep_order: str = _keep_order("With --keep-by: desc keeps the largest value, asc the smallest.")
 
-    def policy(self):
-        """The :class:`dedupkit.policy.KeepPolicy` of these settings."""
-        from dedupkit.policy import KeepPolicy
-
-        return KeepPolicy(self.keep, self.keep_by, self.keep_order)
-
 
 # --------------------------------------------------------------------------------------------
 # Stages
@@ -377,11 +371,6 @@ class ExactConfig(KeepConfig):
                              "trims: it catches re-serialised and re-cased copies without merging texts whose "
                              "words differ (use whitespace or none for source code).", env="DEDUPKIT_NORMALIZE")
 
-    def make_stage(self, stage_class: Any = None):
-        """The :class:`dedupkit.stages.exact.ExactStage` (or a subclass) of these settings."""
-        from dedupkit.stages.exact import ExactConfig as _Exact, ExactStage
-
-        return (stage_class or ExactStage)(_Exact(normalize=self.normalize, policy=self.policy()))
 
 
 @dataclass(frozen=True)
@@ -446,13 +435,6 @@ class FuzzyConfig(KeepConfig):
             raise ConfigError("give bands and rows together, or neither to derive them from the candidate "
                               "threshold")
 
-    def make_stage(self, stage_class: Any = None):
-        """The :class:`dedupkit.stages.fuzzy.FuzzyStage` (or a subclass) of these settings."""
-        from dedupkit.stages.fuzzy import FuzzyConfig as _Fuzzy, FuzzyStage
-
-        opts = {k: v for k, v in to_options(self).items() if k not in specs(KeepConfig)}
-        return (stage_class or FuzzyStage)(_Fuzzy.from_options(keep=self.keep, keep_by=self.keep_by, keep_order=self.keep_order,
-                                              **opts))
 
 
 @dataclass(frozen=True)
@@ -544,18 +526,6 @@ class SemanticConfig(_Checked):
             raise ConfigError("analyze = true drops nothing, so it has no place in a pipeline; run "
                               "`dedupkit semantic --analyze --skip OUT/NN-stage` on the earlier stages' output")
 
-    def make_stage(self, stage_class: Any = None):
-        """The :class:`dedupkit.stages.semantic.SemanticStage` (or a subclass) of these settings."""
-        from dedupkit.embed import EmbedConfig
-        from dedupkit.stages.semantic import SemanticConfig as _Semantic, SemanticStage
-
-        return (stage_class or SemanticStage)(_Semantic(
-            embed=EmbedConfig(model=self.model, device=self.device, batch_size=self.embed_batch_size,
-                              max_tokens=self.max_tokens, backend=self.backend),
-            eps=self.eps, embed_normalize=self.embed_normalize, search=self.search, neighbours=self.neighbours,
-            nprobe=self.nprobe, clusters=self.clusters, fit_sample=self.fit_sample, niter=self.niter, keep=self.keep,
-            keep_by=self.keep_by, order=self.keep_order, seed=self.seed, analyze=self.analyze,
-            cache_dir=self.cache_dir, use_cache=not self.no_cache))
 
 
 @dataclass(frozen=True)
@@ -590,15 +560,6 @@ class SubstringConfig(_Checked):
                                  "sorted in its own task, so memory stays bounded for corpora larger than "
                                  "memory.", range=(0, None))
 
-    def make_stage(self, stage_class: Any = None):
-        """The :class:`dedupkit.stages.substring.SubstringStage` (or a subclass) of these settings."""
-        from dedupkit.policy import KeepPolicy
-        from dedupkit.stages.substring import SubstringConfig as _Substring, SubstringStage
-
-        return (stage_class or SubstringStage)(_Substring(unit=self.unit, min_tokens=self.min_tokens, keep=self.keep,
-                                         min_length=self.min_length, min_docs=self.min_docs, protect=self.protect,
-                                         partitions=self.partitions,
-                                         policy=KeepPolicy("first", self.keep_by, self.keep_order)))
 
 
 @dataclass(frozen=True)
@@ -654,13 +615,6 @@ class DecontaminateConfig(EvalConfig):
                               range=(1, None))
     max_cut_fraction: float = setting(0.5, "Cut mode: drop a document when more than this share of its bytes "
                                            "would be cut.", range=(0, 1), min_open=True)
-
-    def stage_config(self):
-        """The :class:`dedupkit.decontaminate.DecontaminateConfig` of these settings."""
-        from dedupkit.decontaminate import DecontaminateConfig as _Decon
-
-        return _Decon(ngram=self.ngram, min_tokens=self.min_tokens, min_overlap=self.min_overlap, mode=self.mode,
-                      margin=self.margin, max_pieces=self.max_pieces, max_cut_fraction=self.max_cut_fraction)
 
     def fields_list(self) -> list[str] | None:
         """``eval_fields`` as a list (None: the default fields)."""

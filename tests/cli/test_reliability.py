@@ -372,7 +372,7 @@ def test_second_run_command_on_same_output_is_refused(tmp_path):
 def test_write_error_messages_name_the_file_and_the_fix(tmp_path):
     import errno
 
-    from dedupkit.outdir import write_error
+    from dedupkit.ownership import write_error
 
     out = tmp_path / "out"
     full = write_error(OSError(errno.ENOSPC, "No space left on device", str(out / ".work" / "x")), out)

@@ -322,4 +322,4 @@ def test_fuzzy_only_index(tmp_path):
         have = idx.settings.minhash["threshold"]
     other = 0.9 if have != 0.9 else 0.7
     with pytest.raises(ConfigError, match=f"threshold: index has {have}, asked for {other}"):
-        api.check([str(tmp_path / "drop.jsonl")], str(tmp_path / "out2"), loc, minhash={"threshold": other})
+        api.check([str(tmp_path / "drop.jsonl")], str(tmp_path / "out2"), loc, threshold=other)

@@ -27,15 +27,14 @@ def _misc_opts(f: Callable) -> Callable:
 
 
 # The MinHash options of `index create` and `check`: unset means the defaults of IndexConfig
-# (create; dedupkit.index.ops.minhash_settings fills them in) or the index's own (check).
+# (create) or the index's own (check).
 _minhash_opts = config_options(IndexConfig, only=IndexConfig.MINHASH, unset=True)
 _check_minhash_opts = config_options(IndexConfig, only=IndexConfig.MINHASH, unset=True, name_defaults=False)
 
 
-def _minhash(seed, num_perm, shingle, ngram, threshold, bands, rows) -> dict:
-    return {k: v for k, v in {"seed": seed, "num_perm": num_perm, "shingle": shingle, "ngram": ngram,
-                              "threshold": threshold,
-                              "bands": bands, "rows": rows}.items() if v is not None}
+def _given(**options) -> dict:
+    """The IndexConfig options given on the command line (unset ones are left to the API)."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _emit_add(res, as_json: bool, verb: str) -> None:
@@ -86,8 +85,9 @@ def create(location, more_inputs, inputs, stages, normalize, seed, num_perm, shi
     """Create an index at INDEX and add the documents of the --from inputs."""
     from dedupkit import api
 
-    res = api.index_create(location, tuple(inputs) + tuple(more_inputs), stages=stages, normalize=normalize,
-                           minhash=_minhash(seed, num_perm, shingle, ngram, threshold, bands, rows), overwrite=overwrite,
+    res = api.index_create(location, tuple(inputs) + tuple(more_inputs), overwrite=overwrite,
+                           **_given(stages=stages, normalize=normalize, seed=seed, num_perm=num_perm, shingle=shingle,
+                                    ngram=ngram, threshold=threshold, bands=bands, rows=rows),
                            text_column=text_column, id_column=id_column, batch_size=batch_size,
                            on_bad_record=on_bad_record, workers=workers, progress=progress_factory(quiet))
     _emit_add(res, as_json, "created, indexed")
@@ -242,8 +242,9 @@ def _check_index(inputs, text_column, id_column, batch_size, on_bad_record, agai
     try:
         res = api.check(inputs, output, against, max_dup_rate=max_dup_rate, update=update, text_column=text_column,
                         id_column=id_column, batch_size=batch_size, on_bad_record=on_bad_record, keep=keep,
-                        keep_by=keep_by, keep_order=keep_order, stages=stages, normalize=normalize,
-                        minhash=_minhash(seed, num_perm, shingle, ngram, threshold, bands, rows), workers=workers,
+                        keep_by=keep_by, keep_order=keep_order,
+                        **_given(stages=stages, normalize=normalize, seed=seed, num_perm=num_perm, shingle=shingle,
+                                 ngram=ngram, threshold=threshold, bands=bands, rows=rows), workers=workers,
                         overwrite=overwrite, progress=progress_factory(quiet))
     except CheckFailed as exc:
         res = exc.result  # type: ignore[attr-defined]

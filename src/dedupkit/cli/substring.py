@@ -78,7 +78,7 @@ def audit(inputs, text_column, id_column, batch_size, on_bad_record, engine, ray
                         on_bad_record=on_bad_record, min_tokens=min_tokens, partitions=partitions,
                         workers=workers, skip=resolve_skip(skip), engine=engine, ray_address=ray_address,
                         work_dir=work_dir, progress=progress_factory(quiet))
-    click.echo(json.dumps(profile, indent=2, ensure_ascii=False))
-    s = profile["share"]
-    click.echo(f"audit: {profile['tokens']} tokens; in repeats >=2x {s['repeated_2x']:.2%}, "
+    click.echo(json.dumps(profile.to_dict(), indent=2, ensure_ascii=False))
+    s = profile.share
+    click.echo(f"audit: {profile.tokens} tokens; in repeats >=2x {s['repeated_2x']:.2%}, "
                f">=10x {s['repeated_10x']:.2%}, >=100x {s['repeated_100x']:.2%}", err=True)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dedupkit import settings as _S
 from dedupkit.engine.base import Engine, Progress, ProgressFactory, no_progress
 from dedupkit.engine.local import LocalEngine
 from dedupkit.errors import ConfigError
@@ -12,8 +13,8 @@ from dedupkit.errors import ConfigError
 __all__ = ["Engine", "LocalEngine", "Progress", "ProgressFactory", "get_engine", "no_progress"]
 
 
-def get_engine(name: str = "local", workers: int = 1, progress: ProgressFactory = no_progress,
-               ray_address: str | None = None) -> Engine:
+def get_engine(name: str = _S.RunConfig.engine, workers: int = _S.RunConfig.workers,
+               progress: ProgressFactory = no_progress, ray_address: str | None = None) -> Engine:
     """Build the engine named by ``--engine`` (``local`` or ``ray``).
 
     Raises:

@@ -15,6 +15,8 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Protocol, Sequence
 
+from dedupkit import settings as _S
+
 
 class Progress(Protocol):
     """One progress bar: ``update(n)`` adds ``n`` done units, ``close()`` ends it."""
@@ -146,7 +148,7 @@ class Engine(ABC):
 
     name: str = ""
     distributed: bool = False
-    workers: int = 1
+    workers: int = _S.RunConfig.workers
     progress: ProgressFactory = no_progress
 
     @abstractmethod

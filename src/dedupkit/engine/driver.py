@@ -397,14 +397,7 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
 
     # buckets -> candidates -> verification: the stage's own partitioned tasks
     paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, "")
-    n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
-    cand: list[str] = []
-    bres: list[dict] = []
-    if n:
-        bres = stage.candidate_buckets(engine, btasks)
-        pparts = graph.partitions_for(sum(r["pairs"] for r in bres), fp.PAIRS_PER_PARTITION)
-        cand = graph.unique_pairs([t.out for t in btasks[1]], work, engine, pparts, name="cand")
-    n_candidates = sum(fp._rows(f) for f in cand)
+    n_empty, bres, cand, n_candidates = fp.candidate_pairs(stage, n, paths, btasks, work, engine)
     t1 = time.perf_counter()
     verified, vres = _verify(stage, corpus, cand, paths, offsets, work, engine) if n_candidates else ([], [])
     t2 = time.perf_counter()

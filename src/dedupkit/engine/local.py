@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing as mp
 import os
 import signal
+import sys
 import queue as queue_mod
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
+from dedupkit import settings as _S
 from dedupkit.engine import base
 from dedupkit.engine.base import Engine, Progress, ProgressFactory, ProgressTracker, no_progress
 from dedupkit.errors import ConfigError, DedupkitError
@@ -32,7 +36,7 @@ class LocalEngine(Engine):
     name = "local"
     distributed = False
 
-    def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress) -> None:
+    def __init__(self, workers: int = _S.RunConfig.workers, progress: ProgressFactory = no_progress) -> None:
         if workers < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         self.workers = workers
@@ -70,18 +74,8 @@ class LocalEngine(Engine):
 
     def _abort(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        # Take the workers before shutdown(), which forgets them (it sets _processes to None).
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            proc.terminate()
-        # Wait (briefly) until they are gone: a worker still starting up would otherwise unpickle
-        # the pool's queues after this process has exited and removed their semaphores, and print
-        # a traceback after the one-line message.
-        for proc in procs:
-            proc.join(timeout=5)
+        if pool is not None:
+            _stop(pool)
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "",
             sizes: Sequence[int | None] | None = None) -> list[Any]:
@@ -103,11 +97,8 @@ class LocalEngine(Engine):
             # Workers start (on submit) with SIGINT ignored, a disposition that survives exec:
             # Ctrl-C reaches the whole process group, and only the main process should react
             # (no worker tracebacks); the main process then stops the workers itself.
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
+            with _spawning():
                 pending = {pool.submit(_run_task, fn, i, t): i for i, t in enumerate(tasks)}
-            finally:
-                signal.signal(signal.SIGINT, previous)
             try:
                 while pending:
                     # wake up now and then for the workers' in-task reports
@@ -136,6 +127,20 @@ class LocalEngine(Engine):
             tracker.close()
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: its workers terminated and joined."""
+    # Take the workers before shutdown(), which forgets them (it sets _processes to None).
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    # Wait (briefly) until they are gone: a worker still starting up would otherwise unpickle
+    # the pool's queues after this process has exited and removed their semaphores, and print
+    # a traceback after the one-line message.
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 def _new_pool(workers: int) -> tuple[ProcessPoolExecutor, Any]:
     ctx = mp.get_context("spawn")
     reports = ctx.Queue()
@@ -160,13 +165,31 @@ def prestart(workers: int) -> None:
     if workers < 2 or _warm is not None:
         return
     pool, reports = _new_pool(workers)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in LocalEngine.map: workers ignore ^C
-    try:
+    _warm = (workers, pool, reports)
+    with _spawning():
         for _ in range(workers):  # a process starts per submitted call while none is idle
             pool.submit(_warm_up)
+
+
+def discard_prestarted() -> None:
+    """Stop a pool that :func:`prestart` began and no engine took (the command failed or was
+    interrupted first): its workers terminated and joined before this process exits."""
+    global _warm
+    warm, _warm = _warm, None
+    if warm is not None:
+        _stop(warm[1])
+
+
+@contextlib.contextmanager
+def _spawning():
+    """Around submits that may start worker processes: they start with SIGINT ignored, a
+    disposition that survives exec (a Ctrl-C in this short window is not seen by this process
+    either: the run goes on, as if it came a moment before the command started)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    _warm = (workers, pool, reports)
 
 
 def _warm_up() -> None:
@@ -193,7 +216,35 @@ def _run_task(fn: Callable[[Any], Any], i: int, task: Any) -> Any:
     """A pool worker's call: ``fn(task)``, with ``i`` tagging its progress reports."""
     global _current_task
     _current_task = i
-    return fn(task)
+    try:
+        return fn(task)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Give the memory a finished task freed back to the system: Arrow's pool keeps freed blocks,
+    glibc's malloc keeps its heap top, so a worker that ran a big scan task held ~200 MB it no
+    longer used through every later step (the fuzzy stage's verification at 1M documents)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (not Linux with glibc: nothing to trim)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others
+        return None
 
 
 def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from dedupkit import settings as _S
 from dedupkit.engine.base import Engine, ProgressFactory, ProgressTracker, no_progress
 from dedupkit.errors import ConfigError, DedupkitError, require
 
@@ -111,14 +112,14 @@ class RayEngine(Engine):
 
     Example:
         >>> eng = RayEngine(workers=2)  # doctest: +SKIP
-        >>> eng.map(abs, [-1, -2, 3])
+        >>> eng.map(abs, [-1, -2, 3])  # doctest: +SKIP
         [1, 2, 3]
     """
 
     name = "ray"
     distributed = True
 
-    def __init__(self, workers: int = 1, progress: ProgressFactory = no_progress,
+    def __init__(self, workers: int = _S.RunConfig.workers, progress: ProgressFactory = no_progress,
                  address: str | None = None, max_retries: int | None = None) -> None:
         if max_retries is None:
             env = os.environ.get("DEDUPKIT_RAY_MAX_RETRIES", "3")

@@ -340,13 +340,25 @@ class IndexStore(abc.ABC):
     def count(self) -> int:
         """Documents in the snapshot."""
 
-    @abc.abstractmethod
     def append(self, segment: Segment, key: str | None = None) -> int:
         """Add the documents of ``segment`` atomically; returns the number of the first one.
 
         Takes the writer lock for the call unless :meth:`acquire_writer` holds it. ``key`` names
         what was appended (see :meth:`find_commit`).
         """
+        segment.validate(self.settings)
+        own = self._writer is None
+        if own:
+            self.acquire_writer("dedupkit index add")
+        try:
+            return self._append(segment, key)
+        finally:
+            if own:
+                self.release_writer()
+
+    @abc.abstractmethod
+    def _append(self, segment: Segment, key: str | None) -> int:
+        """:meth:`append` with the writer lock held and the segment validated."""
 
     @abc.abstractmethod
     def lookup_exact(self, hashes: np.ndarray) -> np.ndarray:

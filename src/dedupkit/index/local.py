@@ -284,45 +284,37 @@ class LocalIndex(IndexStore):
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- appending ----------------------------------------------------------------------------
-    def append(self, segment: Segment, key: str | None = None) -> int:
-        segment.validate(self.settings)
-        own = self._writer is None
-        if own:
-            self.acquire_writer("dedupkit index add")
+    def _append(self, segment: Segment, key: str | None) -> int:
+        # The latest generation (we hold the lock, so nobody else changes it meanwhile).
+        self.refresh()
+        meta = self.meta
+        base = int(meta["count"])
+        if len(segment) == 0:
+            return base
+        gen = int(meta["generation"]) + 1
+        name = f"seg-{gen:06d}"
+        seg_root = self.root / SEG_DIR
+        seg_root.mkdir(exist_ok=True)
+        tmp = seg_root / f".tmp-{name}-{os.getpid()}"
+        tmp.mkdir()
+        point("local: temporary segment folder made")
         try:
-            # The latest generation (we hold the lock, so nobody else changes it meanwhile).
-            self.refresh()
-            meta = self.meta
-            base = int(meta["count"])
-            if len(segment) == 0:
-                return base
-            gen = int(meta["generation"]) + 1
-            name = f"seg-{gen:06d}"
-            seg_root = self.root / SEG_DIR
-            seg_root.mkdir(exist_ok=True)
-            tmp = seg_root / f".tmp-{name}-{os.getpid()}"
-            tmp.mkdir()
-            point("local: temporary segment folder made")
-            try:
-                files = self._write_segment(tmp, segment)
-                os.replace(tmp, seg_root / name)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            fsync_dir(seg_root)
-            point("local: segment folder in place, not yet listed")
-            entry = {"name": name, "base": base, "n": len(segment), "files": files}
-            if key is not None:
-                entry["key"] = key
-            meta = {**meta, "segments": meta["segments"] + [entry], "generation": gen,
-                    "count": base + len(segment), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            _write_json_atomic(self.root / GEN_FILE, meta)  # the commit
-            point("local: committed")
-            self.meta = meta
-            self._load_segments(meta)
-        finally:
-            if own:
-                self.release_writer()
+            files = self._write_segment(tmp, segment)
+            os.replace(tmp, seg_root / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(seg_root)
+        point("local: segment folder in place, not yet listed")
+        entry = {"name": name, "base": base, "n": len(segment), "files": files}
+        if key is not None:
+            entry["key"] = key
+        meta = {**meta, "segments": meta["segments"] + [entry], "generation": gen,
+                "count": base + len(segment), "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _write_json_atomic(self.root / GEN_FILE, meta)  # the commit
+        point("local: committed")
+        self.meta = meta
+        self._load_segments(meta)
         return base
 
     def _write_segment(self, d: Path, seg: Segment) -> dict:

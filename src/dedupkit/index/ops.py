@@ -51,12 +51,11 @@ def minhash_settings(options: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
-def make_settings(stages: str | Sequence[str] = _S.IndexConfig.stages, normalize_steps: str | Sequence[str] | None = None,
-                  minhash: dict[str, Any] | None = None) -> IndexSettings:
-    """IndexSettings from command-line style values."""
-    st = tuple(s.strip() for s in stages.split(",")) if isinstance(stages, str) else tuple(stages)
-    mh = minhash_settings(minhash or {}) if "fuzzy" in st else None
-    return IndexSettings(stages=st, normalize=normalize_steps, minhash=mh)
+def make_settings(config: _S.IndexConfig) -> IndexSettings:
+    """The IndexSettings of an :class:`dedupkit.settings.IndexConfig` (MinHash bands and rows resolved)."""
+    st = tuple(s.strip() for s in config.stages.split(","))
+    mh = minhash_settings({k: getattr(config, k) for k in config.MINHASH}) if "fuzzy" in st else None
+    return IndexSettings(stages=st, normalize=config.normalize, minhash=mh)
 
 
 class IndexMapper(Mapper):

@@ -468,23 +468,15 @@ class RedisIndex(IndexStore):
             self._fenced("DEL", f"{self.p}:pending")  # last: a rollback killed half-way is redone
         point("writer: recovered")
 
-    def append(self, segment: Segment, key: str | None = None) -> int:
-        segment.validate(self.settings)
-        own = self._writer is None
-        if own:
-            self.acquire_writer("dedupkit index add")
-        try:
-            raw = self._retry(lambda: self.r.get(f"{self.p}:meta"))
-            if raw is None or IndexSettings.from_dict(json.loads(raw)["settings"]) != self.settings:
-                raise IndexStoreError(f"{self.location}: the index was removed or recreated while open")
-            self.refresh()
-            end = int(self.ends.max()) if len(self.ends) else 0
-            base = max(end, int(self._retry(lambda: self.r.get(f"{self.p}:next")) or 0))
-            if len(segment):
-                self._stage_and_commit(segment, base, key)
-        finally:
-            if own:
-                self.release_writer()
+    def _append(self, segment: Segment, key: str | None) -> int:
+        raw = self._retry(lambda: self.r.get(f"{self.p}:meta"))
+        if raw is None or IndexSettings.from_dict(json.loads(raw)["settings"]) != self.settings:
+            raise IndexStoreError(f"{self.location}: the index was removed or recreated while open")
+        self.refresh()
+        end = int(self.ends.max()) if len(self.ends) else 0
+        base = max(end, int(self._retry(lambda: self.r.get(f"{self.p}:next")) or 0))
+        if len(segment):
+            self._stage_and_commit(segment, base, key)
         return base
 
     def _stage_and_commit(self, segment: Segment, base: int, key: str | None) -> None:

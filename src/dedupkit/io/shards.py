@@ -11,6 +11,7 @@ import xxhash
 
 from dedupkit.errors import InputError
 from dedupkit.io import fs
+from dedupkit.io.validate import check_shard, not_regular
 from dedupkit.ownership import is_output_folder
 
 # suffix -> (format, compression)
@@ -206,8 +207,6 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
             if not os.path.isfile(path):
                 # A dangling link, a link loop, a pipe or a device: refused here, at the start,
                 # not half-way through the scan (and a pipe would block the reader for ever).
-                from dedupkit.io.validate import not_regular
-
                 what = "a symbolic link to nothing" if os.path.islink(path) and not os.path.exists(path) \
                     else f"{not_regular(path) or 'something else'}, not a regular file"
                 raise InputError(f"{path} is {what}; remove it, or name the files to read")
@@ -220,8 +219,6 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
     names = [s.name for s in shards]
     if len(set(names)) != len(names):  # pragma: no cover - normpath makes this rare
         raise InputError("two inputs resolve to the same shard name; name each file once")
-    from dedupkit.io.validate import check_shard
-
     for s in shards:  # pipes, devices, unreadable files, wrong formats: refused now, not mid-scan
         check_shard(s)
     return shards

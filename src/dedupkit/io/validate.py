@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from dedupkit.errors import InputError
 from dedupkit.io import fs
-from dedupkit.io.shards import Shard
+
+if TYPE_CHECKING:
+    from dedupkit.io.shards import Shard
 
 PARQUET_MAGIC = b"PAR1"
 GZIP_MAGIC = b"\x1f\x8b"

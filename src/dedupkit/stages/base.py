@@ -54,6 +54,23 @@ class Decisions:
     #: passages out of documents; the runner validates it and moves it to ``OUT/spans``.
     spans: str | None = None
 
+    @classmethod
+    def of_centres(cls, n: int, docs: np.ndarray, centre: np.ndarray, score: Any, **fields: Any) -> "Decisions":
+        """The decisions of a greedy-centre clustering of ``n`` documents: each of ``docs`` is
+        dropped for its ``centre`` (with that pair's ``score``), a centre labels its cluster with its
+        own index and scores 1.0, every other document is kept alone (label -1, score NaN).
+        ``fields``: ``extra``, ``stats``, ..."""
+        rep = np.arange(n, dtype=np.int64)
+        labels = np.full(n, -1, dtype=np.int64)
+        sc = np.full(n, np.nan, dtype=np.float32)
+        if len(docs):
+            rep[docs] = centre
+            labels[docs] = centre
+            labels[centre] = centre
+            sc[centre] = 1.0
+            sc[docs] = score
+        return cls(representative=rep, labels=labels, score=sc, **fields)
+
     def keep_mask(self) -> np.ndarray:
         if self.keep is not None:
             return self.keep

@@ -71,9 +71,10 @@ def register_stage(name: str, stage: Any, config: Any) -> None:
     Args:
         name: letters, digits and underscores.
         stage: a :class:`dedupkit.stages.base.Stage` subclass (or ``"module:attr"``), built as
-            ``stage(config)``; a config with a ``make_stage(stage)`` method builds it instead (the
-            built-in configs do: ``register_stage("exact2", MyExact, ExactConfig)`` runs a
-            subclass of ExactStage with the exact settings).
+            ``stage(config)``; a built-in config (or a subclass) is built by its builder in
+            :mod:`dedupkit.stages.builders` instead (``register_stage("exact2", MyExact, ExactConfig)``
+            runs a subclass of ExactStage with the exact settings), and a config with a
+            ``make_stage(stage)`` method by that method.
         config: a frozen dataclass whose fields (with defaults) are the stage's settings; fields
             made with :func:`dedupkit.settings.setting` carry help, range, choices and env name.
 
@@ -135,5 +136,10 @@ def build_stage(name: str, options: Mapping[str, Any] | Any):
         config = make_config(name, {k: v for k, v in options.items() if k != "max_drop_rate"})
     else:
         config = options
+    from dedupkit.stages.builders import builder_of
+
+    build = builder_of(config)
+    if build is not None:  # a built-in config: its builder makes the entry's stage class
+        return build(config, entry.stage_class())
     make = getattr(config, "make_stage", None)
     return make(entry.stage_class()) if callable(make) else entry.stage_class()(config)

@@ -464,17 +464,8 @@ class SemanticStage(Stage):
                              score=np.full(n, np.nan, np.float32), extra=extra, stats=stats)
 
         docs, centre, sim = decided[c.eps[0]]
-        rep = idx.copy()
-        labels = np.full(n, -1, np.int64)
-        score = np.full(n, np.nan, np.float32)
-        if len(docs):
-            rep[docs] = centre
-            labels[docs] = centre
-            labels[centre] = centre
-            score[centre] = 1.0
-            score[docs] = sim
         stats["identify_s"] = round(time.perf_counter() - t0, 3)
-        return Decisions(representative=rep, labels=labels, score=score, extra=extra, stats=stats)
+        return Decisions.of_centres(n, docs, centre, sim, extra=extra, stats=stats)
 
     def _samples(self, corpus, nb, thresholds: list[tuple[float, float]]) -> list[dict]:
         """Pairs (a document and its nearest neighbour) just above and just below each threshold."""

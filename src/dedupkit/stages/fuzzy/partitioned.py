@@ -42,6 +42,22 @@ def _rows(path: str) -> int:
     return int(arr.shape[0]) if arr.ndim else 0
 
 
+def candidate_pairs(stage, n: int, paths, btasks, work, engine) -> tuple[int, list[dict], list[str], int]:
+    """Buckets to unique candidate pairs, partitioned (shared by this step and the Ray driver).
+
+    Returns ``(n_empty, bres, cand, n_candidates)``: documents without shingles, the bucket tasks'
+    results, the candidate pair files and their number of pairs.
+    """
+    n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
+    cand: list[str] = []
+    bres: list[dict] = []
+    if n:
+        bres = stage.candidate_buckets(engine, btasks)
+        pparts = graph.partitions_for(sum(r["pairs"] for r in bres), PAIRS_PER_PARTITION)
+        cand = graph.unique_pairs([t.out for t in btasks[1]], work, engine, pparts, name="cand")
+    return n_empty, bres, cand, sum(_rows(f) for f in cand)
+
+
 def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     """:meth:`FuzzyStage.identify` with partitioned pair shuffles and clusters (see module doc)."""
     if stage.config.cluster != "centre":
@@ -50,14 +66,7 @@ def identify_partitioned(stage, corpus, workdir: str, engine) -> Decisions:
     n = len(corpus)
     t0 = time.perf_counter()
     work, keys, rank, (paths, offsets, nparts, btasks) = stage.prepare_buckets(corpus, workdir)
-    n_empty = sum(int((np.load(p, mmap_mode="r") == 0).sum()) for p in paths("nsh"))
-    cand: list[str] = []
-    bres: list[dict] = []
-    if n:
-        bres = stage.candidate_buckets(engine, btasks)
-        pparts = graph.partitions_for(sum(r["pairs"] for r in bres), PAIRS_PER_PARTITION)
-        cand = graph.unique_pairs([t.out for t in btasks[1]], work, engine, pparts, name="cand")
-    n_candidates = sum(_rows(f) for f in cand)
+    n_empty, bres, cand, n_candidates = candidate_pairs(stage, n, paths, btasks, work, engine)
     t1 = time.perf_counter()
 
     verified: list[str] = []

@@ -189,16 +189,10 @@ class FuzzyStage(Stage):
 
         Shared by the local global step and the partitioned one (:mod:`~dedupkit.stages.fuzzy.partitioned`).
         """
-        rep = np.arange(n, dtype=np.int64)
-        labels = np.full(n, -1, dtype=np.int64)
-        score = np.full(n, np.nan, dtype=np.float32)
         code = np.full(n, -1, dtype=np.int64)
+        sims = None
         if len(docs):
-            rep[docs] = centre
-            labels[docs] = centre
-            labels[centre] = centre
-            score[centre] = 1.0
-            score[docs], code[docs] = unpack_payload(payload)
+            sims, code[docs] = unpack_payload(payload)
         names = np.array(MEASURE_NAMES, dtype=object)
         import pyarrow as pa
 
@@ -206,7 +200,7 @@ class FuzzyStage(Stage):
         dropped = code[code >= 0]
         stats["decided_by"] = {MEASURE_NAMES[c]: int(k) for c, k in enumerate(np.bincount(dropped, minlength=len(
             MEASURE_NAMES)).tolist()) if k}
-        return Decisions(representative=rep, labels=labels, score=score, extra={"measure": measure}, stats=stats)
+        return Decisions.of_centres(n, docs, centre, sims, extra={"measure": measure}, stats=stats)
 
     def prepare_buckets(self, corpus, workdir: str):
         """The start both global steps share: the keep-priority rank (saved for the bucket tasks
