@@ -18,6 +18,10 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifndef _WIN32
+#include <errno.h>
+#include <unistd.h>
+#endif
 #define XXH_INLINE_ALL
 #include "_vendor/xxhash/xxhash.h"  /* xxHash 0.8.2, BSD-2-Clause: see _vendor/xxhash/LICENSE */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -975,41 +979,68 @@ static PyObject *sort_unique_runs(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", vals, counts);
 }
 
-/* gather_runs(src, itemsize, starts, lens) -> bytes
- *   The runs src[starts[i] : starts[i] + lens[i]] (in items of itemsize bytes) concatenated: the
- *   shingle sets of the documents of candidate pairs, copied from a memory-mapped file without an
- *   index array of one position per value. */
-static PyObject *gather_runs(PyObject *self, PyObject *args) {
-    Py_buffer src, st, ln;
+/* pread_runs(fd, base, itemsize, starts, lens) -> bytes
+ *   The runs of items [starts[i], starts[i] + lens[i]) of a file whose items begin at byte `base`
+ *   (a .npy file's data), concatenated, read with pread(2): unlike a memory map, the pages read do
+ *   not become part of the process's resident memory (a map's fault-around made every page near a
+ *   touched set resident). Runs that follow each other in the file are read in one call. */
+static PyObject *pread_runs(PyObject *self, PyObject *args) {
+    int fd;
+    long long base;
     Py_ssize_t isz;
-    if (!PyArg_ParseTuple(args, "y*ny*y*", &src, &isz, &st, &ln)) return NULL;
-    Py_ssize_t m = st.len / 8, nitems = isz > 0 ? src.len / isz : 0;
+    Py_buffer st, ln;
+    if (!PyArg_ParseTuple(args, "iLny*y*", &fd, &base, &isz, &st, &ln)) return NULL;
+    Py_ssize_t m = st.len / 8;
     const int64_t *a = (const int64_t *)st.buf, *l = (const int64_t *)ln.buf;
     int64_t total = 0;
-    int bad = isz <= 0 || ln.len / 8 != m;
+    int bad = isz <= 0 || base < 0 || ln.len / 8 != m;
     for (Py_ssize_t i = 0; !bad && i < m; i++) {
-        bad = a[i] < 0 || l[i] < 0 || a[i] + l[i] > nitems;
+        bad = a[i] < 0 || l[i] < 0;
         total += l[i];
     }
     PyObject *out = NULL;
+#ifdef _WIN32
+    PyErr_SetString(PyExc_NotImplementedError, "pread_runs: no pread on Windows");
+#else
     if (bad) {
-        PyErr_SetString(PyExc_ValueError, "gather_runs: runs out of range");
+        PyErr_SetString(PyExc_ValueError, "pread_runs: runs out of range");
     } else if ((out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(total * isz)))) {
         char *d = PyBytes_AS_STRING(out);
-        const char *sp = (const char *)src.buf;
+        int err = 0, eof = 0;
         Py_BEGIN_ALLOW_THREADS
-        for (Py_ssize_t i = 0; i < m; i++) {
-            memcpy(d, sp + a[i] * isz, (size_t)(l[i] * isz));
-            d += l[i] * isz;
+        for (Py_ssize_t i = 0; i < m && !err && !eof;) {
+            /* one read for a stretch of runs that are contiguous in the file */
+            int64_t start = a[i], len = l[i];
+            Py_ssize_t j = i + 1;
+            while (j < m && a[j] == start + len) len += l[j++];
+            size_t want = (size_t)(len * isz), got = 0;
+            off_t off = (off_t)(base + start * isz);
+            while (got < want) {
+                ssize_t r = pread(fd, d + got, want - got, off + (off_t)got);
+                if (r < 0) { if (errno == EINTR) continue; err = errno; break; }
+                if (r == 0) { eof = 1; break; }
+                got += (size_t)r;
+            }
+            d += want;
+            i = j;
         }
         Py_END_ALLOW_THREADS
+        if (err) {
+            errno = err;
+            Py_CLEAR(out);
+            PyErr_SetFromErrno(PyExc_OSError);
+        } else if (eof) {
+            Py_CLEAR(out);
+            PyErr_SetString(PyExc_ValueError, "pread_runs: runs out of range (the file ends before them)");
+        }
     }
-    PyBuffer_Release(&src); PyBuffer_Release(&st); PyBuffer_Release(&ln);
+#endif
+    PyBuffer_Release(&st); PyBuffer_Release(&ln);
     return out;
 }
 
 static PyMethodDef methods[] = {
-    {"gather_runs", gather_runs, METH_VARARGS, "Concatenate runs of items of a buffer."},
+    {"pread_runs", pread_runs, METH_VARARGS, "Concatenate runs of items of a file, read with pread."},
     {"minhash", minhash, METH_VARARGS, "MinHash signatures of concatenated shingle hashes."},
     {"collapse_ws", collapse_ws, METH_VARARGS,
      "Collapse ASCII whitespace runs, trim, optionally ASCII-lower; flags documents with non-ASCII bytes."},

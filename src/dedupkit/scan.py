@@ -309,11 +309,16 @@ def _text_path(task: ScanTask) -> Path:
 
 def good_texts(task: ScanTask) -> Iterable[pa.Array]:
     """The texts of a scan task's good rows in order, as arrays: from the copy the scan kept when
-    its mapper asked for one (``keep_text``: a memory-mapped Arrow file, no Parquet decoding again),
-    else read from the shard again."""
+    its mapper asked for one (``keep_text``: an Arrow file, no Parquet decoding again), else read
+    from the shard again.
+
+    The Arrow file is read batch by batch, not memory-mapped: a map keeps every page a reader
+    touched resident (counted in its RSS) until it is closed, and a reader that takes documents
+    spread over the whole file (fuzzy's char n-gram pass) touches nearly all of it (~360 MB a
+    task at 1M documents)."""
     path = _text_path(task)
     if path.exists():
-        with pa.memory_map(str(path), "r") as src:
+        with pa.OSFile(str(path), "r") as src:
             reader = pa.ipc.open_file(src)
             for i in range(reader.num_record_batches):
                 yield reader.get_batch(i).column(0)

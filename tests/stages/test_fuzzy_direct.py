@@ -212,6 +212,28 @@ def test_sorted_sets_c_equals_fallback(runs):
     assert [c[0][c[1][i]:c[1][i + 1]].tolist() for i in range(len(runs))] == [sorted(set(r)) for r in runs]
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 300), st.sampled_from([np.uint32, np.uint64]), st.data())
+def test_read_runs_c_equals_fallback(tmp_path, n, dtype, data):
+    """The set files' runs read with pread (C) equal the memory-mapped fallback and the array's own slices,
+    for adjacent, overlapping, empty and unordered runs; a run past the end is refused."""
+    from dedupkit.stages.fuzzy.tasks import _read_runs
+
+    arr = np.arange(n, dtype=dtype) * dtype(2654435761) + dtype(7)
+    path = str(tmp_path / f"a{n}.npy")
+    np.save(path, arr)
+    runs = data.draw(st.lists(st.integers(0, n).flatmap(lambda a: st.tuples(st.just(a), st.integers(0, n - a))),
+                              max_size=12))
+    starts = np.array([a for a, _ in runs], np.int64)
+    lens = np.array([k for _, k in runs], np.int64)
+    want = np.concatenate([arr[a:a + k] for a, k in runs]) if runs else np.zeros(0, dtype)
+    got = _read_runs(path, starts, lens)
+    assert got.dtype == arr.dtype and got.tolist() == want.tolist()
+    assert kernels.call_python(_read_runs, path, starts, lens).tolist() == want.tolist()
+    with pytest.raises((ValueError, IndexError)):
+        _read_runs(path, np.array([n], np.int64), np.array([1], np.int64))
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(2, 40), st.integers(1, 4), st.data())
 def test_partitioned_centres_equal_the_single_pass(tmp_path_factory, n, nparts, data):

@@ -263,7 +263,7 @@ def connected_components(n: int, files: Sequence[str], work: str | Path, engine:
 
     Example:
         >>> from dedupkit.engine.local import LocalEngine  # doctest: +SKIP
-        >>> root, _ = connected_components(4, ["pairs.npy"], "work", LocalEngine())
+        >>> root, _ = connected_components(4, ["pairs.npy"], "work", LocalEngine())  # doctest: +SKIP
     """
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)

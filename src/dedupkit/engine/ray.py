@@ -112,7 +112,7 @@ class RayEngine(Engine):
 
     Example:
         >>> eng = RayEngine(workers=2)  # doctest: +SKIP
-        >>> eng.map(abs, [-1, -2, 3])
+        >>> eng.map(abs, [-1, -2, 3])  # doctest: +SKIP
         [1, 2, 3]
     """
 

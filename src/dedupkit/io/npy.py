@@ -32,12 +32,7 @@ def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
     import pyarrow as pa
 
     with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        offset = fh.tell()
+        shape, fortran, dtype, offset = npy_header(fh)
     if dtype.hasobject:
         raise ValueError(f"{path}: holds Python objects; refusing to load it")
     count = int(np.prod(shape)) if shape else 1
@@ -47,3 +42,14 @@ def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
         buf = mm.read_buffer()
     arr = np.frombuffer(buf, dtype=dtype, count=count, offset=offset)
     return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def npy_header(fh) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """``(shape, fortran_order, dtype, data_offset)`` of the ``.npy`` file open as ``fh`` (binary,
+    at its start); ``fh`` is left at the data."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    return shape, fortran, dtype, fh.tell()

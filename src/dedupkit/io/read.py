@@ -23,6 +23,8 @@ from dedupkit.io.pqpages import ThriftError as PageError
 from dedupkit.io.shards import Piece, Shard
 
 BAD_RECORD_MODES = _S.choices(_S.ReadConfig, "on_bad_record")
+# Bytes a Parquet reader buffers of a column chunk (ShardReader._open_parquet).
+PARQUET_BUFFER = 1 << 20
 _FIX = "fix the record or pass --on-bad-record skip to skip and count such records"
 
 
@@ -280,7 +282,9 @@ class ShardReader:
                     f"{self.shard.name}: the file is empty (0 bytes), not a Parquet file; remove it "
                     "from the input or regenerate it"
                 )
-            return pq.ParquetFile(parquet_source(self.shard.path))
+            # Stream each column chunk through a 1 MiB buffer: pyarrow's defaults (pre_buffer, no
+            # buffer_size) read a whole chunk into memory first, 1.4 GB for the text of a 1M-row group.
+            return pq.ParquetFile(parquet_source(self.shard.path), pre_buffer=False, buffer_size=PARQUET_BUFFER)
         except InputError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:

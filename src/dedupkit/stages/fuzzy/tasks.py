@@ -18,6 +18,8 @@ module imports nothing of the stage (:mod:`dedupkit.stages.fuzzy.stage`) nor of 
 
 from __future__ import annotations
 
+import io
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +27,7 @@ import numpy as np
 from dedupkit import kernels
 from dedupkit import settings as _S
 from dedupkit.atomic import atomic_open
-from dedupkit.io.npy import load_npy
+from dedupkit.io.npy import load_npy, npy_header
 from dedupkit.io.read import Batch
 from dedupkit.minhash import MinHashConfig, band_keys, batch_shingle_hashes, char_shingle_hashes, signatures_from_hashes
 from dedupkit.stages.base import Mapper
@@ -296,47 +298,84 @@ def sorted_sets(hashes: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def shingle_set_task(task: ShingleSetTask) -> int:
+    """Write the sets of the wanted documents of one scan task (see :class:`ShingleSetTask`).
+
+    Each text batch's sets go to the hash files as they are made (the .npy header, written first,
+    gets the final length at the end): a task never holds more than one batch's sets, where
+    gathering them all and concatenating them held each task's char sets twice (~600 MB at 1M
+    documents).
+    """
     st = task.scan_task
     wanted = np.load(task.wanted) - task.offset
     pos = 0
     kinds = (["word"] if task.word else []) + (["char"] if task.char_ngram else [])
-    parts: dict[str, list] = {k: [] for k in kinds}
-    for text in st.good_texts():  # the scan's copy of the texts, else the shard read again
-        lo, hi = np.searchsorted(wanted, [pos, pos + len(text)])
-        if hi > lo:
-            texts = text.take(wanted[lo:hi] - pos)
-            for kind in kinds:
-                if kind == "word":
-                    h, c = batch_shingle_hashes(texts, task.cfg)
-                else:
-                    h, c = char_shingle_hashes(texts, task.char_ngram)
-                parts[kind].append(sorted_sets(h, c))
-        pos += len(text)
+    sizes: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    count = {k: 0 for k in kinds}
+    with ExitStack() as stack:
+        files = {k: stack.enter_context(atomic_open(f"{task.out}.{k}.hash.npy", sync=False)) for k in kinds}
+        for fh in files.values():
+            fh.write(_npy_header(np.uint64, 0))
+        for text in st.good_texts():  # the scan's copy of the texts, else the shard read again
+            lo, hi = np.searchsorted(wanted, [pos, pos + len(text)])
+            if hi > lo:
+                texts = text.take(wanted[lo:hi] - pos)
+                for kind in kinds:
+                    if kind == "word":
+                        h, c = batch_shingle_hashes(texts, task.cfg)
+                    else:
+                        h, c = char_shingle_hashes(texts, task.char_ngram)
+                    vals, off = sorted_sets(h, c)
+                    files[kind].write(np.ascontiguousarray(vals, np.uint64).data)
+                    sizes[kind].append(np.diff(off))
+                    count[kind] += len(vals)
+            pos += len(text)
+        for kind, fh in files.items():
+            fh.seek(0)
+            fh.write(_npy_header(np.uint64, count[kind]))
     save_npy(task.out + ".idx.npy", wanted + task.offset)
     for kind in kinds:
-        hs = [h for h, _ in parts[kind]]
-        sizes = [np.diff(o) for _, o in parts[kind]]
-        off = np.zeros(sum(len(x) for x in sizes) + 1, np.int64)
-        if sizes:
-            np.cumsum(np.concatenate(sizes), out=off[1:])
+        off = np.zeros(sum(len(x) for x in sizes[kind]) + 1, np.int64)
+        if sizes[kind]:
+            np.cumsum(np.concatenate(sizes[kind]), out=off[1:])
         save_npy(f"{task.out}.{kind}.off.npy", off)
-        save_npy(f"{task.out}.{kind}.hash.npy", np.concatenate(hs) if hs else np.zeros(0, np.uint64))
     return int(len(wanted))
 
 
+def _npy_header(dtype, n: int) -> bytes:
+    """The .npy (version 1.0) header of a 1-d array of ``n`` items of ``dtype``: 128 bytes for any
+    ``n`` below 10**30, so a header written for 0 items can be overwritten with the final one."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               "fortran_order": False, "shape": (int(n),)})
+    out = buf.getvalue()
+    if len(out) != 128:  # pragma: no cover - numpy pads its headers to 64 bytes
+        raise RuntimeError(f"unexpected .npy header length {len(out)}")
+    return out
+
+
 def _read_runs(path: str, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """The runs ``[starts[i], starts[i] + lens[i])`` of a .npy file, concatenated: copied by the C
-    kernel (else through an index of every position), through a memory map that is closed again on
-    return: the pages read stay out of the process's resident memory between blocks (a map kept
-    open for the whole verification made every set file that the pairs touch resident)."""
+    """The runs ``[starts[i], starts[i] + lens[i])`` of a 1-d .npy file, concatenated.
+
+    With the C kernel, read with pread(2) (runs adjacent in the file in one call): the pages read
+    stay in the page cache, out of the process's resident memory. A memory map counts every page it
+    touches as resident while it is open, and the kernel's fault-around maps up to 16 neighbouring
+    pages per touched set: at 1M documents that made ~0.8 GB of set files resident at once during
+    verification. Without the kernel: through a memory map and an index of every position, the map
+    closed again on return.
+    """
+    starts = np.ascontiguousarray(starts, np.int64)
+    lens = np.ascontiguousarray(lens, np.int64)
+    if kernels.speedups is not None and hasattr(kernels.speedups, "pread_runs"):
+        with open(path, "rb") as fh:
+            shape, _, dtype, base = npy_header(fh)
+            if int(lens.sum()) and int((starts + lens).max()) > (shape[0] if shape else 0):
+                raise ValueError(f"{path}: runs out of range")
+            raw = kernels.speedups.pread_runs(fh.fileno(), base, dtype.itemsize, starts, lens)
+        return np.frombuffer(raw, dtype)
     arr = np.load(path, mmap_mode="r")
     try:
-        if kernels.speedups is None:
-            pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()), dtype=np.int64)
-            return np.asarray(arr[pos])
-        raw = kernels.speedups.gather_runs(arr, arr.itemsize, np.ascontiguousarray(starts, np.int64),
-                                           np.ascontiguousarray(lens, np.int64))
-        return np.frombuffer(raw, arr.dtype)
+        pos = np.repeat(starts - (np.cumsum(lens) - lens), lens) + np.arange(int(lens.sum()), dtype=np.int64)
+        return np.asarray(arr[pos])
     finally:
         mm = getattr(arr, "_mmap", None)
         del arr
@@ -425,8 +464,10 @@ class VerifyTask:
     wsetn_paths: tuple[str, ...] = ()
 
 
-# Pairs per block when whole shingle sets are gathered (bounds the sets held at once).
-SET_PAIRS_PER_BLOCK = 8192
+# Pairs per block when whole shingle sets are gathered (bounds the sets held at once: a char
+# n-gram set is ~8 bytes a character, so 4,096 pairs of 3.5 KB documents hold up to ~200 MB; at
+# 8,192 the char pass was a 1M-document run's peak).
+SET_PAIRS_PER_BLOCK = 4096
 
 
 def _set_similarities(task: VerifyTask, pairs: np.ndarray) -> dict[str, np.ndarray]:
