@@ -112,5 +112,6 @@ def main() -> None:
     except KeyboardInterrupt:
         # a Ctrl-C that lands while a finished or failing command unwinds, outside its own handler
         # (an uncaught one would end the process by the signal, not with 130 and this line)
-        click.echo("Interrupted; rerun the same command to resume.", err=True)
-        sys.exit(130)
+        from dedupkit.cli.options import exit_interrupted
+
+        exit_interrupted()

@@ -202,6 +202,12 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     prestart(workers)
 
 
+def exit_interrupted() -> None:
+    """Ctrl-C: one line on stderr and exit status 130 (128 + SIGINT), as shells expect."""
+    click.echo("Interrupted; rerun the same command to resume.", err=True)
+    sys.exit(130)
+
+
 def _discard_prestarted() -> None:
     engine_local = sys.modules.get("dedupkit.engine.local")
     if engine_local is not None:
@@ -222,7 +228,6 @@ def handle_errors(f: Callable) -> Callable:
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
             _discard_prestarted()
-            click.echo("Interrupted; rerun the same command to resume.", err=True)
-            sys.exit(130)
+            exit_interrupted()
 
     return wrapper
