@@ -246,6 +246,7 @@ def audit(inputs: Sequence[str], config: AuditConfig | None = None, *, read: Rea
         tokens repeated at least 2, 10 and 100 times, the same per shard, and the ``top_spans``.
 
     Example:
+        >>> import dedupkit
         >>> profile = dedupkit.audit([str(data)], min_tokens=5)
         >>> profile.tokens, profile.share["repeated_2x"] > 0
         (52, True)

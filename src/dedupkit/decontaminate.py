@@ -848,8 +848,14 @@ class DecontaminateStage(Stage):
     :attr:`spans` (one row per cut span) for ``OUT/spans``.
 
     Example:
-        >>> items = load_eval_sets(["evals/quiz.jsonl"])  # doctest: +SKIP
-        >>> run_stage(DecontaminateStage(items, DecontaminateConfig(), "out/.work/decon-index"), ["data"], "out")
+        >>> from dedupkit.decontaminate import DecontaminateConfig, DecontaminateStage, load_eval_sets
+        >>> from dedupkit.io.read import ReadSpec
+        >>> from dedupkit.runner import run_stage
+        >>> _ = (tmp / "quiz.txt").write_text("the weather in the mountains today")
+        >>> items = load_eval_sets([str(tmp / "quiz.txt")])
+        >>> stage = DecontaminateStage(items, DecontaminateConfig(ngram=5, min_tokens=5), str(tmp / "decon-index"))
+        >>> run_stage(stage, [str(data)], tmp / "decon", ReadSpec()).summary["counts"]["dropped"]
+        1
     """
 
     name = "decontaminate"
