@@ -352,7 +352,11 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
     documents that would be dropped and sample pairs just above and below each threshold.
 
     Example:
-        >>> dedupkit.semantic(["data/"], "out/sem", eps="0.02,0.05,0.1", analyze=True)  # doctest: +SKIP
+        >>> import dedupkit
+        >>> res = dedupkit.semantic([str(data)], str(tmp / "sem"), eps="0.02,0.05,0.1", analyze=True,
+        ...                         cache_dir=str(tmp / "cache"))
+        >>> res.counts["rows"], res.counts["dropped"]  # analyze: every row kept, counts per eps in the summary
+        (4, 0)
     """
     import json
 
@@ -606,8 +610,13 @@ def decontaminate(inputs: Sequence[str], out: str | os.PathLike, against: Sequen
     spans. Other arguments as :func:`exact`.
 
     Example:
-        >>> dedupkit.decontaminate(["data/"], "out/decon", ["quiz=evals/quiz.jsonl"],
-        ...                        eval_fields="question,answer")  # doctest: +SKIP
+        >>> import json, dedupkit
+        >>> item = {"question": "What is the weather in the mountains", "answer": "today"}
+        >>> _ = (tmp / "quiz.jsonl").write_text(json.dumps(item))
+        >>> res = dedupkit.decontaminate([str(data)], str(tmp / "decon"), [f"quiz={tmp / 'quiz.jsonl'}"],
+        ...                              eval_fields="question,answer", ngram=5, min_tokens=5)
+        >>> res.counts["dropped"]
+        1
     """
     from dedupkit.decontaminate import DecontaminateStage, load_eval_sets
 

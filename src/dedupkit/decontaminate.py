@@ -21,8 +21,13 @@ Method (``docs/decontaminate.md``):
   almost every position, so only true candidates reach the exact lookup in numpy.
 
 Example:
-    >>> items = load_eval_sets(["quiz=tests/quiz.jsonl"], fields=("question", "answer"))  # doctest: +SKIP
-    >>> index = EvalIndex.build(items, DecontaminateConfig())  # doctest: +SKIP
+    >>> import json
+    >>> from dedupkit.decontaminate import DecontaminateConfig, EvalIndex, load_eval_sets
+    >>> _ = (tmp / "quiz.jsonl").write_text(json.dumps({"question": "Who wrote it?", "answer": "Ann"}))
+    >>> items = load_eval_sets([f"quiz={tmp / 'quiz.jsonl'}"], fields=("question", "answer"))
+    >>> len(items), items.prompts[0].as_py()
+    (1, 'Who wrote it?')
+    >>> index = EvalIndex.build(items, DecontaminateConfig())
 """
 
 from __future__ import annotations
