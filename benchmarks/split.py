@@ -116,8 +116,24 @@ def main() -> None:
           f"load average at start {load[0]:.1f}")
     print(table(["stage", "workers", "median wall s", "docs/s", f"speed-up vs --workers {a.workers[0]}", "CPU s",
                  "scan tasks", "peak RSS MiB"], rows))
+    # where the time goes: the process's own start and exit (wall minus the summary's total), the
+    # scan (parallel), the stage's global step and the manifest write (this process), and what an
+    # interpreter and dedupkit's imports cost alone (every worker pays them again)
+    fixed = {name: statistics.median(run_measured([PY, "-c", code])["wall_s"] for _ in range(max(a.repeat, 3)))
+             for name, code in (("python_start_s", "pass"),
+                                ("imports_s", "import dedupkit.cli.main, dedupkit.scan, dedupkit.stages.exact"))}
+    brows = []
+    for rec in out:
+        med = {k: statistics.median(x["timings"].get(k, 0.0) for x in rec["runs"])
+               for k in ("scan_s", "identify_s", "write_s", "total_s")}
+        rec["breakdown"] = {**med, "outside_s": round(rec["median_wall_s"] - med["total_s"], 2)}
+        brows.append([rec["stage"], rec["workers"], rec["median_wall_s"], rec["breakdown"]["outside_s"],
+                      med["scan_s"], med["identify_s"], med["write_s"]])
+    print(f"\nBreakdown (median s): python start alone {fixed['python_start_s']:.2f}, "
+          f"+ dedupkit's imports {fixed['imports_s']:.2f}")
+    print(table(["stage", "workers", "wall", "start+exit (wall - total)", "scan", "identify", "write"], brows))
     result = {"corpus": str(path), "rows": md.num_rows, "row_groups": md.num_row_groups, "load_at_start": load,
-              "runs": out}
+              "fixed": fixed, "runs": out}
     if a.big_gb:
         from dedupkit.io.read import ReadSpec
         from dedupkit.io.shards import discover

@@ -5,12 +5,13 @@ pyarrow probes for pandas the first time it converts a numpy array (``pa.array(n
 seconds, in the CLI process and again in every worker process, for a library dedupkit never uses.
 On a 1.5-second ``dedupkit exact`` that is an eighth of the run, paid once more per worker.
 
-:func:`skip_pandas_probe` installs an import hook that answers pyarrow's probes with "pandas is
-not installed". Only an import of pandas made while dedupkit's own code is the nearest Python
-caller (pyarrow's Python modules passed over) is refused (dedupkit never imports pandas, so that is a probe of pyarrow's, called from
-dedupkit); anything else importing pandas gets it as usual, and pyarrow's explicit conversions
-(``Table.to_pandas``, ``Table.from_pandas``) still work once pandas is imported. Library callers are not
-affected: only the CLI entry point and the engine's worker processes install the hook.
+:func:`skip_pandas_probe` installs an import hook that answers pyarrow's probes with "pandas is not
+installed". Only an import of pandas made while dedupkit's own code is the nearest Python caller
+(pyarrow's Python modules passed over) is refused (dedupkit never imports pandas, so that is a probe
+of pyarrow's, called from dedupkit); anything else importing pandas gets it as usual, and pyarrow's
+explicit conversions (``Table.to_pandas``, ``Table.from_pandas``) still work once pandas is
+imported. Library callers are not affected: only the CLI entry point and the engine's worker
+processes install the hook.
 """
 
 from __future__ import annotations

@@ -73,7 +73,8 @@ def azurite_server(tmp_path_factory):
     port = _free_port()
     data = tmp_path_factory.mktemp("azurite")
     proc = _start([exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(data), "--silent",
-                   "--skipApiVersionCheck", "--loose"], port, "azurite", env={"AZURITE_ACCOUNTS": f"{AZ_ACCOUNT}:{AZ_KEY}"})
+                   "--skipApiVersionCheck", "--loose"], port, "azurite",
+                  env={"AZURITE_ACCOUNTS": f"{AZ_ACCOUNT}:{AZ_KEY}"})
     yield f"http://127.0.0.1:{port}/{AZ_ACCOUNT}"
     _stop(proc)
 

@@ -80,3 +80,28 @@ def test_azure_key_never_written_or_printed(az_store, tmp_path):
             assert secret.encode() not in p.read_bytes(), p
         for o in objects:
             assert secret.encode() not in st.fs.cat_file(o), o
+
+
+def test_one_row_group_split_by_pages_on_the_store(store, tmp_path):
+    """A one-row-group file on the store, split into tasks that each read only their pages (range
+    reads through fsspec): the unsplit local run's decisions, row for row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dedupkit.io.read import ReadSpec
+    from dedupkit.runner import RunOptions, run_stage
+    from dedupkit.stages.exact import ExactStage
+
+    texts = [f"text {i % 150} " + "word " * (i % 9) for i in range(1200)]
+    d = tmp_path / "one"
+    d.mkdir()
+    pq.write_table(pa.table({"text": texts}), d / "c.parquet", row_group_size=10_000, write_batch_size=25,
+                   data_page_size=1_000)
+    store.upload(d, "one")
+    whole = run_stage(ExactStage(), [str(d / "c.parquet")], tmp_path / "whole", ReadSpec(), RunOptions())
+    split = run_stage(ExactStage(), [store.url("one", "c.parquet")], tmp_path / "split", ReadSpec(),
+                      RunOptions(split_bytes=2_000, workers=2))
+    assert split.summary["timings"]["scan_tasks"] >= 3
+    a, b = _local_manifest(tmp_path / "whole"), _local_manifest(tmp_path / "split")
+    assert _renamed(b, store.url("one", "c.parquet"), str(d / "c.parquet")).equals(a)
+    assert whole.summary["counts"] == split.summary["counts"] and whole.summary["counts"]["dropped"] > 0

@@ -198,6 +198,12 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     prestart(workers)
 
 
+def _discard_prestarted() -> None:
+    engine_local = sys.modules.get("dedupkit.engine.local")
+    if engine_local is not None:
+        engine_local.discard_prestarted()
+
+
 def handle_errors(f: Callable) -> Callable:
     """Turn DedupkitError into a clean message on stderr and its exit code."""
 
@@ -207,9 +213,11 @@ def handle_errors(f: Callable) -> Callable:
             _prestart_workers(kwargs)
             return f(*args, **kwargs)
         except DedupkitError as exc:
+            _discard_prestarted()
             click.echo(f"Error: {safe_text(redact(str(exc)), one_line=True)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
+            _discard_prestarted()
             click.echo("Interrupted; rerun the same command to resume.", err=True)
             sys.exit(130)
 

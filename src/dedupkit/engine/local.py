@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing as mp
 import os
@@ -73,18 +74,8 @@ class LocalEngine(Engine):
 
     def _abort(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        # Take the workers before shutdown(), which forgets them (it sets _processes to None).
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            proc.terminate()
-        # Wait (briefly) until they are gone: a worker still starting up would otherwise unpickle
-        # the pool's queues after this process has exited and removed their semaphores, and print
-        # a traceback after the one-line message.
-        for proc in procs:
-            proc.join(timeout=5)
+        if pool is not None:
+            _stop(pool)
 
     def map(self, fn: Callable[[Any], Any], tasks: Sequence[Any], desc: str = "",
             sizes: Sequence[int | None] | None = None) -> list[Any]:
@@ -106,11 +97,8 @@ class LocalEngine(Engine):
             # Workers start (on submit) with SIGINT ignored, a disposition that survives exec:
             # Ctrl-C reaches the whole process group, and only the main process should react
             # (no worker tracebacks); the main process then stops the workers itself.
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
+            with _spawning():
                 pending = {pool.submit(_run_task, fn, i, t): i for i, t in enumerate(tasks)}
-            finally:
-                signal.signal(signal.SIGINT, previous)
             try:
                 while pending:
                     # wake up now and then for the workers' in-task reports
@@ -139,6 +127,20 @@ class LocalEngine(Engine):
             tracker.close()
 
 
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: its workers terminated and joined."""
+    # Take the workers before shutdown(), which forgets them (it sets _processes to None).
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.terminate()
+    # Wait (briefly) until they are gone: a worker still starting up would otherwise unpickle
+    # the pool's queues after this process has exited and removed their semaphores, and print
+    # a traceback after the one-line message.
+    for proc in procs:
+        proc.join(timeout=5)
+
+
 def _new_pool(workers: int) -> tuple[ProcessPoolExecutor, Any]:
     ctx = mp.get_context("spawn")
     reports = ctx.Queue()
@@ -163,13 +165,31 @@ def prestart(workers: int) -> None:
     if workers < 2 or _warm is not None:
         return
     pool, reports = _new_pool(workers)
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in LocalEngine.map: workers ignore ^C
-    try:
+    _warm = (workers, pool, reports)
+    with _spawning():
         for _ in range(workers):  # a process starts per submitted call while none is idle
             pool.submit(_warm_up)
+
+
+def discard_prestarted() -> None:
+    """Stop a pool that :func:`prestart` began and no engine took (the command failed or was
+    interrupted first): its workers terminated and joined before this process exits."""
+    global _warm
+    warm, _warm = _warm, None
+    if warm is not None:
+        _stop(warm[1])
+
+
+@contextlib.contextmanager
+def _spawning():
+    """Around submits that may start worker processes: they start with SIGINT ignored, a
+    disposition that survives exec (a Ctrl-C in this short window is not seen by this process
+    either: the run goes on, as if it came a moment before the command started)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    _warm = (workers, pool, reports)
 
 
 def _warm_up() -> None:

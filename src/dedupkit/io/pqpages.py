@@ -276,7 +276,7 @@ class ChunkRange:
     """A small in-memory Parquet file holding the pages of one column chunk that cover a row range,
     and how many leading rows of it come before that range."""
 
-    data: bytes
+    data: bytearray
     first_row: int  # the row (of the row group) its first row is
     rows: int
 
@@ -322,13 +322,7 @@ def column_range(fh: IO[bytes], footer: Struct, group: int, column: int, lo: int
     n_rows = sum(p.rows for p in keep)
     span = keep[-1].offset + keep[-1].nbytes - keep[0].offset
     segments = [(p.offset, p.nbytes) for p in dicts] + [(keep[0].offset, span)]
-    body = bytearray(b"PAR1")
-    for off, n in segments:
-        fh.seek(off)
-        chunk = fh.read(n)
-        if len(chunk) != n:
-            raise ThriftError("file shorter than its metadata says")
-        body += chunk
+    pages_bytes = sum(n for _, n in segments)
     # the footer: this row group only, holding this column's pages; other columns keep their
     # (now meaningless) metadata, which a reader of this one column never looks at
     dict_at = 4 if dicts else None
@@ -336,7 +330,7 @@ def column_range(fh: IO[bytes], footer: Struct, group: int, column: int, lo: int
     md = [list(f) for f in md]
     _set(md, 5, _I64, n_rows)  # num_values (flat column: one per row)
     _set(md, 6, _I64, sum(p.uncompressed for p in dicts) + sum(p.uncompressed for p in keep))
-    _set(md, 7, _I64, len(body) - 4)
+    _set(md, 7, _I64, pages_bytes)
     _set(md, 9, _I64, data_at)
     if dict_at is not None:
         _set(md, 11, _I64, dict_at)
@@ -358,8 +352,23 @@ def column_range(fh: IO[bytes], footer: Struct, group: int, column: int, lo: int
     _set(meta, 4, _LIST, (_STRUCT, [rg]))
     out = bytearray()
     _write_struct(out, meta)
-    body += out + struct.pack("<I", len(out)) + b"PAR1"
-    return ChunkRange(bytes(body), keep[0].first_row, n_rows)
+    # one buffer, read into in place: "PAR1", the pages, the footer, its length, "PAR1"
+    body = bytearray(4 + pages_bytes + len(out) + 8)
+    view = memoryview(body)
+    view[:4] = b"PAR1"
+    at = 4
+    for off, n in segments:
+        fh.seek(off)
+        got = 0
+        while got < n:
+            k = fh.readinto(view[at + got:at + n])
+            if not k:
+                raise ThriftError("file shorter than its metadata says")
+            got += k
+        at += n
+    view[at:at + len(out)] = out
+    view[at + len(out):] = struct.pack("<I", len(out)) + b"PAR1"
+    return ChunkRange(body, keep[0].first_row, n_rows)
 
 
 class PagedGroup:
@@ -398,7 +407,7 @@ class PagedGroup:
                                      use_threads=False)
                 first = 0
             else:
-                pf = pq.ParquetFile(pa.BufferReader(rng.data))
+                pf = pq.ParquetFile(pa.BufferReader(pa.py_buffer(rng.data)))
                 it = pf.iter_batches(batch_size=batch_size, columns=[name], use_threads=False)
                 first = rng.first_row
             for rb in it:
