@@ -39,6 +39,11 @@ SPLIT_ROWS = 1_000_000
 SPLIT_BYTES = 256 * 2**20
 MERGE_BYTES = 32 * 2**20
 MIN_PIECE_BYTES = 4 * 2**20
+# A stage whose scan costs less than decoding (``decode_weight >= 1``: exact, ~350 MB of text a CPU
+# second) gains from a second worker only when each piece outweighs starting a worker process
+# (~0.3 CPU s of imports): its row groups are cut into pieces of at least this much text, so a
+# smaller input stays one task, run in the calling process.
+CHEAP_MIN_PIECE_BYTES = 512 * 2**20
 # Decoding a Parquet row against a stage's work on it, for cutting one row group into tasks of
 # equal cost; a Mapper may say its own (``decode_weight``: fuzzy's MinHash work is ~7x the decode,
 # exact's hashing less than the decode).
@@ -212,7 +217,8 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
 
     ``pages[g]``: the first rows of group ``g``'s data pages when a range of it is read from its
     own pages alone (:mod:`dedupkit.io.pqpages`): such a group is cut into equal ranges of about
-    ``target`` bytes, each cut moved to the nearest page start (no page decoded twice).
+    ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least CHEAP_MIN_PIECE_BYTES),
+    each cut moved to the nearest page start (no page decoded twice).
 
     Otherwise a range's reader decodes the group from its start, so the cuts follow :func:`_cuts`,
     and a group is cut by bytes only when the stage's work outweighs decoding
@@ -225,7 +231,7 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
     merged_rows = merged_bytes = 0
     for g, (rows, nbytes) in enumerate(groups):
         starts = pages[g] if pages is not None else None
-        cut_target = target if decode_weight < 1 or starts else 2**62
+        cut_target = target if decode_weight < 1 else (max(target, CHEAP_MIN_PIECE_BYTES) if starts else 2**62)
         if merged_rows and (merged_bytes + nbytes > min(target, MERGE_BYTES) or merged_rows + rows > split_rows):
             pieces.append(Piece(start, start + merged_rows))
             start += merged_rows

@@ -189,9 +189,13 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     if out and not kwargs.get("overwrite") and not fs.is_remote(str(out)) \
             and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
         return  # a finished run is probably reused: no scan
-    if not any(fs.is_remote(str(i)) for i in inputs):  # local: only when worth two scan pieces
+    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
+    # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x)
+    command = click.get_current_context(silent=True)
+    least = 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
+    if not any(fs.is_remote(str(i)) for i in inputs):
         try:
-            if sum(s.size for s in discover([str(i) for i in inputs])) < 8 * 2**20:
+            if sum(s.size for s in discover([str(i) for i in inputs])) < least:
                 return
         except (DedupkitError, OSError):
             return  # the command itself reports it
