@@ -1,13 +1,10 @@
 """The typed Python API: `import dedupkit; dedupkit.fuzzy(...)`, config objects in, StageResult out.
 
-The docstring examples of dedupkit, dedupkit.api, dedupkit.settings and the stage registry are run
-as doctests here, on a real four-row JSONL corpus."""
+The docstring examples (of these modules and every other) run in tests/test_docstrings.py, on the
+same four-row JSONL corpus as here."""
 
 from __future__ import annotations
 
-import doctest
-import importlib
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,38 +14,12 @@ import pytest
 import dedupkit
 from dedupkit import ConfigError, ExactConfig, FuzzyConfig, StageResult
 
-from tests.support import SRC
-
-ROWS = [
-    {"id": "d1", "text": "The quick brown fox jumps over the lazy dog near the river bank at dawn."},
-    {"id": "d2", "text": "the quick brown fox jumps over the lazy dog near the river bank at dawn."},
-    {"id": "d3", "text": "A completely different sentence about the weather in the mountains today."},
-    {"id": "d4", "text": "Yet another unrelated line, this one about cooking pasta with garlic."},
-]
+from tests.support import SRC, write_doc_corpus
 
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    d = tmp_path / "data"
-    d.mkdir()
-    (d / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    return d
-
-
-@pytest.mark.parametrize("module", ["dedupkit", "dedupkit.api", "dedupkit.settings", "dedupkit.stages.registry",
-                                    "dedupkit.stages.builders"])
-def test_docstring_examples_run(module, corpus, tmp_path):
-    mod = importlib.import_module(module)
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    globs = {**vars(mod), "data": corpus, "tmp": tmp_path, "dedupkit": dedupkit}
-    tests = [t for t in finder.find(mod, module, globs=globs)
-             if t.examples]
-    assert tests, f"{module} has no docstring example"
-    for t in tests:
-        runner.run(t)
-    res = runner.summarize(verbose=False)
-    assert res.failed == 0 and res.attempted > 0
+    return write_doc_corpus(tmp_path / "data")
 
 
 def test_config_objects_in_typed_result_out(corpus, tmp_path):

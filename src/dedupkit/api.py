@@ -199,8 +199,12 @@ def substring(inputs: Sequence[str], out: str | os.PathLike, config: SubstringCo
     spans) and ``out/summary.json`` (with the audit figures for spans). Arguments as :func:`exact`.
 
     Example:
-        >>> dedupkit.substring(["data/"], "out/substring", min_tokens=50)  # doctest: +SKIP
-        >>> dedupkit.apply(["data/"], ["out/substring"], "out/clean")  # doctest: +SKIP
+        >>> import dedupkit
+        >>> res = dedupkit.substring([str(data)], str(tmp / "substring"), min_tokens=5)
+        >>> res.counts["documents_cut"]
+        1
+        >>> dedupkit.apply([str(data)], [str(res.out)], str(tmp / "clean")).summary["kept"]
+        4
     """
     config, read, runtime = _configs("substring", SubstringConfig, config, read, runtime, settings)
     return StageResult._of(_run(make_stage(config), inputs, out, read, runtime, skip, overwrite, max_drop_rate,
@@ -246,6 +250,7 @@ def audit(inputs: Sequence[str], config: AuditConfig | None = None, *, read: Rea
         tokens repeated at least 2, 10 and 100 times, the same per shard, and the ``top_spans``.
 
     Example:
+        >>> import dedupkit
         >>> profile = dedupkit.audit([str(data)], min_tokens=5)
         >>> profile.tokens, profile.share["repeated_2x"] > 0
         (52, True)
@@ -313,7 +318,10 @@ def run(inputs: Sequence[str], out: str, *, config: str | None = None, stages: s
         :class:`dedupkit.pipeline.PipelineResult`.
 
     Example:
-        >>> dedupkit.run(["data/"], "out/run", config="configs/default.toml", id_column="id")  # doctest: +SKIP
+        >>> import dedupkit
+        >>> res = dedupkit.run([str(data)], str(tmp / "run"), stages="exact,fuzzy", id_column="id")
+        >>> res.summary["counts"]["kept"], res.summary["counts"]["dropped_by_stage"]
+        (3, {'exact': 1})
     """
     from dedupkit.config import resolve
     from dedupkit.pipeline import run_pipeline
@@ -344,7 +352,11 @@ def semantic(inputs: Sequence[str], out: str | os.PathLike, config: SemanticConf
     documents that would be dropped and sample pairs just above and below each threshold.
 
     Example:
-        >>> dedupkit.semantic(["data/"], "out/sem", eps="0.02,0.05,0.1", analyze=True)  # doctest: +SKIP
+        >>> import dedupkit
+        >>> res = dedupkit.semantic([str(data)], str(tmp / "sem"), eps="0.02,0.05,0.1", analyze=True,
+        ...                         cache_dir=str(tmp / "cache"))
+        >>> res.counts["rows"], res.counts["dropped"]  # analyze: every row kept, counts per eps in the summary
+        (4, 0)
     """
     import json
 
@@ -378,7 +390,9 @@ def index_create(location: str, inputs: Sequence[str] = (), config: IndexConfig 
         :class:`dedupkit.index.ops.AddResult`.
 
     Example:
-        >>> api.index_create("corpus.idx", ["data/"], stages="exact,fuzzy", id_column="id")  # doctest: +SKIP
+        >>> import dedupkit
+        >>> dedupkit.index_create(str(tmp / "corpus.idx"), [str(data)], stages="exact,fuzzy", id_column="id").added
+        4
     """
     from dedupkit.index import create_index
     from dedupkit.index.ops import AddResult, add_inputs, make_settings
@@ -559,7 +573,12 @@ def check(inputs: Sequence[str], out: str, against: str, config: IndexConfig | N
         CheckFailed: the duplicate rate is above ``max_dup_rate`` (the manifest is written first).
 
     Example:
-        >>> api.check(["drop/"], "out/check", "corpus.idx", max_dup_rate=0.05, id_column="id")  # doctest: +SKIP
+        >>> import dedupkit
+        >>> idx = str(tmp / "corpus.idx")
+        >>> _ = dedupkit.index_create(idx, [str(data)], stages="exact", id_column="id")
+        >>> res = dedupkit.check([str(data)], str(tmp / "check"), idx, id_column="id")
+        >>> res.summary["counts"]["dropped"]  # every row is in the index already
+        4
     """
     from dedupkit.index import open_index
     from dedupkit.index.ops import run_check
@@ -591,8 +610,13 @@ def decontaminate(inputs: Sequence[str], out: str | os.PathLike, against: Sequen
     spans. Other arguments as :func:`exact`.
 
     Example:
-        >>> dedupkit.decontaminate(["data/"], "out/decon", ["quiz=evals/quiz.jsonl"],
-        ...                        eval_fields="question,answer")  # doctest: +SKIP
+        >>> import json, dedupkit
+        >>> item = {"question": "What is the weather in the mountains", "answer": "today"}
+        >>> _ = (tmp / "quiz.jsonl").write_text(json.dumps(item))
+        >>> res = dedupkit.decontaminate([str(data)], str(tmp / "decon"), [f"quiz={tmp / 'quiz.jsonl'}"],
+        ...                              eval_fields="question,answer", ngram=5, min_tokens=5)
+        >>> res.counts["dropped"]
+        1
     """
     from dedupkit.decontaminate import DecontaminateStage, load_eval_sets
 

@@ -48,8 +48,11 @@ def atomic_open(path: str | os.PathLike, *, hidden: bool = False, sync: bool = T
         sync_dir: also fsync the folder after the rename (the rename itself survives it).
 
     Example:
-        >>> with atomic_open(folder / "table.parquet") as fh:  # doctest: +SKIP
-        ...     pyarrow.parquet.write_table(table, fh)
+        >>> from dedupkit.atomic import atomic_open
+        >>> with atomic_open(tmp / "hello.txt") as fh:
+        ...     _ = fh.write(b"hello")
+        >>> (tmp / "hello.txt").read_bytes()
+        b'hello'
     """
     final = Path(path)
     tmp = temp_name(final, hidden)

@@ -13,9 +13,10 @@ else ``$DEDUPKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/dedupkit``, else ``~/.cache
 Nothing else writes there; exact and fuzzy keep their work files under ``OUT/.work``.
 
 Example:
-    >>> from dedupkit.cache import cache_info  # doctest: +SKIP
-    >>> cache_info()["bytes"]
-    29360128
+    >>> from dedupkit.cache import cache_info
+    >>> info = cache_info(tmp / "cache")  # default: the cache root above
+    >>> info["bytes"], sorted(info["parts"])
+    (0, ['embeddings', 'onnx', 'remote', 'static'])
 """
 
 from __future__ import annotations

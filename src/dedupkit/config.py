@@ -323,9 +323,11 @@ def resolve(
             unknown or unavailable stage.
 
     Example:
-        >>> cfg = resolve("configs/default.toml", flags={"workers": 2})  # doctest: +SKIP
-        >>> [s.name for s in cfg.stages]
-        ['exact', 'fuzzy']
+        >>> from dedupkit.config import resolve
+        >>> _ = (tmp / "dedupkit.toml").write_text('stages = ["exact"]')
+        >>> cfg = resolve(tmp / "dedupkit.toml", flags={"workers": 2})
+        >>> [s.name for s in cfg.stages], cfg.workers
+        (['exact'], 2)
     """
     env = os.environ if env is None else env
     flags = {k: v for k, v in (flags or {}).items() if v is not None}

@@ -21,8 +21,13 @@ Method (``docs/decontaminate.md``):
   almost every position, so only true candidates reach the exact lookup in numpy.
 
 Example:
-    >>> items = load_eval_sets(["quiz=tests/quiz.jsonl"], fields=("question", "answer"))  # doctest: +SKIP
-    >>> index = EvalIndex.build(items, DecontaminateConfig())  # doctest: +SKIP
+    >>> import json
+    >>> from dedupkit.decontaminate import DecontaminateConfig, EvalIndex, load_eval_sets
+    >>> _ = (tmp / "quiz.jsonl").write_text(json.dumps({"question": "Who wrote it?", "answer": "Ann"}))
+    >>> items = load_eval_sets([f"quiz={tmp / 'quiz.jsonl'}"], fields=("question", "answer"))
+    >>> len(items), items.prompts[0].as_py()
+    (1, 'Who wrote it?')
+    >>> index = EvalIndex.build(items, DecontaminateConfig())
 """
 
 from __future__ import annotations
@@ -848,8 +853,14 @@ class DecontaminateStage(Stage):
     :attr:`spans` (one row per cut span) for ``OUT/spans``.
 
     Example:
-        >>> items = load_eval_sets(["evals/quiz.jsonl"])  # doctest: +SKIP
-        >>> run_stage(DecontaminateStage(items, DecontaminateConfig(), "out/.work/decon-index"), ["data"], "out")
+        >>> from dedupkit.decontaminate import DecontaminateConfig, DecontaminateStage, load_eval_sets
+        >>> from dedupkit.io.read import ReadSpec
+        >>> from dedupkit.runner import run_stage
+        >>> _ = (tmp / "quiz.txt").write_text("the weather in the mountains today")
+        >>> items = load_eval_sets([str(tmp / "quiz.txt")])
+        >>> stage = DecontaminateStage(items, DecontaminateConfig(ngram=5, min_tokens=5), str(tmp / "decon-index"))
+        >>> run_stage(stage, [str(data)], tmp / "decon", ReadSpec()).summary["counts"]["dropped"]
+        1
     """
 
     name = "decontaminate"

@@ -17,7 +17,7 @@ Models are loaded once per process and kept (:func:`get_embedder`), so scan work
 reload them for every shard. Heavy libraries are imported only here, and only when a model loads.
 
 Example:
-    >>> from dedupkit.embed import EmbedConfig, get_embedder  # doctest: +SKIP
+    >>> from dedupkit.embed import EmbedConfig, get_embedder
     >>> emb = get_embedder(EmbedConfig(model="minilm", max_tokens=128))
     >>> emb.encode(["How do I learn Python?"]).shape
     (1, 384)

@@ -14,8 +14,8 @@ The export is made once per model folder and kept under ``CACHE/onnx/`` (see
 :func:`dedupkit.embed.cache_root` and ``dedupkit cache info``).
 
 Example:
-    >>> from dedupkit.embed import EmbedConfig, get_embedder  # doctest: +SKIP
-    >>> emb = get_embedder(EmbedConfig(model="minilm", backend="onnx"))
+    >>> from dedupkit.embed import EmbedConfig, get_embedder
+    >>> emb = get_embedder(EmbedConfig(model="minilm", backend="onnx", cache_dir=str(tmp / "cache")))
     >>> emb.encode(["How do I learn Python?"]).shape
     (1, 384)
 """

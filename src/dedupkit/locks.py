@@ -38,10 +38,14 @@ class LockFile:
             removed it retries on the new file instead of believing it holds the lock.
 
     Example:
-        >>> lock = LockFile(folder / ".lock")  # doctest: +SKIP
+        >>> from dedupkit.locks import LockFile
+        >>> lock = LockFile(tmp / ".lock")
         >>> if lock.try_acquire("pid 123"):
-        ...     try: ...
-        ...     finally: lock.release()
+        ...     try:
+        ...         print(lock.holder())
+        ...     finally:
+        ...         lock.release()
+        pid 123
     """
 
     def __init__(self, path: str | os.PathLike, remove: bool = False):

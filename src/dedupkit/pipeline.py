@@ -209,8 +209,11 @@ def run_pipeline(
         ConfigError, InputError, ManifestError, OutputError: see their docs.
 
     Example:
-        >>> from dedupkit.config import resolve  # doctest: +SKIP
-        >>> run_pipeline(["data/"], "out/run", resolve("configs/default.toml"))
+        >>> from dedupkit.config import resolve
+        >>> from dedupkit.pipeline import run_pipeline
+        >>> res = run_pipeline([str(data)], tmp / "run", resolve(flags={"stages": "exact,fuzzy"}))
+        >>> res.summary["counts"]["dropped_by_stage"]
+        {'exact': 1}
     """
     from dedupkit.io import fs
 

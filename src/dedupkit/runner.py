@@ -192,8 +192,12 @@ def run_stage(
         InputError, ManifestError, OutputError, GuardrailError: see their docs.
 
     Example:
-        >>> from dedupkit.stages.exact import ExactStage  # doctest: +SKIP
-        >>> run_stage(ExactStage(), ["data/"], "out/exact", ReadSpec(text_column="text"))
+        >>> from dedupkit.io.read import ReadSpec
+        >>> from dedupkit.runner import run_stage
+        >>> from dedupkit.stages.exact import ExactStage
+        >>> res = run_stage(ExactStage(), [str(data)], tmp / "exact", ReadSpec(text_column="text", id_column="id"))
+        >>> res.summary["counts"]["dropped"], (res.out / "manifest").is_dir()
+        (1, True)
     """
     if fs.is_remote(out):
         # s3://, gs://, ...: built in a local staging folder, published with summary.json last

@@ -213,8 +213,10 @@ class SpanWriter:
     running tasks in workers (each with its own writer on the same folder) never collides.
 
     Example:
-        >>> w = SpanWriter("work/spans")  # doctest: +SKIP
-        >>> w.write(span_table("a.jsonl", [0], ["a.jsonl:0"], [0], [10], "substring"), part=3)  # doctest: +SKIP
+        >>> from dedupkit.spans import SpanWriter, span_table
+        >>> w = SpanWriter(tmp / "work" / "spans")
+        >>> w.write(span_table("a.jsonl", [0], ["a.jsonl:0"], [0], [10], "substring"), part=3).name
+        'part-00003.parquet'
     """
 
     def __init__(self, directory: str | os.PathLike):
@@ -253,8 +255,11 @@ def span_dirs(path: str | os.PathLike, summary: dict | None = None) -> list[Path
     """The stage output folders holding spans: ``path`` itself, or the stages of a ``dedupkit run``.
 
     Example:
-        >>> span_dirs("out/run")  # doctest: +SKIP
-        [PosixPath('out/run/03-substring')]
+        >>> import dedupkit
+        >>> from dedupkit.spans import span_dirs
+        >>> res = dedupkit.run([str(data)], str(tmp / "run"), stages="exact,substring")
+        >>> [p.name for p in span_dirs(res.out)]
+        ['02-substring']
     """
     from dedupkit.manifest import output_root
 

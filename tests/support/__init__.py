@@ -30,6 +30,22 @@ BASE_DOCS = [
 ]
 
 
+# The four-row JSONL corpus the docstring examples run on (the `data` of every `>>>` example; see
+# the root conftest.py): d1 and d2 differ only in their first letter's case, d3 and d4 are unique.
+DOC_ROWS = [
+    {"id": "d1", "text": "The quick brown fox jumps over the lazy dog near the river bank at dawn."},
+    {"id": "d2", "text": "the quick brown fox jumps over the lazy dog near the river bank at dawn."},
+    {"id": "d3", "text": "A completely different sentence about the weather in the mountains today."},
+    {"id": "d4", "text": "Yet another unrelated line, this one about cooking pasta with garlic."},
+]
+
+
+def write_doc_corpus(folder: Path) -> Path:
+    """Write :data:`DOC_ROWS` as ``folder/a.jsonl``; returns the folder."""
+    write_jsonl(Path(folder) / "a.jsonl", DOC_ROWS)
+    return Path(folder)
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:

@@ -69,9 +69,14 @@ def config_options(cls: Any, *, only: Iterable[str] | None = None, exclude: Iter
         name_defaults: with ``unset``, append the schema's default to the help.
 
     Example:
+        >>> import click
+        >>> from dedupkit.cli.schema import config_options
+        >>> from dedupkit.settings import FuzzyConfig
         >>> @click.command()
         ... @config_options(FuzzyConfig, only=["threshold"])
         ... def cmd(threshold): ...
+        >>> [p.name for p in cmd.params]
+        ['threshold']
     """
     chosen = [s for n, s in specs(cls).items()
               if (only is None or n in set(only)) and n not in set(exclude)]

@@ -1,9 +1,11 @@
 """Persistent indexes of a corpus you already hold, for incremental dedup (``dedupkit index``/``check``).
 
 Example:
-    >>> from dedupkit.index import open_index  # doctest: +SKIP
-    >>> with open_index("corpus.idx") as idx:
+    >>> from dedupkit.index import IndexSettings, create_index, open_index
+    >>> create_index(str(tmp / "corpus.idx"), IndexSettings(stages=("exact",))).close()
+    >>> with open_index(str(tmp / "corpus.idx")) as idx:
     ...     print(idx.count, idx.settings.stages)
+    0 ('exact',)
 """
 
 from __future__ import annotations

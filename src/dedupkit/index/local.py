@@ -119,7 +119,9 @@ class LocalIndex(IndexStore):
     """An index in a local folder. Open with :meth:`create` or :meth:`open`.
 
     Example:
-        >>> idx = LocalIndex.create("corpus.idx", IndexSettings(stages=("exact",)))  # doctest: +SKIP
+        >>> from dedupkit.index.base import IndexSettings
+        >>> from dedupkit.index.local import LocalIndex
+        >>> idx = LocalIndex.create(tmp / "corpus.idx", IndexSettings(stages=("exact",)))
         >>> idx.count
         0
     """

@@ -318,7 +318,7 @@ class RemoteFolder:
 
     Example:
         >>> rf = RemoteFolder("s3://bucket/out/exact")  # doctest: +SKIP
-        >>> rf.publish(local_folder)
+        >>> rf.publish(local_folder)  # doctest: +SKIP
     """
 
     def __init__(self, url: str) -> None:

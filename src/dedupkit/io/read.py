@@ -755,8 +755,12 @@ def read_rows(shard: Shard, spec: ReadSpec, rows: Sequence[int] | np.ndarray,
         InputError: the shard is unreadable (or a wanted row is bad, with ``"fail"``).
 
     Example:
-        >>> read_rows(Shard("a.jsonl", "a.jsonl", "jsonl"), ReadSpec(), [0, 7], n_rows=10)  # doctest: +SKIP
-        (array([0, 7]), ['first text', 'eighth text'])
+        >>> from dedupkit.io.read import ReadSpec, read_rows
+        >>> from dedupkit.io.shards import Shard
+        >>> shard = Shard("a.jsonl", str(data / "a.jsonl"), "jsonl")
+        >>> found, texts = read_rows(shard, ReadSpec(), [3, 0, 9], n_rows=4)
+        >>> found.tolist(), [t[:14] for t in texts]
+        ([0, 3], ['The quick brow', 'Yet another un'])
     """
     want = np.unique(np.asarray(rows, dtype=np.int64))
     want = want[(want >= 0) & (want < n_rows)]

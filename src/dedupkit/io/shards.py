@@ -166,8 +166,9 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
             file has an unsupported suffix.
 
     Example:
-        >>> discover(["data/"])  # doctest: +SKIP
-        [Shard(name='data/a.parquet', ...), Shard(name='data/b.jsonl.gz', ...)]
+        >>> from dedupkit.io.shards import discover
+        >>> [(s.name == str(data / "a.jsonl"), s.format) for s in discover([str(data)])]
+        [(True, 'jsonl')]
     """
     if not inputs:
         raise InputError(f"no INPUT given; name files, folders or globs of shards ({SUPPORTED})")

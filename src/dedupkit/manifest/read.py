@@ -156,8 +156,11 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
         ManifestError: naming the file and what is wrong, and how to fix it (rerun the stage).
 
     Example:
-        >>> m = open_manifest("out/exact")  # doctest: +SKIP
-        >>> m.keep_mask("data/a.jsonl")  # doctest: +SKIP
+        >>> import dedupkit
+        >>> from dedupkit.manifest.read import open_manifest
+        >>> res = dedupkit.exact([str(data)], str(tmp / "exact"))
+        >>> open_manifest(res.out).keep_mask(str(data / "a.jsonl")).tolist()
+        [True, False, True, True]
     """
     root = output_root(path)
     summary = load_summary(root)

@@ -301,7 +301,11 @@ def build_report(out: str | os.PathLike, html_path: str | os.PathLike,
             replace (see :func:`dedupkit.ownership.check_replace_file`).
 
     Example:
-        >>> build_report("out/exact", "report.html")  # doctest: +SKIP
+        >>> import dedupkit
+        >>> from dedupkit.report.html import build_report
+        >>> res = dedupkit.exact([str(data)], str(tmp / "exact"))
+        >>> build_report(res.out, tmp / "report.html").clusters_total
+        1
     """
     from dedupkit.ownership import check_creatable, check_replace_file, made_dirs, remove_made_dirs
 

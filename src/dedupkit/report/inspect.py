@@ -52,7 +52,12 @@ def inspect_run(out: str | os.PathLike, *, cluster: int | None = None, doc: str 
         ManifestError: ``out`` is not a finished run.
 
     Example:
-        >>> inspect_run("out/exact", largest=3)  # doctest: +SKIP
+        >>> import dedupkit
+        >>> from dedupkit.report.inspect import inspect_run
+        >>> res = dedupkit.exact([str(data)], str(tmp / "exact"), id_column="id")
+        >>> cluster = inspect_run(res.out, largest=3).findings[0].cluster
+        >>> cluster.representative.doc_id, [m.doc_id for m in cluster.duplicates]
+        ('d1', ['d2'])
     """
     given = [x is not None for x in (cluster, doc, largest)]
     if sum(given) != 1:

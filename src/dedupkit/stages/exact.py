@@ -133,8 +133,12 @@ class ExactStage(Stage):
     """Drop documents whose normalized text has the same xxh3-128 hash as a kept one.
 
     Example:
-        >>> from dedupkit.runner import run_stage  # doctest: +SKIP
-        >>> run_stage(ExactStage(ExactConfig(normalize=("nfkc", "whitespace"))), ["data"], "out")
+        >>> from dedupkit.io.read import ReadSpec
+        >>> from dedupkit.runner import run_stage
+        >>> from dedupkit.stages.exact import ExactConfig, ExactStage
+        >>> stage = ExactStage(ExactConfig(normalize=("nfkc", "whitespace")))  # case kept: d1, d2 differ
+        >>> run_stage(stage, [str(data)], tmp / "exact", ReadSpec()).summary["counts"]["dropped"]
+        0
     """
 
     name = "exact"

@@ -365,8 +365,12 @@ class SemanticStage(Stage):
     """Drop documents whose embedding is within ``eps`` (cosine >= 1 - eps) of a kept neighbour.
 
     Example:
-        >>> from dedupkit.runner import run_stage  # doctest: +SKIP
-        >>> run_stage(SemanticStage(SemanticConfig(eps=0.05)), ["data"], "out/semantic")
+        >>> from dedupkit.io.read import ReadSpec
+        >>> from dedupkit.runner import run_stage
+        >>> from dedupkit.stages.semantic import SemanticConfig, SemanticStage
+        >>> stage = SemanticStage(SemanticConfig(eps=0.05, cache_dir=str(tmp / "cache")))
+        >>> run_stage(stage, [str(data)], tmp / "semantic", ReadSpec()).summary["counts"]["dropped"]
+        1
     """
 
     name = "semantic"

@@ -491,8 +491,13 @@ class SubstringStage(Stage):
     """Cut repeated passages (or lines, paragraphs) out of documents; write ``OUT/spans``.
 
     Example:
-        >>> from dedupkit.runner import run_stage  # doctest: +SKIP
-        >>> run_stage(SubstringStage(SubstringConfig(min_tokens=50)), ["data"], "out/substring")
+        >>> from dedupkit.io.read import ReadSpec
+        >>> from dedupkit.runner import run_stage
+        >>> from dedupkit.stages.substring import SubstringConfig, SubstringStage
+        >>> stage = SubstringStage(SubstringConfig(min_tokens=5))  # d2 repeats d1's last 14 tokens
+        >>> counts = run_stage(stage, [str(data)], tmp / "substring", ReadSpec()).summary["counts"]
+        >>> counts["documents_cut"], counts["dropped"]
+        (1, 0)
     """
 
     name = "substring"

@@ -141,8 +141,12 @@ class FuzzyStage(Stage):
     """Drop near-duplicates found by MinHash-LSH (see the module docstring for the steps).
 
     Example:
-        >>> from dedupkit.runner import run_stage  # doctest: +SKIP
-        >>> run_stage(FuzzyStage(FuzzyConfig.from_options(threshold=0.7)), ["data"], "out")
+        >>> from dedupkit.io.read import ReadSpec
+        >>> from dedupkit.runner import run_stage
+        >>> from dedupkit.stages.fuzzy.stage import FuzzyConfig, FuzzyStage
+        >>> stage = FuzzyStage(FuzzyConfig.from_options(threshold=0.7))
+        >>> run_stage(stage, [str(data)], tmp / "fuzzy", ReadSpec()).summary["counts"]["dropped"]
+        1
     """
 
     name = "fuzzy"
