@@ -374,13 +374,14 @@ def _onnx_target(local: Path, cache_dir: str | os.PathLike | None) -> Path:
 
 
 def resolve_backend(name_or_path: str, config: EmbedConfig) -> str:
-    """``torch`` or ``onnx``: what runs a sentence-transformers model under ``config``.
+    """``torch``, ``onnx`` or ``onnx-fp32``: what runs a sentence-transformers model under ``config``.
 
     ``auto`` picks torch whenever it is installed (always on a GPU), and ONNX Runtime on a CPU
     without torch (the light install) when onnxruntime and onnx are installed and the model is a
     local folder the export covers (BERT with mean pooling, like ``minilm``). ONNX is not the
-    default beside torch: its int8 export measured 1.6-2.2x torch's speed here but agreed on
-    97.8% of the keep/drop decisions, short of the 99% asked of a default (benchmarks/RESULTS.md).
+    default beside torch: its int8 export measured 1.9-2.2x torch's speed here but kept torch's
+    keep/drop decision on 88-99% of rows, short of the 99% asked of a default; ``onnx-fp32``
+    keeps all of them at about torch's speed (benchmarks/RESULTS.md).
     """
     if config.backend != "auto":
         return config.backend
