@@ -37,3 +37,34 @@ def test_prestarted_workers_run_and_stop(tmp_path):
     bad = run_subprocess("fuzzy", str(inp), "-o", str(tmp_path / "w3"), "--workers", "2", "--text-column", "nope")
     assert bad.returncode == 1 and "column 'nope' not found" in bad.stderr
     assert "Traceback" not in bad.stderr and bad.stderr.strip().count("\n") == 0, bad.stderr
+
+
+def test_an_error_raised_while_a_ctrl_c_unwinds_is_reported_as_the_interrupt():
+    """An OutputError whose cause chain holds a KeyboardInterrupt (a cleanup failing after Ctrl-C)
+    exits 130 with the resume line; the same error without one keeps its own message and code."""
+    import click
+    from click.testing import CliRunner
+
+    from dedupkit.cli.options import handle_errors
+    from dedupkit.errors import OutputError
+
+    def failing(interrupted: bool):
+        @click.command()
+        @handle_errors
+        def cmd():
+            try:
+                if interrupted:
+                    raise KeyboardInterrupt
+                raise OSError(9, "Bad file descriptor")
+            except BaseException as first:
+                try:
+                    raise OSError(9, "Bad file descriptor") from (first if interrupted else None)
+                except OSError as exc:
+                    raise OutputError("I/O error while writing out (Bad file descriptor)") from exc
+        return cmd
+
+    r = CliRunner().invoke(failing(True), [])
+    assert r.exit_code == 130 and "Interrupted; rerun the same command to resume." in r.output
+    assert "I/O error" not in r.output
+    r = CliRunner().invoke(failing(False), [])
+    assert r.exit_code == OutputError("x").exit_code and "Error: I/O error while writing out" in r.output

@@ -202,6 +202,19 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     prestart(workers)
 
 
+def _during_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C unwound (a KeyboardInterrupt in its cause or
+    context chain): e.g. a cleanup that wrote to a file the interrupted code had closed. It is
+    reported as the interrupt it came from, not as an error of its own."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def exit_interrupted() -> None:
     """Ctrl-C: one line on stderr and exit status 130 (128 + SIGINT), as shells expect."""
     click.echo("Interrupted; rerun the same command to resume.", err=True)
@@ -224,6 +237,8 @@ def handle_errors(f: Callable) -> Callable:
             return f(*args, **kwargs)
         except DedupkitError as exc:
             _discard_prestarted()
+            if _during_interrupt(exc):
+                exit_interrupted()
             click.echo(f"Error: {safe_text(redact(str(exc)), one_line=True)}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # pragma: no cover
