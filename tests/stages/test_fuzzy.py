@@ -264,3 +264,18 @@ def test_mapper_slices_give_the_same_features(monkeypatch):
     for k in whole:
         np.testing.assert_array_equal(whole[k], sliced[k])
     assert whole["sig"].shape == (len(texts), 128)
+
+
+def test_stored_scores_never_fall_below_the_similarity_that_decided():
+    """Scores are rounded up to the manifest's float32: a pair at exactly the threshold (13/20 =
+    0.65) reads back >= 0.65 as a float64, and within one float32 step of the exact value."""
+    import numpy as np
+
+    from dedupkit.stages.fuzzy import pack_payload, unpack_payload
+
+    exact = np.array([13 / 20, 0.8, 1.0, 1 / 3, 0.0, 0.7000000001])
+    score, code = unpack_payload(pack_payload(exact, np.arange(len(exact))))
+    got = score.astype(np.float64)
+    assert (got >= exact).all(), list(zip(got, exact))
+    assert (got - exact < np.spacing(np.float32(exact)).astype(np.float64) + 1e-300).all()
+    assert code.tolist() == list(range(len(exact)))

@@ -502,8 +502,16 @@ def _set_similarities(task: VerifyTask, pairs: np.ndarray) -> dict[str, np.ndarr
 
 
 def pack_payload(score: np.ndarray, code: np.ndarray) -> np.ndarray:
-    """One int64 per pair: the float32 score's bits, and the deciding measure's code above them."""
-    return np.asarray(score, np.float32).view(np.uint32).astype(np.int64) | (np.asarray(code, np.int64) << 32)
+    """One int64 per pair: the float32 score's bits, and the deciding measure's code above them.
+
+    The score is rounded up to float32 (the manifest's type), never down: a pair that reached the
+    threshold exactly (13/20 = 0.65) keeps a stored score >= the threshold (0.65 rounded to nearest
+    is 0.6499999762 in float32, which would read as a drop below its own threshold).
+    """
+    exact = np.asarray(score, np.float64)
+    f32 = exact.astype(np.float32)
+    f32 = np.where(f32.astype(np.float64) < exact, np.nextafter(f32, np.float32(np.inf)), f32)
+    return f32.view(np.uint32).astype(np.int64) | (np.asarray(code, np.int64) << 32)
 
 
 def unpack_payload(payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -528,7 +536,7 @@ def verify_task(task: VerifyTask) -> dict[str, int]:
     """
     pairs = np.load(task.pairs)
     m = len(pairs)
-    score = np.zeros(m, np.float32)
+    score = np.zeros(m, np.float64)  # the exact similarity; pack_payload rounds it up to float32
     code = np.zeros(m, np.int64)
     ok = np.zeros(m, bool)
     counts: dict[str, int] = {}
