@@ -177,11 +177,12 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
 
 def _prestart_workers(kwargs: dict[str, Any]) -> None:
     """Start the local engine's --workers processes while the command imports and plans
-    (dedupkit.engine.local.prestart), when the inputs are big enough to be split into tasks."""
+    (dedupkit.engine.local.prestart), when the inputs are big enough to be split into tasks; or,
+    for --engine ray without a cluster address, the local Ray instance (dedupkit.engine.ray.prestart)."""
     workers, inputs = kwargs.get("workers"), kwargs.get("inputs")
-    if not isinstance(workers, int) or workers < 2 or kwargs.get("engine") not in (None, "local") or not inputs:
+    ray = kwargs.get("engine") == "ray" and not kwargs.get("ray_address") and not os.environ.get("RAY_ADDRESS")
+    if not isinstance(workers, int) or not inputs or not (ray or (workers >= 2 and kwargs.get("engine") in (None, "local"))):
         return
-    from dedupkit.engine.local import prestart
     from dedupkit.io import fs
     from dedupkit.io.shards import discover
 
@@ -189,6 +190,12 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     if out and not kwargs.get("overwrite") and not fs.is_remote(str(out)) \
             and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
         return  # a finished run is probably reused: no scan
+    if ray:  # the local Ray instance starts (seconds) while the command plans (dedupkit.engine.ray)
+        from dedupkit.engine import ray as engine_ray
+
+        return engine_ray.prestart(workers)
+    from dedupkit.engine.local import prestart
+
     # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
     # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x)
     command = click.get_current_context(silent=True)
@@ -222,9 +229,10 @@ def exit_interrupted() -> None:
 
 
 def _discard_prestarted() -> None:
-    engine_local = sys.modules.get("dedupkit.engine.local")
-    if engine_local is not None:
-        engine_local.discard_prestarted()
+    for name in ("dedupkit.engine.local", "dedupkit.engine.ray"):
+        engine = sys.modules.get(name)
+        if engine is not None:
+            engine.discard_prestarted()
 
 
 def handle_errors(f: Callable) -> Callable:
