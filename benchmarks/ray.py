@@ -104,7 +104,11 @@ def run_once(cmd: list[str], out: Path, steps: Path | None = None) -> dict:
     if steps is not None:  # the same command through _ray_steps: every engine.map timed
         assert cmd[1:3] == ["-m", "dedupkit"]
         cmd = [cmd[0], "-c", "import _ray_steps; _ray_steps.main()", *cmd[3:]]
-        env["PYTHONPATH"] = BENCH + os.pathsep + env["PYTHONPATH"]
+        # its own folder on the path (this folder holds ray.py, which would shadow Ray itself)
+        mod = steps.parent / "steps-module"
+        mod.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(BENCH) / "_ray_steps.py", mod / "_ray_steps.py")
+        env["PYTHONPATH"] = str(mod) + os.pathsep + env["PYTHONPATH"]
         env["DEDUPKIT_BENCH_STEPS"] = str(steps)
         steps.unlink(missing_ok=True)
     t0 = time.perf_counter()

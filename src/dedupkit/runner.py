@@ -261,6 +261,7 @@ def run_stage(
                     stage, corpus, od.work / stage.name, od.manifest_tmp(), engine, _kind(stage), spec,
                     lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered),
                     options.publish_to)
+                engine.close(wait=False)  # a Ray instance of this command alone stops while we finish
                 t_ident = t_write = time.perf_counter()
                 summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts,
                                    c["active"], c["kept"], c["clusters"], c["largest_cluster"], stats)

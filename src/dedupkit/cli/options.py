@@ -175,6 +175,10 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
         click.echo(count_line(summary.get("stage", "run"), stage_counts(summary), note), err=True)
 
 
+# Stage commands: one engine each (``run`` has one per stage, all on the same Ray instance).
+_ONE_ENGINE = frozenset({"exact", "fuzzy", "semantic", "substring", "decontaminate"})
+
+
 def _prestart_workers(kwargs: dict[str, Any]) -> None:
     """Start the local engine's --workers processes while the command imports and plans
     (dedupkit.engine.local.prestart), when the inputs are big enough to be split into tasks; or,
@@ -190,15 +194,16 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     if out and not kwargs.get("overwrite") and not fs.is_remote(str(out)) \
             and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
         return  # a finished run is probably reused: no scan
+    command = click.get_current_context(silent=True)
     if ray:  # the local Ray instance starts (seconds) while the command plans (dedupkit.engine.ray)
         from dedupkit.engine import ray as engine_ray
 
-        return engine_ray.prestart(workers)
+        one_engine = command is not None and command.info_name in _ONE_ENGINE
+        return engine_ray.prestart(workers, stop_with_engine=one_engine)
     from dedupkit.engine.local import prestart
 
     # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
     # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x)
-    command = click.get_current_context(silent=True)
     least = 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
     if not any(fs.is_remote(str(i)) for i in inputs):
         try:

@@ -113,13 +113,17 @@ def _worker_setup() -> None:
 _starting: tuple[int, threading.Thread, dict] | None = None
 
 
-def prestart(workers: int) -> None:
+def prestart(workers: int, stop_with_engine: bool = False) -> None:
     """Start the local Ray instance of the next ``RayEngine(workers)`` now, in a background thread.
 
     ``ray.init`` (GCS, raylet, worker processes: seconds) then overlaps the command's own imports,
     discovery and task planning; the engine waits for it. The CLI calls this for ``--engine ray``
     without a cluster address. The thread stays alive (idle) until the process exits: Ray's
     processes are bound to the thread that started them (Linux's parent-death signal).
+
+    ``stop_with_engine``: the command runs one engine (a stage command), so the instance stops
+    when that engine closes, in the background while the command writes its summary, instead of
+    at the process's exit.
     """
     global _starting
     if _starting is not None:
@@ -137,6 +141,7 @@ def prestart(workers: int) -> None:
     logging.getLogger("ray._private.worker").addFilter(_NoSigtermNote())
     th = threading.Thread(target=start, name="dedupkit-ray-start", daemon=True)
     th.start()
+    box["stop_with_engine"] = stop_with_engine
     _starting = (workers, th, box)
 
 
@@ -161,17 +166,28 @@ def discard_prestarted() -> None:
         ray.shutdown()
 
 
-def _adopt_prestarted(workers: int) -> bool:
-    """Wait for :func:`prestart`'s instance; True if it is up for ``workers``. Its error is raised."""
+def _adopt_prestarted(workers: int) -> dict | None:
+    """Wait for :func:`prestart`'s instance; its record if it is up for ``workers``. Its error is raised."""
     global _starting
     if _starting is None:
-        return False
+        return None
     n, _, box = _starting
     box["ready"].wait()
     _starting = None
     if "error" in box:
         raise box["error"]
-    return n == workers
+    return box if n == workers else None
+
+
+def _stop_in_background() -> None:
+    """``ray.shutdown()`` in a thread (it waits ~1 s for Ray's processes to exit); joined at exit."""
+    import atexit
+
+    import ray
+
+    th = threading.Thread(target=ray.shutdown, name="dedupkit-ray-stop", daemon=True)
+    th.start()
+    atexit.register(th.join)  # after Ray's own exit handler was registered: runs before it
 
 
 def _call(fn: Callable[[Any], Any], task: Any) -> Any:
@@ -241,13 +257,16 @@ class RayEngine(Engine):
         self.max_retries = max_retries
         self._ray = require("ray", "ray")
         self._remote = None
+        self._stop_on_close = False
         self._connect()
 
     def _connect(self) -> None:
         ray = self._ray
         address = self.address or None
-        if address is None and _adopt_prestarted(self.workers) and ray.is_initialized():
+        warm = _adopt_prestarted(self.workers) if address is None else None
+        if warm is not None and ray.is_initialized():
             log.info("using the local Ray instance started while the command planned")
+            self._stop_on_close = bool(warm.get("stop_with_engine"))
             return
         if address is None and ray.is_initialized():
             return  # the caller's Ray (a notebook, a test fixture, a Ray job): use it as it is
@@ -395,6 +414,11 @@ class RayEngine(Engine):
 
         The Ray instance stays up, whoever started it: a local one started here serves the next
         engine of this process (``dedupkit run``'s later stages) and stops when the process exits;
-        call ``ray.shutdown()`` to stop it sooner.
+        call ``ray.shutdown()`` to stop it sooner. The exception: the instance a stage command
+        prestarted for its one engine (:func:`prestart` with ``stop_with_engine``) stops now, in
+        the background.
         """
         self._remote = None
+        if self._stop_on_close:
+            self._stop_on_close = False
+            _stop_in_background()
