@@ -315,6 +315,14 @@ def test_prestarted_instance_is_adopted_and_workers_inherit_the_environment(tmp_
     assert "SIGTERM handler" not in r.stderr
 
 
+def test_cli_engine_ray_missing_input_fails_without_starting_ray(tmp_path):
+    r = run_subprocess("fuzzy", str(tmp_path / "nope.parquet"), "-o", str(tmp_path / "o"), "--engine", "ray",
+                       env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": ""})
+    assert r.returncode != 0
+    assert "nope.parquet" in r.stderr and "Error:" in r.stderr
+    assert "Started a local Ray instance" not in r.stderr
+
+
 def test_cli_unknown_engine_is_usage_error(multi_shard, tmp_path):
     from click.testing import CliRunner
 

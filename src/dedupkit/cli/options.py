@@ -195,6 +195,16 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
             and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
         return  # a finished run is probably reused: no scan
     command = click.get_current_context(silent=True)
+    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
+    # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x); Ray: any
+    # input that exists (a missing one fails at once, without starting Ray)
+    least = 0 if ray else 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
+    if not any(fs.is_remote(str(i)) for i in inputs):
+        try:
+            if sum(s.size for s in discover([str(i) for i in inputs])) < least:
+                return
+        except (DedupkitError, OSError):
+            return  # the command itself reports it
     if ray:  # the local Ray instance starts (seconds) while the command plans (dedupkit.engine.ray)
         from dedupkit.engine import ray as engine_ray
 
@@ -202,15 +212,6 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
         return engine_ray.prestart(workers, stop_with_engine=one_engine)
     from dedupkit.engine.local import prestart
 
-    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
-    # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x)
-    least = 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
-    if not any(fs.is_remote(str(i)) for i in inputs):
-        try:
-            if sum(s.size for s in discover([str(i) for i in inputs])) < least:
-                return
-        except (DedupkitError, OSError):
-            return  # the command itself reports it
     prestart(workers)
 
 
