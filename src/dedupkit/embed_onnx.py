@@ -264,7 +264,8 @@ class OnnxEmbedder:
     def __init__(self, export_dir: Path, key: str, batch_size: int, max_tokens: int, quantized: bool = True,
                  threads: int | None = None):
         tok = require("tokenizers", "semantic-lite")
-        threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0))
+        threads = (threads or int(os.environ.get("OMP_NUM_THREADS") or 0)
+                   or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
         self.workers = max(1, min(threads, MAX_WORKERS))
         per = max(1, threads // self.workers)
         self._pool = [_Sessions(export_dir, per, quantized) for _ in range(self.workers)]
