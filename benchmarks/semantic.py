@@ -25,8 +25,9 @@ Measures, printing a table and writing JSON:
    process versus a fresh process that reads the same texts, loads the same int8 ONNX export with
    dedupkit's encoder (this checkout's ``src`` on its path) and runs semhash's
    ``SemHash.from_records(...).self_deduplicate()`` at its default threshold: same model, same
-   backend, same threads. The export is made once beforehand; neither run pays for it. Runs
-   alternate ``--runs`` times; medians are reported.
+   backend, same threads. The export is made once beforehand; neither run pays for it, and this
+   checkout's source is byte-compiled first (semhash's installed package is). Runs alternate
+   ``--runs`` times; medians of wall and of each process's CPU seconds are reported.
 
 Usage:
     python benchmarks/semantic.py --docs CORPUS/docs.parquet --n 20000 --out benchmarks/results/semantic.json
