@@ -58,10 +58,11 @@ DEFAULT_REWRITE_EPS = float(_S.SemanticConfig.rewrite_eps)
 #: duplicate only when both texts have this many words ...
 REWRITE_MIN_WORDS = 20
 #: ... and share this share of the smaller one's content words (stopwords left out).
-REWRITE_MIN_OVERLAP = 0.3
+REWRITE_MIN_OVERLAP = 0.4
 _WORD = re.compile(r"\w+")
-#: English function words, left out of the content-word overlap (they say nothing about the subject).
-STOPWORDS = frozenset("""a an the of to in on at for by with from and or but if then so as is are was were be
+#: English function words (and their archaic forms), left out of the content-word overlap: they say
+#: nothing about the subject, and an old translation's "thou hast ... unto" would count against it.
+STOPWORDS = frozenset("""thee thou thy thine ye hath hast doth dost shalt wilt unto a an the of to in on at for by with from and or but if then so as is are was were be
 been being am do does did doing have has had having i me my we our you your he him his she her it its they
 them their this that these those what which who whom whose when where why how can could would should will
 shall may might must not no nor than too very s t just there here about into over under up down out off again
