@@ -226,7 +226,9 @@ def main() -> None:
                 json.dump({"start": start, "events": _EVENTS, "tasks": _TASKS, "argv": args}, fh)
 
     atexit.register(dump)
-    from dedupkit.cli.main import main as cli
+    from dedupkit.cli import main as cli_main
+
+    cli = getattr(cli_main, "entry", cli_main.main)  # the program's own exit, where it has one
 
     sys.argv = ["dedupkit", *args]
     cli()
