@@ -271,9 +271,6 @@ def run_stage(
             stage_work.mkdir(parents=True, exist_ok=True)
             stage.engine = engine
             decisions = stage.identify(corpus, str(stage_work))
-            # the workers' own exit (0.1-0.2 s each) overlaps the manifest write instead of
-            # preceding it; the interpreter joins them before this process ends
-            engine.close(wait=False)
             t_ident = time.perf_counter()
 
         n = len(corpus)

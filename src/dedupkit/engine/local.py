@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import multiprocessing as mp
@@ -206,20 +205,9 @@ def _init_worker(parent_pid: int, reports: Any = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since exec; keep it so
     skip_pandas_probe()  # 0.2 s less per worker (dedupkit.fastart)
     keep_freed_memory()
-    atexit.register(_exit_now)  # registered last: runs first, after multiprocessing's clean-up
     exit_with_parent(parent_pid)
     if reports is not None:
         base._reporter = lambda n: reports.put((_current_task, n))
-
-
-def _exit_now() -> None:
-    """A worker's end, once the pool has stopped it: no interpreter teardown (every module freed,
-    Arrow's thread pools joined), 0.1-0.2 CPU s a worker on the cores the main process is writing
-    the manifest with. Multiprocessing has run its own clean-up by then (``Process._bootstrap``)."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
 
 
 _current_task = -1  # the index (in its map) of the task this worker runs
