@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+
+import pytest
 
 from dedupkit.engine import local
 from dedupkit.engine.local import LocalEngine, prestart
+from tests.support import SRC
 
 
 def _pid(x: int) -> tuple[int, int]:
@@ -35,3 +40,40 @@ def test_prestarted_pool_is_adopted_once():
     finally:
         local._warm[1].shutdown(cancel_futures=True)
         local._warm = None
+
+
+_FROZEN_WORKER_SCRIPT = r"""
+import os, signal, sys, time
+from dedupkit.engine.local import LocalEngine
+
+def _pid(x):
+    return os.getpid()
+
+if __name__ == "__main__":
+    engine = LocalEngine(workers=2)
+    pids = sorted(set(engine.map(_pid, list(range(8)))))
+    time.sleep(0.3)  # both idle now, waiting on the task queue
+    # A worker that cannot read its stop sentinel: stands for one killed while it held the task
+    # queue's read lock (the other then blocks on that lock for ever).
+    os.kill(pids[0], signal.SIGSTOP)
+    t = time.perf_counter()
+    engine.close(wait=%s)
+    print(round(time.perf_counter() - t, 1), flush=True)
+"""
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_close_stops_workers_that_cannot_take_a_stop_sentinel(tmp_path, wait):
+    """close() terminates its idle workers instead of queueing sentinels for them: a worker that
+    cannot read the sentinel (frozen here; killed holding the queue lock under the OOM killer)
+    used to hang close(wait=True), or with wait=False the interpreter's exit, for ever."""
+    script = tmp_path / "frozen.py"
+    script.write_text(_FROZEN_WORKER_SCRIPT % wait)
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90,
+                           env=env, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"close(wait={wait}) with a frozen worker hung: the process did not exit in 90 s")
+    assert p.returncode == 0, p.stderr
+    assert float(p.stdout.split()[0]) < 30

@@ -67,10 +67,15 @@ class LocalEngine(Engine):
 
         ``wait=False`` returns at once while idle workers exit in the background (the executor's
         threads still join them before the interpreter exits).
+
+        The workers are idle here (every task's result is in), and they are terminated rather than
+        sent the executor's stop sentinels: a worker killed from outside while idle (the OOM
+        killer) dies holding the task queue's read lock, the other workers then never read their
+        sentinel, and the interpreter's exit, which joins them, would hang for ever.
         """
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
-            self._pool = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            _stop(pool, join=wait)
 
     def _abort(self) -> None:
         pool, self._pool = self._pool, None
@@ -127,18 +132,30 @@ class LocalEngine(Engine):
             tracker.close()
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
-    """Stop a pool now: its workers terminated and joined."""
+def _stop(pool: ProcessPoolExecutor, join: bool = True) -> None:
+    """Stop a pool now: its workers terminated and (with ``join``) waited for, killed if one
+    outlives a short wait."""
     # Take the workers before shutdown(), which forgets them (it sets _processes to None).
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
-        proc.terminate()
+        # SIGKILL when nothing waits: the executor's exit-time join must find them dead, even one
+        # that is stopped (SIGTERM would wait until it is continued). A worker has no SIGTERM
+        # handler, so the two end it the same way.
+        if join:
+            proc.terminate()
+        else:
+            proc.kill()
+    if not join:
+        return  # the executor's thread reaps them
     # Wait (briefly) until they are gone: a worker still starting up would otherwise unpickle
     # the pool's queues after this process has exited and removed their semaphores, and print
     # a traceback after the one-line message.
     for proc in procs:
         proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
 
 
 def _new_pool(workers: int) -> tuple[ProcessPoolExecutor, Any]:
