@@ -39,17 +39,13 @@ def _proc_start_epoch() -> float:
 
 
 def _descendants(pid: int) -> list[int]:
+    from _util import _children  # benchmarks/ is this script's folder
+
     out, stack = [], [pid]
     while stack:
-        p = stack.pop()
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as fh:
-                    kids = [int(c) for c in fh.read().split()]
-                out += kids
-                stack += kids
-        except OSError:
-            pass
+        kids = _children(stack.pop())
+        out += kids
+        stack += kids
     return out
 
 
