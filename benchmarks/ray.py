@@ -37,6 +37,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -93,10 +94,23 @@ def sample_tree(root: int, seen_cmd: dict[int, str], cpu: dict[int, float] | Non
     return total, driver, worker
 
 
-def run_once(cmd: list[str], out: Path) -> dict:
+BENCH = str(Path(__file__).resolve().parent)
+
+
+def run_once(cmd: list[str], out: Path, steps: Path | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("RAY_ADDRESS", None)
+    if steps is not None:  # the same command through _ray_steps: every engine.map timed
+        assert cmd[1:3] == ["-m", "dedupkit"]
+        cmd = [cmd[0], "-c", "import _ray_steps; _ray_steps.main()", *cmd[3:]]
+        # its own folder on the path (this folder holds ray.py, which would shadow Ray itself)
+        mod = steps.parent / "steps-module"
+        mod.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(BENCH) / "_ray_steps.py", mod / "_ray_steps.py")
+        env["PYTHONPATH"] = str(mod) + os.pathsep + env["PYTHONPATH"]
+        env["DEDUPKIT_BENCH_STEPS"] = str(steps)
+        steps.unlink(missing_ok=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks = {"tree": 0, "driver": 0, "worker": 0, "work_bytes": 0}
@@ -124,10 +138,60 @@ def run_once(cmd: list[str], out: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{stderr[-3000:]}")
     summary = json.loads(stdout)
+    step_log = json.loads(steps.read_text()) if steps is not None and steps.exists() else None
+    if step_log is not None:
+        step_log["wall"] = wall
     # CPU seconds of every process of the tree, as last sampled (a process that ended between two
     # samples loses at most 50 ms): less sensitive to other load on the machine than wall time.
     return {"wall_s": wall, "cpu_s": sum(cpu.values()), **{f"peak_{k}_mib": v / 1024 for k, v in peaks.items() if k != "work_bytes"},
-            "peak_work_mib": peaks["work_bytes"] / 2**20, "summary": summary}
+            "peak_work_mib": peaks["work_bytes"] / 2**20, "summary": summary, "steps": step_log}
+
+
+def steps_table(runs: dict) -> str:
+    """Per configuration (its last run): where the wall time goes, step by step.
+
+    ``start``: from the process start to the first task submitted (imports, discovery, planning,
+    and for Ray the wait for the instance); each ``engine.map`` step: its wall time on the driver
+    and its tasks' CPU seconds summed; ``exit``: after the last step (summary, swap, Ray's
+    shutdown, interpreter exit)."""
+    cols, order = [], []
+    per: dict[str, dict[str, tuple[float, float]]] = {}
+    for (engine, workers), rs in runs.items():
+        log = rs[-1].get("steps")
+        if not log:
+            continue
+        name = f"{engine}:{workers}"
+        cols.append(name)
+        d: dict[str, list[float]] = {}
+        maps = log["maps"]
+        first = maps[0]["at"] if maps else log["end"]
+        d["start (to the first task)"] = [first, 0.0]
+        for e in log["engine"]:
+            d["  of which: " + e["what"]] = [e["wall"], 0.0]
+        d["  of which: first task's start after submit"] = [maps[0]["first_start"] if maps else 0.0, 0.0]
+        for m in maps:
+            key = m["desc"] or "(map)"
+            cur = d.setdefault(key, [0.0, 0.0])
+            cur[0] += m["wall"]
+            cur[1] += m["cpu"]
+        last = (maps[-1]["at"] + maps[-1]["wall"]) if maps else first
+        d["exit (after the last step)"] = [log["wall"] - last, 0.0]
+        d["total (wall)"] = [log["wall"], sum(m["cpu"] for m in maps)]
+        for k in d:
+            if k not in order:
+                order.append(k)
+        per[name] = {k: tuple(v) for k, v in d.items()}
+    if not cols:
+        return ""
+    head = "| step | " + " | ".join(f"{c} wall s | {c} task CPU s" for c in cols) + " |"
+    lines = [head, "|---|" + "---|---|" * len(cols)]
+    for k in order:
+        cells = []
+        for c in cols:
+            w, cpu = per[c].get(k, (None, None))
+            cells += ["-" if w is None else f"{w:.2f}", "-" if not cpu else f"{cpu:.2f}"]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def manifest_digest(out: Path) -> str:
@@ -144,13 +208,17 @@ def manifest_digest(out: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", required=True, help="docs.parquet from make_corpus.py")
-    ap.add_argument("--work", required=True, help="scratch folder (shards and outputs)")
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "dedupkit-raybench"),
+                    help="scratch folder (shards and outputs; default: %(default)s)")
     ap.add_argument("--stage", default="fuzzy", choices=["fuzzy", "exact"])
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", default=",".join(f"{e}:{w}" for e, w in CONFIGS),
                     help="engine:workers list, the first is the baseline of the overhead column")
     ap.add_argument("--json-out", default=None, help="write the results here as JSON")
+    ap.add_argument("--steps", action="store_true",
+                    help="time every engine.map step of each run (benchmarks/_ray_steps.py) and print where "
+                         "each configuration's wall time goes (its last run)")
     ap.add_argument("--driver-series", default=None,
                     help="document counts (e.g. 200000,1000000): the first N documents of --corpus, fuzzy "
                          "on Ray at --series-workers workers, once per count: the driver's peak RSS "
@@ -177,7 +245,7 @@ def main() -> None:
             out = outs[(engine, workers)]
             cmd = [sys.executable, "-m", "dedupkit", args.stage, *files, "-o", str(out), "--id-column", "id",
                    "--workers", str(workers), "--engine", engine, "--quiet", "--json", "--overwrite"]
-            res = run_once(cmd, out)
+            res = run_once(cmd, out, work / f"steps-{engine}-{workers}.json" if args.steps else None)
             runs[(engine, workers)].append(res)
             print(f"round {r + 1}: {engine} x{workers}: {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
     results = []
@@ -215,14 +283,20 @@ def main() -> None:
                      f"{r['peak_driver_mib']:,.0f} | {r['peak_worker_mib']:,.0f} | {ratio} | {cratio} | "
                      f"{r['manifest']} |")
     print("\n".join(lines))
+    breakdown = steps_table(runs) if args.steps else ""
+    if breakdown:
+        print("\nwhere the time goes (last run of each configuration):\n" + breakdown)
     same = len(set(digests.values())) == 1
     print(f"\nmanifests identical across configurations: {'yes' if same else 'NO'}")
+    print(f"load average when done: {os.getloadavg()}")
     print(f"docs: {n:,} in {len(files)} shards; peak work folder: "
           f"{max(r['peak_work_mib'] for r in results):,.0f} MiB")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json_out).write_text(json.dumps({"stage": args.stage, "docs": n, "shards": len(files),
                                                    "repeats": args.repeats, "results": results,
+                                                   "uptime": os.getloadavg(),
+                                                   "steps": {f"{e}:{w}": rs[-1].get("steps") for (e, w), rs in runs.items()},
                                                    "manifests_identical": same}, indent=2))
     if not same:
         raise SystemExit("manifests differ between engines")

@@ -59,6 +59,9 @@ class RunOptions:
         keep_work: keep per-shard intermediate files under ``OUT/.work`` after success.
         split_rows: at most this many rows per scan task (big shards are split).
         split_bytes: at most about this many bytes of text per scan task (Parquet: uncompressed).
+        publish_to: set by :func:`run_stage` for a remote ``-o`` (the store folder the local
+            staging folder is published to): on a distributed engine the manifest tasks upload
+            their parts there themselves, and the publish step skips them.
     """
 
     workers: int = _S.RunConfig.workers
@@ -70,6 +73,7 @@ class RunOptions:
     keep_work: bool = False
     split_rows: int = 1_000_000
     split_bytes: int = 256 * 2**20
+    publish_to: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -89,11 +93,14 @@ class RunResult:
         summary: its summary.json.
         reused: the folder already held a finished run of the same stage, settings and inputs,
             which was kept as it was (see :func:`reusable_run`).
+        uploaded: files (paths relative to the output) that tasks already wrote to the remote
+            output (``RunOptions.publish_to``); publishing skips them.
     """
 
     out: Path | str  # a str for a URL (s3://...)
     summary: dict[str, Any] = field(default_factory=dict)
     reused: bool = False
+    uploaded: tuple[str, ...] = ()
 
 
 #: What a stage's output folder holds besides its completion marker (published to object stores).
@@ -201,7 +208,8 @@ def run_stage(
     """
     if fs.is_remote(out):
         # s3://, gs://, ...: built in a local staging folder, published with summary.json last
-        opts = replace(options, skip=tuple(str(fs.fetch(s)) if fs.is_remote(s) else s for s in options.skip))
+        opts = replace(options, skip=tuple(str(fs.fetch(s)) if fs.is_remote(s) else s for s in options.skip),
+                       publish_to=str(out))
         return fs.remote_output(str(out), _PUBLISHED, lambda local: run_stage(
             stage, inputs, local, spec, opts, progress, before_finish))
     t0 = time.perf_counter()
@@ -249,15 +257,18 @@ def run_stage(
                 corpus = driver.LightCorpus(tasks, results, shards)
                 shard_dicts = [s.to_dict() for s in corpus.shards]
                 check_prior_fingerprints(prior_summaries, shard_dicts)
-                c, stats = driver.run_rowless(
+                c, stats, parts = driver.run_rowless(
                     stage, corpus, od.work / stage.name, od.manifest_tmp(), engine, _kind(stage), spec,
-                    lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered))
+                    lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered),
+                    options.publish_to)
+                engine.close(wait=False)  # a Ray instance of this command alone stops while we finish
                 t_ident = t_write = time.perf_counter()
                 summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts,
                                    c["active"], c["kept"], c["clusters"], c["largest_cluster"], stats)
                 summary["timings"] = _timings(t0, t_scan, t_ident, t_write, results)
-                _publish(stage, od, summary, options, before_finish, None)
-                return RunResult(out=out, summary=summary)
+                _publish(stage, od, summary, options, before_finish, None, parts=parts)
+                uploaded = tuple(f"{MANIFEST_DIR}/{p['file']}" for p in parts) if options.publish_to else ()
+                return RunResult(out=out, summary=summary, uploaded=uploaded)
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
                                  sizes=[task_rows(t) for t in tasks])
             if not stage.uses_engine:
@@ -396,14 +407,17 @@ def _summary(stage: Stage, spec: ReadSpec, options: RunOptions, settings: str, p
 
 
 def _publish(stage: Stage, od: OutputDir, summary: dict, options: RunOptions, before_finish, spans: Path | None,
-             tmp: Path | None = None) -> None:
-    """Swap the finished manifest in and write the summary last (OutputDir.finish)."""
+             tmp: Path | None = None, parts: list[dict] | None = None) -> None:
+    """Swap the finished manifest in and write the summary last (OutputDir.finish).
+
+    ``parts``: the manifest parts' records (:func:`part_records`) when the tasks that wrote them
+    made them (the driver then reads no part)."""
     stage.before_publish(summary)
     if before_finish is not None:
         before_finish()
 
     def finish(root: Path) -> None:
-        summary[PARTS_KEY] = part_records(root / MANIFEST_DIR)
+        summary[PARTS_KEY] = parts if parts is not None else part_records(root / MANIFEST_DIR)
         write_summary(root, summary)
 
     # OUT/spans is swapped in by finish() with the manifest, after the old summary is gone

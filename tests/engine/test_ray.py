@@ -279,6 +279,50 @@ def test_cli_engine_ray_starts_local_instance(multi_shard, tmp_path):
     assert read_manifest(tmp_path / "ray") == read_manifest(tmp_path / "local")
 
 
+_PRESTART = """
+import os, sys, threading, ray
+from dedupkit.engine import ray as engine_ray
+engine_ray.prestart(2)
+# the instance starts in the background while this process goes on
+assert any(t.name == "dedupkit-ray-start" for t in threading.enumerate())
+engine = engine_ray.RayEngine(workers=2)
+paths = engine.map(os.getenv, ["PYTHONPATH", "DEDUPKIT_PROBE"])
+print(paths[0].split(os.pathsep)[0])
+print(paths[1])
+print(os.environ.get("PYTHONPATH") == sys.argv[1])
+# no job runtime_env: Ray's prestarted workers can take the first tasks
+print(not dict(ray.get_runtime_context().runtime_env))
+"""
+
+
+@pytest.mark.slow
+def test_prestarted_instance_is_adopted_and_workers_inherit_the_environment(tmp_path):
+    """prestart() + RayEngine: one instance, started in the background thread; its workers (Ray's
+    prestarted ones, no runtime_env) see this checkout's src first and the driver's environment;
+    the driver's own PYTHONPATH is restored; the process exits cleanly (Ray shut down)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RAY_ADDRESS="", DEDUPKIT_PROBE="seen-by-workers",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), SRC]))
+    r = subprocess.run([sys.executable, "-c", _PRESTART, env["PYTHONPATH"]], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first, probe, restored, no_runtime_env = r.stdout.split()
+    assert first == SRC  # the driver's dedupkit comes first on the workers' path
+    assert probe == "seen-by-workers"
+    assert restored == "True" and no_runtime_env == "True"
+    assert "SIGTERM handler" not in r.stderr
+
+
+def test_cli_engine_ray_missing_input_fails_without_starting_ray(tmp_path):
+    r = run_subprocess("fuzzy", str(tmp_path / "nope.parquet"), "-o", str(tmp_path / "o"), "--engine", "ray",
+                       env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": ""})
+    assert r.returncode != 0
+    assert "nope.parquet" in r.stderr and "Error:" in r.stderr
+    assert "Started a local Ray instance" not in r.stderr
+
+
 def test_cli_unknown_engine_is_usage_error(multi_shard, tmp_path):
     from click.testing import CliRunner
 

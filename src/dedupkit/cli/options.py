@@ -175,13 +175,18 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
         click.echo(count_line(summary.get("stage", "run"), stage_counts(summary), note), err=True)
 
 
+# Stage commands: one engine each (``run`` has one per stage, all on the same Ray instance).
+_ONE_ENGINE = frozenset({"exact", "fuzzy", "semantic", "substring", "decontaminate"})
+
+
 def _prestart_workers(kwargs: dict[str, Any]) -> None:
     """Start the local engine's --workers processes while the command imports and plans
-    (dedupkit.engine.local.prestart), when the inputs are big enough to be split into tasks."""
+    (dedupkit.engine.local.prestart), when the inputs are big enough to be split into tasks; or,
+    for --engine ray without a cluster address, the local Ray instance (dedupkit.engine.ray.prestart)."""
     workers, inputs = kwargs.get("workers"), kwargs.get("inputs")
-    if not isinstance(workers, int) or workers < 2 or kwargs.get("engine") not in (None, "local") or not inputs:
+    ray = kwargs.get("engine") == "ray" and not kwargs.get("ray_address") and not os.environ.get("RAY_ADDRESS")
+    if not isinstance(workers, int) or not inputs or not (ray or (workers >= 2 and kwargs.get("engine") in (None, "local"))):
         return
-    from dedupkit.engine.local import prestart
     from dedupkit.io import fs
     from dedupkit.io.shards import discover
 
@@ -189,16 +194,24 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     if out and not kwargs.get("overwrite") and not fs.is_remote(str(out)) \
             and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
         return  # a finished run is probably reused: no scan
-    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
-    # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x)
     command = click.get_current_context(silent=True)
-    least = 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
+    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
+    # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x); Ray: any
+    # input that exists (a missing one fails at once, without starting Ray)
+    least = 0 if ray else 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
     if not any(fs.is_remote(str(i)) for i in inputs):
         try:
             if sum(s.size for s in discover([str(i) for i in inputs])) < least:
                 return
         except (DedupkitError, OSError):
             return  # the command itself reports it
+    if ray:  # the local Ray instance starts (seconds) while the command plans (dedupkit.engine.ray)
+        from dedupkit.engine import ray as engine_ray
+
+        one_engine = command is not None and command.info_name in _ONE_ENGINE
+        return engine_ray.prestart(workers, stop_with_engine=one_engine)
+    from dedupkit.engine.local import prestart
+
     prestart(workers)
 
 
@@ -222,9 +235,10 @@ def exit_interrupted() -> None:
 
 
 def _discard_prestarted() -> None:
-    engine_local = sys.modules.get("dedupkit.engine.local")
-    if engine_local is not None:
-        engine_local.discard_prestarted()
+    for name in ("dedupkit.engine.local", "dedupkit.engine.ray"):
+        engine = sys.modules.get(name)
+        if engine is not None:
+            engine.discard_prestarted()
 
 
 def handle_errors(f: Callable) -> Callable:

@@ -297,6 +297,7 @@ class ManifestTask:
     decisions: tuple[str, ...]  # decision rows of this shard, one file per centre partition
     lookup: Lookup
     out: str
+    upload: str | None = None  # a remote output folder: the task uploads its part there itself
 
 
 def manifest_task(task: ManifestTask) -> dict:
@@ -304,7 +305,7 @@ def manifest_task(task: ManifestTask) -> dict:
     import pyarrow as pa
 
     from dedupkit.explain import drop_reasons
-    from dedupkit.manifest import shard_table, write_table_atomic
+    from dedupkit.manifest import part_record, shard_table, write_table_atomic
     from dedupkit.stages.fuzzy import MEASURE_NAMES, unpack_payload
 
     tables = [_table(p) for p in task.tables]
@@ -350,17 +351,27 @@ def manifest_task(task: ManifestTask) -> dict:
         prior=None, extra=extra, extra_types={"measure": pa.string()}, reason=reasons,
     )
     write_table_atomic(table, Path(task.out))
-    return {"active": n, "kept": int(keep.sum())}
+    record = part_record(task.out, table.num_rows)
+    if task.upload:
+        from dedupkit.io import fs
+        from dedupkit.manifest import MANIFEST_DIR
+
+        fs.RemoteFolder(task.upload).upload(task.out, f"{MANIFEST_DIR}/{record['file']}")
+    return {"active": n, "kept": int(keep.sum()), "part": record}
 
 
 # --- the whole stage ----------------------------------------------------------------------------
 
 def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path, engine: Any,
-                kind: str | None, spec: Any, check_drop_rate) -> tuple[dict, dict]:
-    """Identify and write every manifest part on the engine; returns ``(counts, stats)``.
+                kind: str | None, spec: Any, check_drop_rate,
+                publish_to: str | None = None) -> tuple[dict, dict, list[dict]]:
+    """Identify and write every manifest part on the engine; returns ``(counts, stats, parts)``.
 
     ``check_drop_rate(dropped_by_stage, considered)`` runs before any part is written (the
-    ``--max-drop-rate`` guardrail).
+    ``--max-drop-rate`` guardrail). ``parts``: the parts' records (``summary.json``'s
+    ``manifest_parts``), made by the tasks that wrote them. ``publish_to``: a remote output folder;
+    its completion markers are deleted first, then every manifest task uploads its own part there
+    (the driver never holds a part; publishing the staging folder skips them).
     """
     import time
 
@@ -427,10 +438,14 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
     dropped = sum(r["dropped"] for r in cres)
     check_drop_rate(dropped + corpus.n_bad, n + corpus.n_bad)
 
+    if publish_to:
+        from dedupkit.io import fs
+
+        fs.RemoteFolder(publish_to).unfinish()  # before any new part lands there
     mtasks = [ManifestTask(si, corpus.shards[si], stage.name, kind,
                            tables[shard_starts[si]:shard_starts[si + 1]], shard_first[si],
                            tuple(f"{p}-s{si:05d}.npy" for p in centre_prefixes), lookup,
-                           str(tmp_manifest / f"part-{si:05d}.parquet")) for si in range(nsh)]
+                           str(tmp_manifest / f"part-{si:05d}.parquet"), publish_to) for si in range(nsh)]
     mres = engine.map(manifest_task, mtasks, desc=f"{stage.name}: manifest")
     codes = np.sum([r["codes"] for r in cres], axis=0) if cres else np.zeros(8, np.int64)
     stats = stage.base_stats(n_empty, nparts, n_candidates, vres)
@@ -442,7 +457,7 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
                         "clusters_s": round(t3 - t2, 3)}
     counts = {"active": n, "kept": sum(r["kept"] for r in mres), "clusters": sum(r["clusters"] for r in cres),
               "largest_cluster": max((r["largest"] for r in cres), default=0)}
-    return counts, stats
+    return counts, stats, [r["part"] for r in mres]
 
 
 def _split3_task(task: graph.SplitTask) -> int:

@@ -18,8 +18,10 @@ Ray is an optional extra (``pip install 'dedupkit-corpus[ray]'``), imported only
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,15 +41,26 @@ class RayEngineError(DedupkitError):
     itself failed). The work finished so far stays on disk; rerunning the same command resumes."""
 
 
-def _worker_env() -> dict[str, Any]:
-    """runtime_env for a Ray instance started by dedupkit: the driver's dedupkit on the path, and
-    its choice of kernels."""
-    path = os.environ.get("PYTHONPATH", "")
-    parts = [_PKG_PARENT] + [p for p in path.split(os.pathsep) if p and p != _PKG_PARENT]
-    env = {"PYTHONPATH": os.pathsep.join(parts)}
-    if os.environ.get("DEDUPKIT_KERNELS"):  # workers choose the same kernels (dedupkit.kernels)
-        env["DEDUPKIT_KERNELS"] = os.environ["DEDUPKIT_KERNELS"]
-    return {"env_vars": env}
+@contextlib.contextmanager
+def _worker_environ():
+    """While a local instance starts: this driver's dedupkit on ``PYTHONPATH`` of its environment.
+
+    Ray's processes (and the workers the raylet starts) inherit the environment of the process
+    that starts them, so a source checkout (not pip-installed) works on workers too, and they see
+    the driver's ``DEDUPKIT_*`` settings (``DEDUPKIT_KERNELS``: the same kernels). This is instead
+    of a ``runtime_env``: workers of a job with its own runtime_env cannot be the ones Ray prestarts
+    at ``ray.init``, so every first task waited ~2.5 s for new worker processes.
+    """
+    old = os.environ.get("PYTHONPATH")
+    parts = [_PKG_PARENT] + [p for p in (old or "").split(os.pathsep) if p and p != _PKG_PARENT]
+    os.environ["PYTHONPATH"] = os.pathsep.join(parts)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 def init_local(num_cpus: int, **kwargs: Any) -> None:
@@ -66,12 +79,119 @@ def init_local(num_cpus: int, **kwargs: Any) -> None:
     ray = require("ray", "ray")
     # address="local": a new instance even if `ray start` left one on this machine.
     opts: dict[str, Any] = dict(address="local", num_cpus=num_cpus, include_dashboard=False,
-                                log_to_driver=False, runtime_env=_worker_env())
+                                log_to_driver=False)
     opts.update(kwargs)
-    ray.init(**opts)
+    with _worker_environ():
+        ray.init(**opts)
+    # the modules every task needs, imported by each worker while the driver plans
+    warm = ray.remote(num_cpus=1)(_warm_up)
+    for _ in range(num_cpus):
+        warm.remote()
+
+
+def _warm_up() -> None:
+    _worker_setup()
+    import importlib
+
+    importlib.import_module("dedupkit.scan")
+
+
+_set_up = False
+
+
+def _worker_setup() -> None:
+    """Once per worker process: the start-up savings the local engine's workers get."""
+    global _set_up
+    if not _set_up:
+        from dedupkit.fastart import skip_pandas_probe
+
+        skip_pandas_probe()
+        _set_up = True
+
+
+# --- a local instance started while the command plans -----------------------------------------
+_starting: tuple[int, threading.Thread, dict] | None = None
+
+
+def prestart(workers: int, stop_with_engine: bool = False) -> None:
+    """Start the local Ray instance of the next ``RayEngine(workers)`` now, in a background thread.
+
+    ``ray.init`` (GCS, raylet, worker processes: seconds) then overlaps the command's own imports,
+    discovery and task planning; the engine waits for it. The CLI calls this for ``--engine ray``
+    without a cluster address. The thread stays alive (idle) until the process exits: Ray's
+    processes are bound to the thread that started them (Linux's parent-death signal).
+
+    ``stop_with_engine``: the command runs one engine (a stage command), so the instance stops
+    when that engine closes, in the background while the command writes its summary, instead of
+    at the process's exit.
+    """
+    global _starting
+    if _starting is not None:
+        return
+    box: dict[str, Any] = {"ready": threading.Event()}
+
+    def start() -> None:
+        try:
+            init_local(workers)
+        except BaseException as exc:  # noqa: BLE001 - handed to the engine's thread
+            box["error"] = exc
+        box["ready"].set()
+        threading.Event().wait()  # keep Ray's processes' parent thread alive
+
+    logging.getLogger("ray._private.worker").addFilter(_NoSigtermNote())
+    th = threading.Thread(target=start, name="dedupkit-ray-start", daemon=True)
+    th.start()
+    box["stop_with_engine"] = stop_with_engine
+    _starting = (workers, th, box)
+
+
+class _NoSigtermNote(logging.Filter):
+    """Drop Ray's note that a ``ray.init`` outside the main thread sets no SIGTERM handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler" not in record.getMessage()
+
+
+def discard_prestarted() -> None:
+    """Stop the instance :func:`prestart` began when no engine took it (the command failed first)."""
+    global _starting
+    if _starting is None:
+        return
+    box = _starting[2]
+    _starting = None
+    box["ready"].wait()
+    if "error" not in box:
+        import ray
+
+        ray.shutdown()
+
+
+def _adopt_prestarted(workers: int) -> dict | None:
+    """Wait for :func:`prestart`'s instance; its record if it is up for ``workers``. Its error is raised."""
+    global _starting
+    if _starting is None:
+        return None
+    n, _, box = _starting
+    box["ready"].wait()
+    _starting = None
+    if "error" in box:
+        raise box["error"]
+    return box if n == workers else None
+
+
+def _stop_in_background() -> None:
+    """``ray.shutdown()`` in a thread (it waits ~1 s for Ray's processes to exit); joined at exit."""
+    import atexit
+
+    import ray
+
+    th = threading.Thread(target=ray.shutdown, name="dedupkit-ray-stop", daemon=True)
+    th.start()
+    atexit.register(th.join)  # after Ray's own exit handler was registered: runs before it
 
 
 def _call(fn: Callable[[Any], Any], task: Any) -> Any:
+    _worker_setup()
     return fn(task)
 
 
@@ -137,11 +257,17 @@ class RayEngine(Engine):
         self.max_retries = max_retries
         self._ray = require("ray", "ray")
         self._remote = None
+        self._stop_on_close = False
         self._connect()
 
     def _connect(self) -> None:
         ray = self._ray
         address = self.address or None
+        warm = _adopt_prestarted(self.workers) if address is None else None
+        if warm is not None and ray.is_initialized():
+            log.info("using the local Ray instance started while the command planned")
+            self._stop_on_close = bool(warm.get("stop_with_engine"))
+            return
         if address is None and ray.is_initialized():
             return  # the caller's Ray (a notebook, a test fixture, a Ray job): use it as it is
         if address is None:
@@ -288,6 +414,11 @@ class RayEngine(Engine):
 
         The Ray instance stays up, whoever started it: a local one started here serves the next
         engine of this process (``dedupkit run``'s later stages) and stops when the process exits;
-        call ``ray.shutdown()`` to stop it sooner.
+        call ``ray.shutdown()`` to stop it sooner. The exception: the instance a stage command
+        prestarted for its one engine (:func:`prestart` with ``stop_with_engine``) stops now, in
+        the background.
         """
         self._remote = None
+        if self._stop_on_close:
+            self._stop_on_close = False
+            _stop_in_background()

@@ -377,15 +377,43 @@ class RemoteFolder:
             return
         self.download(dest, files)
 
-    def publish(self, src: Path, markers: Sequence[str] = MARKERS) -> None:
+    def unfinish(self, markers: Sequence[str] = MARKERS) -> None:
+        """Delete the remote completion markers, the top folder's first: the folder looks unfinished.
+
+        Called before tasks upload parts of a new run themselves (:meth:`upload`); :meth:`publish`
+        then writes the rest, the markers last.
+        """
+        order = lambda rel: rel.count("/")  # noqa: E731
+        try:
+            for rel in sorted((f for f in self._remote_files() if f.rsplit("/", 1)[-1] in markers), key=order):
+                self.fs.rm_file(f"{self.root}/{rel}")
+        except (OSError, ValueError) as exc:
+            raise self._write_error(exc) from exc
+
+    def upload(self, local_file: str | os.PathLike, rel: str) -> None:
+        """Write one file of an unfinished folder (``rel``: its path in the folder, '/'-separated)."""
+        try:
+            self.fs.put_file(str(local_file), f"{self.root}/{rel}")
+        except (OSError, ValueError) as exc:
+            raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: BaseException) -> OutputError:
+        from dedupkit.redact import redact
+
+        return OutputError(f"cannot write {self.name} ({redact(type(exc).__name__ + ': ' + str(exc))}); "
+                           "nothing there looks finished: rerun the same command to resume")
+
+    def publish(self, src: Path, markers: Sequence[str] = MARKERS, done: Iterable[str] = ()) -> None:
         """Make the remote folder equal to the finished local folder ``src``, marker last.
 
         1. delete the remote completion markers that will change (the folder looks unfinished);
-        2. upload every other file; delete remote part files that ``src`` no longer has;
+        2. upload every other file, except ``done`` (uploaded by tasks after :meth:`unfinish`);
+           delete remote part files that ``src`` no longer has;
         3. upload the completion markers, deepest first, the top folder's last.
         """
         local_files = _rel_files(src)
         remote_files = self._remote_files()
+        done = set(done)
         order = lambda rel: (0, -rel.count("/")) if rel.rsplit("/", 1)[-1] in markers else (1, 0)  # noqa: E731
         local_markers = sorted((f for f in local_files if f.rsplit("/", 1)[-1] in markers), key=order)
         try:
@@ -393,7 +421,7 @@ class RemoteFolder:
                               reverse=True):
                 self.fs.rm_file(f"{self.root}/{rel}")  # the top folder's marker first
             for rel in local_files:
-                if rel not in local_markers:
+                if rel not in local_markers and rel not in done:
                     self.fs.put_file(str(src / rel), f"{self.root}/{rel}")
             keep = set(local_files)
             for rel in remote_files:
@@ -402,10 +430,7 @@ class RemoteFolder:
             for rel in local_markers:
                 self.fs.put_file(str(src / rel), f"{self.root}/{rel}")
         except (OSError, ValueError) as exc:
-            from dedupkit.redact import redact
-
-            raise OutputError(f"cannot write {self.name} ({redact(type(exc).__name__ + ': ' + str(exc))}); "
-                              "nothing there looks finished: rerun the same command to resume") from exc
+            raise self._write_error(exc) from exc
 
 
 def remote_output(url: str, allowed_top: Iterable[str] | None, build, cache_dir: str | os.PathLike | None = None,
@@ -422,7 +447,7 @@ def remote_output(url: str, allowed_top: Iterable[str] | None, build, cache_dir:
     staging, remote = prepare_output(url, allowed_top, cache_dir, markers, pull, overwrite)
     result = build(staging)
     if not (getattr(result, "reused", False) and remote.finished(markers)):
-        remote.publish(staging, markers)
+        remote.publish(staging, markers, done=getattr(result, "uploaded", ()))
     for attr in ("out", "location"):  # what the caller shows is the store's URL, not the staging folder
         if hasattr(result, attr):
             try:

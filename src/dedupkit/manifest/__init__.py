@@ -87,7 +87,7 @@ def load_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 
 _LAZY = {
-    "read": ("Manifest", "open_manifest", "read_manifest", "part_records", "load_prior", "check_prior_fingerprints"),
+    "read": ("Manifest", "open_manifest", "read_manifest", "part_records", "part_record", "load_prior", "check_prior_fingerprints"),
     "write": ("SCHEMA", "LOW_CARDINALITY", "shard_table", "write_table_atomic", "write_summary", "summary_header",
               "versions"),
 }

@@ -34,10 +34,14 @@ def part_records(manifest_dir: str | os.PathLike) -> list[dict[str, Any]]:
     :data:`PARTS_KEY` in ``summary.json``; every reader then refuses a part that is missing, added
     or changed.
     """
-    out = []
-    for p in _part_files(Path(manifest_dir)):
-        out.append({"file": p.name, "rows": pq.ParquetFile(p).metadata.num_rows, "checksum": _hash_file(p)})
-    return out
+    return [part_record(p) for p in _part_files(Path(manifest_dir))]
+
+
+def part_record(path: str | os.PathLike, rows: int | None = None) -> dict[str, Any]:
+    """One part's entry of :func:`part_records` (``rows``: its row count, when the writer knows it)."""
+    p = Path(path)
+    n = pq.ParquetFile(p).metadata.num_rows if rows is None else int(rows)
+    return {"file": p.name, "rows": n, "checksum": _hash_file(p)}
 
 
 def _part_files(mdir: Path) -> list[Path]:

@@ -35,6 +35,7 @@ from dedupkit.stages.fuzzy.tasks import bucket_bytes
 
 # Candidate pairs per partition of the pair shuffle (16 bytes each, a few copies while sorting).
 PAIRS_PER_PARTITION = 4_000_000
+MIN_PAIRS_PER_TASK = 10_000
 
 
 def _rows(path: str) -> int:
@@ -53,7 +54,11 @@ def candidate_pairs(stage, n: int, paths, btasks, work, engine) -> tuple[int, li
     bres: list[dict] = []
     if n:
         bres = stage.candidate_buckets(engine, btasks)
-        pparts = graph.partitions_for(sum(r["pairs"] for r in bres), PAIRS_PER_PARTITION)
+        pairs = sum(r["pairs"] for r in bres)
+        # at least one verify task per worker once there is enough to split (each task's cost is
+        # a few ms of set-up, the pairs' verification ~10 us each)
+        pparts = max(graph.partitions_for(pairs, PAIRS_PER_PARTITION),
+                     min(getattr(engine, "workers", 1), pairs // MIN_PAIRS_PER_TASK))
         cand = graph.unique_pairs([t.out for t in btasks[1]], work, engine, pparts, name="cand")
     return n_empty, bres, cand, sum(_rows(f) for f in cand)
 
