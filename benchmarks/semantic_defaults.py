@@ -41,7 +41,7 @@ from dedupkit.io.shards import fingerprint  # noqa: E402
 from dedupkit.neighbours import DEFAULT_K, Neighbours, search  # noqa: E402
 from dedupkit.policy import priority_rank  # noqa: E402
 from dedupkit.settings import SemanticConfig  # noqa: E402
-from dedupkit.stages.semantic import DEFAULT_EPS, claims  # noqa: E402
+from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, accepted_pairs, claims  # noqa: E402
 
 EPS = [0.03, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.15, 0.2, 0.25]
 
@@ -93,22 +93,30 @@ def write_manifest(path: Path, ids: list[str], n: int, docs: np.ndarray, centre:
 
 
 def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: Path, score_py: str,
-          reference: bool = True) -> tuple[list[dict], np.ndarray]:
+          reference: bool = True, rewrite_eps: float = DEFAULT_REWRITE_EPS) -> tuple[list[dict], np.ndarray]:
     """dedupkit's scores per eps on one suite (and the all-pairs reference's); also the embeddings."""
     import pyarrow.parquet as pq
 
     docs = suite / "docs.parquet"
     t0 = time.perf_counter()
     an = api.semantic([str(docs)], str(base / "analyze"), id_column="id", model=model, analyze=True,
-                      eps=",".join(map(str, eps_list)), cache_dir=cache_dir, overwrite=True)
+                      eps=",".join(map(str, eps_list)), rewrite_eps=rewrite_eps, cache_dir=cache_dir,
+                      overwrite=True)
     st = an.summary["stats"]
     print(f"{suite.name}: analysis {time.perf_counter() - t0:.1f}s (embedded {st['embedded_now']}, "
           f"cached {st['from_cache']})", file=sys.stderr)
     x = cached_embeddings(docs, cache_dir, st["model_key"])
-    ids = pq.read_table(docs, columns=["id"]).column("id").to_pylist()
+    t = pq.read_table(docs, columns=["id", "text"])
+    ids, all_texts = t.column("id").to_pylist(), t.column("text").to_pylist()
     n = len(ids)
+
+    def texts(index: np.ndarray) -> dict[int, str]:
+        return {int(i): all_texts[int(i)] for i in index}
+
     t1 = time.perf_counter()
-    nb = search(x, DEFAULT_K, 1.0 - max(eps_list), "exact")
+    lowest = 1.0 - max(max(eps_list), rewrite_eps)
+    nb = search(x, DEFAULT_K, lowest, "exact")
+    accept = accepted_pairs(nb, eps_list, rewrite_eps, texts)
     # the stage's ranking under its default --keep: easy = most typical (highest mean cosine to
     # its neighbours) first, hard = least typical first
     keep = SemanticConfig.keep
@@ -120,7 +128,7 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
     results = []
     for eps in eps_list:
         thr = 1.0 - eps
-        d, c, _ = claims(nb, thr, rank)
+        d, c, _ = claims(nb, thr, rank, accept[eps])
         if len(d) != would[round(eps, 6)]:
             raise SystemExit(f"{suite.name} eps {eps}: {len(d)} drops here, the stage's analysis says "
                              f"{would[round(eps, 6)]}")
@@ -128,17 +136,19 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
         got = score(score_py, suite, base / f"dk{eps}")
         if eps == DEFAULT_EPS:  # the default row also from a real run, which must agree
             api.semantic([str(docs)], str(base / "default"), id_column="id", model=model,
-                         cache_dir=cache_dir, overwrite=True)
+                         rewrite_eps=rewrite_eps, cache_dir=cache_dir, overwrite=True)
             real = score(score_py, suite, base / "default" / "manifest")
             if (real["P"], real["R"], real["drops"]) != (got["P"], got["R"], got["drops"]):
                 raise SystemExit(f"{suite.name}: the real default run scored {real}, the sweep {got}")
-        row = {"suite": suite.name, "eps": eps, "default": eps == DEFAULT_EPS, **got,
-               "pairs": int((nb.sims >= thr).sum()), "search_s": round(search_s, 2)}
+        row = {"suite": suite.name, "eps": eps, "rewrite_eps": rewrite_eps, "default": eps == DEFAULT_EPS,
+               **got, "pairs": int(accept[eps].sum()), "search_s": round(search_s, 2)}
         if reference:
-            e, s = all_pairs(x, thr)
+            e, s = all_pairs(x, min(thr, 1.0 - rewrite_eps))
             ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
                                 density=nb.density, method="all-pairs")
-            d, c, _ = claims(ref_nb, thr, rank)
+            ref_accept = accepted_pairs(ref_nb, [eps], rewrite_eps, texts)[eps]
+            d, c, _ = claims(ref_nb, thr, rank, ref_accept)
+            e = e[ref_accept]
             write_manifest(base / f"ref{eps}", ids, n, d, c)
             ref = score(score_py, suite, base / f"ref{eps}")
             row.update({"allpairs_P": ref["P"], "allpairs_R": ref["R"], "allpairs_F1": ref["F1"],
@@ -157,6 +167,8 @@ def main() -> None:
     ap.add_argument("--score", required=True, help="path of shared/eval/score.py")
     ap.add_argument("--eps", default=",".join(map(str, EPS)))
     ap.add_argument("--model", default="minilm")
+    ap.add_argument("--rewrite-eps", type=float, default=DEFAULT_REWRITE_EPS,
+                    help="the stage's rewrite band (0 = cosine only) [default: the stage's default]")
     ap.add_argument("--cache-dir", required=True, help="embedding cache (filled by the first run)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
@@ -166,7 +178,8 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="semdef-"))
     results = []
     for suite in [Path(s) for s in args.suites.split(",")]:
-        rows, _ = sweep(suite, eps_list, args.cache_dir, args.model, work / suite.name, args.score)
+        rows, _ = sweep(suite, eps_list, args.cache_dir, args.model, work / suite.name, args.score,
+                        rewrite_eps=args.rewrite_eps)
         results += rows
     print("\nat the default eps %g:" % DEFAULT_EPS)
     ok_all = True
@@ -177,7 +190,7 @@ def main() -> None:
             print(f"  {r['suite']:18s} P {r['P']:.3f} F1 {r['F1']:.3f} (all-pairs {r['allpairs_F1']:.3f}) "
                   f"{'ok' if ok else 'FAIL'}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"default_eps": DEFAULT_EPS, "model": args.model, "load": os.getloadavg(),
+        Path(args.out).write_text(json.dumps({"default_eps": DEFAULT_EPS, "rewrite_eps": args.rewrite_eps, "model": args.model, "load": os.getloadavg(),
                                               "all_ok": ok_all, "rows": results}, indent=1))
 
 

@@ -78,6 +78,9 @@ def s3_env(s3_server, monkeypatch, tmp_path):
     cache = tmp_path / "cache"
     monkeypatch.setenv("DEDUPKIT_CACHE_DIR", str(cache))
     bucket = "b" + uuid.uuid4().hex[:12]
+    # fsspec caches filesystem instances by their options, and an instance keeps the endpoint it
+    # was made with: one made by an earlier test (another module's server) would be reused here.
+    s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(key="testing-key-id", secret=ENV_SECRET, endpoint_url=s3_server,
                            skip_instance_cache=True)
     fs.mkdir(bucket)
@@ -85,6 +88,7 @@ def s3_env(s3_server, monkeypatch, tmp_path):
 
     saved = dict(fsspec.config.conf.get("s3", {}))
     yield {"bucket": bucket, "endpoint": s3_server, "cache": cache, "fs": fs}
+    s3fs.S3FileSystem.clear_instance_cache()
     fsspec.config.conf["s3"] = saved
     if not saved:
         fsspec.config.conf.pop("s3", None)

@@ -503,3 +503,76 @@ def test_manifest_invariants_property(tmp_path_factory, docs, eps, keep, cluster
             assert x["duplicate_of"] is None
         else:
             assert x["nearest_sim"] >= 1 - eps - 1e-6
+
+
+LONG_A = ("The committee approved the new budget after a long debate about school funding and the cost "
+          "of repairing roads in the northern district of the city")
+LONG_B = ("After a long debate on school funding and on what repairing roads in the city's northern "
+          "district would cost, the committee approved the new budget")
+NUM_A = ("The committee approved the 2019 budget after a long debate about school funding and the cost "
+         "of repairing roads in the northern district of the city")
+NUM_B = ("The committee approved the 2020 budget after a long debate about school funding and the cost "
+         "of repairing roads in the northern district of the city")
+SHORT_A, SHORT_B = "How do I learn Python quickly?", "How do I learn Java quickly?"
+BAND_TEXTS = [LONG_A, LONG_B, SHORT_A, SHORT_B, NUM_A, NUM_B]
+
+
+class BandEmbedder:
+    """Each pair of :data:`BAND_TEXTS` at cosine 0.88 (inside the default rewrite band, below
+    1 - eps), pairs orthogonal to each other."""
+
+    key = "band:6"
+    dim = 6
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 6), np.float32)
+        for r, t in enumerate(texts):
+            i = BAND_TEXTS.index(t)
+            out[r, i - i % 2] = 1.0 if i % 2 == 0 else 0.88
+            if i % 2:
+                out[r, i] = np.sqrt(1 - 0.88 ** 2)
+        return out
+
+
+def band_factory(arg: str, config: EmbedConfig) -> BandEmbedder:
+    return BandEmbedder()
+
+
+register_embedder("band", band_factory)
+
+
+def test_rewrite_band_takes_long_rewrites_but_not_short_near_misses_or_other_numbers(tmp_path):
+    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS
+
+    assert 1 - DEFAULT_REWRITE_EPS <= 0.88 < 1 - DEFAULT_EPS  # the pairs sit in the default band
+    d = tmp_path / "band"
+    write_rows(d / "a", make_rows(BAND_TEXTS), "parquet")
+    cache = str(tmp_path / "cache")
+    res = run(d, tmp_path / "default", model="band:", cache_dir=cache)
+    dropped = {r["doc_id"]: (r["duplicate_of"], r["score"]) for r in read_manifest(tmp_path / "default")
+               if not r["keep"]}
+    # only the long rewrite goes, pointing at its direct neighbour with their cosine
+    assert list(dropped) in (["d0"], ["d1"]) and dropped.popitem()[1][1] == pytest.approx(0.88, abs=1e-6)
+    assert res.summary["stats"]["per_eps"][0]["rewrite_pairs"] == 1
+    check_manifest(read_manifest(tmp_path / "default"), stage="semantic")
+    run(d, tmp_path / "cosine", model="band:", rewrite_eps=0, cache_dir=cache)  # cosine only: nothing
+    assert kept(tmp_path / "cosine") == {f"d{i}" for i in range(6)}
+    run(d, tmp_path / "wide", model="band:", eps=0.15, cache_dir=cache)  # eps alone covers all three
+    assert len(kept(tmp_path / "wide")) == 3
+    an = run(d, tmp_path / "an", model="band:", eps="0.06,0.15", analyze=True, cache_dir=cache)
+    assert [r["drop"] for r in an.summary["stats"]["per_eps"]] == [1, 3]
+
+
+def test_rewrite_ok_rules():
+    from dedupkit.stages.semantic import REWRITE_MIN_WORDS, content_words, rewrite_ok
+
+    w = lambda t: content_words(t)  # noqa: E731
+    assert rewrite_ok(w(LONG_A), w(LONG_B))
+    assert not rewrite_ok(w(NUM_A), w(NUM_B))  # each holds a number the other lacks
+    assert rewrite_ok(w(NUM_A), w(NUM_A.replace("2019 ", "")))  # one side without it: not a conflict
+    assert not rewrite_ok(w(SHORT_A), w(SHORT_A))  # too short, even identical
+    n, _ = w(LONG_A)
+    assert n >= REWRITE_MIN_WORDS
+    other = ("Engineers measured the river's water level every morning during the spring floods and "
+             "reported rising danger to the mayor's office")
+    assert not rewrite_ok(w(LONG_A), w(other))  # same length, few shared content words

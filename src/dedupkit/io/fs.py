@@ -147,7 +147,9 @@ def filesystem(url: str) -> tuple[Any, str]:
     except ImportError as exc:  # pragma: no cover - fsspec comes with the store packages
         raise MissingExtraError("reading URLs needs fsspec: pip install 'dedupkit-corpus[s3]' (or [gcs], [azure])") from exc
     try:
-        return url_to_fs(bare)
+        # No listings cache: another process (a Ray worker, a rerun, the user) changes the store
+        # between two listings of this one, and a cached listing would hide what it wrote.
+        return url_to_fs(bare, use_listings_cache=False) if is_remote(url) else url_to_fs(bare)
     except ImportError as exc:
         pkg, extra = _EXTRAS.get(proto, (proto, None))
         hint = f"pip install 'dedupkit-corpus[{extra}]'" if extra else f"install fsspec's {proto!r} implementation"

@@ -14,16 +14,20 @@ Steps:
    k-means centroid, or with a global search the lowest mean cosine to its neighbours; ``easy`` the
    most typical; ``random`` a seeded shuffle; ``first`` the lowest (shard, row)); ``keep_by`` ranks
    by a column first.
-4. **Decide** with greedy centres, as the fuzzy stage does: in rank order, an unclaimed document is
-   kept and claims its unclaimed neighbours at cosine >= 1 - eps. Every dropped row's
-   ``duplicate_of`` is therefore a direct neighbour at or above the threshold (no chaining through
-   intermediate documents), and ``score`` is that cosine.
+4. **Pairs**: cosine >= 1 - eps, or in the rewrite band (cosine >= 1 - rewrite_eps) when the two
+   texts read as a rewrite of each other (:func:`rewrite_ok`: long enough, sharing content words,
+   no conflicting number).
+5. **Decide** with greedy centres, as the fuzzy stage does: in rank order, an unclaimed document is
+   kept and claims the unclaimed documents it forms a pair with. Every dropped row's
+   ``duplicate_of`` is therefore a direct neighbour forming a pair with it (no chaining through
+   intermediate documents), and ``score`` is their cosine.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -49,6 +53,20 @@ log = logging.getLogger(__name__)
 
 SEMANTIC_KEEP = _S.choices(_S.SemanticConfig, "keep")
 DEFAULT_EPS = float(_S.SemanticConfig.eps)
+DEFAULT_REWRITE_EPS = float(_S.SemanticConfig.rewrite_eps)
+#: The rewrite rule (:func:`rewrite_ok`): a pair between ``1 - rewrite_eps`` and ``1 - eps`` is a
+#: duplicate only when both texts have this many words ...
+REWRITE_MIN_WORDS = 20
+#: ... and share this share of the smaller one's content words (stopwords left out).
+REWRITE_MIN_OVERLAP = 0.4
+_WORD = re.compile(r"\w+")
+#: English function words (and their archaic forms), left out of the content-word overlap: they say
+#: nothing about the subject, and an old translation's "thou hast ... unto" would count against it.
+STOPWORDS = frozenset("""thee thou thy thine ye hath hast doth dost shalt wilt unto a an the of to in on at for by with from and or but if then so as is are was were be
+been being am do does did doing have has had having i me my we our you your he him his she her it its they
+them their this that these those what which who whom whose when where why how can could would should will
+shall may might must not no nor than too very s t just there here about into over under up down out off again
+further once all any both each few more most other some such only own same also get got""".split())
 #: Automatic cluster count: one cluster per this many documents, so the average pairwise block
 #: is ~1000 x 1000 and k-means stays cheap (K = n / 1000 centroids).
 AUTO_CLUSTER_SIZE = 1000
@@ -65,6 +83,8 @@ class SemanticConfig:
         embed: which embedder, device, batch size, truncation.
         eps: a document is a duplicate when its cosine to a kept neighbour is at least ``1 - eps``.
             With ``analyze``, every value is evaluated.
+        rewrite_eps: a pair at cosine between ``1 - rewrite_eps`` and ``1 - eps`` is a duplicate too
+            when :func:`rewrite_ok` says the two texts are a rewrite of each other; 0 = cosine only.
         embed_normalize: what the embedder reads: ``none`` (default) the text as it is,
             ``archaic`` (opt-in) archaic English word forms replaced by modern ones
             (:mod:`dedupkit.archaic`). The data itself is never changed.
@@ -87,6 +107,7 @@ class SemanticConfig:
 
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     eps: tuple[float, ...] = (DEFAULT_EPS,)
+    rewrite_eps: float = DEFAULT_REWRITE_EPS
     embed_normalize: str = _S.SemanticConfig.embed_normalize
     search: str = _S.SemanticConfig.search
     neighbours: int = _S.SemanticConfig.neighbours
@@ -108,6 +129,8 @@ class SemanticConfig:
         if not self.analyze and len(eps) != 1:
             raise ConfigError(f"one --eps value is needed without --analyze, got {len(eps)}; "
                               "pass --analyze to compare several")
+        if not 0.0 <= self.rewrite_eps <= 2.0 or math.isnan(self.rewrite_eps):
+            raise ConfigError(f"rewrite_eps must be in [0, 2] (0 = cosine only), got {self.rewrite_eps}")
         if self.keep not in SEMANTIC_KEEP:
             raise ConfigError(f"keep must be one of {', '.join(SEMANTIC_KEEP)}, got {self.keep!r}")
         if self.order not in ("asc", "desc"):
@@ -340,19 +363,78 @@ def kmeans(x: np.ndarray, k: int, fit_sample: int | None, niter: int, seed: int)
     return assign, np.asarray(km.centroids, dtype=np.float32)
 
 
-def claims(nb, threshold: float, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def content_words(text: str) -> tuple[int, frozenset[str]]:
+    """(number of words, set of lower-cased words that are not :data:`STOPWORDS`) of a text."""
+    w = _WORD.findall(text.lower())
+    return len(w), frozenset(x for x in w if x not in STOPWORDS)
+
+
+def rewrite_ok(a: tuple[int, frozenset[str]], b: tuple[int, frozenset[str]]) -> bool:
+    """Whether two texts (:func:`content_words` of each) close in meaning are a rewrite of each other.
+
+    Below cosine ``1 - eps`` an embedding alone cannot tell a rewrite from a near miss: short
+    questions on one subject that ask different things (QQP's hard negatives, about 10 words) sit
+    at cosine 0.9 and above. A pair there counts only when both texts have at least
+    :data:`REWRITE_MIN_WORDS` words (the subject is then a smaller part of the vector), share at
+    least :data:`REWRITE_MIN_OVERLAP` of the smaller text's content words (independent texts on
+    one topic share fewer), and do not each hold a number the other lacks (another year, price or
+    version: another fact).
+
+    Example:
+        >>> a = content_words("The committee approved the 2019 budget after a long debate about "
+        ...                   "school funding and the cost of new roads in the northern district")
+        >>> b = content_words("After a long debate about school funding and the cost of new roads in "
+        ...                   "the northern district, the committee approved the 2019 budget")
+        >>> rewrite_ok(a, b), rewrite_ok(a, content_words("The committee approved the 2020 budget "
+        ...     "after a long debate about school funding and the cost of new roads in the northern district"))
+        (True, False)
+    """
+    (na, wa), (nb, wb) = a, b
+    if min(na, nb) < REWRITE_MIN_WORDS:
+        return False
+    if len(wa & wb) < REWRITE_MIN_OVERLAP * max(1, min(len(wa), len(wb))):
+        return False
+    return not (any(w.isdigit() for w in wa - wb) and any(w.isdigit() for w in wb - wa))
+
+
+def accepted_pairs(nb, eps_values: Sequence[float], rewrite_eps: float,
+                   texts: Callable[[np.ndarray], dict[int, str]]) -> dict[float, np.ndarray]:
+    """For each eps, which of ``nb``'s edges make a duplicate pair: cosine >= 1 - eps, or cosine
+    >= 1 - rewrite_eps and :func:`rewrite_ok`. ``texts(index)`` returns the texts of documents
+    (global indices); it is called once, only for the documents of pairs in the rewrite band."""
+    out = {eps: nb.sims >= 1.0 - eps for eps in eps_values}
+    band_eps = [eps for eps in eps_values if rewrite_eps > eps]
+    if not band_eps:
+        return out
+    lo = 1.0 - rewrite_eps
+    band = np.flatnonzero((nb.sims >= lo) & (nb.sims < 1.0 - min(band_eps)))
+    ok = np.zeros(len(nb.sims), bool)
+    if len(band):
+        docs = np.unique(nb.edges[band])
+        got = texts(docs)
+        words = {int(d): content_words(got.get(int(d), "")) for d in docs}
+        ok[band] = [rewrite_ok(words[int(i)], words[int(j)]) for i, j in nb.edges[band]]
+    for eps in band_eps:
+        out[eps] = out[eps] | (ok & (nb.sims >= lo))
+    return out
+
+
+def claims(nb, threshold: float, rank: np.ndarray,
+           accept: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy centres over the neighbour pairs at cosine >= threshold, in keep-priority order.
 
     The fuzzy stage's clustering (:func:`dedupkit.engine.graph.centre_clusters`): the best-ranked
     unclaimed document becomes a kept centre and claims its unclaimed neighbours, so every dropped
     document's ``duplicate_of`` is a direct neighbour at or above the threshold (no chaining).
 
+    ``accept`` (a mask over ``nb``'s edges, from :func:`accepted_pairs`) replaces the threshold.
+
     Returns:
         ``(docs, centre, cosine)``: dropped documents (ascending), the centre of each, and their cosine.
     """
     from dedupkit.engine import graph
 
-    sel = nb.sims >= threshold
+    sel = nb.sims >= threshold if accept is None else accept
     e = nb.edges[sel]
     # the cosine rides along as the pair's payload: its float32 bits in an int64
     pay = nb.sims[sel].astype(np.float32).view(np.int32).astype(np.int64)
@@ -429,8 +511,8 @@ class SemanticStage(Stage):
             stats.update({"clusters": int(len(centroids)), "largest_kmeans_cluster": int(sizes.max())})
         t2 = time.perf_counter()
         thresholds = {eps: 1.0 - eps for eps in c.eps}
-        nb = search(x, c.neighbours, min(thresholds.values()), method, groups=assign, nprobe=c.nprobe,
-                    seed=c.seed) if n else None
+        lowest = min(min(thresholds.values()), 1.0 - c.rewrite_eps if c.rewrite_eps else 1.0)
+        nb = search(x, c.neighbours, lowest, method, groups=assign, nprobe=c.nprobe, seed=c.seed) if n else None
         t3 = time.perf_counter()
         stats["search"] = nb.stats if nb else {"method": method}
         stats.update({"kmeans_s": round(t2 - t1, 3), "search_s": round(t3 - t2, 3)})
@@ -439,12 +521,16 @@ class SemanticStage(Stage):
 
         per_eps = []
         decided = {}
+        t4 = time.perf_counter()
+        accept = accepted_pairs(nb, c.eps, c.rewrite_eps, lambda idx: fetch_texts(corpus, idx)) if nb else {}
+        stats["rewrite_s"] = round(time.perf_counter() - t4, 3)
         for eps, thr in thresholds.items():
-            docs, centre, sim = claims(nb, thr, rank) if nb else (np.zeros(0, np.int64),) * 3
+            docs, centre, sim = claims(nb, thr, rank, accept[eps]) if nb else (np.zeros(0, np.int64),) * 3
             decided[eps] = (docs, centre, sim)
             per_eps.append({"eps": eps, "threshold": round(thr, 6), "drop": int(len(docs)),
                             "drop_rate": float(len(docs) / n) if n else 0.0,
-                            "pairs": int((nb.sims >= thr).sum()) if nb else 0})
+                            "pairs": int(accept[eps].sum()) if nb else 0,
+                            "rewrite_pairs": int((accept[eps] & (nb.sims < thr)).sum()) if nb else 0})
         stats["per_eps"] = per_eps
 
         nearest = nb.nearest if nb else np.zeros(0, np.int64)
