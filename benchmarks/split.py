@@ -8,6 +8,12 @@ process (wall, CPU, peak RSS of the process tree); throughput = rows / median wa
 the configurations, so load from other processes hits them alike. The table gives each stage's
 speed-up of --workers 2 over --workers 1 (target >= 1.7x) and the scan tasks the run planned.
 
+`--baseline-src DIR` also runs another build's `src/` (e.g. main's, from `git archive main src`, with
+the C extensions copied in) in the same round robin, so both see the same load. `--phases` then runs
+each configuration once more under `benchmarks/phases.py` and prints where the time goes (process
+start and imports, scan, each step of the global step, manifest, exit: wall, main-process CPU and
+workers' CPU per phase).
+
 `--big-gb G` also writes a G-GB Parquet file with 16 row groups (the corpus's rows repeated, under
 --work) and shows how many scan tasks `dedupkit.scan.plan_tasks` makes of it (target >= 16); with
 `--run-big` it runs `dedupkit exact --workers 2` on it too.
@@ -31,14 +37,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
-from _util import PY, run_measured, table  # noqa: E402
+from _util import PY, SRC, run_measured, table  # noqa: E402
 
 
-def run(stage: str, path: Path, out: Path, workers: int) -> dict:
+def _argv(stage: str, path: Path, out: Path, workers: int) -> list[str]:
+    return [stage, str(path), "-o", str(out), "--workers", str(workers), "--id-column", "id", "--overwrite", "-q",
+            "--json"]
+
+
+def run(stage: str, path: Path, out: Path, workers: int, src: str = SRC) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [PY, "-m", "dedupkit", stage, str(path), "-o", str(out), "--workers", str(workers), "--id-column", "id",
-           "--overwrite", "-q", "--json"]
-    m = run_measured(cmd)
+    m = run_measured([PY, "-m", "dedupkit", *_argv(stage, path, out, workers)], env={"PYTHONPATH": src})
     info = json.loads(m["stdout"])
     return {"wall_s": round(m["wall_s"], 2), "cpu_s": round(m["cpu_s"], 2), "peak_rss_mib": round(m["peak_rss_mib"]),
             "rows": info["counts"]["rows"], "dropped": info["counts"]["dropped"], "timings": info["timings"]}
@@ -75,6 +84,46 @@ def big_file(src: Path, dest: Path, gb: float, groups: int = 16) -> Path:
     return dest
 
 
+def phases(a, path: Path, builds: dict[str, str]) -> dict:
+    """Each configuration once under benchmarks/phases.py: its timeline, printed and returned."""
+    import subprocess
+
+    sys.path.insert(0, str(HERE))
+    from phases import makespans, render, timeline
+
+    got = {}
+    for build, src in builds.items():
+        for stage in a.stages:
+            for w in a.workers:
+                out, log = a.work / f"{stage}-w{w}", a.work / f"phases-{build}-{stage}-w{w}.json"
+                shutil.rmtree(out, ignore_errors=True)
+                env = {**os.environ, "PYTHONPATH": src}
+                subprocess.run([PY, str(HERE / "phases.py"), "--json-out", str(log), "--",
+                                *_argv(stage, path, out, w)], env=env, check=True, stdout=subprocess.DEVNULL)
+                end = time.time()
+                data = json.loads(log.read_text())
+                rows = timeline(data["events"], data["start"], end)
+                # the steps of a phase that take (almost) no time are folded into the next one
+                shown, carry = [], None
+                for r in rows:
+                    if carry is not None:
+                        r = {**r, "from": carry["from"], **{k: r[k] + carry[k] for k in ("wall_s", "cpu_main_s",
+                                                                                          "cpu_workers_s")}}
+                    if r["wall_s"] < 0.015 and r is not rows[-1]:
+                        carry = r
+                        continue
+                    carry = None
+                    shown.append(r)
+                print(f"\n{build}: {stage} --workers {w} (load {os.getloadavg()[0]:.1f})")
+                print(render(shown))
+                tasks = makespans(data.get("tasks", []))
+                for t in tasks:
+                    print(f"  tasks {t['function']}: {t['tasks']}, {t['cpu_s']:.3f} CPU s, longest {t['max_task_s']:.3f} s, "
+                          f"on 2 idle workers {t['makespan_2_s']:.3f} s")
+                got[f"{build}:{stage}:w{w}"] = {"phases": rows, "tasks": tasks}
+    return got
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder (docs.parquet)")
@@ -85,6 +134,8 @@ def main() -> None:
     ap.add_argument("--big-gb", type=float, default=0.0, help="also plan (and with --run-big run) a file this big")
     ap.add_argument("--run-big", action="store_true")
     ap.add_argument("--json-out", type=Path, default=HERE / "results" / "split.json")
+    ap.add_argument("--baseline-src", help="another build's src/ folder, run in the same round robin")
+    ap.add_argument("--phases", action="store_true", help="also print each configuration's phases (phases.py)")
     a = ap.parse_args()
 
     path = a.corpus / "docs.parquet"
@@ -94,28 +145,31 @@ def main() -> None:
     print(f"{path}: {md.num_rows:,} rows, {md.num_row_groups} row group(s), {path.stat().st_size / 2**20:,.0f} MiB",
           file=sys.stderr)
     load = os.getloadavg()
-    runs: dict[tuple[str, int], list[dict]] = {(s, w): [] for s in a.stages for w in a.workers}
+    builds = {"this": SRC, **({"baseline": a.baseline_src} if a.baseline_src else {})}
+    runs: dict[tuple[str, str, int], list[dict]] = {(b, s, w): [] for s in a.stages for w in a.workers for b in builds}
     for r in range(a.repeat):
-        for (stage, w) in runs:
-            res = run(stage, path, a.work / f"{stage}-w{w}", w)
-            runs[(stage, w)].append(res)
-            print(f"{stage} --workers {w} run {r + 1}: {res['wall_s']} s, {res['cpu_s']} CPU s, "
+        for (build, stage, w) in runs:
+            res = run(stage, path, a.work / f"{stage}-w{w}", w, builds[build])
+            runs[(build, stage, w)].append(res)
+            print(f"{build}: {stage} --workers {w} run {r + 1}: {res['wall_s']} s, {res['cpu_s']} CPU s, "
                   f"{res['timings'].get('scan_tasks')} scan tasks, {res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
     rows, out = [], []
-    for (stage, w), rs in runs.items():
+    for (build, stage, w), rs in runs.items():
         wall = statistics.median(x["wall_s"] for x in rs)
-        base = statistics.median(x["wall_s"] for x in runs[(stage, a.workers[0])])
-        rec = {"stage": stage, "workers": w, "median_wall_s": wall, "docs_per_s": rs[0]["rows"] / wall,
+        base = statistics.median(x["wall_s"] for x in runs[(build, stage, a.workers[0])])
+        rec = {"build": build, "stage": stage, "workers": w, "median_wall_s": wall, "docs_per_s": rs[0]["rows"] / wall,
                "speedup_vs_first": base / wall, "median_cpu_s": statistics.median(x["cpu_s"] for x in rs),
                "scan_tasks": rs[0]["timings"].get("scan_tasks"), "peak_rss_mib": max(x["peak_rss_mib"] for x in rs),
                "runs": rs}
         out.append(rec)
-        rows.append([stage, w, round(wall, 2), round(rec["docs_per_s"]), f"{rec['speedup_vs_first']:.2f}x",
-                     round(rec["median_cpu_s"], 1), rec["scan_tasks"], rec["peak_rss_mib"]])
+        rows.append(([build] if len(builds) > 1 else []) + [
+            stage, w, round(wall, 2), round(rec["docs_per_s"]), f"{rec['speedup_vs_first']:.2f}x",
+            round(rec["median_cpu_s"], 1), rec["scan_tasks"], rec["peak_rss_mib"]])
     print(f"\n{md.num_rows:,} rows in one file ({md.num_row_groups} row group), repeat={a.repeat} (median); "
-          f"load average at start {load[0]:.1f}")
-    print(table(["stage", "workers", "median wall s", "docs/s", f"speed-up vs --workers {a.workers[0]}", "CPU s",
-                 "scan tasks", "peak RSS MiB"], rows))
+          f"load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
+    print(table((["build"] if len(builds) > 1 else []) + [
+        "stage", "workers", "median wall s", "docs/s", f"speed-up vs --workers {a.workers[0]}", "CPU s",
+        "scan tasks", "peak RSS MiB"], rows))
     # where the time goes: the process's own start and exit (wall minus the summary's total), the
     # scan (parallel), the stage's global step and the manifest write (this process), and what an
     # interpreter and dedupkit's imports cost alone (every worker pays them again)
@@ -127,13 +181,17 @@ def main() -> None:
         med = {k: statistics.median(x["timings"].get(k, 0.0) for x in rec["runs"])
                for k in ("scan_s", "identify_s", "write_s", "total_s")}
         rec["breakdown"] = {**med, "outside_s": round(rec["median_wall_s"] - med["total_s"], 2)}
-        brows.append([rec["stage"], rec["workers"], rec["median_wall_s"], rec["breakdown"]["outside_s"],
-                      med["scan_s"], med["identify_s"], med["write_s"]])
+        brows.append(([rec["build"]] if len(builds) > 1 else []) + [
+            rec["stage"], rec["workers"], rec["median_wall_s"], rec["breakdown"]["outside_s"], med["scan_s"],
+            med["identify_s"], med["write_s"]])
     print(f"\nBreakdown (median s): python start alone {fixed['python_start_s']:.2f}, "
           f"+ dedupkit's imports {fixed['imports_s']:.2f}")
-    print(table(["stage", "workers", "wall", "start+exit (wall - total)", "scan", "identify", "write"], brows))
+    print(table((["build"] if len(builds) > 1 else []) + [
+        "stage", "workers", "wall", "start+exit (wall - total)", "scan", "identify", "write"], brows))
     result = {"corpus": str(path), "rows": md.num_rows, "row_groups": md.num_row_groups, "load_at_start": load,
-              "fixed": fixed, "runs": out}
+              "load_at_end": os.getloadavg(), "fixed": fixed, "runs": out}
+    if a.phases:
+        result["phases"] = phases(a, path, builds)
     if a.big_gb:
         from dedupkit.io.read import ReadSpec
         from dedupkit.io.shards import discover

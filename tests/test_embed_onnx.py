@@ -84,6 +84,24 @@ def test_onnx_length_sorted_batches_keep_input_order(onnx_cache):
 
 
 @pytest.mark.model
+def test_batches_hold_one_token_count_and_long_texts_tokenise_from_their_head(onnx_cache):
+    emb = get_embedder(EmbedConfig(backend="onnx", device="cpu", cache_dir=str(onnx_cache), batch_size=3,
+                                   max_tokens=32))
+    # the graph has no padding mask: a batch must never mix token counts
+    lengths = np.array([5, 9, 5, 5, 5, 9, 7, 32, 32])
+    batches = emb.batches(lengths)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    assert all(len(set(lengths[b])) == 1 and 1 <= len(b) <= 3 for b in batches)
+    assert [int(lengths[b[0]]) for b in batches] == sorted((int(lengths[b[0]]) for b in batches), reverse=True)
+    # a head cut at a space gives the whole text's ids when it fills max_tokens; when it does not
+    # (long unknown words), or there is no space to cut at, the whole text is tokenised
+    texts = [" ".join(TEXTS * 20), ("x" * 150 + " ") * 6 + "end", "y" * 400, "  " + TEXTS[0] + "  ", ""]
+    whole = [e.ids for e in emb.tokenizer.encode_batch([t.strip() for t in texts])]
+    assert emb.tokenize(texts) == whole and len(whole[0]) == 32 and len(whole[1]) == 9
+    assert np.allclose(emb.encode(texts)[:4], np.stack([emb.encode([t])[0] for t in texts[:4]]), atol=1e-5)
+
+
+@pytest.mark.model
 def test_export_is_made_once_in_the_cache(onnx_cache):
     (folder,) = (onnx_cache / "onnx").iterdir()
     meta = json.loads((folder / "export.json").read_text())

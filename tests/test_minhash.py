@@ -134,6 +134,51 @@ def test_optimal_params_match_datasketch(threshold, num_perm):
     assert MinHashConfig(threshold=threshold, num_perm=num_perm).resolved() == (lsh.b, lsh.r)
 
 
+def _table_entries():
+    from dedupkit.minhash import _PRECOMPUTED
+
+    return [(k / 100, n) for n in sorted(_PRECOMPUTED) for k in range(1, 100)]
+
+
+def _check_table(entries):
+    from datasketch.lsh import _optimal_param
+
+    from dedupkit.minhash import _PRECOMPUTED
+
+    for t, n in entries:
+        want = _optimal_param(t, n, 0.5, 0.5)
+        got = tuple(int(x) for x in _PRECOMPUTED[n].split()[round(t * 100) - 1].split("x"))
+        assert got == want, (t, n)
+        assert optimal_params(t, n) == want
+
+
+def test_precomputed_lsh_params_are_datasketch_s():
+    entries = _table_entries()
+    assert len(entries) == 3 * 99
+    # the defaults, the ends of the table, and a spread of others (all of them: the slow test)
+    _check_table([(0.5, 128), (0.65, 128), (0.8, 128), (0.01, 64), (0.99, 256)] + entries[::23])
+
+
+@pytest.mark.slow
+def test_every_precomputed_lsh_param_is_datasketch_s():
+    _check_table(_table_entries())
+
+
+def test_default_lsh_params_need_no_scipy():
+    # computing them imports scipy.integrate through datasketch (~0.4 CPU s of every fuzzy run)
+    import subprocess
+    import sys
+
+    code = ("import sys; from dedupkit.minhash import MinHashConfig; "
+            "from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage; s = FuzzyStage(FuzzyConfig()); "
+            "print(s.bands, s.rows, MinHashConfig(threshold=0.8).resolved(), "
+            "sorted(m for m in ('datasketch', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["25", "5", "(9,", "13)", "[]"]
+    lsh = MinHashLSH(threshold=0.501, num_perm=128)
+    assert optimal_params(0.501, 128) == (lsh.b, lsh.r)  # off the table: computed
+
+
 def test_detection_probability():
     assert detection_probability(1.0, 9, 13) == 1.0
     assert detection_probability(0.0, 9, 13) == 0.0

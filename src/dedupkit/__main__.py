@@ -1,4 +1,4 @@
-from dedupkit.cli.main import main
+from dedupkit.cli.main import entry
 
 if __name__ == "__main__":
-    main()
+    entry()

@@ -379,9 +379,9 @@ def resolve_backend(name_or_path: str, config: EmbedConfig) -> str:
     ``auto`` picks torch whenever it is installed (always on a GPU), and ONNX Runtime on a CPU
     without torch (the light install) when onnxruntime and onnx are installed and the model is a
     local folder the export covers (BERT with mean pooling, like ``minilm``). ONNX is not the
-    default beside torch: its int8 export measured 1.9-2.2x torch's speed here but kept torch's
-    keep/drop decision on 88-99% of rows, short of the 99% asked of a default; ``onnx-fp32``
-    keeps all of them at about torch's speed (benchmarks/RESULTS.md).
+    default beside torch: its int8 export measured 3.7x torch's speed on 2 cores but kept torch's
+    keep/drop decision on 90-99% of rows, short of the 99% asked of a default; ``onnx-fp32``
+    keeps all of them at 1.4x torch's speed (benchmarks/RESULTS.md).
     """
     if config.backend != "auto":
         return config.backend

@@ -121,10 +121,47 @@ def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5,
         >>> optimal_params(0.5, 128)
         (25, 5)
     """
+    k = round(threshold * 100)
+    if fp_weight == fn_weight == 0.5 and k / 100 == threshold and 1 <= k <= 99 and num_perm in _PRECOMPUTED:
+        b, r = _PRECOMPUTED[num_perm].split()[k - 1].split("x")
+        return int(b), int(r)
     from datasketch.lsh import _optimal_param
 
     b, r = _optimal_param(float(threshold), int(num_perm), float(fp_weight), float(fn_weight))
     return int(b), int(r)
+
+
+# datasketch's answer for every threshold of two decimals (0.01 .. 0.99, the k-th entry is k/100)
+# and the usual signature lengths, default weights: computing it imports scipy.integrate (through
+# datasketch), ~0.4 CPU s, more than a tenth of a 100,000-document fuzzy run's start-up on the
+# main process, before any worker gets a task. tests/test_minhash.py checks entries against
+# datasketch (all of them with --run-slow); other values are computed.
+_PRECOMPUTED = {
+    64: (
+        "64x1 64x1 54x1 40x1 32x1 26x1 22x1 19x1 17x1 15x1 13x1 32x2 32x2 32x2 32x2 32x2 32x2 32x2 31x2 "
+        "28x2 25x2 23x2 21x2 19x2 18x2 16x2 21x3 21x3 21x3 21x3 21x3 21x3 21x3 21x3 21x3 21x3 19x3 17x3 "
+        "16x3 16x4 16x4 16x4 16x4 16x4 16x4 16x4 16x4 16x4 15x4 14x4 12x5 12x5 12x5 12x5 12x5 12x5 12x5 "
+        "12x5 10x6 10x6 10x6 10x6 10x6 10x6 9x7 9x7 9x7 9x7 9x7 8x8 8x8 8x8 8x8 7x9 7x9 7x9 6x10 6x10 "
+        "6x10 5x11 5x12 5x12 5x12 5x12 4x15 4x16 4x16 4x16 3x19 3x21 3x21 3x21 2x27 2x32 2x32 2x32 1x54 "
+        "1x64 1x64"
+    ),
+    128: (
+        "128x1 82x1 54x1 40x1 32x1 26x1 22x1 19x1 64x2 64x2 64x2 64x2 64x2 59x2 51x2 45x2 40x2 35x2 31x2 "
+        "28x2 25x2 42x3 42x3 42x3 42x3 42x3 42x3 42x3 41x3 37x3 33x3 30x3 27x3 32x4 32x4 32x4 32x4 32x4 "
+        "32x4 32x4 32x4 29x4 26x4 24x4 25x5 25x5 25x5 25x5 25x5 25x5 25x5 22x5 21x6 21x6 21x6 21x6 21x6 "
+        "21x6 18x7 18x7 18x7 18x7 18x7 16x8 16x8 16x8 16x8 16x8 14x9 14x9 14x9 12x10 12x10 12x10 11x11 "
+        "11x11 11x11 10x12 10x12 9x13 9x14 9x14 8x16 8x16 8x16 7x18 7x18 6x21 6x21 5x25 5x25 4x29 4x32 "
+        "4x32 3x42 3x42 2x64 2x64 1x128"
+    ),
+    256: (
+        "166x1 82x1 54x1 40x1 32x1 128x2 128x2 128x2 128x2 117x2 96x2 81x2 69x2 59x2 51x2 45x2 85x3 85x3 "
+        "85x3 85x3 85x3 85x3 83x3 73x3 64x3 57x3 51x3 45x3 64x4 64x4 64x4 64x4 64x4 64x4 61x4 55x4 49x4 "
+        "44x4 51x5 51x5 51x5 51x5 51x5 51x5 47x5 42x5 42x6 42x6 42x6 42x6 42x6 42x6 38x6 36x7 36x7 36x7 "
+        "36x7 36x7 32x8 32x8 32x8 32x8 32x8 28x9 28x9 28x9 28x9 25x10 25x10 25x10 23x11 23x11 21x12 21x12 "
+        "21x12 19x13 18x14 18x14 17x15 17x15 16x16 15x17 14x18 13x19 13x19 12x21 11x23 11x23 10x25 9x28 "
+        "8x31 8x32 7x36 6x42 5x51 4x60 3x74 3x85 1x166"
+    ),
+}
 
 
 def detection_probability(s: float, bands: int, rows: int) -> float:

@@ -115,3 +115,46 @@ def main() -> None:
         from dedupkit.cli.options import exit_interrupted
 
         exit_interrupted()
+
+
+def entry() -> None:
+    """The ``dedupkit`` program (and ``python -m dedupkit``): :func:`main`, then :func:`exit_now`.
+
+    :func:`main` itself raises SystemExit as usual, for callers that run the CLI in their process.
+    """
+    try:
+        main()
+    except SystemExit as exc:
+        exit_now(exc.code)
+
+
+def exit_now(code: object = 0) -> None:
+    """End the process once a command is done, without the interpreter's teardown.
+
+    Freeing every module and joining Arrow's thread pools takes 0.1-0.3 s after a run that read
+    Parquet, a tenth of a 100,000-document ``dedupkit exact``. What a normal exit does first still
+    happens, in the same order: other threads are joined (the local engine's pool), the atexit
+    handlers run (logging, Ray, temporary folders), stdout and stderr are flushed; the exit status
+    is the one ``sys.exit(code)`` gives.
+    """
+    import atexit
+    import os
+    import threading
+
+    status = 0 if code is None else code if isinstance(code, int) else 1
+    if not isinstance(code, (int, type(None))):
+        print(code, file=sys.stderr)
+    try:
+        shutdown = getattr(threading, "_shutdown", None)  # what the interpreter's own exit calls first
+        if shutdown is None:
+            sys.exit(status)
+        shutdown()
+    except KeyboardInterrupt:
+        status = 130
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more to say
+            pass
+    os._exit(status)
