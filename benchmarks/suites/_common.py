@@ -241,3 +241,21 @@ def counts_md(c: dict) -> str:
             f"largest {c['largest']}; {c['docs_in_clusters']:,} docs in them)\n"
             f"- ideal drops (docs - clusters): {c['ideal_drops']:,}; same-cluster pairs: {c['pairs']:,}\n\n"
             f"| level | docs |\n|---|---|\n{lv}\n")
+
+
+def write_pair_suite(out: Path, ids: list[str], docs: dict[str, str], pairs: list[tuple[str, str, bool]],
+                     suite_md: str) -> tuple[int, int]:
+    """Write a pair suite: docs.parquet (id, text, in the order of ``ids``), pairs.parquet (id1, id2,
+    label) and SUITE.md (``suite_md`` plus the counts). Returns (docs, positive pairs)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": ids, "text": [docs[i] for i in ids]}), out / "docs.parquet", compression="zstd")
+    pq.write_table(pa.table({"id1": [p[0] for p in pairs], "id2": [p[1] for p in pairs],
+                             "label": [p[2] for p in pairs]}), out / "pairs.parquet", compression="zstd")
+    npos = sum(p[2] for p in pairs)
+    (out / "SUITE.md").write_text(f"{suite_md}\nCounts: {len(ids)} docs, {len(pairs)} pairs ({npos} positive / "
+                                  f"{len(pairs) - npos} negative).\n")
+    print(f"{out}: {len(ids)} docs, {len(pairs)} pairs ({npos} pos)")
+    return len(ids), npos

@@ -21,6 +21,7 @@ import argparse
 import random
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 PKG = "display-dhammapada"
@@ -81,8 +82,8 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--raw", type=Path, default=Path("/work/suites/raw"))
     a = ap.parse_args()
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import write_pair_suite
 
     src = fetch(a.raw)
     tr = {k: verses(src / f) for k, f in FILES.items()}
@@ -120,16 +121,8 @@ def main() -> None:
     order = list(range(len(ids)))
     random.Random(SEED).shuffle(order)  # a tool sees the docs in a shuffled order
     ids = [ids[i] for i in order]
-    pq.write_table(pa.table({"id": ids, "text": [docs[i] for i in ids]}), a.out / "docs.parquet",
-                   compression="zstd")
-    pq.write_table(pa.table({"id1": [p[0] for p in pairs], "id2": [p[1] for p in pairs],
-                             "label": [p[2] for p in pairs]}), a.out / "pairs.parquet", compression="zstd")
-    npos = sum(p[2] for p in pairs)
-    (a.out / "SUITE.md").write_text(
-        f"# dhammapada-pairs\n\n{__doc__}\nCounts: {len(ids)} docs, {len(pairs)} pairs "
-        f"({npos} positive / {len(pairs) - npos} negative); verses found: Muller "
-        f"{len(tr['muller'])}, Richards {len(tr['richards'])}, both {len(common)}.\n")
-    print(f"{a.out}: {len(ids)} docs, {len(pairs)} pairs ({npos} pos)")
+    write_pair_suite(a.out, ids, docs, pairs, f"# dhammapada-pairs\n\n{__doc__}\nVerses found: Muller "
+                     f"{len(tr['muller'])}, Richards {len(tr['richards'])}, both {len(common)}.")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
+import sys
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -48,8 +49,8 @@ def main() -> None:
     ap.add_argument("--verses", type=int, default=2000,
                     help="a seeded sample of this many verses (0 = all 6,236; each is 2 docs)")
     a = ap.parse_args()
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import write_pair_suite
 
     old, new = verses(a.wheel, a.old), verses(a.wheel, a.new)
     rng = random.Random(a.seed)
@@ -74,16 +75,8 @@ def main() -> None:
         if others:
             pairs.append((f"{a.old}:{s}:{v}", f"{a.new}:{s}:{rng.choice(others)}", False))
     ids = sorted(docs, key=lambda i: (i.split(":")[0], int(i.split(":")[1]), int(i.split(":")[2])))
-    a.out.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"id": ids, "text": [docs[i] for i in ids]}), a.out / "docs.parquet",
-                   compression="zstd")
-    pq.write_table(pa.table({"id1": [p[0] for p in pairs], "id2": [p[1] for p in pairs],
-                             "label": [p[2] for p in pairs]}), a.out / "pairs.parquet", compression="zstd")
-    npos = sum(p[2] for p in pairs)
-    (a.out / "SUITE.md").write_text(
-        f"# quran-pairs ({a.old} vs {a.new})\n\n{__doc__}\nBuilt with --old {a.old} --new {a.new} --seed {a.seed} --verses {a.verses}.\n"
-        f"Counts: {len(ids)} docs, {len(pairs)} pairs ({npos} positive / {len(pairs) - npos} negative).\n")
-    print(f"{a.out}: {len(ids)} docs, {len(pairs)} pairs ({npos} pos)")
+    write_pair_suite(a.out, ids, docs, pairs, f"# quran-pairs ({a.old} vs {a.new})\n\n{__doc__}\nBuilt with --old "
+                     f"{a.old} --new {a.new} --seed {a.seed} --verses {a.verses}.")
 
 
 if __name__ == "__main__":
