@@ -21,6 +21,8 @@ Usage:
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench --repeats 3
     python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --work /tmp/raybench \
         --configs local:2,ray:2 --repeats 3 --json-out benchmarks/results/ray_fuzzy_2workers_only.json
+    # a cluster user's case: Ray already running (`ray start --head`), the command connects to it
+    python benchmarks/ray.py --corpus /tmp/c200k/docs.parquet --configs local:2,ray:2,cluster:2 --repeats 3 --steps
     # the driver's peak RSS over corpus sizes, and the bucket step's bytes read per task:
     python /work/shared/bench/make_corpus.py --n 1000000 --seed 42 --min-words 30 --max-words 60 --out /tmp/c1m
     python benchmarks/ray.py --corpus /tmp/c1m/docs.parquet --work /tmp/raybench \
@@ -147,6 +149,61 @@ def run_once(cmd: list[str], out: Path, steps: Path | None = None) -> dict:
             "peak_work_mib": peaks["work_bytes"] / 2**20, "summary": summary, "steps": step_log}
 
 
+class Cluster:
+    """A running Ray instance (``ray start --head``) for the ``cluster:N`` configurations.
+
+    A Ray user on a cluster connects to an instance that is already up (``--ray-address``) and
+    never pays ``ray.init``'s start; ``ray:N`` measures the other case, a local instance that the
+    command starts and stops itself. The instance gets ``N`` CPUs, its own temp folder and port on
+    the loopback, and dedupkit's ``src`` on its workers' path. Its processes are not below the
+    command's process, so their CPU seconds are added per run (:meth:`cpu_s` before and after) and
+    their memory is not in the tree column.
+    """
+
+    def __init__(self, cpus: int, path: str = "") -> None:
+        import socket
+
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+        self.tmp = tempfile.mkdtemp(prefix="rbc")  # short: Ray's socket paths must stay under 108 bytes
+        # no token authentication on this loopback instance (Ray's default): a RAY_AUTH_TOKEN in
+        # the environment would turn it on for `ray start` and the commands would need to match
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (path, SRC, env.get("PYTHONPATH", "")) if p)
+        env.pop("RAY_ADDRESS", None)
+        ray_exe = str(Path(sys.executable).parent / "ray")
+        subprocess.run([ray_exe, "start", "--head", f"--num-cpus={cpus}", "--temp-dir", self.tmp,
+                        "--port", str(port), "--include-dashboard=false",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        self.address = f"127.0.0.1:{port}"
+
+    def pids(self) -> list[int]:
+        out = []
+        for d in Path("/proc").glob("[0-9]*"):
+            if self.tmp in _cmdline(int(d.name)):
+                out.append(int(d.name))
+        return out
+
+    def cpu_s(self) -> dict[int, float]:
+        return {p: _cpu_s(p) for p in self.pids()}
+
+    def stop(self) -> None:
+        import signal
+
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
+            for p in self.pids():
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            while self.pids() and time.time() < deadline:
+                time.sleep(0.1)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
 def steps_table(runs: dict) -> str:
     """Per configuration (its last run): where the wall time goes, step by step.
 
@@ -214,7 +271,10 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--configs", default=",".join(f"{e}:{w}" for e, w in CONFIGS),
-                    help="engine:workers list, the first is the baseline of the overhead column")
+                    help="engine:workers list, the first is the baseline of the overhead column; engine "
+                         "local, ray (a local Ray instance the command starts and stops), or cluster (Ray "
+                         "already running: one `ray start --head --num-cpus workers` for the whole "
+                         "benchmark, the command connects with --ray-address)")
     ap.add_argument("--json-out", default=None, help="write the results here as JSON")
     ap.add_argument("--steps", action="store_true",
                     help="time every engine.map step of each run (benchmarks/_ray_steps.py) and print where "
@@ -240,14 +300,30 @@ def main() -> None:
     outs = {c: work / f"out-{args.stage}-{c[0]}-{c[1]}" for c in configs}
     # Rounds over the configurations (A B C D, A B C D, ...) rather than all repeats of one in a
     # row: on a shared machine the load drifts, and interleaving spreads it over every config.
-    for r in range(args.repeats):
-        for engine, workers in configs:
-            out = outs[(engine, workers)]
-            cmd = [sys.executable, "-m", "dedupkit", args.stage, *files, "-o", str(out), "--id-column", "id",
-                   "--workers", str(workers), "--engine", engine, "--quiet", "--json", "--overwrite"]
-            res = run_once(cmd, out, work / f"steps-{engine}-{workers}.json" if args.steps else None)
-            runs[(engine, workers)].append(res)
-            print(f"round {r + 1}: {engine} x{workers}: {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    steps_module = ""
+    if args.steps:  # run_once puts _ray_steps here; a running cluster's workers need it on their path
+        steps_module = str(work / "steps-module")
+        os.makedirs(steps_module, exist_ok=True)
+        shutil.copy(Path(BENCH) / "_ray_steps.py", Path(steps_module) / "_ray_steps.py")
+    clusters = {w: Cluster(w, steps_module) for e, w in configs if e == "cluster"}
+    try:
+        for r in range(args.repeats):
+            for engine, workers in configs:
+                out = outs[(engine, workers)]
+                cmd = [sys.executable, "-m", "dedupkit", args.stage, *files, "-o", str(out), "--id-column", "id",
+                       "--workers", str(workers), "--quiet", "--json", "--overwrite"]
+                cluster = clusters.get(workers) if engine == "cluster" else None
+                cmd += ["--engine", "ray", "--ray-address", cluster.address] if cluster else ["--engine", engine]
+                before = cluster.cpu_s() if cluster else {}
+                res = run_once(cmd, out, work / f"steps-{engine}-{workers}.json" if args.steps else None)
+                if cluster:
+                    after = cluster.cpu_s()
+                    res["cpu_s"] += sum(max(0.0, c - before.get(p, 0.0)) for p, c in after.items())
+                runs[(engine, workers)].append(res)
+                print(f"round {r + 1}: {engine} x{workers}: {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
     results = []
     digests = {}
     for (engine, workers), rs in runs.items():
