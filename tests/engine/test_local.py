@@ -77,3 +77,28 @@ def test_close_stops_workers_that_cannot_take_a_stop_sentinel(tmp_path, wait):
         pytest.fail(f"close(wait={wait}) with a frozen worker hung: the process did not exit in 90 s")
     assert p.returncode == 0, p.stderr
     assert float(p.stdout.split()[0]) < 30
+
+
+def test_a_worker_dead_between_two_maps_gives_the_one_line_error():
+    """A worker killed between two maps of one engine (the OOM killer, while the driver groups)
+    breaks the pool, and the next map's submit() raises; that must be dedupkit's error with its
+    fix, not a BrokenProcessPool traceback (CI's test_kill_and_resume[exact-one-worker])."""
+    import signal
+    import time
+
+    from dedupkit.errors import DedupkitError
+
+    engine = LocalEngine(workers=2)
+    try:
+        pids = sorted({pid for _, pid in engine.map(_pid, list(range(8)))})
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.time() + 30
+        while not engine._pool._broken and time.time() < deadline:  # the pool notices in the background
+            time.sleep(0.01)
+        assert engine._pool._broken
+        with pytest.raises(DedupkitError, match="a worker process died unexpectedly"):
+            engine.map(_pid, list(range(8)))
+        assert engine._pool is None  # stopped; a later map starts a new pool
+        assert [v for v, _ in engine.map(_pid, [1, 2, 3])] == [1, 4, 9]
+    finally:
+        engine.close()

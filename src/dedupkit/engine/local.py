@@ -102,9 +102,13 @@ class LocalEngine(Engine):
             # Workers start (on submit) with SIGINT ignored, a disposition that survives exec:
             # Ctrl-C reaches the whole process group, and only the main process should react
             # (no worker tracebacks); the main process then stops the workers itself.
-            with _spawning():
-                pending = {pool.submit(_run_task, fn, i, t): i for i, t in enumerate(tasks)}
+            pending: dict[Any, int] = {}
             try:
+                # inside the try: a worker that died since the last map (or while these are
+                # submitted) has broken the pool, and submit() itself raises BrokenProcessPool
+                with _spawning():
+                    for i, t in enumerate(tasks):
+                        pending[pool.submit(_run_task, fn, i, t)] = i
                 while pending:
                     # wake up now and then for the workers' in-task reports
                     done, _ = wait(pending, timeout=0.5 if sizes is not None else None,
@@ -183,9 +187,12 @@ def prestart(workers: int) -> None:
         return
     pool, reports = _new_pool(workers)
     _warm = (workers, pool, reports)
-    with _spawning():
-        for _ in range(workers):  # a process starts per submitted call while none is idle
-            pool.submit(_warm_up)
+    try:
+        with _spawning():
+            for _ in range(workers):  # a process starts per submitted call while none is idle
+                pool.submit(_warm_up)
+    except BrokenProcessPool:  # a worker already died (killed): the engine starts a new pool
+        discard_prestarted()
 
 
 def discard_prestarted() -> None:
