@@ -167,9 +167,11 @@ class Cluster:
             so.bind(("127.0.0.1", 0))
             port = so.getsockname()[1]
         self.tmp = tempfile.mkdtemp(prefix="rbc")  # short: Ray's socket paths must stay under 108 bytes
-        # no token authentication on this loopback instance (Ray's default): a RAY_AUTH_TOKEN in
-        # the environment would turn it on for `ray start` and the commands would need to match
+        # no token authentication on this loopback instance: `ray start` turns it on when a token
+        # exists (RAY_AUTH_TOKEN, or ~/.ray/auth_token, which a local ray.init saves), and the
+        # commands (run_once copies this environment) would then need the same token
         os.environ.pop("RAY_AUTH_TOKEN", None)
+        os.environ["RAY_AUTH_MODE"] = "disabled"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (path, SRC, env.get("PYTHONPATH", "")) if p)
         env.pop("RAY_ADDRESS", None)
@@ -180,11 +182,16 @@ class Cluster:
         self.address = f"127.0.0.1:{port}"
 
     def pids(self) -> list[int]:
-        out = []
-        for d in Path("/proc").glob("[0-9]*"):
-            if self.tmp in _cmdline(int(d.name)):
-                out.append(int(d.name))
-        return out
+        """The instance's processes: those naming its temp folder, and every process below them
+        (the raylet's workers)."""
+        found = [int(d.name) for d in Path("/proc").glob("[0-9]*") if self.tmp in _cmdline(int(d.name))]
+        seen, stack = set(found), list(found)
+        while stack:
+            for c in _children(stack.pop()):
+                if c not in seen:
+                    seen.add(c)
+                    stack.append(c)
+        return sorted(seen)
 
     def cpu_s(self) -> dict[int, float]:
         return {p: _cpu_s(p) for p in self.pids()}
