@@ -99,7 +99,7 @@ def sample_tree(root: int, seen_cmd: dict[int, str], cpu: dict[int, float] | Non
 BENCH = str(Path(__file__).resolve().parent)
 
 
-def run_once(cmd: list[str], out: Path, steps: Path | None = None) -> dict:
+def run_once(cmd: list[str], out: Path, steps: Path | None = None, cluster: "Cluster | None" = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("RAY_ADDRESS", None)
@@ -117,12 +117,19 @@ def run_once(cmd: list[str], out: Path, steps: Path | None = None) -> dict:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks = {"tree": 0, "driver": 0, "worker": 0, "work_bytes": 0}
     cpu: dict[int, float] = {}
+    # a running cluster's processes (its job's workers come and go with the command): CPU seconds
+    # sampled like the tree's, less what the long-lived ones had used before the command started
+    base = cluster.cpu_s() if cluster is not None else {}
+    cluster_cpu: dict[int, float] = {}
     stop = threading.Event()
 
     def sample():
         seen: dict[int, str] = {}
         k = 0
         while not stop.is_set():
+            if cluster is not None:
+                for p, c in cluster.cpu_s().items():
+                    cluster_cpu[p] = max(cluster_cpu.get(p, 0.0), c)
             t, d, w = sample_tree(proc.pid, seen, cpu)
             peaks["tree"], peaks["driver"] = max(peaks["tree"], t), max(peaks["driver"], d)
             peaks["worker"] = max(peaks["worker"], w)
@@ -145,7 +152,8 @@ def run_once(cmd: list[str], out: Path, steps: Path | None = None) -> dict:
         step_log["wall"] = wall
     # CPU seconds of every process of the tree, as last sampled (a process that ended between two
     # samples loses at most 50 ms): less sensitive to other load on the machine than wall time.
-    return {"wall_s": wall, "cpu_s": sum(cpu.values()), **{f"peak_{k}_mib": v / 1024 for k, v in peaks.items() if k != "work_bytes"},
+    cpu_s = sum(cpu.values()) + sum(max(0.0, c - base.get(p, 0.0)) for p, c in cluster_cpu.items())
+    return {"wall_s": wall, "cpu_s": cpu_s, **{f"peak_{k}_mib": v / 1024 for k, v in peaks.items() if k != "work_bytes"},
             "peak_work_mib": peaks["work_bytes"] / 2**20, "summary": summary, "steps": step_log}
 
 
@@ -156,7 +164,7 @@ class Cluster:
     never pays ``ray.init``'s start; ``ray:N`` measures the other case, a local instance that the
     command starts and stops itself. The instance gets ``N`` CPUs, its own temp folder and port on
     the loopback, and dedupkit's ``src`` on its workers' path. Its processes are not below the
-    command's process, so their CPU seconds are added per run (:meth:`cpu_s` before and after) and
+    command's process, so their CPU seconds are sampled beside the command's (:func:`run_once`) and
     their memory is not in the tree column.
     """
 
@@ -321,11 +329,7 @@ def main() -> None:
                        "--workers", str(workers), "--quiet", "--json", "--overwrite"]
                 cluster = clusters.get(workers) if engine == "cluster" else None
                 cmd += ["--engine", "ray", "--ray-address", cluster.address] if cluster else ["--engine", engine]
-                before = cluster.cpu_s() if cluster else {}
-                res = run_once(cmd, out, work / f"steps-{engine}-{workers}.json" if args.steps else None)
-                if cluster:
-                    after = cluster.cpu_s()
-                    res["cpu_s"] += sum(max(0.0, c - before.get(p, 0.0)) for p, c in after.items())
+                res = run_once(cmd, out, work / f"steps-{engine}-{workers}.json" if args.steps else None, cluster)
                 runs[(engine, workers)].append(res)
                 print(f"round {r + 1}: {engine} x{workers}: {res['wall_s']:.1f} s", file=sys.stderr, flush=True)
     finally:
