@@ -385,12 +385,15 @@ class RemoteFolder:
         Called before tasks upload parts of a new run themselves (:meth:`upload`); :meth:`publish`
         then writes the rest, the markers last.
         """
-        order = lambda rel: rel.count("/")  # noqa: E731
         try:
-            for rel in sorted((f for f in self._remote_files() if f.rsplit("/", 1)[-1] in markers), key=order):
-                self.fs.rm_file(f"{self.root}/{rel}")
+            self._delete_markers(self._remote_files(), markers)
         except (OSError, ValueError) as exc:
             raise self._write_error(exc) from exc
+
+    def _delete_markers(self, remote_files: Iterable[str], markers: Sequence[str]) -> None:
+        """Delete the completion markers among ``remote_files``, the top folder's first."""
+        for rel in sorted((f for f in remote_files if f.rsplit("/", 1)[-1] in markers), key=lambda rel: rel.count("/")):
+            self.fs.rm_file(f"{self.root}/{rel}")
 
     def upload(self, local_file: str | os.PathLike, rel: str) -> None:
         """Write one file of an unfinished folder (``rel``: its path in the folder, '/'-separated)."""
@@ -419,9 +422,7 @@ class RemoteFolder:
         order = lambda rel: (0, -rel.count("/")) if rel.rsplit("/", 1)[-1] in markers else (1, 0)  # noqa: E731
         local_markers = sorted((f for f in local_files if f.rsplit("/", 1)[-1] in markers), key=order)
         try:
-            for rel in sorted((f for f in remote_files if f.rsplit("/", 1)[-1] in markers), key=order,
-                              reverse=True):
-                self.fs.rm_file(f"{self.root}/{rel}")  # the top folder's marker first
+            self._delete_markers(remote_files, markers)
             for rel in local_files:
                 if rel not in local_markers and rel not in done:
                     self.fs.put_file(str(src / rel), f"{self.root}/{rel}")

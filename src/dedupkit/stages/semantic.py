@@ -414,8 +414,8 @@ def accepted_pairs(nb, eps_values: Sequence[float], rewrite_eps: float,
         got = texts(docs)
         words = {int(d): content_words(got.get(int(d), "")) for d in docs}
         ok[band] = [rewrite_ok(words[int(i)], words[int(j)]) for i, j in nb.edges[band]]
-    for eps in band_eps:
-        out[eps] = out[eps] | (ok & (nb.sims >= lo))
+    for eps in band_eps:  # ok holds only for band edges, all at cosine >= lo
+        out[eps] = out[eps] | ok
     return out
 
 
