@@ -427,7 +427,7 @@ def _st_factory(arg: str, config: EmbedConfig) -> Embedder:
         from dedupkit.embed_onnx import OnnxEmbedder
 
         return OnnxEmbedder(onnx_export(arg, config.cache_dir), _st_key(arg, config), config.batch_size,
-                            config.max_tokens, quantized=chosen == "onnx")
+                            config.max_tokens, quantized=chosen != "onnx-fp32")
     return SentenceTransformerEmbedder(arg, config)
 
 

@@ -319,6 +319,19 @@ class OnnxEmbedder:
         if not len(texts):
             return out
         ids = self.tokenize(texts)
+        # Identical token sequences are encoded once: int8 activations are quantised per batch, so
+        # the same text in two batches would get two slightly different vectors (and exact copies
+        # a cosine below 1, which the keep policies' ranking would see as noise).
+        first: dict[tuple[int, ...], int] = {}
+        where = np.fromiter((first.setdefault(tuple(i), k) for k, i in enumerate(ids)), np.int64, len(ids))
+        if len(first) < len(ids):
+            uniq = np.fromiter(first.values(), np.int64, len(first))
+            out[:] = self._encode_ids([ids[k] for k in uniq])[np.searchsorted(uniq, where)]
+            return out
+        return self._encode_ids(ids)
+
+    def _encode_ids(self, ids: list[list[int]]) -> np.ndarray:
+        out = np.zeros((len(ids), self.dim), np.float32)
         lengths = np.fromiter((len(i) for i in ids), np.int64, len(ids))
         free: queue.SimpleQueue = queue.SimpleQueue()
         for w in self._pool:

@@ -48,6 +48,7 @@ from dedupkit.io.shards import Shard
 from dedupkit.neighbours import SEARCH_MODES, resolve_method, search
 from dedupkit.policy import KeepPolicy
 from dedupkit.stages.base import Decisions, Stage
+from dedupkit.stages.semantic_refine import refined_search
 
 log = logging.getLogger(__name__)
 
@@ -512,7 +513,9 @@ class SemanticStage(Stage):
         t2 = time.perf_counter()
         thresholds = {eps: 1.0 - eps for eps in c.eps}
         lowest = min(min(thresholds.values()), 1.0 - c.rewrite_eps if c.rewrite_eps else 1.0)
-        nb = search(x, c.neighbours, lowest, method, groups=assign, nprobe=c.nprobe, seed=c.seed) if n else None
+        # --backend onnx: documents near a decision are re-encoded in float first (semantic_refine)
+        x, nb = refined_search(c, corpus, x, lowest, lambda v, t: search(
+            v, c.neighbours, t, method, groups=assign, nprobe=c.nprobe, seed=c.seed), stats) if n else (x, None)
         t3 = time.perf_counter()
         stats["search"] = nb.stats if nb else {"method": method}
         stats.update({"kmeans_s": round(t2 - t1, 3), "search_s": round(t3 - t2, 3)})
