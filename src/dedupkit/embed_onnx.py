@@ -37,9 +37,11 @@ from dedupkit.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the exported graph or its quantisation changes: part of the cache folder name
-#: and of the embedding cache key, so old exports and embeddings are never reused.
-EXPORT_VERSION = 4
+#: Bumped whenever the exported graph, its quantisation or what the encoder computes from it changes:
+#: part of the cache folder name and of the embedding cache key, so old exports and embeddings are
+#: never reused. v5: identical texts are encoded once (their int8 vectors no longer depend on
+#: which batch each copy fell in).
+EXPORT_VERSION = 5
 MODEL_FILE = "model_int8.onnx"
 FP32_FILE = "model_fp32.onnx"
 #: Batches of texts this short (in tokens, with [CLS] and [SEP]) run the float model: int8 noise

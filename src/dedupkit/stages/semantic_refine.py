@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Bound on |pair cosine from int8 vectors - pair cosine from float vectors| (MiniLM, export v4):
+#: Bound on |pair cosine from int8 vectors - pair cosine from float vectors| (MiniLM, export v4-v5):
 #: the 99.9th percentile (0.053) measured by ``benchmarks/onnx_error.py`` over 11,860 pairs at
 #: cosine >= 0.7 of Python's pydoc topic texts and edited copies of them (median 0.007, 99th
 #: percentile 0.034, largest 0.077). A pair beyond it (about 1 in 1,000) is decided on int8.
