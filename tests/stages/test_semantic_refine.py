@@ -11,6 +11,7 @@ import pytest
 
 from tests.support import make_rows, read_manifest, write_parquet
 from dedupkit.neighbours import Neighbours
+from dedupkit.stages.semantic import content_words, rewrite_ok
 from dedupkit.stages.semantic_refine import INT8_DENSITY_ERROR, INT8_PAIR_ERROR, uncertain_docs
 
 
@@ -26,6 +27,10 @@ def _texts(words: dict[int, str]):
     return lambda idx: {int(i): words.get(int(i), "") for i in idx}
 
 
+def _rewrite(a: str, b: str) -> bool:  # the stage's rule, as the stage passes it
+    return rewrite_ok(content_words(a), content_words(b))
+
+
 def test_only_pairs_within_the_error_bound_of_a_cut_are_uncertain():
     thr = 0.945
     m = INT8_PAIR_ERROR
@@ -33,7 +38,7 @@ def test_only_pairs_within_the_error_bound_of_a_cut_are_uncertain():
     # below whose texts would pass the rewrite rule only inside the band (no band here)
     nb = _nb([(0, 1), (2, 3), (4, 5), (6, 7)], [thr + m / 2, thr - m / 2, thr + 2 * m, thr - 2 * m],
              [0.1, 0.5, 0.2, 0.6, 0.3, 0.7, 0.4, 0.8])
-    got = uncertain_docs(nb, [thr], None, ranked=False, texts=_texts({}))
+    got = uncertain_docs(nb, [thr], None, ranked=False, texts=_texts({}), rewrite=_rewrite)
     assert got.tolist() == [0, 1, 2, 3]
 
 
@@ -45,8 +50,8 @@ def test_a_ranked_policy_also_refines_accepted_pairs_whose_scores_are_close_but_
     # ranked by index whatever the vectors; (5,6): 5's copy 4 ... is pulled in with 5.
     nb = _nb([(0, 1), (2, 3), (4, 5), (5, 6)], [0.999, 0.999, 1.0, 0.999],
              [0.50, 0.50 + d / 2, 0.30, 0.30 + 3 * d, 0.7, 0.7, 0.7 + d / 3])
-    assert uncertain_docs(nb, [thr], None, ranked=False, texts=_texts({})).tolist() == []
-    got = uncertain_docs(nb, [thr], None, ranked=True, texts=_texts({}))
+    assert uncertain_docs(nb, [thr], None, ranked=False, texts=_texts({}), rewrite=_rewrite).tolist() == []
+    got = uncertain_docs(nb, [thr], None, ranked=True, texts=_texts({}), rewrite=_rewrite)
     assert got.tolist() == [0, 1, 4, 5, 6]
 
 
@@ -58,7 +63,8 @@ def test_the_rewrite_band_cut_counts_only_for_pairs_that_pass_the_rewrite_rule()
              "where farmers had moved their cattle to higher ground before dawn")
     # (0,1) a rewrite near the band's lower cut; (2,3) the same cosine, texts unrelated
     nb = _nb([(0, 1), (2, 3)], [lo + 0.01, lo + 0.01], [0.1, 0.5, 0.2, 0.6])
-    got = uncertain_docs(nb, [thr], lo, ranked=False, texts=_texts({0: text, 1: text + " again", 2: text, 3: other}))
+    got = uncertain_docs(nb, [thr], lo, ranked=False, texts=_texts({0: text, 1: text + " again", 2: text, 3: other}),
+                         rewrite=_rewrite)
     assert got.tolist() == [0, 1]
 
 

@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 
 from dedupkit.engine.base import report_progress
 from dedupkit.embed import (
-    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, passive_openmp, resolve_model,
+    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, normalized_key, passive_openmp, resolve_model,
 )
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
@@ -223,11 +223,6 @@ def cache_key(emb, config: EmbedConfig) -> str:
     if getattr(emb, "truncates", True) and f"maxtok={config.max_tokens}" not in emb.key:
         return f"{emb.key}:maxtok={config.max_tokens}"
     return emb.key
-
-
-def normalized_key(key: str | None, text_normalize: str) -> str | None:
-    """The cache key of embeddings of normalized text (``none`` keeps the embedder's own key)."""
-    return key if key is None or text_normalize == "none" else f"{key}:text={text_normalize}"
 
 
 def run_embed_task(task: EmbedTask) -> EmbedResult:
@@ -515,7 +510,9 @@ class SemanticStage(Stage):
         lowest = min(min(thresholds.values()), 1.0 - c.rewrite_eps if c.rewrite_eps else 1.0)
         # --backend onnx: documents near a decision are re-encoded in float first (semantic_refine)
         x, nb = refined_search(c, corpus, x, lowest, lambda v, t: search(
-            v, c.neighbours, t, method, groups=assign, nprobe=c.nprobe, seed=c.seed), stats) if n else (x, None)
+            v, c.neighbours, t, method, groups=assign, nprobe=c.nprobe, seed=c.seed), stats,
+            lambda idx: fetch_texts(corpus, idx), lambda a, b: rewrite_ok(content_words(a), content_words(b))
+        ) if n else (x, None)
         t3 = time.perf_counter()
         stats["search"] = nb.stats if nb else {"method": method}
         stats.update({"kmeans_s": round(t2 - t1, 3), "search_s": round(t3 - t2, 3)})

@@ -58,7 +58,8 @@ def wants_refine(config) -> bool:
 
 
 def uncertain_docs(nb, thresholds: Sequence[float], rewrite_lo: float | None, ranked: bool,
-                   texts: Callable[[np.ndarray], dict[int, str]], margin: float = INT8_PAIR_ERROR,
+                   texts: Callable[[np.ndarray], dict[int, str]], rewrite: Callable[[str, str], bool],
+                   margin: float = INT8_PAIR_ERROR,
                    density_margin: float = INT8_DENSITY_ERROR) -> np.ndarray:
     """Documents (sorted global indices) whose keep/drop could change if ``nb``'s cosines and
     densities were off by up to ``margin`` and ``density_margin``.
@@ -70,9 +71,8 @@ def uncertain_docs(nb, thresholds: Sequence[float], rewrite_lo: float | None, ra
             above it), or None without a band.
         ranked: the keep policy ranks by density (``easy``, ``hard``).
         texts: the texts of documents (global indices), for the rewrite rule.
+        rewrite: whether two texts are a rewrite of each other (the stage's rewrite rule).
     """
-    from dedupkit.stages.semantic import content_words, rewrite_ok
-
     s, e = nb.sims, nb.edges
     if not len(s):
         return np.zeros(0, np.int64)
@@ -83,8 +83,7 @@ def uncertain_docs(nb, thresholds: Sequence[float], rewrite_lo: float | None, ra
         if len(band):
             docs = np.unique(e[band])
             got = texts(docs)
-            words = {int(d): content_words(got.get(int(d), "")) for d in docs}
-            ok[band] = [rewrite_ok(words[int(i)], words[int(j)]) for i, j in e[band]]
+            ok[band] = [rewrite(got.get(int(i), ""), got.get(int(j), "")) for i, j in e[band]]
 
     def accepted(c: np.ndarray, t: float) -> np.ndarray:
         return (c >= t) | (ok & (c >= rewrite_lo)) if t in banded else c >= t
@@ -107,12 +106,11 @@ def uncertain_docs(nb, thresholds: Sequence[float], rewrite_lo: float | None, ra
     return np.flatnonzero(picked)
 
 
-def reencode(corpus, index: np.ndarray, config, cache_dir: str | None, use_cache: bool,
-             text_normalize: str = "none") -> np.ndarray:
+def reencode(corpus, index: np.ndarray, texts: Callable[[np.ndarray], dict[int, str]], config,
+             cache_dir: str | None, use_cache: bool, text_normalize: str = "none") -> np.ndarray:
     """Float (``onnx-fp32``) embeddings of the documents ``index`` (global indices), through that
     backend's embedding cache (its own key: int8 and float vectors never share a cache entry)."""
-    from dedupkit.embed import EmbeddingCache, get_embedder, resolve_model
-    from dedupkit.stages.semantic import cache_key, fetch_texts, normalized_key
+    from dedupkit.embed import EmbeddingCache, get_embedder, normalized_key, resolve_model
 
     fconfig = replace(config, backend="onnx-fp32", **({"cache_dir": str(cache_dir)} if cache_dir else {}))
     factory, arg = resolve_model(fconfig.model)
@@ -133,7 +131,7 @@ def reencode(corpus, index: np.ndarray, config, cache_dir: str | None, use_cache
             if emb is None:
                 emb = get_embedder(fconfig, factory, arg)
             want = sel[np.isin(rows, missing)]
-            got = fetch_texts(corpus, want)
+            got = texts(want)
             order = np.argsort(corpus.rows[want], kind="stable")
             want = want[order]
             txt = [got.get(int(g), "") for g in want]
@@ -161,6 +159,7 @@ def reencode(corpus, index: np.ndarray, config, cache_dir: str | None, use_cache
 
 
 def refined_search(c, corpus, x: np.ndarray, lowest: float, search_fn: Callable, stats: dict,
+                   texts: Callable[[np.ndarray], dict[int, str]], rewrite: Callable[[str, str], bool],
                    ) -> tuple[np.ndarray, object]:
     """The semantic stage's neighbour search, with near-boundary refinement under ``--backend onnx``.
 
@@ -171,6 +170,8 @@ def refined_search(c, corpus, x: np.ndarray, lowest: float, search_fn: Callable,
         lowest: the lowest cosine any decision looks at.
         search_fn: ``search_fn(x, threshold)`` -> :class:`~dedupkit.neighbours.Neighbours`.
         stats: the stage's stats; ``stats["refine"]`` is set when refinement runs.
+        texts: ``texts(index)``: the texts of documents (global indices), read back from the shards.
+        rewrite: the stage's rewrite rule on two texts (:func:`dedupkit.stages.semantic.rewrite_ok`).
 
     Returns:
         ``(x, nb)``: the embeddings (refined rows replaced by float ones) and their neighbours;
@@ -178,17 +179,15 @@ def refined_search(c, corpus, x: np.ndarray, lowest: float, search_fn: Callable,
     """
     if not len(x) or not wants_refine(c.embed):
         return x, search_fn(x, lowest)
-    from dedupkit.stages.semantic import fetch_texts
-
     t0 = time.perf_counter()
     nb = search_fn(x, lowest - INT8_PAIR_ERROR)
     band = [1.0 - e for e in c.eps if c.rewrite_eps > e]
     redo = uncertain_docs(nb, [1.0 - e for e in c.eps], 1.0 - c.rewrite_eps if band else None,
-                          c.keep in RANKED_POLICIES, lambda idx: fetch_texts(corpus, idx))
+                          c.keep in RANKED_POLICIES, texts, rewrite)
     t1 = time.perf_counter()
     if len(redo):
         x = x.copy()
-        x[redo] = reencode(corpus, redo, c.embed, c.cache_dir, c.use_cache, c.embed_normalize)
+        x[redo] = reencode(corpus, redo, texts, c.embed, c.cache_dir, c.use_cache, c.embed_normalize)
     t2 = time.perf_counter()
     nb = search_fn(x, lowest)
     stats["refine"] = {"docs": int(len(redo)), "share": round(len(redo) / len(x), 4),
