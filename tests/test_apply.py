@@ -125,7 +125,7 @@ def test_apply_on_the_local_engine_writes_the_same_bytes(tmp_path):
     assert one.summary == two.summary and one.summary["spans"] > 0 and 0 < one.summary["kept"] < one.summary["rows"]
     assert {s["output"] for s in one.summary["shards"]} >= {"a.parquet", "sub/b.jsonl", "c.jsonl.gz", "g.csv"}
     for s in one.summary["shards"]:  # each file's record: its size and checksum
-        assert s["bytes"] == len(files[s["output"]]) and s["checksum"].startswith("xxh3_128:")
+        assert s["output_bytes"] == len(files[s["output"]]) and s["output_checksum"].startswith("xxh3_128:")
 
 
 def test_apply_on_the_local_engine_refuses_a_changed_shard_or_part_and_writes_nothing(tmp_path):

@@ -153,7 +153,7 @@ def apply_shard(task: ApplyTask, masks: Sequence[np.ndarray] | None = None) -> d
     keep flags when the caller holds them (in-process apply); else they are read from the parts.
 
     Returns:
-        ``{"record": {name, output, rows, kept, bytes, checksum}, "spans": n or None}``.
+        ``{"record": {name, output, rows, kept, output_bytes, output_checksum}, "spans": n or None}``.
     """
     shard = task.shard
     fp = fingerprint(shard.path)
@@ -180,7 +180,7 @@ def apply_shard(task: ApplyTask, masks: Sequence[np.ndarray] | None = None) -> d
         else:
             kept = _write_table(shard, mask, dest, task.batch_size, spans, task.text_column)
         record = {"name": shard.name, "output": str(Path(task.output)), "rows": int(len(mask)), "kept": kept,
-                  "bytes": dest.stat().st_size, "checksum": fingerprint(str(dest))}
+                  "output_bytes": dest.stat().st_size, "output_checksum": fingerprint(str(dest))}
         if task.upload:
             from dedupkit.io import fs
 
@@ -388,7 +388,7 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     column (and the Parquet schema) stays as it was, and the spans of several manifests are merged.
     Parquet keeps its schema and every column; JSONL lines are copied byte for byte (and
     recompressed the same way). The output folder appears only when every shard is written, with
-    ``_dedupkit_apply.json`` (rows, kept rows, bytes and checksum of every output file).
+    ``_dedupkit_apply.json`` (rows, kept rows, size and checksum of every output file).
 
     With ``--workers 1`` on the local engine everything runs in this process. Otherwise (``workers``
     above 1, or ``engine="ray"``) the driver only plans: engine tasks check the manifests' parts

@@ -1,4 +1,4 @@
-"""A driver that touches no rows: fuzzy on a distributed engine (``--engine ray``), end to end.
+"""A driver that touches no rows: exact and fuzzy on a distributed engine (``--engine ray``).
 
 On the local engine the driver process holds per-document arrays (rows, lengths, ids, the
 decisions) and writes every manifest part: ~200 bytes a document. On a distributed engine this
@@ -19,10 +19,21 @@ tasks that read and write files under ``OUT/.work`` and ``OUT/.manifest.tmp``:
 6. one manifest task per shard: its rows, ids, decisions, the doc ids of the centres its dropped
    rows point to (read from those centres' scan tables), cluster ids, reasons; it writes the part.
 
-The manifest is the local engine's, byte for byte (tests/engine/test_driver.py). Used when the
-engine is distributed and the stage is fuzzy with ``cluster = "centre"``, ``keep = "first"`` and no
-``--skip`` (a keep policy that ranks by length or a column needs a global sort, which is not
-spread yet; those runs take the classic path).
+Exact replaces steps 3-5 with two: each scan task's (hash, global index) rows scattered by hash
+partition (:func:`hash_split_task`), and one task per partition that keeps the smallest index of
+each hash and writes the same decision rows by shard (:func:`hash_group_task`); step 6 is shared.
+
+The manifest is the local engine's, byte for byte (tests/engine/test_driver.py). What runs here
+(:func:`eligible`), on a distributed engine:
+
+- exact with ``keep = "first"``, no ``--keep-by``, no ``--skip``;
+- fuzzy with ``cluster = "centre"``, ``keep = "first"``, no ``--keep-by``, no ``--skip``.
+
+Everything else takes the classic path, where the driver holds per-document arrays: another keep
+policy ranks every document by a global priority (a global sort, not spread yet); ``--skip`` reads
+the earlier stages' dropped rows on the driver; semantic needs one neighbour index over every
+embedding; substring one suffix array over the whole corpus. ``apply`` on an engine is in
+:mod:`dedupkit.apply` (one task per shard).
 """
 
 from __future__ import annotations
