@@ -476,6 +476,17 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 # -- per-shard cache ---------------------------------------------------------------------------
 
 
+def merge_rows(cached: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray,
+               new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's cached ``(rows, embeddings)`` with newly embedded ``rows`` added, sorted by row."""
+    if not cached:
+        return rows, new
+    all_rows = np.concatenate([cached[0], rows])
+    all_emb = np.concatenate([np.asarray(cached[1]), new])
+    order = np.argsort(all_rows, kind="stable")
+    return all_rows[order], all_emb[order]
+
+
 def normalized_key(key: str | None, text_normalize: str) -> str | None:
     """The cache key of embeddings of normalized text (``none`` keeps the embedder's own key)."""
     return key if key is None or text_normalize == "none" else f"{key}:text={text_normalize}"

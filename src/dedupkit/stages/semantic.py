@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 
 from dedupkit.engine.base import report_progress
 from dedupkit.embed import (
-    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, normalized_key, passive_openmp, resolve_model,
+    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, merge_rows, normalized_key, passive_openmp,
+    resolve_model,
 )
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
@@ -264,13 +265,7 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
         encode_s = time.perf_counter() - t_enc
         new = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
         computed = len(rows)
-        if cached:
-            all_rows = np.concatenate([have_rows, rows])
-            all_emb = np.concatenate([np.asarray(cached[1]), new])
-            order = np.argsort(all_rows, kind="stable")
-            all_rows, all_emb = all_rows[order], all_emb[order]
-        else:
-            all_rows, all_emb = rows, new
+        all_rows, all_emb = merge_rows(cached, rows, new)
         if cache:
             cache.save(task.fingerprint, all_rows, all_emb)
     else:

@@ -110,7 +110,7 @@ def reencode(corpus, index: np.ndarray, texts: Callable[[np.ndarray], dict[int, 
              cache_dir: str | None, use_cache: bool, text_normalize: str = "none") -> np.ndarray:
     """Float (``onnx-fp32``) embeddings of the documents ``index`` (global indices), through that
     backend's embedding cache (its own key: int8 and float vectors never share a cache entry)."""
-    from dedupkit.embed import EmbeddingCache, get_embedder, normalized_key, resolve_model
+    from dedupkit.embed import EmbeddingCache, get_embedder, merge_rows, normalized_key, resolve_model
 
     fconfig = replace(config, backend="onnx-fp32", **({"cache_dir": str(cache_dir)} if cache_dir else {}))
     factory, arg = resolve_model(fconfig.model)
@@ -141,15 +141,7 @@ def reencode(corpus, index: np.ndarray, texts: Callable[[np.ndarray], dict[int, 
                 txt = modernise(txt)
             missing = np.asarray(corpus.rows[want], np.int64)
             new = np.asarray(emb.encode(txt), np.float32)
-        if have is not None and new is not None:
-            all_rows = np.concatenate([have_rows, missing])
-            all_emb = np.concatenate([np.asarray(have), new])
-            o = np.argsort(all_rows, kind="stable")
-            all_rows, all_emb = all_rows[o], all_emb[o]
-        elif new is not None:
-            all_rows, all_emb = missing, new
-        else:
-            all_rows, all_emb = have_rows, np.asarray(have)
+        all_rows, all_emb = merge_rows(cached, missing, new) if new is not None else (have_rows, np.asarray(have))
         if cache and new is not None:
             cache.save(info.fingerprint, all_rows, all_emb)
         if out.shape[1] == 0:
