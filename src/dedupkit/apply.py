@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -435,6 +436,9 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     shards = discover(inputs, exclude=[str(out)] + roots)
     # local processes only pay off with two shards or more (one task would run here anyway)
     if (engine or "local") == "local" and min(workers, len(shards)) < 2:
+        local_engine = sys.modules.get("dedupkit.engine.local")
+        if local_engine is not None:
+            local_engine.discard_prestarted()  # workers the CLI started for --workers: not needed
         return _apply(shards, roots, out, overwrite, replaced, batch_size, None, None)
     from dedupkit.engine import get_engine, no_progress
 
