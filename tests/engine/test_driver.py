@@ -148,3 +148,21 @@ def test_rowless_exact_manifest_is_byte_identical(ray_session, corpus, tmp_path,
     _same_parts(local.out, on_ray.out)
     assert local.summary["counts"] == on_ray.summary["counts"]
     assert on_ray.summary["counts"]["bad_records"] == 2 and on_ray.summary["counts"]["duplicates"] >= 25
+
+
+def test_rowless_exact_with_empty_and_all_bad_shards(ray_session, tmp_path):
+    d = tmp_path / "d"
+    write_jsonl(d / "a.jsonl", [{"id": f"a{i}", "text": f"text {i % 3}"} for i in range(7)])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), d / "b.parquet")
+    write_jsonl(d / "c.jsonl", [{"id": "c0", "text": None}, {"id": "c1", "text": None}])
+    write_parquet(d / "e.parquet", [{"id": f"e{i}", "text": f"text {i % 4}"} for i in range(5)])
+    kw = dict(id_column="id", on_bad_record="skip")
+    local = api.exact([str(d)], str(tmp_path / "local"), **kw)
+    on_ray = api.exact([str(d)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    assert on_ray.summary["stats"]["global_step"]["mode"] == "rowless"
+    _same_parts(local.out, on_ray.out)
+    assert local.summary["counts"] == on_ray.summary["counts"]
+    assert local.summary["counts"]["bad_records"] == 2 and local.summary["counts"]["duplicates"] == 8
