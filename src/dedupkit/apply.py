@@ -393,11 +393,10 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
 
     On the local engine with ``workers`` 1 (or a single input shard) everything runs in this
     process. Otherwise (``workers`` above 1 and two shards or more, or ``engine="ray"``) the driver
-    only plans: engine tasks check the manifests' parts
-    (one task a part), then one task per input shard reads the shard and its keep flags and writes
-    the clean shard itself (to a remote ``out``, it uploads it there: :func:`apply_shard`); the
-    driver collects their small records and writes ``_dedupkit_apply.json`` last. The files are
-    the same bytes either way.
+    only plans: engine tasks check the manifests' parts (one task a part), then one task per input
+    shard reads the shard and its keep flags and writes the clean shard itself (to a remote
+    ``out``, it uploads it there: :func:`apply_shard`); the driver collects their small records
+    and writes ``_dedupkit_apply.json`` last. The files are the same bytes either way.
 
     Args:
         inputs: the shards the manifests were made from (files, folders, globs).
@@ -484,7 +483,8 @@ def _apply(shards: list[Shard], roots: list[str], out: Path, overwrite: bool, re
             tasks.append(ApplyTask(shard, name.replace(os.sep, "/"), tuple(sources), text_column, batch_size,
                                    str(tmp / name), upload_to))
         if engine is None:
-            results = [apply_shard(t, [opened[s.manifest].keep_mask(s.entry) for s in t.sources]) for t in tasks]
+            results = [apply_shard(t, [opened[d].keep_mask(src.entry) for (d, _), src in zip(summaries, t.sources)])
+                       for t in tasks]
         else:
             if upload_to:
                 from dedupkit.io import fs
