@@ -380,8 +380,9 @@ def _lock_dir(path: Path, out: Path) -> int:
 
 def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | os.PathLike,
                     overwrite: bool = False, batch_size: int = _S.ReadConfig.batch_size, *,
-                    engine: str | None = None, workers: int = 1, ray_address: str | None = None,
-                    progress: Any = None, upload_to: str | None = None) -> ApplyResult:
+                    engine: str | None = None, workers: int = _S.RunConfig.workers,
+                    ray_address: str | None = None, progress: Any = None,
+                    upload_to: str | None = None) -> ApplyResult:
     """Write the rows that every manifest keeps, one output shard per input shard.
 
     A row is dropped if any manifest drops it. Span manifests (``OUT/spans``, see
