@@ -213,3 +213,23 @@ def test_workers_and_server_exit_when_the_main_process_is_killed(tmp_path):
     for pid in left:
         os.kill(pid, 9)
     assert not left, "worker processes or their server kept running after the main process died"
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_workers_see_the_environment_of_the_engine_not_of_the_fork_server(monkeypatch):
+    """The fork server keeps the environment it started with; workers get the main process's
+    environment of when their pool started, as spawned ones did (credentials set since, say)."""
+    first = LocalEngine(workers=2)
+    try:
+        first.map(_pid, [1, 2])  # the fork server runs from here on
+    finally:
+        first.close()
+    monkeypatch.setenv("DEDUPKIT_TEST_LOCAL_ENV", "set-later")
+    engine = LocalEngine(workers=2)
+    try:
+        assert engine.map(_env, ["DEDUPKIT_TEST_LOCAL_ENV"] * 4) == ["set-later"] * 4
+    finally:
+        engine.close()

@@ -231,8 +231,10 @@ def _end_fork_server() -> None:
 def _new_pool(workers: int) -> tuple[ProcessPoolExecutor, Any]:
     ctx = _context()
     reports = ctx.Queue()
+    # this process's environment now, not the fork server's from when it started (credentials a
+    # library caller set since, for example), as a spawned worker would have it
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(os.getpid(), reports))
+                               initargs=(os.getpid(), reports, dict(os.environ)))
     return pool, reports
 
 
@@ -310,8 +312,12 @@ def _warm_up() -> None:
     importlib.import_module("dedupkit.scan")  # numpy, pyarrow, the readers
 
 
-def _init_worker(parent_pid: int, reports: Any = None) -> None:
+def _init_worker(parent_pid: int, reports: Any = None, environ: dict[str, str] | None = None) -> None:
     from dedupkit.fastart import skip_pandas_probe
+
+    if environ is not None and environ != os.environ:
+        os.environ.clear()
+        os.environ.update(environ)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since exec; keep it so
     skip_pandas_probe()  # 0.2 s less per worker (dedupkit.fastart)
