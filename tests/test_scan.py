@@ -234,31 +234,3 @@ def test_kept_text_copy_is_complete_or_absent(tmp_path):
         run_scan_task(task)
     assert not _text_path(task).exists()
     assert not [p.name for p in work2.iterdir() if ".tmp" in p.name]
-
-
-def test_exact_cuts_one_row_group_for_forked_workers_only(tmp_path, monkeypatch):
-    """exact's pieces of a row group whose pages can be read alone are at least
-    CHEAP_MIN_FORKED_PIECE_BYTES of text with --workers 2 where the local engine forks its workers
-    (starting one costs milliseconds), CHEAP_MIN_PIECE_BYTES with one worker (pieces only add
-    per-task costs there); the manifests are byte-identical."""
-    import multiprocessing
-
-    from dedupkit import scan
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        pytest.skip("no fork server on this platform: exact keeps CHEAP_MIN_PIECE_BYTES")
-    inp = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"text": _texts(900)}), inp, row_group_size=10_000, compression="zstd",
-                   write_batch_size=50, max_rows_per_page=100)
-    size = pq.ParquetFile(inp).metadata.row_group(0).total_byte_size
-    monkeypatch.setattr(scan, "CHEAP_MIN_FORKED_PIECE_BYTES", size // 3)
-    monkeypatch.setattr(scan, "MIN_PIECE_BYTES", 1)  # a piece per worker of this small file
-    shards = discover([str(inp)])
-    mapper = ExactStage().mapper()
-    assert len(plan_tasks(shards, ReadSpec(), mapper, "/nonexistent", "k", workers=1)) == 1
-    assert len(plan_tasks(shards, ReadSpec(), mapper, "/nonexistent", "k", workers=2)) == 2
-    whole = _run(ExactStage, inp, tmp_path / "whole")
-    split = _run(ExactStage, inp, tmp_path / "split", workers=2)
-    assert (whole.summary["timings"]["scan_tasks"], split.summary["timings"]["scan_tasks"]) == (1, 2)
-    assert split.summary["counts"]["dropped"] > 0
-    assert _manifest_bytes(split.out) == _manifest_bytes(whole.out)

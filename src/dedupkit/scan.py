@@ -39,14 +39,11 @@ SPLIT_ROWS = 1_000_000
 SPLIT_BYTES = 256 * 2**20
 MERGE_BYTES = 32 * 2**20
 MIN_PIECE_BYTES = 4 * 2**20
-# A stage whose scan costs less than decoding (``decode_weight >= 1``: exact, ~500 MB of text a CPU
-# second) gains from a second worker only when each piece outweighs starting a worker process: its
-# row groups are cut into pieces of at least CHEAP_MIN_PIECE_BYTES of text (a spawned worker imports
-# Python, numpy and pyarrow, ~0.3 CPU s; and with one worker, pieces only add per-task costs), or
-# CHEAP_MIN_FORKED_PIECE_BYTES where the local engine forks its workers from a fork server that has
-# imported them already (milliseconds; dedupkit.engine.local), so a smaller input stays one task.
+# A stage whose scan costs less than decoding (``decode_weight >= 1``: exact, ~350 MB of text a CPU
+# second) gains from a second worker only when each piece outweighs starting a worker process
+# (~0.3 CPU s of imports): its row groups are cut into pieces of at least this much text, so a
+# smaller input stays one task, run in the calling process.
 CHEAP_MIN_PIECE_BYTES = 512 * 2**20
-CHEAP_MIN_FORKED_PIECE_BYTES = 64 * 2**20
 # Decoding a Parquet row against a stage's work on it, for cutting one row group into tasks of
 # equal cost; a Mapper may say its own (``decode_weight``: fuzzy's MinHash work is ~7x the decode,
 # exact's hashing less than the decode).
@@ -114,7 +111,7 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
             weight = getattr(mapper, "decode_weight", DECODE_WEIGHT) if shard.format == "parquet" else 0.0
             pages = _page_starts(shard, groups[si], spec.text_column, target, split_rows) \
                 if shard.format == "parquet" else None
-            pieces = _row_pieces(groups[si], target, split_rows, weight, pages, _cheap_min_piece(workers))
+            pieces = _row_pieces(groups[si], target, split_rows, weight, pages)
         elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
             pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
@@ -132,16 +129,6 @@ def task_rows(task: ScanTask) -> int | None:
     if task.piece is not None:
         return task.piece.stop - task.piece.start
     return 0 if task.shard.size == 0 else None
-
-
-def _cheap_min_piece(workers: int) -> int:
-    """The least text a piece of a cheap stage's row group holds (see CHEAP_MIN_PIECE_BYTES)."""
-    if workers > 1:
-        import multiprocessing
-
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            return min(CHEAP_MIN_PIECE_BYTES, CHEAP_MIN_FORKED_PIECE_BYTES)
-    return CHEAP_MIN_PIECE_BYTES
 
 
 def _parquet_metadata(shard: Shard):
@@ -225,13 +212,12 @@ def _cuts(k: int, r: float) -> list[float]:
 
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
-                decode_weight: float = 0.0, pages: list[list[int] | None] | None = None,
-                cheap_min: int = CHEAP_MIN_PIECE_BYTES) -> list[Piece]:
+                decode_weight: float = 0.0, pages: list[list[int] | None] | None = None) -> list[Piece]:
     """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut.
 
     ``pages[g]``: the first rows of group ``g``'s data pages when a range of it is read from its
     own pages alone (:mod:`dedupkit.io.pqpages`): such a group is cut into equal ranges of about
-    ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least ``cheap_min``),
+    ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least CHEAP_MIN_PIECE_BYTES),
     each cut moved to the nearest page start (no page decoded twice).
 
     Otherwise a range's reader decodes the group from its start, so the cuts follow :func:`_cuts`,
@@ -245,7 +231,7 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
     merged_rows = merged_bytes = 0
     for g, (rows, nbytes) in enumerate(groups):
         starts = pages[g] if pages is not None else None
-        cut_target = target if decode_weight < 1 else (max(target, cheap_min) if starts else 2**62)
+        cut_target = target if decode_weight < 1 else (max(target, CHEAP_MIN_PIECE_BYTES) if starts else 2**62)
         if merged_rows and (merged_bytes + nbytes > min(target, MERGE_BYTES) or merged_rows + rows > split_rows):
             pieces.append(Piece(start, start + merged_rows))
             start += merged_rows
