@@ -3,6 +3,8 @@ run (same manifest as one worker) and stopped cleanly when the command fails bef
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -68,3 +70,38 @@ def test_an_error_raised_while_a_ctrl_c_unwinds_is_reported_as_the_interrupt():
     assert "I/O error" not in r.output
     r = CliRunner().invoke(failing(False), [])
     assert r.exit_code == OutputError("x").exit_code and "Error: I/O error while writing out" in r.output
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_run_on_a_prestarted_ray_instance_keeps_it_for_every_stage(tmp_path):
+    """``run --engine ray`` opens one engine per stage on the instance the CLI prestarted: it must
+    not stop with the first stage's engine (other commands stop it with their one engine)."""
+    pytest.importorskip("ray")
+    inp = tmp_path / "docs.parquet"
+    rng = np.random.default_rng(8)
+    vocab = np.array([f"w{i}" for i in range(800)])
+    texts = [" ".join(rng.choice(vocab, 60)) for _ in range(300)]
+    texts += texts[:30] + [t.replace(t.split()[3], "changed", 1) for t in texts[30:60]]
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(len(texts))], "text": texts}), inp)
+    args = ["run", str(inp), "--stages", "exact,fuzzy", "--id-column", "id", "-q"]
+    local = run_subprocess(*args, "-o", str(tmp_path / "local"))
+    assert local.returncode == 0, local.stderr
+    import shutil
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="dk-ray-", dir="/tmp")  # short: Ray's socket paths live there
+    try:
+        on_ray = run_subprocess(*args, "-o", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2",
+                                env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp})
+        assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+        sessions = list(Path(ray_tmp).glob("ray/session_2*")) or list(Path(ray_tmp).glob("session_2*"))
+        assert len(sessions) == 1, sessions  # one instance for both stages, not one per stage
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    for part in ("manifest", "01-exact/manifest", "02-fuzzy/manifest"):
+        a = pq.read_table(tmp_path / "local" / part).sort_by("doc_id")
+        b = pq.read_table(tmp_path / "ray" / part).sort_by("doc_id")
+        assert a.equals(b), part
+    dropped = pq.read_table(tmp_path / "ray" / "manifest").column("keep").to_pylist().count(False)
+    assert dropped >= 60  # 30 copies and 30 near copies

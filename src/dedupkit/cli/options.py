@@ -175,8 +175,9 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
         click.echo(count_line(summary.get("stage", "run"), stage_counts(summary), note), err=True)
 
 
-# Stage commands: one engine each (``run`` has one per stage, all on the same Ray instance).
-_ONE_ENGINE = frozenset({"exact", "fuzzy", "semantic", "substring", "decontaminate"})
+# Commands that open one engine after another on the same Ray instance (``run``: one per stage);
+# every other command that takes --engine opens one engine, and the instance stops with it.
+_SEVERAL_ENGINES = frozenset({"run"})
 
 
 def _prestart_workers(kwargs: dict[str, Any]) -> None:
@@ -208,7 +209,7 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     if ray:  # the local Ray instance starts (seconds) while the command plans (dedupkit.engine.ray)
         from dedupkit.engine import ray as engine_ray
 
-        one_engine = command is not None and command.info_name in _ONE_ENGINE
+        one_engine = command is not None and command.info_name not in _SEVERAL_ENGINES
         return engine_ray.prestart(workers, stop_with_engine=one_engine)
     from dedupkit.engine.local import prestart
 
