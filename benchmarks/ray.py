@@ -27,6 +27,8 @@ Usage:
     python /work/shared/bench/make_corpus.py --n 1000000 --seed 42 --min-words 30 --max-words 60 --out /tmp/c1m
     python benchmarks/ray.py --corpus /tmp/c1m/docs.parquet --work /tmp/raybench \
         --driver-series 200000,1000000 --bucket-partitions 1,4,16 --json-out benchmarks/results/ray_driver.json
+    python benchmarks/ray.py --corpus /tmp/c1m/docs.parquet --stage exact --driver-series 200000,1000000 \
+        --json-out benchmarks/results/ray_driver_exact.json
 """
 
 from __future__ import annotations
@@ -295,7 +297,7 @@ def main() -> None:
                     help="time every engine.map step of each run (benchmarks/_ray_steps.py) and print where "
                          "each configuration's wall time goes (its last run)")
     ap.add_argument("--driver-series", default=None,
-                    help="document counts (e.g. 200000,1000000): the first N documents of --corpus, fuzzy "
+                    help="document counts (e.g. 200000,1000000): the first N documents of --corpus, --stage "
                          "on Ray at --series-workers workers, once per count: the driver's peak RSS "
                          "(keep first: the driver touches no rows; keep longest: the classic driver)")
     ap.add_argument("--series-workers", type=int, default=2)
@@ -399,16 +401,18 @@ def series(args) -> None:
             files, n = reshard(Path(args.corpus), args.shards, work / f"shards-{n}", limit=n)
             for keep in args.series_keeps.split(","):
                 out = work / f"series-{n}-{keep}"
-                cmd = [sys.executable, "-m", "dedupkit", "fuzzy", *files, "-o", str(out), "--id-column", "id",
+                cmd = [sys.executable, "-m", "dedupkit", args.stage, *files, "-o", str(out), "--id-column", "id",
                        "--workers", str(args.series_workers), "--engine", "ray", "--keep", keep, "--quiet",
                        "--json", "--overwrite"]
                 res = run_once(cmd, out)
                 g = res["summary"]["stats"].get("global_step", {})
-                rows.append({"docs": n, "keep": keep, "driver": g.get("mode"), "wall_s": round(res["wall_s"], 1),
+                rows.append({"stage": args.stage, "docs": n, "keep": keep, "driver": g.get("mode") or "classic",
+                             "wall_s": round(res["wall_s"], 1),
                              "peak_driver_mib": round(res["peak_driver_mib"]), "peak_tree_mib": round(res["peak_tree_mib"]),
                              "peak_worker_mib": round(res["peak_worker_mib"]),
                              "dropped": res["summary"]["counts"]["dropped"]})
-                print(f"series: {n} docs, keep {keep}: {res['wall_s']:.1f} s, driver {res['peak_driver_mib']:.0f} MiB",
+                print(f"series: {args.stage}, {n} docs, keep {keep}: {res['wall_s']:.1f} s, "
+                      f"driver {res['peak_driver_mib']:.0f} MiB",
                       file=sys.stderr, flush=True)
                 shutil.rmtree(out, ignore_errors=True)
         print(table(["docs", "keep", "driver path", "wall s", "peak driver MiB", "peak worker MiB", "peak tree MiB",

@@ -31,6 +31,7 @@ from dedupkit.stages.builders import decontaminate_config, keep_policy, make_sta
 
 if TYPE_CHECKING:  # apply pulls in pyarrow.dataset; stage runs do not need it
     from dedupkit.apply import ApplyResult
+    from dedupkit.engine import ProgressFactory
     from dedupkit.io.read import ReadSpec
     from dedupkit.pipeline import PipelineResult
 
@@ -271,11 +272,15 @@ def audit(inputs: Sequence[str], config: AuditConfig | None = None, *, read: Rea
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: bool = False) -> ApplyResult:
-    """Write the rows every manifest keeps. See :func:`dedupkit.apply.apply_manifests`."""
+def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: bool = False, *,
+          workers: int = 1, engine: str | None = None, ray_address: str | None = None,
+          progress: ProgressFactory | None = None) -> ApplyResult:
+    """Write the rows every manifest keeps (``workers``/``engine``: one task per shard). See
+    :func:`dedupkit.apply.apply_manifests`."""
     from dedupkit.apply import apply_manifests
 
-    return apply_manifests([str(i) for i in inputs], [str(m) for m in manifests], str(out), overwrite=overwrite)
+    return apply_manifests([str(i) for i in inputs], [str(m) for m in manifests], str(out), overwrite=overwrite,
+                           workers=workers, engine=engine, ray_address=ray_address, progress=progress)
 
 
 def report(out: str | os.PathLike, html_path: str | os.PathLike, config: ReportConfig | None = None, *,

@@ -6,9 +6,10 @@ import gzip
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Sequence
+from typing import IO, Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,7 @@ from dedupkit.io.fs import parquet_source
 from dedupkit.io.read import open_text_stream
 from dedupkit.io.shards import Shard, discover, fingerprint
 from dedupkit.manifest import Manifest, open_manifest, output_root
+from dedupkit.manifest.read import keep_flags
 from dedupkit.outdir import swap_folder
 from dedupkit.spans import cut_array, merge_spans, read_spans, span_dirs
 from dedupkit.ownership import check_creatable, check_separate, made_dirs, remove_made_dirs, write_error
@@ -29,8 +31,15 @@ APPLY_SUMMARY = "_dedupkit_apply.json"
 
 @dataclass
 class ApplyResult:
+    """What ``apply`` wrote: the output folder and its record (``_dedupkit_apply.json``).
+
+    ``uploaded``: files (relative paths) that tasks wrote to a remote output themselves; the
+    publish step skips them (:func:`dedupkit.io.fs.remote_output`).
+    """
+
     out: Path
     summary: dict
+    uploaded: tuple[str, ...] = ()
 
 
 def _out_names(shards: Sequence[Shard]) -> list[str]:
@@ -63,11 +72,11 @@ def _out_names(shards: Sequence[Shard]) -> list[str]:
     return out
 
 
-def _entry_for(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) -> dict:
+def _entry_for(manifest: Manifest, shard: Shard, used: dict[str, str]) -> dict:
     """The summary's record of ``shard``: by its name, else by the same file (its real path).
 
     Never by fingerprint alone: two shards with the same bytes (a copy) would both take one
-    shard's decisions. The entry's fingerprint must then equal the file's.
+    shard's decisions. The entry's fingerprint must then equal the file's (:func:`_check_fingerprint`).
     """
     manifest_dir = str(manifest.root)
     entry = manifest.inputs.get(shard.name)  # a dict: a scan of the list per shard was quadratic
@@ -82,11 +91,6 @@ def _entry_for(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) 
             f"{shard.name} is not in manifest {manifest_dir} (it was made from other shards); "
             "run the stage over this input first, or name the input as it was named then"
         )
-    if entry.get("fingerprint") != fp:
-        raise ManifestError(
-            f"{shard.name} changed since manifest {manifest_dir} was made (fingerprint "
-            f"{entry.get('fingerprint')} recorded, {fp} now); rerun the stage on the current data"
-        )
     other = used.setdefault(entry["name"], shard.name)
     if other != shard.name:
         raise ManifestError(f"inputs {other} and {shard.name} are both shard {entry['name']} of manifest "
@@ -94,27 +98,97 @@ def _entry_for(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) 
     return entry
 
 
-def _keep_mask(manifest: Manifest, shard: Shard, fp: str, used: dict[str, str]) -> np.ndarray:
-    """The keep flags ``manifest`` records for ``shard`` (checked when the manifest was opened).
+@dataclass(frozen=True)
+class KeepSource:
+    """What one manifest says about one shard, for :func:`apply_shard`: the manifest's folder, the
+    shard's name and fingerprint there, the parts holding its rows, its row count and the span
+    folders that cut it (none for a keep/drop manifest)."""
 
-    Nothing is re-read: :func:`~dedupkit.manifest.open_manifest` read each part once and kept its
-    keep flags, so apply's time grows with the rows, not with rows x shards (it used to scan the
-    whole manifest for every shard).
-    """
-    entry = _entry_for(manifest, shard, fp, used)
-    return manifest.keep_mask(entry["name"])
+    manifest: str
+    entry: str
+    fingerprint: str | None
+    parts: tuple[str, ...]
+    rows: int
+    span_dirs: tuple[str, ...]
 
 
-def _shard_spans(manifest_dir: str, summary: dict, shard: Shard, fp: str):
-    """(row, start, end) of the spans a span manifest (or a run's span stages) cuts from ``shard``,
-    or None if it has none."""
-    dirs = span_dirs(manifest_dir, summary)
-    if not dirs:
+def _check_fingerprint(src: KeepSource, shard: Shard, fp: str) -> None:
+    if src.fingerprint != fp:
+        raise ManifestError(
+            f"{shard.name} changed since manifest {src.manifest} was made (fingerprint "
+            f"{src.fingerprint} recorded, {fp} now); rerun the stage on the current data"
+        )
+
+
+def _shard_spans(src: KeepSource):
+    """(row, start, end) of the spans a span manifest (or a run's span stages) cuts from the
+    shard, or None if it has none."""
+    if not src.span_dirs:
         return None
-    entries = {s["name"]: s for s in summary.get("inputs", [])}
-    entry = entries.get(shard.name) or next(s for s in summary.get("inputs", []) if s.get("fingerprint") == fp)
-    tables = [read_spans(d, shard=entry["name"], columns=["row", "start", "end"]) for d in dirs]
+    tables = [read_spans(d, shard=src.entry, columns=["row", "start", "end"]) for d in src.span_dirs]
     return tuple(np.concatenate([t.column(c).to_numpy() for t in tables]) for c in ("row", "start", "end"))
+
+
+@dataclass(frozen=True)
+class ApplyTask:
+    """One input shard to write clean (:func:`apply_shard`).
+
+    ``dest``: the output file (in apply's temporary folder); ``upload``: a remote output folder
+    the task writes its file to itself instead (at ``output``, a '/'-separated relative path).
+    """
+
+    shard: Shard
+    output: str
+    sources: tuple[KeepSource, ...]
+    text_column: str | None
+    batch_size: int
+    dest: str
+    upload: str | None = None
+
+
+def apply_shard(task: ApplyTask, masks: Sequence[np.ndarray] | None = None) -> dict:
+    """Write one shard's kept rows (spans cut) in its own format; its record and its span count.
+
+    The shard's fingerprint is checked against every manifest first. ``masks``: the manifests'
+    keep flags when the caller holds them (in-process apply); else they are read from the parts.
+
+    Returns:
+        ``{"record": {name, output, rows, kept, output_bytes, output_checksum}, "spans": n or None}``.
+    """
+    shard = task.shard
+    fp = fingerprint(shard.path)
+    for src in task.sources:
+        _check_fingerprint(src, shard, fp)
+    mask = None
+    cuts = []
+    for k, src in enumerate(task.sources):
+        m = masks[k] if masks is not None else keep_flags(src.parts, src.entry, src.rows)
+        mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
+        c = _shard_spans(src)
+        if c is not None:
+            cuts.append(c)
+    spans = None
+    if cuts:  # spans of several manifests: cut their union
+        spans = merge_spans(*(np.concatenate([c[i] for c in cuts]) for i in range(3)))
+    scratch = tempfile.mkdtemp(prefix="dedupkit-apply-") if task.upload else None
+    try:
+        # a task that uploads writes beside itself: on a cluster, the driver's folder is not here
+        dest = Path(scratch) / os.path.basename(task.output) if scratch else Path(task.dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if shard.format == "jsonl":
+            kept = _write_jsonl(shard, mask, dest, spans=spans, text_column=task.text_column)
+        else:
+            kept = _write_table(shard, mask, dest, task.batch_size, spans, task.text_column)
+        record = {"name": shard.name, "output": str(Path(task.output)), "rows": int(len(mask)), "kept": kept,
+                  "output_bytes": dest.stat().st_size, "output_checksum": fingerprint(str(dest))}
+        if task.upload:
+            from dedupkit.io import fs
+
+            fs.RemoteFolder(task.upload).upload(dest, task.output)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return {"record": record, "spans": int(len(spans[0])) if spans is not None else None}
 
 
 def _read_config(summary: dict) -> dict:
@@ -226,6 +300,7 @@ def _dataset_files(shard: Shard, dest: Path, tmp: Path) -> list[str]:
     for name in (HF_STATE, "dataset_info.json"):
         src, out = Path(folder) / name, dest.parent / name
         if src.is_file() and not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)  # (a task that uploads wrote its file elsewhere)
             shutil.copyfile(src, out)
             copied.append(str(out.relative_to(tmp)))
     return copied
@@ -303,38 +378,74 @@ def _lock_dir(path: Path, out: Path) -> int:
 
 
 def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | os.PathLike,
-                    overwrite: bool = False, batch_size: int = _S.ReadConfig.batch_size) -> ApplyResult:
+                    overwrite: bool = False, batch_size: int = _S.ReadConfig.batch_size, *,
+                    engine: str | None = None, workers: int = 1, ray_address: str | None = None,
+                    progress: Any = None, upload_to: str | None = None) -> ApplyResult:
     """Write the rows that every manifest keeps, one output shard per input shard.
 
     A row is dropped if any manifest drops it. Span manifests (``OUT/spans``, see
     :mod:`dedupkit.spans`) cut their spans out of the text column of the kept rows; every other
-    column (and the Parquet schema) stays as it was, and the spans of several manifests are merged. Parquet keeps its schema and every column; JSONL
-    lines are copied byte for byte (and recompressed the same way). The output folder appears only
-    when every shard is written.
+    column (and the Parquet schema) stays as it was, and the spans of several manifests are merged.
+    Parquet keeps its schema and every column; JSONL lines are copied byte for byte (and
+    recompressed the same way). The output folder appears only when every shard is written, with
+    ``_dedupkit_apply.json`` (rows, kept rows, size and checksum of every output file).
+
+    With ``--workers 1`` on the local engine everything runs in this process. Otherwise (``workers``
+    above 1, or ``engine="ray"``) the driver only plans: engine tasks check the manifests' parts
+    (one task a part), then one task per input shard reads the shard and its keep flags and writes
+    the clean shard itself (to a remote ``out``, it uploads it there: :func:`apply_shard`); the
+    driver collects their small records and writes ``_dedupkit_apply.json`` last. The files are
+    the same bytes either way.
 
     Args:
         inputs: the shards the manifests were made from (files, folders, globs).
         manifests: stage output folders (``OUT`` or ``OUT/manifest``).
-        out: the clean corpus folder.
+        out: the clean corpus folder (a path or a store URL, ``s3://...``).
         overwrite: replace an existing ``out``.
+        batch_size: rows per batch read from table shards.
+        engine: ``local`` (default) or ``ray``.
+        workers: tasks that run at once.
+        ray_address: a Ray cluster (None: ``RAY_ADDRESS``, else a local instance).
+        progress: a progress-bar factory (:class:`dedupkit.engine.ProgressFactory`).
+        upload_to: set by the remote branch: the store folder engine tasks write to.
 
     Raises:
         ManifestError: a manifest is unfinished, does not cover a shard, or a shard changed.
         OutputError: ``out`` exists and ``overwrite`` is false.
+
+    Example:
+        >>> res = apply_manifests([str(data)], [str(tmp / "exact")], tmp / "clean", workers=2)  # doctest: +SKIP
+        >>> res.summary["kept"]  # doctest: +SKIP
+        3
     """
     if not manifests:
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
     from dedupkit.io import fs
 
+    spread = (engine or "local") != "local" or workers > 1
     if fs.is_remote(out):
-        # the clean corpus is written in a local staging folder, then uploaded with
-        # _dedupkit_apply.json last (never pulled back: apply is not reused)
+        # the clean corpus is written in a local staging folder (engine tasks upload their shards
+        # themselves), then _dedupkit_apply.json is uploaded last (never pulled back: not reused)
         return fs.remote_output(str(out), None, lambda local: apply_manifests(
-            inputs, manifests, local, overwrite=True, batch_size=batch_size), pull=False, overwrite=overwrite)
+            inputs, manifests, local, overwrite=True, batch_size=batch_size, engine=engine, workers=workers,
+            ray_address=ray_address, progress=progress, upload_to=str(out) if spread else None),
+            pull=False, overwrite=overwrite)
     out = Path(fs.local(out))
     roots = [str(output_root(m)) for m in manifests]
     replaced = check_output(out, inputs, roots, overwrite)
-    opened = {d: open_manifest(d) for d in roots}  # the whole contract checked before any work
+    if not spread:
+        return _apply(inputs, roots, out, overwrite, replaced, batch_size, None, None)
+    from dedupkit.engine import get_engine, no_progress
+
+    with get_engine(engine or "local", workers, progress or no_progress, ray_address) as eng:
+        return _apply(inputs, roots, out, overwrite, replaced, batch_size, eng, upload_to)
+
+
+def _apply(inputs: Sequence[str], roots: list[str], out: Path, overwrite: bool, replaced, batch_size: int,
+           engine: Any, upload_to: str | None) -> ApplyResult:
+    """apply_manifests on a local ``out`` that :func:`check_output` accepted; ``engine``: see there."""
+    # the whole contract checked before any work (by engine tasks, one a part, when spread)
+    opened = {d: open_manifest(d, engine=engine) for d in roots}
     summaries = [(d, m.summary) for d, m in opened.items()]
     used: dict[str, dict[str, str]] = {d: {} for d in roots}
     shards = discover(inputs, exclude=[str(out)] + roots)
@@ -343,7 +454,7 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     # is refused, and the leftovers of a killed apply are removed (not piled up) by the next one.
     tmp = out.with_name(f".{out.name}.dedupkit-apply")
     old = out.with_name(f".{out.name}.dedupkit-old")
-    report = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
+    report: dict[str, Any] = {"manifests": [d for d, _ in summaries], "shards": [], "rows": 0, "kept": 0}
     made = made_dirs(out.parent) if not out.parent.exists() else []
     try:
         lock = _lock_dir(tmp, out)
@@ -356,32 +467,32 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     try:
         for stale in tmp.iterdir():
             shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+        tasks = []
         for shard, name in zip(shards, _out_names(shards)):
-            fp = fingerprint(shard.path)
-            mask = None
-            cuts = []
+            sources = []
             for d, summary in summaries:
-                m = _keep_mask(opened[d], shard, fp, used[d])
-                mask = m if mask is None else (mask & m) if len(mask) == len(m) else _mismatch(shard)
-                c = _shard_spans(d, summary, shard, fp)
-                if c is not None:
-                    cuts.append(c)
-            spans = None
-            if cuts:  # spans of several manifests: cut their union
-                spans = merge_spans(*(np.concatenate([c[i] for c in cuts]) for i in range(3)))
-                report["spans"] = report.get("spans", 0) + int(len(spans[0]))
-            dest = tmp / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if shard.format == "jsonl":
-                kept = _write_jsonl(shard, mask, dest, spans=spans, text_column=text_column)
-            else:
-                kept = _write_table(shard, mask, dest, batch_size, spans, text_column)
-            for extra in _dataset_files(shard, dest, tmp):
+                m = opened[d]
+                entry = _entry_for(m, shard, used[d])["name"]
+                sources.append(KeepSource(str(m.root), entry, m.inputs[entry].get("fingerprint"),
+                                          tuple(m.parts_of(entry)), m.rows[entry], tuple(span_dirs(d, summary))))
+            tasks.append(ApplyTask(shard, name.replace(os.sep, "/"), tuple(sources), text_column, batch_size,
+                                   str(tmp / name), upload_to))
+        if engine is None:
+            results = [apply_shard(t, [opened[s.manifest].keep_mask(s.entry) for s in t.sources]) for t in tasks]
+        else:
+            if upload_to:
+                from dedupkit.io import fs
+
+                fs.RemoteFolder(upload_to).unfinish()  # before any new shard lands there
+            results = engine.map(apply_shard, tasks, desc="apply")
+        for task, res in zip(tasks, results):
+            if res["spans"] is not None:
+                report["spans"] = report.get("spans", 0) + res["spans"]
+            for extra in _dataset_files(task.shard, Path(task.dest), tmp):
                 report.setdefault("files", []).append(extra)
-            report["shards"].append({"name": shard.name, "output": str(dest.relative_to(tmp)),
-                                     "rows": int(len(mask)), "kept": kept})
-            report["rows"] += int(len(mask))
-            report["kept"] += kept
+            report["shards"].append(res["record"])
+            report["rows"] += res["record"]["rows"]
+            report["kept"] += res["record"]["kept"]
         (tmp / APPLY_SUMMARY).write_text(json.dumps(report, indent=2))
         if out.exists() or out.is_symlink():
             if _replaceable(out, overwrite) != replaced or replaced is None:
@@ -398,7 +509,8 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
         raise
     finally:
         os.close(lock)
-    return ApplyResult(out=out, summary=report)
+    uploaded = tuple(t.output for t in tasks) if upload_to else ()
+    return ApplyResult(out=out, summary=report, uploaded=uploaded)
 
 
 def _recorded(folder: Path) -> set[str] | None:

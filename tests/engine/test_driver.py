@@ -125,3 +125,28 @@ def test_bucket_bytes_read_per_task_fall_with_partitions(corpus, tmp_path, monke
     assert means[0] > means[1] > means[2] > 0
     # one band's keys of every document, 16 bytes each (key + index), split among the partitions
     assert seen[1]["max"] == 16 * 110  # 110 good documents
+
+
+@pytest.mark.parametrize("id_column", [None, "id"])
+def test_rowless_exact_manifest_is_byte_identical(ray_session, corpus, tmp_path, monkeypatch, id_column):
+    from dedupkit import runner, scan
+    from dedupkit.engine import driver
+
+    monkeypatch.setattr(driver, "HASHES_PER_PARTITION", 30)  # several hash partitions
+    kw = dict(id_column=id_column, on_bad_record="skip")
+    local = api.exact([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
+
+    class NoRows(scan.Corpus):
+        def __init__(self, *a, **k):
+            raise AssertionError("the driver built the per-document corpus")
+
+    monkeypatch.setattr(scan, "Corpus", NoRows)
+    monkeypatch.setattr(runner, "Corpus", NoRows)
+    with pytest.raises(AssertionError, match="per-document corpus"):  # other keep policies: the classic path
+        api.exact([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", keep="longest", **kw)
+    on_ray = api.exact([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    g = on_ray.summary["stats"]["global_step"]
+    assert g["mode"] == "rowless" and g["hash_partitions"] > 1
+    _same_parts(local.out, on_ray.out)
+    assert local.summary["counts"] == on_ray.summary["counts"]
+    assert on_ray.summary["counts"]["bad_records"] == 2 and on_ray.summary["counts"]["duplicates"] >= 25

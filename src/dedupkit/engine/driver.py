@@ -1,4 +1,4 @@
-"""A driver that touches no rows: fuzzy on a distributed engine (``--engine ray``), end to end.
+"""A driver that touches no rows: exact and fuzzy on a distributed engine (``--engine ray``).
 
 On the local engine the driver process holds per-document arrays (rows, lengths, ids, the
 decisions) and writes every manifest part: ~200 bytes a document. On a distributed engine this
@@ -19,10 +19,21 @@ tasks that read and write files under ``OUT/.work`` and ``OUT/.manifest.tmp``:
 6. one manifest task per shard: its rows, ids, decisions, the doc ids of the centres its dropped
    rows point to (read from those centres' scan tables), cluster ids, reasons; it writes the part.
 
-The manifest is the local engine's, byte for byte (tests/engine/test_driver.py). Used when the
-engine is distributed and the stage is fuzzy with ``cluster = "centre"``, ``keep = "first"`` and no
-``--skip`` (a keep policy that ranks by length or a column needs a global sort, which is not
-spread yet; those runs take the classic path).
+Exact replaces steps 3-5 with two: each scan task's (hash, global index) rows scattered by hash
+partition (:func:`hash_split_task`), and one task per partition that keeps the smallest index of
+each hash and writes the same decision rows by shard (:func:`hash_group_task`); step 6 is shared.
+
+The manifest is the local engine's, byte for byte (tests/engine/test_driver.py). What runs here
+(:func:`eligible`), on a distributed engine:
+
+- exact with ``keep = "first"``, no ``--keep-by``, no ``--skip``;
+- fuzzy with ``cluster = "centre"``, ``keep = "first"``, no ``--keep-by``, no ``--skip``.
+
+Everything else takes the classic path, where the driver holds per-document arrays: another keep
+policy ranks every document by a global priority (a global sort, not spread yet); ``--skip`` reads
+the earlier stages' dropped rows on the driver; semantic needs one neighbour index over every
+embedding; substring one suffix array over the whole corpus. ``apply`` on an engine is in
+:mod:`dedupkit.apply` (one task per shard).
 """
 
 from __future__ import annotations
@@ -41,12 +52,15 @@ CENTRE = np.int64(-1)
 
 def eligible(stage: Any, engine: Any, options: Any) -> bool:
     """True when :func:`run_rowless` can run this stage (see the module doc)."""
+    from dedupkit.stages.exact import ExactStage
     from dedupkit.stages.fuzzy import FuzzyStage
 
-    if not getattr(engine, "distributed", False) or not isinstance(stage, FuzzyStage):
+    if not getattr(engine, "distributed", False) or not isinstance(stage, (FuzzyStage, ExactStage)):
         return False
     pol = stage.config.policy
-    return stage.config.cluster == "centre" and pol.keep == "first" and not pol.keep_by and not options.skip
+    if isinstance(stage, FuzzyStage) and stage.config.cluster != "centre":
+        return False
+    return pol.keep == "first" and not pol.keep_by and not options.skip
 
 
 class LightCorpus:
@@ -284,6 +298,62 @@ def merge_task(task: MergeTask) -> int:
     return int(len(d))
 
 
+# --- exact: hash partitions -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HashSplitTask:
+    src: str  # a scan task's (n, 2) uint64 hash feature file
+    offset: int  # global index of its first document
+    prefix: str
+    nparts: int
+
+
+def hash_split_task(task: HashSplitTask) -> int:
+    """Write this scan task's (hash hi, hash lo, global index) rows by hash partition."""
+    from dedupkit.io.npy import load_npy
+
+    h = np.asarray(load_npy(task.src, mmap=False)).reshape(-1, 2).astype(np.uint64, copy=False)
+    rows = np.concatenate([h.view(np.int64), (np.arange(len(h), dtype=np.int64) + task.offset)[:, None]], 1)
+    part = (h[:, 0] % np.uint64(task.nparts)).astype(np.int64) if len(h) else np.zeros(0, np.int64)
+    for q in range(task.nparts):
+        graph._save(f"{task.prefix}-d{q:04d}.npy", rows[part == q])
+    return int(len(h))
+
+
+@dataclass(frozen=True)
+class HashGroupTask:
+    srcs: tuple[str, ...]  # (hi, lo, index) rows of this hash partition
+    prefix: str
+    shard_starts: tuple[int, ...]  # first global index of each shard, and the end
+    nshards: int
+
+
+def hash_group_task(task: HashGroupTask) -> dict:
+    """Equal hashes: keep first (the smallest global index); decision rows written by shard.
+
+    Row: (document, kept copy, payload, kept copy), the fuzzy centres' layout: the kept copy's own
+    row has payload ``CENTRE`` (score 1.0), a dropped copy's 0 (score 1.0, no measure).
+    """
+    e = [np.load(p).reshape(-1, 3) for p in task.srcs]
+    e = [x for x in e if len(x)]
+    e = np.concatenate(e) if e else np.zeros((0, 3), np.int64)
+    e = e[np.lexsort((e[:, 2], e[:, 1], e[:, 0]))]
+    start = np.r_[True, (e[1:, 0] != e[:-1, 0]) | (e[1:, 1] != e[:-1, 1])] if len(e) else np.zeros(0, bool)
+    group = np.cumsum(start) - 1
+    size = np.bincount(group)[group] if len(e) else np.zeros(0, np.int64)
+    member = size > 1
+    docs, keep_at = e[member, 2], e[start, 2][group[member]]
+    pay = np.where(docs == keep_at, CENTRE, np.int64(0))
+    rows = np.stack([docs, keep_at, pay, keep_at], 1)
+    shard = np.searchsorted(np.asarray(task.shard_starts), docs, side="right") - 1
+    for s in range(task.nshards):
+        graph._save(f"{task.prefix}-s{s:05d}.npy", rows[shard == s])
+    sizes = np.bincount(group[member]) if member.any() else np.zeros(0, np.int64)
+    sizes = sizes[sizes > 0]
+    return {"dropped": int(member.sum() - len(sizes)), "clusters": int(len(sizes)),
+            "largest": int(sizes.max()) if len(sizes) else 0}
+
+
 # --- manifest parts ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -298,6 +368,7 @@ class ManifestTask:
     lookup: Lookup
     out: str
     upload: str | None = None  # a remote output folder: the task uploads its part there itself
+    measures: bool = True  # fuzzy: payloads hold the score and the measure; exact: score 1.0, no measure
 
 
 def manifest_task(task: ManifestTask) -> dict:
@@ -331,8 +402,10 @@ def manifest_task(task: ManifestTask) -> dict:
     score[at[is_centre]] = 1.0
     dropped = ~is_centre
     keep[at[dropped]] = False
-    if dropped.any():
+    if dropped.any() and task.measures:
         score[at[dropped]], code[at[dropped]] = unpack_payload(d[dropped, 2])
+    elif dropped.any():
+        score[at[dropped]] = 1.0
     # doc id of each dropped row's centre (another shard's, possibly): null for kept rows
     order = np.argsort(at[dropped], kind="stable")
     drop_at = at[dropped][order]
@@ -340,15 +413,16 @@ def manifest_task(task: ManifestTask) -> dict:
     slot = np.full(n, -1, np.int64)
     slot[drop_at] = np.arange(len(drop_at))
     dup_of = centre_ids.take(pa.array(np.where(slot >= 0, slot, 0), mask=slot < 0)) if n else pa.array([], pa.string())
-    names = np.array(MEASURE_NAMES, dtype=object)
-    measure = pa.array(np.where(code >= 0, names[np.maximum(code, 0)], None), pa.string())
-    extra = {"measure": measure}
+    extra = {}
+    if task.measures:
+        names = np.array(MEASURE_NAMES, dtype=object)
+        extra["measure"] = pa.array(np.where(code >= 0, names[np.maximum(code, 0)], None), pa.string())
     reasons = drop_reasons(task.stage, keep, dup_of, score, extra, task.kind)
     info = task.info
     table = shard_table(
         shard=info.shard.name, n_rows=info.n_rows, stage=task.stage, active_rows=rows, doc_ids=doc_ids,
         keep=keep, cluster_id=cid, duplicate_of=dup_of, score=score, bad=info.bad_table(), bad_doc_ids=None,
-        prior=None, extra=extra, extra_types={"measure": pa.string()}, reason=reasons,
+        prior=None, extra=extra, extra_types={c: pa.string() for c in extra}, reason=reasons,
     )
     write_table_atomic(table, Path(task.out))
     record = part_record(task.out, table.num_rows)
@@ -373,39 +447,99 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
     its completion markers are deleted first, then every manifest task uploads its own part there
     (the driver never holds a part; publishing the staging folder skips them).
     """
-    import time
-
-    from dedupkit.errors import InputError
-    from dedupkit.stages.fuzzy import tasks as fz
-    from dedupkit.stages.fuzzy import partitioned as fp
+    from dedupkit.stages.exact import ExactStage
 
     work.mkdir(parents=True, exist_ok=True)
     tasks = corpus.tasks
-    n = len(corpus)
     tables = tuple(str(Path(t.workdir) / f"task-{t.index:05d}.arrow") for t in tasks)
     lookup = Lookup(tables, tuple(int(x) for x in corpus.task_offsets), tuple(t.shard_index for t in tasks),
                     tuple(s.shard.name for s in corpus.shards), tuple(int(x) for x in corpus.shard_offsets[:-1]),
                     bool(spec.id_column))
-    t0 = time.perf_counter()
-    if spec.id_column and n > 1:
-        q = graph.partitions_for(n, 8_000_000)
-        split = [IdSplitTask(tables[i], int(corpus.task_offsets[i]), str(work / f"ids-t{i:05d}"), q)
-                 for i in range(len(tasks))]
-        engine.map(id_split_task, split, desc="ids: partition")
-        dups = engine.map(id_check_task, [IdCheckTask(tuple(f"{s.prefix}-d{k:04d}.npy" for s in split), lookup)
-                                          for k in range(q)], desc="ids: check")
-        dup = next((x for x in dups if x), None)
-        if dup:
-            value = lookup.find(np.array(dup[:1])).to_pylist()[0]
-            rows = lookup.find(np.array(dup), "global_row")
-            places = []
-            for g in rows.tolist():
-                s = int(np.searchsorted(np.asarray(corpus.shard_offsets), g, side="right") - 1)
-                places.append(f"{corpus.shards[s].shard.name} row {g - int(corpus.shard_offsets[s])}")
-            raise InputError(f"id {value!r} in column {spec.id_column!r} occurs more than once "
-                             f"({' and '.join(places)}); ids must be unique: fix the data, or drop "
-                             "--id-column to use \"{shard}:{row}\" ids")
+    if spec.id_column and len(corpus) > 1:
+        _check_unique_ids(corpus, tables, lookup, work, engine, spec.id_column)
+    # first global index of each shard's documents (and the end): decision rows go to their shard
+    shard_starts = tuple(int(x) for x in np.searchsorted(
+        np.asarray([t.shard_index for t in tasks]), np.arange(len(corpus.shards) + 1), side="left"))
+    shard_first = tuple(int(corpus.task_offsets[min(i, len(tasks))]) for i in shard_starts)
+    exact = isinstance(stage, ExactStage)
+    decide = _exact_decisions if exact else _fuzzy_decisions
+    prefixes, cres, stats = decide(stage, corpus, work, engine, shard_first)
+    dropped = sum(r["dropped"] for r in cres)
+    n = len(corpus)
+    check_drop_rate(dropped + corpus.n_bad, n + corpus.n_bad)
 
+    if publish_to:
+        from dedupkit.io import fs
+
+        fs.RemoteFolder(publish_to).unfinish()  # before any new part lands there
+    mtasks = [ManifestTask(si, corpus.shards[si], stage.name, kind,
+                           tables[shard_starts[si]:shard_starts[si + 1]], shard_first[si],
+                           tuple(f"{p}-s{si:05d}.npy" for p in prefixes), lookup,
+                           str(tmp_manifest / f"part-{si:05d}.parquet"), publish_to, measures=not exact)
+              for si in range(len(corpus.shards))]
+    mres = engine.map(manifest_task, mtasks, desc=f"{stage.name}: manifest")
+    counts = {"active": n, "kept": sum(r["kept"] for r in mres), "clusters": sum(r["clusters"] for r in cres),
+              "largest_cluster": max((r["largest"] for r in cres), default=0)}
+    return counts, stats, [r["part"] for r in mres]
+
+
+def _check_unique_ids(corpus: LightCorpus, tables: tuple[str, ...], lookup: Lookup, work: Path, engine: Any,
+                      id_column: str) -> None:
+    """Refuse a duplicated ``--id-column`` value: ids hashed into partitions, one check each."""
+    from dedupkit.errors import InputError
+
+    q = graph.partitions_for(len(corpus), 8_000_000)
+    split = [IdSplitTask(tables[i], int(corpus.task_offsets[i]), str(work / f"ids-t{i:05d}"), q)
+             for i in range(len(corpus.tasks))]
+    engine.map(id_split_task, split, desc="ids: partition")
+    dups = engine.map(id_check_task, [IdCheckTask(tuple(f"{s.prefix}-d{k:04d}.npy" for s in split), lookup)
+                                      for k in range(q)], desc="ids: check")
+    dup = next((x for x in dups if x), None)
+    if dup:
+        value = lookup.find(np.array(dup[:1])).to_pylist()[0]
+        rows = lookup.find(np.array(dup), "global_row")
+        places = []
+        for g in rows.tolist():
+            s = int(np.searchsorted(np.asarray(corpus.shard_offsets), g, side="right") - 1)
+            places.append(f"{corpus.shards[s].shard.name} row {g - int(corpus.shard_offsets[s])}")
+        raise InputError(f"id {value!r} in column {id_column!r} occurs more than once "
+                         f"({' and '.join(places)}); ids must be unique: fix the data, or drop "
+                         "--id-column to use \"{shard}:{row}\" ids")
+
+
+#: Hash rows (24 bytes each) per exact partition task.
+HASHES_PER_PARTITION = 4_000_000
+
+
+def _exact_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any,
+                     shard_first: tuple[int, ...]) -> tuple[list[str], list[dict], dict]:
+    """Exact, keep first: hashes scattered by partition, one grouping task per partition."""
+    import time
+
+    t0 = time.perf_counter()
+    tasks = corpus.tasks
+    q = graph.partitions_for(len(corpus), HASHES_PER_PARTITION)
+    split = [HashSplitTask(str(Path(t.workdir) / f"task-{t.index:05d}.hash.npy"), int(corpus.task_offsets[i]),
+                           str(work / f"hashes-t{i:05d}"), q) for i, t in enumerate(tasks)]
+    engine.map(hash_split_task, split, desc="exact: partition hashes")
+    groups = [HashGroupTask(tuple(f"{s.prefix}-d{k:04d}.npy" for s in split), str(work / f"decisions-p{k:04d}"),
+                            shard_first, len(corpus.shards)) for k in range(q)]
+    cres = engine.map(hash_group_task, groups, desc="exact: group")
+    stats = {"global_step": {"mode": "rowless", "hash_partitions": q},
+             "timings": {"group_s": round(time.perf_counter() - t0, 3)}}
+    return [g.prefix for g in groups], cres, stats
+
+
+def _fuzzy_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any,
+                     shard_first: tuple[int, ...]) -> tuple[list[str], list[dict], dict]:
+    """Fuzzy: buckets -> candidates -> verification -> components -> greedy centres."""
+    import time
+
+    from dedupkit.stages.fuzzy import partitioned as fp
+    from dedupkit.stages.fuzzy import tasks as fz
+
+    n = len(corpus)
+    t0 = time.perf_counter()
     # buckets -> candidates -> verification: the stage's own partitioned tasks
     paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, "")
     n_empty, bres, cand, n_candidates = fp.candidate_pairs(stage, n, paths, btasks, work, engine)
@@ -414,10 +548,6 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
     t2 = time.perf_counter()
 
     # components (roots stay in files), root join, greedy centres -> decision rows by shard
-    shard_starts = tuple(int(x) for x in np.searchsorted(
-        np.asarray([t.shard_index for t in tasks]), np.arange(len(corpus.shards) + 1), side="left"))
-    shard_first = tuple(int(corpus.task_offsets[min(i, len(tasks))]) for i in shard_starts)
-    nsh = len(corpus.shards)
     cres: list[dict] = []
     cc = {"partitions": 0, "rounds": 0}
     centre_prefixes: list[str] = []
@@ -431,33 +561,19 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
                               str(work / f"joined-p{k:04d}"), q) for k in range(q)]
         engine.map(root_join_task, joins, desc="centres: join roots")
         centres = [CentreTask(tuple(f"{j.prefix}-d{k:04d}.npy" for j in joins), str(work / f"decisions-p{k:04d}"),
-                              shard_first, nsh) for k in range(q)]
+                              shard_first, len(corpus.shards)) for k in range(q)]
         cres = engine.map(centre_task, centres, desc="centres: greedy")
         centre_prefixes = [c.prefix for c in centres]
     t3 = time.perf_counter()
-    dropped = sum(r["dropped"] for r in cres)
-    check_drop_rate(dropped + corpus.n_bad, n + corpus.n_bad)
-
-    if publish_to:
-        from dedupkit.io import fs
-
-        fs.RemoteFolder(publish_to).unfinish()  # before any new part lands there
-    mtasks = [ManifestTask(si, corpus.shards[si], stage.name, kind,
-                           tables[shard_starts[si]:shard_starts[si + 1]], shard_first[si],
-                           tuple(f"{p}-s{si:05d}.npy" for p in centre_prefixes), lookup,
-                           str(tmp_manifest / f"part-{si:05d}.parquet"), publish_to) for si in range(nsh)]
-    mres = engine.map(manifest_task, mtasks, desc=f"{stage.name}: manifest")
-    codes = np.sum([r["codes"] for r in cres], axis=0) if cres else np.zeros(8, np.int64)
     stats = stage.base_stats(n_empty, nparts, n_candidates, vres)
     stats["bucket_bytes_read_per_task"] = fz.bucket_bytes(bres)
+    codes = np.sum([r["codes"] for r in cres], axis=0) if cres else np.zeros(8, np.int64)
     stats["decided_by"] = {fz.MEASURE_NAMES[c]: int(k) for c, k in enumerate(codes.tolist()) if k}
     stats["global_step"] = {"mode": "rowless", "pair_partitions": len(cand),
                             "component_partitions": cc["partitions"], "component_rounds": cc["rounds"]}
     stats["timings"] = {"buckets_s": round(t1 - t0, 3), "verify_s": round(t2 - t1, 3),
                         "clusters_s": round(t3 - t2, 3)}
-    counts = {"active": n, "kept": sum(r["kept"] for r in mres), "clusters": sum(r["clusters"] for r in cres),
-              "largest_cluster": max((r["largest"] for r in cres), default=0)}
-    return counts, stats, [r["part"] for r in mres]
+    return centre_prefixes, cres, stats
 
 
 def _split3_task(task: graph.SplitTask) -> int:

@@ -412,8 +412,9 @@ class RemoteFolder:
         """Make the remote folder equal to the finished local folder ``src``, marker last.
 
         1. delete the remote completion markers that will change (the folder looks unfinished);
-        2. upload every other file, except ``done`` (uploaded by tasks after :meth:`unfinish`);
-           delete remote part files that ``src`` no longer has;
+        2. upload every other file, except ``done`` (uploaded by tasks after :meth:`unfinish`,
+           possibly from other machines: ``src`` need not hold them); delete remote part files
+           that neither ``src`` nor ``done`` has;
         3. upload the completion markers, deepest first, the top folder's last.
         """
         local_files = _rel_files(src)
@@ -426,7 +427,7 @@ class RemoteFolder:
             for rel in local_files:
                 if rel not in local_markers and rel not in done:
                     self.fs.put_file(str(src / rel), f"{self.root}/{rel}")
-            keep = set(local_files)
+            keep = set(local_files) | done
             for rel in remote_files:
                 if rel not in keep and rel.rsplit("/", 1)[-1] not in markers:
                     self.fs.rm_file(f"{self.root}/{rel}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -74,7 +75,7 @@ class Manifest:
                  part_shards: dict[str, list[Path]],
                  keep_bits: dict[str, list[tuple[int, int, np.ndarray]]] | None = None):
         self.root = root
-        self._keep_bits = keep_bits or {}
+        self._keep_bits = keep_bits  # None: read from the parts when asked (opened with an engine)
         self.summary = summary
         self.rows = rows
         self._part_shards = part_shards
@@ -108,10 +109,16 @@ class Manifest:
         """Boolean keep flag of every row of shard ``name`` (index = row number)."""
         if name not in self.rows:
             raise ManifestError(f"{self.root}: shard {name!r} is not in this manifest")
+        if self._keep_bits is None:
+            return keep_flags([str(p) for p in self._part_shards.get(name, [])], name, self.rows[name])
         pieces = sorted(self._keep_bits.get(name, []), key=lambda x: x[0])
         if not pieces:
             return np.zeros(0, dtype=bool)
         return np.concatenate([np.unpackbits(bits, count=n).astype(bool) for _, n, bits in pieces])
+
+    def parts_of(self, name: str) -> list[str]:
+        """The part files that hold rows of shard ``name``."""
+        return [str(p) for p in self._part_shards.get(name, [])]
 
     def table(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole manifest as one table, sorted by shard (in summary order) and row."""
@@ -141,7 +148,7 @@ def _read_part(path: Path, columns: Sequence[str] | None, check: bool = False) -
         raise ManifestError(f"{path}: manifest part unreadable ({' '.join(str(exc).split())}); {_FIX}") from exc
 
 
-def open_manifest(path: str | os.PathLike) -> Manifest:
+def open_manifest(path: str | os.PathLike, engine: Any = None) -> Manifest:
     """Open a finished manifest and check it against its summary before anything uses it.
 
     Checked: the summary is a finished run's (a JSON object listing its input shards and their row
@@ -152,6 +159,9 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
 
     Args:
         path: ``OUT`` or ``OUT/manifest``.
+        engine: an :class:`~dedupkit.engine.Engine` whose tasks check the parts (one task each,
+            checksum included); the caller then holds no keep flags: :meth:`Manifest.keep_mask`
+            reads them from the parts when asked. None: checked here, keep flags kept (1 bit a row).
 
     Returns:
         The validated :class:`Manifest`.
@@ -177,45 +187,27 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{mdir}: cannot list the manifest ({exc.strerror}); {_FIX}") from exc
     recorded = summary.get(PARTS_KEY)
     if recorded is not None:
-        _check_recorded_parts(recorded, files, mdir, sp)
+        # with an engine, each part's checksum is compared by the task that reads it
+        _check_recorded_parts(recorded, files, mdir, sp, hashes=engine is None)
+    want = {r["file"]: r.get("checksum") for r in recorded} if recorded is not None else {}
     part_shards: dict[str, list[Path]] = {}
     spans: dict[str, list[tuple[int, int, Path]]] = {}
-    keep_bits: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+    keep_bits: dict[str, list[tuple[int, int, np.ndarray]]] | None = {} if engine is None else None
     total = kept = 0
-    for p in files:
-        t = _read_part(p, ["shard", "row", "keep"], check=True)
-        keep = t.column("keep")
-        if keep.null_count:
-            raise ManifestError(f"{p}: {keep.null_count} row(s) have a null keep (must be true or false); {_FIX}")
-        if t.column("shard").null_count or t.column("row").null_count:
-            raise ManifestError(f"{p}: a row with a null shard or row number; {_FIX}")
-        total += len(t)
-        kept += int(pc.sum(keep).as_py() or 0)
-        shards = t.column("shard")
-        names = pc.unique(shards).to_pylist()
-        for name in names:
-            if name not in rows:
-                raise ManifestError(f"{p}: names shard {name!r}, which is not one of the run's inputs in {sp}; "
-                                    f"{_FIX}")
-            sub = t if len(names) == 1 else t.filter(pc.equal(shards, name))
-            r = sub.column("row").to_numpy()
-            k = np.asarray(sub.column("keep").to_numpy(zero_copy_only=False), dtype=bool)
-            if len(r) > 1 and not bool(np.all(r[1:] > r[:-1])):
-                order = np.argsort(r, kind="stable")
-                r, k = r[order], k[order]
-            lo, hi = int(r[0]), int(r[-1])
-            if lo < 0 or hi >= rows[name]:
-                bad = lo if lo < 0 else hi
-                raise ManifestError(f"{p}: row {bad} of shard {name!r} is outside 0..{rows[name] - 1} "
-                                    f"({rows[name]} rows recorded in {sp}); {_FIX}")
-            if len(r) > 1 and not bool(np.all(np.diff(r) == 1)):
-                dup = int(r[1:][np.diff(r) == 0][0]) if bool(np.any(np.diff(r) == 0)) else None
-                what = f"row {dup} appears twice" if dup is not None else "rows are missing"
-                raise ManifestError(f"{p}: shard {name!r}: {what}; every input row must appear exactly once; {_FIX}")
+    if engine is None:
+        checked = [_check_part(p, rows, sp) for p in files]
+    else:
+        checked = engine.map(check_part_task, [PartCheck(str(p), rows, str(sp), want.get(p.name)) for p in files],
+                             desc="manifest: check parts")
+    for p, (n_total, n_kept, pieces) in zip(files, checked):
+        total += n_total
+        kept += n_kept
+        for name, lo, hi, bits in pieces:
             spans.setdefault(name, []).append((lo, hi, p))
             part_shards.setdefault(name, []).append(p)
-            # the keep flags, one bit a row, so that apply need not read every part a second time
-            keep_bits.setdefault(name, []).append((lo, len(k), np.packbits(k)))
+            if keep_bits is not None:
+                # the keep flags, one bit a row, so that apply need not read every part a second time
+                keep_bits.setdefault(name, []).append((lo, hi - lo + 1, bits))
     for name, n in rows.items():
         got = sorted(spans.get(name, []))
         expect = 0
@@ -237,6 +229,74 @@ def open_manifest(path: str | os.PathLike) -> Manifest:
     return Manifest(root, summary, rows, part_shards, keep_bits)
 
 
+def keep_flags(parts: Sequence[str], name: str, n: int) -> np.ndarray:
+    """The keep flag of every row of shard ``name`` (``n`` rows), read from the manifest parts that
+    hold it (checked already: :func:`open_manifest`); what an engine task of ``apply`` reads."""
+    mask = np.zeros(n, dtype=bool)
+    for p in parts:
+        t = _read_part(Path(p), ["shard", "row", "keep"])
+        shards = t.column("shard")
+        if shards.null_count or not pc.all(pc.equal(shards, name)).as_py():
+            t = t.filter(pc.equal(shards, name))
+        mask[t.column("row").to_numpy()] = np.asarray(t.column("keep").to_numpy(zero_copy_only=False), dtype=bool)
+    return mask
+
+
+@dataclass(frozen=True)
+class PartCheck:
+    """One manifest part to check (:func:`check_part_task`): its path, the summary's rows per shard,
+    the summary's path (for messages) and the checksum the summary records (None: not recorded)."""
+
+    path: str
+    rows: dict
+    summary_path: str
+    checksum: str | None
+
+
+def check_part_task(task: PartCheck) -> tuple[int, int, list]:
+    """:func:`_check_part` as an engine task: the checksum too, and no keep bits sent back."""
+    p = Path(task.path)
+    if task.checksum is not None and _hash_file(p) != task.checksum:
+        raise ManifestError(f"{p}: manifest part changed since the run wrote it (checksum differs from the one "
+                            f"in {task.summary_path}); {_FIX}")
+    return _check_part(p, task.rows, Path(task.summary_path), bits=False)
+
+
+def _check_part(p: Path, rows: dict[str, int], sp: Path, bits: bool = True) -> tuple[int, int, list]:
+    """Check one part's columns, keep flags and rows; ``(rows, kept, [(shard, lo, hi, keep bits)])``,
+    one piece per shard it holds (its rows ``lo..hi``, without gaps; bits packed, or None)."""
+    pieces: list = []
+    t = _read_part(p, ["shard", "row", "keep"], check=True)
+    keep = t.column("keep")
+    if keep.null_count:
+        raise ManifestError(f"{p}: {keep.null_count} row(s) have a null keep (must be true or false); {_FIX}")
+    if t.column("shard").null_count or t.column("row").null_count:
+        raise ManifestError(f"{p}: a row with a null shard or row number; {_FIX}")
+    shards = t.column("shard")
+    names = pc.unique(shards).to_pylist()
+    for name in names:
+        if name not in rows:
+            raise ManifestError(f"{p}: names shard {name!r}, which is not one of the run's inputs in {sp}; "
+                                f"{_FIX}")
+        sub = t if len(names) == 1 else t.filter(pc.equal(shards, name))
+        r = sub.column("row").to_numpy()
+        k = np.asarray(sub.column("keep").to_numpy(zero_copy_only=False), dtype=bool)
+        if len(r) > 1 and not bool(np.all(r[1:] > r[:-1])):
+            order = np.argsort(r, kind="stable")
+            r, k = r[order], k[order]
+        lo, hi = int(r[0]), int(r[-1])
+        if lo < 0 or hi >= rows[name]:
+            bad = lo if lo < 0 else hi
+            raise ManifestError(f"{p}: row {bad} of shard {name!r} is outside 0..{rows[name] - 1} "
+                                f"({rows[name]} rows recorded in {sp}); {_FIX}")
+        if len(r) > 1 and not bool(np.all(np.diff(r) == 1)):
+            dup = int(r[1:][np.diff(r) == 0][0]) if bool(np.any(np.diff(r) == 0)) else None
+            what = f"row {dup} appears twice" if dup is not None else "rows are missing"
+            raise ManifestError(f"{p}: shard {name!r}: {what}; every input row must appear exactly once; {_FIX}")
+        pieces.append((name, lo, hi, np.packbits(k) if bits else None))
+    return len(t), int(pc.sum(keep).as_py() or 0), pieces
+
+
 def _summary_rows(summary: Any, sp: Path) -> dict[str, int]:
     """Rows per input shard from a summary, refusing a summary that is not a finished run's."""
     inputs = summary.get("inputs") if isinstance(summary, dict) else None
@@ -255,7 +315,7 @@ def _summary_rows(summary: Any, sp: Path) -> dict[str, int]:
     return rows
 
 
-def _check_recorded_parts(recorded: Any, files: list[Path], mdir: Path, sp: Path) -> None:
+def _check_recorded_parts(recorded: Any, files: list[Path], mdir: Path, sp: Path, hashes: bool = True) -> None:
     if not isinstance(recorded, list) or not all(
             isinstance(r, dict) and isinstance(r.get("file"), str) for r in recorded):
         raise ManifestError(f"{sp}: {PARTS_KEY!r} is not a list of parts; {_FIX}")
@@ -268,7 +328,7 @@ def _check_recorded_parts(recorded: Any, files: list[Path], mdir: Path, sp: Path
     for name, p in have.items():
         if name not in want:
             raise ManifestError(f"{p}: a manifest part that {sp} does not record; remove it or {_FIX}")
-        if _hash_file(p) != want[name].get("checksum"):
+        if hashes and _hash_file(p) != want[name].get("checksum"):
             raise ManifestError(f"{p}: manifest part changed since the run wrote it (checksum differs from the one "
                                 f"in {sp}); {_FIX}")
 
