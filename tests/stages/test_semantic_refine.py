@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import make_rows, read_manifest, write_parquet
 from dedupkit.neighbours import Neighbours
-from dedupkit.stages.semantic import content_words, rewrite_ok
+from dedupkit.stages.semantic import accepted_pairs
 from dedupkit.stages.semantic_refine import INT8_DENSITY_ERROR, INT8_PAIR_ERROR, uncertain_docs
 
 
@@ -27,44 +27,44 @@ def _texts(words: dict[int, str]):
     return lambda idx: {int(i): words.get(int(i), "") for i in idx}
 
 
-def _rewrite(a: str, b: str) -> bool:  # the stage's rule, as the stage passes it
-    return rewrite_ok(content_words(a), content_words(b))
+def _rule(eps: float, rewrite_eps: float = 0.0):  # the stage's rule, as the stage passes it
+    return lambda nb, texts: accepted_pairs(nb, (eps,), rewrite_eps, texts)
 
 
 def test_only_pairs_within_the_error_bound_of_a_cut_are_uncertain():
-    thr = 0.945
-    m = INT8_PAIR_ERROR
-    # pairs: just above the cut, just below, far above, far below (but searched), and one far
-    # below whose texts would pass the rewrite rule only inside the band (no band here)
+    eps = 0.055
+    thr, m = 1 - eps, INT8_PAIR_ERROR
+    # pairs: just above the cut, just below, far above, far below (but searched)
     nb = _nb([(0, 1), (2, 3), (4, 5), (6, 7)], [thr + m / 2, thr - m / 2, thr + 2 * m, thr - 2 * m],
              [0.1, 0.5, 0.2, 0.6, 0.3, 0.7, 0.4, 0.8])
-    got = uncertain_docs(nb, [thr], None, ranked=False, texts=_texts({}), rewrite=_rewrite)
+    got = uncertain_docs(nb, _rule(eps), ranked=False, texts=_texts({}))
     assert got.tolist() == [0, 1, 2, 3]
 
 
 def test_a_ranked_policy_also_refines_accepted_pairs_whose_scores_are_close_but_not_copies():
-    thr = 0.945
+    eps = 0.2  # every pair accepted whatever the int8 error
     d = INT8_DENSITY_ERROR
     # (0,1): accepted for sure, densities closer than the bound -> their order may flip;
     # (2,3): accepted, densities far apart -> order safe; (4,5): the same vector (one text twice),
-    # ranked by index whatever the vectors; (5,6): 5's copy 4 ... is pulled in with 5.
+    # ranked by index whatever the vectors, but pulled in with 5, whose pair (5,6) is close.
     nb = _nb([(0, 1), (2, 3), (4, 5), (5, 6)], [0.999, 0.999, 1.0, 0.999],
              [0.50, 0.50 + d / 2, 0.30, 0.30 + 3 * d, 0.7, 0.7, 0.7 + d / 3])
-    assert uncertain_docs(nb, [thr], None, ranked=False, texts=_texts({}), rewrite=_rewrite).tolist() == []
-    got = uncertain_docs(nb, [thr], None, ranked=True, texts=_texts({}), rewrite=_rewrite)
+    assert uncertain_docs(nb, _rule(eps), ranked=False, texts=_texts({})).tolist() == []
+    got = uncertain_docs(nb, _rule(eps), ranked=True, texts=_texts({}))
     assert got.tolist() == [0, 1, 4, 5, 6]
 
 
 def test_the_rewrite_band_cut_counts_only_for_pairs_that_pass_the_rewrite_rule():
-    lo, thr = 0.8, 0.945
+    eps, rewrite_eps = 0.065, 0.145
+    lo = 1 - eps - rewrite_eps
     text = ("The committee approved the budget after a long debate about school funding and the cost of "
             "new roads in the northern district of the city last week")
     other = ("Heavy rain flooded the valley overnight and the river broke its banks near the old mill "
              "where farmers had moved their cattle to higher ground before dawn")
     # (0,1) a rewrite near the band's lower cut; (2,3) the same cosine, texts unrelated
     nb = _nb([(0, 1), (2, 3)], [lo + 0.01, lo + 0.01], [0.1, 0.5, 0.2, 0.6])
-    got = uncertain_docs(nb, [thr], lo, ranked=False, texts=_texts({0: text, 1: text + " again", 2: text, 3: other}),
-                         rewrite=_rewrite)
+    got = uncertain_docs(nb, _rule(eps, rewrite_eps), ranked=False,
+                         texts=_texts({0: text, 1: text + " again", 2: text, 3: other}))
     assert got.tolist() == [0, 1]
 
 

@@ -8,9 +8,9 @@ few pairs sit that close to a decision, so :func:`refined_search`:
 1. searches the int8 vectors with the lowest threshold lowered by the error bound, so pairs the
    float model would put just above it are found too;
 2. picks the documents whose keep/drop could depend on the int8 error (:func:`uncertain_docs`):
-   both ends of every pair whose acceptance differs between ``cosine - bound`` and ``cosine + bound``
-   (at each ``1 - eps`` cut, and at the rewrite band's lower cut ``1 - rewrite_eps`` for pairs whose
-   texts pass the rewrite rule), and, under a keep policy that ranks by how typical a document is
+   both ends of every pair that the stage's own rule (:func:`dedupkit.stages.semantic.accepted_pairs`:
+   the ``1 - eps`` cuts and the rewrite band below them) decides differently with every cosine
+   raised by the bound and lowered by it, and, under a keep policy that ranks by how typical a document is
    (``easy``, ``hard``), both ends of every pair that may be accepted whose two ranking scores
    differ by less than :data:`INT8_DENSITY_ERROR`;
 3. re-encodes those documents with the float export of the same model (the vectors
@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -57,43 +57,37 @@ def wants_refine(config) -> bool:
     return factory is _st_factory and resolve_backend(arg, config) == "onnx"
 
 
-def uncertain_docs(nb, thresholds: Sequence[float], rewrite_lo: float | None, ranked: bool,
-                   texts: Callable[[np.ndarray], dict[int, str]], rewrite: Callable[[str, str], bool],
-                   margin: float = INT8_PAIR_ERROR,
-                   density_margin: float = INT8_DENSITY_ERROR) -> np.ndarray:
+class _Shifted:
+    """``nb``'s edges with every cosine moved by ``delta``: what the stage's rule would decide if
+    the int8 error pushed all pairs one way."""
+
+    def __init__(self, nb, delta: float):
+        self.edges, self.sims, self.density = nb.edges, nb.sims + np.float32(delta), nb.density
+
+
+def uncertain_docs(nb, accept: Callable, ranked: bool, texts: Callable[[np.ndarray], dict[int, str]],
+                   margin: float = INT8_PAIR_ERROR, density_margin: float = INT8_DENSITY_ERROR) -> np.ndarray:
     """Documents (sorted global indices) whose keep/drop could change if ``nb``'s cosines and
     densities were off by up to ``margin`` and ``density_margin``.
 
     Args:
-        nb: the neighbours of the int8 vectors, searched down to ``min(cuts) - margin``.
-        thresholds: the ``1 - eps`` cuts.
-        rewrite_lo: ``1 - rewrite_eps`` (the rewrite band's lower cut; the band applies to the cuts
-            above it), or None without a band.
+        nb: the neighbours of the int8 vectors, searched down to the lowest cut minus ``margin``.
+        accept: the stage's decision rule, ``accept(nb, texts)`` -> ``{eps: mask over nb's edges}``
+            (:func:`dedupkit.stages.semantic.accepted_pairs`); a pair is uncertain when the rule
+            decides it differently with every cosine ``margin`` higher and ``margin`` lower.
         ranked: the keep policy ranks by density (``easy``, ``hard``).
-        texts: the texts of documents (global indices), for the rewrite rule.
-        rewrite: whether two texts are a rewrite of each other (the stage's rewrite rule).
+        texts: the texts of documents (global indices), for the rule's rewrite band.
     """
     s, e = nb.sims, nb.edges
     if not len(s):
         return np.zeros(0, np.int64)
-    ok = np.zeros(len(s), bool)
-    banded = [t for t in thresholds if rewrite_lo is not None and rewrite_lo < t]
-    if banded:
-        band = np.flatnonzero((s >= rewrite_lo - margin) & (s < max(banded) + margin))
-        if len(band):
-            docs = np.unique(e[band])
-            got = texts(docs)
-            ok[band] = [rewrite(got.get(int(i), ""), got.get(int(j), "")) for i, j in e[band]]
-
-    def accepted(c: np.ndarray, t: float) -> np.ndarray:
-        return (c >= t) | (ok & (c >= rewrite_lo)) if t in banded else c >= t
-
+    hi = accept(_Shifted(nb, margin), texts)
+    lo = accept(_Shifted(nb, -margin), texts)
     unsure = np.zeros(len(s), bool)
     live = np.zeros(len(s), bool)
-    for t in thresholds:
-        hi = accepted(s + margin, t)
-        unsure |= hi != accepted(s - margin, t)
-        live |= hi
+    for eps in hi:
+        unsure |= hi[eps] != lo[eps]
+        live |= hi[eps]
     if ranked:
         d = nb.density
         unsure |= live & (np.abs(d[e[:, 0]] - d[e[:, 1]]) < density_margin) & (s < SAME_VECTOR)
@@ -151,8 +145,7 @@ def reencode(corpus, index: np.ndarray, texts: Callable[[np.ndarray], dict[int, 
 
 
 def refined_search(c, corpus, x: np.ndarray, lowest: float, search_fn: Callable, stats: dict,
-                   texts: Callable[[np.ndarray], dict[int, str]], rewrite: Callable[[str, str], bool],
-                   ) -> tuple[np.ndarray, object]:
+                   texts: Callable[[np.ndarray], dict[int, str]], accept: Callable) -> tuple[np.ndarray, object]:
     """The semantic stage's neighbour search, with near-boundary refinement under ``--backend onnx``.
 
     Args:
@@ -163,7 +156,7 @@ def refined_search(c, corpus, x: np.ndarray, lowest: float, search_fn: Callable,
         search_fn: ``search_fn(x, threshold)`` -> :class:`~dedupkit.neighbours.Neighbours`.
         stats: the stage's stats; ``stats["refine"]`` is set when refinement runs.
         texts: ``texts(index)``: the texts of documents (global indices), read back from the shards.
-        rewrite: the stage's rewrite rule on two texts (:func:`dedupkit.stages.semantic.rewrite_ok`).
+        accept: the stage's decision rule, ``accept(nb, texts)`` -> ``{eps: mask over nb's edges}``.
 
     Returns:
         ``(x, nb)``: the embeddings (refined rows replaced by float ones) and their neighbours;
@@ -172,14 +165,20 @@ def refined_search(c, corpus, x: np.ndarray, lowest: float, search_fn: Callable,
     if not len(x) or not wants_refine(c.embed):
         return x, search_fn(x, lowest)
     t0 = time.perf_counter()
+    memo: dict[int, str] = {}
+
+    def read(idx: np.ndarray) -> dict[int, str]:  # texts read once, for the rule and the re-encode
+        need = np.asarray([i for i in idx if int(i) not in memo], np.int64)
+        if len(need):
+            memo.update(texts(need))
+        return {int(i): memo.get(int(i), "") for i in idx}
+
     nb = search_fn(x, lowest - INT8_PAIR_ERROR)
-    band = [1.0 - e for e in c.eps if c.rewrite_eps > e]
-    redo = uncertain_docs(nb, [1.0 - e for e in c.eps], 1.0 - c.rewrite_eps if band else None,
-                          c.keep in RANKED_POLICIES, texts, rewrite)
+    redo = uncertain_docs(nb, accept, c.keep in RANKED_POLICIES, read)
     t1 = time.perf_counter()
     if len(redo):
         x = x.copy()
-        x[redo] = reencode(corpus, redo, texts, c.embed, c.cache_dir, c.use_cache, c.embed_normalize)
+        x[redo] = reencode(corpus, redo, read, c.embed, c.cache_dir, c.use_cache, c.embed_normalize)
     t2 = time.perf_counter()
     nb = search_fn(x, lowest)
     stats["refine"] = {"docs": int(len(redo)), "share": round(len(redo) / len(x), 4),
