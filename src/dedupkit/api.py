@@ -273,7 +273,7 @@ def audit(inputs: Sequence[str], config: AuditConfig | None = None, *, read: Rea
 
 
 def apply(inputs: Sequence[str], manifests: Sequence[str], out: str, overwrite: bool = False, *,
-          workers: int = 1, engine: str | None = None, ray_address: str | None = None,
+          workers: int = RunConfig.workers, engine: str | None = None, ray_address: str | None = None,
           progress: ProgressFactory | None = None) -> ApplyResult:
     """Write the rows every manifest keeps (``workers``/``engine``: one task per shard). See
     :func:`dedupkit.apply.apply_manifests`."""

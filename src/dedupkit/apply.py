@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -379,8 +380,9 @@ def _lock_dir(path: Path, out: Path) -> int:
 
 def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | os.PathLike,
                     overwrite: bool = False, batch_size: int = _S.ReadConfig.batch_size, *,
-                    engine: str | None = None, workers: int = 1, ray_address: str | None = None,
-                    progress: Any = None, upload_to: str | None = None) -> ApplyResult:
+                    engine: str | None = None, workers: int = _S.RunConfig.workers,
+                    ray_address: str | None = None, progress: Any = None,
+                    upload_to: str | None = None) -> ApplyResult:
     """Write the rows that every manifest keeps, one output shard per input shard.
 
     A row is dropped if any manifest drops it. Span manifests (``OUT/spans``, see
@@ -390,12 +392,12 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
     recompressed the same way). The output folder appears only when every shard is written, with
     ``_dedupkit_apply.json`` (rows, kept rows, size and checksum of every output file).
 
-    With ``--workers 1`` on the local engine everything runs in this process. Otherwise (``workers``
-    above 1, or ``engine="ray"``) the driver only plans: engine tasks check the manifests' parts
-    (one task a part), then one task per input shard reads the shard and its keep flags and writes
-    the clean shard itself (to a remote ``out``, it uploads it there: :func:`apply_shard`); the
-    driver collects their small records and writes ``_dedupkit_apply.json`` last. The files are
-    the same bytes either way.
+    On the local engine with ``workers`` 1 (or a single input shard) everything runs in this
+    process. Otherwise (``workers`` above 1 and two shards or more, or ``engine="ray"``) the driver
+    only plans: engine tasks check the manifests' parts (one task a part), then one task per input
+    shard reads the shard and its keep flags and writes the clean shard itself (to a remote
+    ``out``, it uploads it there: :func:`apply_shard`); the driver collects their small records
+    and writes ``_dedupkit_apply.json`` last. The files are the same bytes either way.
 
     Args:
         inputs: the shards the manifests were made from (files, folders, globs).
@@ -422,33 +424,37 @@ def apply_manifests(inputs: Sequence[str], manifests: Sequence[str], out: str | 
         raise ManifestError("no --manifest given; pass the -o folder of a finished stage")
     from dedupkit.io import fs
 
-    spread = (engine or "local") != "local" or workers > 1
     if fs.is_remote(out):
         # the clean corpus is written in a local staging folder (engine tasks upload their shards
         # themselves), then _dedupkit_apply.json is uploaded last (never pulled back: not reused)
         return fs.remote_output(str(out), None, lambda local: apply_manifests(
             inputs, manifests, local, overwrite=True, batch_size=batch_size, engine=engine, workers=workers,
-            ray_address=ray_address, progress=progress, upload_to=str(out) if spread else None),
-            pull=False, overwrite=overwrite)
+            ray_address=ray_address, progress=progress, upload_to=str(out)), pull=False, overwrite=overwrite)
     out = Path(fs.local(out))
     roots = [str(output_root(m)) for m in manifests]
     replaced = check_output(out, inputs, roots, overwrite)
-    if not spread:
-        return _apply(inputs, roots, out, overwrite, replaced, batch_size, None, None)
+    shards = discover(inputs, exclude=[str(out)] + roots)
+    # local processes only pay off with two shards or more (one task would run here anyway)
+    if (engine or "local") == "local" and min(workers, len(shards)) < 2:
+        local_engine = sys.modules.get("dedupkit.engine.local")
+        if local_engine is not None:
+            local_engine.discard_prestarted()  # workers the CLI started for --workers: not needed
+        return _apply(shards, roots, out, overwrite, replaced, batch_size, None, None)
     from dedupkit.engine import get_engine, no_progress
 
     with get_engine(engine or "local", workers, progress or no_progress, ray_address) as eng:
-        return _apply(inputs, roots, out, overwrite, replaced, batch_size, eng, upload_to)
+        return _apply(shards, roots, out, overwrite, replaced, batch_size, eng, upload_to)
 
 
-def _apply(inputs: Sequence[str], roots: list[str], out: Path, overwrite: bool, replaced, batch_size: int,
+def _apply(shards: list[Shard], roots: list[str], out: Path, overwrite: bool, replaced, batch_size: int,
            engine: Any, upload_to: str | None) -> ApplyResult:
-    """apply_manifests on a local ``out`` that :func:`check_output` accepted; ``engine``: see there."""
+    """apply_manifests on a local ``out`` that :func:`check_output` accepted; ``engine``: see there
+    (None: everything here; ``upload_to`` is then left to the caller's publish step)."""
+    upload_to = upload_to if engine is not None else None
     # the whole contract checked before any work (by engine tasks, one a part, when spread)
     opened = {d: open_manifest(d, engine=engine) for d in roots}
     summaries = [(d, m.summary) for d, m in opened.items()]
     used: dict[str, dict[str, str]] = {d: {} for d in roots}
-    shards = discover(inputs, exclude=[str(out)] + roots)
     text_column = _text_column(summaries)
     # One fixed temporary folder next to OUT, locked while in use: a second apply to the same OUT
     # is refused, and the leftovers of a killed apply are removed (not piled up) by the next one.
@@ -478,7 +484,8 @@ def _apply(inputs: Sequence[str], roots: list[str], out: Path, overwrite: bool, 
             tasks.append(ApplyTask(shard, name.replace(os.sep, "/"), tuple(sources), text_column, batch_size,
                                    str(tmp / name), upload_to))
         if engine is None:
-            results = [apply_shard(t, [opened[s.manifest].keep_mask(s.entry) for s in t.sources]) for t in tasks]
+            results = [apply_shard(t, [opened[d].keep_mask(src.entry) for (d, _), src in zip(summaries, t.sources)])
+                       for t in tasks]
         else:
             if upload_to:
                 from dedupkit.io import fs

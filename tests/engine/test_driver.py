@@ -58,6 +58,19 @@ def corpus(tmp_path_factory) -> Path:
     return d
 
 
+def _forbid_corpus(monkeypatch) -> None:
+    """From here on, building the per-document corpus fails: the driver process must never need
+    it (the classic path fails with this in place)."""
+    from dedupkit import runner, scan
+
+    class NoRows(scan.Corpus):
+        def __init__(self, *a, **k):
+            raise AssertionError("the driver built the per-document corpus")
+
+    monkeypatch.setattr(scan, "Corpus", NoRows)
+    monkeypatch.setattr(runner, "Corpus", NoRows)
+
+
 def _same_parts(a: Path, b: Path) -> None:
     names = sorted(p.name for p in (a / "manifest").glob("*.parquet"))
     assert names and names == sorted(p.name for p in (b / "manifest").glob("*.parquet"))
@@ -67,7 +80,6 @@ def _same_parts(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("id_column", [None, "id"])
 def test_rowless_manifest_is_byte_identical(ray_session, corpus, tmp_path, monkeypatch, id_column):
-    from dedupkit import runner, scan
     from dedupkit.engine import graph
     from dedupkit.stages.fuzzy import partitioned as fuzzy_partitioned
     from dedupkit.stages.fuzzy import stage as fz
@@ -78,14 +90,7 @@ def test_rowless_manifest_is_byte_identical(ray_session, corpus, tmp_path, monke
     monkeypatch.setattr(graph, "EDGES_PER_PARTITION", 16)
     kw = dict(id_column=id_column, on_bad_record="skip")
     local = api.fuzzy([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
-
-    class NoRows(scan.Corpus):
-        def __init__(self, *a, **k):
-            raise AssertionError("the driver built the per-document corpus")
-
-    # the driver process must never need it (the classic path fails with this in place)
-    monkeypatch.setattr(scan, "Corpus", NoRows)
-    monkeypatch.setattr(runner, "Corpus", NoRows)
+    _forbid_corpus(monkeypatch)
     with pytest.raises(AssertionError, match="per-document corpus"):
         api.fuzzy([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", keep="longest", **kw)
     on_ray = api.fuzzy([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
@@ -129,19 +134,12 @@ def test_bucket_bytes_read_per_task_fall_with_partitions(corpus, tmp_path, monke
 
 @pytest.mark.parametrize("id_column", [None, "id"])
 def test_rowless_exact_manifest_is_byte_identical(ray_session, corpus, tmp_path, monkeypatch, id_column):
-    from dedupkit import runner, scan
     from dedupkit.engine import driver
 
     monkeypatch.setattr(driver, "HASHES_PER_PARTITION", 30)  # several hash partitions
     kw = dict(id_column=id_column, on_bad_record="skip")
     local = api.exact([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
-
-    class NoRows(scan.Corpus):
-        def __init__(self, *a, **k):
-            raise AssertionError("the driver built the per-document corpus")
-
-    monkeypatch.setattr(scan, "Corpus", NoRows)
-    monkeypatch.setattr(runner, "Corpus", NoRows)
+    _forbid_corpus(monkeypatch)
     with pytest.raises(AssertionError, match="per-document corpus"):  # other keep policies: the classic path
         api.exact([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", keep="longest", **kw)
     on_ray = api.exact([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
@@ -150,3 +148,21 @@ def test_rowless_exact_manifest_is_byte_identical(ray_session, corpus, tmp_path,
     _same_parts(local.out, on_ray.out)
     assert local.summary["counts"] == on_ray.summary["counts"]
     assert on_ray.summary["counts"]["bad_records"] == 2 and on_ray.summary["counts"]["duplicates"] >= 25
+
+
+def test_rowless_exact_with_empty_and_all_bad_shards(ray_session, tmp_path):
+    d = tmp_path / "d"
+    write_jsonl(d / "a.jsonl", [{"id": f"a{i}", "text": f"text {i % 3}"} for i in range(7)])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())}), d / "b.parquet")
+    write_jsonl(d / "c.jsonl", [{"id": "c0", "text": None}, {"id": "c1", "text": None}])
+    write_parquet(d / "e.parquet", [{"id": f"e{i}", "text": f"text {i % 4}"} for i in range(5)])
+    kw = dict(id_column="id", on_bad_record="skip")
+    local = api.exact([str(d)], str(tmp_path / "local"), **kw)
+    on_ray = api.exact([str(d)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    assert on_ray.summary["stats"]["global_step"]["mode"] == "rowless"
+    _same_parts(local.out, on_ray.out)
+    assert local.summary["counts"] == on_ray.summary["counts"]
+    assert local.summary["counts"]["bad_records"] == 2 and local.summary["counts"]["duplicates"] == 8

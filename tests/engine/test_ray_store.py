@@ -2,9 +2,9 @@
 
 A real local Ray instance (started by the test in its own temp dir, after the AWS environment of
 a real moto S3 server on the loopback is set, so that its workers reach the same store) and
-``fuzzy --engine ray -o s3://...``: the parts the manifest tasks upload are byte-identical to the
-local engine's, the driver's publish step uploads none of them (they are already there, and the
-completion marker is not, when it starts) and writes the summary last.
+``fuzzy`` or ``exact`` with ``--engine ray -o s3://...``: the parts the manifest tasks upload are
+byte-identical to the local engine's, the driver's publish step uploads none of them (they are
+already there, and the completion marker is not, when it starts) and writes the summary last.
 """
 
 from __future__ import annotations
@@ -60,11 +60,13 @@ def _corpus(d: Path) -> Path:
     return d
 
 
-def test_workers_upload_manifest_parts_and_driver_publishes_the_rest(ray_on_store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stage", ["fuzzy", "exact"])
+def test_workers_upload_manifest_parts_and_driver_publishes_the_rest(ray_on_store, tmp_path, monkeypatch, stage):
     s3 = ray_on_store
     data = _corpus(tmp_path / "data")
-    local = api.fuzzy([str(data)], str(tmp_path / "local"), workers=1, id_column="id")
-    url = f"s3://{s3['bucket']}/out/fuzzy"
+    run = getattr(api, stage)
+    local = run([str(data)], str(tmp_path / "local"), workers=1, id_column="id")
+    url = f"s3://{s3['bucket']}/out/{stage}"
     root = url.removeprefix("s3://")
     seen: dict = {}
     publish = fs.RemoteFolder.publish
@@ -77,7 +79,7 @@ def test_workers_upload_manifest_parts_and_driver_publishes_the_rest(ray_on_stor
         return publish(self, src, markers, done)
 
     monkeypatch.setattr(fs.RemoteFolder, "publish", watch)
-    res = api.fuzzy([str(data)], url, workers=2, engine="ray", id_column="id")
+    res = run([str(data)], url, workers=2, engine="ray", id_column="id")
     s3["fs"].invalidate_cache()
     assert res.summary["stats"]["global_step"]["mode"] == "rowless"
     names = sorted(p.name for p in (local.out / "manifest").glob("*.parquet"))
@@ -92,7 +94,7 @@ def test_workers_upload_manifest_parts_and_driver_publishes_the_rest(ray_on_stor
 
     # a rerun with --overwrite: the old marker goes before any new part lands, the result is the same
     seen.clear()
-    res2 = api.fuzzy([str(data)], url, workers=2, engine="ray", id_column="id", overwrite=True)
+    res2 = run([str(data)], url, workers=2, engine="ray", id_column="id", overwrite=True)
     s3["fs"].invalidate_cache()
     assert "summary.json" not in seen["there"] and len(seen["done"]) == 4
     assert json.loads(s3["fs"].cat_file(f"{root}/summary.json"))["manifest_parts"] == \

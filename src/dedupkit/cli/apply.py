@@ -28,9 +28,10 @@ def apply(inputs, manifests, output, overwrite, as_json, workers, engine, ray_ad
     """Write the kept rows of INPUT shards, one output shard per input shard.
 
     Every column and the schema are kept; JSONL lines are copied byte for byte. A shard that
-    changed since the manifest was made (its fingerprint differs) is refused. With --workers 2 or
-    more, or --engine ray, one task per shard writes its clean shard (to an s3:// output, it
-    uploads it itself) and the command writes _dedupkit_apply.json last; the files are the same.
+    changed since the manifest was made (its fingerprint differs) is refused. With --engine ray, or
+    --workers 2 or more and several shards, one task per shard writes its clean shard (to an s3://
+    output, it uploads it itself) and the command writes _dedupkit_apply.json last; the files are
+    the same.
     """
     import json
 

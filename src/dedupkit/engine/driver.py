@@ -57,6 +57,8 @@ def eligible(stage: Any, engine: Any, options: Any) -> bool:
 
     if not getattr(engine, "distributed", False) or not isinstance(stage, (FuzzyStage, ExactStage)):
         return False
+    if type(stage).identify not in (FuzzyStage.identify, ExactStage.identify):
+        return False  # a subclass that decides otherwise: only its own identify knows how
     pol = stage.config.policy
     if isinstance(stage, FuzzyStage) and stage.config.cluster != "centre":
         return False
