@@ -26,7 +26,9 @@ import time
 
 _TICK = os.sysconf("SC_CLK_TCK")
 _EVENTS: list[tuple[str, float, float, float]] = []  # (label, wall since epoch, own CPU, workers' CPU)
-_TASKS: list[tuple[str, float, float]] = []  # tasks run in this process (--workers 1): (function, wall, CPU)
+# every task an engine ran, in this process (--workers 1) or a worker:
+# (function, start, end (epoch seconds), CPU seconds, pid)
+_TASKS: list[tuple[str, float, float, float, int]] = []
 
 
 def _proc_start_epoch() -> float:
@@ -91,22 +93,30 @@ def _wrap(owner, name: str, label: str | None = None) -> None:
     setattr(owner, name, wrapper)
 
 
-def _wrap_task(owner, name: str) -> None:
-    """Time every call of a task function run in this process (with --workers 1: all of them)."""
-    fn = getattr(owner, name)
+def _timed_call(fn, task):
+    """A task as the engine runs it (here or in a worker), with its times: ``(result, record)``."""
+    start, cpu = time.time(), time.process_time()
+    out = fn(task)
+    return out, (getattr(fn, "__name__", str(fn)), start, time.time(), time.process_time() - cpu, os.getpid())
 
-    @functools.wraps(fn)
-    def wrapper(task):
-        w, c = time.perf_counter(), time.process_time()
+
+def _wrap_map(engine_cls) -> None:
+    """Time every task of every ``map`` where it runs (a worker process too: the task function is
+    sent wrapped, by reference to this script, which workers import as their main module)."""
+    fn0 = engine_cls.map
+
+    @functools.wraps(fn0)
+    def wrapper(self, fn, tasks, desc="", sizes=None):
+        t = f"map[{desc}]" if desc else "map"
+        mark(f"> {t}")
         try:
-            return fn(task)
+            out = fn0(self, functools.partial(_timed_call, fn), tasks, desc=desc, sizes=sizes)
         finally:
-            _TASKS.append((name, time.perf_counter() - w, time.process_time() - c))
+            mark(f"< {t}")
+        _TASKS.extend(rec for _, rec in out)
+        return [res for res, _ in out]
 
-    for mod in list(sys.modules.values()):
-        if mod is not None and getattr(mod, name, None) is fn and mod is not owner:
-            setattr(mod, name, wrapper)
-    setattr(owner, name, wrapper)
+    engine_cls.map = wrapper
 
 
 def instrument() -> None:
@@ -128,7 +138,7 @@ def instrument() -> None:
     _wrap(local, "prestart")
     _wrap(shards, "discover")
     _wrap(scan, "plan_tasks")
-    _wrap(local.LocalEngine, "map", "map")
+    _wrap_map(local.LocalEngine)
     _wrap(local.LocalEngine, "close", "pool close")
     _wrap(scan.Corpus, "__init__", "corpus")
     _wrap(fstage.FuzzyStage, "prepare_buckets")
@@ -142,11 +152,6 @@ def instrument() -> None:
     _wrap(runner, "_publish", "publish")
     _wrap(outdir.OutputDir, "finish", "finish (swap, rm .work)")
     _wrap(manifest, "write_table_atomic", "write part")
-    import dedupkit.stages.fuzzy.tasks as ftasks
-
-    _wrap_task(scan, "run_scan_task")
-    for name in ("band_split_task", "bucket_task", "verify_task", "shingle_set_task"):
-        _wrap_task(ftasks, name)
     try:
         import dedupkit.stages.exact as exact
 
@@ -170,21 +175,37 @@ def timeline(events: list, start: float, end: float | None) -> list[dict]:
 
 
 def makespans(tasks: list, workers: int = 2) -> list[dict]:
-    """Per task function: the tasks' CPU seconds, and the longest worker's share when ``workers``
-    processes take them in order (the engine submits every task at once; a free worker takes the
-    next): the phase's wall time on ``workers`` idle cores, without start-up or pickling."""
-    out: dict[str, list[float]] = {}
-    for name, _, cpu in tasks:
-        out.setdefault(name, []).append(cpu)
+    """Per task function: how many tasks, their CPU seconds, the longest, the wall time from the
+    first one's start to the last one's end (``span_s``), and ``makespan_2_s``, the longest worker's
+    share when ``workers`` processes take the tasks in order (the engine submits every task at once;
+    a free worker takes the next): the phase's wall time on ``workers`` idle cores, without start-up
+    or pickling."""
+    out: dict[str, list] = {}
+    for rec in tasks:
+        out.setdefault(rec[0], []).append(rec)
     rows = []
-    for name, cpus in out.items():
+    for name, recs in out.items():
+        cpus = [r[3] for r in recs]
         free = [0.0] * workers
         for c in cpus:
             i = free.index(min(free))
             free[i] += c
+        per_pid: dict[int, float] = {}
+        for r in recs:
+            per_pid[r[4]] = per_pid.get(r[4], 0.0) + r[3]
         rows.append({"function": name, "tasks": len(cpus), "cpu_s": sum(cpus), "max_task_s": max(cpus),
+                     "span_s": max(r[2] for r in recs) - min(r[1] for r in recs),
+                     "cpu_per_process_s": sorted(per_pid.values(), reverse=True),
                      f"makespan_{workers}_s": max(free)})
     return rows
+
+
+def describe(t: dict) -> str:
+    """One line of :func:`makespans`' output."""
+    per = "/".join(f"{c:.2f}" for c in t["cpu_per_process_s"])
+    return (f"  tasks {t['function']}: {t['tasks']}, {t['cpu_s']:.3f} CPU s (per process {per}), longest "
+            f"{t['max_task_s']:.3f} s, first start to last end {t['span_s']:.3f} s, on 2 idle workers "
+            f"{t['makespan_2_s']:.3f} s")
 
 
 def render(rows: list[dict]) -> str:
@@ -204,9 +225,7 @@ def main() -> None:
         end = float(args[3]) if args[2:3] == ["--exit-at"] else None
         print(render(timeline(data["events"], data["start"], end)), file=sys.stderr)
         for r in makespans(data.get("tasks", [])):
-            print(f"{r['function']:>18}: {r['tasks']:3d} tasks, {r['cpu_s']:.3f} CPU s, longest {r['max_task_s']:.3f}, "
-                  f"on 2 workers {r['makespan_2_s']:.3f} s ({r['cpu_s'] / max(r['makespan_2_s'], 1e-9):.2f}x)",
-                  file=sys.stderr)
+            print(describe(r), file=sys.stderr)
         return
     if args[:1] == ["--json-out"]:
         json_out, args = args[1], args[2:]

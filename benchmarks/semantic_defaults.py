@@ -114,7 +114,7 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
         return {int(i): all_texts[int(i)] for i in index}
 
     t1 = time.perf_counter()
-    lowest = 1.0 - max(max(eps_list), rewrite_eps)
+    lowest = 1.0 - max(eps_list) - rewrite_eps  # the rewrite band sits rewrite_eps below each threshold
     nb = search(x, DEFAULT_K, lowest, "exact")
     accept = accepted_pairs(nb, eps_list, rewrite_eps, texts)
     # the stage's ranking under its default --keep: easy = most typical (highest mean cosine to
@@ -143,7 +143,7 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
         row = {"suite": suite.name, "eps": eps, "rewrite_eps": rewrite_eps, "default": eps == DEFAULT_EPS,
                **got, "pairs": int(accept[eps].sum()), "search_s": round(search_s, 2)}
         if reference:
-            e, s = all_pairs(x, min(thr, 1.0 - rewrite_eps))
+            e, s = all_pairs(x, thr - rewrite_eps)
             ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
                                 density=nb.density, method="all-pairs")
             ref_accept = accepted_pairs(ref_nb, [eps], rewrite_eps, texts)[eps]
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--eps", default=",".join(map(str, EPS)))
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--rewrite-eps", type=float, default=DEFAULT_REWRITE_EPS,
-                    help="the stage's rewrite band (0 = cosine only) [default: the stage's default]")
+                    help="the stage's rewrite band depth below 1 - eps (0 = cosine only) [default: the stage's]")
     ap.add_argument("--cache-dir", required=True, help="embedding cache (filled by the first run)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)

@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--eps", default=",".join(map(str, EPS)))
     ap.add_argument("--rewrite-eps", type=float, default=None,
-                    help="dedupkit's rewrite band (0 = cosine only) [default: the stage's default]")
+                    help="dedupkit's rewrite band depth below 1 - eps (0 = cosine only) [default: the stage's]")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()

@@ -14,6 +14,12 @@ each configuration once more under `benchmarks/phases.py` and prints where the t
 start and imports, scan, each step of the global step, manifest, exit: wall, main-process CPU and
 workers' CPU per phase).
 
+Before timing, the measured `src/` trees are byte-compiled (`compileall`, as pip does when it
+installs a package): this environment sets PYTHONDONTWRITEBYTECODE=1, so an editable checkout would
+otherwise compile every changed module again in every process (~0.09 CPU s each here); `--no-compile`
+measures without. After the runs, the manifests of every configuration of a stage are compared
+byte for byte (printed, and `manifests_identical` in the JSON).
+
 `--big-gb G` also writes a G-GB Parquet file with 16 row groups (the corpus's rows repeated, under
 --work) and shows how many scan tasks `dedupkit.scan.plan_tasks` makes of it (target >= 16); with
 `--run-big` it runs `dedupkit exact --workers 2` on it too.
@@ -89,7 +95,7 @@ def phases(a, path: Path, builds: dict[str, str]) -> dict:
     import subprocess
 
     sys.path.insert(0, str(HERE))
-    from phases import makespans, render, timeline
+    from phases import describe, makespans, render, timeline
 
     got = {}
     for build, src in builds.items():
@@ -118,8 +124,7 @@ def phases(a, path: Path, builds: dict[str, str]) -> dict:
                 print(render(shown))
                 tasks = makespans(data.get("tasks", []))
                 for t in tasks:
-                    print(f"  tasks {t['function']}: {t['tasks']}, {t['cpu_s']:.3f} CPU s, longest {t['max_task_s']:.3f} s, "
-                          f"on 2 idle workers {t['makespan_2_s']:.3f} s")
+                    print(describe(t))
                 got[f"{build}:{stage}:w{w}"] = {"phases": rows, "tasks": tasks}
     return got
 
@@ -136,6 +141,7 @@ def main() -> None:
     ap.add_argument("--json-out", type=Path, default=HERE / "results" / "split.json")
     ap.add_argument("--baseline-src", help="another build's src/ folder, run in the same round robin")
     ap.add_argument("--phases", action="store_true", help="also print each configuration's phases (phases.py)")
+    ap.add_argument("--no-compile", action="store_true", help="do not byte-compile the measured src/ first")
     a = ap.parse_args()
 
     path = a.corpus / "docs.parquet"
@@ -144,12 +150,18 @@ def main() -> None:
     md = pq.ParquetFile(path).metadata
     print(f"{path}: {md.num_rows:,} rows, {md.num_row_groups} row group(s), {path.stat().st_size / 2**20:,.0f} MiB",
           file=sys.stderr)
-    load = os.getloadavg()
     builds = {"this": SRC, **({"baseline": a.baseline_src} if a.baseline_src else {})}
+    if not a.no_compile:
+        import subprocess
+
+        for src in builds.values():
+            subprocess.run([PY, "-m", "compileall", "-q", str(Path(src) / "dedupkit")], check=True,
+                           stdout=subprocess.DEVNULL)
+    load = os.getloadavg()
     runs: dict[tuple[str, str, int], list[dict]] = {(b, s, w): [] for s in a.stages for w in a.workers for b in builds}
     for r in range(a.repeat):
         for (build, stage, w) in runs:
-            res = run(stage, path, a.work / f"{stage}-w{w}", w, builds[build])
+            res = run(stage, path, a.work / f"{build}-{stage}-w{w}", w, builds[build])
             runs[(build, stage, w)].append(res)
             print(f"{build}: {stage} --workers {w} run {r + 1}: {res['wall_s']} s, {res['cpu_s']} CPU s, "
                   f"{res['timings'].get('scan_tasks')} scan tasks, {res['peak_rss_mib']} MiB", file=sys.stderr, flush=True)
@@ -188,8 +200,16 @@ def main() -> None:
           f"+ dedupkit's imports {fixed['imports_s']:.2f}")
     print(table((["build"] if len(builds) > 1 else []) + [
         "stage", "workers", "wall", "start+exit (wall - total)", "scan", "identify", "write"], brows))
+    identical = {}
+    for stage in a.stages:
+        outs = [a.work / f"{b}-{stage}-w{w}" for b in builds for w in a.workers]
+        files = [{p.name: p.read_bytes() for p in sorted((o / "manifest").glob("*.parquet"))} for o in outs]
+        identical[stage] = all(f == files[0] for f in files[1:])
+        print(f"{stage}: manifests of {', '.join(o.name for o in outs)} "
+              f"{'byte-identical' if identical[stage] else 'DIFFER'}")
     result = {"corpus": str(path), "rows": md.num_rows, "row_groups": md.num_row_groups, "load_at_start": load,
-              "load_at_end": os.getloadavg(), "fixed": fixed, "runs": out}
+              "load_at_end": os.getloadavg(), "bytecode_compiled": not a.no_compile, "fixed": fixed, "runs": out,
+              "manifests_identical": identical}
     if a.phases:
         result["phases"] = phases(a, path, builds)
     if a.big_gb:

@@ -484,11 +484,12 @@ class SemanticConfig(_Checked):
     max_tokens: int = setting(128, "Truncate each text to this many model tokens (MiniLM was trained on 128; "
                                    "longer costs time for little gain). Part of the embedding cache key.",
                               range=(8, 8192))
-    eps: str = setting("0.055", "Duplicate when cosine to a kept neighbour >= 1 - eps. "
+    eps: str = setting("0.065", "Duplicate when cosine to a kept neighbour >= 1 - eps. "
                                 "With --analyze, a comma-separated list.")
-    rewrite_eps: float = setting(0.2, "Also a duplicate at cosine >= 1 - rewrite_eps when both texts have >= 20 "
-                                      "words, share >= 40% of their content words and no number differs (a "
-                                      "rewrite, not a near miss: docs/semantic.md). 0 = cosine only.",
+    rewrite_eps: float = setting(0.145, "Rewrite band depth: also a duplicate at cosine >= 1 - eps - rewrite_eps "
+                                        "when both texts have >= 20 words, share >= 40% of their content words, no "
+                                        "number differs and they are not one template with other names in it (a "
+                                        "rewrite, not a near miss: docs/semantic.md). 0 = cosine only.",
                                  range=(0, 2))
     embed_normalize: str = setting("none", "What the embedder reads: none = the text as it is; archaic = "
                                            "archaic English forms (thou hast, he maketh, unto) replaced by modern "

@@ -246,8 +246,9 @@ def _lock_pid(folder: Path) -> int | None:
 
 
 def _workers(pid: int) -> list[int]:
-    """Live worker processes (multiprocessing spawn children) of ``pid``."""
-    found = []
+    """Live worker processes of ``pid``: its multiprocessing children (spawn), or the children of
+    its fork server (dedupkit.engine.local forks its workers there)."""
+    procs = {}
     for d in Path("/proc").glob("[0-9]*"):
         try:
             stat = (d / "stat").read_text()
@@ -255,9 +256,10 @@ def _workers(pid: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmd:
-            found.append(int(d.name))
-    return sorted(found)
+        procs[int(d.name)] = (int(fields[1]), fields[0], cmd)
+    servers = {p for p, (ppid, _, cmd) in procs.items() if ppid == pid and b"forkserver" in cmd}
+    return sorted(p for p, (ppid, state, cmd) in procs.items() if state != "Z" and (
+        (ppid == pid and b"spawn_main" in cmd) or ppid in servers))
 
 
 def _group_alive(pgid: int) -> bool:

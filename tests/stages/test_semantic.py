@@ -544,7 +544,7 @@ register_embedder("band", band_factory)
 def test_rewrite_band_takes_long_rewrites_but_not_short_near_misses_or_other_numbers(tmp_path):
     from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS
 
-    assert 1 - DEFAULT_REWRITE_EPS <= 0.88 < 1 - DEFAULT_EPS  # the pairs sit in the default band
+    assert 1 - DEFAULT_EPS - DEFAULT_REWRITE_EPS <= 0.88 < 1 - DEFAULT_EPS  # the pairs sit in the default band
     d = tmp_path / "band"
     write_rows(d / "a", make_rows(BAND_TEXTS), "parquet")
     cache = str(tmp_path / "cache")
@@ -576,3 +576,68 @@ def test_rewrite_ok_rules():
     other = ("Engineers measured the river's water level every morning during the spring floods and "
              "reported rising danger to the mayor's office")
     assert not rewrite_ok(w(LONG_A), w(other))  # same length, few shared content words
+
+
+def test_rewrite_ok_vetoes_one_template_with_another_name():
+    from dedupkit.stages.semantic import content_words, proper_names, rewrite_ok
+
+    def ok(a, b):
+        return rewrite_ok(content_words(a), content_words(b), (proper_names(a), proper_names(b)))
+
+    assert not ok(HOTEL_A, HOTEL_B)  # same words, another town: another question
+    assert ok(HOTEL_A, HOTEL_A.replace("Manali", "Manali town"))  # nothing swapped on one side
+    # a lower-case word swapped (a rewrite's synonym) is no name: still a rewrite
+    assert ok(LONG_A, LONG_A.replace("debate", "discussion"))
+    # a rewrite that also names the place differently changes more than the name: still a rewrite
+    assert ok(HOTEL_A, "Which hotels in Manali Hill-station are safe for an unmarried couple, free of harassment "
+                       "by the police, the hotel staff or the moral police, and cheap enough for a student?")
+    assert proper_names("Rome is old. We saw Rome and the Vatican (Italy) in Italy") == {"rome", "vatican", "italy"}
+
+
+HOTEL_A = ("What hotel in Manali Hill-station would be safe for unmarried couples, without the harassment "
+           "of police, hotel staff and moral police, on a small budget?")
+HOTEL_B = ("What hotel in Jhansi would be safe for unmarried couples, without the harassment "
+           "of police, hotel staff and moral police, on a small budget?")
+DEPTH_TEXTS = [LONG_A, LONG_B, HOTEL_A, HOTEL_B]
+DEPTH_COS = (0.82, 0.9)  # cosine of the rewrite pair, of the template pair
+
+
+class DepthEmbedder:
+    """:data:`DEPTH_TEXTS` as two pairs: the long rewrite at cosine 0.82, the hotel template with
+    another town at 0.9; the pairs orthogonal to each other."""
+
+    key = "depth:4"
+    dim = 4
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), 4), np.float32)
+        for r, t in enumerate(texts):
+            i = DEPTH_TEXTS.index(t)
+            c = DEPTH_COS[i // 2]
+            out[r, i - i % 2] = 1.0 if i % 2 == 0 else c
+            if i % 2:
+                out[r, i] = np.sqrt(1 - c ** 2)
+        return out
+
+
+register_embedder("depth", lambda arg, config: DepthEmbedder())
+
+
+def test_rewrite_band_follows_eps_and_keeps_templates_with_another_name(tmp_path):
+    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS
+
+    # the rewrite pair is inside the default band, but not inside the band under eps 0.03
+    assert 1 - DEFAULT_EPS - DEFAULT_REWRITE_EPS <= 0.82 < 1 - 0.03 - DEFAULT_REWRITE_EPS
+    d = tmp_path / "depth"
+    write_rows(d / "a", make_rows(DEPTH_TEXTS), "parquet")
+    cache = str(tmp_path / "cache")
+    run(d, tmp_path / "default", model="depth:", cache_dir=cache)
+    # the long rewrite goes; the hotel question about another town stays, although at cosine 0.9
+    assert kept(tmp_path / "default") in ({"d0", "d2", "d3"}, {"d1", "d2", "d3"})
+    run(d, tmp_path / "strict", model="depth:", eps=0.03, cache_dir=cache)  # a strict eps: a narrow band
+    assert kept(tmp_path / "strict") == {"d0", "d1", "d2", "d3"}
+    run(d, tmp_path / "loose", model="depth:", eps=0.12, cache_dir=cache)  # the cosine alone takes the hotels
+    assert len(kept(tmp_path / "loose")) == 2
+    an = run(d, tmp_path / "an", model="depth:", eps="0.03,0.055,0.12", analyze=True, cache_dir=cache)
+    assert [r["drop"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 2]
+    assert [r["rewrite_pairs"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 1]

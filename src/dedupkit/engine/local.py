@@ -25,12 +25,12 @@ class LocalEngine(Engine):
     """Run ``fn(task)`` for every task on this machine.
 
     ``workers=1`` runs in the calling process (no pickling, easiest to debug); more workers use a
-    spawn-context process pool (fork after pyarrow has started threads can deadlock). Results come
-    back in task order whatever order the tasks finish in, so output never depends on ``workers``.
+    process pool whose workers are forked from a fork server (:func:`_new_pool`), never from this
+    process (a fork after pyarrow has started threads can deadlock). Results come back in task order
+    whatever order the tasks finish in, so output never depends on ``workers``.
 
     The pool is started on the first parallel ``map`` and reused by later ones (a stage's scan,
-    then its global steps), because each spawn re-imports numpy and pyarrow in every worker; call
-    :meth:`close` (the runner does) when the run is over.
+    then its global steps); call :meth:`close` (the runner does) when the run is over.
     """
 
     name = "local"
@@ -49,6 +49,8 @@ class LocalEngine(Engine):
         if self._pool is None and _warm is not None and _warm[0] == self.workers:
             _, self._pool, self._reports = _warm  # started by prestart() while the command planned
             _warm = None
+            if self._pool._broken:  # a worker died while it started (killed): start a new pool
+                self._abort()
         if self._pool is None:
             self._pool, self._reports = _new_pool(self.workers)
         return self._pool
@@ -139,6 +141,9 @@ class LocalEngine(Engine):
 def _stop(pool: ProcessPoolExecutor, join: bool = True) -> None:
     """Stop a pool now: its workers terminated and (with ``join``) waited for, killed if one
     outlives a short wait."""
+    starter = getattr(pool, "_dedupkit_starter", None)
+    if starter is not None:  # prestart()'s thread, still starting workers: let it finish first
+        starter.join(timeout=60)
     # Take the workers before shutdown(), which forgets them (it sets _processes to None).
     procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
@@ -162,11 +167,74 @@ def _stop(pool: ProcessPoolExecutor, join: bool = True) -> None:
             proc.join(timeout=5)
 
 
+def _context() -> Any:
+    """The pool's start method: a fork server where there is one (Linux, macOS), else spawn.
+
+    A spawned worker starts a new interpreter and imports numpy, pyarrow and dedupkit (~0.3 CPU s
+    each, on the cores the main process needs for its own start-up); the fork server does that once
+    (:mod:`dedupkit.engine.preload`) and forks every worker from there, ready in milliseconds. It is
+    itself started as a new interpreter, so it holds none of this process's threads or locks, and
+    it stays single-threaded: each fork is as safe as a fork before any thread exists.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    from multiprocessing import forkserver
+
+    # Started (once per process) with SIGINT ignored, a disposition it hands to every worker it
+    # forks (see _spawning); preloading what every worker needs. A server already running (started
+    # by someone else) is used as it is.
+    forkserver.set_forkserver_preload([_PRELOAD])
+    server = getattr(forkserver, "_forkserver", None)
+    ours = server is not None and getattr(server, "_forkserver_pid", 0) is None
+    with _spawning():
+        forkserver.ensure_running()
+    if ours and not _ENDING:
+        import atexit
+
+        atexit.register(_end_fork_server)
+        _ENDING.append(True)
+    return mp.get_context("forkserver")
+
+
+_PRELOAD = "dedupkit.engine.preload"
+_ENDING: list[bool] = []
+
+
+def _end_fork_server() -> None:
+    """At exit: the fork server this process started is killed and reaped.
+
+    Left alone it would exit by itself once this process and its workers are gone, after the
+    interpreter's teardown of numpy and pyarrow (~0.2 s); reaped here, no process outlives the
+    command, and the CPU time of the server and of the workers it reaped counts in this process's
+    (what ``time`` and the benchmarks measure). Its workers have been stopped and joined by then
+    (the pool's own exit handler, which runs first).
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    with server._lock:
+        pid, server._forkserver_pid = server._forkserver_pid, None
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:  # already gone (reaped)
+            pass
+        try:
+            os.close(server._forkserver_alive_fd)
+        except (OSError, TypeError):
+            pass
+        server._forkserver_alive_fd = server._forkserver_address = None
+
+
 def _new_pool(workers: int) -> tuple[ProcessPoolExecutor, Any]:
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     reports = ctx.Queue()
+    # this process's environment now, not the fork server's from when it started (credentials a
+    # library caller set since, for example), as a spawned worker would have it
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(os.getpid(), reports))
+                               initargs=(os.getpid(), reports, dict(os.environ)))
     return pool, reports
 
 
@@ -187,12 +255,33 @@ def prestart(workers: int) -> None:
         return
     pool, reports = _new_pool(workers)
     _warm = (workers, pool, reports)
+    if pool._mp_context.get_start_method() != "forkserver":
+        try:
+            with _spawning():  # spawned workers take SIGINT's disposition from this process
+                _start_workers(pool, workers)
+        except BrokenProcessPool:  # a worker already died (killed): the engine starts a new pool
+            discard_prestarted()
+        return
+    # The fork server answers a worker's start only once it has imported what workers need
+    # (~0.3 s): a thread waits for that, while this process goes on with its own imports and
+    # planning. (Workers forked by the server ignore SIGINT as it does: no _spawning here.)
+    import threading
+
+    pool._dedupkit_starter = threading.Thread(target=_start_workers, args=(pool, workers, True),
+                                              name="dedupkit-prestart", daemon=True)
+    pool._dedupkit_starter.start()
+
+
+def _start_workers(pool: ProcessPoolExecutor, workers: int, quiet: bool = False) -> None:
+    """Start the pool's workers (a process starts per submitted call while none is idle), each
+    importing what a scan task needs. ``quiet``: a pool that broke or was stopped meanwhile is
+    left as it is (the engine's next map reports it, or starts a new pool)."""
     try:
-        with _spawning():
-            for _ in range(workers):  # a process starts per submitted call while none is idle
-                pool.submit(_warm_up)
-    except BrokenProcessPool:  # a worker already died (killed): the engine starts a new pool
-        discard_prestarted()
+        for _ in range(workers):
+            pool.submit(_warm_up)
+    except (BrokenProcessPool, RuntimeError, OSError, EOFError):
+        if not quiet:
+            raise
 
 
 def discard_prestarted() -> None:
@@ -223,8 +312,12 @@ def _warm_up() -> None:
     importlib.import_module("dedupkit.scan")  # numpy, pyarrow, the readers
 
 
-def _init_worker(parent_pid: int, reports: Any = None) -> None:
+def _init_worker(parent_pid: int, reports: Any = None, environ: dict[str, str] | None = None) -> None:
     from dedupkit.fastart import skip_pandas_probe
+
+    if environ is not None and environ != os.environ:
+        os.environ.clear()
+        os.environ.update(environ)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # already ignored since exec; keep it so
     skip_pandas_probe()  # 0.2 s less per worker (dedupkit.fastart)
@@ -300,9 +393,16 @@ def exit_with_parent(parent_pid: int, interval: float = 0.2) -> None:
     import threading
     import time
 
+    parent = mp.parent_process()
+
     def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(interval)
+        if parent is not None and parent.pid == parent_pid:
+            # A pipe from the main process, at EOF once it is gone: the one way to see its end from
+            # a worker forked by the fork server, whose parent process is that server.
+            parent.join()
+        else:
+            while os.getppid() == parent_pid:
+                time.sleep(interval)
         os._exit(70)
 
     threading.Thread(target=watch, name="dedupkit-exit-with-parent", daemon=True).start()

@@ -14,9 +14,9 @@ Steps:
    k-means centroid, or with a global search the lowest mean cosine to its neighbours; ``easy`` the
    most typical; ``random`` a seeded shuffle; ``first`` the lowest (shard, row)); ``keep_by`` ranks
    by a column first.
-4. **Pairs**: cosine >= 1 - eps, or in the rewrite band (cosine >= 1 - rewrite_eps) when the two
-   texts read as a rewrite of each other (:func:`rewrite_ok`: long enough, sharing content words,
-   no conflicting number).
+4. **Pairs**: cosine >= 1 - eps, or in the rewrite band (cosine >= 1 - eps - rewrite_eps) when the
+   two texts read as a rewrite of each other (:func:`rewrite_ok`: long enough, sharing content
+   words, no conflicting number, not one template with another name filled in).
 5. **Decide** with greedy centres, as the fuzzy stage does: in rank order, an unclaimed document is
    kept and claims the unclaimed documents it forms a pair with. Every dropped row's
    ``duplicate_of`` is therefore a direct neighbour forming a pair with it (no chaining through
@@ -54,11 +54,14 @@ log = logging.getLogger(__name__)
 SEMANTIC_KEEP = _S.choices(_S.SemanticConfig, "keep")
 DEFAULT_EPS = float(_S.SemanticConfig.eps)
 DEFAULT_REWRITE_EPS = float(_S.SemanticConfig.rewrite_eps)
-#: The rewrite rule (:func:`rewrite_ok`): a pair between ``1 - rewrite_eps`` and ``1 - eps`` is a
-#: duplicate only when both texts have this many words ...
+#: The rewrite rule (:func:`rewrite_ok`): a pair between ``1 - eps - rewrite_eps`` and ``1 - eps`` is
+#: a duplicate only when both texts have this many words ...
 REWRITE_MIN_WORDS = 20
 #: ... and share this share of the smaller one's content words (stopwords left out).
 REWRITE_MIN_OVERLAP = 0.4
+#: ... and are not one template with another name in it: each side has at most this many content
+#: words the other lacks, a name among them on each side, and only names on at least one side.
+REWRITE_MAX_SWAP = 3
 _WORD = re.compile(r"\w+")
 #: English function words (and their archaic forms), left out of the content-word overlap: they say
 #: nothing about the subject, and an old translation's "thou hast ... unto" would count against it.
@@ -83,8 +86,9 @@ class SemanticConfig:
         embed: which embedder, device, batch size, truncation.
         eps: a document is a duplicate when its cosine to a kept neighbour is at least ``1 - eps``.
             With ``analyze``, every value is evaluated.
-        rewrite_eps: a pair at cosine between ``1 - rewrite_eps`` and ``1 - eps`` is a duplicate too
-            when :func:`rewrite_ok` says the two texts are a rewrite of each other; 0 = cosine only.
+        rewrite_eps: depth of the rewrite band below the threshold: a pair at cosine between
+            ``1 - eps - rewrite_eps`` and ``1 - eps`` is a duplicate too when :func:`rewrite_ok`
+            says the two texts are a rewrite of each other; 0 = cosine only.
         embed_normalize: what the embedder reads: ``none`` (default) the text as it is,
             ``archaic`` (opt-in) archaic English word forms replaced by modern ones
             (:mod:`dedupkit.archaic`). The data itself is never changed.
@@ -130,7 +134,8 @@ class SemanticConfig:
             raise ConfigError(f"one --eps value is needed without --analyze, got {len(eps)}; "
                               "pass --analyze to compare several")
         if not 0.0 <= self.rewrite_eps <= 2.0 or math.isnan(self.rewrite_eps):
-            raise ConfigError(f"rewrite_eps must be in [0, 2] (0 = cosine only), got {self.rewrite_eps}")
+            raise ConfigError(f"rewrite_eps (the rewrite band's depth below 1 - eps) must be in [0, 2] "
+                              f"(0 = cosine only), got {self.rewrite_eps}")
         if self.keep not in SEMANTIC_KEEP:
             raise ConfigError(f"keep must be one of {', '.join(SEMANTIC_KEEP)}, got {self.keep!r}")
         if self.order not in ("asc", "desc"):
@@ -369,7 +374,24 @@ def content_words(text: str) -> tuple[int, frozenset[str]]:
     return len(w), frozenset(x for x in w if x not in STOPWORDS)
 
 
-def rewrite_ok(a: tuple[int, frozenset[str]], b: tuple[int, frozenset[str]]) -> bool:
+def proper_names(text: str) -> frozenset[str]:
+    """Lower-cased words written with a capital inside a sentence (not after ``. ! ?`` and a space,
+    an opening quote or bracket, or at the start): names of places, people, products."""
+    out = set()
+    for m in _WORD.finditer(text):
+        w = m.group()
+        if not w[0].isupper():
+            continue
+        before = text[:m.start()]
+        prev = before.rstrip()
+        if not prev or prev[-1] in "\"'\u201c\u2018(:" or (prev[-1] in ".!?" and len(prev) < len(before)):
+            continue
+        out.add(w.lower())
+    return frozenset(out)
+
+
+def rewrite_ok(a: tuple[int, frozenset[str]], b: tuple[int, frozenset[str]],
+               names: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())) -> bool:
     """Whether two texts (:func:`content_words` of each) close in meaning are a rewrite of each other.
 
     Below cosine ``1 - eps`` an embedding alone cannot tell a rewrite from a near miss: short
@@ -377,8 +399,13 @@ def rewrite_ok(a: tuple[int, frozenset[str]], b: tuple[int, frozenset[str]]) -> 
     at cosine 0.9 and above. A pair there counts only when both texts have at least
     :data:`REWRITE_MIN_WORDS` words (the subject is then a smaller part of the vector), share at
     least :data:`REWRITE_MIN_OVERLAP` of the smaller text's content words (independent texts on
-    one topic share fewer), and do not each hold a number the other lacks (another year, price or
-    version: another fact).
+    one topic share fewer), do not each hold a number the other lacks (another year, price or
+    version: another fact), and are not **one template with another name filled in**: when each
+    text has at most :data:`REWRITE_MAX_SWAP` content words the other lacks, a name
+    (:func:`proper_names`, passed in ``names``) among them on each side and nothing but names on
+    at least one side ("hotels in Manali" / "hotels in Jhansi"), the words say the texts are the
+    same and the cosine, below ``1 - eps``, says the swapped names matter: another place, person
+    or product. A rewrite changes many words; a near copy sits above ``1 - eps``.
 
     Example:
         >>> a = content_words("The committee approved the 2019 budget after a long debate about "
@@ -388,34 +415,47 @@ def rewrite_ok(a: tuple[int, frozenset[str]], b: tuple[int, frozenset[str]]) -> 
         >>> rewrite_ok(a, b), rewrite_ok(a, content_words("The committee approved the 2020 budget "
         ...     "after a long debate about school funding and the cost of new roads in the northern district"))
         (True, False)
+        >>> t1 = "What are good gifts for a visitor to bring when invited to a family home in Pakistan for their first dinner?"
+        >>> t2 = "What are good gifts for a visitor to bring when invited to a family home in Thailand for their first dinner?"
+        >>> rewrite_ok(content_words(t1), content_words(t2), (proper_names(t1), proper_names(t2)))
+        False
     """
     (na, wa), (nb, wb) = a, b
     if min(na, nb) < REWRITE_MIN_WORDS:
         return False
     if len(wa & wb) < REWRITE_MIN_OVERLAP * max(1, min(len(wa), len(wb))):
         return False
-    return not (any(w.isdigit() for w in wa - wb) and any(w.isdigit() for w in wb - wa))
+    da, db = wa - wb, wb - wa
+    if any(w.isdigit() for w in da) and any(w.isdigit() for w in db):
+        return False
+    na_, nb_ = names
+    swap = (0 < len(da) <= REWRITE_MAX_SWAP and 0 < len(db) <= REWRITE_MAX_SWAP and bool(da & na_)
+            and bool(db & nb_) and (da <= na_ or db <= nb_))
+    return not swap
 
 
 def accepted_pairs(nb, eps_values: Sequence[float], rewrite_eps: float,
                    texts: Callable[[np.ndarray], dict[int, str]]) -> dict[float, np.ndarray]:
     """For each eps, which of ``nb``'s edges make a duplicate pair: cosine >= 1 - eps, or cosine
-    >= 1 - rewrite_eps and :func:`rewrite_ok`. ``texts(index)`` returns the texts of documents
-    (global indices); it is called once, only for the documents of pairs in the rewrite band."""
+    >= 1 - eps - rewrite_eps and :func:`rewrite_ok`. ``texts(index)`` returns the texts of
+    documents (global indices); it is called once, only for the documents of pairs in a band.
+
+    The band sits at a fixed depth below each threshold, so a strict eps keeps a narrow band near
+    it (precise) and a loose eps reaches further (more recall), rather than one fixed floor for all.
+    """
     out = {eps: nb.sims >= 1.0 - eps for eps in eps_values}
-    band_eps = [eps for eps in eps_values if rewrite_eps > eps]
-    if not band_eps:
+    if rewrite_eps <= 0 or not len(eps_values):
         return out
-    lo = 1.0 - rewrite_eps
-    band = np.flatnonzero((nb.sims >= lo) & (nb.sims < 1.0 - min(band_eps)))
+    band = np.flatnonzero((nb.sims >= 1.0 - max(eps_values) - rewrite_eps) & (nb.sims < 1.0 - min(eps_values)))
     ok = np.zeros(len(nb.sims), bool)
     if len(band):
         docs = np.unique(nb.edges[band])
         got = texts(docs)
-        words = {int(d): content_words(got.get(int(d), "")) for d in docs}
-        ok[band] = [rewrite_ok(words[int(i)], words[int(j)]) for i, j in nb.edges[band]]
-    for eps in band_eps:  # ok holds only for band edges, all at cosine >= lo
-        out[eps] = out[eps] | ok
+        feats = {int(d): (content_words(got.get(int(d), "")), proper_names(got.get(int(d), ""))) for d in docs}
+        ok[band] = [rewrite_ok(feats[int(i)][0], feats[int(j)][0], (feats[int(i)][1], feats[int(j)][1]))
+                    for i, j in nb.edges[band]]
+    for eps in eps_values:
+        out[eps] |= ok & (nb.sims >= 1.0 - eps - rewrite_eps)
     return out
 
 
@@ -511,7 +551,7 @@ class SemanticStage(Stage):
             stats.update({"clusters": int(len(centroids)), "largest_kmeans_cluster": int(sizes.max())})
         t2 = time.perf_counter()
         thresholds = {eps: 1.0 - eps for eps in c.eps}
-        lowest = min(min(thresholds.values()), 1.0 - c.rewrite_eps if c.rewrite_eps else 1.0)
+        lowest = min(thresholds.values()) - c.rewrite_eps  # the band reaches rewrite_eps below each threshold
         nb = search(x, c.neighbours, lowest, method, groups=assign, nprobe=c.nprobe, seed=c.seed) if n else None
         t3 = time.perf_counter()
         stats["search"] = nb.stats if nb else {"method": method}
