@@ -14,12 +14,15 @@ Measures, printing a table and writing JSON:
    planted near-duplicates), median of ``--runs``.
 4. **Fast option**: documents per second of the ``static`` embedder (model2vec distilled locally
    from the packaged model) versus MiniLM, on the same texts, median of ``--runs``.
-5. **Backends** (``onnx`` vs ``torch``, same packaged MiniLM, ``--threads`` threads each, in this
-   process): docs/s on the first ``--backend-n`` texts of ``--docs``, median of ``--runs``; and for
+5. **Backends** (``torch``, ``onnx``, ``onnx-int8``, ``onnx-fp32``, same packaged MiniLM, ``--threads``
+   threads each): docs/s of ``dedupkit semantic`` run in this process at the stage's defaults with
+   no embedding cache (models loaded beforehand) on the first ``--backend-n`` texts of ``--docs``,
+   median of ``--runs``, with CPU seconds beside wall. ``onnx`` is int8 plus its near-boundary
+   float re-encoding (``dedupkit.stages.semantic_refine``), all of it inside the timed run. For
    every ``--suites`` folder (``docs.parquet`` with a ``text`` column): the cosine of each
-   document's ONNX embedding to its torch embedding (min, 1st percentile, mean), and the share of
-   rows whose keep/drop decision is the same when ``dedupkit semantic`` runs with each backend at
-   the default settings.
+   document's int8 embedding to its torch embedding (min, 1st percentile, mean), and the share of
+   rows whose keep/drop decision is torch's under ``onnx`` and under ``onnx-int8``
+   (``--suite-cache`` keeps the suites' vectors for a rerun).
 6. **semhash end to end** (``--peer-python``: a virtualenv with semhash, onnxruntime, tokenizers
    and pyarrow): wall time of a fresh ``dedupkit semantic DOCS --backend onnx --no-cache -q``
    process versus a fresh process that reads the same texts, loads the same int8 ONNX export with
@@ -35,8 +38,9 @@ Usage:
     python benchmarks/semantic.py --docs ../shared/data/qqp-sample/docs.parquet --n 20000 \
         --skip e2e,cluster,speed,backends --peer-python /work/peers/sem-onnx/bin/python \
         --out benchmarks/results/semantic_vs_semhash.json
-    # the backends alone (what RESULTS.md "ONNX backend" cites):
-    python benchmarks/semantic.py --docs CORPUS/docs.parquet --skip e2e,cluster,speed \
+    # the backends alone (what RESULTS.md "ONNX decisions" cites):
+    OMP_NUM_THREADS=2 python benchmarks/semantic.py --docs /tmp/corpus4k/docs.parquet --n 4000 \
+        --skip e2e,cluster,speed --backend-n 1000 --runs 1 \
         --suites ../shared/data/qqp-sample ../shared/data/mrpc-groups ../shared/data/clough-stevenson \
         --out benchmarks/results/semantic_backends.json
 
@@ -224,74 +228,102 @@ def peer_bench(docs: Path, peer_python: str, runs: int, max_tokens: int, batch_s
             "ratio_cpu": statistics.median(sh_cpu) / statistics.median(dk_cpu)}
 
 
-ONNX_BACKENDS = ("onnx", "onnx-fp32")
+ONNX_BACKENDS = ("onnx", "onnx-int8", "onnx-fp32")
+SUITE_BACKENDS = ("torch", "onnx-int8", "onnx")  # int8 first: the refined run reuses its cached vectors
 
 
-def backend_bench(texts: list[str], suites: list[str], runs: int, max_tokens: int, batch_size: int,
-                  threads: int, work: Path) -> dict:
-    """docs/s of the torch, onnx (int8) and onnx-fp32 backends on ``texts``; per suite, each ONNX
-    backend's cosine to torch and the share of rows with torch's keep/drop decision."""
-    import torch
-
+def stage_run(docs: str, out: Path, backend: str, cache: str, use_cache: bool, max_tokens: int,
+              batch_size: int) -> tuple[float, float, dict]:
+    """One in-process ``api.semantic`` run at the stage's defaults: (wall s, CPU s of this process,
+    summary). Models stay loaded between runs (dedupkit loads each once per process)."""
     from dedupkit import api
-    from dedupkit.embed import EmbedConfig, get_embedder
+
+    t, c = time.perf_counter(), time.process_time()
+    r = api.semantic([docs], str(out), backend=backend, device="cpu", max_tokens=max_tokens,
+                     embed_batch_size=batch_size, cache_dir=cache, no_cache=not use_cache, overwrite=True)
+    return time.perf_counter() - t, time.process_time() - c, r.summary
+
+
+def cached_vectors(cache: str, summary: dict) -> np.ndarray:
+    """The vectors a stage run cached for its one input shard (by the run's embedder key)."""
+    from dedupkit.embed import EmbeddingCache
+
+    got = EmbeddingCache(cache, summary["stats"]["model_key"]).load(summary["inputs"][0]["fingerprint"])
+    return np.asarray(got[1], np.float32)
+
+
+def backend_bench(docs: Path, texts: list[str], suites: list[str], runs: int, max_tokens: int, batch_size: int,
+                  threads: int, work: Path, suite_cache: str | None) -> dict:
+    """docs/s of ``dedupkit semantic`` (in-process, no embedding cache, models loaded) with each
+    backend on ``docs``; the onnx backend's time includes its near-boundary float re-encoding.
+    Per suite: the int8 vectors' cosine to torch's, and the share of rows with torch's keep/drop
+    decision under onnx (refined) and onnx-int8."""
+    import torch
 
     torch.set_num_threads(threads)  # ONNX Runtime reads OMP_NUM_THREADS (set in main)
     cache = str(work / "backend-cache")  # the ONNX export is made here (timed separately)
-    emb = {}
+    warm = make_subset(str(docs), 32, work / "warm")
     t0 = time.perf_counter()
-    for b in ("torch",) + ONNX_BACKENDS:
-        emb[b] = get_embedder(EmbedConfig(model="minilm", device="cpu", backend=b, max_tokens=max_tokens,
-                                          batch_size=batch_size, cache_dir=cache))
+    for b in ("torch",) + ONNX_BACKENDS:  # export once and load every model before timing
+        stage_run(str(warm), work / f"warm-{b}", b, cache, False, max_tokens, batch_size)
         if b == "onnx":
             export_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-    out: dict = {"threads": threads, "docs": len(texts), "onnx_export_and_load_s": export_s}
+    out: dict = {"threads": threads, "docs": len(texts), "onnx_export_and_load_s": export_s,
+                 "load_avg_before": os.getloadavg()}
+    times: dict = {b: [] for b in ("torch",) + ONNX_BACKENDS}
+    cpu: dict = {b: [] for b in times}
     with torch.inference_mode():
-        for b in emb:
-            emb[b].encode(texts[:32])  # warm-up
-        times: dict = {b: [] for b in emb}
-        cpu: dict = {b: [] for b in emb}
         for _ in range(runs):
-            for b in emb:  # interleaved, so a load change hits both alike
-                t, c = time.perf_counter(), time.process_time()
-                emb[b].encode(texts)
-                times[b].append(time.perf_counter() - t)
-                cpu[b].append(time.process_time() - c)
-    for b in emb:
+            for b in times:  # interleaved, so a load change hits every backend alike
+                w, c, summary = stage_run(str(docs), work / f"speed-{b}", b, cache, False, max_tokens, batch_size)
+                times[b].append(w)
+                cpu[b].append(c)
+                if b == "onnx":
+                    out["onnx_refine"] = summary["stats"].get("refine")
+    for b in times:
         out[f"{b}_runs_s"] = times[b]
         out[f"{b}_docs_per_s"] = len(texts) / statistics.median(times[b])
         # CPU seconds of this process: on a loaded machine the wall time mostly measures the load
         out[f"{b}_cpu_s"] = cpu[b]
         out[f"{b}_docs_per_cpu_s"] = len(texts) / statistics.median(cpu[b])
-    for b in ONNX_BACKENDS:
-        sfx = "" if b == "onnx" else "_fp32"
-        out[f"speedup{sfx}"] = out[f"{b}_docs_per_s"] / out["torch_docs_per_s"]
-        out[f"speedup_cpu{sfx}"] = out[f"{b}_docs_per_cpu_s"] / out["torch_docs_per_cpu_s"]
-    print(f"backends: torch {out['torch_docs_per_s']:.1f} docs/s, onnx {out['onnx_docs_per_s']:.1f} docs/s "
-          f"({out['speedup']:.2f}x; per CPU second {out['speedup_cpu']:.2f}x), onnx-fp32 "
-          f"{out['onnx-fp32_docs_per_s']:.1f} docs/s ({out['speedup_fp32']:.2f}x; {out['speedup_cpu_fp32']:.2f}x)",
-          file=sys.stderr)
+        out[f"speedup_{b}"] = out[f"{b}_docs_per_s"] / out["torch_docs_per_s"]
+        out[f"speedup_cpu_{b}"] = out[f"{b}_docs_per_cpu_s"] / out["torch_docs_per_cpu_s"]
+    out["load_avg_after"] = os.getloadavg()
+    print("backends (dedupkit semantic, in-process): " + ", ".join(
+        f"{b} {out[f'{b}_docs_per_s']:.1f} docs/s ({out[f'speedup_{b}']:.2f}x; per CPU s {out[f'speedup_cpu_{b}']:.2f}x)"
+        for b in times), file=sys.stderr)
     out["suites"] = {}
+    scache = suite_cache or str(work / "suite-cache")
     for suite in suites:
         name = Path(suite).name
-        docs = str(Path(suite) / "docs.parquet")
-        st = pq.read_table(docs, columns=["text"]).column("text").to_pylist()
-        vec = {b: emb[b].encode(st) for b in emb}
-        keep = {}
-        for b in emb:
-            api.semantic([docs], str(work / f"{name}-{b}"), backend=b, device="cpu", max_tokens=max_tokens,
-                         embed_batch_size=batch_size, cache_dir=cache)
+        sdocs = str(Path(suite) / "docs.parquet")
+        keep, vec, refine = {}, {}, None
+        for b in SUITE_BACKENDS:
+            _, _, summary = stage_run(sdocs, work / f"{name}-{b}", b, scache, True, max_tokens, batch_size)
             m = pq.read_table(work / f"{name}-{b}" / "manifest").sort_by([("shard", "ascending"), ("row", "ascending")])
             keep[b] = np.asarray(m.column("keep").to_pylist())
-        res = {"docs": len(st), "dropped_torch": int((~keep["torch"]).sum())}
-        for b in ONNX_BACKENDS:
-            cos = np.einsum("ij,ij->i", vec["torch"], vec[b])
-            sfx = "" if b == "onnx" else "_fp32"
-            res.update({f"cos_min{sfx}": float(cos.min()), f"cos_p1{sfx}": float(np.percentile(cos, 1)),
-                        f"cos_mean{sfx}": float(cos.mean()), f"docs_below_0.98{sfx}": int((cos < 0.98).sum()),
-                        f"same_decision{sfx}": float(np.mean(keep["torch"] == keep[b])),
-                        f"dropped_onnx{sfx}": int((~keep[b]).sum())})
+            if b != "onnx":
+                vec[b] = cached_vectors(scache, summary)
+            else:
+                refine = summary["stats"].get("refine")
+        cos = np.einsum("ij,ij->i", vec["torch"], vec["onnx-int8"])
+        # the vectors onnx decides on: int8, with the rows it re-encoded (its float cache) replaced
+        from dedupkit.embed import EmbedConfig, EmbeddingCache, get_embedder
+
+        fkey = get_embedder(EmbedConfig(model="minilm", device="cpu", backend="onnx-fp32", max_tokens=max_tokens,
+                                        batch_size=batch_size, cache_dir=scache)).key
+        got = EmbeddingCache(scache, fkey).load(summary["inputs"][0]["fingerprint"])
+        mixed = vec["onnx-int8"].copy()
+        if got:
+            mixed[got[0]] = got[1]
+        cos_used = np.einsum("ij,ij->i", vec["torch"], mixed)
+        res = {"docs": len(cos), "dropped_torch": int((~keep["torch"]).sum()),
+               "cos_min_onnx_decides_on": float(cos_used.min()), "docs_below_0.98_onnx": int((cos_used < 0.98).sum()),
+               "cos_min": float(cos.min()), "cos_p1": float(np.percentile(cos, 1)), "cos_mean": float(cos.mean()),
+               "docs_below_0.98": int((cos < 0.98).sum()), "refined_share": refine and refine["share"]}
+        for b in ("onnx", "onnx-int8"):
+            res[f"same_decision_{b}"] = float(np.mean(keep["torch"] == keep[b]))
+            res[f"dropped_{b}"] = int((~keep[b]).sum())
         out["suites"][name] = res
         print(f"suite {name}: {res}", file=sys.stderr)
     return out
@@ -315,6 +347,8 @@ def main() -> None:
     ap.add_argument("--suites", nargs="*", default=[],
                     help="pair-suite folders (docs.parquet) for the backends' cosine and decision checks")
     ap.add_argument("--backend-n", type=int, default=2000, help="documents for the onnx/torch docs/s")
+    ap.add_argument("--suite-cache", default=None,
+                    help="embedding cache for the --suites runs (kept: a rerun reuses torch's vectors)")
     ap.add_argument("--threads", type=int, default=2, help="threads of each backend in the backends part")
     ap.add_argument("--peer-python", default=None,
                     help="python of a virtualenv with semhash, onnxruntime, tokenizers, pyarrow: dedupkit vs "
@@ -378,8 +412,9 @@ def main() -> None:
                 res["speed"]["minilm_docs_per_s"] = n / res["e2e"]["bare_median_s"]
                 res["speed"]["speedup"] = res["speed"]["static_docs_per_s"] / res["speed"]["minilm_docs_per_s"]
         if "backends" not in skip:
-            res["backends"] = backend_bench(texts[:args.backend_n], args.suites, args.runs, args.max_tokens,
-                                            args.batch_size, args.threads, work)
+            bdocs = make_subset(str(docs), args.backend_n, work / "backend-docs")
+            res["backends"] = backend_bench(bdocs, texts[:args.backend_n], args.suites, args.runs, args.max_tokens,
+                                            args.batch_size, args.threads, work, args.suite_cache)
         if "peer" not in skip and args.peer_python:
             res["peer"] = peer_bench(docs, args.peer_python, args.runs, args.max_tokens, args.batch_size, work)
     finally:
@@ -411,19 +446,24 @@ def main() -> None:
             print(f"| static speed-up | {s['speedup']:,.0f}x |")
     if "backends" in res:
         b = res["backends"]
-        print(f"| torch backend docs/s ({b['docs']} docs, {b['threads']} threads) | {b['torch_docs_per_s']:,.1f} |")
-        for k, sfx in (("onnx", ""), ("onnx-fp32", "_fp32")):
-            print(f"| {k} backend docs/s (speed-up over torch) | {b[k + '_docs_per_s']:,.1f} "
-                  f"({b['speedup' + sfx]:.2f}x) |")
-            print(f"| {k}: docs per CPU second (torch {b['torch_docs_per_cpu_s']:,.1f}) | "
-                  f"{b[k + '_docs_per_cpu_s']:,.1f} ({b['speedup_cpu' + sfx]:.2f}x) |")
+        print(f"| torch backend docs/s, dedupkit semantic ({b['docs']} docs, {b['threads']} threads) | "
+              f"{b['torch_docs_per_s']:,.1f} ({b['torch_docs_per_cpu_s']:,.1f} per CPU s) |")
+        for k in ONNX_BACKENDS:
+            print(f"| {k} docs/s (speed-up over torch; per CPU second) | {b[k + '_docs_per_s']:,.1f} "
+                  f"({b['speedup_' + k]:.2f}x; {b[k + '_docs_per_cpu_s']:,.1f} = {b['speedup_cpu_' + k]:.2f}x) |")
+        if b.get("onnx_refine"):
+            r = b["onnx_refine"]
+            print(f"| onnx: documents re-encoded in float (share; encode s) | {r['docs']} ({r['share']:.1%}; "
+                  f"{r['encode_s']:.1f}) |")
         print(f"| onnx export (once) + load (s) | {b['onnx_export_and_load_s']:.1f} |")
+        print("\n| suite | docs | int8 cosine to torch min / p1 / mean | onnx (refined) cosine min | same decision "
+              "onnx (refined share) | same decision onnx-int8 | dropped torch / onnx / onnx-int8 |")
+        print("|---|---|---|---|---|---|---|")
         for name, r in b["suites"].items():
-            for k, sfx in (("onnx", ""), ("onnx-fp32", "_fp32")):
-                print(f"| {name} ({r['docs']} docs): {k}-torch cosine min / p1 / mean | {r['cos_min' + sfx]:.4f} / "
-                      f"{r['cos_p1' + sfx]:.4f} / {r['cos_mean' + sfx]:.4f} |")
-                print(f"| {name}: {k} same keep/drop decision as torch (dropped torch, {k}) | "
-                      f"{r['same_decision' + sfx]:.2%} ({r['dropped_torch']}, {r['dropped_onnx' + sfx]}) |")
+            print(f"| {name} | {r['docs']} | {r['cos_min']:.4f} / {r['cos_p1']:.4f} / {r['cos_mean']:.4f} | "
+                  f"{r['cos_min_onnx_decides_on']:.4f} | {r['same_decision_onnx']:.2%} ({(r['refined_share'] or 0):.1%}) | {r['same_decision_onnx-int8']:.2%} | "
+                  f"{r['dropped_torch']} / {r['dropped_onnx']} / {r['dropped_onnx-int8']} |")
+        print()
     if "peer" in res:
         p = res["peer"]
         print(f"| dedupkit semantic --backend onnx end to end, median (s) | {p['dedupkit_median_s']:.1f} "

@@ -228,3 +228,19 @@ def test_quiet_leaves_stderr_empty_with_the_real_model(tmp_path, backend):
     loud = run_subprocess("semantic", str(data), "-o", str(tmp_path / "loud"), "--backend", backend,
                           "--cache-dir", str(tmp_path / "cache2"))
     assert loud.returncode == 0 and "dropped" in loud.stderr  # without -q the count line is there
+
+
+@pytest.mark.model
+def test_identical_texts_get_one_int8_vector_whatever_their_batch(onnx_cache):
+    # int8 activations are quantised per batch: with batches of two, the two copies of "a" would
+    # land beside different texts and come out different, were each text not encoded once
+    from dedupkit.embed_onnx import FLOAT_MAX_TOKENS
+
+    emb = get_embedder(EmbedConfig(backend="onnx-int8", device="cpu", batch_size=2, cache_dir=str(onnx_cache)))
+    # longer than FLOAT_MAX_TOKENS (those run the float export), one token count: batched together
+    a, b, c = ("the cat sat on the mat " * 4, "a dog ran in the park " * 4, "my hat is on the bed " * 4)
+    assert len({len(ids) for ids in emb.tokenize([a, b, c])}) == 1
+    assert len(emb.tokenize([a])[0]) > FLOAT_MAX_TOKENS
+    out = emb.encode([a, b, c, a])
+    assert np.array_equal(out[0], out[3])
+    assert not np.array_equal(out[0], out[1])

@@ -374,14 +374,14 @@ def _onnx_target(local: Path, cache_dir: str | os.PathLike | None) -> Path:
 
 
 def resolve_backend(name_or_path: str, config: EmbedConfig) -> str:
-    """``torch``, ``onnx`` or ``onnx-fp32``: what runs a sentence-transformers model under ``config``.
+    """``torch``, ``onnx``, ``onnx-int8`` or ``onnx-fp32``: what runs a sentence-transformers model under ``config``.
 
-    ``auto`` picks torch whenever it is installed (always on a GPU), and ONNX Runtime on a CPU
-    without torch (the light install) when onnxruntime and onnx are installed and the model is a
-    local folder the export covers (BERT with mean pooling, like ``minilm``). ONNX is not the
-    default beside torch: its int8 export measured 3.2-3.7x torch's speed on 2 cores but kept torch's
-    keep/drop decision on 90-99% of rows, short of the 99% asked of a default; ``onnx-fp32``
-    keeps all of them at 1.3-1.7x torch's speed (benchmarks/RESULTS.md).
+    ``auto`` picks torch whenever it is installed (always on a GPU), and ONNX Runtime (``onnx``) on a
+    CPU without torch (the light install) when onnxruntime and onnx are installed and the model is a
+    local folder the export covers (BERT with mean pooling, like ``minilm``). ``onnx`` and
+    ``onnx-int8`` encode with the int8 export; under ``onnx`` the semantic stage re-encodes the
+    documents near a decision with the float export (:mod:`dedupkit.stages.semantic_refine`), so its
+    decisions are torch's on >= 99 % of rows; ``onnx-fp32`` is the float export throughout.
     """
     if config.backend != "auto":
         return config.backend
@@ -427,7 +427,7 @@ def _st_factory(arg: str, config: EmbedConfig) -> Embedder:
         from dedupkit.embed_onnx import OnnxEmbedder
 
         return OnnxEmbedder(onnx_export(arg, config.cache_dir), _st_key(arg, config), config.batch_size,
-                            config.max_tokens, quantized=chosen == "onnx")
+                            config.max_tokens, quantized=chosen != "onnx-fp32")
     return SentenceTransformerEmbedder(arg, config)
 
 
@@ -474,6 +474,22 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 # -- per-shard cache ---------------------------------------------------------------------------
+
+
+def merge_rows(cached: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray,
+               new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A shard's cached ``(rows, embeddings)`` with newly embedded ``rows`` added, sorted by row."""
+    if not cached:
+        return rows, new
+    all_rows = np.concatenate([cached[0], rows])
+    all_emb = np.concatenate([np.asarray(cached[1]), new])
+    order = np.argsort(all_rows, kind="stable")
+    return all_rows[order], all_emb[order]
+
+
+def normalized_key(key: str | None, text_normalize: str) -> str | None:
+    """The cache key of embeddings of normalized text (``none`` keeps the embedder's own key)."""
+    return key if key is None or text_normalize == "none" else f"{key}:text={text_normalize}"
 
 
 class EmbeddingCache:

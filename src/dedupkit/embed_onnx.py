@@ -37,9 +37,11 @@ from dedupkit.errors import ConfigError, require
 
 log = logging.getLogger(__name__)
 
-#: Bumped whenever the exported graph or its quantisation changes: part of the cache folder name
-#: and of the embedding cache key, so old exports and embeddings are never reused.
-EXPORT_VERSION = 4
+#: Bumped whenever the exported graph, its quantisation or what the encoder computes from it changes:
+#: part of the cache folder name and of the embedding cache key, so old exports and embeddings are
+#: never reused. v5: identical texts are encoded once (their int8 vectors no longer depend on
+#: which batch each copy fell in).
+EXPORT_VERSION = 5
 MODEL_FILE = "model_int8.onnx"
 FP32_FILE = "model_fp32.onnx"
 #: Batches of texts this short (in tokens, with [CLS] and [SEP]) run the float model: int8 noise
@@ -319,6 +321,19 @@ class OnnxEmbedder:
         if not len(texts):
             return out
         ids = self.tokenize(texts)
+        # Identical token sequences are encoded once: int8 activations are quantised per batch, so
+        # the same text in two batches would get two slightly different vectors (and exact copies
+        # a cosine below 1, which the keep policies' ranking would see as noise).
+        first: dict[tuple[int, ...], int] = {}
+        where = np.fromiter((first.setdefault(tuple(i), k) for k, i in enumerate(ids)), np.int64, len(ids))
+        if len(first) < len(ids):
+            uniq = np.fromiter(first.values(), np.int64, len(first))
+            out[:] = self._encode_ids([ids[k] for k in uniq])[np.searchsorted(uniq, where)]
+            return out
+        return self._encode_ids(ids)
+
+    def _encode_ids(self, ids: list[list[int]]) -> np.ndarray:
+        out = np.zeros((len(ids), self.dim), np.float32)
         lengths = np.fromiter((len(i) for i in ids), np.int64, len(ids))
         free: queue.SimpleQueue = queue.SimpleQueue()
         for w in self._pool:

@@ -475,10 +475,13 @@ class SemanticConfig(_Checked):
                           env="DEDUPKIT_DEVICE")
     backend: str = setting("auto", "How minilm (or another BERT sentence-transformers folder) runs: onnx = ONNX "
                                    "Runtime with an int8 export made once from the model's weights and cached "
-                                   "(faster on a CPU; needs no torch); onnx-fp32 = the same export unquantised "
-                                   "(the torch model's embeddings, a little faster than torch); torch = "
-                                   "sentence-transformers; auto = torch when it is installed, else onnx.",
-                           choices=("auto", "torch", "onnx", "onnx-fp32"), env="DEDUPKIT_BACKEND")
+                                   "(3x torch's speed on a CPU; needs no torch); the few documents near a "
+                                   "decision are re-encoded with the float export, so decisions match torch's; "
+                                   "onnx-int8 = int8 only, no re-encoding (fastest; ~90-99% of torch's "
+                                   "decisions); onnx-fp32 = the export unquantised (torch's embeddings, a little "
+                                   "faster than torch); torch = sentence-transformers; auto = torch when it is "
+                                   "installed, else onnx.",
+                           choices=("auto", "torch", "onnx", "onnx-int8", "onnx-fp32"), env="DEDUPKIT_BACKEND")
     embed_batch_size: int = setting(64, "Texts per model forward pass (--batch-size is the read batch).",
                                     range=(1, None))
     max_tokens: int = setting(128, "Truncate each text to this many model tokens (MiniLM was trained on 128; "

@@ -39,7 +39,8 @@ import pyarrow.compute as pc
 
 from dedupkit.engine.base import report_progress
 from dedupkit.embed import (
-    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, passive_openmp, resolve_model,
+    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, merge_rows, normalized_key, passive_openmp,
+    resolve_model,
 )
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
@@ -48,6 +49,7 @@ from dedupkit.io.shards import Shard
 from dedupkit.neighbours import SEARCH_MODES, resolve_method, search
 from dedupkit.policy import KeepPolicy
 from dedupkit.stages.base import Decisions, Stage
+from dedupkit.stages.semantic_refine import refined_search
 
 log = logging.getLogger(__name__)
 
@@ -229,11 +231,6 @@ def cache_key(emb, config: EmbedConfig) -> str:
     return emb.key
 
 
-def normalized_key(key: str | None, text_normalize: str) -> str | None:
-    """The cache key of embeddings of normalized text (``none`` keeps the embedder's own key)."""
-    return key if key is None or text_normalize == "none" else f"{key}:text={text_normalize}"
-
-
 def run_embed_task(task: EmbedTask) -> EmbedResult:
     """Worker entry point: the embeddings of one shard's active rows, saved to ``task.out_path``."""
     t0 = time.perf_counter()
@@ -273,13 +270,7 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
         encode_s = time.perf_counter() - t_enc
         new = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
         computed = len(rows)
-        if cached:
-            all_rows = np.concatenate([have_rows, rows])
-            all_emb = np.concatenate([np.asarray(cached[1]), new])
-            order = np.argsort(all_rows, kind="stable")
-            all_rows, all_emb = all_rows[order], all_emb[order]
-        else:
-            all_rows, all_emb = rows, new
+        all_rows, all_emb = merge_rows(cached, rows, new)
         if cache:
             cache.save(task.fingerprint, all_rows, all_emb)
     else:
@@ -552,7 +543,11 @@ class SemanticStage(Stage):
         t2 = time.perf_counter()
         thresholds = {eps: 1.0 - eps for eps in c.eps}
         lowest = min(thresholds.values()) - c.rewrite_eps  # the band reaches rewrite_eps below each threshold
-        nb = search(x, c.neighbours, lowest, method, groups=assign, nprobe=c.nprobe, seed=c.seed) if n else None
+        # --backend onnx: documents near a decision are re-encoded in float first (semantic_refine)
+        x, nb = refined_search(c, corpus, x, lowest, lambda v, t: search(
+            v, c.neighbours, t, method, groups=assign, nprobe=c.nprobe, seed=c.seed), stats,
+            lambda idx: fetch_texts(corpus, idx), lambda g, texts: accepted_pairs(g, c.eps, c.rewrite_eps, texts)
+        ) if n else (x, None)
         t3 = time.perf_counter()
         stats["search"] = nb.stats if nb else {"method": method}
         stats.update({"kmeans_s": round(t2 - t1, 3), "search_s": round(t3 - t2, 3)})
