@@ -631,3 +631,44 @@ def test_rewrite_band_follows_eps_and_keeps_templates_with_another_name(tmp_path
     an = run(d, tmp_path / "an", model="depth:", eps="0.03,0.055,0.12", analyze=True, cache_dir=cache)
     assert [r["drop"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 2]
     assert [r["rewrite_pairs"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 1]
+
+
+# --- keep easy / hard: scores equal up to float noise tie -----------------------------------
+
+NOISE_TEXTS = [f"the same text, copy {k}" for k in range(3)] + [f"another text {i} on the same subject"
+                                                                 for i in range(3)]
+
+
+class NoisyCopiesEmbedder:
+    """Three copies of one text (copy k) whose vectors differ by float noise (~1e-6: what a batch
+    or thread count changes), the later copies a hair closer to three other documents at cosine
+    ~0.7."""
+
+    key, dim = "noisy-copies", 4
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), self.dim), np.float64)
+        for r, t in enumerate(texts):
+            w = t.split()
+            if w[1] == "same":
+                out[r, 0], out[r, 1] = 1.0, 2e-6 * int(w[-1])
+            else:
+                i = int(w[2])
+                out[r, 0], out[r, 1], out[r, 2 + i % 2] = 0.7, 0.7, 0.1 * (i + 1)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out.astype(np.float32)
+
+
+register_embedder("noisy-copies", lambda arg, config: NoisyCopiesEmbedder())
+
+
+@pytest.mark.parametrize("keep", ["easy", "hard"])
+def test_copies_whose_typicality_differs_by_float_noise_keep_the_first(tmp_path, keep):
+    """keep easy/hard rank by how typical a document is; copies of one text are equally typical, so
+    the first copy is kept (the documented tie rule), not the one float noise happens to favour."""
+    d = tmp_path / "noisy"
+    write_rows(d / "a", make_rows(NOISE_TEXTS), "parquet")
+    run(d, tmp_path / "out", model="noisy-copies:", keep=keep, eps=0.01, cache_dir=str(tmp_path / "cache"))
+    rows = read_manifest(tmp_path / "out")[:3]
+    assert [r["keep"] for r in rows] == [True, False, False], rows
+    assert {r["duplicate_of"] for r in rows[1:]} == {rows[0]["doc_id"]}
