@@ -8,7 +8,7 @@ Steps:
 2. **Search** each document's ``neighbours`` nearest documents (:mod:`dedupkit.neighbours`): over
    the whole corpus, exactly up to 100,000 documents and with an IVF index beyond (``search =
    auto``), or only inside its k-means cluster (``search = kmeans``, SemDeDup's way, Abbas et al.
-   2023). Pairs at cosine >= 1 - max(eps) are kept. This is the costly step, and it does not depend
+   2023). Pairs at cosine >= 1 - max(eps) - rewrite_eps are kept. This is the costly step, and it does not depend
    on eps beyond that bound, so ``analyze`` evaluates many eps values at the cost of one.
 3. **Rank** by the keep policy (``hard`` keeps the least typical document first: farthest from its
    k-means centroid, or with a global search the lowest mean cosine to its neighbours; ``easy`` the
