@@ -135,7 +135,6 @@ def instrument() -> None:
     import dedupkit.stages.fuzzy.stage as fstage
 
     mark("imports")
-    _wrap(local, "prestart")
     _wrap(shards, "discover")
     _wrap(scan, "plan_tasks")
     _wrap_map(local.LocalEngine)
@@ -232,7 +231,20 @@ def main() -> None:
     if args[:1] == ["--"]:
         args = args[1:]
     start = _proc_start_epoch()
-    instrument()
+    # Wrap the steps once the command has started its worker pool (the CLI does that before its
+    # heavy imports, which instrument() makes), so that the pool starts when it does in a plain run.
+    import dedupkit.cli.options as options
+
+    prestart = options._prestart_workers
+
+    def prestart_then_instrument(kwargs):
+        try:
+            return prestart(kwargs)
+        finally:
+            mark("prestart")
+            instrument()
+
+    options._prestart_workers = prestart_then_instrument
 
     def dump() -> None:
         mark("atexit")

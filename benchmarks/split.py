@@ -159,8 +159,10 @@ def main() -> None:
                            stdout=subprocess.DEVNULL)
     load = os.getloadavg()
     runs: dict[tuple[str, str, int], list[dict]] = {(b, s, w): [] for s in a.stages for w in a.workers for b in builds}
+    order = list(runs)
     for r in range(a.repeat):
-        for (build, stage, w) in runs:
+        # every other round in reverse: no configuration always runs right after the same one
+        for (build, stage, w) in (order if r % 2 == 0 else order[::-1]):
             res = run(stage, path, a.work / f"{build}-{stage}-w{w}", w, builds[build])
             runs[(build, stage, w)].append(res)
             print(f"{build}: {stage} --workers {w} run {r + 1}: {res['wall_s']} s, {res['cpu_s']} CPU s, "

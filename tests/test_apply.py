@@ -142,3 +142,26 @@ def test_apply_on_the_local_engine_refuses_a_changed_shard_or_part_and_writes_no
         api.apply([str(d)], [str(tmp_path / "m")], str(tmp_path / "clean"), workers=2)
     assert not (tmp_path / "clean").exists()
     assert [p.name for p in tmp_path.iterdir() if "dedupkit-apply" in p.name] == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("change, message", [("shard", "names shard 'elsewhere.jsonl'"),
+                                             ("row", "row 7 of shard .* is outside 0..1")])
+def test_apply_refuses_a_part_naming_another_shard_or_row(tmp_path, workers, change, message):
+    """Each part's shards and rows are checked against the summary, by the engine's checks too."""
+    import pyarrow as pa
+
+    d = _corpus(tmp_path)
+    api.exact([str(d)], str(tmp_path / "m"), id_column="id")
+    summary = tmp_path / "m" / "summary.json"
+    s = json.loads(summary.read_text())
+    del s["manifest_parts"]  # no checksums: the content checks must catch it
+    summary.write_text(json.dumps(s))
+    part = sorted((tmp_path / "m" / "manifest").glob("*.parquet"))[1]
+    t = pq.read_table(part)
+    i = t.schema.get_field_index(change)
+    values = ["elsewhere.jsonl"] * len(t) if change == "shard" else [r + 6 for r in t.column("row").to_pylist()]
+    pq.write_table(t.set_column(i, t.schema.field(i), pa.array(values, t.schema.field(i).type)), part)
+    with pytest.raises(ManifestError, match=message):
+        api.apply([str(d)], [str(tmp_path / "m")], str(tmp_path / "clean"), workers=workers)
+    assert not (tmp_path / "clean").exists()

@@ -234,3 +234,23 @@ def test_kept_text_copy_is_complete_or_absent(tmp_path):
         run_scan_task(task)
     assert not _text_path(task).exists()
     assert not [p.name for p in work2.iterdir() if ".tmp" in p.name]
+
+
+def test_a_small_input_makes_two_pieces_per_worker(tmp_path, monkeypatch):
+    """An input smaller than SPLIT_BYTES per worker is cut into PIECES_PER_WORKER pieces per
+    worker (the worker that finishes first takes the next piece, so neither idles while the other
+    finishes a bigger one); one worker keeps SPLIT_BYTES pieces; the manifest is byte-identical."""
+    from dedupkit import scan
+
+    monkeypatch.setattr(scan, "MIN_PIECE_BYTES", 1)  # pieces of this small file
+    inp = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": _texts(900)}), inp, row_group_size=10_000, compression="zstd",
+                   write_batch_size=50, max_rows_per_page=100)
+    assert len(_plan([inp], workers=1)) == 1
+    assert len(_plan([inp], workers=2)) == 4
+    factory = lambda: FuzzyStage(FuzzyConfig())  # noqa: E731
+    whole = _run(factory, inp, tmp_path / "whole")
+    split = _run(factory, inp, tmp_path / "split", workers=2)
+    assert (whole.summary["timings"]["scan_tasks"], split.summary["timings"]["scan_tasks"]) == (1, 4)
+    assert split.summary["counts"]["dropped"] > 0
+    assert _manifest_bytes(split.out) == _manifest_bytes(whole.out)

@@ -84,3 +84,19 @@ def test_cli_apply_engine_ray_to_s3_and_no_secret_anywhere(s3_env, tmp_path):
             assert secret.encode() not in p.read_bytes(), p
         for rel, data in stored.items():
             assert secret.encode() not in data, rel
+
+
+def test_apply_on_ray_reads_store_inputs_and_manifests(ray_on_store, tmp_path):
+    """Inputs, manifest and output all on the store: the tasks read their shards from s3:// too."""
+    s3 = ray_on_store
+    b = s3["bucket"]
+    d = tmp_path / "data"
+    write_jsonl(d / "a.jsonl", [{"id": f"a{i}", "text": f"text {i % 3}"} for i in range(9)])
+    write_jsonl(d / "sub" / "b.jsonl", [{"id": f"b{i}", "text": f"text {i % 5}"} for i in range(6)])
+    for p in sorted(d.rglob("*.jsonl")):
+        s3["fs"].put_file(str(p), f"{b}/data/{p.relative_to(d).as_posix()}")
+    api.exact([f"s3://{b}/data"], f"s3://{b}/ex", id_column="id")
+    ref = api.apply([f"s3://{b}/data"], [f"s3://{b}/ex"], str(tmp_path / "ref"))
+    res = api.apply([f"s3://{b}/data"], [f"s3://{b}/ex"], f"s3://{b}/clean", engine="ray", workers=2)
+    assert res.summary["kept"] == ref.summary["kept"] == 5
+    assert _store_files(s3, f"{b}/clean") == clean_files(tmp_path / "ref")

@@ -517,25 +517,28 @@ SHORT_A, SHORT_B = "How do I learn Python quickly?", "How do I learn Java quickl
 BAND_TEXTS = [LONG_A, LONG_B, SHORT_A, SHORT_B, NUM_A, NUM_B]
 
 
-class BandEmbedder:
-    """Each pair of :data:`BAND_TEXTS` at cosine 0.88 (inside the default rewrite band, below
-    1 - eps), pairs orthogonal to each other."""
+class PairEmbedder:
+    """Texts in consecutive pairs (0-1, 2-3, ...), pair k at cosine ``cosines[k]``, the pairs
+    orthogonal to each other."""
 
-    key = "band:6"
-    dim = 6
+    def __init__(self, texts, cosines, name):
+        self.texts, self.cosines = texts, cosines
+        self.key, self.dim = f"{name}:{len(texts)}", len(texts)
 
     def encode(self, texts):
-        out = np.zeros((len(texts), 6), np.float32)
+        out = np.zeros((len(texts), self.dim), np.float32)
         for r, t in enumerate(texts):
-            i = BAND_TEXTS.index(t)
-            out[r, i - i % 2] = 1.0 if i % 2 == 0 else 0.88
+            i = self.texts.index(t)
+            c = self.cosines[i // 2]
+            out[r, i - i % 2] = 1.0 if i % 2 == 0 else c
             if i % 2:
-                out[r, i] = np.sqrt(1 - 0.88 ** 2)
+                out[r, i] = np.sqrt(1 - c ** 2)
         return out
 
 
-def band_factory(arg: str, config: EmbedConfig) -> BandEmbedder:
-    return BandEmbedder()
+def band_factory(arg: str, config: EmbedConfig) -> PairEmbedder:
+    """Each pair of :data:`BAND_TEXTS` at cosine 0.88 (inside the default rewrite band, below 1 - eps)."""
+    return PairEmbedder(BAND_TEXTS, (0.88,) * 3, "band")
 
 
 register_embedder("band", band_factory)
@@ -602,25 +605,12 @@ DEPTH_TEXTS = [LONG_A, LONG_B, HOTEL_A, HOTEL_B]
 DEPTH_COS = (0.82, 0.9)  # cosine of the rewrite pair, of the template pair
 
 
-class DepthEmbedder:
-    """:data:`DEPTH_TEXTS` as two pairs: the long rewrite at cosine 0.82, the hotel template with
-    another town at 0.9; the pairs orthogonal to each other."""
-
-    key = "depth:4"
-    dim = 4
-
-    def encode(self, texts):
-        out = np.zeros((len(texts), 4), np.float32)
-        for r, t in enumerate(texts):
-            i = DEPTH_TEXTS.index(t)
-            c = DEPTH_COS[i // 2]
-            out[r, i - i % 2] = 1.0 if i % 2 == 0 else c
-            if i % 2:
-                out[r, i] = np.sqrt(1 - c ** 2)
-        return out
+def depth_factory(arg: str, config: EmbedConfig) -> PairEmbedder:
+    """:data:`DEPTH_TEXTS`: the long rewrite at cosine 0.82, the hotel template with another town at 0.9."""
+    return PairEmbedder(DEPTH_TEXTS, DEPTH_COS, "depth")
 
 
-register_embedder("depth", lambda arg, config: DepthEmbedder())
+register_embedder("depth", depth_factory)
 
 
 def test_rewrite_band_follows_eps_and_keeps_templates_with_another_name(tmp_path):
@@ -641,3 +631,44 @@ def test_rewrite_band_follows_eps_and_keeps_templates_with_another_name(tmp_path
     an = run(d, tmp_path / "an", model="depth:", eps="0.03,0.055,0.12", analyze=True, cache_dir=cache)
     assert [r["drop"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 2]
     assert [r["rewrite_pairs"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 1]
+
+
+# --- keep easy / hard: scores equal up to float noise tie -----------------------------------
+
+NOISE_TEXTS = [f"the same text, copy {k}" for k in range(3)] + [f"another text {i} on the same subject"
+                                                                 for i in range(3)]
+
+
+class NoisyCopiesEmbedder:
+    """Three copies of one text (copy k) whose vectors differ by float noise (~1e-6: what a batch
+    or thread count changes), the later copies a hair closer to three other documents at cosine
+    ~0.7."""
+
+    key, dim = "noisy-copies", 4
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), self.dim), np.float64)
+        for r, t in enumerate(texts):
+            w = t.split()
+            if w[1] == "same":
+                out[r, 0], out[r, 1] = 1.0, 2e-6 * int(w[-1])
+            else:
+                i = int(w[2])
+                out[r, 0], out[r, 1], out[r, 2 + i % 2] = 0.7, 0.7, 0.1 * (i + 1)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        return out.astype(np.float32)
+
+
+register_embedder("noisy-copies", lambda arg, config: NoisyCopiesEmbedder())
+
+
+@pytest.mark.parametrize("keep", ["easy", "hard"])
+def test_copies_whose_typicality_differs_by_float_noise_keep_the_first(tmp_path, keep):
+    """keep easy/hard rank by how typical a document is; copies of one text are equally typical, so
+    the first copy is kept (the documented tie rule), not the one float noise happens to favour."""
+    d = tmp_path / "noisy"
+    write_rows(d / "a", make_rows(NOISE_TEXTS), "parquet")
+    run(d, tmp_path / "out", model="noisy-copies:", keep=keep, eps=0.01, cache_dir=str(tmp_path / "cache"))
+    rows = read_manifest(tmp_path / "out")[:3]
+    assert [r["keep"] for r in rows] == [True, False, False], rows
+    assert {r["duplicate_of"] for r in rows[1:]} == {rows[0]["doc_id"]}

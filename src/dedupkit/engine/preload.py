@@ -11,6 +11,10 @@ anything imports them: the fork server stays single-threaded (tests/engine/test_
 The workers inherit the settings: one BLAS thread each (``--workers`` processes already use the
 cores; dedupkit's worker tasks do no BLAS work) and jemalloc without its purging thread (dedupkit
 uses Arrow's default pool, mimalloc, not jemalloc).
+
+Nothing imported here may import fsspec: it reads credentials from ``FSSPEC_*`` environment
+variables when it is imported (:func:`dedupkit.io.fs._register`), and a worker takes the main
+process's environment only after the fork (:func:`dedupkit.engine.local._init_worker`).
 """
 
 from __future__ import annotations

@@ -197,12 +197,14 @@ def open_manifest(path: str | os.PathLike, engine: Any = None) -> Manifest:
     if engine is None:
         checked = [_check_part(p, rows, sp) for p in files]
     else:
-        checked = engine.map(check_part_task, [PartCheck(str(p), rows, str(sp), want.get(p.name)) for p in files],
+        checked = engine.map(check_part_task, [PartCheck(str(p), str(sp), want.get(p.name)) for p in files],
                              desc="manifest: check parts")
     for p, (n_total, n_kept, pieces) in zip(files, checked):
         total += n_total
         kept += n_kept
         for name, lo, hi, bits in pieces:
+            if engine is not None:
+                _check_piece(p, name, lo, hi, rows, sp)
             spans.setdefault(name, []).append((lo, hi, p))
             part_shards.setdefault(name, []).append(p)
             if keep_bits is not None:
@@ -244,11 +246,11 @@ def keep_flags(parts: Sequence[str], name: str, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PartCheck:
-    """One manifest part to check (:func:`check_part_task`): its path, the summary's rows per shard,
-    the summary's path (for messages) and the checksum the summary records (None: not recorded)."""
+    """One manifest part to check (:func:`check_part_task`): its path, the summary's path (for
+    messages) and the checksum the summary records (None: not recorded). The summary's rows per
+    shard stay with the caller (a task per part would otherwise carry every shard's count)."""
 
     path: str
-    rows: dict
     summary_path: str
     checksum: str | None
 
@@ -259,12 +261,23 @@ def check_part_task(task: PartCheck) -> tuple[int, int, list]:
     if task.checksum is not None and _hash_file(p) != task.checksum:
         raise ManifestError(f"{p}: manifest part changed since the run wrote it (checksum differs from the one "
                             f"in {task.summary_path}); {_FIX}")
-    return _check_part(p, task.rows, Path(task.summary_path), bits=False)
+    return _check_part(p, None, Path(task.summary_path), bits=False)
 
 
-def _check_part(p: Path, rows: dict[str, int], sp: Path, bits: bool = True) -> tuple[int, int, list]:
+def _check_piece(p: Path, name: str, lo: int, hi: int, rows: dict[str, int], sp: Path) -> None:
+    """A part's rows ``lo..hi`` of shard ``name``: a shard of the run, rows within its count."""
+    if name not in rows:
+        raise ManifestError(f"{p}: names shard {name!r}, which is not one of the run's inputs in {sp}; {_FIX}")
+    if lo < 0 or hi >= rows[name]:
+        bad = lo if lo < 0 else hi
+        raise ManifestError(f"{p}: row {bad} of shard {name!r} is outside 0..{rows[name] - 1} "
+                            f"({rows[name]} rows recorded in {sp}); {_FIX}")
+
+
+def _check_part(p: Path, rows: dict[str, int] | None, sp: Path, bits: bool = True) -> tuple[int, int, list]:
     """Check one part's columns, keep flags and rows; ``(rows, kept, [(shard, lo, hi, keep bits)])``,
-    one piece per shard it holds (its rows ``lo..hi``, without gaps; bits packed, or None)."""
+    one piece per shard it holds (its rows ``lo..hi``, without gaps; bits packed, or None).
+    ``rows``: the summary's rows per shard (None: the caller checks each piece against them)."""
     pieces: list = []
     t = _read_part(p, ["shard", "row", "keep"], check=True)
     keep = t.column("keep")
@@ -275,9 +288,6 @@ def _check_part(p: Path, rows: dict[str, int], sp: Path, bits: bool = True) -> t
     shards = t.column("shard")
     names = pc.unique(shards).to_pylist()
     for name in names:
-        if name not in rows:
-            raise ManifestError(f"{p}: names shard {name!r}, which is not one of the run's inputs in {sp}; "
-                                f"{_FIX}")
         sub = t if len(names) == 1 else t.filter(pc.equal(shards, name))
         r = sub.column("row").to_numpy()
         k = np.asarray(sub.column("keep").to_numpy(zero_copy_only=False), dtype=bool)
@@ -285,10 +295,8 @@ def _check_part(p: Path, rows: dict[str, int], sp: Path, bits: bool = True) -> t
             order = np.argsort(r, kind="stable")
             r, k = r[order], k[order]
         lo, hi = int(r[0]), int(r[-1])
-        if lo < 0 or hi >= rows[name]:
-            bad = lo if lo < 0 else hi
-            raise ManifestError(f"{p}: row {bad} of shard {name!r} is outside 0..{rows[name] - 1} "
-                                f"({rows[name]} rows recorded in {sp}); {_FIX}")
+        if rows is not None:
+            _check_piece(p, name, lo, hi, rows, sp)
         if len(r) > 1 and not bool(np.all(np.diff(r) == 1)):
             dup = int(r[1:][np.diff(r) == 0][0]) if bool(np.any(np.diff(r) == 0)) else None
             what = f"row {dup} appears twice" if dup is not None else "rows are missing"

@@ -8,7 +8,7 @@ Steps:
 2. **Search** each document's ``neighbours`` nearest documents (:mod:`dedupkit.neighbours`): over
    the whole corpus, exactly up to 100,000 documents and with an IVF index beyond (``search =
    auto``), or only inside its k-means cluster (``search = kmeans``, SemDeDup's way, Abbas et al.
-   2023). Pairs at cosine >= 1 - max(eps) are kept. This is the costly step, and it does not depend
+   2023). Pairs at cosine >= 1 - max(eps) - rewrite_eps are kept. This is the costly step, and it does not depend
    on eps beyond that bound, so ``analyze`` evaluates many eps values at the cost of one.
 3. **Rank** by the keep policy (``hard`` keeps the least typical document first: farthest from its
    k-means centroid, or with a global search the lowest mean cosine to its neighbours; ``easy`` the
@@ -381,6 +381,25 @@ def proper_names(text: str) -> frozenset[str]:
     return frozenset(out)
 
 
+# Ranking scores closer than this tie (and go to the lowest global index): the float noise of a
+# search (FAISS's summation order changes with the thread count) is ~1e-6, so copies of one text,
+# whose scores are equal in exact arithmetic, would otherwise be ordered by that noise.
+TYPICAL_STEP = 1e-4
+
+
+def typical_key(typical: np.ndarray, keep: str) -> np.ndarray:
+    """The keep-priority key of how typical each document is (``hard``: the least typical ranks
+    first; ``easy``: the most typical), on a grid of :data:`TYPICAL_STEP` so that scores equal up to
+    float noise tie and the tie goes to the lowest global index.
+
+    Example:
+        >>> typical_key(np.array([0.9, 0.9 + 1e-7, 0.5], np.float32), "easy").tolist()
+        [-9000.0, -9000.0, -5000.0]
+    """
+    q = np.round(np.asarray(typical, np.float64) / TYPICAL_STEP)
+    return q if keep == "hard" else -q
+
+
 def rewrite_ok(a: tuple[int, frozenset[str]], b: tuple[int, frozenset[str]],
                names: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())) -> bool:
     """Whether two texts (:func:`content_words` of each) close in meaning are a rewrite of each other.
@@ -519,8 +538,7 @@ class SemanticStage(Stage):
                 typical = np.einsum("ij,ij->i", x, centroids[assign])
             else:
                 typical = np.asarray(density, np.float32)
-            # hard: the least typical ranks first; easy: the most typical.
-            keys.append(typical if c.keep == "hard" else -typical)
+            keys.append(typical_key(typical, c.keep))
         elif c.keep == "random":
             keys.append(np.random.default_rng(c.seed).random(n))
         return keys
