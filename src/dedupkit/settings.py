@@ -475,9 +475,9 @@ class SemanticConfig(_Checked):
                           env="DEDUPKIT_DEVICE")
     backend: str = setting("auto", "How minilm (or another BERT sentence-transformers folder) runs: onnx = ONNX "
                                    "Runtime with an int8 export made once from the model's weights and cached "
-                                   "(3x torch's speed on a CPU; needs no torch); the few documents near a "
-                                   "decision are re-encoded with the float export, so decisions match torch's; "
-                                   "onnx-int8 = int8 only, no re-encoding (fastest; ~90-99% of torch's "
+                                   "(needs no torch); the documents near a decision are re-encoded with the "
+                                   "float export, so decisions match torch's (about 3x torch's speed on a CPU); "
+                                   "onnx-int8 = int8 only, no re-encoding (3.5-4x torch; 89-99% of torch's "
                                    "decisions); onnx-fp32 = the export unquantised (torch's embeddings, a little "
                                    "faster than torch); torch = sentence-transformers; auto = torch when it is "
                                    "installed, else onnx.",
