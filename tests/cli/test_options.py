@@ -105,3 +105,25 @@ def test_run_on_a_prestarted_ray_instance_keeps_it_for_every_stage(tmp_path):
         assert a.equals(b), part
     dropped = pq.read_table(tmp_path / "ray" / "manifest").column("keep").to_pylist().count(False)
     assert dropped >= 60  # 30 copies and 30 near copies
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_apply_prestarts_a_pool_only_for_two_shards_or_more(tmp_path, shards):
+    """apply on the local engine runs a single shard in its own process: a --workers pool started
+    for it would cost its start-up and go unused."""
+    import click
+
+    from dedupkit.cli import options
+    from dedupkit.engine import local
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(shards):
+        _big(d / f"part{i}.parquet")
+    kwargs = {"workers": 2, "inputs": (str(d),), "output": str(tmp_path / "clean"), "engine": None}
+    with click.Context(click.Command("apply"), info_name="apply"):
+        options._prestart_workers(kwargs)
+    try:
+        assert (local._warm is not None) == (shards > 1)
+    finally:
+        local.discard_prestarted()

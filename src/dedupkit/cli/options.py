@@ -202,10 +202,13 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
     least = 0 if ray else 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
     if not any(fs.is_remote(str(i)) for i in inputs):
         try:
-            if sum(s.size for s in discover([str(i) for i in inputs])) < least:
-                return
+            shards = discover([str(i) for i in inputs])
         except (DedupkitError, OSError):
             return  # the command itself reports it
+        if sum(s.size for s in shards) < least:
+            return
+        if not ray and command is not None and command.info_name == "apply" and len(shards) < 2:
+            return  # apply runs one shard in this process (dedupkit.apply): no pool to start
     if ray:  # the local Ray instance starts (seconds) while the command plans (dedupkit.engine.ray)
         from dedupkit.engine import ray as engine_ray
 
