@@ -198,34 +198,44 @@ print(len(texts), len(res.filtered), time.perf_counter() - t0)
 """
 
 
+PEER_BACKENDS = ("onnx-int8", "onnx")  # semhash's encoder is the int8 export: onnx-int8 is the same backend
+
+
 def peer_bench(docs: Path, peer_python: str, runs: int, max_tokens: int, batch_size: int, work: Path) -> dict:
-    """Wall time of dedupkit and semhash end to end, same ONNX model, fresh processes."""
+    """Wall time of dedupkit and semhash end to end, same ONNX model, fresh processes, rounds
+    interleaved. dedupkit runs with ``--backend onnx-int8`` (the int8 export semhash is given: the
+    same backend) and with ``--backend onnx`` (that export plus the float re-encoding of documents
+    near a decision); the ratios are semhash's time over each."""
     from dedupkit.embed import onnx_export, packaged_model_path
 
     cache = work / "peer-cache"
-    export = onnx_export(packaged_model_path(), cache)  # made once, outside the timed runs
+    export = onnx_export(packaged_model_path(), cache)  # int8 and float, made once, outside the timed runs
     # Byte-compile this checkout's source once, as pip does for an installed package (semhash's is):
     # with PYTHONDONTWRITEBYTECODE set, every fresh process would otherwise recompile ~110 modules.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "src" / "dedupkit")], check=True,
                    env={k: v for k, v in env().items() if k != "PYTHONDONTWRITEBYTECODE"})
-    dk, sh, dk_cpu, sh_cpu, dk_drop, sh_drop = [], [], [], [], None, None
+    wall: dict[str, list[float]] = {b: [] for b in (*PEER_BACKENDS, "semhash")}
+    cpu: dict[str, list[float]] = {b: [] for b in wall}
+    dropped: dict[str, int] = {}
     for r in range(runs):
-        d, dc, _ = timed_cpu([sys.executable, "-m", "dedupkit", "semantic", str(docs), "-o", str(work / f"peer-o{r}"),
-                      "--backend", "onnx", "--device", "cpu", "--max-tokens", str(max_tokens), "--embed-batch-size",
-                      str(batch_size), "--cache-dir", str(cache), "--no-cache", "-q"])
-        dk.append(d)
-        dk_cpu.append(dc)
-        dk_drop = json.loads((work / f"peer-o{r}" / "summary.json").read_text())["counts"]["dropped"]
+        for b in PEER_BACKENDS:
+            o = work / f"peer-{b}-{r}"
+            d, dc, _ = timed_cpu([sys.executable, "-m", "dedupkit", "semantic", str(docs), "-o", str(o),
+                                  "--backend", b, "--device", "cpu", "--max-tokens", str(max_tokens),
+                                  "--embed-batch-size", str(batch_size), "--cache-dir", str(cache), "--no-cache", "-q"])
+            wall[b].append(d)
+            cpu[b].append(dc)
+            dropped[b] = json.loads((o / "summary.json").read_text())["counts"]["dropped"]
         s, sc, out = timed_cpu([peer_python, "-c", PEER, str(docs), str(export), str(batch_size), str(max_tokens), "0.9"])
-        sh.append(s)
-        sh_cpu.append(sc)
-        sh_drop = int(out.split()[1])
-        print(f"run {r}: dedupkit {d:.1f}s ({dc:.1f} CPU s), semhash {s:.1f}s ({sc:.1f} CPU s)", file=sys.stderr)
-    return {"docs": str(docs), "dedupkit_s": dk, "semhash_s": sh, "dedupkit_median_s": statistics.median(dk),
-            "semhash_median_s": statistics.median(sh), "dedupkit_dropped": dk_drop, "semhash_dropped": sh_drop,
-            "ratio": statistics.median(sh) / statistics.median(dk), "dedupkit_cpu_s": dk_cpu, "semhash_cpu_s": sh_cpu,
-            "dedupkit_median_cpu_s": statistics.median(dk_cpu), "semhash_median_cpu_s": statistics.median(sh_cpu),
-            "ratio_cpu": statistics.median(sh_cpu) / statistics.median(dk_cpu)}
+        wall["semhash"].append(s)
+        cpu["semhash"].append(sc)
+        dropped["semhash"] = int(out.split()[1])
+        print(f"run {r}: " + ", ".join(f"{b} {wall[b][-1]:.1f}s ({cpu[b][-1]:.1f} CPU s)" for b in wall), file=sys.stderr)
+    med = {b: statistics.median(v) for b, v in wall.items()}
+    med_cpu = {b: statistics.median(v) for b, v in cpu.items()}
+    return {"docs": str(docs), "wall_s": wall, "cpu_s": cpu, "median_s": med, "median_cpu_s": med_cpu,
+            "dropped": dropped, "ratio": {b: med["semhash"] / med[b] for b in PEER_BACKENDS},
+            "ratio_cpu": {b: med_cpu["semhash"] / med_cpu[b] for b in PEER_BACKENDS}}
 
 
 ONNX_BACKENDS = ("onnx", "onnx-int8", "onnx-fp32")
@@ -466,13 +476,13 @@ def main() -> None:
         print()
     if "peer" in res:
         p = res["peer"]
-        print(f"| dedupkit semantic --backend onnx end to end, median (s) | {p['dedupkit_median_s']:.1f} "
-              f"(dropped {p['dedupkit_dropped']}) |")
-        print(f"| semhash, same ONNX encoder, threshold 0.9, median (s) | {p['semhash_median_s']:.1f} "
-              f"(dropped {p['semhash_dropped']}) |")
-        print(f"| semhash time / dedupkit time | {p['ratio']:.2f} |")
-        print(f"| CPU seconds (user + system), medians: dedupkit / semhash / semhash per dedupkit | "
-              f"{p['dedupkit_median_cpu_s']:.1f} / {p['semhash_median_cpu_s']:.1f} / {p['ratio_cpu']:.2f} |")
+        for b in PEER_BACKENDS:
+            print(f"| dedupkit semantic --backend {b} end to end, median s (CPU s) | {p['median_s'][b]:.1f} "
+                  f"({p['median_cpu_s'][b]:.1f}; dropped {p['dropped'][b]}) |")
+        print(f"| semhash, same int8 ONNX encoder, threshold 0.9, median s (CPU s) | {p['median_s']['semhash']:.1f} "
+              f"({p['median_cpu_s']['semhash']:.1f}; dropped {p['dropped']['semhash']}) |")
+        for b in PEER_BACKENDS:
+            print(f"| semhash time / dedupkit {b} time (CPU) | {p['ratio'][b]:.2f} ({p['ratio_cpu'][b]:.2f}) |")
     print(json.dumps({"load_avg_start": res["load_avg_start"], "load_avg_end": res["load_avg_end"],
                       **({"backends": {k: v for k, v in res["backends"].items() if not k.endswith("runs_s")}}
                          if "backends" in res else {}), **({"peer": res["peer"]} if "peer" in res else {})},
