@@ -308,10 +308,10 @@ class ReadConfig(_Checked):
 class RunConfig(_Checked):
     """Where and how the work runs; none of these changes a manifest."""
 
-    workers: int = setting(1, "Worker processes; the manifest is identical for any number.", range=(1, None),
-                           env="DEDUPKIT_WORKERS")
+    workers: int = setting(1, "Worker processes; the output (manifest, clean shards) is identical for any "
+                              "number.", range=(1, None), env="DEDUPKIT_WORKERS")
     engine: str = setting("local", "Where per-shard and per-partition work runs: local processes, or Ray "
-                                   "(pip install 'dedupkit-corpus[ray]'); the manifest is the same. With ray, "
+                                   "(pip install 'dedupkit-corpus[ray]'); the output is the same. With ray, "
                                    "--workers is the most tasks running at once.", choices=("local", "ray"),
                           env="DEDUPKIT_ENGINE")
     ray_address: str | None = setting(None, "With --engine ray: the cluster to use ('auto' on a cluster node, "
