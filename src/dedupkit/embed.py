@@ -487,6 +487,39 @@ def merge_rows(cached: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray,
     return all_rows[order], all_emb[order]
 
 
+def through_cache(cache: "EmbeddingCache | None", fingerprint: str, rows: np.ndarray,
+                  encode: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, int]:
+    """The embeddings of one shard's ``rows`` (row numbers) through its cache entry.
+
+    Rows the entry holds are loaded; the others are embedded with ``encode(missing)`` (``missing``:
+    the sorted row numbers not cached; it returns their vectors in that order), added to the entry
+    (:func:`merge_rows`) and saved. ``cache`` None: every row is embedded and nothing is saved.
+
+    Returns:
+        ``(vectors of rows, in their order; how many rows were embedded)``.
+    """
+    cached = cache.load(fingerprint) if cache else None
+    have = cached[0] if cached else np.zeros(0, np.int64)
+    missing = np.setdiff1d(rows, have)
+    if len(missing):
+        all_rows, all_emb = merge_rows(cached, missing, np.asarray(encode(missing), np.float32))
+        if cache:
+            cache.save(fingerprint, all_rows, all_emb)
+    else:
+        all_rows, all_emb = cached  # type: ignore[misc]
+    return np.asarray(all_emb[np.searchsorted(all_rows, rows)], np.float32), len(missing)
+
+
+def normalize_texts(texts: list[str], text_normalize: str) -> list[str]:
+    """What the embedder reads (``embed_normalize``): the texts as they are (``none``), or with
+    archaic English word forms replaced by modern ones (``archaic``, :mod:`dedupkit.archaic`)."""
+    if text_normalize == "archaic":
+        from dedupkit.archaic import modernise
+
+        return modernise(texts)
+    return texts
+
+
 def normalized_key(key: str | None, text_normalize: str) -> str | None:
     """The cache key of embeddings of normalized text (``none`` keeps the embedder's own key)."""
     return key if key is None or text_normalize == "none" else f"{key}:text={text_normalize}"

@@ -39,8 +39,8 @@ import pyarrow.compute as pc
 
 from dedupkit.engine.base import report_progress
 from dedupkit.embed import (
-    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, merge_rows, normalized_key, passive_openmp,
-    resolve_model,
+    ENCODE_CHUNK, EmbedConfig, EmbeddingCache, get_embedder, normalize_texts, normalized_key, passive_openmp,
+    resolve_model, through_cache,
 )
 from dedupkit import settings as _S
 from dedupkit.errors import ConfigError, InputError, require
@@ -244,11 +244,9 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
         key = normalized_key(cache_key(emb, task.config), task.text_normalize)
         load_s = time.perf_counter() - t0
     cache = EmbeddingCache(task.cache_dir, key) if task.use_cache else None
-    cached = cache.load(task.fingerprint) if cache else None
-    have_rows = cached[0] if cached else np.zeros(0, np.int64)
-    missing = np.setdiff1d(task.rows, have_rows)
-    computed = 0
-    if len(missing):
+
+    def encode(missing: np.ndarray) -> np.ndarray:
+        nonlocal emb, load_s, encode_s
         if emb is None:
             t_load = time.perf_counter()
             emb = get_embedder(task.config, task.factory, task.arg)
@@ -257,10 +255,7 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
         if not np.array_equal(rows, missing):
             raise InputError(f"{task.shard.name} changed while it was being read (expected {len(missing)} "
                              f"rows, read {len(rows)}); rerun on a stable copy")
-        if task.text_normalize == "archaic":
-            from dedupkit.archaic import modernise
-
-            texts = modernise(texts)
+        texts = normalize_texts(texts, task.text_normalize)
         t_enc = time.perf_counter()
         report_progress(len(task.rows) - len(missing))  # cached rows
         parts = []
@@ -268,15 +263,9 @@ def run_embed_task(task: EmbedTask) -> EmbedResult:
             parts.append(emb.encode(texts[a:a + ENCODE_CHUNK]))
             report_progress(len(parts[-1]))
         encode_s = time.perf_counter() - t_enc
-        new = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
-        computed = len(rows)
-        all_rows, all_emb = merge_rows(cached, rows, new)
-        if cache:
-            cache.save(task.fingerprint, all_rows, all_emb)
-    else:
-        all_rows, all_emb = cached  # type: ignore[misc]
-    pos = np.searchsorted(all_rows, task.rows)
-    out = np.asarray(all_emb[pos], dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, emb.dim), np.float32)
+
+    out, computed = through_cache(cache, task.fingerprint, task.rows, encode)
     np.save(task.out_path, out)
     return EmbedResult(path=task.out_path, n=len(task.rows), computed=computed,
                        seconds=time.perf_counter() - t0, encode_s=encode_s, load_s=load_s, key=key,

@@ -104,43 +104,36 @@ def reencode(corpus, index: np.ndarray, texts: Callable[[np.ndarray], dict[int, 
              cache_dir: str | None, use_cache: bool, text_normalize: str = "none") -> np.ndarray:
     """Float (``onnx-fp32``) embeddings of the documents ``index`` (global indices), through that
     backend's embedding cache (its own key: int8 and float vectors never share a cache entry)."""
-    from dedupkit.embed import EmbeddingCache, get_embedder, merge_rows, normalized_key, resolve_model
+    from dedupkit.embed import (
+        EmbeddingCache, get_embedder, normalize_texts, normalized_key, resolve_model, through_cache,
+    )
 
     fconfig = replace(config, backend="onnx-fp32", **({"cache_dir": str(cache_dir)} if cache_dir else {}))
     factory, arg = resolve_model(fconfig.model)
+    key = normalized_key(factory.cache_key(arg, fconfig), text_normalize)
     out = np.zeros((len(index), 0), np.float32)
     emb = None
+
+    def encoder(sel: np.ndarray, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        def encode(missing: np.ndarray) -> np.ndarray:  # missing: sorted row numbers of sel's shard
+            nonlocal emb
+            if emb is None:
+                emb = get_embedder(fconfig, factory, arg)
+            want = sel[np.isin(rows, missing)]
+            want = want[np.argsort(corpus.rows[want], kind="stable")]
+            got = texts(want)
+            return emb.encode(normalize_texts([got.get(int(g), "") for g in want], text_normalize))
+        return encode
+
     for si in np.unique(corpus.shard_index[index]):
         pos = np.flatnonzero(corpus.shard_index[index] == si)
         sel = index[pos]
         rows = np.asarray(corpus.rows[sel], np.int64)
-        info = corpus.shards[int(si)]
-        key = normalized_key(factory.cache_key(arg, fconfig), text_normalize)
         cache = EmbeddingCache(cache_dir, key) if use_cache else None
-        cached = cache.load(info.fingerprint) if cache else None
-        have_rows, have = (cached if cached else (np.zeros(0, np.int64), None))
-        missing = np.setdiff1d(rows, have_rows)
-        new = None
-        if len(missing):
-            if emb is None:
-                emb = get_embedder(fconfig, factory, arg)
-            want = sel[np.isin(rows, missing)]
-            got = texts(want)
-            order = np.argsort(corpus.rows[want], kind="stable")
-            want = want[order]
-            txt = [got.get(int(g), "") for g in want]
-            if text_normalize == "archaic":
-                from dedupkit.archaic import modernise
-
-                txt = modernise(txt)
-            missing = np.asarray(corpus.rows[want], np.int64)
-            new = np.asarray(emb.encode(txt), np.float32)
-        all_rows, all_emb = merge_rows(cached, missing, new) if new is not None else (have_rows, np.asarray(have))
-        if cache and new is not None:
-            cache.save(info.fingerprint, all_rows, all_emb)
+        vectors, _ = through_cache(cache, corpus.shards[int(si)].fingerprint, rows, encoder(sel, rows))
         if out.shape[1] == 0:
-            out = np.zeros((len(index), all_emb.shape[1]), np.float32)
-        out[pos] = all_emb[np.searchsorted(all_rows, rows)]
+            out = np.zeros((len(index), vectors.shape[1]), np.float32)
+        out[pos] = vectors
     return out
 
 
