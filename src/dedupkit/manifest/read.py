@@ -258,9 +258,8 @@ class PartCheck:
 def check_part_task(task: PartCheck) -> tuple[int, int, list]:
     """:func:`_check_part` as an engine task: the checksum too, and no keep bits sent back."""
     p = Path(task.path)
-    if task.checksum is not None and _hash_file(p) != task.checksum:
-        raise ManifestError(f"{p}: manifest part changed since the run wrote it (checksum differs from the one "
-                            f"in {task.summary_path}); {_FIX}")
+    if task.checksum is not None:
+        _check_checksum(p, task.checksum, task.summary_path)
     return _check_part(p, None, Path(task.summary_path), bits=False)
 
 
@@ -336,9 +335,15 @@ def _check_recorded_parts(recorded: Any, files: list[Path], mdir: Path, sp: Path
     for name, p in have.items():
         if name not in want:
             raise ManifestError(f"{p}: a manifest part that {sp} does not record; remove it or {_FIX}")
-        if hashes and _hash_file(p) != want[name].get("checksum"):
-            raise ManifestError(f"{p}: manifest part changed since the run wrote it (checksum differs from the one "
-                                f"in {sp}); {_FIX}")
+        if hashes:
+            _check_checksum(p, want[name].get("checksum"), sp)
+
+
+def _check_checksum(p: Path, checksum: str | None, sp: str | os.PathLike) -> None:
+    """A part's bytes hash to the checksum its summary ``sp`` records."""
+    if _hash_file(p) != checksum:
+        raise ManifestError(f"{p}: manifest part changed since the run wrote it (checksum differs from the one "
+                            f"in {sp}); {_FIX}")
 
 
 def _check_columns(schema: pa.Schema, p: Path) -> None:
