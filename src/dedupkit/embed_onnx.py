@@ -323,7 +323,7 @@ def export_onnx(src: Path, out: Path, quantize: bool = True) -> Path:
             # graph whose GEMM inputs carry their outlier channels in the weights instead; same
             # function in float. Export v6: the int8 error to float fell to about a third on
             # pydoc text (cosine to float, worst text 0.976 -> 0.991; pair error p99.9 0.053 ->
-            # 0.027), for two more elementwise Muls a layer. The float file stays unsmoothed.
+            # 0.034), for three elementwise Muls more a layer. The float file stays unsmoothed.
             smoothed = out / "model_smoothed.onnx"
             onnx.save(build_graph(src, smoothing_scales(src, pydoc_paragraphs()[:CALIBRATION_PARAGRAPHS])),
                       str(smoothed))
