@@ -41,8 +41,8 @@ def corpus(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("driver") / "data"
     originals = [" ".join(rng.choice(WORDS) for _ in range(50)) for _ in range(50)]
     texts = list(originals)
-    for _ in range(30):
-        texts.append(rng.choice(originals))
+    for _ in range(30):  # exact copies after normalization, some with extra spaces (longer)
+        texts.append(rng.choice(originals).replace(" ", "  ", rng.choice([0, 0, 1, 3])))
     for _ in range(30):
         w = rng.choice(originals).split()
         for _ in range(2):
@@ -50,9 +50,11 @@ def corpus(tmp_path_factory) -> Path:
         texts.append(" ".join(w))
     rng.shuffle(texts)
     for s in range(5):
-        rows = [{"id": f"s{s}-{i}", "text": t} for i, t in enumerate(texts[s * 22:(s + 1) * 22])]
+        # "votes": a --keep-by column with ties and nulls (a shard without nulls, one all null but 2)
+        rows = [{"id": f"s{s}-{i}", "text": t, "votes": None if (s == 1 and i > 1) or rng.random() < 0.2
+                 else rng.randrange(5)} for i, t in enumerate(texts[s * 22:(s + 1) * 22])]
         if s == 3:
-            rows.insert(4, {"id": "bad-1", "text": None})
+            rows.insert(4, {"id": "bad-1", "text": None, "votes": 3})
             rows.append({"id": "bad-2"})
         (write_parquet if s % 2 == 0 else write_jsonl)(d / f"p{s}.{'parquet' if s % 2 == 0 else 'jsonl'}", rows)
     return d
@@ -91,8 +93,8 @@ def test_rowless_manifest_is_byte_identical(ray_session, corpus, tmp_path, monke
     kw = dict(id_column=id_column, on_bad_record="skip")
     local = api.fuzzy([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
     _forbid_corpus(monkeypatch)
-    with pytest.raises(AssertionError, match="per-document corpus"):
-        api.fuzzy([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", keep="longest", **kw)
+    with pytest.raises(AssertionError, match="per-document corpus"):  # --skip: the classic path
+        api.fuzzy([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", skip=[str(local.out)], **kw)
     on_ray = api.fuzzy([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
     g = on_ray.summary["stats"]["global_step"]
     assert g["mode"] == "rowless" and g["pair_partitions"] > 1 and g["component_partitions"] > 1
@@ -140,8 +142,8 @@ def test_rowless_exact_manifest_is_byte_identical(ray_session, corpus, tmp_path,
     kw = dict(id_column=id_column, on_bad_record="skip")
     local = api.exact([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
     _forbid_corpus(monkeypatch)
-    with pytest.raises(AssertionError, match="per-document corpus"):  # other keep policies: the classic path
-        api.exact([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", keep="longest", **kw)
+    with pytest.raises(AssertionError, match="per-document corpus"):  # --skip: the classic path
+        api.exact([str(corpus)], str(tmp_path / "classic"), workers=2, engine="ray", skip=[str(local.out)], **kw)
     on_ray = api.exact([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
     g = on_ray.summary["stats"]["global_step"]
     assert g["mode"] == "rowless" and g["hash_partitions"] > 1
@@ -166,3 +168,56 @@ def test_rowless_exact_with_empty_and_all_bad_shards(ray_session, tmp_path):
     _same_parts(local.out, on_ray.out)
     assert local.summary["counts"] == on_ray.summary["counts"]
     assert local.summary["counts"]["bad_records"] == 2 and local.summary["counts"]["duplicates"] == 8
+
+
+POLICIES = [dict(keep="last"), dict(keep="longest"), dict(keep="shortest"),
+            dict(keep_by="votes"), dict(keep_by="votes", keep_order="desc", keep="longest")]
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=lambda p: "-".join(map(str, p.values())))
+@pytest.mark.parametrize("stage", ["exact", "fuzzy"])
+def test_rowless_keep_policies_are_byte_identical(ray_session, corpus, tmp_path, monkeypatch, stage, policy):
+    """Every keep policy runs rowless (ranks of the documents each task compares, no global sort),
+    and its manifest is the local engine's, byte for byte."""
+    from dedupkit.engine import driver, graph
+    from dedupkit.stages.fuzzy import partitioned as fuzzy_partitioned
+    from dedupkit.stages.fuzzy import stage as fz
+
+    monkeypatch.setattr(driver, "HASHES_PER_PARTITION", 30)
+    monkeypatch.setattr(fz, "DOCS_PER_PARTITION", 40)
+    monkeypatch.setattr(fuzzy_partitioned, "PAIRS_PER_PARTITION", 8)
+    monkeypatch.setattr(graph, "EDGES_PER_PARTITION", 16)
+    run = getattr(api, stage)
+    kw = dict(id_column="id", on_bad_record="skip", **policy)
+    if stage == "fuzzy":
+        kw["threshold"] = 0.5  # bigger clusters: the centre the policy picks matters more
+    local = run([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
+    first = run([str(corpus)], str(tmp_path / "first"), workers=1, id_column="id", on_bad_record="skip",
+                **({"threshold": 0.5} if stage == "fuzzy" else {}))
+    _forbid_corpus(monkeypatch)
+    on_ray = run([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    assert on_ray.summary["stats"]["global_step"]["mode"] == "rowless"
+    _same_parts(local.out, on_ray.out)
+    assert local.summary["counts"] == on_ray.summary["counts"]
+    # the policy decided something: another copy is kept than with keep first
+    import pyarrow.dataset as ds
+
+    kept = [set(ds.dataset(r.out / "manifest").to_table(filter=ds.field("keep")).column("doc_id").to_pylist())
+            for r in (local, first)]
+    assert kept[0] != kept[1]
+
+
+def test_rowless_keep_by_refuses_what_the_classic_path_refuses(ray_session, tmp_path, monkeypatch):
+    from dedupkit.errors import ConfigError, InputError
+
+    d = tmp_path / "d"
+    write_jsonl(d / "a.jsonl", [{"text": "same text here", "v": [1, 2]}, {"text": "same text here", "v": [3]}])
+    for engine in ("local", "ray"):
+        with pytest.raises(ConfigError, match="cannot order by"):
+            api.exact([str(d)], str(tmp_path / f"l-{engine}"), keep_by="v", engine=engine, workers=2)
+    e = tmp_path / "e"
+    write_jsonl(e / "a.jsonl", [{"text": "same text here", "v": 1}, {"text": "other", "v": 2}])
+    write_jsonl(e / "b.jsonl", [{"text": "same text here", "v": "high"}])
+    for engine in ("local", "ray"):
+        with pytest.raises(InputError, match="different types in different shards"):
+            api.exact([str(e)], str(tmp_path / f"t-{engine}"), keep_by="v", engine=engine, workers=2)
