@@ -174,9 +174,25 @@ POLICIES = [dict(keep="last"), dict(keep="longest"), dict(keep="shortest"),
             dict(keep_by="votes"), dict(keep_by="votes", keep_order="desc", keep="longest")]
 
 
+@pytest.fixture(scope="module")
+def policy_corpus(corpus, tmp_path_factory) -> Path:
+    """The corpus plus a shard of 24 copies of one text (longer and shorter, with and without
+    votes): its band buckets exceed ALL_PAIRS_MAX, so they give a star from the member the policy
+    ranks first, not all pairs."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("policies") / "data"
+    shutil.copytree(corpus, d)
+    rng = random.Random(5)
+    text = " ".join(rng.choice(WORDS) for _ in range(40))
+    write_jsonl(d / "p5.jsonl", [{"id": f"s5-{i}", "text": text.replace(" ", "  ", i % 7) + " x" * (i % 2),
+                                  "votes": None if i % 3 == 0 else (i * 7) % 5} for i in range(24)])
+    return d
+
+
 @pytest.mark.parametrize("policy", POLICIES, ids=lambda p: "-".join(map(str, p.values())))
 @pytest.mark.parametrize("stage", ["exact", "fuzzy"])
-def test_rowless_keep_policies_are_byte_identical(ray_session, corpus, tmp_path, monkeypatch, stage, policy):
+def test_rowless_keep_policies_are_byte_identical(ray_session, policy_corpus, tmp_path, monkeypatch, stage, policy):
     """Every keep policy runs rowless (ranks of the documents each task compares, no global sort),
     and its manifest is the local engine's, byte for byte."""
     from dedupkit.engine import driver, graph
@@ -191,11 +207,12 @@ def test_rowless_keep_policies_are_byte_identical(ray_session, corpus, tmp_path,
     kw = dict(id_column="id", on_bad_record="skip", **policy)
     if stage == "fuzzy":
         kw["threshold"] = 0.5  # bigger clusters: the centre the policy picks matters more
-    local = run([str(corpus)], str(tmp_path / "local"), workers=1, **kw)
-    first = run([str(corpus)], str(tmp_path / "first"), workers=1, id_column="id", on_bad_record="skip",
+    corpus = str(policy_corpus)
+    local = run([corpus], str(tmp_path / "local"), workers=1, **kw)
+    first = run([corpus], str(tmp_path / "first"), workers=1, id_column="id", on_bad_record="skip",
                 **({"threshold": 0.5} if stage == "fuzzy" else {}))
     _forbid_corpus(monkeypatch)
-    on_ray = run([str(corpus)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    on_ray = run([corpus], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
     assert on_ray.summary["stats"]["global_step"]["mode"] == "rowless"
     _same_parts(local.out, on_ray.out)
     assert local.summary["counts"] == on_ray.summary["counts"]
