@@ -7,6 +7,7 @@ bucket step's bytes read per task must fall as the key partitions grow.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -238,3 +239,30 @@ def test_rowless_keep_by_refuses_what_the_classic_path_refuses(ray_session, tmp_
     for engine in ("local", "ray"):
         with pytest.raises(InputError, match="different types in different shards"):
             api.exact([str(e)], str(tmp_path / f"t-{engine}"), keep_by="v", engine=engine, workers=2)
+
+
+def test_semantic_identifies_in_one_task_not_on_the_driver(ray_session, tmp_path, monkeypatch):
+    """semantic on Ray: the neighbour search and the decisions run in one task that writes every
+    part (the real packaged model; the Ray run reads the embeddings the local run cached, so both
+    decide on the same vectors); the manifest and the analysis are the local engine's."""
+    pytest.importorskip("sentence_transformers")
+    d = tmp_path / "d"
+    texts = ["The cat sat on the mat in the sun.", "A cat was sitting on the mat in the sunshine.",
+             "Stock markets fell sharply on Monday.", "On Monday the stock markets fell sharply.",
+             "I like to bake bread at home.", "Quantum computers use qubits.", "The cat sat on the mat in the sun!"]
+    write_jsonl(d / "a.jsonl", [{"id": f"a{i}", "text": t} for i, t in enumerate(texts[:4])] + [{"id": "bad"}])
+    write_parquet(d / "b.parquet", [{"id": f"b{i}", "text": t} for i, t in enumerate(texts[4:])])
+    kw = dict(id_column="id", on_bad_record="skip", eps=0.1, cache_dir=str(tmp_path / "cache"))
+    local = api.semantic([str(d)], str(tmp_path / "local"), workers=1, **kw)
+    an_local = api.semantic([str(d)], str(tmp_path / "an-local"), workers=1, analyze=True, eps="0.05,0.1",
+                            **{k: v for k, v in kw.items() if k != "eps"})
+    _forbid_corpus(monkeypatch)
+    on_ray = api.semantic([str(d)], str(tmp_path / "ray"), workers=2, engine="ray", **kw)
+    _same_parts(local.out, on_ray.out)
+    assert local.summary["counts"] == on_ray.summary["counts"]
+    assert on_ray.summary["counts"]["bad_records"] == 1 and on_ray.summary["counts"]["duplicates"] >= 2
+    an_ray = api.semantic([str(d)], str(tmp_path / "an-ray"), workers=2, engine="ray", analyze=True, eps="0.05,0.1",
+                          **{k: v for k, v in kw.items() if k != "eps"})
+    _same_parts(an_local.out, an_ray.out)
+    a, b = (json.loads((r.out / "analysis.json").read_text()) for r in (an_local, an_ray))
+    assert a["per_eps"] == b["per_eps"] and a["samples"] == b["samples"] and a["per_eps"][1]["drop"] >= 2

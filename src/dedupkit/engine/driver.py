@@ -64,6 +64,17 @@ def eligible(stage: Any, engine: Any, options: Any) -> bool:
     return not options.skip
 
 
+def in_one_task(stage: Any, engine: Any, options: Any) -> bool:
+    """True when the stage identifies in one task on a distributed engine (:func:`run_in_task`):
+    semantic (its own ``identify``, no ``--skip``), whose neighbour search needs every embedding
+    in one process."""
+    if not getattr(engine, "distributed", False) or options.skip or getattr(stage, "name", None) != "semantic":
+        return False
+    from dedupkit.stages.semantic import SemanticStage
+
+    return isinstance(stage, SemanticStage) and type(stage).identify is SemanticStage.identify
+
+
 class LightCorpus:
     """The scanned corpus as the driver sees it: tasks, their sizes and offsets; no rows.
 
@@ -714,3 +725,53 @@ def _verify(stage: Any, corpus: LightCorpus, files: list[str], paths, offsets, w
         return tuple(t.out for t in sets)
 
     return stage.verify(corpus, files, paths, offsets, work, engine, "p", char_sets)
+
+
+# --- a stage that needs every document in one process: one task, not the driver ------------------
+
+@dataclass(frozen=True)
+class StageTask:
+    stage: Any
+    tasks: list  # the scan tasks and their results: the task builds the corpus itself
+    results: list
+    shards: list
+    options: Any  # dedupkit.runner.RunOptions
+    work: str
+    tmp: str  # the manifest staging folder the parts go to
+
+
+def stage_task(task: StageTask) -> dict:
+    """Build the corpus, identify (the stage's own ``identify``, its own per-shard steps as nested
+    tasks on the same cluster) and write every manifest part: the classic path's per-document
+    arrays live in this task, not on the driver. Returns counts, stats and the span counts."""
+    from dedupkit.engine import get_engine
+    from dedupkit.runner import write_decisions
+    from dedupkit.scan import Corpus
+    from dedupkit.spans import read_spans, span_counts
+
+    corpus = Corpus(task.tasks, task.results, task.shards)
+    corpus.check_unique_ids()
+    stage = task.stage
+    Path(task.work).mkdir(parents=True, exist_ok=True)
+    # inside a task Ray is connected: the engine submits to the same cluster (this task's CPU is
+    # lent back while it waits)
+    with get_engine("ray", task.options.workers) as engine:
+        stage.engine = engine
+        decisions = stage.identify(corpus, task.work)
+    stage.engine = None
+    n, kept, clusters, largest = write_decisions(stage, corpus, decisions, {}, task.options, Path(task.tmp))
+    spans = str(decisions.spans) if decisions.spans is not None else None
+    return {"active": n, "kept": kept, "clusters": clusters, "largest_cluster": largest, "stats": decisions.stats,
+            "spans": spans, "span_counts": span_counts(read_spans(spans)) if spans else None,
+            "analysis": getattr(stage, "analysis", None)}
+
+
+def run_in_task(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path, engine: Any,
+                options: Any) -> dict:
+    """:func:`stage_task` as one task of ``engine``; the driver gets counts and stats back."""
+    res = engine.map(stage_task, [StageTask(stage, corpus.tasks, corpus.results, [s.shard for s in corpus.shards],
+                                            options, str(work), str(tmp_manifest))],
+                     desc=f"{stage.name}: identify")[0]
+    if hasattr(stage, "analysis"):
+        stage.analysis = res["analysis"]  # api.semantic writes it next to the output
+    return res
