@@ -266,3 +266,40 @@ def test_semantic_identifies_in_one_task_not_on_the_driver(ray_session, tmp_path
     _same_parts(an_local.out, an_ray.out)
     a, b = (json.loads((r.out / "analysis.json").read_text()) for r in (an_local, an_ray))
     assert a["per_eps"] == b["per_eps"] and a["samples"] == b["samples"] and a["per_eps"][1]["drop"] >= 2
+
+
+@pytest.mark.parametrize("stage", ["substring", "decontaminate"])
+def test_span_stages_identify_in_one_task_not_on_the_driver(ray_session, tmp_path, monkeypatch, stage):
+    """substring's suffix array and decontaminate's matching run in one task on Ray: the manifest
+    and the span parts are the local engine's, byte for byte, and the driver builds no corpus."""
+    rng = random.Random(3)
+    boiler = "this page was printed from the archive of the city council please do not copy it"
+    question = "what is the boiling point of water at sea level in degrees celsius on a calm day"
+    d = tmp_path / "d"
+    for s in range(3):
+        rows = []
+        for i in range(12):
+            words = " ".join(rng.choice(WORDS) for _ in range(80))
+            text = {0: f"{words} {boiler}", 1: f"{words} {question} it is one hundred"}.get(i % 3, words)
+            rows.append({"id": f"s{s}-{i}", "text": text})
+        (write_parquet if s % 2 else write_jsonl)(d / f"p{s}.{'parquet' if s % 2 else 'jsonl'}", rows)
+    if stage == "substring":
+        def run(out, **kw):
+            return api.substring([str(d)], str(out), min_tokens=8, id_column="id", **kw)
+    else:
+        ev = tmp_path / "eval.jsonl"
+        write_jsonl(ev, [{"id": "q1", "question": question, "answer": "one hundred"},
+                         {"id": "q2", "question": "who wrote the play hamlet and when", "answer": "shakespeare"}])
+
+        def run(out, **kw):
+            return api.decontaminate([str(d)], str(out), [str(ev)], eval_fields="question,answer", eval_id="id",
+                                     id_column="id", mode="cut", margin=0, **kw)
+    local = run(tmp_path / "local", workers=1)
+    _forbid_corpus(monkeypatch)
+    on_ray = run(tmp_path / "ray", workers=2, engine="ray")
+    _same_parts(local.out, on_ray.out)
+    spans = sorted(p.name for p in (local.out / "spans").glob("*.parquet"))
+    assert spans and spans == sorted(p.name for p in (on_ray.out / "spans").glob("*.parquet"))
+    for n in spans:
+        assert (local.out / "spans" / n).read_bytes() == (on_ray.out / "spans" / n).read_bytes(), n
+    assert local.summary["counts"] == on_ray.summary["counts"] and local.summary["counts"]["spans"] >= 8

@@ -64,15 +64,24 @@ def eligible(stage: Any, engine: Any, options: Any) -> bool:
     return not options.skip
 
 
+#: Stages whose decisions need every document in one process: (module, class).
+ONE_TASK_STAGES = (("dedupkit.stages.semantic", "SemanticStage"),  # one neighbour index over all embeddings
+                   ("dedupkit.stages.substring", "SubstringStage"),  # one suffix array over the corpus
+                   ("dedupkit.decontaminate", "DecontaminateStage"))  # per-document spans and details
+
+
 def in_one_task(stage: Any, engine: Any, options: Any) -> bool:
     """True when the stage identifies in one task on a distributed engine (:func:`run_in_task`):
-    semantic (its own ``identify``, no ``--skip``), whose neighbour search needs every embedding
-    in one process."""
-    if not getattr(engine, "distributed", False) or options.skip or getattr(stage, "name", None) != "semantic":
-        return False
-    from dedupkit.stages.semantic import SemanticStage
+    one of :data:`ONE_TASK_STAGES` with its own ``identify``, and no ``--skip``."""
+    import sys
 
-    return isinstance(stage, SemanticStage) and type(stage).identify is SemanticStage.identify
+    if not getattr(engine, "distributed", False) or options.skip:
+        return False
+    for module, name in ONE_TASK_STAGES:
+        cls = getattr(sys.modules.get(module), name, None)  # imported if the stage is one of them
+        if cls is not None and isinstance(stage, cls) and type(stage).identify is cls.identify:
+            return True
+    return False
 
 
 class LightCorpus:
