@@ -303,3 +303,19 @@ def test_span_stages_identify_in_one_task_not_on_the_driver(ray_session, tmp_pat
     for n in spans:
         assert (local.out / "spans" / n).read_bytes() == (on_ray.out / "spans" / n).read_bytes(), n
     assert local.summary["counts"] == on_ray.summary["counts"] and local.summary["counts"]["spans"] >= 8
+
+
+@pytest.mark.parametrize("stage", ["exact", "substring"])
+def test_a_refused_run_leaves_no_finished_output(ray_session, corpus, tmp_path, stage):
+    """--max-drop-rate refuses the run in a task (substring: the one identify task) or on the driver
+    (exact, keep longest): the error is the dedupkit error, and nothing looks finished."""
+    from dedupkit.errors import GuardrailError
+
+    out = tmp_path / "o"
+    kw = dict(id_column="id", on_bad_record="skip", engine="ray", workers=2, max_drop_rate=0.0)
+    with pytest.raises(GuardrailError, match="max-drop-rate"):
+        if stage == "exact":
+            api.exact([str(corpus)], str(out), keep="longest", **kw)
+        else:
+            api.substring([str(corpus)], str(out), min_tokens=8, **kw)
+    assert not (out / "summary.json").exists() and not list(out.glob("manifest/*.parquet"))
