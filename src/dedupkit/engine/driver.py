@@ -23,16 +23,22 @@ Exact replaces steps 3-5 with two: each scan task's (hash, global index) rows sc
 partition (:func:`hash_split_task`), and one task per partition that keeps the smallest index of
 each hash and writes the same decision rows by shard (:func:`hash_group_task`); step 6 is shared.
 
+A keep policy other than first needs no global sort: each task that compares documents (a band
+bucket's star, a hash group, a component's greedy centres) ranks only the documents it holds, from
+their lengths and ``--keep-by`` values in the scan tables (:class:`Priority`); the policy's order
+restricted to a subset is the subset's own order, so every comparison is the global rank's.
+
 The manifest is the local engine's, byte for byte (tests/engine/test_driver.py). What runs here
-(:func:`eligible`), on a distributed engine:
+(:func:`eligible`), on a distributed engine: exact, and fuzzy with ``cluster = "centre"``, with any
+keep policy and no ``--skip``.
 
-- exact with ``keep = "first"``, no ``--keep-by``, no ``--skip``;
-- fuzzy with ``cluster = "centre"``, ``keep = "first"``, no ``--keep-by``, no ``--skip``.
-
-Everything else takes the classic path, where the driver holds per-document arrays: another keep
-policy ranks every document by a global priority (a global sort, not spread yet); ``--skip`` reads
-the earlier stages' dropped rows on the driver; semantic needs one neighbour index over every
-embedding; substring one suffix array over the whole corpus. ``apply`` on an engine is in
+Stages that need every document in one process (:data:`ONE_TASK_STAGES`: semantic's neighbour
+index, substring's suffix array, decontaminate's gathered details) run the classic identify and
+manifest write in **one task** instead of the driver (:func:`run_in_task`, :func:`in_one_task`):
+the task builds the corpus from the scan tables, runs the stage's own ``identify`` (its embed or
+detail tasks nested on the same cluster) and writes every part and span file; the driver gets
+counts and stats back. ``--skip`` still takes the classic path, where the driver reads the earlier
+stages' dropped rows and holds per-document arrays. ``apply`` on an engine is in
 :mod:`dedupkit.apply` (one task per shard).
 """
 
