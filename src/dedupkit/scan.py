@@ -44,9 +44,12 @@ MERGE_BYTES = 32 * 2**20
 MIN_PIECE_BYTES = 4 * 2**20
 PIECES_PER_WORKER = 2
 # A stage whose scan costs less than decoding (``decode_weight >= 1``: exact, ~350 MB of text a CPU
-# second) gains from a second worker only when each piece outweighs starting a worker process
-# (~0.3 CPU s of imports): its row groups are cut into pieces of at least this much text, so a
-# smaller input stays one task, run in the calling process.
+# second) cuts a row group only where the pieces read their own pages (dedupkit.io.pqpages: no row
+# decoded twice, and since pages go into an uninitialised Arrow buffer, two halves of c100k cost
+# 0.59 CPU s against 0.60 for the whole). With --workers 1 (one process, nothing to gain) such a
+# piece holds at least this much text; with more, the workers are forked from a server that the CLI
+# starts before its own imports (dedupkit.engine.local.prestart), so a piece needs only to outweigh
+# its reading, and the row group is cut like any other.
 CHEAP_MIN_PIECE_BYTES = 512 * 2**20
 # Decoding a Parquet row against a stage's work on it, for cutting one row group into tasks of
 # equal cost; a Mapper may say its own (``decode_weight``: fuzzy's MinHash work is ~7x the decode,
@@ -115,7 +118,8 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
             weight = getattr(mapper, "decode_weight", DECODE_WEIGHT) if shard.format == "parquet" else 0.0
             pages = _page_starts(shard, groups[si], spec.text_column, target, split_rows) \
                 if shard.format == "parquet" else None
-            pieces = _row_pieces(groups[si], target, split_rows, weight, pages)
+            pieces = _row_pieces(groups[si], target, split_rows, weight, pages,
+                                 CHEAP_MIN_PIECE_BYTES if workers == 1 else 0)
         elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
             pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
@@ -216,12 +220,13 @@ def _cuts(k: int, r: float) -> list[float]:
 
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
-                decode_weight: float = 0.0, pages: list[list[int] | None] | None = None) -> list[Piece]:
+                decode_weight: float = 0.0, pages: list[list[int] | None] | None = None,
+                cheap_min: int = CHEAP_MIN_PIECE_BYTES) -> list[Piece]:
     """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut.
 
     ``pages[g]``: the first rows of group ``g``'s data pages when a range of it is read from its
     own pages alone (:mod:`dedupkit.io.pqpages`): such a group is cut into equal ranges of about
-    ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least CHEAP_MIN_PIECE_BYTES),
+    ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least ``cheap_min``),
     each cut moved to the nearest page start (no page decoded twice).
 
     Otherwise a range's reader decodes the group from its start, so the cuts follow :func:`_cuts`,
@@ -235,7 +240,7 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
     merged_rows = merged_bytes = 0
     for g, (rows, nbytes) in enumerate(groups):
         starts = pages[g] if pages is not None else None
-        cut_target = target if decode_weight < 1 else (max(target, CHEAP_MIN_PIECE_BYTES) if starts else 2**62)
+        cut_target = target if decode_weight < 1 else (max(target, cheap_min) if starts else 2**62)
         if merged_rows and (merged_bytes + nbytes > min(target, MERGE_BYTES) or merged_rows + rows > split_rows):
             pieces.append(Piece(start, start + merged_rows))
             start += merged_rows
