@@ -15,7 +15,7 @@ import pytest
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.runner import RunOptions, run_stage
-from dedupkit.scan import _cuts, plan_tasks
+from dedupkit.scan import _cuts, _row_pieces, plan_tasks
 from dedupkit.stages.exact import ExactStage
 from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
 
@@ -254,3 +254,15 @@ def test_a_small_input_makes_two_pieces_per_worker(tmp_path, monkeypatch):
     assert (whole.summary["timings"]["scan_tasks"], split.summary["timings"]["scan_tasks"]) == (1, 4)
     assert split.summary["counts"]["dropped"] > 0
     assert _manifest_bytes(split.out) == _manifest_bytes(whole.out)
+
+
+@pytest.mark.parametrize("workers,expect", [(1, 3), (2, 4), (3, 3), (4, 4)])
+def test_a_group_cut_at_page_starts_makes_a_multiple_of_the_workers(workers, expect):
+    """A row group that reads by pages and needs 3 ranges of ``target`` bytes is cut into a multiple
+    of the workers (c200k's exact scan at --workers 2 was 3 tasks: one worker ran two while the
+    other idled), at page starts, covering every row once."""
+    pieces = _row_pieces([(3000, 300)], 100, 10**6, 2.0, [list(range(0, 3000, 100))], 0, workers)
+    assert len(pieces) == expect
+    assert pieces[0].start == 0 and pieces[-1].stop == 3000
+    assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:]))
+    assert all(p.start % 100 == 0 for p in pieces)

@@ -119,7 +119,7 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
             pages = _page_starts(shard, groups[si], spec.text_column, target, split_rows) \
                 if shard.format == "parquet" else None
             pieces = _row_pieces(groups[si], target, split_rows, weight, pages,
-                                 CHEAP_MIN_PIECE_BYTES if workers == 1 else 0)
+                                 CHEAP_MIN_PIECE_BYTES if workers == 1 else 0, workers)
         elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
             pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
@@ -221,13 +221,14 @@ def _cuts(k: int, r: float) -> list[float]:
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
                 decode_weight: float = 0.0, pages: list[list[int] | None] | None = None,
-                cheap_min: int = CHEAP_MIN_PIECE_BYTES) -> list[Piece]:
+                cheap_min: int = CHEAP_MIN_PIECE_BYTES, workers: int = 1) -> list[Piece]:
     """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut.
 
     ``pages[g]``: the first rows of group ``g``'s data pages when a range of it is read from its
     own pages alone (:mod:`dedupkit.io.pqpages`): such a group is cut into equal ranges of about
     ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least ``cheap_min``),
-    each cut moved to the nearest page start (no page decoded twice).
+    each cut moved to the nearest page start (no page decoded twice), into a multiple of ``workers``
+    ranges (c200k's one group: 4 ranges for 2 workers, not 3, of which one worker ran two).
 
     Otherwise a range's reader decodes the group from its start, so the cuts follow :func:`_cuts`,
     and a group is cut by bytes only when the stage's work outweighs decoding
@@ -248,6 +249,7 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
         if merged_rows == 0 and (nbytes > cut_target or rows > split_rows):
             k = max(-(-nbytes // cut_target), -(-rows // split_rows))
             if starts:
+                k = -(-k // workers) * workers
                 at = np.asarray(starts + [rows], np.int64)
                 cuts = sorted({0, rows} | {int(at[np.abs(at - rows * i / k).argmin()]) for i in range(1, k)})
                 cuts = [start + c for c in cuts]
