@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -72,9 +72,13 @@ class ScanTask:
     piece: Piece | None = None  # the rows of a split shard this task reads; None: all of them
     part: int = 0  # 0 for the first (or only) task of a shard: it also fingerprints the file
 
-    def reader(self, **kwargs) -> ShardReader:
-        """A reader of this task's rows (``kwargs``: more ShardReader arguments)."""
-        return ShardReader(self.shard, self.spec, skip_rows=self.skip_rows, piece=self.piece, **kwargs)
+    def reader(self, batch_rows: int | None = None, **kwargs) -> ShardReader:
+        """A reader of this task's rows, in batches of at most ``batch_rows`` rows when that is below
+        the spec's batch size (``kwargs``: more ShardReader arguments)."""
+        spec = self.spec
+        if batch_rows is not None and batch_rows < spec.batch_size:
+            spec = replace(spec, batch_size=batch_rows)
+        return ShardReader(self.shard, spec, skip_rows=self.skip_rows, piece=self.piece, **kwargs)
 
     def good_texts(self) -> Iterable[pa.Array]:
         """The texts of this task's good rows (see :func:`good_texts`)."""
@@ -381,7 +385,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
                 return res
         except (ValueError, KeyError, TypeError):
             pass  # a damaged marker: redo the task
-    reader = task.reader()
+    reader = task.reader(getattr(task.mapper, "batch_rows", None))
     rows, lengths, ids, extras = [], [], [], {c: [] for c in task.spec.extra_columns}
     feats: dict[str, list[np.ndarray]] = {}
     # a mapper with keep_text (fuzzy's char n-grams read candidate texts again) gets the texts of
