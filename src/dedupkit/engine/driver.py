@@ -760,9 +760,9 @@ def stage_task(task: StageTask) -> dict:
     tasks on the same cluster) and write every manifest part: the classic path's per-document
     arrays live in this task, not on the driver. Returns counts, stats and the span counts."""
     from dedupkit.engine import get_engine
-    from dedupkit.runner import write_decisions
     from dedupkit.scan import Corpus
     from dedupkit.spans import read_spans, span_counts
+    from dedupkit.stage_manifest import write_decisions
 
     corpus = Corpus(task.tasks, task.results, task.shards)
     corpus.check_unique_ids()
