@@ -173,9 +173,12 @@ class Cluster:
     def __init__(self, cpus: int, path: str = "") -> None:
         import socket
 
-        with socket.socket() as so:
-            so.bind(("127.0.0.1", 0))
-            port = so.getsockname()[1]
+        def free_port() -> int:
+            with socket.socket() as so:
+                so.bind(("127.0.0.1", 0))
+                return so.getsockname()[1]
+
+        port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="rbc")  # short: Ray's socket paths must stay under 108 bytes
         # no token authentication on this loopback instance: `ray start` turns it on when a token
         # exists (RAY_AUTH_TOKEN, or ~/.ray/auth_token, which a local ray.init saves), and the
@@ -185,10 +188,14 @@ class Cluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (path, SRC, env.get("PYTHONPATH", "")) if p)
         env.pop("RAY_ADDRESS", None)
-        ray_exe = str(Path(sys.executable).parent / "ray")
-        subprocess.run([ray_exe, "start", "--head", f"--num-cpus={cpus}", "--temp-dir", self.tmp,
-                        "--port", str(port), "--include-dashboard=false",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        # Ray's own command line, through this interpreter (a venv that shares Ray has no `ray`)
+        ray_cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; "
+                   "sys.argv[0] = 'ray'; main()"]
+        subprocess.run([*ray_cli, "start", "--head", f"--num-cpus={cpus}", "--temp-dir", self.tmp,
+                        "--port", str(port), "--include-dashboard=false", "--disable-usage-stats",
+                        # free ports, not Ray's fixed defaults: another instance may run on this machine
+                        f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
+                        f"--dashboard-agent-listen-port={free_port()}"], env=env, check=True, capture_output=True)
         self.address = f"127.0.0.1:{port}"
 
     def pids(self) -> list[int]:
