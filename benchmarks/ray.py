@@ -300,6 +300,9 @@ def main() -> None:
                          "already running: one `ray start --head --num-cpus workers` for the whole "
                          "benchmark, the command connects with --ray-address)")
     ap.add_argument("--json-out", default=None, help="write the results here as JSON")
+    ap.add_argument("--src", default=None,
+                    help="run the dedupkit of this src folder (e.g. another checkout's, to compare builds; "
+                         "default: this checkout's)")
     ap.add_argument("--steps", action="store_true",
                     help="time every engine.map step of each run (benchmarks/_ray_steps.py) and print where "
                          "each configuration's wall time goes (its last run)")
@@ -314,6 +317,9 @@ def main() -> None:
                          "DEDUPKIT_DOCS_PER_PARTITION set to match; the bucket step's bytes read per task")
     ap.add_argument("--bucket-docs", type=int, default=200_000, help="documents for --bucket-partitions")
     args = ap.parse_args()
+    if args.src:
+        global SRC
+        SRC = str(Path(args.src).resolve())
     if args.driver_series or args.bucket_partitions:
         return series(args)
 
