@@ -215,7 +215,8 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
         from dedupkit.engine import ray as engine_ray
 
         one_engine = command is not None and command.info_name not in _SEVERAL_ENGINES
-        return engine_ray.prestart(workers, stop_with_engine=one_engine, address=kwargs.get("ray_address"))
+        return engine_ray.prestart(workers, stop_with_engine=one_engine, address=kwargs.get("ray_address"),
+                                   quiet=bool(kwargs.get("quiet")))
     from dedupkit.engine.local import prestart
 
     prestart(workers)

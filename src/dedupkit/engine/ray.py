@@ -95,10 +95,15 @@ def init_local(num_cpus: int, **kwargs: Any) -> None:
     _warm_workers(ray, num_cpus)
 
 
-def connect_cluster(address: str, workers: int) -> None:
+def connect_cluster(address: str, workers: int, **kwargs: Any) -> None:
     """Connect this process to the running Ray cluster at ``address`` (``--ray-address``).
 
     The cluster is not this process's: :func:`stop` only disconnects from it.
+
+    Args:
+        address: the cluster's address.
+        workers: the most tasks the engine runs at once (this many workers are started now).
+        **kwargs: more ``ray.init`` arguments.
 
     Raises:
         ConfigError: the cluster cannot be reached.
@@ -109,7 +114,7 @@ def connect_cluster(address: str, workers: int) -> None:
     ray = require("ray", "ray")
     try:
         # Workers of an existing cluster must have dedupkit installed (same version as here).
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, **{"log_to_driver": False, **kwargs})
     except ConnectionError as exc:
         raise ConfigError(
             f"cannot reach the Ray cluster at {address!r} ({exc}); check --ray-address (e.g. "
@@ -214,7 +219,8 @@ def _target(address: str | None, workers: int) -> tuple[str, int]:
     return (address, 0) if address != "local" else ("local", workers)
 
 
-def prestart(workers: int, stop_with_engine: bool = False, address: str | None = None) -> None:
+def prestart(workers: int, stop_with_engine: bool = False, address: str | None = None,
+             quiet: bool = False) -> None:
     """Start the local Ray instance of the next ``RayEngine(workers, address=address)`` now, in a
     background thread; or, for a cluster ``address`` (or ``RAY_ADDRESS``), connect to it.
 
@@ -226,7 +232,8 @@ def prestart(workers: int, stop_with_engine: bool = False, address: str | None =
 
     ``stop_with_engine``: the command runs one engine (a stage command), so Ray stops (a local
     instance) or disconnects (a cluster) when that engine closes, in the background while the
-    command writes its summary, instead of at the process's exit.
+    command writes its summary, instead of at the process's exit. ``quiet``: Ray logs errors
+    only (not its "Started a local Ray instance" notice).
     """
     global _starting
     if _starting is not None:
@@ -236,10 +243,11 @@ def prestart(workers: int, stop_with_engine: bool = False, address: str | None =
 
     def start() -> None:
         try:
+            opts = {"logging_level": logging.ERROR} if quiet else {}
             if target[0] == "local":
-                init_local(workers)
+                init_local(workers, **opts)
             else:
-                connect_cluster(target[0], workers)
+                connect_cluster(target[0], workers, **opts)
         except BaseException as exc:  # noqa: BLE001 - handed to the engine's thread
             box["error"] = exc
         box["ready"].set()
