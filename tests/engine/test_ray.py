@@ -430,10 +430,12 @@ def test_cli_on_a_running_cluster_leaves_it_running(multi_shard, tmp_path, runni
     pids = running_cluster["pids"]()
     own_tmp = tempfile.mkdtemp(prefix="dk-ray-", dir="/tmp")
     try:
-        for stage in ("fuzzy", "exact"):
-            local = run_subprocess(stage, str(multi_shard), "-o", str(tmp_path / f"local-{stage}"), "--id-column", "id")
+        # a stage command (one engine), and `run` (one engine per stage on one connection)
+        for stage, *more in (("fuzzy",), ("exact",), ("run", "--stages", "exact,fuzzy")):
+            local = run_subprocess(stage, *more, str(multi_shard), "-o", str(tmp_path / f"local-{stage}"),
+                                   "--id-column", "id")
             assert local.returncode == 0, local.stderr
-            r = run_subprocess(stage, str(multi_shard), "-o", str(tmp_path / f"ray-{stage}"), "--id-column", "id",
+            r = run_subprocess(stage, *more, str(multi_shard), "-o", str(tmp_path / f"ray-{stage}"), "--id-column", "id",
                                "--engine", "ray", "--workers", "2", "--ray-address", running_cluster["address"], "-q",
                                env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": "", "RAY_TMPDIR": own_tmp,
                                     **running_cluster["env"]})

@@ -87,10 +87,7 @@ def init_local(num_cpus: int, **kwargs: Any) -> None:
     opts.update(kwargs)
     with _worker_environ():
         ray.init(**opts)
-    if not _ours:
-        import atexit
-
-        atexit.register(stop)  # registered after Ray's own exit handler: runs before it
+    _stop_at_exit()
     _ours = True
     _warm_workers(ray, num_cpus)
 
@@ -98,7 +95,8 @@ def init_local(num_cpus: int, **kwargs: Any) -> None:
 def connect_cluster(address: str, workers: int, **kwargs: Any) -> None:
     """Connect this process to the running Ray cluster at ``address`` (``--ray-address``).
 
-    The cluster is not this process's: :func:`stop` only disconnects from it.
+    The cluster is not this process's: :func:`stop` (also run at the process's exit) only
+    disconnects from it.
 
     Args:
         address: the cluster's address.
@@ -121,6 +119,7 @@ def connect_cluster(address: str, workers: int, **kwargs: Any) -> None:
             "'auto' on a cluster node, or ray://HEAD:10001), or leave it out to start a local "
             "Ray instance"
         ) from exc
+    _stop_at_exit()
     total = int(ray.cluster_resources().get("CPU", 0))
     log.info("connected to Ray at %s (%d CPUs); running up to %d tasks at once", address, total, workers)
     if total > workers:
@@ -189,6 +188,20 @@ def _kill_monitor() -> None:
             os.kill(pid, signal.SIGKILL)  # reaped by ray.shutdown() (its Popen's poll)
         except (OSError, ValueError, IndexError):
             continue
+
+
+def _stop_at_exit() -> None:
+    """:func:`stop` at this process's exit, registered after Ray's own exit handler so that it
+    runs first: Ray's sleeps 0.5 s before it disconnects, and waits for the autoscaler monitor."""
+    global _exit_registered
+    if not _exit_registered:
+        import atexit
+
+        atexit.register(stop)
+        _exit_registered = True
+
+
+_exit_registered = False
 
 
 def stop() -> None:
