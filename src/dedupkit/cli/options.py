@@ -198,10 +198,9 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
             and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
         return  # a finished run is probably reused: no scan
     command = click.get_current_context(silent=True)
-    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
-    # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x); Ray: any
+    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES); Ray: any
     # input that exists (a missing one fails at once, without starting Ray)
-    least = 0 if ray else 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
+    least = 0 if ray else 8 * 2**20
     if not any(fs.is_remote(str(i)) for i in inputs):
         try:
             shards = discover([str(i) for i in inputs])
