@@ -41,7 +41,7 @@ from dedupkit.io.shards import fingerprint  # noqa: E402
 from dedupkit.neighbours import DEFAULT_K, Neighbours, search  # noqa: E402
 from dedupkit.policy import priority_rank  # noqa: E402
 from dedupkit.settings import SemanticConfig  # noqa: E402
-from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, accepted_pairs, claims  # noqa: E402
+from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, accepted_pairs, band_depth, claims, typical_key  # noqa: E402
 
 EPS = [0.03, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.15, 0.2, 0.25]
 
@@ -114,15 +114,16 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
         return {int(i): all_texts[int(i)] for i in index}
 
     t1 = time.perf_counter()
-    lowest = 1.0 - max(eps_list) - rewrite_eps  # the rewrite band sits rewrite_eps below each threshold
+    lowest = 1.0 - max(eps_list) - band_depth(rewrite_eps)  # the bands sit below each threshold
     nb = search(x, DEFAULT_K, lowest, "exact")
     accept = accepted_pairs(nb, eps_list, rewrite_eps, texts)
     # the stage's ranking under its default --keep: easy = most typical (highest mean cosine to
-    # its neighbours) first, hard = least typical first
+    # its neighbours) first, hard = least typical first, on the stage's grid (typical_key: scores
+    # equal up to float noise tie and go to the lowest index)
     keep = SemanticConfig.keep
     if keep not in ("easy", "hard"):
         raise SystemExit(f"this sweep ranks like --keep easy/hard; the stage's default is {keep}")
-    rank = priority_rank([-nb.density if keep == "easy" else nb.density], n)
+    rank = priority_rank([typical_key(nb.density, keep)], n)
     search_s = time.perf_counter() - t1
     would = {round(r["eps"], 6): r["drop"] for r in st["per_eps"]}
     results = []
@@ -143,7 +144,7 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
         row = {"suite": suite.name, "eps": eps, "rewrite_eps": rewrite_eps, "default": eps == DEFAULT_EPS,
                **got, "pairs": int(accept[eps].sum()), "search_s": round(search_s, 2)}
         if reference:
-            e, s = all_pairs(x, thr - rewrite_eps)
+            e, s = all_pairs(x, thr - band_depth(rewrite_eps))
             ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
                                 density=nb.density, method="all-pairs")
             ref_accept = accepted_pairs(ref_nb, [eps], rewrite_eps, texts)[eps]
