@@ -729,7 +729,7 @@ def test_real_model_takes_translations_that_pick_each_other_first(tmp_path):
     assert sorted(dropped) == ["d1", "d3", "d5"]  # each modern rendering, pointing at its own archaic one
     for doc, (of, score) in dropped.items():
         assert of == f"d{int(doc[1:]) - 1}" and lo <= score < hi
-    assert r.summary["stats"]["per_eps"][0]["rewrite_pairs"] == 3
+    assert r.summary["stats"]["per_eps"][0]["rewrite_pairs"] == r.summary["stats"]["per_eps"][0]["mutual_pairs"] == 3
     api.semantic([str(d)], str(tmp_path / "cosine"), id_column="id", keep="first", rewrite_eps=0,
                  cache_dir=cache, device="cpu")
     assert kept(tmp_path / "cosine") == {f"d{i}" for i in range(6)}  # no band: none of them

@@ -609,7 +609,9 @@ class SemanticStage(Stage):
             per_eps.append({"eps": eps, "threshold": round(thr, 6), "drop": int(len(docs)),
                             "drop_rate": float(len(docs) / n) if n else 0.0,
                             "pairs": int(accept[eps].sum()) if nb else 0,
-                            "rewrite_pairs": int((accept[eps] & (nb.sims < thr)).sum()) if nb else 0})
+                            "rewrite_pairs": int((accept[eps] & (nb.sims < thr)).sum()) if nb else 0,
+                            # of those, the mutual nearest neighbours' tier below the rewrite band
+                            "mutual_pairs": int((accept[eps] & (nb.sims < thr - c.rewrite_eps)).sum()) if nb else 0})
         stats["per_eps"] = per_eps
 
         nearest = nb.nearest if nb else np.zeros(0, np.int64)
