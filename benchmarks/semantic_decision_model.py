@@ -16,7 +16,7 @@ the weights without the held-out suite and applies them there at that eps. Also 
 weights fitted on each suite alone (their signs show whether the suites agree).
 
 **B. The stage's rule** (``accepted_pairs``: cosine >= 1 - eps; the rewrite band ``rewrite_eps``
-below it; mutual nearest neighbours ``MUTUAL_EXTRA_EPS`` further): the extra depth is chosen on five
+below it; mutual nearest neighbours ``mutual_eps`` further): the tier's depth is chosen on five
 suites (best mean F1 meeting every floor, over a grid) and applied to the sixth, and every grid
 value is shown. On verse suites the ``wrong`` column counts drops whose kept document is another
 verse (ids carry the verse: ``translator:chapter:verse`` / ``translator-verse``): over-removal that
@@ -202,19 +202,15 @@ def part_a(suites: list[dict]) -> dict:
 
 
 def rule_accept(S: dict, extra: float, eps: float) -> np.ndarray:
-    from dedupkit.stages import semantic
+    from dedupkit.stages.semantic import DEFAULT_REWRITE_EPS, accepted_pairs
 
-    keep, semantic.MUTUAL_EXTRA_EPS = semantic.MUTUAL_EXTRA_EPS, extra
-    try:
-        texts = S["texts"]
-        return semantic.accepted_pairs(S["nb"], [eps], semantic.DEFAULT_REWRITE_EPS,
-                                       lambda idx: {int(i): texts[int(i)] for i in idx})[eps]
-    finally:
-        semantic.MUTUAL_EXTRA_EPS = keep
+    texts = S["texts"]
+    return accepted_pairs(S["nb"], [eps], DEFAULT_REWRITE_EPS, lambda idx: {int(i): texts[int(i)] for i in idx},
+                          mutual_eps=extra)[eps]
 
 
 def part_b(suites: list[dict]) -> dict:
-    from dedupkit.stages.semantic import DEFAULT_EPS, MUTUAL_EXTRA_EPS
+    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_MUTUAL_EPS, MUTUAL_EPS_TRANSLATIONS
 
     grid = {x: {S["name"]: evaluate(S, rule_accept(S, x, DEFAULT_EPS)) for S in suites} for x in EXTRA_GRID}
 
@@ -227,7 +223,8 @@ def part_b(suites: list[dict]) -> dict:
         x = choose([T for T in suites if T is not S])
         r = grid[x][S["name"]]
         loso[S["name"]] = {"extra": x, **r, "ok": r["P"] >= floor_of(S["name"])}
-    return {"eps": DEFAULT_EPS, "shipped_extra": MUTUAL_EXTRA_EPS, "chosen_on_all": choose(suites),
+    return {"eps": DEFAULT_EPS, "default": DEFAULT_MUTUAL_EPS, "translations": MUTUAL_EPS_TRANSLATIONS,
+            "chosen_on_all": choose(suites),
             "grid": {str(x): v for x, v in grid.items()}, "loso": loso}
 
 
@@ -252,8 +249,8 @@ def main() -> None:
             print(f"   held out {name:22s} P {r['P']:.3f} R {r['R']:.3f} F1 {r['F1']:.3f} "
                   f"{'ok' if r['ok'] else 'FAIL'}   (all-suite weights: P {full['P']:.3f} F1 {full['F1']:.3f})")
     B = res["rule"] = part_b(suites)
-    print(f"\nB. the stage's rule at eps {B['eps']}: mutual-neighbour extra depth (shipped {B['shipped_extra']}, "
-          f"chosen on all suites {B['chosen_on_all']})")
+    print(f"\nB. the stage's rule at eps {B['eps']}: the mutual-neighbour tier's depth (--mutual-eps; default "
+          f"{B['default']}, measured value {B['translations']}, chosen on all suites {B['chosen_on_all']})")
     print(f"   {'extra':>6s}  " + "  ".join(f"{S['name'][:20]:>20s}" for S in suites))
     for x, row in B["grid"].items():
         print(f"   {float(x):6.3f}  " + "  ".join(

@@ -614,7 +614,7 @@ register_embedder("depth", depth_factory)
 
 
 def test_rewrite_band_follows_eps_and_keeps_templates_with_another_name(tmp_path):
-    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, band_depth
+    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS
 
     # the rewrite pair is inside the default band, but not inside the band under eps 0.03
     assert 1 - DEFAULT_EPS - DEFAULT_REWRITE_EPS <= 0.82 < 1 - 0.03 - DEFAULT_REWRITE_EPS
@@ -624,16 +624,17 @@ def test_rewrite_band_follows_eps_and_keeps_templates_with_another_name(tmp_path
     run(d, tmp_path / "default", model="depth:", cache_dir=cache)
     # the long rewrite goes; the hotel question about another town stays, although at cosine 0.9
     assert kept(tmp_path / "default") in ({"d0", "d2", "d3"}, {"d1", "d2", "d3"})
-    # a strict eps and a shallow band: the pair is below even the mutual neighbours' deeper band
-    assert 0.82 < 1 - 0.03 - band_depth(0.04)
-    run(d, tmp_path / "strict", model="depth:", eps=0.03, rewrite_eps=0.04, cache_dir=cache)
+    run(d, tmp_path / "strict", model="depth:", eps=0.03, cache_dir=cache)  # a strict eps: a narrow band
     assert kept(tmp_path / "strict") == {"d0", "d1", "d2", "d3"}
     run(d, tmp_path / "loose", model="depth:", eps=0.12, cache_dir=cache)  # the cosine alone takes the hotels
     assert len(kept(tmp_path / "loose")) == 2
-    an = run(d, tmp_path / "an", model="depth:", eps="0.03,0.055,0.12", rewrite_eps=0.04, analyze=True,
-             cache_dir=cache)
+    an = run(d, tmp_path / "an", model="depth:", eps="0.03,0.055,0.12", analyze=True, cache_dir=cache)
     assert [r["drop"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 2]
     assert [r["rewrite_pairs"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 1]
+    # the mutual tier reaches further: the rewrite pair (each other's nearest neighbour) under eps 0.03
+    assert 1 - 0.03 - DEFAULT_REWRITE_EPS - 0.105 <= 0.82
+    run(d, tmp_path / "mutual", model="depth:", eps=0.03, mutual_eps=0.105, cache_dir=cache)
+    assert kept(tmp_path / "mutual") in ({"d0", "d2", "d3"}, {"d1", "d2", "d3"})
 
 
 # --- keep easy / hard: scores equal up to float noise tie -----------------------------------
@@ -689,6 +690,8 @@ def test_mutual_nearest_pairs_each_others_first_neighbour_only():
     assert mutual_nearest(nb).tolist() == [False, False, True, True, True, False]
     nb.sims = nb.sims + np.float32(0.05)  # one shift for all (semantic_refine): the same pairs
     assert mutual_nearest(nb).tolist() == [False, False, True, True, True, False]
+    with pytest.raises(ConfigError, match="mutual_eps"):
+        SemanticConfig(mutual_eps=-0.1)
 
 
 #: Archaic and modern renderings of one passage (written for this test), each pair at cosine 0.72-0.77
@@ -712,32 +715,36 @@ MUTUAL_TEXTS = [
 @pytest.mark.model
 @pytest.mark.slow
 def test_real_model_takes_translations_that_pick_each_other_first(tmp_path):
-    """The packaged MiniLM: an archaic and a modern rendering that are each other's nearest neighbour
-    count below the rewrite band; the same archaic text is kept once a closer copy of its modern
-    rendering stands between them (its nearest neighbour no longer picks it back)."""
-    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, band_depth
+    """The packaged MiniLM: with ``--mutual-eps``, an archaic and a modern rendering that are each
+    other's nearest neighbour count below the rewrite band; the same archaic text is kept once a
+    closer copy of its modern rendering stands between them (its nearest neighbour no longer picks
+    it back). Off by default."""
+    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, MUTUAL_EPS_TRANSLATIONS, band_depth
 
-    lo, hi = 1 - DEFAULT_EPS - band_depth(DEFAULT_REWRITE_EPS), 1 - DEFAULT_EPS - DEFAULT_REWRITE_EPS
+    m = MUTUAL_EPS_TRANSLATIONS
+    lo, hi = 1 - DEFAULT_EPS - band_depth(DEFAULT_REWRITE_EPS, m), 1 - DEFAULT_EPS - DEFAULT_REWRITE_EPS
     d = tmp_path / "pairs"
     write_jsonl(d / "a.jsonl", make_rows(MUTUAL_TEXTS))
     cache = str(tmp_path / "cache")
-    r = api.semantic([str(d)], str(tmp_path / "default"), id_column="id", keep="first", cache_dir=cache,
-                     device="cpu")
-    rows = read_manifest(tmp_path / "default")
+    api.semantic([str(d)], str(tmp_path / "default"), id_column="id", keep="first", cache_dir=cache, device="cpu")
+    assert kept(tmp_path / "default") == {f"d{i}" for i in range(6)}  # below the band: the default keeps all
+    r = api.semantic([str(d)], str(tmp_path / "mutual"), id_column="id", keep="first", mutual_eps=m,
+                     cache_dir=cache, device="cpu")
+    rows = read_manifest(tmp_path / "mutual")
     check_manifest(rows, stage="semantic")
     dropped = {x["doc_id"]: (x["duplicate_of"], x["score"]) for x in rows if not x["keep"]}
     assert sorted(dropped) == ["d1", "d3", "d5"]  # each modern rendering, pointing at its own archaic one
     for doc, (of, score) in dropped.items():
         assert of == f"d{int(doc[1:]) - 1}" and lo <= score < hi
-    assert r.summary["stats"]["per_eps"][0]["rewrite_pairs"] == r.summary["stats"]["per_eps"][0]["mutual_pairs"] == 3
-    api.semantic([str(d)], str(tmp_path / "cosine"), id_column="id", keep="first", rewrite_eps=0,
-                 cache_dir=cache, device="cpu")
-    assert kept(tmp_path / "cosine") == {f"d{i}" for i in range(6)}  # no band: none of them
+    per_eps = r.summary["stats"]["per_eps"][0]
+    assert per_eps["rewrite_pairs"] == per_eps["mutual_pairs"] == 3
     # a light edit of the miller's modern rendering: it and the modern one pick each other, so the
     # archaic miller (whose nearest is one of them) has no partner that picks it back and stays
     edit = MUTUAL_TEXTS[1].replace("the whole village's", "the entire village's")
     write_jsonl(d / "b.jsonl", [{"id": "d6", "text": edit, "n": 6}])
-    api.semantic([str(d)], str(tmp_path / "edit"), id_column="id", keep="first", cache_dir=cache, device="cpu")
+    res = CliRunner().invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "edit"), "--id-column", "id",
+                                   "--keep", "first", "--mutual-eps", str(m), "--cache-dir", cache, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
     got = {x["doc_id"]: x for x in read_manifest(tmp_path / "edit")}
     assert got["d0"]["keep"] and not got["d6"]["keep"] and got["d6"]["duplicate_of"] == "d1"
     assert [got[f"d{i}"]["keep"] for i in range(2, 6)] == [True, False, True, False]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import make_rows, read_manifest, write_parquet
 from dedupkit.neighbours import Neighbours
-from dedupkit.stages.semantic import accepted_pairs, band_depth
+from dedupkit.stages.semantic import accepted_pairs
 from dedupkit.stages.semantic_refine import INT8_DENSITY_ERROR, INT8_PAIR_ERROR, uncertain_docs
 
 
@@ -56,13 +56,12 @@ def test_a_ranked_policy_also_refines_accepted_pairs_whose_scores_are_close_but_
 
 def test_the_rewrite_band_cut_counts_only_for_pairs_that_pass_the_rewrite_rule():
     eps, rewrite_eps = 0.065, 0.145
-    lo = 1 - eps - band_depth(rewrite_eps)  # the lowest cut: rewrites that are mutual nearest neighbours
+    lo = 1 - eps - rewrite_eps
     text = ("The committee approved the budget after a long debate about school funding and the cost of "
             "new roads in the northern district of the city last week")
     other = ("Heavy rain flooded the valley overnight and the river broke its banks near the old mill "
              "where farmers had moved their cattle to higher ground before dawn")
-    # (0,1) a rewrite near the band's lower cut (each other's nearest neighbour); (2,3) the same
-    # cosine, texts unrelated
+    # (0,1) a rewrite near the band's lower cut; (2,3) the same cosine, texts unrelated
     nb = _nb([(0, 1), (2, 3)], [lo + 0.01, lo + 0.01], [0.1, 0.5, 0.2, 0.6])
     got = uncertain_docs(nb, _rule(eps, rewrite_eps), ranked=False,
                          texts=_texts({0: text, 1: text + " again", 2: text, 3: other}))
