@@ -66,6 +66,8 @@ SMOOTH_ALPHA = 0.85
 #: Paragraphs of Python's documentation topics (:func:`pydoc_paragraphs`) the export is calibrated
 #: on: their largest activation per channel at each smoothed GEMM input.
 CALIBRATION_PARAGRAPHS = 256
+#: Tokens of each calibration paragraph the calibration reads (the stage's default truncation).
+CALIBRATION_MAX_TOKENS = 128
 
 
 def export_supported(src: Path) -> str | None:
@@ -237,8 +239,8 @@ def smooth_points(layers: int) -> dict[str, str]:
     return out
 
 
-def smoothing_scales(src: Path, texts: Sequence[str], max_tokens: int = 128,
-                     alpha: float = SMOOTH_ALPHA, floor: bool = True) -> dict[str, np.ndarray]:
+def smoothing_scales(src: Path, texts: Sequence[str], alpha: float = SMOOTH_ALPHA,
+                     floor: bool = True) -> dict[str, np.ndarray]:
     """SmoothQuant scales for every :func:`smooth_points` input of ``src``'s graph, calibrated on
     ``texts``: ``s = a**alpha / w**(1 - alpha)`` per input channel, where ``a`` is the channel's
     largest activation (absolute) over the texts' tokens in the float graph and ``w`` its largest
@@ -267,7 +269,7 @@ def smoothing_scales(src: Path, texts: Sequence[str], max_tokens: int = 128,
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     tokenizer = tok.Tokenizer.from_file(str(src / "tokenizer.json"))
     tokenizer.no_padding()
-    tokenizer.enable_truncation(max_tokens)
+    tokenizer.enable_truncation(CALIBRATION_MAX_TOKENS)
     amax: dict[str, np.ndarray] = {}
     for enc in tokenizer.encode_batch([str(t).strip() for t in texts]):
         outs = sess.run(list(points.values()), {"input_ids": np.array([enc.ids], np.int64)})
