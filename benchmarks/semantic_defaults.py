@@ -41,7 +41,9 @@ from dedupkit.io.shards import fingerprint  # noqa: E402
 from dedupkit.neighbours import DEFAULT_K, Neighbours, search  # noqa: E402
 from dedupkit.policy import priority_rank  # noqa: E402
 from dedupkit.settings import SemanticConfig  # noqa: E402
-from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, accepted_pairs, claims  # noqa: E402
+from dedupkit.stages.semantic import (  # noqa: E402
+    DEFAULT_EPS, DEFAULT_MUTUAL_EPS, DEFAULT_REWRITE_EPS, accepted_pairs, band_depth, claims, typical_key,
+)
 
 EPS = [0.03, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, 0.12, 0.15, 0.2, 0.25]
 
@@ -93,14 +95,15 @@ def write_manifest(path: Path, ids: list[str], n: int, docs: np.ndarray, centre:
 
 
 def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: Path, score_py: str,
-          reference: bool = True, rewrite_eps: float = DEFAULT_REWRITE_EPS) -> tuple[list[dict], np.ndarray]:
+          reference: bool = True, rewrite_eps: float = DEFAULT_REWRITE_EPS,
+          mutual_eps: float = DEFAULT_MUTUAL_EPS) -> tuple[list[dict], np.ndarray]:
     """dedupkit's scores per eps on one suite (and the all-pairs reference's); also the embeddings."""
     import pyarrow.parquet as pq
 
     docs = suite / "docs.parquet"
     t0 = time.perf_counter()
     an = api.semantic([str(docs)], str(base / "analyze"), id_column="id", model=model, analyze=True,
-                      eps=",".join(map(str, eps_list)), rewrite_eps=rewrite_eps, cache_dir=cache_dir,
+                      eps=",".join(map(str, eps_list)), rewrite_eps=rewrite_eps, mutual_eps=mutual_eps, cache_dir=cache_dir,
                       overwrite=True)
     st = an.summary["stats"]
     print(f"{suite.name}: analysis {time.perf_counter() - t0:.1f}s (embedded {st['embedded_now']}, "
@@ -114,15 +117,16 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
         return {int(i): all_texts[int(i)] for i in index}
 
     t1 = time.perf_counter()
-    lowest = 1.0 - max(eps_list) - rewrite_eps  # the rewrite band sits rewrite_eps below each threshold
+    lowest = 1.0 - max(eps_list) - band_depth(rewrite_eps, mutual_eps)  # the bands sit below each threshold
     nb = search(x, DEFAULT_K, lowest, "exact")
-    accept = accepted_pairs(nb, eps_list, rewrite_eps, texts)
+    accept = accepted_pairs(nb, eps_list, rewrite_eps, texts, mutual_eps)
     # the stage's ranking under its default --keep: easy = most typical (highest mean cosine to
-    # its neighbours) first, hard = least typical first
+    # its neighbours) first, hard = least typical first, on the stage's grid (typical_key: scores
+    # equal up to float noise tie and go to the lowest index)
     keep = SemanticConfig.keep
     if keep not in ("easy", "hard"):
         raise SystemExit(f"this sweep ranks like --keep easy/hard; the stage's default is {keep}")
-    rank = priority_rank([-nb.density if keep == "easy" else nb.density], n)
+    rank = priority_rank([typical_key(nb.density, keep)], n)
     search_s = time.perf_counter() - t1
     would = {round(r["eps"], 6): r["drop"] for r in st["per_eps"]}
     results = []
@@ -136,17 +140,17 @@ def sweep(suite: Path, eps_list: list[float], cache_dir: str, model: str, base: 
         got = score(score_py, suite, base / f"dk{eps}")
         if eps == DEFAULT_EPS:  # the default row also from a real run, which must agree
             api.semantic([str(docs)], str(base / "default"), id_column="id", model=model,
-                         rewrite_eps=rewrite_eps, cache_dir=cache_dir, overwrite=True)
+                         rewrite_eps=rewrite_eps, mutual_eps=mutual_eps, cache_dir=cache_dir, overwrite=True)
             real = score(score_py, suite, base / "default" / "manifest")
             if (real["P"], real["R"], real["drops"]) != (got["P"], got["R"], got["drops"]):
                 raise SystemExit(f"{suite.name}: the real default run scored {real}, the sweep {got}")
-        row = {"suite": suite.name, "eps": eps, "rewrite_eps": rewrite_eps, "default": eps == DEFAULT_EPS,
+        row = {"suite": suite.name, "eps": eps, "rewrite_eps": rewrite_eps, "mutual_eps": mutual_eps, "default": eps == DEFAULT_EPS,
                **got, "pairs": int(accept[eps].sum()), "search_s": round(search_s, 2)}
         if reference:
-            e, s = all_pairs(x, thr - rewrite_eps)
+            e, s = all_pairs(x, thr - band_depth(rewrite_eps, mutual_eps))
             ref_nb = Neighbours(edges=e, sims=s, nearest=np.zeros(0), nearest_sim=np.zeros(0),
                                 density=nb.density, method="all-pairs")
-            ref_accept = accepted_pairs(ref_nb, [eps], rewrite_eps, texts)[eps]
+            ref_accept = accepted_pairs(ref_nb, [eps], rewrite_eps, texts, mutual_eps)[eps]
             d, c, _ = claims(ref_nb, thr, rank, ref_accept)
             e = e[ref_accept]
             write_manifest(base / f"ref{eps}", ids, n, d, c)
@@ -169,6 +173,8 @@ def main() -> None:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--rewrite-eps", type=float, default=DEFAULT_REWRITE_EPS,
                     help="the stage's rewrite band depth below 1 - eps (0 = cosine only) [default: the stage's]")
+    ap.add_argument("--mutual-eps", type=float, default=DEFAULT_MUTUAL_EPS,
+                    help="the stage's mutual-neighbour tier below the band (0 = off) [default: the stage's]")
     ap.add_argument("--cache-dir", required=True, help="embedding cache (filled by the first run)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--out", default=None)
@@ -179,7 +185,7 @@ def main() -> None:
     results = []
     for suite in [Path(s) for s in args.suites.split(",")]:
         rows, _ = sweep(suite, eps_list, args.cache_dir, args.model, work / suite.name, args.score,
-                        rewrite_eps=args.rewrite_eps)
+                        rewrite_eps=args.rewrite_eps, mutual_eps=args.mutual_eps)
         results += rows
     print("\nat the default eps %g:" % DEFAULT_EPS)
     ok_all = True
@@ -190,7 +196,7 @@ def main() -> None:
             print(f"  {r['suite']:18s} P {r['P']:.3f} F1 {r['F1']:.3f} (all-pairs {r['allpairs_F1']:.3f}) "
                   f"{'ok' if ok else 'FAIL'}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"default_eps": DEFAULT_EPS, "rewrite_eps": args.rewrite_eps, "model": args.model, "load": os.getloadavg(),
+        Path(args.out).write_text(json.dumps({"default_eps": DEFAULT_EPS, "rewrite_eps": args.rewrite_eps, "mutual_eps": args.mutual_eps, "model": args.model, "load": os.getloadavg(),
                                               "all_ok": ok_all, "rows": results}, indent=1))
 
 

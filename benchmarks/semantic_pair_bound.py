@@ -68,11 +68,11 @@ def rule_curve(suite: Path, x: np.ndarray, texts: list[str], i1, i2, y, floors: 
     """dedupkit's rule over a fine eps grid, scored on the labelled pairs like score.py."""
     from dedupkit.neighbours import DEFAULT_K, search
     from dedupkit.policy import priority_rank
-    from dedupkit.stages.semantic import DEFAULT_REWRITE_EPS, accepted_pairs, claims
+    from dedupkit.stages.semantic import DEFAULT_REWRITE_EPS, accepted_pairs, band_depth, claims, typical_key
 
     grid = [round(e, 3) for e in np.arange(0.02, 0.2001, 0.0025)]
-    nb = search(x, DEFAULT_K, 1.0 - max(grid) - DEFAULT_REWRITE_EPS, "exact")
-    rank = priority_rank([-nb.density], len(x))
+    nb = search(x, DEFAULT_K, 1.0 - max(grid) - band_depth(DEFAULT_REWRITE_EPS), "exact")
+    rank = priority_rank([typical_key(nb.density, "easy")], len(x))
     acc = accepted_pairs(nb, grid, DEFAULT_REWRITE_EPS, lambda idx: {int(i): texts[int(i)] for i in idx})
     pts = []
     for eps in grid:

@@ -93,6 +93,8 @@ def main() -> None:
     ap.add_argument("--score", required=True)
     ap.add_argument("--cache-dir", required=True)
     ap.add_argument("--eps", default=",".join(map(str, EPS)))
+    ap.add_argument("--mutual-eps", type=float, default=None,
+                    help="the stage's mutual-neighbour tier depth (0 = off) [default: the stage's]")
     ap.add_argument("--rewrite-eps", type=float, default=None,
                     help="dedupkit's rewrite band depth below 1 - eps (0 = cosine only) [default: the stage's]")
     ap.add_argument("--workdir", default=None)
@@ -104,9 +106,10 @@ def main() -> None:
     import pyarrow.parquet as pq
     from semantic_defaults import score, sweep
 
-    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS
+    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_MUTUAL_EPS, DEFAULT_REWRITE_EPS
 
     rewrite_eps = DEFAULT_REWRITE_EPS if a.rewrite_eps is None else a.rewrite_eps
+    mutual_eps = DEFAULT_MUTUAL_EPS if a.mutual_eps is None else a.mutual_eps
 
     eps_list = sorted({float(e) for e in a.eps.split(",")} | {DEFAULT_EPS})
     work = Path(a.workdir or tempfile.mkdtemp(prefix="sempeers-"))
@@ -119,7 +122,7 @@ def main() -> None:
         # dedupkit's points: one real --analyze run, then the stage's own decisions per eps
         # (checked against the analysis and a real default run; see semantic_defaults.sweep)
         dk_rows, x = sweep(suite, eps_list, a.cache_dir, "minilm", base, a.score, reference=False,
-                           rewrite_eps=rewrite_eps)
+                           rewrite_eps=rewrite_eps, mutual_eps=mutual_eps)
         np.save(base / "x.npy", x)
         t = pq.read_table(docs, columns=["id", "text"])
         ids = t.column("id").to_pylist()
@@ -169,7 +172,7 @@ def main() -> None:
               f"{v['semhash_default']['F1']:.3f} (P {v['semhash_default']['P']:.3f}): "
               f"{'ok' if v['default_ok'] else 'FAIL'}")
     if a.out:
-        Path(a.out).write_text(json.dumps({"rewrite_eps": rewrite_eps, "rows": rows, "verdicts": verdicts}, indent=1))
+        Path(a.out).write_text(json.dumps({"rewrite_eps": rewrite_eps, "mutual_eps": mutual_eps, "rows": rows, "verdicts": verdicts}, indent=1))
 
 
 if __name__ == "__main__":

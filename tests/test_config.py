@@ -239,7 +239,7 @@ def test_parse_set_reads_toml_values():
 # ---- presets -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "web", "code", "cjk"])
+@pytest.mark.parametrize("name", ["default", "web", "code", "cjk", "rewritten", "translations"])
 def test_presets_resolve(name):
     path = CONFIGS / f"{name}.toml"
     assert path.exists()

@@ -300,3 +300,19 @@ def test_a_mapper_caps_the_rows_of_each_batch_it_reads(tmp_path):
         got[name] = {f.name.split(".")[1]: np.load(f) for f in work.glob("task-*.npy")}
     assert got["capped"]["batch_len"].max() == 64 and got["small"]["batch_len"].max() == 50
     assert np.array_equal(got["capped"]["hash"], got["plain"]["hash"])
+
+
+def test_ids_are_checked_unique_by_their_hashes_first():
+    """The driver's quick check (64-bit words of the ids' hashes, sorted) passes distinct ids and never
+    passes a repeated one, across chunks (the exact count then names both places)."""
+    from dedupkit import kernels
+    from dedupkit.scan import _surely_unique
+
+    if kernels.speedups is None:
+        pytest.skip("the quick check needs the C kernels")
+    ids = [f"id-{i}" for i in range(3000)]
+    assert _surely_unique(pa.chunked_array([pa.array(ids[:1000]), pa.array([], pa.string()), pa.array(ids[1000:])]))
+    for a, b in ((5, 2500), (0, 2999), (1500, 1501)):
+        dup = list(ids)
+        dup[b] = dup[a]
+        assert not _surely_unique(pa.chunked_array([pa.array(dup[:1000]), pa.array(dup[1000:])]))

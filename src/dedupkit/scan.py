@@ -500,6 +500,22 @@ def shard_infos(tasks: list[ScanTask], results: list[ScanResult], shards: list[S
     return infos, np.cumsum([0] + per_shard_rows)
 
 
+def _surely_unique(ids: pa.ChunkedArray) -> bool:
+    """True when no two ids share the first 64 bits of their xxh3-128 hash (so no two are equal);
+    False when two might be equal (or without the C kernels), for the exact check to decide.
+
+    Hashing (the C kernel) and sorting 64-bit words is ~5x cheaper than counting the strings
+    (``pc.value_counts``: 0.16-0.36 s for 1M ids, in the driver after the scan, every run)."""
+    from dedupkit import kernels
+
+    if kernels.speedups is None:
+        return False
+    from dedupkit.stages.exact import hash128
+
+    words = np.sort(np.concatenate([hash128(c)[:, 0] for c in ids.chunks if len(c)]))
+    return not bool((words[1:] == words[:-1]).any())
+
+
 class Corpus:
     """The scanned corpus as flat arrays over its *active* documents, in (shard, row) order.
 
@@ -585,7 +601,7 @@ class Corpus:
 
     def check_unique_ids(self) -> None:
         """Raise InputError naming both places when an ``--id-column`` value occurs twice."""
-        if self.ids is None or len(self.ids) < 2:
+        if self.ids is None or len(self.ids) < 2 or _surely_unique(self.ids):
             return
         counts = pc.value_counts(self.ids)
         dup = counts.filter(pc.greater(counts.field("counts"), 1))

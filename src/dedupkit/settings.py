@@ -494,6 +494,11 @@ class SemanticConfig(_Checked):
                                         "number differs and they are not one template with other names in it (a "
                                         "rewrite, not a near miss: docs/semantic.md). 0 = cosine only.",
                                  range=(0, 2))
+    mutual_eps: float = setting(0.0, "Mutual-neighbour tier: a rewrite (see --rewrite-eps) whose two texts are "
+                                     "each other's nearest neighbour also counts down to cosine 1 - eps - "
+                                     "rewrite_eps - mutual_eps (old and new translations of one text; 0.105 "
+                                     "raised recall by half on verse translations: docs/semantic.md). 0 = off.",
+                                range=(0, 2))
     embed_normalize: str = setting("none", "What the embedder reads: none = the text as it is; archaic = "
                                            "archaic English forms (thou hast, he maketh, unto) replaced by modern "
                                            "ones (opt-in, for old and modern translations of one text). The data "

@@ -631,6 +631,10 @@ def test_rewrite_band_follows_eps_and_keeps_templates_with_another_name(tmp_path
     an = run(d, tmp_path / "an", model="depth:", eps="0.03,0.055,0.12", analyze=True, cache_dir=cache)
     assert [r["drop"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 2]
     assert [r["rewrite_pairs"] for r in an.summary["stats"]["per_eps"]] == [0, 1, 1]
+    # the mutual tier reaches further: the rewrite pair (each other's nearest neighbour) under eps 0.03
+    assert 1 - 0.03 - DEFAULT_REWRITE_EPS - 0.105 <= 0.82
+    run(d, tmp_path / "mutual", model="depth:", eps=0.03, mutual_eps=0.105, cache_dir=cache)
+    assert kept(tmp_path / "mutual") in ({"d0", "d2", "d3"}, {"d1", "d2", "d3"})
 
 
 # --- keep easy / hard: scores equal up to float noise tie -----------------------------------
@@ -672,3 +676,75 @@ def test_copies_whose_typicality_differs_by_float_noise_keep_the_first(tmp_path,
     rows = read_manifest(tmp_path / "out")[:3]
     assert [r["keep"] for r in rows] == [True, False, False], rows
     assert {r["duplicate_of"] for r in rows[1:]} == {rows[0]["doc_id"]}
+
+
+def test_mutual_nearest_pairs_each_others_first_neighbour_only():
+    from types import SimpleNamespace
+
+    from dedupkit.stages.semantic import mutual_nearest
+
+    # 0-1 at 0.72, 1-2 at 0.75, 0-2 at 0.5, 3-4 at 0.7: 1 and 2 pick each other, 0 picks 1 (not
+    # mutual), 3 and 4 pick each other; a tie (5-6 and 5-7 at 0.9) goes to the lower index
+    nb = SimpleNamespace(edges=np.array([[0, 1], [0, 2], [1, 2], [3, 4], [5, 6], [5, 7]]),
+                         sims=np.array([0.72, 0.5, 0.75, 0.7, 0.9, 0.9], np.float32))
+    assert mutual_nearest(nb).tolist() == [False, False, True, True, True, False]
+    nb.sims = nb.sims + np.float32(0.05)  # one shift for all (semantic_refine): the same pairs
+    assert mutual_nearest(nb).tolist() == [False, False, True, True, True, False]
+    with pytest.raises(ConfigError, match="mutual_eps"):
+        SemanticConfig(mutual_eps=-0.1)
+
+
+#: Archaic and modern renderings of one passage (written for this test), each pair at cosine 0.72-0.77
+#: with the packaged MiniLM: below the rewrite band (0.79 at the default), inside the mutual band (0.685).
+MUTUAL_TEXTS = [
+    "Hearken unto the miller, for he hath ground the corn of the whole village these forty winters, and "
+    "never once hath he taken more than his rightful portion of the meal thereof.",
+    "Listen to the miller: he has ground the whole village's grain for forty winters and has never once "
+    "kept more than his fair share of the flour.",
+    "The old ferryman spake unto the travellers, saying, the river riseth swiftly after the rains, wherefore "
+    "tarry ye not upon the far bank when the sun goeth down behind the hills.",
+    "The old ferryman told the travellers that the river rises quickly after the rain, so they should not "
+    "wait on the far bank once the sun sets behind the hills.",
+    "Woe unto the merchant that useth false weights in the market, for the people shall discover his deceit "
+    "and his stall shall stand empty, and no man shall buy of his wares again.",
+    "A merchant who uses false weights at the market is in trouble: people will find out his cheating, his "
+    "stall will stand empty, and nobody will buy his goods again.",
+]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_real_model_takes_translations_that_pick_each_other_first(tmp_path):
+    """The packaged MiniLM: with ``--mutual-eps``, an archaic and a modern rendering that are each
+    other's nearest neighbour count below the rewrite band; the same archaic text is kept once a
+    closer copy of its modern rendering stands between them (its nearest neighbour no longer picks
+    it back). Off by default."""
+    from dedupkit.stages.semantic import DEFAULT_EPS, DEFAULT_REWRITE_EPS, MUTUAL_EPS_TRANSLATIONS, band_depth
+
+    m = MUTUAL_EPS_TRANSLATIONS
+    lo, hi = 1 - DEFAULT_EPS - band_depth(DEFAULT_REWRITE_EPS, m), 1 - DEFAULT_EPS - DEFAULT_REWRITE_EPS
+    d = tmp_path / "pairs"
+    write_jsonl(d / "a.jsonl", make_rows(MUTUAL_TEXTS))
+    cache = str(tmp_path / "cache")
+    api.semantic([str(d)], str(tmp_path / "default"), id_column="id", keep="first", cache_dir=cache, device="cpu")
+    assert kept(tmp_path / "default") == {f"d{i}" for i in range(6)}  # below the band: the default keeps all
+    r = api.semantic([str(d)], str(tmp_path / "mutual"), id_column="id", keep="first", mutual_eps=m,
+                     cache_dir=cache, device="cpu")
+    rows = read_manifest(tmp_path / "mutual")
+    check_manifest(rows, stage="semantic")
+    dropped = {x["doc_id"]: (x["duplicate_of"], x["score"]) for x in rows if not x["keep"]}
+    assert sorted(dropped) == ["d1", "d3", "d5"]  # each modern rendering, pointing at its own archaic one
+    for doc, (of, score) in dropped.items():
+        assert of == f"d{int(doc[1:]) - 1}" and lo <= score < hi
+    per_eps = r.summary["stats"]["per_eps"][0]
+    assert per_eps["rewrite_pairs"] == per_eps["mutual_pairs"] == 3
+    # a light edit of the miller's modern rendering: it and the modern one pick each other, so the
+    # archaic miller (whose nearest is one of them) has no partner that picks it back and stays
+    edit = MUTUAL_TEXTS[1].replace("the whole village's", "the entire village's")
+    write_jsonl(d / "b.jsonl", [{"id": "d6", "text": edit, "n": 6}])
+    res = CliRunner().invoke(cli, ["semantic", str(d), "-o", str(tmp_path / "edit"), "--id-column", "id",
+                                   "--keep", "first", "--mutual-eps", str(m), "--cache-dir", cache, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    got = {x["doc_id"]: x for x in read_manifest(tmp_path / "edit")}
+    assert got["d0"]["keep"] and not got["d6"]["keep"] and got["d6"]["duplicate_of"] == "d1"
+    assert [got[f"d{i}"]["keep"] for i in range(2, 6)] == [True, False, True, False]

@@ -43,7 +43,8 @@ Example:
 @stage_options(SemanticConfig)
 @handle_errors
 def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, overwrite, workers, quiet,
-             as_json, skip, max_drop_rate, model, device, backend, embed_batch_size, max_tokens, eps, rewrite_eps, embed_normalize,
+             as_json, skip, max_drop_rate, model, device, backend, embed_batch_size, max_tokens, eps, rewrite_eps, mutual_eps,
+             embed_normalize,
              search, neighbours, nprobe, clusters, fit_sample, niter, keep, keep_by, keep_order, seed, analyze,
              cache_dir, no_cache, engine, ray_address):
     """Drop semantic duplicates: sentence embeddings, each document's nearest neighbours over the
@@ -60,7 +61,7 @@ def semantic(inputs, text_column, id_column, batch_size, on_bad_record, output, 
     result = api.semantic(
         inputs, output, text_column=text_column, id_column=id_column, batch_size=batch_size,
         on_bad_record=on_bad_record, model=model, device=device, backend=backend, embed_batch_size=embed_batch_size,
-        max_tokens=max_tokens, eps=eps, rewrite_eps=rewrite_eps, embed_normalize=embed_normalize, search=search,
+        max_tokens=max_tokens, eps=eps, rewrite_eps=rewrite_eps, mutual_eps=mutual_eps, embed_normalize=embed_normalize, search=search,
         neighbours=neighbours, nprobe=nprobe, clusters=clusters, fit_sample=fit_sample, niter=niter, keep=keep,
         keep_by=keep_by, keep_order=keep_order, seed=seed, analyze=analyze, cache_dir=cache_dir,
         no_cache=no_cache, workers=workers, overwrite=overwrite, skip=resolve_skip(skip),

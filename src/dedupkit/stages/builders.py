@@ -50,7 +50,7 @@ def semantic_stage(cfg: S.SemanticConfig, stage_class: Any = None):
     return (stage_class or SemanticStage)(SemanticConfig(
         embed=EmbedConfig(model=cfg.model, device=cfg.device, batch_size=cfg.embed_batch_size,
                           max_tokens=cfg.max_tokens, backend=cfg.backend),
-        eps=cfg.eps, rewrite_eps=cfg.rewrite_eps, embed_normalize=cfg.embed_normalize, search=cfg.search, neighbours=cfg.neighbours,
+        eps=cfg.eps, rewrite_eps=cfg.rewrite_eps, mutual_eps=cfg.mutual_eps, embed_normalize=cfg.embed_normalize, search=cfg.search, neighbours=cfg.neighbours,
         nprobe=cfg.nprobe, clusters=cfg.clusters, fit_sample=cfg.fit_sample, niter=cfg.niter, keep=cfg.keep,
         keep_by=cfg.keep_by, order=cfg.keep_order, seed=cfg.seed, analyze=cfg.analyze,
         cache_dir=cfg.cache_dir, use_cache=not cfg.no_cache))

@@ -8,7 +8,7 @@ Steps:
 2. **Search** each document's ``neighbours`` nearest documents (:mod:`dedupkit.neighbours`): over
    the whole corpus, exactly up to 100,000 documents and with an IVF index beyond (``search =
    auto``), or only inside its k-means cluster (``search = kmeans``, SemDeDup's way, Abbas et al.
-   2023). Pairs at cosine >= 1 - max(eps) - rewrite_eps are kept. This is the costly step, and it does not depend
+   2023). Pairs at cosine >= 1 - max(eps) - :func:`band_depth` are kept. This is the costly step, and it does not depend
    on eps beyond that bound, so ``analyze`` evaluates many eps values at the cost of one.
 3. **Rank** by the keep policy (``hard`` keeps the least typical document first: farthest from its
    k-means centroid, or with a global search the lowest mean cosine to its neighbours; ``easy`` the
@@ -16,7 +16,9 @@ Steps:
    by a column first.
 4. **Pairs**: cosine >= 1 - eps, or in the rewrite band (cosine >= 1 - eps - rewrite_eps) when the
    two texts read as a rewrite of each other (:func:`rewrite_ok`: long enough, sharing content
-   words, no conflicting number, not one template with another name filled in).
+   words, no conflicting number, not one template with another name filled in); such a rewrite
+   counts ``mutual_eps`` further down (off by default) when the two texts are each other's
+   nearest neighbour (:func:`mutual_nearest`).
 5. **Decide** with greedy centres, as the fuzzy stage does: in rank order, an unclaimed document is
    kept and claims the unclaimed documents it forms a pair with. Every dropped row's
    ``duplicate_of`` is therefore a direct neighbour forming a pair with it (no chaining through
@@ -64,6 +66,14 @@ REWRITE_MIN_OVERLAP = 0.4
 #: ... and are not one template with another name in it: each side has at most this many content
 #: words the other lacks, a name among them on each side, and only names on at least one side.
 REWRITE_MAX_SWAP = 3
+#: ``mutual_eps`` (off by default): a rewrite (:func:`rewrite_ok`) whose two texts are each other's
+#: nearest neighbour counts this much further below the band (``1 - eps - rewrite_eps - mutual_eps``):
+#: the bitext-mining signal. Two translations of one text pick each other first, while a formulaic
+#: passage that shares words with many others ("... gardens beneath which rivers flow") has a closer
+#: neighbour than the one it is compared with. The value measured for translations is
+#: :data:`MUTUAL_EPS_TRANSLATIONS` (benchmarks/semantic_decision_model.py, docs/semantic.md).
+DEFAULT_MUTUAL_EPS = float(_S.SemanticConfig.mutual_eps)
+MUTUAL_EPS_TRANSLATIONS = 0.105
 _WORD = re.compile(r"\w+")
 #: English function words (and their archaic forms), left out of the content-word overlap: they say
 #: nothing about the subject, and an old translation's "thou hast ... unto" would count against it.
@@ -91,6 +101,8 @@ class SemanticConfig:
         rewrite_eps: depth of the rewrite band below the threshold: a pair at cosine between
             ``1 - eps - rewrite_eps`` and ``1 - eps`` is a duplicate too when :func:`rewrite_ok`
             says the two texts are a rewrite of each other; 0 = cosine only.
+        mutual_eps: how much further down a rewrite counts when its two texts are each other's
+            nearest neighbour (:func:`mutual_nearest`); 0 (default) = off; needs ``rewrite_eps`` > 0.
         embed_normalize: what the embedder reads: ``none`` (default) the text as it is,
             ``archaic`` (opt-in) archaic English word forms replaced by modern ones
             (:mod:`dedupkit.archaic`). The data itself is never changed.
@@ -114,6 +126,7 @@ class SemanticConfig:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     eps: tuple[float, ...] = (DEFAULT_EPS,)
     rewrite_eps: float = DEFAULT_REWRITE_EPS
+    mutual_eps: float = DEFAULT_MUTUAL_EPS
     embed_normalize: str = _S.SemanticConfig.embed_normalize
     search: str = _S.SemanticConfig.search
     neighbours: int = _S.SemanticConfig.neighbours
@@ -138,6 +151,9 @@ class SemanticConfig:
         if not 0.0 <= self.rewrite_eps <= 2.0 or math.isnan(self.rewrite_eps):
             raise ConfigError(f"rewrite_eps (the rewrite band's depth below 1 - eps) must be in [0, 2] "
                               f"(0 = cosine only), got {self.rewrite_eps}")
+        if not 0.0 <= self.mutual_eps <= 2.0 or math.isnan(self.mutual_eps):
+            raise ConfigError(f"mutual_eps (the mutual nearest neighbours' depth below the rewrite band) must be "
+                              f"in [0, 2] (0 = off), got {self.mutual_eps}")
         if self.keep not in SEMANTIC_KEEP:
             raise ConfigError(f"keep must be one of {', '.join(SEMANTIC_KEEP)}, got {self.keep!r}")
         if self.order not in ("asc", "desc"):
@@ -433,19 +449,47 @@ def rewrite_ok(a: tuple[int, frozenset[str]], b: tuple[int, frozenset[str]],
     return not swap
 
 
+def band_depth(rewrite_eps: float, mutual_eps: float = DEFAULT_MUTUAL_EPS) -> float:
+    """How far below ``1 - eps`` any pair can be accepted: the rewrite band, and ``mutual_eps`` more
+    for mutual nearest neighbours (nothing when the band is off). The search floor is ``1 - max(eps)
+    - band_depth(rewrite_eps, mutual_eps)``."""
+    return rewrite_eps + mutual_eps if rewrite_eps > 0 else 0.0
+
+
+def mutual_nearest(nb) -> np.ndarray:
+    """Mask over ``nb``'s edges: the two documents are each other's nearest neighbour among the
+    edges (ties: the higher cosine, then the lower index). Depends only on the order of the
+    cosines, so shifting every cosine by one amount (semantic_refine) does not change it."""
+    e, s = nb.edges, np.asarray(nb.sims)
+    m = len(s)
+    if not m:
+        return np.zeros(0, bool)
+    ends = np.concatenate([e[:, 0], e[:, 1]])
+    other = np.concatenate([e[:, 1], e[:, 0]])
+    ss = np.concatenate([s, s])
+    order = np.lexsort((other, -ss, ends))  # per document: highest cosine first, then lowest index
+    first = order[np.r_[True, ends[order][1:] != ends[order][:-1]]]
+    return np.bincount(first % m, minlength=m) == 2
+
+
 def accepted_pairs(nb, eps_values: Sequence[float], rewrite_eps: float,
-                   texts: Callable[[np.ndarray], dict[int, str]]) -> dict[float, np.ndarray]:
+                   texts: Callable[[np.ndarray], dict[int, str]],
+                   mutual_eps: float = DEFAULT_MUTUAL_EPS) -> dict[float, np.ndarray]:
     """For each eps, which of ``nb``'s edges make a duplicate pair: cosine >= 1 - eps, or cosine
-    >= 1 - eps - rewrite_eps and :func:`rewrite_ok`. ``texts(index)`` returns the texts of
-    documents (global indices); it is called once, only for the documents of pairs in a band.
+    >= 1 - eps - rewrite_eps and :func:`rewrite_ok`, or cosine >= 1 - eps - rewrite_eps -
+    mutual_eps and :func:`rewrite_ok` and :func:`mutual_nearest`. ``texts(index)``
+    returns the texts of documents (global indices); it is called once, only for the documents of
+    pairs in a band.
 
     The band sits at a fixed depth below each threshold, so a strict eps keeps a narrow band near
     it (precise) and a loose eps reaches further (more recall), rather than one fixed floor for all.
+    Every accepted pair is monotone in the cosine: raising all cosines never removes a pair.
     """
     out = {eps: nb.sims >= 1.0 - eps for eps in eps_values}
     if rewrite_eps <= 0 or not len(eps_values):
         return out
-    band = np.flatnonzero((nb.sims >= 1.0 - max(eps_values) - rewrite_eps) & (nb.sims < 1.0 - min(eps_values)))
+    deep = band_depth(rewrite_eps, mutual_eps)
+    band = np.flatnonzero((nb.sims >= 1.0 - max(eps_values) - deep) & (nb.sims < 1.0 - min(eps_values)))
     ok = np.zeros(len(nb.sims), bool)
     if len(band):
         docs = np.unique(nb.edges[band])
@@ -453,8 +497,9 @@ def accepted_pairs(nb, eps_values: Sequence[float], rewrite_eps: float,
         feats = {int(d): (content_words(got.get(int(d), "")), proper_names(got.get(int(d), ""))) for d in docs}
         ok[band] = [rewrite_ok(feats[int(i)][0], feats[int(j)][0], (feats[int(i)][1], feats[int(j)][1]))
                     for i, j in nb.edges[band]]
+    mutual = mutual_nearest(nb) if len(band) and mutual_eps > 0 else np.zeros(len(nb.sims), bool)
     for eps in eps_values:
-        out[eps] |= ok & (nb.sims >= 1.0 - eps - rewrite_eps)
+        out[eps] |= ok & ((nb.sims >= 1.0 - eps - rewrite_eps) | (mutual & (nb.sims >= 1.0 - eps - deep)))
     return out
 
 
@@ -549,11 +594,12 @@ class SemanticStage(Stage):
             stats.update({"clusters": int(len(centroids)), "largest_kmeans_cluster": int(sizes.max())})
         t2 = time.perf_counter()
         thresholds = {eps: 1.0 - eps for eps in c.eps}
-        lowest = min(thresholds.values()) - c.rewrite_eps  # the band reaches rewrite_eps below each threshold
+        lowest = min(thresholds.values()) - band_depth(c.rewrite_eps, c.mutual_eps)  # the bands below each threshold
         # --backend onnx: documents near a decision are re-encoded in float first (semantic_refine)
         x, nb = refined_search(c, corpus, x, lowest, lambda v, t: search(
             v, c.neighbours, t, method, groups=assign, nprobe=c.nprobe, seed=c.seed), stats,
-            lambda idx: fetch_texts(corpus, idx), lambda g, texts: accepted_pairs(g, c.eps, c.rewrite_eps, texts)
+            lambda idx: fetch_texts(corpus, idx), lambda g, texts: accepted_pairs(g, c.eps, c.rewrite_eps, texts,
+                                                                                 c.mutual_eps)
         ) if n else (x, None)
         t3 = time.perf_counter()
         stats["search"] = nb.stats if nb else {"method": method}
@@ -564,7 +610,8 @@ class SemanticStage(Stage):
         per_eps = []
         decided = {}
         t4 = time.perf_counter()
-        accept = accepted_pairs(nb, c.eps, c.rewrite_eps, lambda idx: fetch_texts(corpus, idx)) if nb else {}
+        accept = accepted_pairs(nb, c.eps, c.rewrite_eps, lambda idx: fetch_texts(corpus, idx),
+                                c.mutual_eps) if nb else {}
         stats["rewrite_s"] = round(time.perf_counter() - t4, 3)
         for eps, thr in thresholds.items():
             docs, centre, sim = claims(nb, thr, rank, accept[eps]) if nb else (np.zeros(0, np.int64),) * 3
@@ -572,7 +619,9 @@ class SemanticStage(Stage):
             per_eps.append({"eps": eps, "threshold": round(thr, 6), "drop": int(len(docs)),
                             "drop_rate": float(len(docs) / n) if n else 0.0,
                             "pairs": int(accept[eps].sum()) if nb else 0,
-                            "rewrite_pairs": int((accept[eps] & (nb.sims < thr)).sum()) if nb else 0})
+                            "rewrite_pairs": int((accept[eps] & (nb.sims < thr)).sum()) if nb else 0,
+                            # of those, the mutual nearest neighbours' tier below the rewrite band
+                            "mutual_pairs": int((accept[eps] & (nb.sims < thr - c.rewrite_eps)).sum()) if nb else 0})
         stats["per_eps"] = per_eps
 
         nearest = nb.nearest if nb else np.zeros(0, np.int64)
