@@ -173,9 +173,12 @@ class Cluster:
     def __init__(self, cpus: int, path: str = "") -> None:
         import socket
 
-        with socket.socket() as so:
-            so.bind(("127.0.0.1", 0))
-            port = so.getsockname()[1]
+        def free_port() -> int:
+            with socket.socket() as so:
+                so.bind(("127.0.0.1", 0))
+                return so.getsockname()[1]
+
+        port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="rbc")  # short: Ray's socket paths must stay under 108 bytes
         # no token authentication on this loopback instance: `ray start` turns it on when a token
         # exists (RAY_AUTH_TOKEN, or ~/.ray/auth_token, which a local ray.init saves), and the
@@ -185,10 +188,14 @@ class Cluster:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (path, SRC, env.get("PYTHONPATH", "")) if p)
         env.pop("RAY_ADDRESS", None)
-        ray_exe = str(Path(sys.executable).parent / "ray")
-        subprocess.run([ray_exe, "start", "--head", f"--num-cpus={cpus}", "--temp-dir", self.tmp,
-                        "--port", str(port), "--include-dashboard=false",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        # Ray's own command line, through this interpreter (a venv that shares Ray has no `ray`)
+        ray_cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; "
+                   "sys.argv[0] = 'ray'; main()"]
+        subprocess.run([*ray_cli, "start", "--head", f"--num-cpus={cpus}", "--temp-dir", self.tmp,
+                        "--port", str(port), "--include-dashboard=false", "--disable-usage-stats",
+                        # free ports, not Ray's fixed defaults: another instance may run on this machine
+                        f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
+                        f"--dashboard-agent-listen-port={free_port()}"], env=env, check=True, capture_output=True)
         self.address = f"127.0.0.1:{port}"
 
     def pids(self) -> list[int]:
@@ -293,6 +300,9 @@ def main() -> None:
                          "already running: one `ray start --head --num-cpus workers` for the whole "
                          "benchmark, the command connects with --ray-address)")
     ap.add_argument("--json-out", default=None, help="write the results here as JSON")
+    ap.add_argument("--src", default=None,
+                    help="run the dedupkit of this src folder (e.g. another checkout's, to compare builds; "
+                         "default: this checkout's)")
     ap.add_argument("--steps", action="store_true",
                     help="time every engine.map step of each run (benchmarks/_ray_steps.py) and print where "
                          "each configuration's wall time goes (its last run)")
@@ -307,6 +317,9 @@ def main() -> None:
                          "DEDUPKIT_DOCS_PER_PARTITION set to match; the bucket step's bytes read per task")
     ap.add_argument("--bucket-docs", type=int, default=200_000, help="documents for --bucket-partitions")
     args = ap.parse_args()
+    if args.src:
+        global SRC
+        SRC = str(Path(args.src).resolve())
     if args.driver_series or args.bucket_partitions:
         return series(args)
 

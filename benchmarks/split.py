@@ -6,7 +6,9 @@ rows for `--n 100000`). Before shards were split into bounded tasks, that file w
 `--workers 2` scanned on one core. Every run is a whole `dedupkit STAGE docs.parquet --workers W`
 process (wall, CPU, peak RSS of the process tree); throughput = rows / median wall. Round-robin over
 the configurations, so load from other processes hits them alike. The table gives each stage's
-speed-up of --workers 2 over --workers 1 (target >= 1.7x) and the scan tasks the run planned.
+speed-up of --workers 2 over --workers 1 (target >= 1.7x), the scan tasks the run planned, and the
+least wall time the run's CPU seconds allow on the cores it may use (CPU s / min(workers, cores)):
+a --workers 2 run can be no faster than half its CPU time, whatever overlaps.
 
 `--baseline-src DIR` also runs another build's `src/` (e.g. main's, from `git archive main src`, with
 the C extensions copied in) in the same round robin, so both see the same load. `--phases` then runs
@@ -178,12 +180,13 @@ def main() -> None:
         out.append(rec)
         rows.append(([build] if len(builds) > 1 else []) + [
             stage, w, round(wall, 2), round(rec["docs_per_s"]), f"{rec['speedup_vs_first']:.2f}x",
-            round(rec["median_cpu_s"], 1), rec["scan_tasks"], rec["peak_rss_mib"]])
+            round(rec["median_cpu_s"], 2), round(rec["median_cpu_s"] / min(w, os.cpu_count() or 1), 2),
+            rec["scan_tasks"], rec["peak_rss_mib"]])
     print(f"\n{md.num_rows:,} rows in one file ({md.num_row_groups} row group), repeat={a.repeat} (median); "
           f"load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}")
     print(table((["build"] if len(builds) > 1 else []) + [
         "stage", "workers", "median wall s", "docs/s", f"speed-up vs --workers {a.workers[0]}", "CPU s",
-        "scan tasks", "peak RSS MiB"], rows))
+        "least wall (CPU s / cores used)", "scan tasks", "peak RSS MiB"], rows))
     # where the time goes: the process's own start and exit (wall minus the summary's total), the
     # scan (parallel), the stage's global step and the manifest write (this process), and what an
     # interpreter and dedupkit's imports cost alone (every worker pays them again)

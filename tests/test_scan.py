@@ -15,8 +15,8 @@ import pytest
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
 from dedupkit.runner import RunOptions, run_stage
-from dedupkit.scan import _cuts, plan_tasks
-from dedupkit.stages.exact import ExactStage
+from dedupkit.scan import _cuts, _row_pieces, plan_tasks
+from dedupkit.stages.exact import ExactMapper, ExactStage
 from dedupkit.stages.fuzzy import FuzzyConfig, FuzzyStage
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
@@ -254,3 +254,65 @@ def test_a_small_input_makes_two_pieces_per_worker(tmp_path, monkeypatch):
     assert (whole.summary["timings"]["scan_tasks"], split.summary["timings"]["scan_tasks"]) == (1, 4)
     assert split.summary["counts"]["dropped"] > 0
     assert _manifest_bytes(split.out) == _manifest_bytes(whole.out)
+
+
+@pytest.mark.parametrize("workers,expect", [(1, 3), (2, 4), (3, 3), (4, 4)])
+def test_a_group_cut_at_page_starts_makes_a_multiple_of_the_workers(workers, expect):
+    """A row group that reads by pages and needs 3 ranges of ``target`` bytes is cut into a multiple
+    of the workers (c200k's exact scan at --workers 2 was 3 tasks: one worker ran two while the
+    other idled), at page starts, covering every row once."""
+    pieces = _row_pieces([(3000, 300)], 100, 10**6, 2.0, [list(range(0, 3000, 100))], 0, workers)
+    assert len(pieces) == expect
+    assert pieces[0].start == 0 and pieces[-1].stop == 3000
+    assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:]))
+    assert all(p.start % 100 == 0 for p in pieces)
+
+
+class _BatchLengths(ExactMapper):
+    """exact's mapper, also recording each row's batch length (a feature the scan saves)."""
+
+    batch_rows = 64
+
+    def map_batch(self, batch):
+        import numpy as np
+
+        return {**super().map_batch(batch), "batch_len": np.full(len(batch.rows), len(batch.rows), np.int64)}
+
+
+def test_a_mapper_caps_the_rows_of_each_batch_it_reads(tmp_path):
+    """A mapper's batch_rows caps the scan's read batches below --batch-size (a bigger one does not
+    raise it), and exact's mapper sets one; hashes do not depend on it."""
+    import numpy as np
+
+    from dedupkit.scan import run_scan_task
+
+    inp = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"text": _texts(500)}), inp)
+    assert ExactStage().mapper().batch_rows is not None
+    got = {}
+    for name, spec, mapper in (("capped", ReadSpec(batch_size=1000), _BatchLengths(("lower", "whitespace"))),
+                               ("small", ReadSpec(batch_size=50), _BatchLengths(("lower", "whitespace"))),
+                               ("plain", ReadSpec(batch_size=1000), ExactStage().mapper())):
+        work = tmp_path / name
+        work.mkdir()
+        [task] = plan_tasks(discover([str(inp)]), spec, mapper, str(work), "k", workers=1)
+        run_scan_task(task)
+        got[name] = {f.name.split(".")[1]: np.load(f) for f in work.glob("task-*.npy")}
+    assert got["capped"]["batch_len"].max() == 64 and got["small"]["batch_len"].max() == 50
+    assert np.array_equal(got["capped"]["hash"], got["plain"]["hash"])
+
+
+def test_ids_are_checked_unique_by_their_hashes_first():
+    """The driver's quick check (64-bit words of the ids' hashes, sorted) passes distinct ids and never
+    passes a repeated one, across chunks (the exact count then names both places)."""
+    from dedupkit import kernels
+    from dedupkit.scan import _surely_unique
+
+    if kernels.speedups is None:
+        pytest.skip("the quick check needs the C kernels")
+    ids = [f"id-{i}" for i in range(3000)]
+    assert _surely_unique(pa.chunked_array([pa.array(ids[:1000]), pa.array([], pa.string()), pa.array(ids[1000:])]))
+    for a, b in ((5, 2500), (0, 2999), (1500, 1501)):
+        dup = list(ids)
+        dup[b] = dup[a]
+        assert not _surely_unique(pa.chunked_array([pa.array(dup[:1000]), pa.array(dup[1000:])]))

@@ -43,3 +43,20 @@ def skip_pandas_probe() -> None:
     if _HIDDEN in sys.modules or any(isinstance(f, _PandasProbe) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _PandasProbe())
+
+
+# OpenBLAS (numpy's BLAS) starts one thread per core when numpy is imported, and each of them
+# spins for 2**28 cycles (its default THREAD_TIMEOUT, ~0.1 s) waiting for a first job before it
+# sleeps: 0.06 CPU seconds per process here, on the cores the command's workers need, in a CLI
+# process that usually makes no BLAS call at all. 2**4 cycles: the threads sleep at once, and a
+# BLAS call wakes them as it would after any pause (its results do not change).
+_BLAS_TIMEOUT = ("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+def quiet_blas_threads() -> None:
+    """Before numpy is imported: OpenBLAS's threads sleep instead of spinning for their first job
+    (see ``_BLAS_TIMEOUT``). A value the user set is kept; once numpy is loaded, it is too late."""
+    import os
+
+    if "numpy" not in sys.modules:
+        os.environ.setdefault(*_BLAS_TIMEOUT)

@@ -5,20 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from dedupkit import __version__
 from dedupkit import settings as _S
 from dedupkit.engine import ProgressFactory, get_engine, no_progress
 from dedupkit.errors import ConfigError, GuardrailError
-from dedupkit.explain import drop_reasons
 from dedupkit.io import fs
 from dedupkit.io.read import ReadSpec
 from dedupkit.io.shards import discover
@@ -30,17 +26,15 @@ from dedupkit.manifest import (
     load_prior,
     SUMMARY,
     output_root,
-    shard_table,
     summary_header,
     write_summary,
-    write_table_atomic,
 )
 from dedupkit.outdir import OutputDir
 from dedupkit.ownership import check_separate
-from dedupkit.policy import cluster_ids
 from dedupkit.scan import MAX_LISTED_BAD, Corpus, plan_tasks, run_scan_task, task_rows
 from dedupkit.spans import SPANS_DIR, read_spans, span_counts
 from dedupkit.stages.base import Stage
+from dedupkit.stage_manifest import check_drop_rate as _check_drop_rate, stage_kind as _kind, write_decisions
 
 
 
@@ -248,7 +242,8 @@ def run_stage(
         with get_engine(options.engine, options.workers, progress, options.ray_address) as engine:
             from dedupkit.engine import driver
 
-            if driver.eligible(stage, engine, options):
+            rowless = driver.eligible(stage, engine, options)
+            if rowless or driver.in_one_task(stage, engine, options):
                 # A distributed engine: tasks identify and write every manifest part; the driver
                 # plans, collects counts and writes the summary (dedupkit.engine.driver).
                 results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
@@ -257,17 +252,25 @@ def run_stage(
                 corpus = driver.LightCorpus(tasks, results, shards)
                 shard_dicts = [s.to_dict() for s in corpus.shards]
                 check_prior_fingerprints(prior_summaries, shard_dicts)
-                c, stats, parts = driver.run_rowless(
-                    stage, corpus, od.work / stage.name, od.manifest_tmp(), engine, _kind(stage), spec,
-                    lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered),
-                    options.publish_to)
+                tmp, parts, spans = od.manifest_tmp(), None, None
+                if rowless:
+                    c, stats, parts = driver.run_rowless(
+                        stage, corpus, od.work / stage.name, tmp, engine, _kind(stage), spec,
+                        lambda dropped, considered: _check_drop_rate(stage, options, dropped, considered),
+                        options.publish_to)
+                else:  # one task holds the per-document arrays (semantic's neighbour search)
+                    c = driver.run_in_task(stage, corpus, od.work / stage.name, tmp, engine, options)
+                    stats, spans = c["stats"], c["spans"]
                 engine.close(wait=False)  # a Ray instance of this command alone stops while we finish
                 t_ident = t_write = time.perf_counter()
                 summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts,
                                    c["active"], c["kept"], c["clusters"], c["largest_cluster"], stats)
+                if spans is not None:
+                    summary["counts"].update(c["span_counts"])
                 summary["timings"] = _timings(t0, t_scan, t_ident, t_write, results)
-                _publish(stage, od, summary, options, before_finish, None, parts=parts)
-                uploaded = tuple(f"{MANIFEST_DIR}/{p['file']}" for p in parts) if options.publish_to else ()
+                _publish(stage, od, summary, options, before_finish, Path(spans) if spans else None, tmp,
+                         parts=parts)
+                uploaded = tuple(f"{MANIFEST_DIR}/{p['file']}" for p in parts) if parts and options.publish_to else ()
                 return RunResult(out=out, summary=summary, uploaded=uploaded)
             results = engine.map(run_scan_task, tasks, desc=f"{stage.name}: scan",
                                  sizes=[task_rows(t) for t in tasks])
@@ -284,56 +287,11 @@ def run_stage(
             decisions = stage.identify(corpus, str(stage_work))
             t_ident = time.perf_counter()
 
-        n = len(corpus)
-        keep = decisions.keep_mask()
-        rep = decisions.representative
-        labels = decisions.labels
-        cid = cluster_ids(labels, corpus.global_rows)
-        n_bad = corpus.n_bad
-        # This stage's own input and drops (bad records included: this stage drops them); see
-        # dedupkit.explain for the one meaning of each count.
-        _check_drop_rate(stage, options, int(n - keep.sum()) + n_bad, n + n_bad)
-
-        doc_ids = corpus.doc_ids()
-        # take() with a null index gives a null, so only dropped rows copy their representative's
-        # id (3x faster than if_else over a take of every row)
-        rep_or_null = pa.Array.from_buffers(pa.int64(), n, [pa.py_buffer(np.packbits(~keep, bitorder="little")),
-                                                           pa.py_buffer(np.ascontiguousarray(rep, np.int64))])
-        dup_of = doc_ids.take(rep_or_null)
-        extra_cols = dict(decisions.extra)
-        override = extra_cols.pop("duplicate_of", None)
-        if override is not None:  # duplicates of documents outside this corpus (check: the index)
-            dup_of = pc.if_else(pa.array(keep, pa.bool_()), pa.scalar(None, pa.string()),
-                                pc.coalesce(override, dup_of))
-        score = np.where(labels >= 0, decisions.score, np.nan).astype(np.float32)
-        reasons = drop_reasons(stage.name, keep, dup_of, score, extra_cols, _kind(stage))
-        extra_types = {c: a.type for c, a in extra_cols.items()}
         tmp = od.manifest_tmp()
-        bounds = np.searchsorted(corpus.shard_index, np.arange(len(shards) + 1), side="left")
-
-        def write_shard(si: int) -> None:
-            info = corpus.shards[si]
-            a, b = int(bounds[si]), int(bounds[si + 1])
-            table = shard_table(
-                shard=info.shard.name, n_rows=info.n_rows, stage=stage.name,
-                active_rows=corpus.rows[a:b], doc_ids=doc_ids.slice(a, b - a),
-                keep=keep[a:b], cluster_id=cid[a:b], duplicate_of=dup_of.slice(a, b - a),
-                score=score[a:b], bad=info.bad_table(), bad_doc_ids=None, prior=prior.get(info.shard.name),
-                extra={c: v.slice(a, b - a) for c, v in extra_cols.items()}, extra_types=extra_types,
-                reason=reasons.slice(a, b - a),
-            )
-            write_table_atomic(table, tmp / f"part-{si:05d}.parquet")
-
-        # Arrow builds and encodes outside the GIL, so threads (as many as --workers) overlap the
-        # per-shard manifest writes; map() re-raises the first failure.
-        with ThreadPoolExecutor(max(1, min(options.workers, len(corpus.shards)))) as pool:
-            list(pool.map(write_shard, range(len(corpus.shards))))
+        n, kept_total, n_clusters, largest = write_decisions(stage, corpus, decisions, prior, options, tmp)
         t_write = time.perf_counter()
-
-        sizes = np.bincount(np.unique(labels[labels >= 0], return_inverse=True)[1]) if (labels >= 0).any() \
-            else np.zeros(0, np.int64)
         summary = _summary(stage, spec, options, settings, prior, prior_summaries, corpus, shard_dicts, n,
-                           int(keep.sum()), int(len(sizes)), int(sizes.max()) if len(sizes) else 0, decisions.stats)
+                           kept_total, n_clusters, largest, decisions.stats)
         if decisions.spans is not None:
             # validated before it is moved: a folder with broken spans never becomes OUT/spans
             summary["counts"].update(span_counts(read_spans(decisions.spans)))
@@ -341,23 +299,6 @@ def run_stage(
         _publish(stage, od, summary, options, before_finish,
                  Path(decisions.spans) if decisions.spans is not None else None, tmp)
     return RunResult(out=out, summary=summary)
-
-
-def _kind(stage: Stage) -> str | None:
-    """What decided (exact, fuzzy, semantic): the built-in stage class, whatever the stage's name."""
-    # (dedupkit.stages.KIND or a module of the package dedupkit.stages.KIND)
-    return next((c.__module__.split(".")[2] for c in type(stage).__mro__
-                 if c.__module__.startswith("dedupkit.stages.") and c is not Stage), None)
-
-
-def _check_drop_rate(stage: Stage, options: RunOptions, dropped_here: int, considered: int) -> None:
-    if options.max_drop_rate is not None and considered and dropped_here / considered > options.max_drop_rate:
-        raise GuardrailError(
-            f"{stage.name} would drop {dropped_here} of {considered} rows "
-            f"({dropped_here / considered:.1%}), more than --max-drop-rate {options.max_drop_rate:g}; "
-            "nothing was written. Check the settings (threshold, normalization) on a sample, "
-            "or raise --max-drop-rate if this is expected"
-        )
 
 
 def _timings(t0: float, t_scan: float, t_ident: float, t_write: float, results) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -44,9 +44,12 @@ MERGE_BYTES = 32 * 2**20
 MIN_PIECE_BYTES = 4 * 2**20
 PIECES_PER_WORKER = 2
 # A stage whose scan costs less than decoding (``decode_weight >= 1``: exact, ~350 MB of text a CPU
-# second) gains from a second worker only when each piece outweighs starting a worker process
-# (~0.3 CPU s of imports): its row groups are cut into pieces of at least this much text, so a
-# smaller input stays one task, run in the calling process.
+# second) cuts a row group only where the pieces read their own pages (dedupkit.io.pqpages: no row
+# decoded twice, and since pages go into an uninitialised Arrow buffer, two halves of c100k cost
+# 0.59 CPU s against 0.60 for the whole). With --workers 1 (one process, nothing to gain) such a
+# piece holds at least this much text; with more, the workers are forked from a server that the CLI
+# starts before its own imports (dedupkit.engine.local.prestart), so a piece needs only to outweigh
+# its reading, and the row group is cut like any other.
 CHEAP_MIN_PIECE_BYTES = 512 * 2**20
 # Decoding a Parquet row against a stage's work on it, for cutting one row group into tasks of
 # equal cost; a Mapper may say its own (``decode_weight``: fuzzy's MinHash work is ~7x the decode,
@@ -69,9 +72,13 @@ class ScanTask:
     piece: Piece | None = None  # the rows of a split shard this task reads; None: all of them
     part: int = 0  # 0 for the first (or only) task of a shard: it also fingerprints the file
 
-    def reader(self, **kwargs) -> ShardReader:
-        """A reader of this task's rows (``kwargs``: more ShardReader arguments)."""
-        return ShardReader(self.shard, self.spec, skip_rows=self.skip_rows, piece=self.piece, **kwargs)
+    def reader(self, batch_rows: int | None = None, **kwargs) -> ShardReader:
+        """A reader of this task's rows, in batches of at most ``batch_rows`` rows when that is below
+        the spec's batch size (``kwargs``: more ShardReader arguments)."""
+        spec = self.spec
+        if batch_rows is not None and batch_rows < spec.batch_size:
+            spec = replace(spec, batch_size=batch_rows)
+        return ShardReader(self.shard, spec, skip_rows=self.skip_rows, piece=self.piece, **kwargs)
 
     def good_texts(self) -> Iterable[pa.Array]:
         """The texts of this task's good rows (see :func:`good_texts`)."""
@@ -115,7 +122,8 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
             weight = getattr(mapper, "decode_weight", DECODE_WEIGHT) if shard.format == "parquet" else 0.0
             pages = _page_starts(shard, groups[si], spec.text_column, target, split_rows) \
                 if shard.format == "parquet" else None
-            pieces = _row_pieces(groups[si], target, split_rows, weight, pages)
+            pieces = _row_pieces(groups[si], target, split_rows, weight, pages,
+                                 CHEAP_MIN_PIECE_BYTES if workers == 1 else 0, workers)
         elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
             pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
@@ -216,13 +224,15 @@ def _cuts(k: int, r: float) -> list[float]:
 
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
-                decode_weight: float = 0.0, pages: list[list[int] | None] | None = None) -> list[Piece]:
+                decode_weight: float = 0.0, pages: list[list[int] | None] | None = None,
+                cheap_min: int = CHEAP_MIN_PIECE_BYTES, workers: int = 1) -> list[Piece]:
     """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut.
 
     ``pages[g]``: the first rows of group ``g``'s data pages when a range of it is read from its
     own pages alone (:mod:`dedupkit.io.pqpages`): such a group is cut into equal ranges of about
-    ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least CHEAP_MIN_PIECE_BYTES),
-    each cut moved to the nearest page start (no page decoded twice).
+    ``target`` bytes (for a cheap stage, ``decode_weight >= 1``, at least ``cheap_min``),
+    each cut moved to the nearest page start (no page decoded twice), into a multiple of ``workers``
+    ranges (c200k's one group: 4 ranges for 2 workers, not 3, of which one worker ran two).
 
     Otherwise a range's reader decodes the group from its start, so the cuts follow :func:`_cuts`,
     and a group is cut by bytes only when the stage's work outweighs decoding
@@ -235,7 +245,7 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
     merged_rows = merged_bytes = 0
     for g, (rows, nbytes) in enumerate(groups):
         starts = pages[g] if pages is not None else None
-        cut_target = target if decode_weight < 1 else (max(target, CHEAP_MIN_PIECE_BYTES) if starts else 2**62)
+        cut_target = target if decode_weight < 1 else (max(target, cheap_min) if starts else 2**62)
         if merged_rows and (merged_bytes + nbytes > min(target, MERGE_BYTES) or merged_rows + rows > split_rows):
             pieces.append(Piece(start, start + merged_rows))
             start += merged_rows
@@ -243,6 +253,7 @@ def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
         if merged_rows == 0 and (nbytes > cut_target or rows > split_rows):
             k = max(-(-nbytes // cut_target), -(-rows // split_rows))
             if starts:
+                k = -(-k // workers) * workers
                 at = np.asarray(starts + [rows], np.int64)
                 cuts = sorted({0, rows} | {int(at[np.abs(at - rows * i / k).argmin()]) for i in range(1, k)})
                 cuts = [start + c for c in cuts]
@@ -374,7 +385,7 @@ def run_scan_task(task: ScanTask) -> ScanResult:
                 return res
         except (ValueError, KeyError, TypeError):
             pass  # a damaged marker: redo the task
-    reader = task.reader()
+    reader = task.reader(getattr(task.mapper, "batch_rows", None))
     rows, lengths, ids, extras = [], [], [], {c: [] for c in task.spec.extra_columns}
     feats: dict[str, list[np.ndarray]] = {}
     # a mapper with keep_text (fuzzy's char n-grams read candidate texts again) gets the texts of
@@ -489,6 +500,22 @@ def shard_infos(tasks: list[ScanTask], results: list[ScanResult], shards: list[S
     return infos, np.cumsum([0] + per_shard_rows)
 
 
+def _surely_unique(ids: pa.ChunkedArray) -> bool:
+    """True when no two ids share the first 64 bits of their xxh3-128 hash (so no two are equal);
+    False when two might be equal (or without the C kernels), for the exact check to decide.
+
+    Hashing (the C kernel) and sorting 64-bit words is ~5x cheaper than counting the strings
+    (``pc.value_counts``: 0.16-0.36 s for 1M ids, in the driver after the scan, every run)."""
+    from dedupkit import kernels
+
+    if kernels.speedups is None:
+        return False
+    from dedupkit.stages.exact import hash128
+
+    words = np.sort(np.concatenate([hash128(c)[:, 0] for c in ids.chunks if len(c)]))
+    return not bool((words[1:] == words[:-1]).any())
+
+
 class Corpus:
     """The scanned corpus as flat arrays over its *active* documents, in (shard, row) order.
 
@@ -574,7 +601,7 @@ class Corpus:
 
     def check_unique_ids(self) -> None:
         """Raise InputError naming both places when an ``--id-column`` value occurs twice."""
-        if self.ids is None or len(self.ids) < 2:
+        if self.ids is None or len(self.ids) < 2 or _surely_unique(self.ids):
             return
         counts = pc.value_counts(self.ids)
         dup = counts.filter(pc.greater(counts.field("counts"), 1))

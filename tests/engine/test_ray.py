@@ -266,17 +266,186 @@ def test_gpu_tasks_without_gpus_fail_clearly(ray_session):
 
 # --- the command line starts its own local Ray -----------------------------------------------
 
+def _processes_naming(text: str) -> list[int]:
+    """Processes whose command line names ``text`` (a Ray temp folder), and every process below them."""
+    found = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if text.encode() in (d / "cmdline").read_bytes():
+                found.append(int(d.name))
+        except OSError:
+            continue
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    """Processes (zombies included) whose parent is ``pid``."""
+    out = []
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((d / "stat").read_bytes().rsplit(b")", 1)[1].split()[1]) == pid:
+                out.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 @pytest.mark.slow
 def test_cli_engine_ray_starts_local_instance(multi_shard, tmp_path):
+    """The command starts its own instance, gives the local engine's manifest, and stops it: no
+    process of that instance outlives the command."""
+    import shutil
+    import tempfile
+
     local = run_subprocess("exact", str(multi_shard), "-o", str(tmp_path / "local"), "--id-column", "id")
     assert local.returncode == 0, local.stderr
-    r = run_subprocess("exact", str(multi_shard), "-o", str(tmp_path / "ray"), "--id-column", "id",
-                       "--engine", "ray", "--workers", "2", "--json",
-                       env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": ""})
-    assert r.returncode == 0, r.stderr
+    ray_tmp = tempfile.mkdtemp(prefix="dk-ray-", dir="/tmp")  # short: Ray's socket paths live there
+    try:
+        r = run_subprocess("exact", str(multi_shard), "-o", str(tmp_path / "ray"), "--id-column", "id",
+                           "--engine", "ray", "--workers", "2", "--json",
+                           env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp})
+        assert r.returncode == 0, r.stderr
+        assert list(Path(ray_tmp).glob("ray/session_2*"))  # it did start one, there
+        assert _processes_naming(ray_tmp) == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     summary = json.loads(r.stdout)
     assert summary["config"]["engine"] == "ray"
     assert read_manifest(tmp_path / "ray") == read_manifest(tmp_path / "local")
+
+
+_STOP = """
+import json, os, sys, time
+from pathlib import Path
+from dedupkit.engine import ray as engine_ray
+from tests.engine.test_ray import _children
+
+engine_ray.init_local(1)
+def cmd(p):
+    try:
+        return (Path("/proc") / str(p) / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+def state(p):
+    try:
+        return (Path("/proc") / str(p) / "stat").read_bytes().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return "gone"
+kids = {p: cmd(p) for p in _children(os.getpid())}
+monitor = [p for p, c in kids.items() if "autoscaler/_private/monitor.py" in c]
+engine_ray._kill_monitor()
+deadline = time.time() + 60
+while monitor and state(monitor[0]) not in ("Z", "gone") and time.time() < deadline:
+    time.sleep(0.05)
+after_kill = {str(p): state(p) for p in kids}
+engine_ray.stop()
+print(json.dumps({"kids": {str(p): c for p, c in kids.items()}, "monitor": monitor, "after_kill": after_kill,
+                  "left": _children(os.getpid())}))
+"""
+
+
+@pytest.mark.slow
+def test_stop_kills_the_monitor_of_our_instance_and_leaves_no_process(tmp_path):
+    """init_local's instance: _kill_monitor kills only Ray's autoscaler monitor (it would take a
+    second to exit on SIGTERM), the rest runs on; stop() then leaves no child, not even a zombie."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="dk-ray-", dir="/tmp")
+    try:
+        env = dict(os.environ, RAY_ADDRESS="", RAY_TMPDIR=ray_tmp, PYTHONPATH=os.pathsep.join([SRC, ROOT]))
+        r = subprocess.run([sys.executable, "-c", _STOP], capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = json.loads(r.stdout.splitlines()[-1])
+        assert len(out["monitor"]) == 1, out["kids"]
+        assert out["after_kill"][str(out["monitor"][0])] in ("Z", "gone")
+        others = [p for p, c in out["kids"].items() if "gcs_server" in c or "raylet" in c]
+        assert len(others) == 2 and all(out["after_kill"][p] not in ("Z", "gone") for p in others)
+        assert out["left"] == []
+        assert _processes_naming(ray_tmp) == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def running_cluster():
+    """A Ray instance started apart from the tests (``ray start --head``), as on a cluster: its
+    own temp folder and free ports; its workers get this checkout's src. Stopped by its process
+    ids (never ``ray stop``, which would stop every Ray on the machine)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from tests.support import free_port
+
+    tmp = tempfile.mkdtemp(prefix="dk-rc-", dir="/tmp")
+    port = free_port()
+    # no token authentication on this loopback instance (the commands then need no token either)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, ROOT]), RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
+    r = subprocess.run([*cli, "start", "--head", "--num-cpus=2", "--temp-dir", tmp, "--port", str(port),
+                        "--include-dashboard=false", "--disable-usage-stats", f"--dashboard-port={free_port()}",
+                        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"],
+                       env=env, capture_output=True, text=True, timeout=300)
+
+    def pids() -> list[int]:
+        found = set(_processes_naming(tmp))
+        stack = list(found)
+        while stack:
+            for c in _children(stack.pop()):
+                if c not in found:
+                    found.add(c)
+                    stack.append(c)
+        return sorted(found)
+
+    try:
+        assert r.returncode == 0, r.stderr[-3000:]
+        yield {"address": f"127.0.0.1:{port}", "pids": pids, "env": {"RAY_AUTH_MODE": "disabled"}}
+    finally:
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            for p in pids():
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            while pids() and time.time() < deadline:
+                time.sleep(0.1)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_cli_on_a_running_cluster_leaves_it_running(multi_shard, tmp_path, running_cluster):
+    """--ray-address: the command connects while it plans (no instance of its own), gives the local
+    engine's manifests, and disconnects at its end; the cluster stays up and serves the next one."""
+    import shutil
+    import tempfile
+
+    pids = running_cluster["pids"]()
+    own_tmp = tempfile.mkdtemp(prefix="dk-ray-", dir="/tmp")
+    try:
+        # a stage command (one engine), and `run` (one engine per stage on one connection)
+        for stage, *more in (("fuzzy",), ("exact",), ("run", "--stages", "exact,fuzzy")):
+            local = run_subprocess(stage, *more, str(multi_shard), "-o", str(tmp_path / f"local-{stage}"),
+                                   "--id-column", "id")
+            assert local.returncode == 0, local.stderr
+            r = run_subprocess(stage, *more, str(multi_shard), "-o", str(tmp_path / f"ray-{stage}"), "--id-column", "id",
+                               "--engine", "ray", "--workers", "2", "--ray-address", running_cluster["address"], "-q",
+                               env={"RAY_ADDRESS": "", "DEDUPKIT_RAY_ADDRESS": "", "RAY_TMPDIR": own_tmp,
+                                    **running_cluster["env"]})
+            assert r.returncode == 0, r.stderr[-3000:]
+            assert read_manifest(tmp_path / f"ray-{stage}") == read_manifest(tmp_path / f"local-{stage}")
+            alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+            assert alive == pids  # every process of the cluster runs on
+        assert list(Path(own_tmp).iterdir()) == []  # no instance of its own was started
+    finally:
+        shutil.rmtree(own_tmp, ignore_errors=True)
 
 
 _PRESTART = """
@@ -393,9 +562,8 @@ def test_fuzzy_manifest_equals_local(ray_session, multi_shard, tmp_path, monkeyp
     assert a == b
     assert sum(not r["keep"] for r in a) >= 30  # the 25 exact copies and near copies
     g = on_ray.summary["stats"]["global_step"]
-    # keep first: the driver touches no rows (dedupkit.engine.driver); another keep policy: partitioned
-    mode = "rowless" if more.get("keep", "first") == "first" else "partitioned"
-    assert g["mode"] == mode and g["pair_partitions"] > 1 and g["component_partitions"] > 1
+    # every keep policy: the driver touches no rows (dedupkit.engine.driver)
+    assert g["mode"] == "rowless" and g["pair_partitions"] > 1 and g["component_partitions"] > 1
     assert on_ray.summary["stats"]["verified_pairs"] == local.summary["stats"]["verified_pairs"]
 
 

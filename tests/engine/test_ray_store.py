@@ -100,3 +100,23 @@ def test_workers_upload_manifest_parts_and_driver_publishes_the_rest(ray_on_stor
     assert json.loads(s3["fs"].cat_file(f"{root}/summary.json"))["manifest_parts"] == \
         local.summary["manifest_parts"]
     assert res2.summary["counts"] == local.summary["counts"]
+
+
+def test_one_task_stage_publishes_to_the_store(ray_on_store, tmp_path):
+    """substring on Ray (its decisions in one task, dedupkit.engine.driver.stage_task) to s3://: the
+    parts and span files on the store are the local run's, byte for byte, summary last."""
+    s3 = ray_on_store
+    data = _corpus(tmp_path / "data")
+    local = api.substring([str(data)], str(tmp_path / "local"), workers=1, id_column="id", min_tokens=10)
+    url = f"s3://{s3['bucket']}/out/substring"
+    root = url.removeprefix("s3://")
+    res = api.substring([str(data)], url, workers=2, engine="ray", id_column="id", min_tokens=10)
+    s3["fs"].invalidate_cache()
+    assert res.summary["counts"] == local.summary["counts"] and local.summary["counts"]["spans"] > 0
+    for folder in ("manifest", "spans"):
+        names = sorted(p.name for p in (local.out / folder).glob("*.parquet"))
+        assert names
+        for n in names:
+            assert s3["fs"].cat_file(f"{root}/{folder}/{n}") == (local.out / folder / n).read_bytes(), n
+    assert json.loads(s3["fs"].cat_file(f"{root}/summary.json"))["manifest_parts"] == \
+        local.summary["manifest_parts"]

@@ -92,9 +92,7 @@ def test_one_row_group_split_by_pages_on_the_store(store, tmp_path, monkeypatch)
     from dedupkit.runner import RunOptions, run_stage
     from dedupkit.stages.exact import ExactStage
 
-    from dedupkit import scan
-
-    monkeypatch.setattr(scan, "CHEAP_MIN_PIECE_BYTES", 1)  # exact cuts this small file too
+    # --workers 2: exact cuts this small file too (dedupkit.scan.CHEAP_MIN_PIECE_BYTES is for one process)
     texts = [f"text {i % 150} " + "word " * (i % 9) for i in range(1200)]
     d = tmp_path / "one"
     d.mkdir()

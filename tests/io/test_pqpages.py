@@ -88,7 +88,7 @@ def test_a_late_range_reads_only_its_pages(tmp_path):
         rng = pqpages.column_range(fh, footer, 0, 1, N - N // 10, N)
     assert rng is not None
     assert rng.first_row >= N - N // 10 - 200 and rng.first_row + rng.rows == N
-    assert len(rng.data) < 0.15 * col.total_compressed_size
+    assert rng.size < 0.15 * col.total_compressed_size
 
 
 def test_thrift_round_trip_of_a_real_footer(tmp_path):
@@ -143,19 +143,16 @@ def test_corrupt_page_header_is_a_clear_error(tmp_path):
         list(ShardReader(shard, ReadSpec(), piece=Piece(N // 2, N)))
 
 
-def test_planner_cuts_one_group_at_page_starts_even_for_exact(tmp_path, monkeypatch):
+def test_planner_cuts_one_group_at_page_starts_even_for_exact(tmp_path):
     """A row group whose text pages can be read alone is cut into equal ranges at page starts, for
-    exact too (no range decodes the rows before it) once the pieces are worth a worker process."""
-    from dedupkit import scan
-
+    exact too (no range decodes the rows before it) when there are workers to run them: with one
+    process, exact's pieces are at least CHEAP_MIN_PIECE_BYTES of text (cutting gains nothing)."""
     path = tmp_path / "one.parquet"
     _write(path, _table(), compression="zstd", max_rows_per_page=100)
     shards = discover([str(path)])
     size = pq.ParquetFile(path).metadata.row_group(0).total_byte_size
-    # exact's pieces are at least CHEAP_MIN_PIECE_BYTES of text: this small file stays one task
     assert len(plan_tasks(shards, ReadSpec(), ExactStage().mapper(), "/nonexistent", "k", split_bytes=size // 4 + 1,
-                          workers=2)) == 1
-    monkeypatch.setattr(scan, "CHEAP_MIN_PIECE_BYTES", 1)
+                          workers=1)) == 1
     tasks = plan_tasks(shards, ReadSpec(), ExactStage().mapper(), "/nonexistent", "k", split_bytes=size // 4 + 1,
                        workers=2)
     cuts = [t.piece.start for t in tasks] + [tasks[-1].piece.stop]

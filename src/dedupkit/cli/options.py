@@ -176,16 +176,18 @@ def emit_result(out: str, summary: dict[str, Any], as_json: bool) -> None:
 
 
 # Commands that open one engine after another on the same Ray instance (``run``: one per stage);
-# every other command that takes --engine opens one engine, and the instance stops with it.
+# every other command that takes --engine opens one engine, and the instance stops (or the
+# cluster's connection closes) with it.
 _SEVERAL_ENGINES = frozenset({"run"})
 
 
 def _prestart_workers(kwargs: dict[str, Any]) -> None:
     """Start the local engine's --workers processes while the command imports and plans
     (dedupkit.engine.local.prestart), when the inputs are big enough to be split into tasks; or,
-    for --engine ray without a cluster address, the local Ray instance (dedupkit.engine.ray.prestart)."""
+    for --engine ray, the local Ray instance, or the connection to --ray-address and its workers
+    (dedupkit.engine.ray.prestart)."""
     workers, inputs = kwargs.get("workers"), kwargs.get("inputs")
-    ray = kwargs.get("engine") == "ray" and not kwargs.get("ray_address") and not os.environ.get("RAY_ADDRESS")
+    ray = kwargs.get("engine") == "ray"
     if not isinstance(workers, int) or not inputs or not (ray or (workers >= 2 and kwargs.get("engine") in (None, "local"))):
         return
     from dedupkit.io import fs
@@ -196,10 +198,9 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
             and os.path.isfile(os.path.join(fs.local(str(out)), "summary.json")):
         return  # a finished run is probably reused: no scan
     command = click.get_current_context(silent=True)
-    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES; exact's
-    # pieces are at least CHEAP_MIN_PIECE_BYTES of text, which Parquet packs ~2.5x); Ray: any
+    # local inputs: only when worth two scan pieces (dedupkit.scan: MIN_PIECE_BYTES); Ray: any
     # input that exists (a missing one fails at once, without starting Ray)
-    least = 0 if ray else 400 * 2**20 if command is not None and command.info_name == "exact" else 8 * 2**20
+    least = 0 if ray else 8 * 2**20
     if not any(fs.is_remote(str(i)) for i in inputs):
         try:
             shards = discover([str(i) for i in inputs])
@@ -209,11 +210,12 @@ def _prestart_workers(kwargs: dict[str, Any]) -> None:
             return
         if not ray and command is not None and command.info_name == "apply" and len(shards) < 2:
             return  # apply runs one shard in this process (dedupkit.apply): no pool to start
-    if ray:  # the local Ray instance starts (seconds) while the command plans (dedupkit.engine.ray)
+    if ray:  # Ray starts (seconds) or connects while the command plans (dedupkit.engine.ray)
         from dedupkit.engine import ray as engine_ray
 
         one_engine = command is not None and command.info_name not in _SEVERAL_ENGINES
-        return engine_ray.prestart(workers, stop_with_engine=one_engine)
+        return engine_ray.prestart(workers, stop_with_engine=one_engine, address=kwargs.get("ray_address"),
+                                   quiet=bool(kwargs.get("quiet")))
     from dedupkit.engine.local import prestart
 
     prestart(workers)

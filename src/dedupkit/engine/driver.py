@@ -23,22 +23,28 @@ Exact replaces steps 3-5 with two: each scan task's (hash, global index) rows sc
 partition (:func:`hash_split_task`), and one task per partition that keeps the smallest index of
 each hash and writes the same decision rows by shard (:func:`hash_group_task`); step 6 is shared.
 
+A keep policy other than first needs no global sort: each task that compares documents (a band
+bucket's star, a hash group, a component's greedy centres) ranks only the documents it holds, from
+their lengths and ``--keep-by`` values in the scan tables (:class:`Priority`); the policy's order
+restricted to a subset is the subset's own order, so every comparison is the global rank's.
+
 The manifest is the local engine's, byte for byte (tests/engine/test_driver.py). What runs here
-(:func:`eligible`), on a distributed engine:
+(:func:`eligible`), on a distributed engine: exact, and fuzzy with ``cluster = "centre"``, with any
+keep policy and no ``--skip``.
 
-- exact with ``keep = "first"``, no ``--keep-by``, no ``--skip``;
-- fuzzy with ``cluster = "centre"``, ``keep = "first"``, no ``--keep-by``, no ``--skip``.
-
-Everything else takes the classic path, where the driver holds per-document arrays: another keep
-policy ranks every document by a global priority (a global sort, not spread yet); ``--skip`` reads
-the earlier stages' dropped rows on the driver; semantic needs one neighbour index over every
-embedding; substring one suffix array over the whole corpus. ``apply`` on an engine is in
+Stages that need every document in one process (:data:`ONE_TASK_STAGES`: semantic's neighbour
+index, substring's suffix array, decontaminate's gathered details) run the classic identify and
+manifest write in **one task** instead of the driver (:func:`run_in_task`, :func:`in_one_task`):
+the task builds the corpus from the scan tables, runs the stage's own ``identify`` (its embed or
+detail tasks nested on the same cluster) and writes every part and span file; the driver gets
+counts and stats back. ``--skip`` still takes the classic path, where the driver reads the earlier
+stages' dropped rows and holds per-document arrays. ``apply`` on an engine is in
 :mod:`dedupkit.apply` (one task per shard).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +65,29 @@ def eligible(stage: Any, engine: Any, options: Any) -> bool:
         return False
     if type(stage).identify not in (FuzzyStage.identify, ExactStage.identify):
         return False  # a subclass that decides otherwise: only its own identify knows how
-    pol = stage.config.policy
     if isinstance(stage, FuzzyStage) and stage.config.cluster != "centre":
         return False
-    return pol.keep == "first" and not pol.keep_by and not options.skip
+    return not options.skip
+
+
+#: Stages whose decisions need every document in one process: (module, class).
+ONE_TASK_STAGES = (("dedupkit.stages.semantic", "SemanticStage"),  # one neighbour index over all embeddings
+                   ("dedupkit.stages.substring", "SubstringStage"),  # one suffix array over the corpus
+                   ("dedupkit.decontaminate", "DecontaminateStage"))  # per-document spans and details
+
+
+def in_one_task(stage: Any, engine: Any, options: Any) -> bool:
+    """True when the stage identifies in one task on a distributed engine (:func:`run_in_task`):
+    one of :data:`ONE_TASK_STAGES` with its own ``identify``, and no ``--skip``."""
+    import sys
+
+    if not getattr(engine, "distributed", False) or options.skip:
+        return False
+    for module, name in ONE_TASK_STAGES:
+        cls = getattr(sys.modules.get(module), name, None)  # imported if the stage is one of them
+        if cls is not None and isinstance(stage, cls) and type(stage).identify is cls.identify:
+            return True
+    return False
 
 
 class LightCorpus:
@@ -150,6 +175,98 @@ def _table(path: str):
         return pa.ipc.open_file(src).read_all()
 
 
+# --- keep priority, without a global sort ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Priority:
+    """Keep-priority ranks of any set of documents, read from the scan tables: no global sort.
+
+    The classic path ranks every document once (:func:`dedupkit.policy.priority_rank`). A task only
+    ever compares the documents it holds (a band bucket, a hash group, a component), and the
+    policy's order restricted to a subset is the subset's own order: ranking the subset's lengths
+    and ``--keep-by`` values among themselves (a dense rank of values is monotonic in them; ties go
+    to the lower global index) compares every pair as the global rank does.
+    """
+
+    policy: Any  # dedupkit.policy.KeepPolicy
+    tables: tuple[str, ...]
+    offsets: tuple[int, ...]  # len(tables) + 1
+    keep_by_type: Any = None  # the type the classic corpus casts the --keep-by column to
+
+    def ranks(self, g: np.ndarray) -> np.ndarray:
+        """int64 ranks of documents ``g`` (global indexes, any order, repeats): lower is kept first;
+        only their order among ``g`` means anything."""
+        import pyarrow as pa
+
+        from dedupkit.policy import priority_rank
+
+        u, inv = np.unique(np.asarray(g, np.int64), return_inverse=True)
+        t = np.searchsorted(np.asarray(self.offsets), u, side="right") - 1
+        lengths, values = [], []
+        for ti in np.unique(t).tolist():  # ascending: the gathered values stay in the order of u
+            table = _table(self.tables[ti])
+            local = pa.array(u[t == ti] - self.offsets[ti])
+            lengths.append(table.column("length").take(local).to_numpy())
+            if self.policy.keep_by:
+                values.append(table.column("x_" + self.policy.keep_by).take(local).combine_chunks()
+                              .cast(self.keep_by_type))
+        by = None
+        if self.policy.keep_by:
+            by = pa.concat_arrays(values) if values else pa.array([], self.keep_by_type)
+        # u ascending: the local index order is the global one (keep last, ties)
+        keys = self.policy.priority(len(u), np.concatenate(lengths) if lengths else np.zeros(0, np.int64), by)
+        return priority_rank(keys, len(u))[inv.reshape(-1)]
+
+
+@dataclass(frozen=True)
+class CastCheckTask:
+    table: str
+    column: str
+    type: Any
+    types: str  # every type seen, for the message
+
+
+def cast_check_task(task: CastCheckTask) -> int:
+    """Refuse a ``--keep-by`` column whose values do not cast to the first shard's type (as the
+    classic corpus does)."""
+    import pyarrow as pa
+
+    from dedupkit.errors import InputError
+
+    col = _table(task.table).column("x_" + task.column)
+    try:
+        col.cast(task.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(f"column {task.column!r} has different types in different shards "
+                         f"({task.types}); use one type") from exc
+    return len(col)
+
+
+def _priority(stage: Any, corpus: "LightCorpus", tables: tuple[str, ...], engine: Any) -> Priority | None:
+    """The stage's keep priority for tasks (None for keep first: the index is the rank)."""
+    import pyarrow as pa
+
+    pol = stage.config.policy
+    if pol.keep == "first" and not pol.keep_by:
+        return None
+    typ = None
+    if pol.keep_by:
+        col = "x_" + pol.keep_by
+        seen = []
+        for path, r in zip(tables, corpus.results):
+            if r.n_good:
+                with pa.memory_map(path, "r") as src:
+                    seen.append((path, pa.ipc.open_file(src).schema.field(col).type))
+        typ = seen[0][1] if seen else pa.null()
+        if len({t for _, t in seen}) > 1:
+            names = ", ".join(map(str, {t for _, t in seen}))
+            engine.map(cast_check_task, [CastCheckTask(p, pol.keep_by, typ, names) for p, t in seen if t != typ],
+                       desc="keep-by: types")
+        # an unorderable column is refused before any task ranks it, as the classic path does
+        pol.priority(0, np.zeros(0, np.int64), pa.array([], typ))
+    return Priority(pol, tables, tuple(int(x) for x in corpus.task_offsets), typ)
+
+
 # --- unique ids ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -229,10 +346,11 @@ class CentreTask:
     prefix: str
     shard_starts: tuple[int, ...]  # first global index of each shard, and the end
     nshards: int
+    priority: Priority | None = None  # None: keep first
 
 
 def centre_task(task: CentreTask) -> dict:
-    """Greedy centres (keep-first order) of whole components; decision rows written by shard.
+    """Greedy centres (keep-priority order) of whole components; decision rows written by shard.
 
     Row: (document, centre, payload, smallest member of the cluster); the centre itself gets a
     row with payload ``CENTRE``.
@@ -243,10 +361,11 @@ def centre_task(task: CentreTask) -> dict:
     e = [x for x in e if len(x)]
     e = np.concatenate(e)[:, :3] if e else np.zeros((0, 3), np.int64)
     if len(e):
-        # keep first = index order: relabel the nodes 0..k-1 (monotonic), rank = identity
+        # relabel the nodes 0..k-1 (monotonic); keep first: rank = identity
         nodes, inv = np.unique(e[:, :2], return_inverse=True)
         local = np.concatenate([inv.reshape(-1, 2), e[:, 2:3]], 1)
-        d, c, pay = graph.centre_clusters(local, np.arange(len(nodes), dtype=np.int64))
+        rank = task.priority.ranks(nodes) if task.priority is not None else np.arange(len(nodes), dtype=np.int64)
+        d, c, pay = graph.centre_clusters(local, rank)
         docs, centre = nodes[d], nodes[c]
     else:
         docs = centre = pay = np.zeros(0, np.int64)
@@ -328,13 +447,14 @@ class HashGroupTask:
     prefix: str
     shard_starts: tuple[int, ...]  # first global index of each shard, and the end
     nshards: int
+    priority: Priority | None = None  # None: keep first
 
 
 def hash_group_task(task: HashGroupTask) -> dict:
-    """Equal hashes: keep first (the smallest global index); decision rows written by shard.
+    """Equal hashes: the copy the keep policy ranks first is kept; decision rows written by shard.
 
-    Row: (document, kept copy, payload, kept copy), the fuzzy centres' layout: the kept copy's own
-    row has payload ``CENTRE`` (score 1.0), a dropped copy's 0 (score 1.0, no measure).
+    Row: (document, kept copy, payload, smallest copy), the fuzzy centres' layout: the kept copy's
+    own row has payload ``CENTRE`` (score 1.0), a dropped copy's 0 (score 1.0, no measure).
     """
     e = [np.load(p).reshape(-1, 3) for p in task.srcs]
     e = [x for x in e if len(x)]
@@ -344,9 +464,17 @@ def hash_group_task(task: HashGroupTask) -> dict:
     group = np.cumsum(start) - 1
     size = np.bincount(group)[group] if len(e) else np.zeros(0, np.int64)
     member = size > 1
-    docs, keep_at = e[member, 2], e[start, 2][group[member]]
+    # rows are sorted by index within a group: its first row is its smallest copy
+    docs, smallest = e[member, 2], e[start, 2][group[member]]
+    keep_at = smallest
+    if task.priority is not None and len(docs):
+        g = group[member]
+        order = np.lexsort((task.priority.ranks(docs), g))
+        best = np.r_[True, g[order][1:] != g[order][:-1]]
+        keep_at = np.empty_like(docs)
+        keep_at[order] = docs[order][best][np.cumsum(best) - 1]
     pay = np.where(docs == keep_at, CENTRE, np.int64(0))
-    rows = np.stack([docs, keep_at, pay, keep_at], 1)
+    rows = np.stack([docs, keep_at, pay, smallest], 1)
     shard = np.searchsorted(np.asarray(task.shard_starts), docs, side="right") - 1
     for s in range(task.nshards):
         graph._save(f"{task.prefix}-s{s:05d}.npy", rows[shard == s])
@@ -465,7 +593,8 @@ def run_rowless(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path,
     shard_first = tuple(int(corpus.task_offsets[min(i, len(tasks))]) for i in shard_starts)
     exact = isinstance(stage, ExactStage)
     decide = _exact_decisions if exact else _fuzzy_decisions
-    prefixes, cres, stats = decide(stage, corpus, work, engine, shard_first)
+    priority = _priority(stage, corpus, tables, engine)
+    prefixes, cres, stats = decide(stage, corpus, work, engine, shard_first, priority)
     dropped = sum(r["dropped"] for r in cres)
     n = len(corpus)
     check_drop_rate(dropped + corpus.n_bad, n + corpus.n_bad)
@@ -513,9 +642,9 @@ def _check_unique_ids(corpus: LightCorpus, tables: tuple[str, ...], lookup: Look
 HASHES_PER_PARTITION = 4_000_000
 
 
-def _exact_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any,
-                     shard_first: tuple[int, ...]) -> tuple[list[str], list[dict], dict]:
-    """Exact, keep first: hashes scattered by partition, one grouping task per partition."""
+def _exact_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any, shard_first: tuple[int, ...],
+                     priority: Priority | None) -> tuple[list[str], list[dict], dict]:
+    """Exact: hashes scattered by partition, one grouping task per partition."""
     import time
 
     t0 = time.perf_counter()
@@ -525,15 +654,15 @@ def _exact_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any,
                            str(work / f"hashes-t{i:05d}"), q) for i, t in enumerate(tasks)]
     engine.map(hash_split_task, split, desc="exact: partition hashes")
     groups = [HashGroupTask(tuple(f"{s.prefix}-d{k:04d}.npy" for s in split), str(work / f"decisions-p{k:04d}"),
-                            shard_first, len(corpus.shards)) for k in range(q)]
+                            shard_first, len(corpus.shards), priority) for k in range(q)]
     cres = engine.map(hash_group_task, groups, desc="exact: group")
     stats = {"global_step": {"mode": "rowless", "hash_partitions": q},
              "timings": {"group_s": round(time.perf_counter() - t0, 3)}}
     return [g.prefix for g in groups], cres, stats
 
 
-def _fuzzy_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any,
-                     shard_first: tuple[int, ...]) -> tuple[list[str], list[dict], dict]:
+def _fuzzy_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any, shard_first: tuple[int, ...],
+                     priority: Priority | None) -> tuple[list[str], list[dict], dict]:
     """Fuzzy: buckets -> candidates -> verification -> components -> greedy centres."""
     import time
 
@@ -544,6 +673,8 @@ def _fuzzy_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any,
     t0 = time.perf_counter()
     # buckets -> candidates -> verification: the stage's own partitioned tasks
     paths, offsets, nparts, btasks = stage.bucket_tasks(corpus, work, "")
+    if priority is not None:  # a bucket's members in keep-priority order (the star's centre)
+        btasks = (btasks[0], [replace(b, priority=priority) for b in btasks[1]])
     n_empty, bres, cand, n_candidates = fp.candidate_pairs(stage, n, paths, btasks, work, engine)
     t1 = time.perf_counter()
     verified, vres = _verify(stage, corpus, cand, paths, offsets, work, engine) if n_candidates else ([], [])
@@ -563,7 +694,7 @@ def _fuzzy_decisions(stage: Any, corpus: LightCorpus, work: Path, engine: Any,
                               str(work / f"joined-p{k:04d}"), q) for k in range(q)]
         engine.map(root_join_task, joins, desc="centres: join roots")
         centres = [CentreTask(tuple(f"{j.prefix}-d{k:04d}.npy" for j in joins), str(work / f"decisions-p{k:04d}"),
-                              shard_first, len(corpus.shards)) for k in range(q)]
+                              shard_first, len(corpus.shards), priority) for k in range(q)]
         cres = engine.map(centre_task, centres, desc="centres: greedy")
         centre_prefixes = [c.prefix for c in centres]
     t3 = time.perf_counter()
@@ -609,3 +740,53 @@ def _verify(stage: Any, corpus: LightCorpus, files: list[str], paths, offsets, w
         return tuple(t.out for t in sets)
 
     return stage.verify(corpus, files, paths, offsets, work, engine, "p", char_sets)
+
+
+# --- a stage that needs every document in one process: one task, not the driver ------------------
+
+@dataclass(frozen=True)
+class StageTask:
+    stage: Any
+    tasks: list  # the scan tasks and their results: the task builds the corpus itself
+    results: list
+    shards: list
+    options: Any  # dedupkit.runner.RunOptions
+    work: str
+    tmp: str  # the manifest staging folder the parts go to
+
+
+def stage_task(task: StageTask) -> dict:
+    """Build the corpus, identify (the stage's own ``identify``, its own per-shard steps as nested
+    tasks on the same cluster) and write every manifest part: the classic path's per-document
+    arrays live in this task, not on the driver. Returns counts, stats and the span counts."""
+    from dedupkit.engine import get_engine
+    from dedupkit.scan import Corpus
+    from dedupkit.spans import read_spans, span_counts
+    from dedupkit.stage_manifest import write_decisions
+
+    corpus = Corpus(task.tasks, task.results, task.shards)
+    corpus.check_unique_ids()
+    stage = task.stage
+    Path(task.work).mkdir(parents=True, exist_ok=True)
+    # inside a task Ray is connected: the engine submits to the same cluster (this task's CPU is
+    # lent back while it waits)
+    with get_engine("ray", task.options.workers) as engine:
+        stage.engine = engine
+        decisions = stage.identify(corpus, task.work)
+    stage.engine = None
+    n, kept, clusters, largest = write_decisions(stage, corpus, decisions, {}, task.options, Path(task.tmp))
+    spans = str(decisions.spans) if decisions.spans is not None else None
+    return {"active": n, "kept": kept, "clusters": clusters, "largest_cluster": largest, "stats": decisions.stats,
+            "spans": spans, "span_counts": span_counts(read_spans(spans)) if spans else None,
+            "analysis": getattr(stage, "analysis", None)}
+
+
+def run_in_task(stage: Any, corpus: LightCorpus, work: Path, tmp_manifest: Path, engine: Any,
+                options: Any) -> dict:
+    """:func:`stage_task` as one task of ``engine``; the driver gets counts and stats back."""
+    res = engine.map(stage_task, [StageTask(stage, corpus.tasks, corpus.results, [s.shard for s in corpus.shards],
+                                            options, str(work), str(tmp_manifest))],
+                     desc=f"{stage.name}: identify")[0]
+    if hasattr(stage, "analysis"):
+        stage.analysis = res["analysis"]  # api.semantic writes it next to the output
+    return res

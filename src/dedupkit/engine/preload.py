@@ -25,6 +25,7 @@ os.environ["OPENBLAS_NUM_THREADS"] = "1"
 _JE = "background_thread:false"
 os.environ["JE_ARROW_MALLOC_CONF"] = ",".join(filter(None, [os.environ.get("JE_ARROW_MALLOC_CONF"), _JE]))
 
+import numpy.ma  # noqa: E402,F401 - pa.array(ndarray) checks for masked arrays: 0.02 s at its first call
 import dedupkit.scan  # noqa: E402,F401 - numpy, pyarrow, the readers: every scan task's modules
 import dedupkit.stages.exact  # noqa: E402,F401 - the mappers of the two stages most runs scan with
 import dedupkit.stages.fuzzy.tasks  # noqa: E402,F401

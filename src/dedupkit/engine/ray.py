@@ -66,6 +66,9 @@ def _worker_environ():
 def init_local(num_cpus: int, **kwargs: Any) -> None:
     """Start a local Ray instance the way ``--engine ray`` does without ``--ray-address``.
 
+    The instance is this process's: :func:`stop` (also run at the process's exit, before Ray's
+    own exit handler) shuts it down quickly.
+
     Args:
         num_cpus: CPUs Ray may use (the number of tasks that run at once).
         **kwargs: more ``ray.init`` arguments.
@@ -76,6 +79,7 @@ def init_local(num_cpus: int, **kwargs: Any) -> None:
     Example:
         >>> init_local(2)  # doctest: +SKIP
     """
+    global _ours
     ray = require("ray", "ray")
     # address="local": a new instance even if `ray start` left one on this machine.
     opts: dict[str, Any] = dict(address="local", num_cpus=num_cpus, include_dashboard=False,
@@ -83,9 +87,54 @@ def init_local(num_cpus: int, **kwargs: Any) -> None:
     opts.update(kwargs)
     with _worker_environ():
         ray.init(**opts)
-    # the modules every task needs, imported by each worker while the driver plans
-    warm = ray.remote(num_cpus=1)(_warm_up)
-    for _ in range(num_cpus):
+    _stop_at_exit()
+    _ours = True
+    _warm_workers(ray, num_cpus)
+
+
+def connect_cluster(address: str, workers: int, **kwargs: Any) -> None:
+    """Connect this process to the running Ray cluster at ``address`` (``--ray-address``).
+
+    The cluster is not this process's: :func:`stop` (also run at the process's exit) only
+    disconnects from it.
+
+    Args:
+        address: the cluster's address.
+        workers: the most tasks the engine runs at once (this many workers are started now).
+        **kwargs: more ``ray.init`` arguments.
+
+    Raises:
+        ConfigError: the cluster cannot be reached.
+
+    Example:
+        >>> connect_cluster("auto", 64)  # doctest: +SKIP
+    """
+    ray = require("ray", "ray")
+    try:
+        # Workers of an existing cluster must have dedupkit installed (same version as here).
+        ray.init(address=address, **{"log_to_driver": False, **kwargs})
+    except ConnectionError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address!r} ({exc}); check --ray-address (e.g. "
+            "'auto' on a cluster node, or ray://HEAD:10001), or leave it out to start a local "
+            "Ray instance"
+        ) from exc
+    _stop_at_exit()
+    total = int(ray.cluster_resources().get("CPU", 0))
+    log.info("connected to Ray at %s (%d CPUs); running up to %d tasks at once", address, total, workers)
+    if total > workers:
+        log.warning("the Ray cluster has %d CPUs but --workers is %d: pass --workers %d "
+                    "to use them all", total, workers, total)
+    # a new job's workers start (and import) only when its first tasks come: start them now
+    _warm_workers(ray, min(workers, max(total, 1)))
+
+
+def _warm_workers(ray: Any, n: int) -> None:
+    """``n`` tasks that import the modules every task needs: Ray's worker processes start (or,
+    for a local instance, the ones Ray prestarts finish) and import them while the driver plans.
+    Their results are never fetched."""
+    warm = ray.remote(num_cpus=1, max_retries=0)(_warm_up)
+    for _ in range(n):
         warm.remote()
 
 
@@ -109,30 +158,109 @@ def _worker_setup() -> None:
         _set_up = True
 
 
-# --- a local instance started while the command plans -----------------------------------------
-_starting: tuple[int, threading.Thread, dict] | None = None
+# --- stopping ----------------------------------------------------------------------------------
+_ours = False  # the running Ray instance was started by this process (init_local)
+
+# Ray's autoscaler monitor, which a local instance runs too: on SIGTERM it reports its own
+# "failure" to the GCS, which ray.shutdown() has already stopped, and is killed after its 1 s
+# grace; it holds no state, so an instance of ours kills it at once
+_MONITOR = os.path.join("autoscaler", "_private", "monitor.py").encode()
 
 
-def prestart(workers: int, stop_with_engine: bool = False) -> None:
-    """Start the local Ray instance of the next ``RayEngine(workers)`` now, in a background thread.
+def _kill_monitor() -> None:
+    """SIGKILL this process's own children that are Ray's autoscaler monitor (Linux ``/proc``;
+    elsewhere nothing is done and ``ray.shutdown()`` takes its second)."""
+    import signal
 
-    ``ray.init`` (GCS, raylet, worker processes: seconds) then overlaps the command's own imports,
-    discovery and task planning; the engine waits for it. The CLI calls this for ``--engine ray``
-    without a cluster address. The thread stays alive (idle) until the process exits: Ray's
-    processes are bound to the thread that started them (Linux's parent-death signal).
+    me = os.getpid()
+    try:
+        pids = [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                if int(fh.read().rsplit(b")", 1)[1].split()[1]) != me:
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if _MONITOR not in fh.read():
+                    continue
+            os.kill(pid, signal.SIGKILL)  # reaped by ray.shutdown() (its Popen's poll)
+        except (OSError, ValueError, IndexError):
+            continue
 
-    ``stop_with_engine``: the command runs one engine (a stage command), so the instance stops
-    when that engine closes, in the background while the command writes its summary, instead of
-    at the process's exit.
+
+def _stop_at_exit() -> None:
+    """:func:`stop` at this process's exit, registered after Ray's own exit handler so that it
+    runs first: Ray's sleeps 0.5 s before it disconnects, and waits for the autoscaler monitor."""
+    global _exit_registered
+    if not _exit_registered:
+        import atexit
+
+        atexit.register(stop)
+        _exit_registered = True
+
+
+_exit_registered = False
+
+
+def stop() -> None:
+    """Stop Ray in this process: ``ray.shutdown()``, which stops a local instance this process
+    started and only disconnects from a cluster. Ours stops ~1 s sooner: its autoscaler monitor,
+    which would wait that long, is killed first. Safe to call twice.
+
+    Example:
+        >>> stop()  # doctest: +SKIP
+    """
+    global _ours
+    import ray
+
+    if _ours and ray.is_initialized():
+        _kill_monitor()
+    _ours = False
+    ray.shutdown()
+
+
+# --- an instance started (or a cluster connected to) while the command plans -----------------
+_starting: tuple[tuple[str, int], threading.Thread, dict] | None = None
+
+
+def _target(address: str | None, workers: int) -> tuple[str, int]:
+    """What an engine with this address runs on: ``("local", workers)`` for a local instance of
+    ``workers`` CPUs, ``(address, 0)`` for a cluster (whatever ``workers`` is)."""
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    return (address, 0) if address != "local" else ("local", workers)
+
+
+def prestart(workers: int, stop_with_engine: bool = False, address: str | None = None,
+             quiet: bool = False) -> None:
+    """Start the local Ray instance of the next ``RayEngine(workers, address=address)`` now, in a
+    background thread; or, for a cluster ``address`` (or ``RAY_ADDRESS``), connect to it.
+
+    ``ray.init`` (a local instance's GCS, raylet, agents and worker processes: seconds; a
+    cluster's new job workers: about a second) then overlaps the command's own imports,
+    discovery and task planning; the engine waits for it. The CLI calls this for ``--engine
+    ray``. The thread stays alive (idle) until the process exits: Ray's processes are bound to
+    the thread that started them (Linux's parent-death signal).
+
+    ``stop_with_engine``: the command runs one engine (a stage command), so Ray stops (a local
+    instance) or disconnects (a cluster) when that engine closes, in the background while the
+    command writes its summary, instead of at the process's exit. ``quiet``: Ray logs errors
+    only (not its "Started a local Ray instance" notice).
     """
     global _starting
     if _starting is not None:
         return
-    box: dict[str, Any] = {"ready": threading.Event()}
+    target = _target(address, workers)
+    box: dict[str, Any] = {"ready": threading.Event(), "stop_with_engine": stop_with_engine}
 
     def start() -> None:
         try:
-            init_local(workers)
+            opts = {"logging_level": logging.ERROR} if quiet else {}
+            if target[0] == "local":
+                init_local(workers, **opts)
+            else:
+                connect_cluster(target[0], workers, **opts)
         except BaseException as exc:  # noqa: BLE001 - handed to the engine's thread
             box["error"] = exc
         box["ready"].set()
@@ -141,8 +269,7 @@ def prestart(workers: int, stop_with_engine: bool = False) -> None:
     logging.getLogger("ray._private.worker").addFilter(_NoSigtermNote())
     th = threading.Thread(target=start, name="dedupkit-ray-start", daemon=True)
     th.start()
-    box["stop_with_engine"] = stop_with_engine
-    _starting = (workers, th, box)
+    _starting = (target, th, box)
 
 
 class _NoSigtermNote(logging.Filter):
@@ -153,7 +280,8 @@ class _NoSigtermNote(logging.Filter):
 
 
 def discard_prestarted() -> None:
-    """Stop the instance :func:`prestart` began when no engine took it (the command failed first)."""
+    """Stop the instance :func:`prestart` began (or leave its cluster) when no engine took it
+    (the command failed first)."""
     global _starting
     if _starting is None:
         return
@@ -161,33 +289,30 @@ def discard_prestarted() -> None:
     _starting = None
     box["ready"].wait()
     if "error" not in box:
-        import ray
-
-        ray.shutdown()
+        stop()
 
 
-def _adopt_prestarted(workers: int) -> dict | None:
-    """Wait for :func:`prestart`'s instance; its record if it is up for ``workers``. Its error is raised."""
+def _adopt_prestarted(target: tuple[str, int]) -> dict | None:
+    """Wait for :func:`prestart`'s instance; its record if it is ``target``. Its error is raised."""
     global _starting
     if _starting is None:
         return None
-    n, _, box = _starting
+    started, _, box = _starting
     box["ready"].wait()
     _starting = None
     if "error" in box:
         raise box["error"]
-    return box if n == workers else None
+    return box if started == target else None
 
 
 def _stop_in_background() -> None:
-    """``ray.shutdown()`` in a thread (it waits ~1 s for Ray's processes to exit); joined at exit."""
+    """:func:`stop` in a thread (Ray's processes take a few tenths of a second to exit); joined
+    at exit."""
     import atexit
 
-    import ray
-
-    th = threading.Thread(target=ray.shutdown, name="dedupkit-ray-stop", daemon=True)
+    th = threading.Thread(target=stop, name="dedupkit-ray-stop", daemon=True)
     th.start()
-    atexit.register(th.join)  # after Ray's own exit handler was registered: runs before it
+    atexit.register(th.join)  # after Ray's (and init_local's) exit handlers: runs before them
 
 
 def _call(fn: Callable[[Any], Any], task: Any) -> Any:
@@ -262,40 +387,20 @@ class RayEngine(Engine):
 
     def _connect(self) -> None:
         ray = self._ray
-        address = self.address or None
-        warm = _adopt_prestarted(self.workers) if address is None else None
+        target = _target(self.address, self.workers)
+        warm = _adopt_prestarted(target)
         if warm is not None and ray.is_initialized():
-            log.info("using the local Ray instance started while the command planned")
+            log.info("using the Ray %s made ready while the command planned",
+                     "instance" if target[0] == "local" else "connection")
             self._stop_on_close = bool(warm.get("stop_with_engine"))
             return
-        if address is None and ray.is_initialized():
+        if ray.is_initialized():
             return  # the caller's Ray (a notebook, a test fixture, a Ray job): use it as it is
-        if address is None:
-            address = os.environ.get("RAY_ADDRESS") or "local"
-        try:
-            if address == "local":
-                if ray.is_initialized():
-                    return
-                init_local(self.workers)
-                log.info("started a local Ray instance with %d CPUs", self.workers)
-            else:
-                if ray.is_initialized():
-                    return
-                # Workers of an existing cluster must have dedupkit installed (same version as
-                # here); the runtime_env only adds this driver's copy for nodes on this machine.
-                ray.init(address=address, log_to_driver=False)
-                total = int(ray.cluster_resources().get("CPU", 0))
-                log.info("connected to Ray at %s (%d CPUs); running up to %d tasks at once",
-                         address, total, self.workers)
-                if total > self.workers:
-                    log.warning("the Ray cluster has %d CPUs but --workers is %d: pass --workers %d "
-                                "to use them all", total, self.workers, total)
-        except ConnectionError as exc:
-            raise ConfigError(
-                f"cannot reach the Ray cluster at {address!r} ({exc}); check --ray-address (e.g. "
-                "'auto' on a cluster node, or ray://HEAD:10001), or leave it out to start a local "
-                "Ray instance"
-            ) from exc
+        if target[0] == "local":
+            init_local(self.workers)
+            log.info("started a local Ray instance with %d CPUs", self.workers)
+        else:
+            connect_cluster(target[0], self.workers)
 
     def _remote_fn(self):
         if self._remote is None:
@@ -414,9 +519,9 @@ class RayEngine(Engine):
 
         The Ray instance stays up, whoever started it: a local one started here serves the next
         engine of this process (``dedupkit run``'s later stages) and stops when the process exits;
-        call ``ray.shutdown()`` to stop it sooner. The exception: the instance a stage command
+        call :func:`stop` to stop it sooner. The exception: the instance a stage command
         prestarted for its one engine (:func:`prestart` with ``stop_with_engine``) stops now, in
-        the background.
+        the background (a cluster's connection closes; the cluster itself stays up).
         """
         self._remote = None
         if self._stop_on_close:

@@ -225,16 +225,25 @@ def discover(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Shard]:
     return shards
 
 
-def fingerprint(path: str, chunk: int = 1 << 22) -> str:
+def fingerprint(path: str, chunk: int = 1 << 20) -> str:
     """Content fingerprint of a file: ``"xxh3_128:<hex>"`` over every byte.
 
-    xxh3 runs at several GB/s, so this costs little beside parsing the file.
+    xxh3 runs at several GB/s, so this costs little beside parsing the file. The file is read into
+    one reused buffer: a new ``bytes`` per block (a fresh allocation, zeroed by the kernel, for every
+    4 MiB) cost a third more (0.037 against 0.025 CPU s for c100k's 138 MiB).
     """
     h = xxhash.xxh3_128()
     try:
         with fs.open_input(path) as fh:
+            readinto = getattr(fh, "readinto", None)
+            buf = bytearray(chunk if readinto is not None else 0)
+            view = memoryview(buf)
             while True:
-                block = fh.read(chunk)
+                if readinto is not None:
+                    n = readinto(buf)
+                    block = view[:n] if n else None
+                else:
+                    block = fh.read(chunk)
                 if not block:
                     break
                 h.update(block)

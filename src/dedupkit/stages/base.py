@@ -20,7 +20,14 @@ from dedupkit.io.read import Batch
 
 
 class Mapper(abc.ABC):
-    """Per-batch feature computation; must be picklable (it runs in worker processes)."""
+    """Per-batch feature computation; must be picklable (it runs in worker processes).
+
+    Attributes:
+        batch_rows: at most this many rows per batch the scan reads for it (None: ``--batch-size``
+            alone decides); a cheap mapper whose batches stream through the caches sets it.
+    """
+
+    batch_rows: int | None = None
 
     @abc.abstractmethod
     def map_batch(self, batch: Batch) -> dict[str, np.ndarray]:

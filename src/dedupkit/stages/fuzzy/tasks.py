@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -164,6 +165,7 @@ class BucketTask:
     split_prefixes: tuple[str, ...]  # per scan task: the BandSplitTask's output prefix
     out: str
     rank: str = ""  # .npy of every document's keep-priority rank (0 = kept first); "" = index order
+    priority: Any = None  # instead of ``rank``: dedupkit.engine.driver.Priority, ranks of any documents
 
 
 def bucket_pairs(keys: np.ndarray, idx: np.ndarray, rank: np.ndarray | None = None) -> np.ndarray:
@@ -216,7 +218,10 @@ def bucket_task(task: BucketTask) -> dict[str, int]:
         read += int(b - a) * 16
     if keys:
         idx_all = np.concatenate(idx)
-        rank = np.asarray(np.load(task.rank, mmap_mode="r")[idx_all]) if task.rank else None
+        if task.priority is not None:
+            rank = task.priority.ranks(idx_all)
+        else:
+            rank = np.asarray(np.load(task.rank, mmap_mode="r")[idx_all]) if task.rank else None
         pairs = bucket_pairs(np.concatenate(keys), idx_all, rank)
     else:
         pairs = np.zeros((0, 2), np.int64)
