@@ -2,9 +2,11 @@
 ``--backend onnx``'s near-boundary refinement (``dedupkit.stages.semantic_refine``).
 
 Calibration text that is not an evaluation suite: the paragraphs of Python's own documentation
-topics (``pydoc_data.topics``, shipped with CPython), each with two seeded edited copies (words
-deleted, substituted by another word of the paragraph, or sentences swapped, at 3-25 %), so pairs
-span cosines from unrelated to near-identical. Every text is embedded with the int8 export
+topics (``pydoc_data.topics``, shipped with CPython; :func:`dedupkit.embed_onnx.pydoc_paragraphs`)
+that the export's SmoothQuant calibration did not see (it reads the first
+``CALIBRATION_PARAGRAPHS``), each with two seeded edited copies (words deleted, substituted by
+another word of the paragraph, or sentences swapped, at 3-25 %), so pairs span cosines from
+unrelated to near-identical. Every text is embedded with the int8 export
 (``onnx-int8``) and the float export (``onnx-fp32``, torch's embeddings to cosine 1.0000) of the
 packaged MiniLM; for every pair among each text's 32 nearest neighbours at float cosine >= 0.7, the
 error is int8 cosine - float cosine; for every document, the error of its ranking score (mean
@@ -33,12 +35,12 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def calibration_texts(seed: int = 0) -> list[str]:
-    """Paragraphs of pydoc's topics (>= 20 words) and two edited copies of each."""
-    import pydoc_data.topics as topics
+    """Paragraphs of pydoc's topics (>= 20 words) the export was not calibrated on, and two edited
+    copies of each."""
+    from dedupkit.embed_onnx import CALIBRATION_PARAGRAPHS, pydoc_paragraphs
 
     rng = random.Random(seed)
-    paras = [" ".join(p.split()) for k in sorted(topics.topics) for p in re.split(r"\n\s*\n", topics.topics[k])
-             if len(p.split()) >= 20]
+    paras = pydoc_paragraphs()[CALIBRATION_PARAGRAPHS:]
     out = []
     for p in paras:
         out.append(p)
@@ -99,7 +101,7 @@ def main() -> None:
            "pair_error": {str(p): float(np.percentile(err, p)) for p in pct},
            "density_error": {str(p): float(np.percentile(derr, p)) for p in pct},
            "doc_cosine_min": float(doc_cos.min()), "doc_cosine_mean": float(doc_cos.mean())}
-    print(f"int8 vs float, packaged MiniLM, {len(texts)} calibration texts (pydoc topics + edited copies), "
+    print(f"int8 vs float, packaged MiniLM, {len(texts)} texts (held-out pydoc topics + edited copies), "
           f"{res['pairs']} pairs at cosine >= {args.min_cosine}")
     print("| error | " + " | ".join(f"p{p}" for p in pct) + " |")
     print("|---|" + "---|" * len(pct))

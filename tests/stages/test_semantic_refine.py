@@ -68,15 +68,18 @@ def test_the_rewrite_band_cut_counts_only_for_pairs_that_pass_the_rewrite_rule()
     assert got.tolist() == [0, 1]
 
 
-# Two paragraphs of Python's documentation (pydoc topics), the second with its sentences swapped:
-# the float model puts them at cosine 0.954, above the 0.945 cut of eps 0.055; the int8 export at
-# 0.931, below it. Within the int8 error bound of the cut, so --backend onnx re-encodes both.
-RAISE = ('If no expressions are present, "raise" re-raises the exception that is currently being handled, '
-         'which is also known as the *active exception*. If there isn\u2019t currently an active exception, a '
-         '"RuntimeError" exception is raised indicating that this is an error.')
-RAISE_SWAPPED = ('If there isn\u2019t currently an active exception, a "RuntimeError" exception is raised indicating '
-                 'that this is an error. If no expressions are present, "raise" re-raises the exception that is '
-                 'currently being handled, which is also known as the *active exception*.')
+# A paragraph of Python's documentation (pydoc topics) and a copy with its sentences rotated: the
+# float model puts them at cosine 0.948, above the 0.945 cut of eps 0.055; the int8 export (v6) at
+# 0.940, below it. Within the int8 error bound of the cut, so --backend onnx re-encodes both.
+# (Export v5 had put the pair of pydoc's "raise" paragraph at 0.931 against 0.954; v6's SmoothQuant
+# closed that gap to 0.001, too narrow a test.)
+FILE_OBJECT = ('A *file object* represents an open file. Various shortcuts are available to create file objects: '
+         'the "open()" built-in function, and also "os.popen()", "os.fdopen()", and the "makefile()" method '
+         'of socket objects (and perhaps by other functions or methods provided by extension modules).')
+FILE_ROTATED = ('Various shortcuts are available to create file objects: the "open()" built-in function, and '
+                 'also "os.popen()", "os.fdopen()", and the "makefile()" method of socket objects (and perhaps '
+                 'by other functions or methods provided by extension modules). A *file object* represents an '
+                 'open file.')
 
 
 @pytest.mark.slow
@@ -86,7 +89,7 @@ def test_refined_run_makes_the_float_decision_where_int8_flips_it_and_caches_apa
     from dedupkit import api
     from dedupkit.embed import EmbedConfig, EmbeddingCache, get_embedder
 
-    data = write_parquet(tmp_path / "docs.parquet", make_rows([RAISE, RAISE_SWAPPED]))
+    data = write_parquet(tmp_path / "docs.parquet", make_rows([FILE_OBJECT, FILE_ROTATED]))
     cache = str(tmp_path / "cache")
     keep, summary = {}, {}
     for backend in ("onnx-int8", "onnx-fp32", "onnx", "onnx"):  # the second onnx run: from the caches
@@ -113,6 +116,6 @@ def test_refined_run_makes_the_float_decision_where_int8_flips_it_and_caches_apa
     for emb in (e8, e32):
         rows, vec = EmbeddingCache(cache, emb.key).load(fp)
         assert rows.tolist() == [0, 1]
-        np.testing.assert_allclose(vec, emb.encode([RAISE, RAISE_SWAPPED]), atol=1e-5)
+        np.testing.assert_allclose(vec, emb.encode([FILE_OBJECT, FILE_ROTATED]), atol=1e-5)
     v8 = EmbeddingCache(cache, e8.key).load(fp)[1]
-    assert float(v8[0] @ v8[1]) < 0.945 - 0.005  # the int8 entry was not overwritten by float vectors
+    assert float(v8[0] @ v8[1]) < 0.945 - 0.003  # the int8 entry was not overwritten by float vectors

@@ -32,15 +32,16 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Bound on |pair cosine from int8 vectors - pair cosine from float vectors| (MiniLM, export v4-v5):
-#: the 99.9th percentile (0.053) measured by ``benchmarks/onnx_error.py`` over 11,860 pairs at
-#: cosine >= 0.7 of Python's pydoc topic texts and edited copies of them (median 0.007, 99th
-#: percentile 0.034, largest 0.077). A pair beyond it (about 1 in 1,000) is decided on int8.
-INT8_PAIR_ERROR = 0.05
+#: Bound on |pair cosine from int8 vectors - pair cosine from float vectors| (MiniLM, export v6,
+#: SmoothQuant): measured by ``benchmarks/onnx_error.py`` over 7,834 pairs at cosine >= 0.7 of
+#: Python's pydoc topic texts that the export's calibration did not see, and edited copies of them:
+#: median 0.0026, 99th percentile 0.016, 99.9th 0.022, largest 0.025 (export v5, unsmoothed: 99.9th
+#: 0.053, largest 0.077, and this bound was 0.05). A pair beyond it is decided on int8.
+INT8_PAIR_ERROR = 0.025
 #: Bound on the int8 error of a document's ranking score (its mean cosine to its 10 nearest
-#: neighbours, :attr:`dedupkit.neighbours.Neighbours.density`), measured the same way (99.9th
-#: percentile 0.028, largest 0.032): two documents whose scores differ by less than this may swap
-#: places in the keep order.
+#: neighbours, :attr:`dedupkit.neighbours.Neighbours.density`), measured the same way (export v6:
+#: 99th percentile 0.012, 99.9th 0.027, largest 0.027): two documents whose scores differ by less
+#: than this may swap places in the keep order.
 INT8_DENSITY_ERROR = 0.03
 #: Pairs at this cosine or above hold (bitwise) the same vector: the same text, encoded once
 #: (:meth:`dedupkit.embed_onnx.OnnxEmbedder.encode`), ranked by index whatever the vectors.
