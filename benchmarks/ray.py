@@ -179,6 +179,7 @@ class Cluster:
                 return so.getsockname()[1]
 
         port = free_port()
+        self.client_port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="rbc")  # short: Ray's socket paths must stay under 108 bytes
         # no token authentication on this loopback instance: `ray start` turns it on when a token
         # exists (RAY_AUTH_TOKEN, or ~/.ray/auth_token, which a local ray.init saves), and the
@@ -194,14 +195,18 @@ class Cluster:
         subprocess.run([*ray_cli, "start", "--head", f"--num-cpus={cpus}", "--temp-dir", self.tmp,
                         "--port", str(port), "--include-dashboard=false", "--disable-usage-stats",
                         # free ports, not Ray's fixed defaults: another instance may run on this machine
-                        f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}",
-                        f"--dashboard-agent-listen-port={free_port()}"], env=env, check=True, capture_output=True)
+                        f"--dashboard-port={free_port()}", f"--ray-client-server-port={self.client_port}",
+                        f"--dashboard-agent-listen-port={free_port()}"],
+                       env=env, check=True, capture_output=True, cwd=self.tmp)  # cwd: no ray.py of ours shadows Ray
         self.address = f"127.0.0.1:{port}"
 
     def pids(self) -> list[int]:
         """The instance's processes: those naming its temp folder, and every process below them
         (the raylet's workers)."""
-        found = [int(d.name) for d in Path("/proc").glob("[0-9]*") if self.tmp in _cmdline(int(d.name))]
+        # the Ray Client server names neither the temp folder nor a parent below it: its port
+        client = f"--port={self.client_port} "  # _cmdline joins the arguments with spaces
+        found = [int(d.name) for d in Path("/proc").glob("[0-9]*")
+                 if self.tmp in (c := _cmdline(int(d.name))) or client in c]
         seen, stack = set(found), list(found)
         while stack:
             for c in _children(stack.pop()):

@@ -261,7 +261,7 @@ def test_a_group_cut_at_page_starts_makes_a_multiple_of_the_workers(workers, exp
     """A row group that reads by pages and needs 3 ranges of ``target`` bytes is cut into a multiple
     of the workers (c200k's exact scan at --workers 2 was 3 tasks: one worker ran two while the
     other idled), at page starts, covering every row once."""
-    pieces = _row_pieces([(3000, 300)], 100, 10**6, 2.0, [list(range(0, 3000, 100))], 0, workers)
+    pieces = _row_pieces([(3000, 300)], 100, 10**6, 2.0, [list(range(0, 3000, 100))], 0, workers=workers)
     assert len(pieces) == expect
     assert pieces[0].start == 0 and pieces[-1].stop == 3000
     assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:]))

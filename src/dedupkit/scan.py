@@ -123,7 +123,7 @@ def plan_tasks(shards: list[Shard], spec: ReadSpec, mapper, workdir: str, key: s
             pages = _page_starts(shard, groups[si], spec.text_column, target, split_rows) \
                 if shard.format == "parquet" else None
             pieces = _row_pieces(groups[si], target, split_rows, weight, pages,
-                                 CHEAP_MIN_PIECE_BYTES if workers == 1 else 0, workers)
+                                 CHEAP_MIN_PIECE_BYTES if workers == 1 else 0, workers=workers)
         elif sizes[si] > target and shard.format == "jsonl" and shard.compression is None:
             pieces = _jsonl_pieces(shard, target) or [None]  # compressed JSON Lines and CSV: one task
         for part, piece in enumerate(pieces):
@@ -225,7 +225,7 @@ def _cuts(k: int, r: float) -> list[float]:
 
 def _row_pieces(groups: list[tuple[int, int]], target: int, split_rows: int,
                 decode_weight: float = 0.0, pages: list[list[int] | None] | None = None,
-                cheap_min: int = CHEAP_MIN_PIECE_BYTES, workers: int = 1) -> list[Piece]:
+                cheap_min: int = CHEAP_MIN_PIECE_BYTES, *, workers: int) -> list[Piece]:
     """Row ranges over groups of (rows, bytes): small neighbours merged, big ones cut.
 
     ``pages[g]``: the first rows of group ``g``'s data pages when a range of it is read from its

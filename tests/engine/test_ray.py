@@ -384,18 +384,19 @@ def running_cluster():
     from tests.support import free_port
 
     tmp = tempfile.mkdtemp(prefix="dk-rc-", dir="/tmp")
-    port = free_port()
+    port, client_port = free_port(), free_port()
     # no token authentication on this loopback instance (the commands then need no token either)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([SRC, ROOT]), RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
     cli = [sys.executable, "-c", "import sys; from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"]
     r = subprocess.run([*cli, "start", "--head", "--num-cpus=2", "--temp-dir", tmp, "--port", str(port),
                         "--include-dashboard=false", "--disable-usage-stats", f"--dashboard-port={free_port()}",
-                        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"],
+                        f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={free_port()}"],
                        env=env, capture_output=True, text=True, timeout=300)
 
     def pids() -> list[int]:
-        found = set(_processes_naming(tmp))
+        # the Ray Client server names neither the temp folder nor a parent below it: its port
+        found = set(_processes_naming(tmp)) | set(_processes_naming(f"--port={client_port}\0"))
         stack = list(found)
         while stack:
             for c in _children(stack.pop()):
