@@ -124,6 +124,7 @@ def instrument() -> None:
     import dedupkit.cli.exact  # noqa: F401 - the commands import these anyway
     import dedupkit.cli.fuzzy  # noqa: F401
     import dedupkit.engine.graph as graph
+    import dedupkit.explain as explain
     import dedupkit.engine.local as local
     import dedupkit.io.shards as shards
     import dedupkit.manifest as manifest
@@ -147,7 +148,7 @@ def instrument() -> None:
     _wrap(single, "identify_single")
     _wrap(graph, "centre_clusters")
     _wrap(policy, "cluster_ids")
-    _wrap(runner, "drop_reasons")
+    _wrap(explain, "drop_reasons")
     _wrap(runner, "_publish", "publish")
     _wrap(outdir.OutputDir, "finish", "finish (swap, rm .work)")
     _wrap(manifest, "write_table_atomic", "write part")
