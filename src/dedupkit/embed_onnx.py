@@ -323,9 +323,10 @@ def export_onnx(src: Path, out: Path, quantize: bool = True) -> Path:
             # float (ORT's int8 QAttention, per-tensor weights, fell to 0.978 cosine).
             # SmoothQuant (:func:`smoothing_scales`): the int8 model is quantised from a float
             # graph whose GEMM inputs carry their outlier channels in the weights instead; same
-            # function in float. Export v6: the int8 error to float fell to about a third on
-            # pydoc text (cosine to float, worst text 0.976 -> 0.991; pair error p99.9 0.053 ->
-            # 0.034), for three elementwise Muls more a layer. The float file stays unsmoothed.
+            # function in float. Export v6, on the pydoc paragraphs the calibration did not see
+            # (benchmarks/onnx_error.py): cosine to float, worst text 0.976 -> 0.990; pair error
+            # p99.9 0.053 -> 0.022, largest 0.077 -> 0.025; for three elementwise Muls more a
+            # layer. The float file stays unsmoothed.
             smoothed = out / "model_smoothed.onnx"
             onnx.save(build_graph(src, smoothing_scales(src, pydoc_paragraphs()[:CALIBRATION_PARAGRAPHS])),
                       str(smoothed))
