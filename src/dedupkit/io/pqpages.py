@@ -7,9 +7,10 @@ selection (no RowRanges API in Python), so this module does it with the file's o
 
 1. walk the chunk's page headers (Thrift compact protocol; only the few fields needed are
    looked at) to find each data page's byte offset and first row;
-2. build a small Parquet file in memory: the dictionary page (if any), the data pages that hold
+2. describe a small Parquet file: the dictionary page (if any), the data pages that hold
    ``[lo, hi)``, and the original footer with that one column chunk rewritten to point at them
-   (offsets, sizes, value counts; statistics and page-index pointers dropped);
+   (offsets, sizes, value counts; statistics and page-index pointers dropped); the pages are not
+   copied: the small file is read through the original one (:class:`ChunkRange`);
 3. let pyarrow decode that file (every encoding, compression and null handling stays Arrow's),
    and drop the leading rows of the first page.
 
